@@ -1,0 +1,65 @@
+"""The ``spatialfair`` command: one sub-command per pipeline stage.
+
+Each sub-command lives in ``spatialfair/commands/<name>.py`` and defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args)``. This file only discovers them, sets up logging and
+turns :class:`~spatialfair.errors.InputError` into a clear message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .errors import InputError
+
+#: Sub-commands in pipeline order; each is a module in spatialfair.commands.
+COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "compare",
+            "validate"]
+
+log = logging.getLogger("spatialfair")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="spatialfair",
+        description="Fairness-aware crop and flood segmentation of satellite rasters.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"spatialfair.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"spatialfair.commands.{name}":
+                continue
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``spatialfair`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        args._run(args)
+    except InputError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

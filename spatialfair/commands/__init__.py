@@ -1,0 +1,1 @@
+"""Sub-commands of the ``spatialfair`` CLI, one module each (see :mod:`spatialfair.cli`)."""

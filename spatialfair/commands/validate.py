@@ -1,0 +1,26 @@
+"""``spatialfair validate``: check a config and every input file before expensive work."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..config import dataset_config, load_config
+
+HELP = "validate a config file (schema, file lists, raster grids) and exit"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..validation import validate_dataset
+
+    config = load_config(args.config)
+    for name in args.dataset or list(config["datasets"]):
+        ds = dataset_config(config, name)
+        validate_dataset(ds, config)
+        log.info("dataset %s: %d scene(s) OK", name, len(ds.images))

@@ -1,0 +1,244 @@
+"""Configuration: load, validate (JSON Schema with defaults), task presets, dataset resolution.
+
+The same schema (``spatialfair/schemas/config.schema.yaml``) validates the Snakemake config and
+configs passed to the ``spatialfair`` command, so a config means the same thing everywhere.
+Errors name the offending key and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import InputError
+
+SCHEMA_PATH = Path(str(resources.files("spatialfair") / "schemas" / "config.schema.yaml"))
+
+#: Defaults per task. ``headline_metric`` drives model selection and the comparison.
+TASK_PRESETS: dict[str, dict[str, Any]] = {
+    "flood": {
+        "classes": ["land", "water"],
+        "colors": ["#c8b48c", "#1f78b4"],
+        "headline_metric": "iou_water",
+        "positive_class": 1,
+    },
+    "crop": {
+        "classes": ["background", "maize", "wheat", "soy", "rice"],
+        "colors": ["#d9d9d9", "#f1c40f", "#e67e22", "#27ae60", "#8e44ad"],
+        "headline_metric": "accuracy",
+        "positive_class": None,
+    },
+}
+
+STRATEGY_NAMES = ("erm", "reweight", "variance", "groupdro", "cvar", "spad")
+
+
+def load_schema() -> dict:
+    """Return the configuration JSON Schema as a dict."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _fill_defaults(instance: Any, schema: dict) -> None:
+    """Fill schema defaults into ``instance`` in place (objects only, recursively)."""
+    if not isinstance(instance, dict) or schema.get("type") not in ("object", None):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def _describe_error(err: jsonschema.ValidationError, source: str) -> InputError:
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        fix = f"remove or rename it; allowed keys here: {', '.join(allowed)}"
+    elif err.validator == "type":
+        fix = f"give a value of type {err.validator_value}"
+    elif err.validator == "enum":
+        fix = f"use one of {err.validator_value}"
+    elif err.validator == "required":
+        fix = "add the missing key"
+    elif err.validator == "oneOf":
+        fix = "see the schema's description of this key in spatialfair/schemas/config.schema.yaml"
+    else:
+        fix = f"see spatialfair/schemas/config.schema.yaml ({err.validator}: {err.validator_value})"
+    return InputError(f"{source}: key '{where}'", err.message, fix)
+
+
+def validate_config(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` against the schema and return a copy with defaults filled in.
+
+    Raises :class:`InputError` naming the first offending key and the fix.
+    """
+    schema = load_schema()
+    config = copy.deepcopy(config) if config is not None else {}
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), e.path))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise _describe_error(best, source)
+    _fill_defaults(config, schema)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file, validate it and fill defaults."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "config file not found", "pass the path of an existing YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML ({exc})", "fix the YAML syntax") from exc
+    return validate_config(raw or {}, source=str(path))
+
+
+@dataclass
+class StrategyRun:
+    """One training run: a strategy with its strength; ``name`` is its results folder."""
+
+    name: str
+    strategy: str
+    options: dict = field(default_factory=dict)
+
+
+def strategy_runs(config: dict) -> list[StrategyRun]:
+    """Expand the ``strategies`` entry (list or mapping, with sweeps) into runs."""
+    spec = config.get("strategies", list(STRATEGY_NAMES))
+    if isinstance(spec, list):
+        return [StrategyRun(s, s, {}) for s in spec]
+    runs: list[StrategyRun] = []
+    for strategy, opts in spec.items():
+        opts = dict(opts or {})
+        sweep = opts.pop("sweep", None) or []
+        runs.append(StrategyRun(strategy, strategy, dict(opts)))
+        for value in sweep:
+            runs.append(StrategyRun(f"{strategy}-{value:g}", strategy, {**opts, "strength": value}))
+    return runs
+
+
+@dataclass
+class DatasetConfig:
+    """A resolved dataset: file lists matched by name, task preset applied."""
+
+    name: str
+    task: str
+    images: list[Path]
+    labels: list[Path]
+    regions: Path | None
+    regions_layer: str | None
+    region_column: str
+    classes: list[str]
+    colors: list[str]
+    headline_metric: str
+    positive_class: int | None
+    bands: list[str] | None = None
+    nodata: float | None = None
+    ignore_index: int = 255
+    reproject_labels: bool = False
+    demo: str | None = None
+
+    @property
+    def scenes(self) -> list[str]:
+        """Scene names (image file stems), in order."""
+        return [p.stem for p in self.images]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _expand(spec: str | list[str], base: Path) -> list[Path]:
+    items = [spec] if isinstance(spec, str) else list(spec)
+    out: list[Path] = []
+    for item in items:
+        pattern = item if Path(item).is_absolute() else str(base / item)
+        if any(ch in item for ch in "*?["):
+            out.extend(Path(p) for p in sorted(glob.glob(pattern)))
+        else:
+            out.append(Path(pattern))
+    return out
+
+
+def dataset_config(
+    config: dict, name: str, base: str | Path = ".", require_files: bool = True
+) -> DatasetConfig:
+    """Resolve dataset ``name`` of a validated config.
+
+    Globs are expanded relative to ``base``; labels are matched to images by file stem. With
+    ``require_files`` (the default) an empty glob or an image without a label is an error.
+    """
+    base = Path(base)
+    if name not in config["datasets"]:
+        raise InputError(
+            f"config: datasets.{name}", "no such dataset",
+            f"use one of {sorted(config['datasets'])}",
+        )
+    block = config["datasets"][name]
+    preset = TASK_PRESETS[block["task"]]
+    classes = block.get("classes") or preset["classes"]
+    colors = block.get("colors") or preset["colors"][: len(classes)]
+    if len(colors) < len(classes):
+        raise InputError(
+            f"config: datasets.{name}.colors", f"{len(colors)} colours for {len(classes)} classes",
+            "give one '#rrggbb' colour per class",
+        )
+    images = _expand(block["images"], base)
+    labels = _expand(block["labels"], base)
+    if require_files:
+        if not images:
+            raise InputError(
+                f"config: datasets.{name}.images", f"'{block['images']}' matches no file",
+                "check the glob (relative to the working directory) or list the files",
+            )
+        by_stem = {p.stem: p for p in labels}
+        missing = [p.name for p in images if p.stem not in by_stem]
+        if missing:
+            raise InputError(
+                f"config: datasets.{name}.labels",
+                f"no label file with the same name for image(s) {missing[:5]}",
+                "name each label file like its image (same file stem) in the labels folder",
+            )
+        labels = [by_stem[p.stem] for p in images]
+        for p in images:
+            if not p.exists():
+                raise InputError(p, "image file not found", "fix the path in the config")
+    regions = block.get("regions")
+    regions_path = None
+    if regions:
+        regions_path = Path(regions) if Path(regions).is_absolute() else base / regions
+    positive = preset["positive_class"] if classes == preset["classes"] else (
+        1 if block["task"] == "flood" else None
+    )
+    return DatasetConfig(
+        name=name,
+        task=block["task"],
+        images=images,
+        labels=labels,
+        regions=regions_path,
+        regions_layer=block.get("regions_layer"),
+        region_column=block.get("region_column", "region"),
+        classes=list(classes),
+        colors=list(colors),
+        headline_metric=block.get("headline_metric") or preset["headline_metric"],
+        positive_class=positive,
+        bands=block.get("bands"),
+        nodata=block.get("nodata"),
+        ignore_index=block.get("ignore_index", 255),
+        reproject_labels=block.get("reproject_labels", False),
+        demo=block.get("demo"),
+    )

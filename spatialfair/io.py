@@ -1,0 +1,370 @@
+"""Raster and vector input/output with georeferencing kept intact.
+
+* :func:`inspect_raster` opens and validates an input raster (readable, georeferenced, bands,
+  dtype, nodata) before any expensive work, raising :class:`~spatialfair.errors.InputError`.
+* :func:`check_same_grid` checks that an image and its label raster share CRS, transform and
+  shape, and says exactly how they differ.
+* :func:`read_padded` reads a window that may extend past the raster edges (padding with a
+  fill value), so tiles and prediction windows never shrink at the edges.
+* :class:`GeoTiffWriter` writes a raster window by window into a tiled GeoTIFF and converts it
+  to a Cloud-Optimized GeoTIFF with overviews (NEAREST/MODE for class rasters), colour table,
+  nodata and band descriptions, under a temporary name renamed only when complete.
+* :func:`write_layers` writes GeoPackage layers atomically; every layer must carry a CRS.
+* :func:`reproject_to_grid` reprojects a raster onto another grid, on purpose and logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from .atomic import atomic_path, partial_path
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: GDAL creation options shared by every GeoTIFF we write.
+GTIFF_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": 256, "BLOCKYSIZE": 256, "COMPRESS": "DEFLATE",
+                 "BIGTIFF": "IF_SAFER"}
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What we need to know about a raster, read once from its header."""
+
+    path: Path
+    crs: rasterio.crs.CRS | None
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    block_shape: tuple[int, int]
+    has_mask: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the raster's CRS."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+
+def inspect_raster(
+    path: str | Path,
+    *,
+    role: str = "image",
+    min_bands: int = 1,
+    require_crs: bool = True,
+    check_last_block: bool = True,
+) -> RasterInfo:
+    """Open ``path``, check it is a usable georeferenced raster and return its header.
+
+    Checks: the file exists and GDAL reads it (also its last block, which catches truncated
+    files), it has a CRS and a real geotransform (not a bare pixel grid), at least
+    ``min_bands`` bands, and a single data type.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{role} raster not found", "check the path or glob in the config")
+    try:
+        with rasterio.open(path) as src:
+            info = RasterInfo(
+                path=path,
+                crs=src.crs,
+                transform=src.transform,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0],
+                nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+                block_shape=tuple(src.block_shapes[0]),
+                has_mask=any(
+                    rasterio.enums.MaskFlags.per_dataset in f for f in src.mask_flag_enums
+                ),
+            )
+            if len(set(src.dtypes)) > 1:
+                raise InputError(path, f"bands have mixed data types {src.dtypes}",
+                                 "write all bands with one data type")
+            if check_last_block:
+                bh, bw = info.block_shape
+                r0 = max(0, (info.height - 1) // bh * bh)
+                c0 = max(0, (info.width - 1) // bw * bw)
+                src.read(window=Window(c0, r0, info.width - c0, info.height - r0))
+    except InputError:
+        raise
+    except (RasterioError, OSError) as exc:
+        raise InputError(
+            path, f"GDAL cannot read this {role} raster ({exc})",
+            "re-download or re-export the file; it may be truncated or not a GeoTIFF",
+        ) from exc
+    if require_crs and info.crs is None:
+        raise InputError(
+            path, f"{role} raster has no CRS",
+            "assign the correct CRS, e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`",
+        )
+    if info.transform.is_identity or info.transform == Affine(1, 0, 0, 0, 1, 0):
+        raise InputError(
+            path, f"{role} raster has no geotransform (a bare pixel grid)",
+            "georeference it (e.g. `gdal_edit.py -a_ullr ...` or `-a_srs` with a transform)",
+        )
+    if info.transform.b != 0 or info.transform.d != 0:
+        raise InputError(
+            path, f"{role} raster is rotated (transform {tuple(info.transform)[:6]})",
+            "warp it to a north-up grid with gdalwarp first",
+        )
+    if info.count < min_bands:
+        raise InputError(
+            path, f"{role} raster has {info.count} band(s) but {min_bands} are configured",
+            "check the `bands` list of the dataset or use the right file",
+        )
+    return info
+
+
+def check_same_grid(image: RasterInfo, label: RasterInfo) -> None:
+    """Raise :class:`InputError` listing every way the label grid differs from the image grid."""
+    diffs = []
+    if image.crs != label.crs:
+        diffs.append(f"CRS {label.crs} vs image {image.crs}")
+    if (image.height, image.width) != (label.height, label.width):
+        diffs.append(f"shape {label.height}x{label.width} vs image {image.height}x{image.width}")
+    if not image.transform.almost_equals(label.transform, precision=1e-9 * max(image.res)):
+        diffs.append(f"transform {tuple(label.transform)[:6]} vs image {tuple(image.transform)[:6]}")
+    if diffs:
+        raise InputError(
+            label.path,
+            f"label grid differs from image {image.path.name}: " + "; ".join(diffs),
+            "export the label on the image grid, or set `reproject_labels: true` for the dataset "
+            "to reproject it (nearest neighbour) on purpose",
+        )
+
+
+def effective_nodata(info: RasterInfo, override: float | None = None) -> float | None:
+    """The nodata value to honour: the user's override, else the file's."""
+    return info.nodata if override is None else override
+
+
+def invalid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Boolean (H, W) mask of pixels that are not valid image data.
+
+    A pixel is invalid when any band is NaN or infinite, or when every band equals ``nodata``
+    (one band legitimately at the nodata value, such as a dark water pixel, is kept).
+    """
+    bad = np.zeros(data.shape[-2:], dtype=bool)
+    if np.issubdtype(data.dtype, np.floating):
+        bad |= ~np.isfinite(data).all(axis=0)
+    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+        bad |= (data == np.asarray(nodata, dtype=data.dtype)).all(axis=0)
+    return bad
+
+
+def read_padded(
+    src: rasterio.io.DatasetReader,
+    window: Window,
+    *,
+    indexes: Sequence[int] | int | None = None,
+    fill: float = 0,
+    masked_invalid: bool = False,
+) -> np.ndarray:
+    """Read ``window`` (which may extend past the raster) padding outside pixels with ``fill``.
+
+    Returns (bands, h, w) for a list/None of indexes or (h, w) for a single index. Only the part
+    inside the raster is read from disk.
+    """
+    row0, col0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + h, src.height), min(col0 + w, src.width)
+    single = isinstance(indexes, int)
+    idx = indexes if indexes is not None else list(range(1, src.count + 1))
+    nb = 1 if single else len(idx)
+    dtype = src.dtypes[(idx if single else idx[0]) - 1]
+    out = np.full((nb, h, w), fill, dtype=dtype)
+    if r1 > r0 and c1 > c0:
+        data = src.read(idx if not single else [idx], window=Window(c0, r0, c1 - c0, r1 - r0))
+        out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = data
+    return out[0] if single else out
+
+
+def hex_colormap(colors: Sequence[str], nodata: int | None = 255) -> dict[int, tuple[int, ...]]:
+    """GDAL colour table from '#rrggbb' strings (class id = position); nodata is transparent."""
+    cmap = {}
+    for i, c in enumerate(colors):
+        c = c.lstrip("#")
+        cmap[i] = (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255)
+    if nodata is not None:
+        cmap[int(nodata)] = (0, 0, 0, 0)
+    return cmap
+
+
+class GeoTiffWriter:
+    """Write a raster window by window, then publish it as a COG under its final name.
+
+    Usage::
+
+        with GeoTiffWriter(path, crs=crs, transform=t, width=w, height=h, count=1,
+                           dtype="uint8", nodata=255, descriptions=["class"],
+                           colormap=hex_colormap(colors), categorical=True) as dst:
+            dst.write(block, Window(col, row, bw, bh))
+
+    The data go to a tiled intermediate GeoTIFF (so memory stays bounded), which GDAL's COG
+    driver then copies with overviews (NEAREST for categorical rasters or MODE if asked,
+    AVERAGE for continuous ones). Nothing appears under ``path`` unless the whole write
+    succeeded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        crs,
+        transform: Affine,
+        width: int,
+        height: int,
+        count: int,
+        dtype: str,
+        nodata: float | None,
+        descriptions: Sequence[str],
+        colormap: Mapping[int, tuple[int, ...]] | None = None,
+        categorical: bool = False,
+        overview_resampling: str | None = None,
+        cog: bool = True,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        if crs is None:
+            raise ValueError(f"{path}: refusing to write a raster without a CRS")
+        if len(descriptions) != count:
+            raise ValueError(f"{path}: {count} bands but {len(descriptions)} descriptions")
+        self.path = Path(path)
+        self.cog = cog
+        self.profile = dict(
+            driver="GTiff", crs=crs, transform=transform, width=width, height=height,
+            count=count, dtype=dtype, nodata=nodata, **GTIFF_OPTIONS,
+        )
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            self.profile["PREDICTOR"] = 3
+        elif np.dtype(dtype).itemsize > 1:
+            self.profile["PREDICTOR"] = 2
+        self.descriptions = list(descriptions)
+        self.colormap = colormap
+        self.resampling = overview_resampling or ("NEAREST" if categorical else "AVERAGE")
+        self.tags = dict(tags or {})
+        self._tmp = partial_path(self.path).with_suffix(".build.tif")
+        self._dst = None
+
+    def __enter__(self) -> "GeoTiffWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._dst = rasterio.open(self._tmp, "w", **self.profile)
+        for i, d in enumerate(self.descriptions, start=1):
+            self._dst.set_band_description(i, d)
+        if self.colormap is not None:
+            self._dst.write_colormap(1, dict(self.colormap))
+        if self.tags:
+            self._dst.update_tags(**self.tags)
+        return self
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        """Write (bands, h, w) or (h, w) ``data`` at ``window`` (clipped to the raster)."""
+        if data.ndim == 2:
+            data = data[None]
+        row0, col0 = int(window.row_off), int(window.col_off)
+        r0, c0 = max(row0, 0), max(col0, 0)
+        r1 = min(row0 + data.shape[1], self.profile["height"])
+        c1 = min(col0 + data.shape[2], self.profile["width"])
+        if r1 <= r0 or c1 <= c0:
+            return
+        part = data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+        self._dst.write(part.astype(self.profile["dtype"], copy=False),
+                        window=Window(c0, r0, c1 - c0, r1 - r0))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._dst.close()
+            if exc_type is not None:
+                return
+            with atomic_path(self.path) as final_tmp:
+                if self.cog:
+                    rasterio.shutil.copy(
+                        self._tmp, final_tmp, driver="COG", COMPRESS="DEFLATE",
+                        BLOCKSIZE=256, OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=self.resampling,
+                        RESAMPLING=self.resampling, BIGTIFF="IF_SAFER",
+                        **({"PREDICTOR": "YES"} if "PREDICTOR" in self.profile else {}),
+                    )
+                else:
+                    rasterio.shutil.copy(self._tmp, final_tmp, driver="GTiff",
+                                         **GTIFF_OPTIONS)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(self._tmp) + ".aux.xml").unlink()
+
+
+def write_layers(layers: Mapping[str, "geopandas.GeoDataFrame"], path: str | Path) -> None:  # noqa: F821
+    """Write several GeoDataFrames as layers of one GeoPackage, atomically.
+
+    Every layer must have a CRS: a vector without one is useless in QGIS next to rasters.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        for name, gdf in layers.items():
+            if gdf.crs is None:
+                raise ValueError(f"{path}: layer '{name}' has no CRS; refusing to write it")
+            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+
+
+def reproject_to_grid(
+    src_path: str | Path,
+    grid: RasterInfo,
+    dst_path: str | Path,
+    *,
+    resampling: Resampling = Resampling.nearest,
+    categorical: bool = True,
+    reason: str = "",
+) -> Path:
+    """Reproject ``src_path`` onto ``grid`` (CRS, transform, shape), window by window.
+
+    Used only when the user asked for it (e.g. ``reproject_labels: true``); the action is
+    logged at WARNING level so it is never silent.
+    """
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    log.warning("Reprojecting %s onto the grid of %s (%s resampling)%s", src_path, grid.path,
+                resampling.name, f": {reason}" if reason else "")
+    with rasterio.open(src_path) as src, WarpedVRT(
+        src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+        resampling=resampling, nodata=src.nodata,
+    ) as vrt:
+        colormap = None
+        with contextlib.suppress(ValueError):
+            colormap = src.colormap(1)
+        with GeoTiffWriter(
+            dst_path, crs=grid.crs, transform=grid.transform, width=grid.width,
+            height=grid.height, count=src.count, dtype=src.dtypes[0], nodata=src.nodata,
+            descriptions=[d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)],
+            colormap=colormap, categorical=categorical, cog=False,
+        ) as dst:
+            for _, window in vrt.block_windows(1):
+                dst.write(vrt.read(window=window), window)
+    return dst_path
