@@ -1,0 +1,41 @@
+"""Shared fixtures: small generated GeoTIFFs and the location of the optional real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def write_tif(path, data, *, crs="EPSG:32633", transform=None, nodata=None, descriptions=None):
+    """Write a small plain GeoTIFF (test helper, not the package writer)."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    transform = transform or from_origin(500000, 5800000, 10, 10)
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+        count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform, nodata=nodata,
+    ) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return Path(path)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """Path of ../shared/data/real; skips the test where it is absent."""
+    if not REAL_DATA.exists():
+        pytest.skip(f"real data not available at {REAL_DATA} (only on the project's machines)")
+    return REAL_DATA

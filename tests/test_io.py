@@ -1,0 +1,102 @@
+"""Raster I/O: validation errors, padded reads, COG writing keeps georeferencing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from spatialfair.errors import InputError
+from spatialfair.io import (
+    GeoTiffWriter, check_same_grid, hex_colormap, inspect_raster, invalid_mask, read_padded,
+)
+from tests.conftest import write_tif
+
+
+def test_inspect_rejects_raster_without_crs(tmp_path):
+    p = write_tif(tmp_path / "nocrs.tif", np.zeros((8, 8), np.uint8), crs=None)
+    with pytest.raises(InputError, match="has no CRS") as exc:
+        inspect_raster(p)
+    assert "nocrs.tif" in str(exc.value) and "Fix:" in str(exc.value)
+
+
+def test_inspect_rejects_truncated_file(tmp_path):
+    p = write_tif(tmp_path / "ok.tif", np.random.default_rng(0).random((300, 300), np.float32))
+    data = p.read_bytes()
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="GDAL cannot read") as exc:
+        inspect_raster(bad)
+    assert "bad.tif" in str(exc.value)
+
+
+def test_inspect_counts_bands(tmp_path):
+    p = write_tif(tmp_path / "two.tif", np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(InputError, match="2 band\\(s\\) but 4 are configured"):
+        inspect_raster(p, min_bands=4)
+
+
+def test_check_same_grid_names_every_difference(tmp_path):
+    img = inspect_raster(write_tif(tmp_path / "img.tif", np.zeros((8, 8), np.uint8)))
+    lab = inspect_raster(write_tif(
+        tmp_path / "lab.tif", np.zeros((9, 8), np.uint8), crs="EPSG:32634",
+        transform=from_origin(500010, 5800000, 10, 10)))
+    with pytest.raises(InputError) as exc:
+        check_same_grid(img, lab)
+    msg = str(exc.value)
+    assert "CRS" in msg and "shape 9x8 vs image 8x8" in msg and "transform" in msg
+    assert "reproject_labels" in msg
+
+
+def test_invalid_mask_nan_and_all_band_nodata():
+    data = np.ones((2, 3, 3), np.float32)
+    data[0, 0, 0] = np.nan
+    data[:, 1, 1] = -9999
+    data[0, 2, 2] = -9999  # only one band at nodata: still valid
+    m = invalid_mask(data, -9999)
+    assert m.tolist() == [[True, False, False], [False, True, False], [False, False, False]]
+
+
+def test_read_padded_fills_outside(tmp_path):
+    arr = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    p = write_tif(tmp_path / "a.tif", arr)
+    with rasterio.open(p) as src:
+        out = read_padded(src, Window(-2, 7, 5, 5), indexes=1, fill=7777)
+    assert out.shape == (5, 5)
+    assert (out[:, :2] == 7777).all() and (out[3:, :] == 7777).all()
+    np.testing.assert_array_equal(out[:3, 2:], arr[7:10, 0:3])
+
+
+def test_geotiff_writer_makes_cog_with_georeferencing(tmp_path):
+    t = from_origin(300000, 5800000, 10, 10)
+    out = tmp_path / "classes.tif"
+    rng = np.random.default_rng(1)
+    full = rng.integers(0, 3, (600, 700)).astype(np.uint8)
+    with GeoTiffWriter(out, crs="EPSG:32633", transform=t, width=700, height=600, count=1,
+                       dtype="uint8", nodata=255, descriptions=["class"],
+                       colormap=hex_colormap(["#ff0000", "#00ff00", "#0000ff"]),
+                       categorical=True) as w:
+        for r in range(0, 600, 256):
+            for c in range(0, 700, 256):
+                w.write(full[r:r + 256, c:c + 256], Window(c, r, 256, 256))
+    assert not list(tmp_path.glob(".*partial*"))
+    with rasterio.open(out) as src:
+        assert src.crs.to_epsg() == 32633 and src.transform == t
+        assert src.nodata == 255 and src.descriptions == ("class",)
+        assert src.colormap(1)[2] == (0, 0, 255, 255) and src.colormap(1)[255][3] == 0
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.block_shapes[0] == (256, 256) and src.overviews(1) == [2, 4]
+        np.testing.assert_array_equal(src.read(1), full)
+
+
+def test_geotiff_writer_leaves_nothing_on_error(tmp_path):
+    out = tmp_path / "x.tif"
+    with pytest.raises(RuntimeError):
+        with GeoTiffWriter(out, crs="EPSG:4326", transform=from_origin(0, 1, 0.1, 0.1), width=10,
+                           height=10, count=1, dtype="float32", nodata=float("nan"),
+                           descriptions=["p"]) as w:
+            w.write(np.zeros((10, 10), np.float32), Window(0, 0, 10, 10))
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
