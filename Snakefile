@@ -1,0 +1,24 @@
+# spatialfair workflow: rasters + labels + regions -> tiles -> fair training per strategy ->
+# georeferenced predictions -> per-region fairness maps -> strategy comparison.
+#
+# Run on the built-in demo:   snakemake --workflow-profile workflow/profiles/default
+# On a SLURM cluster:         snakemake --workflow-profile workflow/profiles/slurm
+# With your own datasets:     snakemake --workflow-profile workflow/profiles/default --configfile my.yaml
+#
+# The rules only wire stages together; all science lives in the `spatialfair` package.
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/prepare.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/predict.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,137 @@
+# Shared helpers: validate the config once (schema with defaults, from the package), resolve
+# datasets, scenes and strategy runs, and build the list of final outputs.
+
+import os
+from pathlib import Path
+
+from spatialfair.config import dataset_config, strategy_runs, validate_config
+from spatialfair.errors import InputError
+
+try:
+    config = validate_config(config, source="config")
+except InputError as exc:
+    raise WorkflowError(f"Invalid configuration: {exc}") from None
+
+RESULTS = config["results"]
+# The validated config (defaults filled) is written once to this file; every command reads it.
+# Rules take it as ancient() input (its timestamp never triggers reruns) and declare the config
+# sections they depend on as params, so editing e.g. `training` retrains but does not re-tile.
+CONFIG_FILE = f"{RESULTS}/.config.yaml"
+DATASETS = list(config["datasets"])
+RUNS = {r.name: r for r in strategy_runs(config)}
+
+
+def yaml_dump(obj):
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False)
+
+
+def _dataset(name):
+    return dataset_config(config, name, require_files=False)
+
+
+def scenes(ds_name):
+    """Scene names of a dataset: image file stems, or the demo's names before it exists."""
+    ds = _dataset(ds_name)
+    if ds.images and all(Path(p).exists() for p in ds.images):
+        return ds.scenes
+    if ds.demo:
+        from spatialfair.demo import demo_scene_names
+
+        return demo_scene_names(ds.demo)
+    if not ds.images:
+        raise WorkflowError(
+            f"config: datasets.{ds_name}.images matches no file. Fix: check the glob "
+            "(relative to the working directory) or list the files."
+        )
+    return ds.scenes
+
+
+def image_path(ds_name, scene):
+    ds = _dataset(ds_name)
+    if ds.demo and not ds.images:
+        return str(Path(demo_dir(ds_name)) / "images" / f"{scene}.tif")
+    return str({p.stem: p for p in ds.images}[scene])
+
+
+def label_path(ds_name, scene):
+    ds = _dataset(ds_name)
+    if ds.demo and not ds.labels:
+        return str(Path(demo_dir(ds_name)) / "labels" / f"{scene}.tif")
+    return str({p.stem: p for p in ds.labels}[scene])
+
+
+def demo_dir(ds_name):
+    """Folder the demo generator writes into: the parent of the images' folder."""
+    spec = config["datasets"][ds_name]["images"]
+    first = spec if isinstance(spec, str) else spec[0]
+    return str(Path(first).parent.parent)
+
+
+def regions_input(ds_name):
+    regions = config["datasets"][ds_name].get("regions")
+    return [regions] if regions else []
+
+
+def dataset_inputs(ds_name):
+    return {
+        "images": [image_path(ds_name, s) for s in scenes(ds_name)],
+        "labels": [label_path(ds_name, s) for s in scenes(ds_name)],
+        "regions": regions_input(ds_name),
+    }
+
+
+def section(*keys, dataset=None):
+    """Config sections a rule depends on (for params-based rerun triggers)."""
+    out = {k: config.get(k) for k in keys}
+    if dataset is not None:
+        out["dataset"] = config["datasets"][dataset]
+    return out
+
+
+def all_outputs():
+    out = []
+    for ds in DATASETS:
+        base = f"{RESULTS}/{ds}"
+        out += [f"{base}/comparison.csv", f"{base}/comparison.png", f"{base}/partitions.gpkg",
+                f"{base}/tiles/tiles.gpkg"]
+        for run in RUNS:
+            out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
+            out += fairness_outputs(ds, run)
+            for scene in scenes(ds):
+                out += [f"{base}/{run}/predictions/{scene}.tif",
+                        f"{base}/{run}/probabilities/{scene}.tif"]
+    return out
+
+
+def fairness_outputs(ds, run):
+    d = f"{RESULTS}/{ds}/{run}/fairness"
+    metric = _dataset(ds).headline_metric
+    return [f"{d}/metrics.json", f"{d}/by_region.csv", f"{d}/fairness.gpkg",
+            f"{d}/fairness_{metric}.tif", f"{d}/map.png", f"{d}/regions.png"]
+
+
+wildcard_constraints:
+    dataset="|".join(map(lambda s: s.replace(".", r"\."), DATASETS)) or "NONE",
+    run="|".join(map(lambda s: s.replace(".", r"\."), RUNS)) or "NONE",
+    scene=r"[^/]+",
+
+
+rule write_config:
+    # The validated config (defaults filled) as one file the package's commands read, so a
+    # command run by hand with this file behaves exactly like the workflow.
+    output:
+        CONFIG_FILE,
+    params:
+        text=lambda w: yaml_dump(config),
+    log:
+        "logs/write_config.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    run:
+        from spatialfair.atomic import atomic_write_text
+
+        atomic_write_text(output[0], params.text)

@@ -1,0 +1,29 @@
+# Built-in demo data: for every dataset block with `demo: flood|crop`, a rule generates the
+# scenes, labels and regions file into the dataset's folder when they are absent.
+# Deterministic (seeded by the config's `seed`), so a re-run gives the same scenes.
+
+for _ds in DATASETS:
+    _task = config["datasets"][_ds].get("demo")
+    if not _task:
+        continue
+    _dir = demo_dir(_ds)
+
+    rule:
+        name:
+            f"demo_{_ds}"
+        output:
+            images=[f"{_dir}/images/{s}.tif" for s in scenes(_ds)],
+            labels=[f"{_dir}/labels/{s}.tif" for s in scenes(_ds)],
+            regions=f"{_dir}/regions.gpkg",
+        params:
+            task=_task,
+            out=_dir,
+            seed=config["seed"],
+        log:
+            f"logs/demo/{_ds}.log",
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        shell:
+            "spatialfair demo {params.task} --out {params.out} --seed {params.seed} > {log} 2>&1"
