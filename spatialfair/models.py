@@ -1,0 +1,285 @@
+"""Segmentation networks, the tile-size check, and the self-contained model bundle.
+
+* :class:`UNet` is a compact U-Net that needs no download: ``width`` channels at the first level,
+  doubling at each of ``depth`` down-sampling steps, any number of input bands and classes.
+  It uses **GroupNorm**, not BatchNorm: batches of satellite tiles are small (16 by default,
+  fewer per GPU under DDP), BatchNorm statistics would need SyncBatchNorm across ranks, and the
+  fairness strategies reweight regions, so the batch statistics BatchNorm learns would follow the
+  majority regions and differ between training and inference. GroupNorm is batch-independent:
+  the same tile gives the same output in training and evaluation mode, on one GPU or many.
+* ``arch: 'smp:<Name>'`` builds a segmentation-models-pytorch network (the optional ``smp``
+  extra). Encoder weights are never downloaded; ``encoder_weights`` may name a local file.
+* :func:`check_tile_size` says, at configuration time, when the tile side does not divide by the
+  network's total stride (it would otherwise fail deep inside a forward pass).
+* :func:`save_bundle` / :func:`load_bundle` write and read ``model.pt`` (contract in
+  ``docs/ARCHITECTURE.md``): weights plus everything needed to predict without the config.
+* :func:`normalize` applies the bundle's per-band normalisation (invalid pixels become 0).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_path
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "spatialfair-model/1"
+
+#: Keys every bundle carries (see docs/ARCHITECTURE.md, "Model bundle").
+BUNDLE_KEYS = (
+    "model_config", "in_channels", "num_classes", "classes", "colors", "bands", "norm_mean",
+    "norm_std", "tile_size", "task", "ignore_index", "nodata", "strategy", "strategy_state",
+    "config", "epoch", "val_metrics",
+)
+
+#: Total stride of segmentation-models-pytorch encoders (5 down-sampling steps).
+SMP_STRIDE = 32
+
+DEFAULT_MODEL = {"arch": "unet", "encoder": "resnet18", "encoder_weights": None, "width": 16,
+                 "depth": 3}
+
+
+def _model_config(model_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {**DEFAULT_MODEL, **dict(model_config or {})}
+
+
+def _groups(channels: int, max_groups: int = 8) -> int:
+    """Largest divisor of ``channels`` not above ``max_groups`` (GroupNorm group count)."""
+    return max(g for g in range(1, max_groups + 1) if channels % g == 0)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by GroupNorm and ReLU."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.GroupNorm(_groups(c_out), c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.GroupNorm(_groups(c_out), c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """Compact U-Net: ``depth`` max-pool steps, transposed-convolution up-sampling, skips.
+
+    Input (B, in_channels, H, W) with H and W divisible by ``2 ** depth``; output logits
+    (B, num_classes, H, W).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16, depth: int = 3):
+        super().__init__()
+        if in_channels < 1 or num_classes < 2 or width < 1 or depth < 1:
+            raise ValueError(
+                f"UNet needs in_channels>=1, num_classes>=2, width>=1, depth>=1; got "
+                f"{in_channels}, {num_classes}, {width}, {depth}"
+            )
+        self.depth = depth
+        chans = [width * 2**i for i in range(depth + 1)]
+        self.stem = ConvBlock(in_channels, chans[0])
+        self.down = nn.ModuleList(ConvBlock(chans[i], chans[i + 1]) for i in range(depth))
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in range(depth)
+        )
+        self.dec = nn.ModuleList(ConvBlock(2 * chans[i], chans[i]) for i in range(depth))
+        self.head = nn.Conv2d(chans[0], num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(self.pool(skips[-1])))
+        y = skips.pop()
+        for i in reversed(range(self.depth)):
+            y = self.dec[i](torch.cat([skips.pop(), self.up[i](y)], dim=1))
+        return self.head(y)
+
+
+def _smp_name(arch: str) -> str | None:
+    return arch.split(":", 1)[1] if arch.lower().startswith("smp:") else None
+
+
+def model_stride(model_config: Mapping[str, Any] | None) -> int:
+    """Total down-sampling factor of the configured network (tile sides must divide by it)."""
+    cfg = _model_config(model_config)
+    if _smp_name(cfg["arch"]) is not None:
+        return SMP_STRIDE
+    if cfg["arch"] != "unet":
+        raise InputError(
+            "config: model.arch", f"unknown architecture '{cfg['arch']}'",
+            "use 'unet' or 'smp:<Architecture>' (e.g. 'smp:Unet', needs the smp extra)",
+        )
+    return 2 ** int(cfg["depth"])
+
+
+def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | None) -> None:
+    """Raise :class:`InputError` when ``tile_size`` is not a multiple of the model's stride."""
+    stride = model_stride(model_config)
+    if tile_size % stride == 0:
+        return
+    cfg = _model_config(model_config)
+    lower = tile_size // stride * stride
+    suggest = [s for s in (lower, lower + stride) if s >= 16]
+    if _smp_name(cfg["arch"]) is not None:
+        why = f"the smp encoder's total stride {stride}"
+        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
+    else:
+        why = f"the U-Net's total stride 2**model.depth = {stride} (model.depth={cfg['depth']})"
+        deepest = max(d for d in range(0, 7) if tile_size % 2**d == 0)
+        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
+        if deepest >= 1:
+            fix += f", or lower model.depth to at most {deepest}"
+    raise InputError("config: tiling.size / model.depth",
+                     f"tile side {tile_size} is not divisible by {why}", fix)
+
+
+def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
+    name = _smp_name(cfg["arch"])
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as exc:
+        raise InputError(
+            "config: model.arch", f"'{cfg['arch']}' needs segmentation-models-pytorch",
+            "install the extra (`pip install 'spatialfair[smp]'`) or use arch: unet",
+        ) from exc
+    cls = getattr(smp, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise InputError("config: model.arch", f"smp has no architecture '{name}'",
+                         "use one such as smp:Unet, smp:UnetPlusPlus, smp:FPN, smp:DeepLabV3Plus")
+    weights = cfg.get("encoder_weights")
+    state = None
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(
+                "config: model.encoder_weights",
+                f"'{weights}' is not a local file (spatialfair never downloads weights)",
+                "download the encoder weights once and give their local path, or use null",
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+    model = cls(encoder_name=cfg["encoder"], encoder_weights=None, in_channels=in_channels,
+                classes=num_classes)
+    if state is not None:
+        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        log.info("loaded encoder weights from %s (%d missing, %d unexpected keys)",
+                 weights, len(missing), len(unexpected))
+    return model
+
+
+def build_model(model_config: Mapping[str, Any] | None, in_channels: int,
+                num_classes: int) -> nn.Module:
+    """Build the network described by the config's ``model`` block."""
+    cfg = _model_config(model_config)
+    model_stride(cfg)  # validates arch
+    if _smp_name(cfg["arch"]) is not None:
+        return _build_smp(cfg, in_channels, num_classes)
+    return UNet(in_channels, num_classes, width=int(cfg["width"]), depth=int(cfg["depth"]))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel/DataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def save_bundle(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
+                **meta: Any) -> Path:
+    """Write ``model.pt`` atomically: the weights (on CPU) plus the bundle fields in ``meta``.
+
+    ``meta`` must hold every key of :data:`BUNDLE_KEYS`; ``model`` is a module (wrappers are
+    unwrapped) or a state dict.
+    """
+    missing = [k for k in BUNDLE_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"save_bundle: missing bundle fields {missing}")
+    state = unwrap(model).state_dict() if isinstance(model, nn.Module) else dict(model)
+    bundle = {"format": BUNDLE_FORMAT, **_cpu(dict(meta)), "state_dict": _cpu(state)}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+    return path
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu"
+                ) -> tuple[nn.Module, dict[str, Any]]:
+    """Read a bundle written by :func:`save_bundle`; return (model in eval mode on device, bundle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "model bundle not found", "train a model first (spatialfair train)")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem means a bad file
+        raise InputError(path, f"cannot read the model bundle ({exc})",
+                         "re-run training; the file may be truncated") from exc
+    if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
+        raise InputError(path, f"not a {BUNDLE_FORMAT} bundle",
+                         "pass a model.pt written by spatialfair train")
+    model = build_model(bundle["model_config"], bundle["in_channels"], bundle["num_classes"])
+    model.load_state_dict(bundle["state_dict"])
+    model.to(device).eval()
+    return model, bundle
+
+
+def normalize(x: torch.Tensor | np.ndarray, bundle: Mapping[str, Any],
+              valid: torch.Tensor | np.ndarray | None = None) -> torch.Tensor | np.ndarray:
+    """Per-band ``(x - mean) / std`` with the bundle's statistics; channels on axis -3.
+
+    Non-finite values, and pixels where ``valid`` (shape of x without the band axis) is False,
+    become 0 after normalisation, i.e. the training mean. Returns float32 of the input's kind.
+    """
+    mean, std = bundle["norm_mean"], bundle["norm_std"]
+    if isinstance(x, np.ndarray):
+        shape = (len(mean), 1, 1)
+        out = (x.astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(
+            std, np.float32).reshape(shape)
+        out[~np.isfinite(out)] = 0.0
+        if valid is not None:
+            out *= np.asarray(valid, dtype=bool)[..., None, :, :]
+        return out
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    out = (x.float() - m) / s
+    out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    if valid is not None:
+        out = out * torch.as_tensor(valid, device=x.device).unsqueeze(-3).to(out.dtype)
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "BUNDLE_FORMAT", "BUNDLE_KEYS", "UNet", "build_model", "check_tile_size", "count_parameters",
+    "load_bundle", "model_stride", "normalize", "save_bundle", "unwrap",
+]
