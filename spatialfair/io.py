@@ -343,25 +343,27 @@ def reproject_to_grid(
     resampling: Resampling = Resampling.nearest,
     categorical: bool = True,
     reason: str = "",
+    dst_nodata: float | None = None,
 ) -> Path:
     """Reproject ``src_path`` onto ``grid`` (CRS, transform, shape), window by window.
 
     Used only when the user asked for it (e.g. ``reproject_labels: true``); the action is
-    logged at WARNING level so it is never silent.
+    logged at WARNING level so it is never silent. ``dst_nodata`` (default: the source's
+    nodata) fills pixels the source does not cover, e.g. the ignore value for labels.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     log.warning("Reprojecting %s onto the grid of %s (%s resampling)%s", src_path, grid.path,
                 resampling.name, f": {reason}" if reason else "")
     with rasterio.open(src_path) as src, WarpedVRT(
         src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-        resampling=resampling, nodata=src.nodata,
+        resampling=resampling, nodata=src.nodata if dst_nodata is None else dst_nodata,
     ) as vrt:
         colormap = None
         with contextlib.suppress(ValueError):
             colormap = src.colormap(1)
         with GeoTiffWriter(
             dst_path, crs=grid.crs, transform=grid.transform, width=grid.width,
-            height=grid.height, count=src.count, dtype=src.dtypes[0], nodata=src.nodata,
+            height=grid.height, count=src.count, dtype=src.dtypes[0], nodata=vrt.nodata,
             descriptions=[d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)],
             colormap=colormap, categorical=categorical, cog=False,
         ) as dst:

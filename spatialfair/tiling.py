@@ -1,0 +1,551 @@
+"""Cut scenes into fixed-size chips: the tile grid, the tile store and the tile index.
+
+* :func:`tile_windows` is the grid: tiles of ``size`` pixels with stride ``size - overlap``
+  from the top-left corner, extending past the right/bottom edges (padding) so that every
+  pixel is covered and, without overlap, lies in exactly one tile. Tiles never shrink at the
+  edge (shrinking double-counts pixels; dropping the remainder loses them).
+* :func:`tile_dataset` streams every scene in block-aligned strips (one row of tiles, or a
+  few when tiles are smaller than the file's blocks; wide scenes are cut into column chunks),
+  never the whole scene. Invalid pixels (nodata, NaN/inf, the file's internal mask, padding)
+  become label ``ignore_index`` and image value 0; tiles with too few valid labelled pixels
+  are skipped. Kept chips are appended as raw bytes to ``<scene>.image.bin`` /
+  ``<scene>.label.bin`` so memory stays flat whatever the number of tiles; ``tile_grid.gpkg``
+  (layer ``tiles``) and ``store.json`` describe them (see docs/ARCHITECTURE.md). Every file is
+  written under a temporary name and renamed only when all scenes succeeded; ``store.json``
+  is written last and marks a complete store.
+* :class:`TileStore` opens a store: metadata, the tile index, read-only memmaps of the
+  chips, and writers for the final index (``tiles.gpkg``, by the split step) and the
+  per-pixel region ids (``<scene>.regions.bin``, by the partition step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from .atomic import atomic_path, atomic_write_text, partial_path
+from .config import DatasetConfig
+from .errors import InputError
+from .io import RasterInfo, effective_nodata, invalid_mask, read_padded, write_layers
+from .validation import (all_invalid_error, band_names, bad_label_values, check_consistent,
+                         check_scene_names, inspect_pair, label_ignore_values,
+                         label_values_error)
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = "spatialfair-tiles/1"
+#: Upper bound on the decoded image bytes of one read (a strip or a chunk of one).
+READ_BYTES = 64 * 2**20
+#: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
+BASE_COLUMNS = ("tile_id", "scene", "store_index", "row_off", "col_off", "height", "width",
+                "valid_fraction", "n_valid")
+BOUNDS_COLUMNS = ("scene_crs", "xmin", "ymin", "xmax", "ymax")
+
+
+def _check_tiling(size: int, overlap: int, min_valid_fraction: float = 0.0) -> None:
+    if int(size) < 1:
+        raise InputError("config: tiling.size", f"tile size {size} must be positive",
+                         "use e.g. 64 or 256")
+    if not 0 <= int(overlap) < int(size):
+        raise InputError("config: tiling.overlap", f"overlap {overlap} must be >= 0 and "
+                         f"smaller than the tile size {size}", "use e.g. overlap 0")
+    if not 0 <= float(min_valid_fraction) <= 1:
+        raise InputError("config: tiling.min_valid_fraction",
+                         f"{min_valid_fraction} is not a fraction", "use a value in [0, 1]")
+
+
+def tile_offsets(length: int, size: int, overlap: int = 0) -> np.ndarray:
+    """Start offsets of tiles along one axis: 0, stride, 2*stride, ... until the end is covered.
+
+    The last tile may extend past ``length`` (padding); there is always at least one tile.
+    """
+    _check_tiling(size, overlap)
+    stride = size - overlap
+    n = 1 + max(0, -(-(length - size) // stride))
+    return np.arange(n, dtype=np.int64) * stride
+
+
+def tile_windows(height: int, width: int, size: int, overlap: int = 0) -> list[Window]:
+    """The tile grid of a ``height`` x ``width`` raster, row-major (see module docstring)."""
+    rows, cols = tile_offsets(height, size, overlap), tile_offsets(width, size, overlap)
+    return [Window(int(c), int(r), size, size) for r in rows for c in cols]
+
+
+def study_crs(crss: Sequence[CRS]) -> CRS:
+    """The CRS of the tile index: the scenes' CRS if they share one, else EPSG:4326."""
+    first = crss[0]
+    if all(c == first for c in crss[1:]):
+        return first
+    return CRS.from_epsg(4326)
+
+
+def crs_string(crs: CRS) -> str:
+    """'EPSG:nnnn' when the CRS has an EPSG code, else its WKT."""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg is not None else crs.to_wkt()
+
+
+def _plan_units(n_rows: int, n_cols: int, size: int, stride: int, block_shape: tuple[int, int],
+                bytes_per_pixel: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """Group the tile grid into reads: (tile row start, stop, tile col start, stop).
+
+    A read covers one row of tiles, or ``ceil(block height / stride)`` rows when tiles are
+    smaller than the blocks (so each block row is decoded once), and as many tile columns as
+    fit in ``budget`` bytes, rounded to whole blocks when it is cut.
+    """
+    bh, bw = (max(1, b) for b in block_shape)
+
+    def cols_fitting(g: int) -> int:
+        h = (g - 1) * stride + size
+        w_max = budget // max(1, h * bytes_per_pixel)
+        return 0 if w_max < size else 1 + (w_max - size) // stride
+
+    g = max(1, -(-bh // stride)) if stride < bh else 1
+    g = min(g, n_rows)
+    k = cols_fitting(g)
+    if k < 1:
+        g, k = 1, max(1, cols_fitting(1))
+    if k < n_cols:
+        m = math.lcm(stride, bw) // stride
+        if k >= m:
+            k = k // m * m
+    else:
+        k = n_cols
+    return [(i, min(i + g, n_rows), j, min(j + k, n_cols))
+            for i in range(0, n_rows, g) for j in range(0, n_cols, k)]
+
+
+def _tile_view(a: np.ndarray, n_r: int, n_c: int, size: int, stride: int) -> np.ndarray:
+    """Read-only (n_r, n_c, ..., size, size) view of the tiles of ``a`` (..., h, w)."""
+    s = a.strides
+    return np.lib.stride_tricks.as_strided(
+        a, shape=(n_r, n_c, *a.shape[:-2], size, size),
+        strides=(s[-2] * stride, s[-1] * stride, *s[:-2], s[-2], s[-1]), writeable=False)
+
+
+def _tile_sums(mask: np.ndarray, n_r: int, n_c: int, size: int, stride: int) -> np.ndarray:
+    """Number of True pixels in every tile of a (h, w) mask."""
+    if stride == size:
+        return mask.reshape(n_r, size, n_c, size).sum(axis=(1, 3), dtype=np.int64)
+    return _tile_view(mask, n_r, n_c, size, stride).sum(axis=(2, 3), dtype=np.int64)
+
+
+def _read_mask_padded(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
+    """The file's internal (per-dataset) mask for ``window``, 0 outside the raster."""
+    row0, col0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    out = np.zeros((h, w), dtype=np.uint8)
+    r1, c1 = min(row0 + h, src.height), min(col0 + w, src.width)
+    if r1 > row0 and c1 > col0:
+        out[: r1 - row0, : c1 - col0] = src.read_masks(
+            1, window=Window(col0, row0, c1 - col0, r1 - row0))
+    return out
+
+
+class _SceneTiler:
+    """Tiles one scene into open binary files and returns its index columns."""
+
+    def __init__(self, ds: DatasetConfig, image: RasterInfo, label: RasterInfo,
+                 indexes: list[int], *, size: int, overlap: int, min_valid_fraction: float,
+                 budget: int) -> None:
+        self.ds, self.image, self.label, self.indexes = ds, image, label, indexes
+        self.size, self.stride = size, size - overlap
+        self.min_valid_fraction = min_valid_fraction
+        self.nodata = effective_nodata(image, ds.nodata)
+        self.extra_ignore = label_ignore_values(label, ds.num_classes, ds.ignore_index)
+        self.rows = tile_offsets(image.height, size, overlap)
+        self.cols = tile_offsets(image.width, size, overlap)
+        bpp = np.dtype(image.dtype).itemsize * len(indexes) + 2  # + label and mask bytes
+        self.units = _plan_units(len(self.rows), len(self.cols), size, self.stride,
+                                 image.block_shape, bpp, budget)
+
+    def run(self, image_file, label_file) -> dict[str, np.ndarray]:
+        ds, img, size, stride = self.ds, self.image, self.size, self.stride
+        ignore = ds.ignore_index
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in
+                                              ("row_off", "col_off", "n_valid", "counts")}
+        n_invalid = 0
+        n_kept = 0
+        with rasterio.open(img.path) as isrc, rasterio.open(self.label.path) as lsrc:
+            for i0, i1, j0, j1 in tqdm(self.units, desc=img.path.stem, unit="read",
+                                       disable=None, leave=False):
+                n_r, n_c = i1 - i0, j1 - j0
+                r0, c0 = int(self.rows[i0]), int(self.cols[j0])
+                h, w = (n_r - 1) * stride + size, (n_c - 1) * stride + size
+                window = Window(c0, r0, w, h)
+                data = read_padded(isrc, window, indexes=self.indexes, fill=0)
+                labels = read_padded(lsrc, window, indexes=1, fill=ignore)
+                invalid = invalid_mask(data, self.nodata)
+                if img.has_mask:
+                    invalid |= _read_mask_padded(isrc, window) == 0
+                in_h, in_w = min(h, img.height - r0), min(w, img.width - c0)
+                invalid[in_h:, :] = True
+                invalid[:, in_w:] = True
+                # pixels this read owns (overlapping reads share `overlap` rows/cols)
+                own_h = in_h if i1 == len(self.rows) else min(in_h, n_r * stride)
+                own_w = in_w if j1 == len(self.cols) else min(in_w, n_c * stride)
+                n_invalid += int(invalid[:own_h, :own_w].sum())
+
+                values, counts = bad_label_values(labels, ds.num_classes, self.extra_ignore)
+                if len(values):
+                    raise label_values_error(self.label.path, values, counts, ds.classes, ignore)
+                for v in self.extra_ignore[1:]:
+                    labels[labels == v] = ignore
+                labels = labels.astype(np.uint8, copy=False)
+                np.putmask(labels, invalid, ignore)
+                np.copyto(data, 0, where=invalid[None])
+
+                n_valid = _tile_sums(labels != ignore, n_r, n_c, size, stride)
+                keep = (n_valid > 0) & (n_valid >= self.min_valid_fraction * size * size)
+                ki, kj = np.nonzero(keep)
+                if len(ki) == 0:
+                    continue
+                chips = _tile_view(data, n_r, n_c, size, stride)[ki, kj]
+                image_file.write(memoryview(np.ascontiguousarray(chips)).cast("B"))
+                lchips = np.ascontiguousarray(_tile_view(labels, n_r, n_c, size, stride)[ki, kj])
+                label_file.write(memoryview(lchips).cast("B"))
+                k = len(ki)
+                keys = lchips.reshape(k, -1) + (np.arange(k, dtype=np.int64) * 256)[:, None]
+                cls = np.bincount(keys.ravel(), minlength=k * 256).reshape(k, 256)
+                parts["counts"].append(cls[:, : ds.num_classes])
+                parts["row_off"].append(self.rows[i0 + ki])
+                parts["col_off"].append(self.cols[j0 + kj])
+                parts["n_valid"].append(n_valid[ki, kj])
+                n_kept += k
+        n_pixels = img.width * img.height
+        if n_invalid >= n_pixels:
+            raise all_invalid_error(img.path, self.nodata)
+        log.info("scene %s: kept %d of %d tiles; %.2f%% of pixels invalid", img.path.stem,
+                 n_kept, len(self.rows) * len(self.cols), 100 * n_invalid / n_pixels)
+        if n_kept == 0:
+            return {"row_off": np.empty(0, np.int64), "col_off": np.empty(0, np.int64),
+                    "n_valid": np.empty(0, np.int64),
+                    "counts": np.empty((0, ds.num_classes), np.int64)}
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _scene_index(scene: str, info: RasterInfo, cols: dict[str, np.ndarray], size: int,
+                 classes: Sequence[str], target_crs: CRS) -> gpd.GeoDataFrame:
+    """Index rows of one scene with footprints in ``target_crs``."""
+    n = len(cols["row_off"])
+    t = info.transform
+    x0 = t.c + t.a * cols["col_off"]
+    x1 = t.c + t.a * (cols["col_off"] + size)
+    y0 = t.f + t.e * cols["row_off"]
+    y1 = t.f + t.e * (cols["row_off"] + size)
+    xmin, xmax = np.minimum(x0, x1), np.maximum(x0, x1)
+    ymin, ymax = np.minimum(y0, y1), np.maximum(y0, y1)
+    data = {
+        "scene": np.full(n, scene, dtype=object),
+        "store_index": np.arange(n, dtype=np.int64),
+        "row_off": cols["row_off"].astype(np.int64),
+        "col_off": cols["col_off"].astype(np.int64),
+        "height": np.full(n, size, dtype=np.int64),
+        "width": np.full(n, size, dtype=np.int64),
+        "valid_fraction": cols["n_valid"] / float(size * size),
+        "n_valid": cols["n_valid"].astype(np.int64),
+    }
+    for k in range(len(classes)):
+        data[f"count_{k}"] = cols["counts"][:, k].astype(np.int64)
+    data.update({"scene_crs": np.full(n, crs_string(info.crs), dtype=object),
+                 "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax})
+    geoms = shapely.box(xmin, ymin, xmax, ymax)
+    if info.crs == target_crs:
+        return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=info.crs))
+    # densify the edges so the footprint stays right after a non-linear transformation
+    geoms = shapely.segmentize(geoms, max_segment_length=size * abs(t.a) / 8)
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=info.crs).to_crs(target_crs))
+
+
+def tile_dataset(
+    ds: DatasetConfig,
+    out_dir: str | Path,
+    *,
+    size: int,
+    overlap: int = 0,
+    min_valid_fraction: float = 0.05,
+    read_bytes: int = READ_BYTES,
+) -> "TileStore":
+    """Tile every scene of ``ds`` into a tile store in ``out_dir`` and return it.
+
+    A tile is kept when it has at least one valid labelled pixel and its fraction of valid
+    labelled pixels (image valid and label not ignore, over ``size**2`` pixels, padding
+    included) is at least ``min_valid_fraction``. Header checks (CRS, grid match, bands, data
+    types) run first for every scene; label values outside the classes and all-invalid
+    images are detected while reading. On any error nothing new is left in ``out_dir``.
+    Re-tiling removes a previous ``tiles.gpkg`` and ``*.regions.bin`` (they describe the old
+    tiles). ``read_bytes`` bounds the decoded bytes of one read.
+    """
+    _check_tiling(size, overlap, min_valid_fraction)
+    size, overlap = int(size), int(overlap)
+    out_dir = Path(out_dir)
+    check_scene_names(ds)
+    checked = []
+    for image, label in zip(ds.images, ds.labels):
+        try:
+            checked.append(inspect_pair(ds, image, label))
+        except InputError as exc:
+            if ds.reproject_labels and exc.problem.startswith("label grid differs"):
+                raise InputError(exc.where, exc.problem, "tile the labels reprojected by "
+                                 "`validate_dataset(ds, config, reproject_dir=...)`, as "
+                                 "`spatialfair tile` does") from exc
+            raise
+    check_consistent([(img, idx) for img, _, idx in checked])
+    target = study_crs([img.crs for img, _, _ in checked])
+    if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
+        log.info("scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
+                 "CRS are kept in xmin..ymax)", crs_string(target))
+    first, _, first_idx = checked[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final)
+    frames = []
+    scenes_meta = {}
+    try:
+        for img, lab, idx in tqdm(checked, desc=f"tiling {ds.name}", unit="scene",
+                                  disable=None):
+            scene = img.path.stem
+            finals = (out_dir / f"{scene}.image.bin", out_dir / f"{scene}.label.bin")
+            tmps = tuple(partial_path(f) for f in finals)
+            staged.extend(zip(tmps, finals))
+            tiler = _SceneTiler(ds, img, lab, idx, size=size, overlap=overlap,
+                                min_valid_fraction=min_valid_fraction, budget=read_bytes)
+            with open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
+                cols = tiler.run(fi, fl)
+            frames.append(_scene_index(scene, img, cols, size, ds.classes, target))
+            nodata = effective_nodata(img, ds.nodata)
+            scenes_meta[scene] = {
+                "image": str(img.path), "label": str(lab.path), "crs": crs_string(img.crs),
+                "transform": list(img.transform)[:6], "width": img.width,
+                "height": img.height, "n_tiles": len(cols["row_off"]),
+                "nodata": None if nodata is None else float(nodata), "band_indexes": idx,
+            }
+        index = pd.concat(frames, ignore_index=True)
+        if len(index) == 0:
+            raise InputError(
+                f"dataset {ds.name}", f"no tile has at least {min_valid_fraction:.0%} valid "
+                "labelled pixels", "check the labels and nodata, or lower "
+                "`tiling.min_valid_fraction`")
+        index.insert(0, "tile_id", np.arange(len(index), dtype=np.int64))
+        index = gpd.GeoDataFrame(index, geometry="geometry", crs=target)
+        grid_final = out_dir / "tile_grid.gpkg"
+        grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
+        staged.append((grid_tmp, grid_final))
+        write_layers({"tiles": index}, grid_tmp)
+        meta = {
+            "format": STORE_FORMAT, "task": ds.task, "tile_size": size, "overlap": overlap,
+            "min_valid_fraction": float(min_valid_fraction),
+            "bands": band_names(first, ds.bands, first_idx), "dtype": first.dtype,
+            "classes": list(ds.classes), "colors": list(ds.colors),
+            "ignore_index": ds.ignore_index, "study_crs": crs_string(target),
+            "scenes": scenes_meta, "regions_partitioning": None,
+        }
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    _publish(out_dir, staged, meta)
+    log.info("dataset %s: %d tiles of %d px from %d scene(s) in %s", ds.name, len(index), size,
+             len(scenes_meta), out_dir)
+    return TileStore(out_dir)
+
+
+def _publish(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) -> None:
+    """Replace the store in ``out_dir`` by the staged files; ``store.json`` goes last."""
+    old_scenes: Iterable[str] = ()
+    store_json = out_dir / "store.json"
+    if store_json.exists():
+        with contextlib.suppress(ValueError, OSError):
+            old_scenes = json.loads(store_json.read_text()).get("scenes", {})
+        store_json.unlink()
+    for stale in [out_dir / "tiles.gpkg", *out_dir.glob("*.regions.bin")]:
+        stale.unlink(missing_ok=True)
+    for scene in set(old_scenes) - set(meta["scenes"]):
+        for suffix in ("image", "label"):
+            (out_dir / f"{scene}.{suffix}.bin").unlink(missing_ok=True)
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    atomic_write_text(store_json, json.dumps(meta, indent=1))
+
+
+class TileStore:
+    """A tile store directory written by :func:`tile_dataset` (see docs/ARCHITECTURE.md)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "store.json"
+        if not meta_path.exists():
+            raise InputError(self.path, "no tile store here (store.json is missing)",
+                             "run `spatialfair tile` for this dataset first")
+        self.meta: dict = json.loads(meta_path.read_text())
+        if self.meta.get("format") != STORE_FORMAT:
+            raise InputError(meta_path, f"unknown store format {self.meta.get('format')!r}",
+                             f"re-run `spatialfair tile` (this version writes {STORE_FORMAT})")
+        self._index: gpd.GeoDataFrame | None = None
+
+    @property
+    def scenes(self) -> list[str]:
+        return list(self.meta["scenes"])
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.meta["tile_size"])
+
+    @property
+    def overlap(self) -> int:
+        return int(self.meta["overlap"])
+
+    @property
+    def stride(self) -> int:
+        return self.tile_size - self.overlap
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.meta["bands"])
+
+    @property
+    def ignore_index(self) -> int:
+        return int(self.meta["ignore_index"])
+
+    @property
+    def study_crs(self) -> CRS:
+        return CRS.from_user_input(self.meta["study_crs"])
+
+    def n_tiles(self, scene: str) -> int:
+        """Number of tiles stored for ``scene``."""
+        return int(self._scene(scene)["n_tiles"])
+
+    def _scene(self, scene: str) -> dict:
+        try:
+            return self.meta["scenes"][scene]
+        except KeyError:
+            raise KeyError(f"scene {scene!r} is not in the tile store {self.path} "
+                           f"(scenes: {self.scenes})") from None
+
+    def _memmap(self, scene: str, kind: str, dtype, shape_tail: tuple[int, ...]) -> np.ndarray:
+        n = self.n_tiles(scene)
+        path = self.path / f"{scene}.{kind}.bin"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing"
+                                    + (": run `spatialfair partition` first"
+                                       if kind == "regions" else ""))
+        expected = n * int(np.prod(shape_tail)) * np.dtype(dtype).itemsize
+        if path.stat().st_size != expected:
+            raise InputError(path, f"size {path.stat().st_size} B, expected {expected} B for "
+                             f"{n} tiles", "the store is damaged; re-run `spatialfair tile`")
+        if n == 0:
+            return np.empty((0, *shape_tail), dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=(n, *shape_tail))
+
+    def images(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, bands, T, T) chips of ``scene`` in the image dtype."""
+        t = self.tile_size
+        return self._memmap(scene, "image", self.meta["dtype"], (len(self.bands), t, t))
+
+    def labels(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, T, T) uint8 labels (``ignore_index`` = not usable)."""
+        t = self.tile_size
+        return self._memmap(scene, "label", np.uint8, (t, t))
+
+    def regions(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, T, T) int16 region ids of the training partitioning (-1 none)."""
+        t = self.tile_size
+        return self._memmap(scene, "regions", np.int16, (t, t))
+
+    @property
+    def index_path(self) -> Path:
+        """``tiles.gpkg`` when the split step wrote it, else ``tile_grid.gpkg``."""
+        final = self.path / "tiles.gpkg"
+        return final if final.exists() else self.path / "tile_grid.gpkg"
+
+    @property
+    def index(self) -> gpd.GeoDataFrame:
+        """The tile index (layer ``tiles``), read once."""
+        if self._index is None:
+            self._index = gpd.read_file(self.index_path, layer="tiles", engine="pyogrio")
+        return self._index
+
+    def write_index(self, index: gpd.GeoDataFrame) -> Path:
+        """Write the final index ``tiles.gpkg`` atomically (used by the split step)."""
+        missing = [c for c in BASE_COLUMNS if c not in index.columns]
+        if missing:
+            raise ValueError(f"tile index lacks columns {missing}")
+        if index.crs is None or CRS.from_user_input(index.crs) != self.study_crs:
+            raise ValueError(f"tile index CRS {index.crs} is not the store's study CRS "
+                             f"{self.meta['study_crs']}")
+        path = self.path / "tiles.gpkg"
+        write_layers({"tiles": index}, path)
+        self._index = None
+        return path
+
+    @contextlib.contextmanager
+    def regions_writer(self, scene: str) -> Iterator["RegionsWriter"]:
+        """Context manager appending region-id chips of ``scene`` in store order; the file
+        appears only when all ``n_tiles`` chips were written."""
+        final = self.path / f"{scene}.regions.bin"
+        with atomic_path(final) as tmp, open(tmp, "wb") as f:
+            writer = RegionsWriter(f, self.n_tiles(scene), self.tile_size)
+            yield writer
+            writer.finish()
+
+    def write_regions(self, scene: str, chunks: Iterable[np.ndarray], *,
+                      partitioning: str | None = None) -> Path:
+        """Write ``<scene>.regions.bin`` from (k, T, T) chunks in store order.
+
+        With ``partitioning``, record its name as ``regions_partitioning`` in store.json.
+        """
+        with self.regions_writer(scene) as w:
+            for chunk in chunks:
+                w.write(chunk)
+        if partitioning is not None and self.meta.get("regions_partitioning") != partitioning:
+            self.meta["regions_partitioning"] = partitioning
+            atomic_write_text(self.path / "store.json", json.dumps(self.meta, indent=1))
+        return self.path / f"{scene}.regions.bin"
+
+
+class RegionsWriter:
+    """Appends int16 region-id chips to an open file; checks shapes and the final count."""
+
+    def __init__(self, file, n_tiles: int, tile_size: int) -> None:
+        self.file, self.n_tiles, self.tile_size, self.written = file, n_tiles, tile_size, 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk)
+        t = self.tile_size
+        if chunk.ndim == 2:
+            chunk = chunk[None]
+        if chunk.shape[1:] != (t, t):
+            raise ValueError(f"region chips must be (k, {t}, {t}), got {chunk.shape}")
+        if chunk.size and (chunk.min() < -1 or chunk.max() > np.iinfo(np.int16).max):
+            raise ValueError("region ids must be -1 (none) or 0..32767")
+        if self.written + len(chunk) > self.n_tiles:
+            raise ValueError(f"more than the store's {self.n_tiles} tiles written")
+        self.file.write(np.ascontiguousarray(chunk, dtype=np.int16).tobytes())
+        self.written += len(chunk)
+
+    def finish(self) -> None:
+        if self.written != self.n_tiles:
+            raise ValueError(f"{self.written} region chips written, the store has "
+                             f"{self.n_tiles} tiles")

@@ -1,0 +1,320 @@
+"""Check a dataset's rasters before any expensive work (tiling, training).
+
+:func:`validate_dataset` opens every image and label once and fails early, with an
+:class:`~spatialfair.errors.InputError` that names the file, the problem and the fix, on:
+unreadable or non-georeferenced rasters, too few bands, unsupported or inconsistent image data
+types, label rasters that are not a single integer band, label grids that differ from their
+image (unless the user asked for reprojection, which is then done on purpose and logged), label
+values that are not a configured class or the ignore value, and images whose every pixel is
+invalid. NaN/inf values in float images are counted and logged: they are treated as nodata.
+
+Pixel scans read block-aligned windows of bounded size, never a whole scene. The helpers used
+here (:func:`inspect_pair`, :func:`select_bands`, :func:`label_ignore_values`,
+:func:`bad_label_values`) are shared with :mod:`spatialfair.tiling`, which repeats the cheap
+checks on the data it reads so that it is safe to call on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .config import DatasetConfig
+from .errors import InputError
+from .io import (RasterInfo, check_same_grid, effective_nodata, inspect_raster, invalid_mask,
+                 reproject_to_grid)
+
+log = logging.getLogger(__name__)
+
+#: Image data types the pipeline reads (the model works in float32 after normalisation).
+SUPPORTED_IMAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64",
+                          "uint64", "float32", "float64")
+
+#: Upper bound of one read during a pixel scan (bytes of the decoded window).
+SCAN_BYTES = 32 * 2**20
+
+
+def scan_windows(info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTES
+                 ) -> Iterator[Window]:
+    """Windows covering the raster, aligned to its blocks, each at most ``budget`` bytes.
+
+    Row bands are a whole number of block rows; a band wider than the budget is split into
+    column chunks that are a whole number of blocks wide.
+    """
+    bh, bw = (max(1, b) for b in info.block_shape)
+    row_bytes = max(1, info.width * bytes_per_pixel)
+    rows = max(bh, budget // row_bytes // bh * bh)
+    cols = info.width
+    if rows * row_bytes > budget:  # one block row is already too wide: chunk columns
+        rows = bh
+        cols = max(bw, budget // max(1, rows * bytes_per_pixel) // bw * bw)
+    for r in range(0, info.height, rows):
+        for c in range(0, info.width, cols):
+            yield Window(c, r, min(cols, info.width - c), min(rows, info.height - r))
+
+
+def select_bands(info: RasterInfo, names: Sequence[str] | None) -> list[int]:
+    """1-based band indexes to read from ``info`` for the configured band ``names``.
+
+    Bands are matched by description when the file describes every configured band; otherwise
+    the first ``len(names)`` bands are used (logged when the file has more bands than that).
+    Without configured names every band is used.
+    """
+    if not names:
+        return list(range(1, info.count + 1))
+    desc = [d or "" for d in info.descriptions]
+    if all(n in desc for n in names):
+        return [desc.index(n) + 1 for n in names]
+    if info.count > len(names):
+        log.warning("%s: %d bands, %d configured (%s) and not all named in the file; "
+                    "using bands 1-%d", info.path, info.count, len(names), ", ".join(names),
+                    len(names))
+    return list(range(1, len(names) + 1))
+
+
+def band_names(info: RasterInfo, names: Sequence[str] | None, indexes: Sequence[int]
+               ) -> list[str]:
+    """Names of the selected bands: the configured ones, else the file's descriptions."""
+    if names:
+        return list(names)
+    return [info.descriptions[i - 1] or f"band_{i}" for i in indexes]
+
+
+def check_image_dtype(info: RasterInfo) -> None:
+    """Reject image data types the pipeline cannot use (complex SAR data, for example)."""
+    if info.dtype not in SUPPORTED_IMAGE_DTYPES:
+        raise InputError(
+            info.path, f"image data type {info.dtype} is not supported",
+            "convert it to a real-valued type, e.g. intensity in dB as float32 "
+            "(`gdal_translate -ot Float32`)",
+        )
+
+
+def check_label_raster(info: RasterInfo) -> None:
+    """A label raster must have exactly one band of integer class ids."""
+    if info.count != 1:
+        raise InputError(
+            info.path, f"label raster has {info.count} bands, expected 1 band of class ids",
+            "write the class ids as a single-band raster (e.g. `gdal_translate -b 1`)",
+        )
+    if not np.issubdtype(np.dtype(info.dtype), np.integer):
+        raise InputError(
+            info.path, f"label raster has data type {info.dtype}; class ids must be integers",
+            "convert it, e.g. `gdal_translate -ot Byte -a_nodata 255 IN OUT`",
+        )
+
+
+def label_ignore_values(info: RasterInfo, num_classes: int, ignore_index: int) -> list[int]:
+    """Label values read as 'not labelled': ``ignore_index`` and the file's nodata value.
+
+    A label nodata value that is also a class id is kept as that class (and logged), because
+    many label files mark class 0 as nodata by accident.
+    """
+    values = [int(ignore_index)]
+    nd = info.nodata
+    if nd is None or (isinstance(nd, float) and math.isnan(nd)) or float(nd) != int(nd):
+        return values
+    nd = int(nd)
+    if nd == ignore_index:
+        return values
+    if 0 <= nd < num_classes:
+        log.warning("%s: label nodata value %d is also a class id; counting it as class %d, "
+                    "not as unlabelled", info.path, nd, nd)
+        return values
+    return values + [nd]
+
+
+def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequence[int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Values (and their pixel counts) that are neither a class id nor in ``allowed_extra``."""
+    bad = (labels < 0) | (labels >= num_classes) if labels.dtype.kind == "i" else (
+        labels >= num_classes)
+    for v in allowed_extra:
+        bad &= labels != v
+    if not bad.any():
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    values, counts = np.unique(labels[bad], return_counts=True)
+    return values.astype(np.int64), counts.astype(np.int64)
+
+
+def label_values_error(path: Path | str, values: np.ndarray, counts: np.ndarray,
+                       classes: Sequence[str], ignore_index: int) -> InputError:
+    """The error for label values outside the configured classes."""
+    shown = ", ".join(f"{v} ({c} px)" for v, c in list(zip(values, counts))[:10])
+    more = f" and {len(values) - 10} more" if len(values) > 10 else ""
+    return InputError(
+        path,
+        f"label values {shown}{more} are not class ids 0..{len(classes) - 1} "
+        f"({', '.join(classes)}) nor the ignore value {ignore_index}",
+        "list every class in the dataset's `classes` (in id order), or set these pixels to "
+        f"{ignore_index} (`ignore_index`) if they are unlabelled",
+    )
+
+
+def all_invalid_error(path: Path | str, nodata: float | None) -> InputError:
+    """The error for an image in which no pixel is valid."""
+    return InputError(
+        path, f"every pixel of the image is invalid (nodata {nodata}, NaN/inf or masked)",
+        "check the file and the dataset's `nodata` override; remove the scene if it is empty",
+    )
+
+
+def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: int) -> None:
+    """Scan the label raster window by window; fail on values outside the classes."""
+    allowed = label_ignore_values(info, len(classes), ignore_index)
+    found: dict[int, int] = {}
+    with rasterio.open(info.path) as src:
+        for win in scan_windows(info, np.dtype(info.dtype).itemsize):
+            values, counts = bad_label_values(src.read(1, window=win), len(classes), allowed)
+            for v, c in zip(values.tolist(), counts.tolist()):
+                found[v] = found.get(v, 0) + c
+    if found:
+        values = np.array(sorted(found))
+        raise label_values_error(info.path, values, np.array([found[v] for v in values]),
+                                 classes, ignore_index)
+
+
+def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *,
+               full: bool = True) -> dict[str, int]:
+    """Count invalid pixels of an image; fail if every pixel is invalid.
+
+    With ``full=False`` the scan stops at the first window holding a valid pixel (enough to
+    rule out an empty scene). Returns ``{"pixels", "invalid", "nonfinite", "scanned"}``.
+    """
+    stats = {"pixels": info.width * info.height, "invalid": 0, "nonfinite": 0, "scanned": 0}
+    is_float = np.issubdtype(np.dtype(info.dtype), np.floating)
+    bpp = np.dtype(info.dtype).itemsize * len(indexes)
+    with rasterio.open(info.path) as src:
+        for win in scan_windows(info, bpp):
+            data = src.read(list(indexes), window=win)
+            bad = invalid_mask(data, nodata)
+            if info.has_mask:
+                bad |= src.read_masks(1, window=win) == 0
+            if is_float:
+                stats["nonfinite"] += int((~np.isfinite(data).all(axis=0)).sum())
+            n_bad = int(bad.sum())
+            stats["invalid"] += n_bad
+            stats["scanned"] += bad.size
+            if not full and n_bad < bad.size:
+                break
+    if stats["scanned"] == stats["pixels"] and stats["invalid"] == stats["pixels"]:
+        raise all_invalid_error(info.path, nodata)
+    if full:
+        if stats["nonfinite"]:
+            log.info("%s: %d pixel(s) (%.2f%%) have NaN/inf in some band; treated as nodata",
+                     info.path, stats["nonfinite"], 100 * stats["nonfinite"] / stats["pixels"])
+        log.info("%s: %.2f%% of pixels invalid (nodata %s, NaN/inf or masked)", info.path,
+                 100 * stats["invalid"] / stats["pixels"], nodata)
+    return stats
+
+
+def inspect_pair(ds: DatasetConfig, image: Path, label: Path, *, check_grid: bool = True
+                 ) -> tuple[RasterInfo, RasterInfo, list[int]]:
+    """Header checks of one image/label pair; returns their infos and the band indexes."""
+    img = inspect_raster(image, role="image", min_bands=len(ds.bands) if ds.bands else 1)
+    check_image_dtype(img)
+    indexes = select_bands(img, ds.bands)
+    lab = inspect_raster(label, role="label", min_bands=1)
+    check_label_raster(lab)
+    if check_grid:
+        check_same_grid(img, lab)
+    return img, lab, indexes
+
+
+def check_consistent(pairs: Sequence[tuple[RasterInfo, list[int]]]) -> None:
+    """All images of a dataset must share data type and number of used bands."""
+    first, first_idx = pairs[0]
+    for info, idx in pairs[1:]:
+        if info.dtype != first.dtype:
+            raise InputError(
+                info.path, f"image data type {info.dtype} differs from {first.dtype} of "
+                f"{first.path.name}", "write all images of a dataset with one data type",
+            )
+        if len(idx) != len(first_idx):
+            raise InputError(
+                info.path, f"image has {len(idx)} band(s), {first.path.name} has "
+                f"{len(first_idx)}", "use the same bands in every image, or configure `bands`",
+            )
+
+
+def check_scene_names(ds: DatasetConfig) -> None:
+    """Scene names (image file stems) name the store files, so they must be unique."""
+    seen: dict[str, Path] = {}
+    for p in ds.images:
+        if p.stem in seen:
+            raise InputError(
+                p, f"two images share the scene name '{p.stem}' (also {seen[p.stem]})",
+                "give every image file a unique name",
+            )
+        seen[p.stem] = p
+
+
+def check_tile_size(config: dict) -> None:
+    """Tile sides must be divisible by the network's total stride (checked here, not in a
+    forward pass): 2**depth for the built-in U-Net, 32 for smp encoders."""
+    size = config.get("tiling", {}).get("size")
+    model = config.get("model", {})
+    if size is None:
+        return
+    arch = model.get("arch", "unet")
+    factor = 2 ** model.get("depth", 3) if arch == "unet" else 32
+    if size % factor:
+        raise InputError(
+            "config: tiling.size", f"tile size {size} is not divisible by {factor}, the total "
+            f"down-sampling of model '{arch}'", f"use a multiple of {factor}, e.g. "
+            f"{max(factor, size // factor * factor)}",
+        )
+
+
+def validate_dataset(
+    ds: DatasetConfig,
+    config: dict,
+    *,
+    reproject_dir: str | Path | None = None,
+    scan_images: bool = True,
+) -> list[tuple[RasterInfo, RasterInfo]]:
+    """Check every image/label pair of ``ds``; return their (image, label) headers.
+
+    Header checks for every file come first, then the cheap label value scan, then (if the
+    dataset sets ``reproject_labels`` and a grid differs) reprojection of those labels into
+    ``reproject_dir`` (logged; without a folder the reprojection is only announced and the
+    original label is returned), then the image pixel scan. ``scan_images=False`` stops the
+    image scan at the first valid pixel (the tiler counts invalid pixels itself).
+    """
+    check_scene_names(ds)
+    check_tile_size(config)
+    checked = []
+    for image, label in zip(ds.images, ds.labels):
+        img, lab, idx = inspect_pair(ds, image, label, check_grid=not ds.reproject_labels)
+        if ds.reproject_labels and lab.crs is None:
+            raise InputError(lab.path, "label raster has no CRS, so it cannot be reprojected",
+                             "assign its CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`")
+        checked.append((img, lab, idx))
+    check_consistent([(img, idx) for img, _, idx in checked])
+    for _, lab, _ in checked:
+        check_label_values(lab, ds.classes, ds.ignore_index)
+    pairs = []
+    for img, lab, idx in checked:
+        if ds.reproject_labels:
+            try:
+                check_same_grid(img, lab)
+            except InputError as exc:
+                if reproject_dir is None:
+                    log.warning("%s; it will be reprojected (nearest) because the dataset sets "
+                                "reproject_labels", exc.problem)
+                else:
+                    out = Path(reproject_dir) / f"{img.path.stem}.tif"
+                    reproject_to_grid(lab.path, img, out, dst_nodata=ds.ignore_index,
+                                      reason="reproject_labels is set for dataset "
+                                      f"'{ds.name}'")
+                    lab = inspect_raster(out, role="label")
+        scan_image(img, idx, effective_nodata(img, ds.nodata), full=scan_images)
+        pairs.append((img, lab))
+    log.info("dataset %s: %d image/label pair(s) valid", ds.name, len(pairs))
+    return pairs
