@@ -256,20 +256,14 @@ def check_scene_names(ds: DatasetConfig) -> None:
 
 
 def check_tile_size(config: dict) -> None:
-    """Tile sides must be divisible by the network's total stride (checked here, not in a
-    forward pass): 2**depth for the built-in U-Net, 32 for smp encoders."""
+    """Tile sides must divide by the network's total stride: checked now, not in a forward
+    pass (the rule lives in :func:`spatialfair.models.check_tile_size`)."""
     size = config.get("tiling", {}).get("size")
-    model = config.get("model", {})
     if size is None:
         return
-    arch = model.get("arch", "unet")
-    factor = 2 ** model.get("depth", 3) if arch == "unet" else 32
-    if size % factor:
-        raise InputError(
-            "config: tiling.size", f"tile size {size} is not divisible by {factor}, the total "
-            f"down-sampling of model '{arch}'", f"use a multiple of {factor}, e.g. "
-            f"{max(factor, size // factor * factor)}",
-        )
+    from .models import check_tile_size as model_check
+
+    model_check(int(size), config.get("model"))
 
 
 def validate_dataset(

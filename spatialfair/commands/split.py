@@ -1,0 +1,34 @@
+"""``spatialfair split``: spatially blocked train/val/test split of the tile index.
+
+Reads ``<tiles>/tile_grid.gpkg`` and the partitionings, and writes ``<tiles>/tiles.gpkg`` with
+``region__<name>`` columns and ``split`` (settings: the config's ``split`` block and ``seed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..config import load_config
+
+HELP = "assign tiles to train/val/test by spatial blocks, every region held out"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    p.add_argument("--partitions", required=True,
+                   help="partitions GeoPackage (results/NAME/partitions.gpkg)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..splits import split_tiles
+
+    config = load_config(args.config)
+    if args.dataset not in config["datasets"]:
+        from ..config import dataset_config
+
+        dataset_config(config, args.dataset)  # raises a clear InputError
+    split_tiles(args.tiles, args.partitions, config)

@@ -1,0 +1,243 @@
+"""Spatially blocked train/val/test splits that keep every region in val and test.
+
+Neighbouring tiles are strongly correlated, so a random tile split leaks information from
+training into evaluation. :func:`assign_splits` therefore assigns whole *blocks* of
+``block_tiles`` x ``block_tiles`` tiles of one scene to a split, and stratifies the blocks by
+region, because the regions of the chosen partitioning are the groups the fairness metrics
+compare: each needs held-out tiles.
+
+Rules (deterministic for a given seed and set of tiles, whatever the row order):
+
+* A block's stratum is its majority region among its tiles that have one (ties: the smaller
+  id); blocks whose tiles have no region (-1) form their own stratum.
+* Within each stratum the blocks are shuffled (seeded per stratum, so adding a region does
+  not reshuffle the others) and taken in that order into test, then val, while that brings
+  the stratum's tile count closer to ``test`` (``val``) of its tiles; the rest is train.
+* Guarantees for a region stratum with n blocks (when the fraction is > 0): n >= 3 gives at
+  least one block in val and one in test and keeps one in train; n == 2 gives one block to
+  test and one to train (no val); n == 1 stays in train: a model cannot be judged fairly on a
+  region it never saw, and one block is too little to do both (a warning names such regions;
+  a smaller ``split.block_tiles`` gives them more blocks).
+* A repair pass then looks at regions at tile level (a region may be the majority of few
+  blocks but touch many): a region present in >= 2 blocks but absent from test (>= 3 blocks:
+  also val) gets one of its train blocks moved there, chosen so that no region loses its last
+  train block.
+
+With tile overlap, tiles of neighbouring blocks share ``overlap`` pixels along block borders;
+this is logged (use overlap 0 for a leak-free split).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_TRAIN, _VAL, _TEST = 0, 1, 2
+
+
+def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
+                   ) -> np.ndarray:
+    """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile.
+
+    A block is ``block_tiles`` x ``block_tiles`` grid cells of ``stride`` pixels (default: the
+    tile height, right for tiles without overlap) of one scene.
+    """
+    if block_tiles < 1:
+        raise ValueError("block_tiles must be >= 1")
+    if stride is None:
+        stride = int(index["height"].iloc[0]) if len(index) else 1
+    side = int(stride) * int(block_tiles)
+    keys = pd.DataFrame({
+        "scene": index["scene"].astype(str).to_numpy(),
+        "brow": index["row_off"].to_numpy() // side,
+        "bcol": index["col_off"].to_numpy() // side,
+    })
+    return keys.groupby(["scene", "brow", "bcol"], sort=True).ngroup().to_numpy()
+
+
+def _take(sizes: np.ndarray, target: float, minimum: int, maximum: int) -> int:
+    """How many of ``sizes`` (in order) to take so their sum is closest to ``target``."""
+    count, total = 0, 0.0
+    while count < maximum and (count < minimum or total + sizes[count] / 2 < target):
+        total += sizes[count]
+        count += 1
+    return count
+
+
+def _majority(block: np.ndarray, strata: np.ndarray, n_blocks: int) -> tuple[np.ndarray,
+                                                                            pd.DataFrame]:
+    """Majority stratum per block (regions before -1) and the (block, region, n) table."""
+    counts = (pd.DataFrame({"block": block, "region": strata})
+              .groupby(["block", "region"], sort=True).size().rename("n").reset_index())
+    counts["none"] = counts["region"] < 0
+    best = (counts.sort_values(["block", "none", "n", "region"],
+                               ascending=[True, True, False, True])
+            .drop_duplicates("block"))
+    majority = np.full(n_blocks, -1, dtype=np.int64)
+    majority[best["block"].to_numpy()] = best["region"].to_numpy()
+    return majority, counts[~counts["none"]].drop(columns="none")
+
+
+def _repair(assign: np.ndarray, incidence: pd.DataFrame, val: float, test: float) -> None:
+    """Move train blocks so every region touching enough blocks appears in val and test."""
+    regions_of: dict[int, dict[int, int]] = defaultdict(dict)  # block -> {region: n tiles}
+    blocks_of: dict[int, list[int]] = defaultdict(list)          # region -> blocks
+    for b, r, n in incidence[["block", "region", "n"]].itertuples(index=False):
+        regions_of[int(b)][int(r)] = int(n)
+        blocks_of[int(r)].append(int(b))
+    n_train = {r: sum(assign[b] == _TRAIN for b in bs) for r, bs in blocks_of.items()}
+    for r in sorted(blocks_of):
+        bs = blocks_of[r]
+        wanted = [(s, need) for s, frac, need in ((_TEST, test, 2), (_VAL, val, 3))
+                  if frac > 0 and len(bs) >= need]
+        for split, _ in wanted:
+            if any(assign[b] == split for b in bs):
+                continue
+            candidates = [b for b in bs if assign[b] == _TRAIN
+                          and all(n_train[q] >= 2 for q in regions_of[b])]
+            if not candidates:
+                continue
+            b = min(candidates, key=lambda c: (-regions_of[c][r], c))
+            assign[b] = split
+            for q in regions_of[b]:
+                n_train[q] -= 1
+
+
+def assign_splits(
+    index: pd.DataFrame,
+    *,
+    block_tiles: int = 2,
+    val: float = 0.2,
+    test: float = 0.2,
+    seed: int = 0,
+    strata: pd.Series | np.ndarray | None = None,
+    stride: int | None = None,
+) -> pd.Series:
+    """'train' | 'val' | 'test' for every tile of ``index`` (rules in the module docstring).
+
+    ``index`` needs columns ``scene``, ``row_off``, ``col_off`` (and ``height`` when
+    ``stride`` is not given); ``strata`` holds each tile's region id (-1 = none), aligned with
+    ``index``. Fractions are of tiles and honoured approximately (whole blocks, and at least
+    one block per region where the rules above require it).
+    """
+    if not (0 <= val <= 1 and 0 <= test <= 1 and val + test < 1):
+        raise ValueError(f"val={val} and test={test} must be fractions with val + test < 1")
+    n = len(index)
+    if n == 0:
+        return pd.Series([], index=index.index, name="split", dtype=object)
+    block = spatial_blocks(index, block_tiles=block_tiles, stride=stride)
+    n_blocks = int(block.max()) + 1
+    if strata is None:
+        s = np.full(n, -1, dtype=np.int64)
+    else:
+        s = np.asarray(strata, dtype=np.int64)
+        if s.shape != (n,):
+            raise ValueError(f"strata has {s.shape[0]} values for {n} tiles")
+    size = np.bincount(block, minlength=n_blocks)
+    majority, incidence = _majority(block, s, n_blocks)
+    assign = np.full(n_blocks, _TRAIN, dtype=np.int8)
+    for stratum in np.unique(majority):
+        blocks = np.flatnonzero(majority == stratum)
+        rng = np.random.default_rng([int(seed), int(stratum) + 1])
+        order = rng.permutation(blocks)
+        sizes = size[order]
+        nb = len(order)
+        region = stratum >= 0
+        need_test = int(region and test > 0 and nb >= 2)
+        need_val = int(region and val > 0 and nb >= 3)
+        n_test = _take(sizes, test * sizes.sum(), need_test, max(0, nb - 1 - need_val))
+        n_val = _take(sizes[n_test:], val * sizes.sum(), need_val, max(0, nb - n_test - 1))
+        assign[order[:n_test]] = _TEST
+        assign[order[n_test:n_test + n_val]] = _VAL
+    _repair(assign, incidence, val, test)
+    labels = np.array(SPLITS, dtype=object)[assign[block]]
+    result = pd.Series(labels, index=index.index, name="split")
+    _log_summary(result, block, s, val, test)
+    return result
+
+
+def _log_summary(split: pd.Series, block: np.ndarray, strata: np.ndarray, val: float,
+                 test: float) -> None:
+    counts = split.value_counts()
+    log.info("split: %s tiles in %d blocks", ", ".join(
+        f"{k} {counts.get(k, 0)} ({counts.get(k, 0) / len(split):.0%})" for k in SPLITS),
+        len(np.unique(block)))
+    df = pd.DataFrame({"split": split.to_numpy(), "region": strata, "block": block})
+    df = df[df["region"] >= 0]
+    if df.empty:
+        return
+    present = df.groupby("region")["split"].agg(set)
+    nblk = df.groupby("region")["block"].nunique()
+    missing = [f"{r} ({nblk[r]} block(s); not in "
+               f"{'/'.join(x for x, f in (('val', val), ('test', test)) if f > 0 and x not in sp)})"
+               for r, sp in present.items()
+               if (test > 0 and "test" not in sp) or (val > 0 and "val" not in sp)]
+    if missing:
+        log.warning("regions without held-out tiles in every split: %s. A smaller "
+                    "`split.block_tiles` gives small regions more blocks", "; ".join(missing))
+
+
+def split_tiles(
+    store_dir: str | Path,
+    partitions_gpkg: str | Path | None,
+    config: dict,
+    *,
+    regions: pd.DataFrame | None = None,
+) -> gpd.GeoDataFrame:
+    """Write ``tiles.gpkg``: ``tile_grid.gpkg`` + ``region__*`` columns + ``split``.
+
+    Region columns come from ``regions`` (a DataFrame of ``region__<name>`` columns aligned
+    with the tile grid) or, when not given, from ``spatialfair.partitions``
+    (``assign_tiles(index, read_partitions(partitions_gpkg).values())``). The stratifying
+    partitioning is ``config['split']['partitioning']``; settings and seed come from config.
+    """
+    from .tiling import TileStore
+
+    store = TileStore(store_dir)
+    grid = gpd.read_file(store.path / "tile_grid.gpkg", layer="tiles", engine="pyogrio")
+    if regions is None:
+        if partitions_gpkg is None:
+            raise ValueError("give partitions_gpkg or regions")
+        from .partitions import assign_tiles, read_partitions
+
+        regions = assign_tiles(grid, read_partitions(partitions_gpkg).values())
+    regions = pd.DataFrame(regions)
+    if len(regions) != len(grid):
+        raise ValueError(f"{len(regions)} region rows for {len(grid)} tiles")
+    regions.index = grid.index
+    settings = config.get("split", {})
+    name = settings.get("partitioning", "regions")
+    column = f"region__{name}"
+    if column not in regions.columns:
+        have = sorted(c.removeprefix("region__") for c in regions.columns
+                      if c.startswith("region__"))
+        raise InputError(partitions_gpkg or "region columns", f"no partitioning '{name}' "
+                         f"to stratify the split by", f"set `split.partitioning` to one of {have}")
+    if store.overlap:
+        log.warning("tiles overlap by %d px: tiles on either side of a block border share "
+                    "pixels, which leaks a little between splits; use overlap 0 to avoid it",
+                    store.overlap)
+    split = assign_splits(grid, block_tiles=settings.get("block_tiles", 2),
+                          val=settings.get("val", 0.2), test=settings.get("test", 0.2),
+                          seed=config.get("seed", 0), strata=regions[column],
+                          stride=store.stride)
+    base = grid.drop(columns=[c for c in grid.columns
+                              if c.startswith("region__") or c in ("split", "geometry")])
+    region_cols = regions[[c for c in regions.columns if c.startswith("region__")]]
+    out = gpd.GeoDataFrame(
+        pd.concat([base, region_cols.astype(np.int64), split], axis=1),
+        geometry=grid.geometry, crs=grid.crs)
+    store.write_index(out)
+    log.info("wrote %s (%d tiles, stratified by '%s')", store.path / "tiles.gpkg", len(out),
+             name)
+    return out

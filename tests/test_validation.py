@@ -1,0 +1,268 @@
+"""Tests of dataset validation (spatialfair.validation): every check and its message."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from spatialfair.cli import main as cli_main
+from spatialfair.config import dataset_config, validate_config
+from spatialfair.errors import InputError
+from spatialfair.io import inspect_raster
+from spatialfair.validation import scan_windows, select_bands, validate_dataset
+
+T0 = from_origin(500000, 4600000, 10, 10)
+
+
+def write_tif(path, data, *, crs="EPSG:32633", transform=T0, nodata=None, descriptions=None,
+              block=None):
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1],
+                   count=data.shape[0], dtype=data.dtype.name, transform=transform,
+                   nodata=nodata, crs=crs)
+    if block:
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+    return path
+
+
+def setup(tmp_path, scenes, **block):
+    """scenes: {name: (image, label, image kwargs, label kwargs)} -> (config, dataset)."""
+    (tmp_path / "img").mkdir(exist_ok=True)
+    (tmp_path / "lab").mkdir(exist_ok=True)
+    for name, (img, lab, ikw, lkw) in scenes.items():
+        write_tif(tmp_path / "img" / f"{name}.tif", img, **ikw)
+        write_tif(tmp_path / "lab" / f"{name}.tif", lab, **lkw)
+    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
+                                              "labels": "lab/*.tif", **block}},
+                           "tiling": {"size": 32}})
+    return cfg, dataset_config(cfg, "d", base=tmp_path)
+
+
+def good(seed=0, h=48, w=40, bands=2, dtype="uint16"):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(1, 1000, (bands, h, w)).astype(dtype),
+            rng.integers(0, 2, (h, w)).astype("uint8"))
+
+
+def test_valid_dataset_returns_headers(tmp_path):
+    img, lab = good()
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}), "b": (img, lab, {}, {})})
+    pairs = validate_dataset(ds, cfg)
+    assert [(i.path.name, lab_.path.name) for i, lab_ in pairs] == [("a.tif", "a.tif"),
+                                                                    ("b.tif", "b.tif")]
+    assert pairs[0][0].count == 2 and pairs[0][1].count == 1 and pairs[0][0].shape == (48, 40)
+
+
+def test_no_crs(tmp_path):
+    img, lab = good()
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {"crs": None}, {})})
+    with pytest.raises(InputError) as err:
+        validate_dataset(ds, cfg)
+    msg = str(err.value)
+    assert "img/a.tif: image raster has no CRS" in msg and "gdal_edit.py -a_srs" in msg
+
+
+def test_too_few_bands(tmp_path):
+    img, lab = good(bands=2)
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})}, bands=["B2", "B3", "B4"])
+    with pytest.raises(InputError, match=r"image raster has 2 band\(s\) but 3 are configured"):
+        validate_dataset(ds, cfg)
+
+
+def test_unsupported_image_dtype(tmp_path):
+    img, lab = good()
+    cfg, ds = setup(tmp_path, {"a": (img.astype("complex64"), lab, {}, {})})
+    with pytest.raises(InputError, match="image data type complex64 is not supported"):
+        validate_dataset(ds, cfg)
+
+
+def test_inconsistent_dtypes_and_band_counts(tmp_path):
+    img, lab = good()
+    (tmp_path / "1").mkdir()
+    cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {}),
+                                     "b": (img.astype("float32"), lab, {}, {})})
+    with pytest.raises(InputError, match="b.tif: image data type float32 differs from uint16"):
+        validate_dataset(ds, cfg)
+    (tmp_path / "2").mkdir()
+    cfg, ds = setup(tmp_path / "2", {"a": (img, lab, {}, {}), "b": (img[:1], lab, {}, {})})
+    with pytest.raises(InputError, match=r"image has 1 band\(s\), a.tif has 2"):
+        validate_dataset(ds, cfg)
+
+
+def test_label_must_be_one_integer_band(tmp_path):
+    img, lab = good()
+    (tmp_path / "1").mkdir()
+    cfg, ds = setup(tmp_path / "1", {"a": (img, np.stack([lab, lab]), {}, {})})
+    with pytest.raises(InputError, match="label raster has 2 bands, expected 1 band"):
+        validate_dataset(ds, cfg)
+    (tmp_path / "2").mkdir()
+    cfg, ds = setup(tmp_path / "2", {"a": (img, lab.astype("float32"), {}, {})})
+    with pytest.raises(InputError) as err:
+        validate_dataset(ds, cfg)
+    assert "label raster has data type float32; class ids must be integers" in str(err.value)
+    assert "gdal_translate -ot Byte" in str(err.value)
+
+
+def test_misaligned_label(tmp_path):
+    img, lab = good()
+    (tmp_path / "1").mkdir()
+    cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"transform": from_origin(
+        500010, 4600000, 10, 10)})})
+    with pytest.raises(InputError) as err:
+        validate_dataset(ds, cfg)
+    msg = str(err.value)
+    assert "lab/a.tif: label grid differs from image a.tif: transform" in msg
+    assert "reproject_labels: true" in msg
+    (tmp_path / "2").mkdir()
+    cfg, ds = setup(tmp_path / "2", {"a": (img, lab[:40], {}, {})})
+    with pytest.raises(InputError, match="label grid differs from image a.tif: shape 40x40 vs "
+                                         "image 48x40"):
+        validate_dataset(ds, cfg)
+
+
+def test_label_values_outside_classes(tmp_path):
+    img, lab = good()
+    lab[0, :3] = 7
+    lab[5, 5] = 3
+    lab[6, 6] = 255  # ignore: fine
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {"block": 16})})
+    with pytest.raises(InputError) as err:
+        validate_dataset(ds, cfg)
+    msg = str(err.value)
+    assert "lab/a.tif: label values 3 (1 px), 7 (3 px) are not class ids 0..1 (land, water) " \
+           "nor the ignore value 255" in msg
+    assert "list every class in the dataset's `classes`" in msg
+
+
+def test_label_nodata_value(tmp_path, caplog):
+    img, lab = good()
+    lab[0, 0] = 200
+    (tmp_path / "1").mkdir()
+    cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"nodata": 200})})
+    validate_dataset(ds, cfg)  # nodata 200 is not a class: read as unlabelled
+    (tmp_path / "2").mkdir()
+    lab[0, 0] = 0
+    cfg, ds = setup(tmp_path / "2", {"a": (img, lab, {}, {"nodata": 0})})
+    with caplog.at_level(logging.WARNING):
+        validate_dataset(ds, cfg)
+    assert "label nodata value 0 is also a class id; counting it as class 0" in caplog.text
+
+
+def test_all_invalid_image(tmp_path):
+    img, lab = good()
+    img[:] = 0
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {"nodata": 0}, {})})
+    for full in (True, False):
+        with pytest.raises(InputError, match="img/a.tif: every pixel of the image is invalid "
+                                             r"\(nodata 0.0"):
+            validate_dataset(ds, cfg, scan_images=full)
+
+
+def test_nodata_override_makes_image_invalid(tmp_path):
+    img, lab = good()
+    img[:] = 17
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})}, nodata=17)
+    with pytest.raises(InputError, match="every pixel of the image is invalid"):
+        validate_dataset(ds, cfg)
+
+
+def test_nan_counted_and_logged(tmp_path, caplog):
+    img, lab = good(dtype="float32")
+    img[0, :2, :] = np.nan
+    img[1, 10, 10] = np.inf
+    img[:, 20, 20] = -9999
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {"nodata": -9999}, {})})
+    with caplog.at_level(logging.INFO):
+        validate_dataset(ds, cfg)
+    assert "81 pixel(s) (4.22%) have NaN/inf in some band; treated as nodata" in caplog.text
+    assert "4.27% of pixels invalid" in caplog.text  # 81 + the one -9999 pixel of 1920
+
+
+def test_reproject_labels(tmp_path, caplog):
+    img, _ = good(h=40, w=40)
+    lab = np.zeros((30, 30), np.uint8)
+    lab[:, 10:] = 1
+    # label grid: coarser, shifted, covering only part of the image
+    lt = from_origin(500100, 4599900, 20, 20)
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {"transform": lt})}, reproject_labels=True)
+    with caplog.at_level(logging.WARNING):
+        pairs = validate_dataset(ds, cfg)
+    assert "will be reprojected (nearest)" in caplog.text
+    assert pairs[0][1].path == ds.labels[0]
+    pairs = validate_dataset(ds, cfg, reproject_dir=tmp_path / "rep")
+    info = pairs[0][1]
+    assert info.path == tmp_path / "rep" / "a.tif"
+    assert info.transform == T0 and info.shape == (40, 40) and info.nodata == 255
+    with rasterio.open(info.path) as src:
+        out = src.read(1)
+    # image pixel (r, c) centre x = 500005 + 10c; label column = (x - 500100) // 20
+    assert (out[:10, :] == 255).all() and (out[:, :10] == 255).all()  # not covered
+    assert out[10, 10] == 0 and out[39, 39] == 1 and out[39, 29] == 0 and out[39, 30] == 1
+    cols = (500005 + 10 * np.arange(10, 40) - 500100) // 20
+    np.testing.assert_array_equal(out[20, 10:], np.where(cols >= 10, 1, 0))
+
+
+def test_duplicate_scene_names(tmp_path):
+    img, lab = good()
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        write_tif(tmp_path / sub / "s.tif", img)
+        write_tif(tmp_path / sub / "s_lab.tif", lab)
+    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": ["x/s.tif", "y/s.tif"],
+                                              "labels": ["x/s.tif", "y/s.tif"]}}})
+    ds = dataset_config(cfg, "d", base=tmp_path)
+    with pytest.raises(InputError, match="two images share the scene name 's'"):
+        validate_dataset(ds, cfg)
+
+
+def test_tile_size_checked_against_model(tmp_path):
+    img, lab = good()
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})})
+    cfg["tiling"]["size"] = 36
+    with pytest.raises(InputError, match="tile side 36 is not divisible by"):
+        validate_dataset(ds, cfg)
+
+
+def test_select_bands_by_description(tmp_path):
+    img, _ = good(bands=4)
+    write_tif(tmp_path / "a.tif", img, descriptions=["B2", "B3", "B4", "B8"])
+    info = inspect_raster(tmp_path / "a.tif")
+    assert select_bands(info, ["B8", "B4"]) == [4, 3]
+    assert select_bands(info, ["red", "nir"]) == [1, 2]
+    assert select_bands(info, None) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("budget", [1, 500, 10**9])
+def test_scan_windows_cover_raster_once(tmp_path, budget):
+    img, _ = good(h=70, w=90, bands=1)
+    write_tif(tmp_path / "a.tif", img, block=16)
+    info = inspect_raster(tmp_path / "a.tif")
+    cover = np.zeros((70, 90), int)
+    for w in scan_windows(info, 2, budget):
+        assert w.row_off % 16 == 0 and w.col_off % 16 == 0
+        cover[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+    assert (cover == 1).all()
+
+
+def test_validate_command(tmp_path, caplog):
+    img, lab = good()
+    setup(tmp_path, {"a": (img, lab, {}, {})})
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+                   f"    labels: {tmp_path}/lab/*.tif\n")
+    assert cli_main(["validate", "--config", str(cfg)]) == 0
+    lab[1, 1] = 9
+    write_tif(tmp_path / "lab" / "a.tif", lab)
+    with caplog.at_level(logging.ERROR):
+        assert cli_main(["validate", "--config", str(cfg)]) == 2
+    assert "label values 9 (1 px)" in caplog.text
