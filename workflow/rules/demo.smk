@@ -19,6 +19,7 @@ for _ds in DATASETS:
             task=_task,
             out=_dir,
             seed=config["seed"],
+            size=config["datasets"][_ds]["demo_size"],
         log:
             f"logs/demo/{_ds}.log",
         threads: 1
@@ -26,4 +27,4 @@ for _ds in DATASETS:
             mem_mb=2000,
             runtime=10,
         shell:
-            "spatialfair demo {params.task} --out {params.out} --seed {params.seed} > {log} 2>&1"
+            "spatialfair demo {params.task} --out {params.out} --seed {params.seed} --size {params.size} > {log} 2>&1"
