@@ -1,0 +1,501 @@
+"""Per-region evaluation of a run's predictions on held-out tiles, for every partitioning.
+
+Why one streaming pass: a fairness verdict needs per-region metrics for ~30 partitionings
+(the user's regions, the 24 generated grids, offset grids, k-means) over scenes of any size.
+:func:`evaluate_dataset` reads every scene once, window by window (block-aligned windows of
+the prediction COG, so memory does not grow with the scene), and for each window:
+
+* reads the prediction, the label and the image (pixels that are invalid in the image, as in
+  tiling, are excluded), and the label's extra nodata value;
+* paints the tiles of the tile index that intersect the window; every pixel belongs to exactly
+  one tile (with overlapping tiles, the last tile in store order owns the shared pixels, so no
+  pixel counts twice), and only pixels owned by tiles of the requested split are evaluated;
+* accumulates, for every partitioning, per-region confusion matrices with one ``bincount``
+  (:mod:`spatialfair.metrics`), and per-tile confusion matrices for the significance tests.
+
+Then it computes every metric per region and overall (all evaluated pixels, the same for
+every partitioning), fairness summaries per partitioning and metric, the SPAD score over the
+generated grids (``grid_*``), a tile-level significance test per partitioning
+(:mod:`spatialfair.significance`; a tile's region is the region of its centre pixel), and
+writes ``metrics.json`` and ``by_region.csv``. Maps are drawn by :mod:`spatialfair.maps`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from tqdm import tqdm
+
+from .atomic import atomic_path, atomic_write_text
+from .config import DatasetConfig
+from .errors import InputError
+from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
+from .metrics import (PRED_NODATA, _confusion_all, metric_arrays, metric_names,
+                      metrics_from_confusion, spad_score, summarize)
+from .significance import test_regions, unit_outcomes, unit_values
+
+log = logging.getLogger(__name__)
+
+FORMAT = "spatialfair-fairness/1"
+#: Target side (pixels) of an evaluation window; rounded to whole blocks of the prediction.
+WINDOW_SIDE = 1024
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_dataset` computed: the JSON document and per-region tables."""
+
+    metrics: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    partitionings: dict[str, Any]
+    primary: str
+    headline: str
+    study_crs: CRS
+    scene_grids: list[dict[str, Any]]
+
+
+@dataclass
+class _Scene:
+    name: str
+    pred: RasterInfo
+    image: RasterInfo
+    label: RasterInfo
+    indexes: list[int]
+    nodata: float | None
+    label_extra_ignore: list[int]
+    tiles: pd.DataFrame  # this scene's tiles, store order
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.ndarray):
+        return _json_value(v.tolist())
+    return v
+
+
+def _check_scene(store_meta: dict, scene: str, ds: DatasetConfig, predictions_dir: Path,
+                 tiles: pd.DataFrame) -> _Scene:
+    """Header checks of one scene's prediction, label and image (cheap; before any pass)."""
+    from .validation import label_ignore_values, select_bands
+
+    entry = store_meta["scenes"][scene]
+    pred_path = predictions_dir / f"{scene}.tif"
+    if not pred_path.exists():
+        raise InputError(pred_path, f"no prediction for scene '{scene}'",
+                         "run `spatialfair predict` for this run first")
+    pred = inspect_raster(pred_path, role="prediction", check_last_block=False)
+    if pred.count != 1 or pred.dtype != "uint8":
+        raise InputError(pred_path, f"prediction must be one uint8 band of class ids, got "
+                         f"{pred.count} band(s) of {pred.dtype}",
+                         "use the predictions written by `spatialfair predict`")
+    image = inspect_raster(entry["image"], role="image", check_last_block=False)
+    label = inspect_raster(entry["label"], role="label", check_last_block=False)
+    want = (CRS.from_user_input(entry["crs"]), tuple(entry["transform"])[:6],
+            int(entry["height"]), int(entry["width"]))
+    for info, role in ((pred, "prediction"), (image, "image"), (label, "label")):
+        got = (info.crs, tuple(info.transform)[:6], info.height, info.width)
+        if (got[0] != want[0] or got[2:] != want[2:]
+                or not np.allclose(got[1], want[1], rtol=0, atol=1e-9 * max(info.res))):
+            raise InputError(
+                info.path, f"{role} grid (CRS {got[0]}, {got[3]}x{got[2]} px, transform "
+                f"{got[1]}) differs from the tiled scene '{scene}' (CRS {want[0]}, "
+                f"{want[3]}x{want[2]} px, transform {want[1]})",
+                "evaluate predictions made on the tiled scene grid; re-run `spatialfair "
+                "predict` (and `tile` if the inputs changed)")
+    if pred.nodata is not None and int(pred.nodata) != PRED_NODATA:
+        log.warning("%s: prediction nodata is %s, expected %d; pixels with value %d are "
+                    "still treated as 'no prediction'", pred_path, pred.nodata, PRED_NODATA,
+                    PRED_NODATA)
+    return _Scene(scene, pred, image, label, select_bands(image, ds.bands),
+                  effective_nodata(image, ds.nodata),
+                  label_ignore_values(label, ds.num_classes, ds.ignore_index), tiles)
+
+
+def _windows(info: RasterInfo, side: int) -> list[Window]:
+    bh, bw = info.block_shape
+    wh = max(bh, side // bh * bh)
+    ww = max(bw, side // bw * bw)
+    return [Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
+            for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
+
+
+def _select_index(index: pd.DataFrame, split: str, store_dir: Path) -> np.ndarray:
+    if split == "all":
+        return np.ones(len(index), dtype=bool)
+    if "split" not in index.columns:
+        raise InputError(store_dir / "tiles.gpkg", "the tile index has no 'split' column",
+                         "run `spatialfair split` first, or evaluate with split 'all'")
+    sel = index["split"].astype(str).to_numpy() == split
+    if not sel.any():
+        raise InputError(store_dir / "tiles.gpkg", f"no tile is in split '{split}'",
+                         "check the split fractions in the config (split.val/test) and re-run "
+                         "`spatialfair split`")
+    return sel
+
+
+class _Accumulator:
+    """Running per-region and per-tile confusion counts of one evaluation pass."""
+
+    def __init__(self, parts: dict[str, Any], num_classes: int, n_units: int) -> None:
+        self.parts = parts
+        self.c = num_classes
+        self.cm = {name: np.zeros((p.n_regions + 1, num_classes, num_classes), np.int64)
+                   for name, p in parts.items()}
+        self.overall = np.zeros((num_classes, num_classes), np.int64)
+        self.unit_region = {name: np.full(n_units, -1, np.int32) for name in parts}
+        self.n_missing_pred = 0
+
+
+def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore: int,
+                    tiles: dict[str, np.ndarray], tile_cm: np.ndarray, crs) -> None:
+    """Accumulate one window's counts into ``acc`` (regions) and ``tile_cm`` (tiles)."""
+    psrc, lsrc, isrc = srcs
+    r0, c0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    pred = psrc.read(1, window=window)
+    label = lsrc.read(1, window=window)
+    for v in sc.label_extra_ignore[1:]:
+        label[label == v] = ignore
+    if label.dtype != np.uint8:
+        bad = (label < 0) | (label > 255)
+        if bad.any():
+            raise InputError(sc.label.path, f"label values outside 0..255 in window {window}",
+                             "labels must be class ids 0..C-1 or the ignore value")
+        label = label.astype(np.uint8)
+    data = isrc.read(sc.indexes, window=window)
+    invalid = invalid_mask(data, sc.nodata)
+    del data
+    if sc.image.has_mask:
+        invalid |= isrc.read_masks(1, window=window) == 0
+
+    # tiles intersecting the window; later tiles (store order) own shared pixels
+    cand = np.flatnonzero((tiles["row_off"] < r0 + h) & (tiles["row_off"] + tiles["height"] > r0)
+                          & (tiles["col_off"] < c0 + w) & (tiles["col_off"] + tiles["width"] > c0))
+    owner = np.full((h, w), -1, dtype=np.int32)
+    for j, k in enumerate(cand):
+        ra = max(int(tiles["row_off"][k]) - r0, 0)
+        ca = max(int(tiles["col_off"][k]) - c0, 0)
+        rb = min(int(tiles["row_off"][k] + tiles["height"][k]) - r0, h)
+        cb = min(int(tiles["col_off"][k] + tiles["width"][k]) - c0, w)
+        owner[ra:rb, ca:cb] = j
+    used = tiles["unit"][cand] >= 0  # tile is in the requested split
+    local = np.where(used, np.arange(len(cand)), -1).astype(np.int32)
+    local_px = np.concatenate([[-1], local]).astype(np.int32)[owner + 1]
+    y = label.copy()
+    np.putmask(y, (local_px < 0) | invalid, ignore)
+    labelled = y != ignore
+    missing = labelled & (pred == PRED_NODATA)
+    if missing.any():
+        acc.n_missing_pred += int(missing.sum())
+    if not labelled.any():
+        return
+    try:
+        per_tile = _confusion_all(local_px, y, pred, len(cand), acc.c, ignore)
+    except ValueError as exc:
+        raise InputError(sc.label.path if "y_true" in str(exc) else sc.pred.path,
+                         f"{exc} (window {window})",
+                         "labels and predictions must hold class ids 0..C-1, the ignore "
+                         "value or 255 (no prediction)") from None
+    units = tiles["unit"][cand[used]]
+    tile_cm[tiles["scene_unit"][cand[used]]] += per_tile[1:][used]
+
+    wt = window_transform(window, sc.pred.transform)
+    cy, cx = tiles["centre_row"][cand[used]] - r0, tiles["centre_col"][cand[used]] - c0
+    inside = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+    first = True
+    for name, part in acc.parts.items():
+        rid = _region_ids(part, crs, wt, h, w)
+        cm = _confusion_all(rid, y, pred, part.n_regions, acc.c, ignore)
+        acc.cm[name] += cm
+        if first:
+            acc.overall += cm.sum(axis=0)
+            first = False
+        acc.unit_region[name][units[inside]] = rid[cy[inside], cx[inside]]
+
+
+def _region_ids(part, crs, transform, h, w) -> np.ndarray:
+    from .partitions import region_ids
+
+    return region_ids(part, crs, transform, h, w)
+
+
+def _log_reprojections(parts: dict[str, Any], scenes: Sequence[_Scene]) -> None:
+    from .partitions import same_crs
+
+    for sc in scenes:
+        moved = [n for n, p in parts.items() if not same_crs(p.crs, sc.pred.crs)]
+        if moved:
+            log.info("scene %s is in %s: regions of %d partitioning(s) (%s) are reprojected to "
+                     "it to assign pixels", sc.name, sc.pred.crs, len(moved),
+                     ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""))
+
+
+def _primary_partitioning(config: dict, parts: dict[str, Any]) -> str:
+    for key in (config.get("training", {}).get("partitioning"),
+                config.get("split", {}).get("partitioning"), "regions"):
+        if key and key in parts:
+            return key
+    return next(iter(parts))
+
+
+def evaluate_dataset(
+    config: dict,
+    ds: DatasetConfig,
+    store_dir: str | Path,
+    partitions_gpkg: str | Path,
+    predictions_dir: str | Path,
+    out_dir: str | Path,
+    split: str | None = None,
+    *,
+    run: str | None = None,
+    window_side: int = WINDOW_SIDE,
+    min_unit_pixels: int | None = None,
+) -> EvaluationResult:
+    """Evaluate ``predictions_dir/<scene>.tif`` per region of every partitioning.
+
+    ``split`` defaults to the config's ``evaluation.split`` (``test``); ``all`` uses every
+    tile. ``run`` names the run in the outputs (default: the predictions folder's parent).
+    A tile counts as a significance unit when at least ``min_unit_pixels`` of its pixels are
+    evaluated (default: 5 % of the tile area). Writes ``out_dir/metrics.json`` and
+    ``out_dir/by_region.csv`` and returns an :class:`EvaluationResult` for the maps.
+    """
+    from .partitions import read_partitions
+    from .tiling import TileStore
+
+    ev = config.get("evaluation", {})
+    split = split or ev.get("split", "test")
+    store_dir, predictions_dir, out_dir = Path(store_dir), Path(predictions_dir), Path(out_dir)
+    run = run or predictions_dir.resolve().parent.name
+    store = TileStore(store_dir)
+    meta = store.meta
+    classes = list(ds.classes)
+    if list(meta["classes"]) != classes:
+        raise InputError(store_dir / "store.json", f"tile store classes {meta['classes']} "
+                         f"differ from the config's {classes}", "re-run `spatialfair tile`")
+    headline = ds.headline_metric
+    names = metric_names(classes)
+    if headline not in names:
+        raise InputError(f"config: datasets.{ds.name}.headline_metric",
+                         f"unknown metric '{headline}'", f"use one of {names}")
+    ignore = int(ds.ignore_index)
+    parts = read_partitions(partitions_gpkg)
+    if not parts:
+        raise InputError(partitions_gpkg, "no partitioning layers",
+                         "run `spatialfair partition` first")
+    index = store.index
+    sel = _select_index(index, split, store_dir)
+    tsize = int(meta["tile_size"])
+    min_unit_pixels = (max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None
+                       else int(min_unit_pixels))
+
+    # header checks of every scene before the pass
+    scenes: list[_Scene] = []
+    n_units = 0
+    index_scene = index["scene"].astype(str).to_numpy()
+    for scene in meta["scenes"]:
+        rows = np.flatnonzero(index_scene == scene)
+        t = index.iloc[rows]
+        order = np.lexsort((t["col_off"].to_numpy(), t["row_off"].to_numpy(),
+                            t["store_index"].to_numpy()))
+        t = t.iloc[order]
+        scenes.append(_check_scene(meta, scene, ds, predictions_dir, t))
+        n_units += int(sel[rows[order]].sum())
+    _log_reprojections(parts, scenes)
+    log.info("evaluating %d scene(s), %d %s tile(s), %d partitioning(s), headline %s",
+             len(scenes), n_units, split, len(parts), headline)
+
+    acc = _Accumulator(parts, len(classes), n_units)
+    unit_vals = np.full(n_units, np.nan)
+    unit_pix = np.zeros(n_units, np.int64)
+    offset = 0
+    for sc in scenes:
+        t = sc.tiles
+        ro = t["row_off"].to_numpy(np.int64)
+        co = t["col_off"].to_numpy(np.int64)
+        th = t["height"].to_numpy(np.int64)
+        tw = t["width"].to_numpy(np.int64)
+        mask = (t["split"].astype(str).to_numpy() == split if split != "all"
+                else np.ones(len(t), dtype=bool))
+        scene_unit = np.full(len(t), -1, np.int64)
+        scene_unit[mask] = np.arange(int(mask.sum()))
+        tiles = {
+            "row_off": ro, "col_off": co, "height": th, "width": tw,
+            "unit": np.where(mask, offset + scene_unit, -1),
+            "scene_unit": scene_unit,
+            "centre_row": ro + np.minimum(th, sc.pred.height - ro) // 2,
+            "centre_col": co + np.minimum(tw, sc.pred.width - co) // 2,
+        }
+        tile_cm = np.zeros((int(mask.sum()), len(classes), len(classes)), np.int64)
+        crs = sc.pred.crs
+        with rasterio.open(sc.pred.path) as psrc, rasterio.open(sc.label.path) as lsrc, \
+                rasterio.open(sc.image.path) as isrc:
+            for window in tqdm(_windows(sc.pred, window_side), desc=f"evaluate {sc.name}",
+                               unit="window", disable=None, leave=False):
+                _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, tile_cm,
+                                crs)
+        vals, npx = unit_values(tile_cm, classes, headline)
+        unit_vals[offset:offset + len(vals)] = vals
+        unit_pix[offset:offset + len(vals)] = npx
+        offset += len(vals)
+    if acc.n_missing_pred:
+        log.warning("%d labelled, valid pixel(s) have no prediction (255) and were not "
+                    "evaluated; check the prediction rasters", acc.n_missing_pred)
+    if acc.overall.sum() == 0:
+        raise InputError(predictions_dir, f"no labelled pixel to evaluate in split '{split}'",
+                         "check the split and that labels and predictions overlap")
+
+    result = _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, split,
+                       run, headline, classes, meta, n_units)
+    write_outputs(result, out_dir)
+    return result
+
+
+def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, split, run,
+              headline, classes, meta, n_units) -> EvaluationResult:
+    ev = config.get("evaluation", {})
+    min_px = int(ev.get("min_region_pixels", 1000))
+    method = ev.get("significance", "scan")
+    n_sim = int(ev.get("n_simulations", 399))
+    alpha = float(ev.get("alpha", 0.05))
+    seed = int(config.get("seed", 0))
+    names = metric_names(classes)
+    overall = metrics_from_confusion(acc.overall, classes)
+    success, usable = unit_outcomes(unit_vals, unit_pix, overall[headline], min_unit_pixels)
+
+    tables: dict[str, pd.DataFrame] = {}
+    doc_parts: dict[str, Any] = {}
+    significant_all: dict[str, list[str]] = {}
+    for i, (pname, part) in enumerate(parts.items()):
+        cm = acc.cm[pname][1:]
+        per = metric_arrays(cm, classes)
+        n_pix = cm.sum(axis=(1, 2))
+        groups = np.where(usable, acc.unit_region[pname], -1)
+        n_tiles = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
+        test = test_regions(method, unit_vals, success, groups, part.n_regions,
+                            n_resamples=n_sim, alpha=alpha, seed=seed + i)
+        table = pd.DataFrame({
+            "region_id": np.arange(part.n_regions), "region": part.names,
+            "n_pixels": n_pix.astype(np.int64), "n_tiles": n_tiles.astype(np.int64),
+            "small": n_pix < min_px,
+        })
+        for m in names:
+            table[m] = per[m]
+        table["deviation"] = per[headline] - overall[headline]
+        if test is not None:
+            table["statistic"] = test.statistic
+            table["p_value"] = test.p_value
+            table["significant"] = test.significant
+            table["direction"] = test.direction
+        else:
+            table["statistic"] = np.nan
+            table["p_value"] = np.nan
+            table["significant"] = False
+            table["direction"] = 0
+        tables[pname] = table
+        summaries = {}
+        for m in names:
+            s = summarize(dict(enumerate(per[m].tolist())), overall[m],
+                          dict(enumerate(n_pix.tolist())), min_px)
+            summaries[m] = {
+                k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
+                                  "std", "mad", "n_regions")
+            }
+            summaries[m]["worst_region"] = (part.names[s["argmin"]] if s["argmin"] is not None
+                                            else None)
+            summaries[m]["best_region"] = (part.names[s["argmax"]] if s["argmax"] is not None
+                                           else None)
+            summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
+        sig_names = table.loc[table["significant"], "region"].tolist()
+        significant_all[pname] = sig_names
+        regions_list = []
+        for row in table.to_dict(orient="records"):
+            regions_list.append({
+                "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
+                "n_tiles": row["n_tiles"], "small": row["small"],
+                **{m: row[m] for m in names},
+                "deviation": row["deviation"], "statistic": row["statistic"],
+                "p_value": row["p_value"], "significant": row["significant"],
+                "direction": row["direction"],
+            })
+        doc_parts[pname] = {
+            "kind": part.kind, "n_regions": part.n_regions, "regions": regions_list,
+            "summaries": summaries,
+            "significance": test.to_dict() if test is not None else {"method": "none"},
+            "significant_regions": sig_names,
+        }
+    grids = [n for n, p in parts.items() if p.kind == "grid"]
+    spad = {m: spad_score({g: doc_parts[g]["summaries"][m]["mad"] for g in grids})
+            for m in names}
+    primary = _primary_partitioning(config, parts)
+    doc = {
+        "format": FORMAT,
+        "dataset": ds.name,
+        "task": ds.task,
+        "run": run,
+        "split": split,
+        "classes": classes,
+        "headline_metric": headline,
+        "primary_partitioning": primary,
+        "min_region_pixels": min_px,
+        "n_pixels": int(acc.overall.sum()),
+        "n_tiles": int(n_units),
+        "n_units_used": int(usable.sum()),
+        "significance": {
+            "method": method, "n_simulations": n_sim, "alpha": alpha, "seed": seed,
+            "unit": "tile",
+            "min_unit_pixels": int(min_unit_pixels),
+            "success": f"tile {headline} >= overall {headline} (undefined per-class value "
+                       f"in a tile, class absent from truth and prediction, counts as 1.0)",
+        },
+        "overall": overall,
+        "confusion": acc.overall.tolist(),
+        "spad_partitionings": grids,
+        "spad_score": {m: v[0] for m, v in spad.items()},
+        "spad_score_mean": {m: v[1] for m, v in spad.items()},
+        "partitionings": doc_parts,
+        "significant_regions": significant_all,
+    }
+    scene_grids = [
+        {"name": s, "crs": e["crs"], "transform": e["transform"], "width": e["width"],
+         "height": e["height"]} for s, e in meta["scenes"].items()
+    ]
+    return EvaluationResult(_json_value(doc), tables, parts, primary, headline,
+                            CRS.from_user_input(meta["study_crs"]), scene_grids)
+
+
+def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
+    """Write ``metrics.json`` and ``by_region.csv`` (atomically) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "metrics.json",
+                      json.dumps(result.metrics, indent=1, allow_nan=False))
+    frames = []
+    for name, table in result.tables.items():
+        t = table.copy()
+        t.insert(0, "kind", result.partitionings[name].kind)
+        t.insert(0, "partitioning", name)
+        frames.append(t)
+    with atomic_path(out_dir / "by_region.csv") as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
+    log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "by_region.csv")

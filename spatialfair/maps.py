@@ -1,0 +1,297 @@
+"""Fairness maps of one run: a styled GeoPackage, a raster COG and two PNGs.
+
+Why: users judge spatial fairness by looking at where the model is worse. From an
+:class:`~spatialfair.evaluate.EvaluationResult` this module writes
+
+* ``fairness.gpkg``: one layer per partitioning (region polygons in the study CRS with
+  ``n_pixels``, ``n_tiles``, ``small``, every metric, ``deviation`` of the headline metric from
+  its overall value, ``p_value``, ``significant``) and, per layer, an embedded QGIS default
+  style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred on zero, labelled);
+* ``fairness_<metric>.tif``: a float32 COG in the study CRS, one band per partitioning, where
+  each pixel holds its region's deviation of ``<metric>`` from overall (nodata -9999 outside
+  the scenes and where undefined). Region-level data need no native resolution, so the mosaic
+  is at most ``max_size`` pixels on its long side (never finer than the scenes), and it is
+  written window by window;
+* ``map.png`` (choropleth of the deviation on the primary partitioning, region names, a colour
+  bar centred on zero, significant regions outlined, small regions hatched) and
+  ``regions.png`` (per-region bars of the headline metric, overall level marked, significant
+  regions coloured by direction), readable without QGIS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from rasterio.crs import CRS
+from rasterio.features import rasterize
+from rasterio.transform import Affine, from_origin
+from rasterio.warp import transform_geom
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from .atomic import atomic_path
+from .io import GeoTiffWriter, write_layers
+from .qgis_style import graduated_qml, graduated_sld, write_layer_styles
+
+log = logging.getLogger(__name__)
+
+RASTER_NODATA = -9999.0
+#: Longest side (pixels) of the raster fairness map.
+MAX_RASTER_SIZE = 2048
+_WINDOW = 512
+
+
+def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
+    """One GeoDataFrame per partitioning: region polygons joined with the region table."""
+    layers = {}
+    for name, table in result.tables.items():
+        regions = result.partitionings[name].regions
+        gdf = gpd.GeoDataFrame(
+            table.drop(columns=["region"]).assign(region=table["region"].astype(str)),
+            geometry=regions.geometry.values, crs=regions.crs)
+        gdf["small"] = gdf["small"].astype(bool)
+        gdf["significant"] = gdf["significant"].astype(bool)
+        cols = ["region_id", "region"] + [c for c in gdf.columns
+                                          if c not in ("region_id", "region", "geometry")]
+        layers[name] = gdf[cols + ["geometry"]]
+    return layers
+
+
+def write_fairness_gpkg(result, path: str | Path) -> Path:
+    """Write ``fairness.gpkg`` (one styled layer per partitioning), atomically."""
+    path = Path(path)
+    layers = fairness_layers(result)
+    overall = result.metrics["overall"][result.headline]
+    with atomic_path(path) as tmp:
+        write_layers(layers, tmp)
+        styles = {}
+        for name, gdf in layers.items():
+            dev = gdf["deviation"].to_numpy(dtype=float)
+            desc = (f"{result.headline} deviation from overall "
+                    f"({overall:.4g}) per region of partitioning {name}; red = worse, "
+                    f"blue = better; thick outline = significant ({result.metrics['significance']['method']})")
+            styles[name] = (graduated_qml("deviation", dev), graduated_sld(name, "deviation", dev),
+                            desc)
+        write_layer_styles(tmp, styles)
+    log.info("wrote %s (%d layers with default QGIS styles)", path, len(layers))
+    return path
+
+
+def _scene_footprints(result) -> list[shapely.Geometry]:
+    """Scene rectangles in the study CRS (edges densified before reprojection)."""
+    out = []
+    for g in result.scene_grids:
+        t = Affine(*g["transform"][:6])
+        xs, ys = t * (np.array([0, g["width"]]), np.array([0, g["height"]]))
+        box = shapely.box(min(xs), min(ys), max(xs), max(ys))
+        crs = CRS.from_user_input(g["crs"])
+        if crs != result.study_crs:
+            box = shapely.segmentize(box, max_segment_length=max(box.bounds[2] - box.bounds[0],
+                                                                 box.bounds[3] - box.bounds[1]) / 16)
+            box = shapely.geometry.shape(transform_geom(crs, result.study_crs,
+                                                        shapely.geometry.mapping(box)))
+        out.append(box)
+    return out
+
+
+def raster_grid(result, max_size: int = MAX_RASTER_SIZE) -> tuple[Affine, int, int]:
+    """Transform, width, height of the fairness raster over all scenes (study CRS)."""
+    foot = _scene_footprints(result)
+    xmin, ymin, xmax, ymax = shapely.union_all(foot).bounds
+    native = []
+    for g, f in zip(result.scene_grids, foot):
+        b = f.bounds
+        native.append(min((b[2] - b[0]) / g["width"], (b[3] - b[1]) / g["height"]))
+    res = max(min(native), max(xmax - xmin, ymax - ymin) / max_size)
+    width = max(1, math.ceil((xmax - xmin) / res))
+    height = max(1, math.ceil((ymax - ymin) / res))
+    return from_origin(xmin, ymax, res, res), width, height
+
+
+def write_fairness_raster(result, path: str | Path, metric: str | None = None,
+                          max_size: int = MAX_RASTER_SIZE) -> Path:
+    """Write ``fairness_<metric>.tif``: each pixel holds its region's deviation from overall.
+
+    One float32 band per partitioning (band description ``<partitioning>: <metric> - overall``),
+    nodata -9999 outside the scenes and where a region's metric is undefined.
+    """
+    from .partitions import region_ids
+
+    metric = metric or result.headline
+    overall = result.metrics["overall"][metric]
+    transform, width, height = raster_grid(result, max_size)
+    foot = _scene_footprints(result)
+    names = list(result.tables)
+    luts = {}
+    for name in names:
+        dev = result.tables[name][metric].to_numpy(dtype=np.float64) - (
+            overall if overall is not None else np.nan)
+        lut = np.concatenate([[RASTER_NODATA], np.where(np.isfinite(dev), dev, RASTER_NODATA)])
+        luts[name] = lut.astype(np.float32)
+    with GeoTiffWriter(
+        path, crs=result.study_crs, transform=transform, width=width, height=height,
+        count=len(names), dtype="float32", nodata=RASTER_NODATA,
+        descriptions=[f"{n}: {metric} - overall" for n in names],
+        tags={"metric": metric, "overall": f"{overall}", "meaning":
+              f"deviation of the region's {metric} from the overall value (region - overall)",
+              "run": str(result.metrics.get("run")), "split": str(result.metrics.get("split"))},
+    ) as dst:
+        for r0 in range(0, height, _WINDOW):
+            for c0 in range(0, width, _WINDOW):
+                win = Window(c0, r0, min(_WINDOW, width - c0), min(_WINDOW, height - r0))
+                h, w = int(win.height), int(win.width)
+                wt = window_transform(win, transform)
+                inside = rasterize(((g, 1) for g in foot), out_shape=(h, w), transform=wt,
+                                   fill=0, dtype="uint8").astype(bool)
+                block = np.full((len(names), h, w), RASTER_NODATA, np.float32)
+                if inside.any():
+                    for b, name in enumerate(names):
+                        rid = region_ids(result.partitionings[name], result.study_crs, wt, h, w)
+                        vals = luts[name][rid + 1]
+                        block[b] = np.where(inside, vals, RASTER_NODATA)
+                dst.write(block, win)
+    log.info("wrote %s (%dx%d px, %d band(s))", path, width, height, len(names))
+    return Path(path)
+
+
+def _plot_frame(result) -> gpd.GeoDataFrame:
+    name = result.primary
+    regions = result.partitionings[name].regions
+    return gpd.GeoDataFrame(result.tables[name].copy(), geometry=regions.geometry.values,
+                            crs=regions.crs)
+
+
+def plot_map(result, path: str | Path, title: str | None = None) -> Path:
+    """``map.png``: choropleth of the headline deviation on the primary partitioning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    gdf = _plot_frame(result)
+    dev = gdf["deviation"].to_numpy(dtype=float)
+    finite = dev[np.isfinite(dev)]
+    m = float(np.abs(finite).max()) if finite.size else 0.0
+    m = m if m > 0 else 1e-3
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
+    defined = gdf[np.isfinite(dev)]
+    undefined = gdf[~np.isfinite(dev)]
+    if len(undefined):
+        undefined.plot(ax=ax, color="#dddddd", edgecolor="#777777", linewidth=0.4)
+    if len(defined):
+        defined.plot(ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444",
+                     linewidth=0.5)
+    small = gdf[gdf["small"].astype(bool)]
+    if len(small):
+        small.plot(ax=ax, facecolor="none", edgecolor="#555555", hatch="///", linewidth=0)
+    sig = gdf[gdf["significant"].astype(bool)]
+    if len(sig):
+        sig.boundary.plot(ax=ax, color="black", linewidth=2.2)
+    if len(gdf) <= 60:
+        pts = gdf.geometry.representative_point()
+        for (x, y), (_, row) in zip(zip(pts.x, pts.y), gdf.iterrows()):
+            val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
+            ax.annotate(f"{row['region']}\n{val}{' *' if row['significant'] else ''}",
+                        (x, y), ha="center", va="center", fontsize=7,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+    sm = plt.cm.ScalarMappable(cmap="RdBu", norm=norm)
+    cb = fig.colorbar(sm, ax=ax, shrink=0.8)
+    overall = result.metrics["overall"][result.headline]
+    cb.set_label(f"{result.headline} − overall ({overall:.3f})")
+    meta = result.metrics
+    spad = meta["spad_score"].get(result.headline)
+    sub = (f"partitioning '{result.primary}', {meta['split']} tiles; outlined/*: significant "
+           f"({meta['significance']['method']}, α={meta['significance']['alpha']})")
+    if spad is not None:
+        sub += f"; SPAD score {spad:.3f}"
+    ax.set_title((title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region")
+                 + "\n" + sub, fontsize=9)
+    ax.set_xlabel(f"x ({result.study_crs.to_string()})", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.ticklabel_format(useOffset=False, style="plain")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
+    """``regions.png``: the headline metric per region with the overall level marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    t = result.tables[result.primary].copy()
+    h = result.headline
+    t = t.sort_values(h, na_position="first").reset_index(drop=True)
+    if len(t) > max_bars:
+        half = max_bars // 2
+        t = pd.concat([t.head(half), t.tail(half)], ignore_index=True)
+    overall = result.metrics["overall"][h]
+    colors = []
+    for _, row in t.iterrows():
+        if row["significant"]:
+            colors.append("#b2182b" if row["direction"] < 0 else "#2166ac")
+        else:
+            colors.append("#9e9e9e")
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.28 * len(t) + 1.5)), dpi=120)
+    vals = t[h].to_numpy(dtype=float)
+    bars = ax.barh(np.arange(len(t)), np.nan_to_num(vals), color=colors, edgecolor="#333333",
+                   linewidth=0.4)
+    for bar, small in zip(bars, t["small"].astype(bool)):
+        if small:
+            bar.set_hatch("///")
+            bar.set_alpha(0.6)
+    ax.axvline(overall, color="black", linestyle="--", linewidth=1.2)
+    ax.set_yticks(np.arange(len(t)))
+    labels = [f"{r} (n={n})" for r, n in zip(t["region"], t["n_tiles"])]
+    ax.set_yticklabels(labels, fontsize=7)
+    for i, (v, p) in enumerate(zip(vals, t["p_value"])):
+        txt = "n/a" if not math.isfinite(v) else f"{v:.3f}"
+        if p is not None and isinstance(p, float) and math.isfinite(p):
+            txt += f"  p={p:.3g}"
+        ax.text(np.nan_to_num(v) + 0.005, i, txt, va="center", fontsize=6)
+    ax.set_xlabel(h)
+    hi = np.nanmax(np.append(vals, overall)) if np.isfinite(np.append(vals, overall)).any() else 1
+    ax.set_xlim(0, max(1.0, hi * 1.15))
+    ax.legend(handles=[
+        plt.Line2D([0], [0], color="black", linestyle="--", label=f"overall {overall:.3f}"),
+        Patch(color="#b2182b", label="significantly worse"),
+        Patch(color="#2166ac", label="significantly better"),
+        Patch(color="#9e9e9e", label="not significant"),
+        Patch(facecolor="white", edgecolor="#333333", hatch="///",
+              label="small (left out of min/max)"),
+    ], fontsize=7, loc="lower right")
+    meta = result.metrics
+    ax.set_title(f"{meta['dataset']} / {meta['run']}: {h} per region of '{result.primary}' "
+                 f"({meta['split']} tiles, n = tiles)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE
+               ) -> dict[str, Path]:
+    """Write ``fairness.gpkg``, ``fairness_<headline>.tif``, ``map.png``, ``regions.png``."""
+    out_dir = Path(out_dir)
+    out: dict[str, Any] = {}
+    out["gpkg"] = write_fairness_gpkg(result, out_dir / "fairness.gpkg")
+    out["raster"] = write_fairness_raster(result, out_dir / f"fairness_{result.headline}.tif",
+                                          max_size=max_size)
+    out["map"] = plot_map(result, out_dir / "map.png")
+    out["regions"] = plot_regions(result, out_dir / "regions.png")
+    return out

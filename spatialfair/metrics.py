@@ -1,0 +1,387 @@
+"""Per-region confusion matrices, segmentation metrics and fairness summaries (pure numpy).
+
+Why this module exists: a fairness verdict needs the same metric computed for every region of
+many partitionings, over millions of pixels. Everything here works on plain numpy arrays, so
+users can call it on their own predictions::
+
+    from spatialfair.metrics import region_metrics
+    result = region_metrics(region_ids, y_true, y_pred, ["land", "water"], min_pixels=1000)
+    result["summaries"]["iou_water"]["difference"]
+
+* :func:`confusion_by_region` builds one confusion matrix per region with a single
+  ``np.bincount`` over the combined code ``region * C*C + true * C + pred`` (no loop over
+  regions or classes). Unlabelled pixels (``ignore_index``), pixels without a prediction
+  (255, the nodata of prediction rasters) and pixels outside every region (-1) are skipped.
+* :func:`metrics_from_confusion` turns a confusion matrix into the metrics named in
+  ``docs/ARCHITECTURE.md``: ``accuracy``, ``macro_f1``, ``mean_iou`` and per class
+  ``precision_<c>``, ``recall_<c>``, ``f1_<c>``, ``iou_<c>``.
+* :func:`summarize` reports a metric over regions in fairlearn's MetricFrame vocabulary
+  (overall, by_region, group_min, group_max, difference, ratio) plus ``std`` and ``mad`` (mean
+  absolute deviation of the regions from the overall value); regions with too few labelled
+  pixels are reported but flagged and left out of the summary statistics.
+* :func:`spad_score` adds the ``mad`` of a metric over a set of partitionings (the evaluation of
+  "Fairness by 'Where'", Xie et al., AAAI 2022).
+
+Conventions for undefined values (returned as NaN, never as a made-up 0 or 1):
+
+* a region without labelled pixels has every metric NaN;
+* ``precision_<c>`` is NaN when class c is never predicted, ``recall_<c>`` when it is absent
+  from the truth, ``f1_<c>`` and ``iou_<c>`` when it is absent from both (nothing to get right
+  or wrong). A class absent from both truth and prediction is left out of ``macro_f1`` and
+  ``mean_iou``; a class that is predicted but absent from the truth scores 0 and counts.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Largest number of classes the combined code supports (pair codes fit in uint16).
+MAX_CLASSES = 180
+
+#: Value of prediction rasters that means "no prediction" (nodata of predictions/<scene>.tif).
+PRED_NODATA = 255
+
+_CHUNK = 1 << 15  # pixels per in-cache chunk while building the combined code
+_local = threading.local()
+
+
+def metric_names(class_names: Sequence[str]) -> list[str]:
+    """All metric names for these classes, in the order they are reported."""
+    names = ["accuracy", "macro_f1", "mean_iou"]
+    for kind in ("precision", "recall", "f1", "iou"):
+        names += [f"{kind}_{c}" for c in class_names]
+    return names
+
+
+def _code_buffer(n: int) -> np.ndarray:
+    """A reusable int64 buffer of at least ``n`` elements (per thread).
+
+    Reusing it avoids page-faulting a fresh multi-megabyte array on every call in the
+    window-by-window evaluation loop; the buffer never escapes this module.
+    """
+    buf = getattr(_local, "code", None)
+    if buf is None or buf.size < n:
+        buf = np.empty(max(n, _CHUNK), dtype=np.intp)
+        _local.code = buf
+    return buf[:n]
+
+
+def _as_class_array(
+    values: np.ndarray, num_classes: int, skip: int | None, what: str
+) -> tuple[np.ndarray, bool]:
+    """Return (flat uint8 array where 0..C-1 are classes and >= C means "skip", checked).
+
+    uint8 input whose skip value is not a class id is used as is (the common case: label and
+    prediction rasters) and ``checked`` is False: its out-of-range values are checked later
+    from the counts. Other inputs are checked and converted here.
+    """
+    flat = np.ravel(values)
+    if flat.dtype == np.uint8 and (skip is None or num_classes <= skip <= 255):
+        return flat, False
+    if not np.issubdtype(flat.dtype, np.integer):
+        raise ValueError(f"{what} must be an integer array, got dtype {flat.dtype}")
+    valid = (flat >= 0) & (flat < num_classes)
+    if skip is not None:
+        valid &= flat != skip
+    skipped = ~valid if skip is None else (flat == skip)
+    bad = ~valid & ~skipped
+    if bad.any():
+        raise ValueError(
+            f"{what} has {int(bad.sum())} value(s) outside 0..{num_classes - 1} that are not the "
+            f"skip value {skip} (e.g. {flat[bad][:5].tolist()})"
+        )
+    return np.where(valid, flat, num_classes).astype(np.uint8), True
+
+
+def _confusion_with_none(
+    regions: np.ndarray,
+    true8: np.ndarray,
+    pred8: np.ndarray,
+    num_regions: int,
+    num_classes: int,
+) -> np.ndarray:
+    """Counts of shape (R + 1, C + 1, C + 1): row 0 is "no region", class slot C is "skip".
+
+    One ``np.bincount`` over ``(region + 1) * B + min(true, C) * (C + 1) + min(pred, C)`` with
+    ``B = (C + 1) ** 2``. The code is built in cache-sized chunks (a handful of vectorised ufunc
+    calls each) into one int64 buffer, then counted in a single pass.
+    """
+    c1 = num_classes + 1
+    b = c1 * c1
+    n = true8.size
+    r_flat = np.ravel(regions)
+    if r_flat.size != n or pred8.size != n:
+        raise ValueError(
+            f"regions, y_true and y_pred must have the same number of pixels "
+            f"({r_flat.size}, {n}, {pred8.size})"
+        )
+    if not np.issubdtype(r_flat.dtype, np.integer):
+        raise ValueError(f"regions must be an integer array, got dtype {r_flat.dtype}")
+    if (num_regions + 1) * b >= 2**31:
+        raise ValueError(f"{num_regions} regions x {num_classes} classes is too many for one "
+                         "confusion array; evaluate fewer regions at a time")
+    if r_flat.dtype.itemsize > 4 or r_flat.dtype == np.uint32:
+        # Wide ids would wrap in the int32 code arithmetic below: check them here instead.
+        if r_flat.size and (int(r_flat.min()) < -1 or int(r_flat.max()) >= num_regions):
+            raise ValueError(f"region ids must be in -1..{num_regions - 1} (-1 = no region)")
+    code = _code_buffer(n)
+    k = min(_CHUNK, max(n, 1))
+    pair_dtype = np.uint8 if 2 * b <= 256 else np.uint16
+    cap = np.full(k, num_classes, dtype=np.uint8)
+    t8 = np.empty(k, dtype=np.uint8)
+    p8 = np.empty(k, dtype=np.uint8)
+    pair = np.empty(k, dtype=pair_dtype)
+    reg = np.empty(k, dtype=np.int32)
+    c1_, b_ = pair_dtype(c1), pair_dtype(b)
+    for s in range(0, n, k):
+        e = min(n, s + k)
+        m = e - s
+        a, q, w, r = t8[:m], p8[:m], pair[:m], reg[:m]
+        np.minimum(true8[s:e], cap[:m], out=a)  # array-array minimum: vectorised, unlike scalar
+        np.minimum(pred8[s:e], cap[:m], out=q)
+        np.multiply(a, c1_, out=w, casting="unsafe")
+        w += q
+        w += b_  # shift by one region: region -1 ("none") lands in row 0
+        np.multiply(r_flat[s:e], np.int32(b), out=r, casting="unsafe")
+        np.add(r, w, out=code[s:e], casting="unsafe")
+    size = (num_regions + 1) * b
+    try:
+        counts = np.bincount(code, minlength=size)
+    except ValueError as exc:  # negative code: a region id below -1
+        raise ValueError(f"region ids must be >= -1 (-1 = no region): {exc}") from None
+    if counts.size > size:
+        raise ValueError(
+            f"region ids must be < num_regions={num_regions}; found pixels with a larger id"
+        )
+    return counts.reshape(num_regions + 1, c1, c1)
+
+
+def _check_skipped(
+    counts: np.ndarray, array8: np.ndarray, skip: int | None, num_classes: int, axis: int,
+    what: str,
+) -> None:
+    """Raise if ``array8`` had values >= C other than the skip value (uint8 fast path)."""
+    if array8.size == 0 or int(array8.max()) < num_classes:
+        return
+    n_high = int(counts[:, num_classes, :].sum() if axis == 1 else counts[:, :, num_classes].sum())
+    n_skip = int(np.count_nonzero(array8 == skip)) if skip is not None and skip >= num_classes else 0
+    if n_high != n_skip:
+        raise ValueError(
+            f"{what} has {n_high - n_skip} pixel(s) with a value outside 0..{num_classes - 1} "
+            f"that is not the skip value {skip}"
+        )
+
+
+def _confusion_all(
+    regions: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_regions: int,
+    num_classes: int,
+    ignore_index: int | None,
+    pred_nodata: int | None = PRED_NODATA,
+) -> np.ndarray:
+    """(R + 1, C, C) int64 counts; index 0 holds pixels outside every region (-1)."""
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
+    if num_regions < 0:
+        raise ValueError(f"num_regions must be >= 0, got {num_regions}")
+    t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
+    p8, p_checked = _as_class_array(y_pred, num_classes, pred_nodata, "y_pred")
+    counts = _confusion_with_none(regions, t8, p8, num_regions, num_classes)
+    if not t_checked:
+        _check_skipped(counts, t8, ignore_index, num_classes, 1, "y_true")
+    if not p_checked:
+        _check_skipped(counts, p8, pred_nodata, num_classes, 2, "y_pred")
+    return counts[:, :num_classes, :num_classes].astype(np.int64)
+
+
+def confusion_by_region(
+    regions: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_regions: int,
+    num_classes: int,
+    ignore_index: int | None = 255,
+) -> np.ndarray:
+    """Confusion matrix of every region, shape (R, C, C), int64; ``cm[r, true, pred]``.
+
+    ``regions``, ``y_true`` and ``y_pred`` are integer arrays with the same number of pixels
+    (any shape). Skipped: labels equal to ``ignore_index``, predictions equal to 255 and
+    region ids of -1. Any other value outside ``0..num_classes-1`` (labels, predictions) or
+    ``-1..num_regions-1`` (regions) raises ``ValueError``: a wrong class id is a bug to fix,
+    not a pixel to drop silently.
+    """
+    return _confusion_all(regions, y_true, y_pred, num_regions, num_classes, ignore_index)[1:]
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def metric_arrays(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Vectorised :func:`metrics_from_confusion` for a stack of matrices (..., C, C).
+
+    Returns ``{metric name: array of shape cm.shape[:-2]}`` (float64, NaN where undefined).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    c = cm.shape[-1]
+    if cm.shape[-2] != c or len(class_names) != c:
+        raise ValueError(f"confusion matrices of shape {cm.shape} do not match "
+                         f"{len(class_names)} class names")
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    true_n = cm.sum(axis=-1)
+    pred_n = cm.sum(axis=-2)
+    total = true_n.sum(axis=-1)
+    fp = pred_n - tp
+    fn = true_n - tp
+    precision = _divide(tp, pred_n)
+    recall = _divide(tp, true_n)
+    f1 = _divide(2 * tp, 2 * tp + fp + fn)
+    iou = _divide(tp, tp + fp + fn)
+    with np.errstate(invalid="ignore"):
+        present = (true_n + pred_n) > 0
+        n_present = present.sum(axis=-1)
+        macro_f1 = _divide(np.where(present, f1, 0).sum(axis=-1), n_present)
+        mean_iou = _divide(np.where(present, iou, 0).sum(axis=-1), n_present)
+    out = {
+        "accuracy": _divide(tp.sum(axis=-1), total),
+        "macro_f1": macro_f1,
+        "mean_iou": mean_iou,
+    }
+    for kind, values in (("precision", precision), ("recall", recall), ("f1", f1), ("iou", iou)):
+        for i, name in enumerate(class_names):
+            out[f"{kind}_{name}"] = values[..., i]
+    return out
+
+
+def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Metrics of one (C, C) confusion matrix (rows = truth, columns = prediction).
+
+    Keys: ``accuracy``, ``macro_f1``, ``mean_iou``, ``precision_<c>``, ``recall_<c>``,
+    ``f1_<c>``, ``iou_<c>``; undefined values are NaN (see the module docstring).
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2:
+        raise ValueError(f"expected one (C, C) confusion matrix, got shape {cm.shape}")
+    return {k: float(v) for k, v in metric_arrays(cm, class_names).items()}
+
+
+def summarize(
+    by_region: Mapping[Any, float],
+    overall: float,
+    counts: Mapping[Any, int] | None = None,
+    min_pixels: int = 0,
+) -> dict[str, Any]:
+    """Summarise one metric over the regions of one partitioning.
+
+    Regions with fewer than ``min_pixels`` labelled pixels (``counts``) are ``small``: they stay
+    in ``by_region`` but are left out of every summary statistic, as are regions whose metric is
+    undefined (NaN). Keys:
+
+    ``overall``, ``by_region``, ``counts``, ``group_min``, ``group_max``, ``argmin`` and
+    ``argmax`` (the regions), ``difference`` = max - min, ``ratio`` = min / max (1.0 when both
+    are 0: equal performance), ``std`` (population, over regions), ``mad`` = mean over regions
+    of ``|m_r - overall|``, ``n_regions`` (used), ``small`` and ``undefined`` (region lists).
+    """
+    counts = dict(counts or {})
+    small = [r for r in by_region if counts.get(r, math.inf) < min_pixels]
+    undefined = [r for r, v in by_region.items() if v is None or not math.isfinite(v)]
+    used = [r for r in by_region if r not in set(small) | set(undefined)]
+    values = np.array([by_region[r] for r in used], dtype=np.float64)
+    out: dict[str, Any] = {
+        "overall": float(overall) if overall is not None else math.nan,
+        "by_region": {r: (float(v) if v is not None else math.nan) for r, v in by_region.items()},
+        "counts": {r: int(counts[r]) for r in by_region if r in counts},
+        "n_regions": len(used),
+        "small": small,
+        "undefined": undefined,
+    }
+    if values.size == 0:
+        out.update(group_min=math.nan, group_max=math.nan, argmin=None, argmax=None,
+                   difference=math.nan, ratio=math.nan, std=math.nan, mad=math.nan)
+        return out
+    lo, hi = float(values.min()), float(values.max())
+    if hi > 0:
+        ratio = lo / hi
+    elif hi == lo:
+        ratio = 1.0
+    else:
+        ratio = math.nan
+    out.update(
+        group_min=lo,
+        group_max=hi,
+        argmin=used[int(values.argmin())],
+        argmax=used[int(values.argmax())],
+        difference=hi - lo,
+        ratio=ratio,
+        std=float(values.std()),
+        mad=float(np.abs(values - out["overall"]).mean()),
+    )
+    return out
+
+
+def spad_score(mads: Mapping[str, float] | Iterable[float]) -> tuple[float, float]:
+    """SPAD score of one metric: (sum, mean) of its ``mad`` over a set of partitionings.
+
+    Pass the ``mad`` of every generated grid (``grid_*``). Partitionings whose ``mad`` is
+    undefined (NaN: no region with enough pixels) are skipped; with none left, (NaN, NaN).
+    """
+    values = list(mads.values()) if isinstance(mads, Mapping) else list(mads)
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return float(sum(finite)), float(sum(finite) / len(finite))
+
+
+def region_metrics(
+    regions: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    *,
+    num_regions: int | None = None,
+    region_names: Sequence[str] | None = None,
+    ignore_index: int | None = 255,
+    min_pixels: int = 0,
+) -> dict[str, Any]:
+    """Per-region metrics and fairness summaries for arrays of region ids, labels, predictions.
+
+    ``overall`` is computed on every labelled, predicted pixel, including pixels outside any
+    region (-1), so it is the same number for every partitioning of the same data.
+
+    Returns ``{"overall": {metric: value}, "n_pixels": int, "regions": [{"id", "name",
+    "n_pixels", "small", <metric>: value, ...}], "summaries": {metric: summarize(...)},
+    "confusion": (R, C, C) array}``; summaries are keyed by region name.
+    """
+    regions = np.asarray(regions)
+    if num_regions is None:
+        num_regions = int(regions.max()) + 1 if regions.size else 0
+        num_regions = max(num_regions, len(region_names or []))
+    names = list(region_names) if region_names is not None else [str(i) for i in range(num_regions)]
+    if len(names) != num_regions:
+        raise ValueError(f"{len(names)} region names for {num_regions} regions")
+    cm_all = _confusion_all(regions, y_true, y_pred, num_regions, len(class_names), ignore_index)
+    cm = cm_all[1:]
+    overall = metrics_from_confusion(cm_all.sum(axis=0), class_names)
+    per = metric_arrays(cm, class_names)
+    n_pix = cm.sum(axis=(1, 2))
+    rows = []
+    for i, name in enumerate(names):
+        row = {"id": i, "name": name, "n_pixels": int(n_pix[i]), "small": bool(n_pix[i] < min_pixels)}
+        row.update({m: float(v[i]) for m, v in per.items()})
+        rows.append(row)
+    counts = {name: int(n_pix[i]) for i, name in enumerate(names)}
+    summaries = {
+        m: summarize({name: float(per[m][i]) for i, name in enumerate(names)}, overall[m],
+                     counts, min_pixels)
+        for m in per
+    }
+    return {"overall": overall, "n_pixels": int(cm_all.sum()), "regions": rows,
+            "summaries": summaries, "confusion": cm}

@@ -1,0 +1,325 @@
+"""Is a region's deviation real? Tile-level significance tests for per-region performance.
+
+Why tiles and not pixels: neighbouring pixels are strongly autocorrelated, so with millions of
+pixels every difference between regions looks "significant". The sampling unit here is a tile
+(or any spatial block): each unit has one outcome and one region id per partitioning.
+
+What a unit's outcome is (:func:`tile_outcomes`): the unit's value of the headline metric
+(e.g. ``iou_water`` or ``accuracy``) computed on its own pixels. A per-class metric that is
+undefined in a unit because the class is absent from both its truth and its prediction (e.g.
+``iou_water`` on a dry tile predicted dry) is set to 1.0: the model made no error on that class
+there. Units with fewer than ``min_pixels`` labelled pixels are not used. A unit is a *success*
+for the scan when its value is **at least the overall value** of the metric (computed on all
+evaluated pixels): success means "as good as the model is overall".
+
+Two tests, both seeded and vectorised (no Python loop over simulations x regions):
+
+* :func:`bernoulli_scan`: the Kulldorff-style likelihood-ratio scan with a Bernoulli model used
+  by Sacharidis et al., "Auditing for Spatial Fairness" (EDBT 2023). With N units, P successes
+  (rho = P / N), and region r with n units and p successes (rho_in = p / n,
+  rho_out = (P - p) / (N - n))::
+
+      l0 = P log rho + (N - P) log(1 - rho)
+      l1 = p log rho_in + (n - p) log(1 - rho_in) + (P - p) log rho_out
+           + (N - n - P + p) log(1 - rho_out)
+      statistic = l1 - l0        (0 log 0 = 0; a region covering all units has statistic 0)
+
+  It is two-sided (a region better or worse than the rest both count; ``direction`` tells
+  which). Significance by Monte Carlo: ``n_simulations`` worlds in which every unit succeeds
+  with probability rho (so region r has Binomial(n_r, rho) successes, drawn directly), the
+  maximum statistic over regions in each world, and a region is significant when its statistic
+  exceeds the (1 - alpha) quantile of those maxima; its p-value is
+  ``(1 + #worlds with max >= statistic) / (1 + n_simulations)``. Taking the maximum over
+  regions controls the family-wise error: under no bias, the chance that *any* region is
+  flagged is at most alpha. The Spatial Bias Index (:func:`spatial_bias_index`) summarises all
+  regions: mean over regions of ``1 - l1_r / l0`` (0 = no bias).
+* :func:`permutation_test`: region labels are exchangeable under no bias, so the units'
+  outcome values are permuted across region labels (>= 199 permutations). The per-region
+  statistic is the standardised difference between the region's mean outcome and the mean of
+  the other units; ``p_raw`` is the two-sided per-region p-value and ``p_value`` the
+  Westfall-Young max-|T| adjusted one (family-wise, like the scan), which decides
+  ``significant`` (``p_value <= alpha``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.special import xlogy
+
+from .metrics import metric_arrays
+
+#: Largest number of float64 values held at once while permuting (about 32 MB).
+_PERM_BLOCK_VALUES = 4_000_000
+
+
+@dataclass
+class RegionTest:
+    """Result of a significance test for every region of one partitioning (arrays of length R)."""
+
+    method: str
+    statistic: np.ndarray
+    p_value: np.ndarray
+    significant: np.ndarray
+    direction: np.ndarray  # -1: worse than the other units, +1: better, 0: equal / no units
+    n_units: np.ndarray
+    alpha: float
+    n_resamples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly summary (without the per-region arrays)."""
+        return {"method": self.method, "alpha": self.alpha, "n_resamples": self.n_resamples,
+                "n_units": int(self.n_units.sum()), "n_significant": int(self.significant.sum()),
+                **{k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                   for k, v in self.extra.items()}}
+
+
+def unit_values(
+    unit_confusion: np.ndarray, class_names: Sequence[str], metric: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each unit's ``metric`` and labelled pixel count from its (C, C) confusion matrix.
+
+    An undefined per-class value (class absent from the unit's truth and prediction: no error
+    possible on that class) becomes 1.0; a unit without labelled pixels stays NaN.
+    """
+    unit_confusion = np.asarray(unit_confusion)
+    per = metric_arrays(unit_confusion, class_names)
+    if metric not in per:
+        raise ValueError(f"unknown metric '{metric}'; known: {sorted(per)}")
+    values = per[metric].copy()
+    n = unit_confusion.sum(axis=(-2, -1))
+    values[np.isnan(values) & (n > 0)] = 1.0
+    return values, n
+
+
+def unit_outcomes(
+    values: np.ndarray, n_pixels: np.ndarray, overall: float, min_pixels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """(success, usable) per unit: usable = at least ``min_pixels`` labelled pixels and a
+    defined value; success = usable and ``value >= overall``."""
+    values = np.asarray(values, dtype=np.float64)
+    usable = (np.asarray(n_pixels) >= max(min_pixels, 1)) & np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        success = usable & (values >= overall)
+    return success, usable
+
+
+def tile_outcomes(
+    tile_confusion: np.ndarray,
+    class_names: Sequence[str],
+    metric: str,
+    overall: float,
+    min_pixels: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, success, usable) of every tile from its confusion matrix: :func:`unit_values`
+    followed by :func:`unit_outcomes`."""
+    values, n = unit_values(tile_confusion, class_names, metric)
+    success, usable = unit_outcomes(values, n, overall, min_pixels)
+    return values, success, usable
+
+
+def _groups(groups: np.ndarray, num_regions: int, n: int) -> np.ndarray:
+    groups = np.asarray(groups).ravel()
+    if groups.size != n:
+        raise ValueError(f"{groups.size} region labels for {n} units")
+    if groups.size and int(groups.max(initial=-1)) >= num_regions:
+        raise ValueError(f"region label >= num_regions={num_regions}")
+    return groups
+
+
+def scan_statistic(p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float,
+                   big_n: float) -> np.ndarray:
+    """Bernoulli likelihood-ratio statistic ``l1 - l0`` (broadcasting over any shape).
+
+    ``p``/``n``: successes/units inside the region; ``big_p``/``big_n``: in the whole study
+    area. Edge cases: 0 log 0 = 0, and a region with no units or all units has statistic 0.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    big_p = np.asarray(big_p, dtype=np.float64)
+    out_n = big_n - n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = big_p / big_n if big_n > 0 else np.zeros_like(big_p)
+        rho_in = np.where(n > 0, p / np.where(n > 0, n, 1), 0.0)
+        rho_out = np.where(out_n > 0, (big_p - p) / np.where(out_n > 0, out_n, 1), 0.0)
+    l0 = xlogy(big_p, rho) + xlogy(big_n - big_p, 1 - rho)
+    l1 = (xlogy(p, rho_in) + xlogy(n - p, 1 - rho_in)
+          + xlogy(big_p - p, rho_out) + xlogy(out_n - big_p + p, 1 - rho_out))
+    stat = l1 - l0
+    stat = np.where((n > 0) & (out_n > 0), stat, 0.0)
+    return np.maximum(stat, 0.0)  # l1 >= l0 mathematically; clip rounding noise
+
+
+def _counts(success: np.ndarray, groups: np.ndarray, num_regions: int):
+    keep = groups >= 0
+    g = groups[keep]
+    s = success[keep].astype(np.float64)
+    n_r = np.bincount(g, minlength=num_regions).astype(np.float64)
+    p_r = np.bincount(g, weights=s, minlength=num_regions)
+    return n_r, p_r, float(n_r.sum()), float(p_r.sum())
+
+
+def spatial_bias_index(success: np.ndarray, groups: np.ndarray, num_regions: int) -> float:
+    """Spatial Bias Index: mean over non-empty regions of ``1 - l1_r / l0`` (0 = no bias)."""
+    success = np.asarray(success, dtype=bool).ravel()
+    groups = _groups(groups, num_regions, success.size)
+    n_r, p_r, big_n, big_p = _counts(success, groups, num_regions)
+    return _sbi(n_r, p_r, big_n, big_p)
+
+
+def _sbi(n_r, p_r, big_n, big_p) -> float:
+    if big_n == 0:
+        return math.nan
+    rho = big_p / big_n
+    l0 = float(xlogy(big_p, rho) + xlogy(big_n - big_p, 1 - rho))
+    nonempty = n_r > 0
+    if l0 == 0 or not nonempty.any():
+        return 0.0
+    l1 = scan_statistic(p_r, n_r, big_p, big_n) + l0
+    return float(np.mean(1.0 - l1[nonempty] / l0))
+
+
+def bernoulli_scan(
+    success: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    *,
+    n_simulations: int = 399,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> RegionTest:
+    """Kulldorff-style Bernoulli scan over the regions of one partitioning.
+
+    ``success``: bool per unit; ``groups``: region id per unit (-1 = in no region, not used).
+    Returns per-region statistic, Monte Carlo p-value, significance (statistic above the
+    (1 - alpha) quantile of the simulated maxima) and direction; ``extra`` holds ``rho``,
+    ``threshold`` and ``sbi``.
+    """
+    success = np.asarray(success, dtype=bool).ravel()
+    groups = _groups(groups, num_regions, success.size)
+    n_r, p_r, big_n, big_p = _counts(success, groups, num_regions)
+    stat = scan_statistic(p_r, n_r, big_p, big_n)
+    rng = np.random.default_rng(seed)
+    rho = big_p / big_n if big_n > 0 else 0.0
+    sim_p = rng.binomial(n_r.astype(np.int64)[None, :], rho, size=(n_simulations, num_regions))
+    sim_big_p = sim_p.sum(axis=1, keepdims=True)
+    sim_max = scan_statistic(sim_p, n_r[None, :], sim_big_p, big_n).max(axis=1, initial=0.0)
+    threshold = float(np.quantile(sim_max, 1 - alpha, method="higher")) if n_simulations else math.inf
+    exceed = (sim_max[None, :] >= stat[:, None] * (1 - 1e-12)).sum(axis=1)
+    p_value = (1.0 + exceed) / (1.0 + n_simulations)
+    significant = (stat > threshold) & (stat > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho_in = np.where(n_r > 0, p_r / np.where(n_r > 0, n_r, 1), np.nan)
+        rho_out = np.where(big_n - n_r > 0, (big_p - p_r) / np.where(big_n - n_r > 0, big_n - n_r, 1),
+                           np.nan)
+    direction = np.nan_to_num(np.sign(rho_in - rho_out)).astype(np.int8)
+    return RegionTest(
+        method="scan", statistic=stat, p_value=p_value, significant=significant,
+        direction=direction, n_units=n_r.astype(np.int64), alpha=alpha,
+        n_resamples=n_simulations,
+        extra={"rho": rho, "threshold": threshold, "sbi": _sbi(n_r, p_r, big_n, big_p),
+               "success_rate_by_region": np.round(np.nan_to_num(rho_in, nan=-1), 6).tolist()},
+    )
+
+
+def permutation_test(
+    values: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    *,
+    n_permutations: int = 999,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> RegionTest:
+    """Permutation test of unit outcome ``values`` across region labels (two-sided).
+
+    Statistic per region: ``(S_r - n_r * mean) / (sd * sqrt(n_r (N - n_r) / N))`` with S_r the
+    sum of the region's values (a standardised difference of the region's mean from the
+    others'). ``p_value`` is max-|T| adjusted (family-wise), ``extra["p_raw"]`` the per-region
+    unadjusted p-values. Units with group -1 or a non-finite value are not used.
+    """
+    if n_permutations < 199:
+        raise ValueError(f"use at least 199 permutations, got {n_permutations}")
+    values = np.asarray(values, dtype=np.float64).ravel()
+    groups = _groups(groups, num_regions, values.size)
+    keep = (groups >= 0) & np.isfinite(values)
+    v, g = values[keep], groups[keep]
+    big_n = v.size
+    n_r = np.bincount(g, minlength=num_regions).astype(np.float64)
+    order = np.argsort(g, kind="stable")
+    g_sorted = g[order]
+    present = np.flatnonzero(n_r > 0)
+    starts = np.searchsorted(g_sorted, present)
+    mean = v.mean() if big_n else 0.0
+    sd = v.std() if big_n else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = sd * np.sqrt(n_r * (big_n - n_r) / max(big_n, 1))
+    testable = scale > 0
+
+    def z_of(sums: np.ndarray) -> np.ndarray:
+        z = np.zeros(sums.shape[:-1] + (num_regions,))
+        full = np.zeros_like(z)
+        full[..., present] = sums
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z[..., testable] = (full[..., testable] - n_r[testable] * mean) / scale[testable]
+        return z
+
+    z_obs = z_of(np.add.reduceat(v[order], starts) if present.size else np.zeros(0))
+    abs_obs = np.abs(z_obs) * (1 - 1e-12)
+    rng = np.random.default_rng(seed)
+    exceed_raw = np.zeros(num_regions, dtype=np.int64)
+    exceed_max = np.zeros(num_regions, dtype=np.int64)
+    block = max(1, min(n_permutations, _PERM_BLOCK_VALUES // max(big_n, 1)))
+    done = 0
+    while done < n_permutations and present.size:
+        b = min(block, n_permutations - done)
+        perm = rng.permuted(np.broadcast_to(v, (b, big_n)), axis=1)
+        z = np.abs(z_of(np.add.reduceat(perm, starts, axis=1)))
+        exceed_raw += (z >= abs_obs[None, :]).sum(axis=0)
+        exceed_max += (z.max(axis=1)[:, None] >= abs_obs[None, :]).sum(axis=0)
+        done += b
+    if not present.size:
+        exceed_raw[:] = n_permutations
+        exceed_max[:] = n_permutations
+    p_raw = (1.0 + exceed_raw) / (1.0 + n_permutations)
+    p_adj = (1.0 + exceed_max) / (1.0 + n_permutations)
+    p_raw[~testable] = 1.0
+    p_adj[~testable] = 1.0
+    significant = (p_adj <= alpha) & testable
+    return RegionTest(
+        method="permutation", statistic=z_obs, p_value=p_adj, significant=significant,
+        direction=np.sign(z_obs).astype(np.int8), n_units=n_r.astype(np.int64), alpha=alpha,
+        n_resamples=n_permutations,
+        extra={"p_raw": p_raw.tolist(), "mean": float(mean)},
+    )
+
+
+def test_regions(
+    method: str,
+    values: np.ndarray,
+    success: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    *,
+    n_resamples: int = 399,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> RegionTest | None:
+    """Run the configured test (``scan``, ``permutation`` or ``none`` -> None)."""
+    if method == "none":
+        return None
+    if method == "scan":
+        return bernoulli_scan(success, groups, num_regions, n_simulations=n_resamples,
+                              alpha=alpha, seed=seed)
+    if method == "permutation":
+        return permutation_test(values, groups, num_regions,
+                                n_permutations=max(n_resamples, 199), alpha=alpha, seed=seed)
+    raise ValueError(f"unknown significance method '{method}' (scan, permutation, none)")
+
+
+test_regions.__test__ = False  # not a pytest test despite its name

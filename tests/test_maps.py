@@ -1,0 +1,295 @@
+"""Evaluation end to end on a small generated run, and the fairness maps it writes.
+
+The builder :func:`make_run` (also used by test_compare.py and test_qgis.py) makes two small
+flood scenes, tiles them with the real tiler, assigns splits, writes partitions (the user's
+west/east regions and two grids) and a prediction raster with extra errors injected in the
+east, so every number can be checked against a naive computation.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+import sqlite3
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from rasterio.transform import from_origin
+from rasterio.windows import Window
+
+from spatialfair.config import dataset_config, validate_config
+from spatialfair.errors import InputError
+from spatialfair.evaluate import evaluate_dataset
+from spatialfair.io import GeoTiffWriter
+from spatialfair.maps import RASTER_NODATA, write_maps
+from spatialfair.metrics import metrics_from_confusion
+from spatialfair.partitions import GridSpec, Partitioning, write_partitions
+from spatialfair.tiling import TileStore, tile_dataset
+from tests.conftest import write_tif
+
+UTM = "EPSG:32633"
+X0, Y0, RES = 500000.0, 5800000.0, 10.0
+#: (name, rows, cols, column offset in pixels from X0)
+SCENES = [("s1", 96, 128, 0), ("s2", 64, 96, 128)]
+EAST_X = X0 + 160 * RES  # user regions: west of x=EAST_X and east of it
+
+
+def _scene_arrays(rows, cols, col0, rng):
+    xx = np.arange(cols)[None, :] + col0
+    yy = np.arange(rows)[:, None]
+    water = ((xx + 2 * yy) % 50 < 18).astype(np.uint8)
+    img = np.stack([np.where(water, -20.0, -8.0), np.where(water, -25.0, -14.0)]).astype(np.float32)
+    img += rng.normal(0, 0.5, img.shape).astype(np.float32)
+    label = water.copy()
+    label[rows - 9:, :7] = 255  # unlabelled corner
+    img[:, :5, cols - 6:] = np.nan  # invalid image pixels
+    return img, label
+
+
+def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="erm",
+             significance="scan", n_sim=199, tiles_split=None):
+    """Build inputs for ``evaluate_dataset``; returns a dict of paths and arrays."""
+    rng = np.random.default_rng(seed)
+    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
+    img_dir.mkdir(exist_ok=True)
+    lab_dir.mkdir(exist_ok=True)
+    truth = {}
+    for name, rows, cols, col0 in SCENES:
+        img, label = _scene_arrays(rows, cols, col0, np.random.default_rng(1))
+        t = from_origin(X0 + col0 * RES, Y0, RES, RES)
+        write_tif(img_dir / f"{name}.tif", img, transform=t, descriptions=["VV", "VH"])
+        write_tif(lab_dir / f"{name}.tif", label, transform=t)
+        truth[name] = (img, label, t)
+    config = validate_config({
+        "seed": seed,
+        "datasets": {"fl": {"task": "flood", "images": str(img_dir / "*.tif"),
+                            "labels": str(lab_dir / "*.tif")}},
+        "tiling": {"size": 32},
+        "evaluation": {"min_region_pixels": 300, "n_simulations": n_sim,
+                       "significance": significance, "alpha": 0.05},
+    })
+    ds = dataset_config(config, "fl")
+    store_dir = tmp_path / "results" / "fl" / "tiles"
+    if not (store_dir / "store.json").exists():
+        store = tile_dataset(ds, store_dir, size=32, overlap=0, min_valid_fraction=0.05)
+        index = store.index.copy()
+        # a checkerboard of tiles: test where (row + col) tile index is even
+        tr, tc = index["row_off"] // 32, index["col_off"] // 32
+        index["split"] = np.where((tr + tc) % 2 == 0, "test", "train")
+        if tiles_split is not None:
+            index["split"] = tiles_split(index)
+        store.write_index(index)
+    store = TileStore(store_dir)
+    parts_path = tmp_path / "results" / "fl" / "partitions.gpkg"
+    if not parts_path.exists():
+        xmax = X0 + 224 * RES
+        ymin = Y0 - 96 * RES
+        user = gpd.GeoDataFrame(
+            {"region_id": [0, 1], "region": ["west", "east"]},
+            geometry=[shapely.box(X0, ymin, EAST_X, Y0), shapely.box(EAST_X, ymin, xmax, Y0)],
+            crs=UTM)
+        parts = [Partitioning("regions", "regions", user)]
+        for r, c in ((1, 2), (2, 2), (2, 3)):
+            spec = GridSpec(r, c, (X0, ymin, xmax, Y0), UTM)
+            parts.append(Partitioning(f"grid_{r}x{c}", "grid", spec.to_regions(), spec))
+        write_partitions(parts, parts_path)
+    pred_dir = tmp_path / "results" / "fl" / run / "predictions"
+    preds = {}
+    for name, rows, cols, col0 in SCENES:
+        img, label, t = truth[name]
+        x = X0 + (np.arange(cols) + col0 + 0.5) * RES
+        p_err = np.where(x[None, :] >= EAST_X, east_error, base_error) * np.ones((rows, 1))
+        flip = rng.random((rows, cols)) < p_err
+        pred = np.where(label == 255, rng.integers(0, 2, (rows, cols)), label).astype(np.uint8)
+        pred = np.where(flip, 1 - pred, pred).astype(np.uint8)
+        pred[~np.isfinite(img).all(axis=0)] = 255
+        with GeoTiffWriter(pred_dir / f"{name}.tif", crs=UTM, transform=t, width=cols,
+                           height=rows, count=1, dtype="uint8", nodata=255,
+                           descriptions=["class"]) as dst:
+            dst.write(pred, Window(0, 0, cols, rows))
+        preds[name] = pred
+    return {"config": config, "ds": ds, "store": store, "store_dir": store_dir,
+            "parts": parts_path, "pred_dir": pred_dir, "truth": truth, "preds": preds,
+            "out": tmp_path / "results" / "fl" / run / "fairness"}
+
+
+def evaluate(run_inputs, **kw):
+    r = run_inputs
+    return evaluate_dataset(r["config"], r["ds"], r["store_dir"], r["parts"], r["pred_dir"],
+                            r["out"], **kw)
+
+
+def naive_confusions(run_inputs, split="test"):
+    """Overall and west/east confusion matrices computed pixel by pixel from the inputs."""
+    index = run_inputs["store"].index
+    overall = np.zeros((2, 2), np.int64)
+    by_region = np.zeros((2, 2, 2), np.int64)
+    for name, rows, cols, col0 in SCENES:
+        img, label, t = run_inputs["truth"][name]
+        pred = run_inputs["preds"][name]
+        mask = np.zeros((rows, cols), bool)
+        for _, tile in index[(index["scene"] == name) & (index["split"] == split)].iterrows():
+            mask[tile.row_off:tile.row_off + 32, tile.col_off:tile.col_off + 32] = True
+        ok = mask & (label != 255) & np.isfinite(img).all(axis=0) & (pred != 255)
+        x = X0 + (np.arange(cols) + col0 + 0.5) * RES
+        region = np.broadcast_to((x >= EAST_X).astype(int)[None, :], (rows, cols))
+        for tr, pr, rg in zip(label[ok], pred[ok], region[ok]):
+            overall[tr, pr] += 1
+            by_region[rg, tr, pr] += 1
+    return overall, by_region
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    r = make_run(tmp)
+    result = evaluate(r)
+    paths = write_maps(result, r["out"])
+    return r, result, paths
+
+
+def test_metrics_match_naive_computation(evaluated):
+    r, result, _ = evaluated
+    overall, by_region = naive_confusions(r)
+    doc = json.loads((r["out"] / "metrics.json").read_text())
+    assert doc["n_pixels"] == overall.sum()
+    assert np.array_equal(np.array(doc["confusion"]), overall)
+    expected = metrics_from_confusion(overall, ["land", "water"])
+    for k, v in expected.items():
+        assert doc["overall"][k] == pytest.approx(v)
+    regions = {x["name"]: x for x in doc["partitionings"]["regions"]["regions"]}
+    for i, name in enumerate(["west", "east"]):
+        exp = metrics_from_confusion(by_region[i], ["land", "water"])
+        assert regions[name]["n_pixels"] == by_region[i].sum()
+        assert regions[name]["iou_water"] == pytest.approx(exp["iou_water"])
+        assert regions[name]["deviation"] == pytest.approx(exp["iou_water"]
+                                                           - expected["iou_water"])
+    # every partitioning sees the same pixels
+    for name, part in doc["partitionings"].items():
+        assert sum(x["n_pixels"] for x in part["regions"]) == overall.sum(), name
+
+
+def test_injected_errors_make_east_significantly_worse(evaluated):
+    r, result, _ = evaluated
+    doc = result.metrics
+    east = next(x for x in doc["partitionings"]["regions"]["regions"] if x["name"] == "east")
+    west = next(x for x in doc["partitionings"]["regions"]["regions"] if x["name"] == "west")
+    assert east["significant"] and east["direction"] == -1 and east["p_value"] <= 0.05
+    assert east["iou_water"] < west["iou_water"] - 0.2
+    # two regions: the scan is two-sided, so "west better than the rest" is the same split
+    worse = [x["name"] for x in doc["partitionings"]["regions"]["regions"]
+             if x["significant"] and x["direction"] < 0]
+    assert worse == ["east"]
+    assert "east" in doc["significant_regions"]["regions"]
+    s = doc["partitionings"]["regions"]["summaries"]["iou_water"]
+    assert s["worst_region"] == "east" and s["best_region"] == "west"
+    assert s["difference"] == pytest.approx(west["iou_water"] - east["iou_water"])
+    assert s["mad"] == pytest.approx((abs(west["deviation"]) + abs(east["deviation"])) / 2)
+
+
+def test_spad_score_sums_grid_mads(evaluated):
+    _, result, _ = evaluated
+    doc = result.metrics
+    assert doc["spad_partitionings"] == ["grid_1x2", "grid_2x2", "grid_2x3"]
+    for m in ("iou_water", "accuracy"):
+        mads = [doc["partitionings"][g]["summaries"][m]["mad"] for g in doc["spad_partitionings"]]
+        assert doc["spad_score"][m] == pytest.approx(sum(mads))
+        assert doc["spad_score_mean"][m] == pytest.approx(sum(mads) / 3)
+        assert doc["spad_score"][m] > 0
+
+
+def test_by_region_csv(evaluated):
+    r, result, _ = evaluated
+    table = pd.read_csv(r["out"] / "by_region.csv")
+    assert len(table) == 2 + 2 + 4 + 6
+    assert {"partitioning", "kind", "region", "n_pixels", "iou_water", "deviation", "p_value",
+            "significant", "precision_water", "recall_land"} <= set(table.columns)
+    east = table[(table.partitioning == "regions") & (table.region == "east")].iloc[0]
+    assert bool(east.significant)
+
+
+def test_fairness_gpkg_layers_and_default_styles(evaluated):
+    r, result, paths = evaluated
+    gpkg = paths["gpkg"]
+    layers = [name for name, _ in pyogrio.list_layers(gpkg)]
+    assert {"regions", "grid_1x2", "grid_2x2", "grid_2x3", "layer_styles"} <= set(layers)
+    gdf = gpd.read_file(gpkg, layer="regions")
+    assert gdf.crs.to_epsg() == 32633
+    assert set(gdf.region) == {"west", "east"}
+    east = gdf[gdf.region == "east"].iloc[0]
+    assert east.significant and east.deviation < 0 and east.n_pixels > 0
+    with sqlite3.connect(gpkg) as con:
+        rows = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML "
+                           "FROM layer_styles").fetchall()
+        geom_cols = dict(con.execute(
+            "SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall())
+    styled = {row[0]: row for row in rows}
+    assert set(styled) == {"regions", "grid_1x2", "grid_2x2", "grid_2x3"}
+    for name, (_, geom, default, qml) in styled.items():
+        assert default == 1 and geom == geom_cols[name]
+        assert 'type="graduatedSymbol"' in qml and 'attr="deviation"' in qml
+        root = ET.fromstring(qml.split("\n", 1)[1])
+        assert root.get("labelsEnabled") == "1"
+        assert '"region"' in root.find("labeling/settings/text-style").get("fieldName")
+        assert len(root.findall("renderer-v2/ranges/range")) == 7
+
+
+def test_fairness_raster_georeferenced_with_region_deviation(evaluated):
+    r, result, paths = evaluated
+    with rasterio.open(paths["raster"]) as src:
+        assert src.crs.to_epsg() == 32633
+        assert src.nodata == RASTER_NODATA
+        assert src.dtypes[0] == "float32"
+        assert src.descriptions[0] == "regions: iou_water - overall"
+        assert src.count == 4
+        data = src.read(1)
+        # a pixel in the east of scene 2, and one outside both scenes (s2 is only 64 rows)
+        row, col = src.index(X0 + 200 * RES, Y0 - 10 * RES)
+        outside_row, outside_col = src.index(X0 + 200 * RES, Y0 - 90 * RES)
+    east = result.tables["regions"].set_index("region").loc["east", "deviation"]
+    assert data[row, col] == pytest.approx(east, abs=1e-6)
+    assert data[outside_row, outside_col] == RASTER_NODATA
+
+
+def test_pngs_written(evaluated):
+    _, _, paths = evaluated
+    import matplotlib.image as mpimg
+
+    for key in ("map", "regions"):
+        img = mpimg.imread(paths[key])
+        assert img.shape[0] > 300 and img.shape[1] > 300
+        assert img[..., :3].std() > 0.05  # not blank
+
+
+def test_missing_prediction_is_an_input_error(tmp_path):
+    r = make_run(tmp_path)
+    (r["pred_dir"] / "s2.tif").unlink()
+    with pytest.raises(InputError, match="no prediction for scene 's2'"):
+        evaluate(r)
+    assert not (r["out"] / "metrics.json").exists()
+
+
+def test_prediction_on_other_grid_is_an_input_error(tmp_path):
+    r = make_run(tmp_path)
+    p = r["pred_dir"] / "s1.tif"
+    write_tif(p, np.zeros((96, 128), np.uint8), transform=from_origin(X0 + 5, Y0, RES, RES),
+              nodata=255)
+    with pytest.raises(InputError, match="differs from the tiled scene 's1'"):
+        evaluate(r)
+
+
+def test_split_all_counts_every_labelled_valid_pixel(tmp_path):
+    r = make_run(tmp_path, east_error=0.0, base_error=0.0)
+    result = evaluate(r, split="all")
+    assert result.metrics["overall"]["accuracy"] == pytest.approx(1.0)
+    n = 0
+    for name, rows, cols, _ in SCENES:
+        img, label, _ = r["truth"][name]
+        n += int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
+    assert result.metrics["n_pixels"] == n
