@@ -1,0 +1,33 @@
+"""``spatialfair partition``: partitions.gpkg and per-pixel region ids for a tile store.
+
+Reads the tile store written by ``spatialfair tile``, loads the dataset's regions file (or
+derives regions by k-means when there is none), generates the grid, offset-grid and k-means
+partitionings, writes ``<scene>.regions.bin`` (training partitioning) into the tile store and
+the partitionings to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..config import dataset_config, load_config
+
+HELP = "build the partitionings (user regions, grids, k-means) and per-pixel region ids"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    p.add_argument("--out", required=True, help="output GeoPackage (results/NAME/partitions.gpkg)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..partitions import build_partitions
+
+    config = load_config(args.config)
+    ds = dataset_config(config, args.dataset, require_files=False)
+    parts = build_partitions(args.tiles, config, ds, args.out)
+    log.info("dataset %s: %d partitionings written to %s", ds.name, len(parts), args.out)

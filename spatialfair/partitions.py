@@ -1,0 +1,912 @@
+"""Partitionings of the study area: the user's regions and generated grids and clusters.
+
+A fairness verdict depends on how space is cut (the modifiable areal unit problem), so
+spatialfair evaluates, and can train, over many partitionings at once (see FAIRNESS.md):
+
+* ``regions``: the user's vector file (counties, districts, zones), loaded and checked by
+  :func:`load_regions` and :func:`check_overlap`;
+* ``grid_<r>x<c>``: every r x c grid over the study extent, 1 <= r, c <= ``grid_max`` except 1x1;
+* ``offset_grid_<i>``: grids of random size shifted by a random fraction of a cell;
+* ``kmeans_<k>``: Voronoi cells of k-means centroids of the tile centres.
+
+Every partitioning is a :class:`Partitioning`: a GeoDataFrame of regions (``region_id``
+0..K-1, ``region`` name, geometry in the study CRS) plus a :class:`GridSpec` for grids.
+:func:`region_ids` gives the region of every pixel centre of any raster window (pure
+arithmetic for grids in the raster's CRS, rasterization otherwise), :func:`assign_tiles` the
+region of every tile centre, and :func:`build_partitions` writes ``partitions.gpkg`` and the
+per-pixel ``<scene>.regions.bin`` arrays of the tile store (see docs/ARCHITECTURE.md).
+
+Conventions: grid cell ``(row, col)`` has region id ``row * cols + col`` and name
+``r<row>c<col>``; row 0 is the northern (top) row. A point on an inner cell edge belongs to the
+cell to its east / south; points on the outer edge belong to the grid. Where polygons overlap
+(they should not), the lowest region id wins, both per pixel and per tile.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pyproj
+import shapely
+from rasterio.features import rasterize
+from rasterio.transform import Affine
+from tqdm.auto import tqdm
+
+from .atomic import atomic_path
+from .errors import InputError
+from .io import write_layers
+
+log = logging.getLogger(__name__)
+
+KINDS = ("regions", "grid", "offset_grid", "kmeans")
+
+#: Region ids are stored as int16 in ``<scene>.regions.bin``.
+MAX_REGIONS = int(np.iinfo(np.int16).max)
+#: Polygons are densified to this fraction of their extent before reprojection, so straight
+#: edges (grid cells) stay accurate after the change of CRS.
+_DENSIFY_FRACTION = 1 / 1000
+#: k-means is fitted on at most this many tile centres (a deterministic sample).
+_KMEANS_MAX_POINTS = 20_000
+#: Widest strip (pixels) for which region ids are computed in one call in build_partitions.
+_STRIP_MAX_COLS = 8192
+_LIST_MAX = 20
+
+
+# --------------------------------------------------------------------------- data classes
+
+
+def _crs_key(crs: Any) -> str | int:
+    """A cheap hashable key of a CRS (its user input, or WKT for rasterio CRS objects)."""
+    if isinstance(crs, (str, int)):
+        return crs
+    if isinstance(crs, pyproj.CRS):
+        return crs.srs
+    return crs.to_wkt()
+
+
+@functools.lru_cache(maxsize=64)
+def _crs_from_key(key: str | int) -> pyproj.CRS:
+    return pyproj.CRS.from_user_input(key)
+
+
+def _as_crs(crs: Any) -> pyproj.CRS:
+    """Any CRS spelling (string, EPSG int, rasterio or pyproj CRS) as a pyproj CRS."""
+    if isinstance(crs, pyproj.CRS):
+        return crs
+    return _crs_from_key(_crs_key(crs))
+
+
+@functools.lru_cache(maxsize=256)
+def _same_key(a: str | int, b: str | int) -> bool:
+    return a == b or _crs_from_key(a).equals(_crs_from_key(b), ignore_axis_order=True)
+
+
+def same_crs(a: Any, b: Any) -> bool:
+    """True when two CRS (any spelling) describe the same coordinate system."""
+    if a is None or b is None:
+        return a is None and b is None
+    return _same_key(_crs_key(a), _crs_key(b))
+
+
+def _crs_name(crs: Any) -> str:
+    if crs is None:
+        return "no CRS"
+    crs = _as_crs(crs)
+    auth = crs.to_authority()
+    return f"{auth[0]}:{auth[1]}" if auth else crs.name
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A regular grid of ``rows`` x ``cols`` cells over ``bounds`` (xmin, ymin, xmax, ymax)."""
+
+    rows: int
+    cols: int
+    bounds: tuple[float, float, float, float]
+    crs: pyproj.CRS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", int(self.rows))
+        object.__setattr__(self, "cols", int(self.cols))
+        object.__setattr__(self, "bounds", tuple(float(v) for v in self.bounds))
+        object.__setattr__(self, "crs", _as_crs(self.crs))
+        xmin, ymin, xmax, ymax = self.bounds
+        if self.rows < 1 or self.cols < 1 or not (xmax > xmin and ymax > ymin):
+            raise ValueError(f"degenerate grid {self.rows}x{self.cols} over {self.bounds}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GridSpec):
+            return NotImplemented
+        return ((self.rows, self.cols) == (other.rows, other.cols)
+                and np.allclose(self.bounds, other.bounds, rtol=0, atol=1e-9 * self._scale())
+                and same_crs(self.crs, other.crs))
+
+    def __hash__(self) -> int:
+        return hash((self.rows, self.cols))
+
+    def _scale(self) -> float:
+        return max(1.0, *(abs(v) for v in self.bounds))
+
+    def cell_ids(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column index of points (x, y) in this grid's CRS; -1 where outside."""
+        xmin, ymin, xmax, ymax = self.bounds
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        col = np.floor((x - xmin) * (self.cols / (xmax - xmin)))
+        row = np.floor((ymax - y) * (self.rows / (ymax - ymin)))
+        col = np.where((x >= xmin) & (x <= xmax), np.clip(col, 0, self.cols - 1), -1)
+        row = np.where((y >= ymin) & (y <= ymax), np.clip(row, 0, self.rows - 1), -1)
+        return row.astype(np.int64), col.astype(np.int64)
+
+    def region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Region id (``row * cols + col``) of points (x, y); -1 outside the grid."""
+        row, col = self.cell_ids(x, y)
+        return np.where((row >= 0) & (col >= 0), row * self.cols + col, -1)
+
+    def to_regions(self) -> gpd.GeoDataFrame:
+        """The cells as a regions GeoDataFrame (row-major ids, names ``r<row>c<col>``)."""
+        xmin, ymin, xmax, ymax = self.bounds
+        xs = np.linspace(xmin, xmax, self.cols + 1)
+        ys = np.linspace(ymax, ymin, self.rows + 1)
+        r, c = np.divmod(np.arange(self.rows * self.cols), self.cols)
+        geoms = shapely.box(xs[c], ys[r + 1], xs[c + 1], ys[r])
+        return gpd.GeoDataFrame(
+            {"region_id": np.arange(self.rows * self.cols, dtype=np.int64),
+             "region": [f"r{i}c{j}" for i, j in zip(r, c)]},
+            geometry=geoms, crs=self.crs,
+        )
+
+
+@dataclass(eq=False)
+class Partitioning:
+    """One way of cutting the study area into regions.
+
+    ``regions`` has columns ``region_id`` (0..K-1, equal to the row position), ``region``
+    (name) and geometry in the study CRS; ``grid`` is set for grid kinds.
+    """
+
+    name: str
+    kind: str
+    regions: gpd.GeoDataFrame
+    grid: GridSpec | None = None
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"partitioning kind must be one of {KINDS}, not {self.kind!r}")
+        if self.regions.crs is None:
+            raise ValueError(f"partitioning {self.name!r} has no CRS")
+        ids = np.asarray(self.regions["region_id"])
+        if not np.array_equal(ids, np.arange(len(ids))):
+            raise ValueError(f"partitioning {self.name!r}: region_id must be 0..K-1 in row order")
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.regions)
+
+    @property
+    def crs(self) -> pyproj.CRS:
+        return _as_crs(self.regions.crs)
+
+    @property
+    def names(self) -> list[str]:
+        return [str(v) for v in self.regions["region"]]
+
+    def regions_in(self, crs: Any) -> gpd.GeoDataFrame:
+        """The regions in ``crs`` (densified, then reprojected; cached per CRS)."""
+        key = _crs_key(crs)
+        if key not in self._cache:
+            if same_crs(crs, self.regions.crs):
+                self._cache[key] = self.regions
+            else:
+                log.debug("reprojecting partitioning %s from %s to %s", self.name,
+                          _crs_name(self.crs), _crs_name(crs))
+                self._cache[key] = _reproject(self.regions, _as_crs(crs))
+        return self._cache[key]
+
+
+def _reproject(gdf: gpd.GeoDataFrame, crs: Any) -> gpd.GeoDataFrame:
+    """Reproject polygons after densifying their edges (straight lines do not stay straight)."""
+    xmin, ymin, xmax, ymax = gdf.total_bounds
+    step = max(xmax - xmin, ymax - ymin) * _DENSIFY_FRACTION
+    out = gdf.copy()
+    if np.isfinite(step) and step > 0:
+        out = out.set_geometry(shapely.segmentize(out.geometry.values, step), crs=gdf.crs)
+    return out.to_crs(crs)
+
+
+# --------------------------------------------------------------------------- user regions
+
+
+def _listing(items: Sequence[Any]) -> str:
+    items = [str(i) for i in items]
+    more = f" ... and {len(items) - _LIST_MAX} more" if len(items) > _LIST_MAX else ""
+    return ", ".join(items[:_LIST_MAX]) + more
+
+
+def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
+    """Keep only the polygonal parts of a (repaired) geometry."""
+    if geom.geom_type in ("Polygon", "MultiPolygon"):
+        return geom
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [q for p in parts for q in shapely.get_parts(p)]
+    return shapely.MultiPolygon(polys) if polys else shapely.Polygon()
+
+
+def load_regions(
+    path: str | Path,
+    column: str,
+    layer: str | None = None,
+    dataset_crs: Any = None,
+) -> gpd.GeoDataFrame:
+    """Read a regions file (any vector format GDAL reads) and check it.
+
+    Returns a GeoDataFrame with ``region_id`` (0..K-1, by sorted name), ``region`` (str) and
+    polygonal geometry (multi-part kept), in the file's CRS, or reprojected to
+    ``dataset_crs`` (logged) when that is given. Raises :class:`InputError` for a missing or
+    unreadable file or layer, a missing name column, no CRS, empty or non-polygon geometries,
+    missing or duplicate names. Invalid geometries are repaired with ``make_valid`` and named
+    in a WARNING.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "regions file not found",
+                         "check `regions` of the dataset in the config")
+    try:
+        layers = [str(row[0]) for row in pyogrio.list_layers(path)]
+    except Exception as exc:  # pyogrio raises several error types for unreadable files
+        raise InputError(path, f"GDAL cannot read this regions file ({exc})",
+                         "export it as GeoPackage or Shapefile (e.g. with ogr2ogr or QGIS)"
+                         ) from exc
+    if not layers:
+        raise InputError(path, "regions file has no layers", "use a file with a polygon layer")
+    if layer is None:
+        layer = layers[0]
+        if len(layers) > 1:
+            log.warning("%s has %d layers (%s); using the first, '%s'. Set `regions_layer` to "
+                        "choose another", path, len(layers), _listing(layers), layer)
+    elif layer not in layers:
+        raise InputError(path, f"no layer '{layer}' (layers: {_listing(layers)})",
+                         "set `regions_layer` to one of the layers")
+    try:
+        gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+    except Exception as exc:
+        raise InputError(path, f"cannot read layer '{layer}' ({exc})",
+                         "re-export the regions file (e.g. with ogr2ogr or QGIS)") from exc
+    where = f"{path} (layer '{layer}')" if len(layers) > 1 else path
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
+        raise InputError(where, "layer has no geometry (an attribute table?)",
+                         "point `regions_layer` at a polygon layer")
+    if column not in gdf.columns or column == gdf.geometry.name:
+        cols = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise InputError(where, f"no column '{column}' (columns: {_listing(cols) or 'none'})",
+                         "set `region_column` of the dataset to the column holding region names")
+    if len(gdf) == 0:
+        raise InputError(where, "regions file has no features", "use a file with regions in it")
+    if gdf.crs is None:
+        raise InputError(where, "regions file has no CRS",
+                         "assign the CRS it was drawn in, e.g. "
+                         f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {path.name}` or in QGIS "
+                         "(Layer > Set CRS), or gdf.set_crs(...) in GeoPandas")
+    names = gdf[column]
+    if names.isna().any():
+        rows = list(np.flatnonzero(names.isna().to_numpy()))
+        raise InputError(where, f"features without a region name in '{column}' "
+                         f"(rows {_listing(rows)})",
+                         "give every feature a name or delete the unnamed ones")
+    if pd.api.types.is_float_dtype(names) and np.all(np.mod(names.to_numpy(), 1) == 0):
+        names = names.astype(np.int64)
+    try:  # numeric codes sort as numbers, names as text
+        order = np.argsort(names.to_numpy(), kind="stable")
+    except TypeError:  # mixed types
+        order = np.argsort(names.astype(str).to_numpy(), kind="stable")
+    gdf = gdf.iloc[order].reset_index(drop=True)
+    names = names.iloc[order].astype(str).reset_index(drop=True)
+    dup = names[names.duplicated(keep=False)].unique()
+    if len(dup):
+        raise InputError(where, f"duplicate region names in '{column}': {_listing(dup)}",
+                         "dissolve features of the same region into one multi-part feature "
+                         "(QGIS: Vector > Geoprocessing > Dissolve by the column; GeoPandas: "
+                         "gdf.dissolve(column)) or rename them")
+    geoms = gdf.geometry.values
+    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    if empty.any():
+        raise InputError(where, f"regions with empty geometry: {_listing(names[empty])}",
+                         "delete these features or draw their polygons")
+    kinds = shapely.get_type_id(geoms)
+    not_poly = ~np.isin(kinds, [3, 6, 7])  # Polygon, MultiPolygon, GeometryCollection
+    if not_poly.any():
+        raise InputError(where, f"regions are not polygons ({_listing(names[not_poly])})",
+                         "regions must be polygons or multipolygons")
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.warning("%s: repairing invalid geometries of region(s) %s with make_valid (%s)",
+                    where, _listing(names[invalid]),
+                    _listing([shapely.is_valid_reason(g) for g in geoms[invalid]]))
+        geoms = np.array(geoms, dtype=object)
+        geoms[invalid] = [_polygonal(g) for g in shapely.make_valid(geoms[invalid])]
+    geoms = np.array([_polygonal(g) for g in geoms], dtype=object)
+    degenerate = shapely.is_empty(geoms) | (shapely.area(geoms) <= 0)
+    if degenerate.any():
+        raise InputError(where, f"regions with no area: {_listing(names[degenerate])}",
+                         "fix or delete these polygons")
+    out = gpd.GeoDataFrame(
+        {"region_id": np.arange(len(gdf), dtype=np.int64), "region": names.to_numpy(dtype=object)},
+        geometry=gpd.GeoSeries(list(geoms), crs=gdf.crs), crs=gdf.crs,
+    )
+    log.info("loaded %d regions from %s (CRS %s)", len(out), where, _crs_name(out.crs))
+    if dataset_crs is not None and not same_crs(out.crs, dataset_crs):
+        log.info("reprojecting regions from %s to %s", _crs_name(out.crs), _crs_name(dataset_crs))
+        out = _reproject(out, _as_crs(dataset_crs))
+    return out
+
+
+def check_overlap(
+    regions: gpd.GeoDataFrame,
+    extent_geom: shapely.Geometry,
+    crs: Any,
+    *,
+    source: str | Path = "regions file",
+) -> gpd.GeoDataFrame:
+    """Reproject ``regions`` to the study ``crs`` and check they overlap the scenes.
+
+    ``extent_geom`` is the area covered by the scenes (or their tiles) in ``crs``. Raises
+    :class:`InputError` when no region overlaps it (the usual cause is a wrong CRS); logs a
+    WARNING naming regions that overlap no scene (they stay, but will have no data).
+    """
+    original_crs = regions.crs
+    original_bounds = tuple(np.round(regions.total_bounds, 6))
+    if not same_crs(regions.crs, crs):
+        log.info("reprojecting regions from %s to %s", _crs_name(regions.crs), _crs_name(crs))
+        try:
+            regions = _reproject(regions, _as_crs(crs))
+        except pyproj.exceptions.ProjError as exc:
+            raise InputError(source, f"cannot transform regions from {_crs_name(original_crs)} "
+                             f"to {_crs_name(crs)} ({exc})",
+                             "save the regions in a standard CRS (e.g. EPSG:4326)") from exc
+    geoms = regions.geometry.values
+    overlaps = shapely.intersects(geoms, extent_geom) & ~shapely.touches(geoms, extent_geom)
+    if not overlaps.any():
+        raise InputError(
+            source,
+            f"none of the {len(regions)} regions overlaps any scene: regions extent "
+            f"{original_bounds} in {_crs_name(original_crs)} "
+            f"({tuple(np.round(regions.total_bounds, 3))} in {_crs_name(crs)}), scenes extent "
+            f"{tuple(np.round(shapely.bounds(extent_geom), 3))} in {_crs_name(crs)}",
+            "check that the regions file declares the CRS its coordinates are really in (a "
+            "wrong or missing .prj is the usual cause; fix with `ogr2ogr -a_srs EPSG:XXXX`) "
+            "and that it covers the scenes",
+        )
+    if not overlaps.all():
+        names = regions["region"].to_numpy()[~overlaps]
+        log.warning("%s: %d region(s) overlap no scene and will have no data: %s", source,
+                    len(names), _listing(names))
+    return regions
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _grid_partitioning(name: str, kind: str, spec: GridSpec) -> Partitioning:
+    return Partitioning(name, kind, spec.to_regions(), spec)
+
+
+def _kmeans_centroids(points: np.ndarray, k: int, seed: int,
+                      use_sklearn: bool = True) -> np.ndarray:
+    """k-means centroids of ``points`` (N, 2): scikit-learn when importable, else Lloyd."""
+    shift = points.mean(axis=0)
+    centred = points - shift
+    if use_sklearn:
+        try:
+            from sklearn.cluster import KMeans
+        except ImportError:
+            use_sklearn = False
+    if use_sklearn:
+        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(centred)
+        return km.cluster_centers_ + shift
+    return _lloyd(centred, k, np.random.default_rng(seed)) + shift
+
+
+def _lloyd(points: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4,
+           max_iter: int = 200) -> np.ndarray:
+    """Plain k-means (k-means++ seeding, Lloyd iterations), best of ``n_init`` runs."""
+    n = len(points)
+    sq = (points ** 2).sum(axis=1)
+    best, best_inertia = None, np.inf
+    for _ in range(n_init):
+        centres = np.empty((k, points.shape[1]))
+        centres[0] = points[rng.integers(n)]
+        d2 = ((points - centres[0]) ** 2).sum(axis=1)
+        for j in range(1, k):
+            total = d2.sum()
+            idx = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
+            centres[j] = points[idx]
+            d2 = np.minimum(d2, ((points - centres[j]) ** 2).sum(axis=1))
+        for _ in range(max_iter):
+            dist = sq[:, None] - 2 * points @ centres.T + (centres ** 2).sum(axis=1)[None]
+            labels = dist.argmin(axis=1)
+            counts = np.bincount(labels, minlength=k)
+            new = centres.copy()
+            for dim in range(points.shape[1]):
+                sums = np.bincount(labels, weights=points[:, dim], minlength=k)
+                new[counts > 0, dim] = sums[counts > 0] / counts[counts > 0]
+            moved = np.abs(new - centres).max()
+            centres = new
+            if moved <= 1e-9 * max(1.0, np.abs(points).max()):
+                break
+        dist = sq[:, None] - 2 * points @ centres.T + (centres ** 2).sum(axis=1)[None]
+        inertia = dist.min(axis=1).sum()
+        if inertia < best_inertia:
+            best, best_inertia = centres, inertia
+    return best
+
+
+def _voronoi_regions(centroids: np.ndarray, extent: Sequence[float], crs: Any) -> gpd.GeoDataFrame:
+    """Voronoi cells of ``centroids`` clipped to ``extent``; ids ordered north to south."""
+    order = np.lexsort((centroids[:, 0], -centroids[:, 1]))
+    centroids = centroids[order]
+    box = shapely.box(*extent)
+    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(centroids),
+                                                       extend_to=box))
+    points = shapely.points(centroids)
+    tree = shapely.STRtree(cells)
+    pt_idx, cell_idx = tree.query(points, predicate="within")
+    owner = np.full(len(points), -1)
+    owner[pt_idx] = cell_idx
+    if (owner < 0).any() or len(np.unique(owner)) != len(points):
+        raise RuntimeError("Voronoi cells do not match the k-means centroids one to one")
+    geoms = shapely.intersection(cells[owner], box)
+    return gpd.GeoDataFrame(
+        {"region_id": np.arange(len(centroids), dtype=np.int64),
+         "region": [f"k{i}" for i in range(len(centroids))]},
+        geometry=geoms, crs=_as_crs(crs),
+    )
+
+
+def kmeans_partitioning(
+    tile_centres: np.ndarray,
+    k: int,
+    extent: Sequence[float],
+    crs: Any,
+    *,
+    seed: int = 0,
+    use_sklearn: bool = True,
+) -> Partitioning | None:
+    """``kmeans_<k>``: Voronoi cells of the k-means centroids of tile centres, within extent.
+
+    Returns None (with a WARNING) when there are fewer distinct tile centres than ``k``.
+    Fitted on a deterministic sample of at most 20 000 centres (enough to place k centroids).
+    """
+    pts = np.asarray(tile_centres, dtype=np.float64).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) > _KMEANS_MAX_POINTS:
+        pick = np.random.default_rng(seed).choice(len(pts), _KMEANS_MAX_POINTS, replace=False)
+        pts = pts[np.sort(pick)]
+    n_distinct = len(np.unique(pts, axis=0))
+    if n_distinct < k:
+        log.warning("skipping kmeans_%d: only %d distinct tile centre(s)", k, n_distinct)
+        return None
+    centroids = _kmeans_centroids(pts, k, seed, use_sklearn)
+    return Partitioning(f"kmeans_{k}", "kmeans", _voronoi_regions(centroids, extent, crs))
+
+
+def generate_partitionings(
+    extent: Sequence[float],
+    crs: Any,
+    *,
+    grid_max: int = 5,
+    offset_grids: int = 2,
+    kmeans: Iterable[int] = (4,),
+    tile_centres: np.ndarray | None = None,
+    seed: int = 0,
+) -> list[Partitioning]:
+    """Generate the standard partitionings of ``extent`` (xmin, ymin, xmax, ymax) in ``crs``.
+
+    * every ``grid_<r>x<c>`` with 1 <= r, c <= ``grid_max`` except 1x1 (24 for 5), r = rows;
+    * ``offset_grid_<i>`` for i < ``offset_grids``: a random r x c grid (2..grid_max) shifted
+      by a random fraction (0.05..0.95) of a cell and grown by one cell in each direction so
+      that it still covers the extent, i.e. (r+1) x (c+1) cells;
+    * ``kmeans_<k>`` for every k, from ``tile_centres`` (N, 2) in ``crs`` (none without them).
+
+    Deterministic for a given ``seed``.
+    """
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmax > xmin and ymax > ymin):
+        raise ValueError(f"empty study extent {extent}")
+    crs = _as_crs(crs)
+    parts: list[Partitioning] = []
+    for r in range(1, grid_max + 1):
+        for c in range(1, grid_max + 1):
+            if (r, c) != (1, 1):
+                parts.append(_grid_partitioning(f"grid_{r}x{c}", "grid",
+                                                GridSpec(r, c, (xmin, ymin, xmax, ymax), crs)))
+    rng = np.random.default_rng([seed, 1])
+    top = max(2, grid_max)
+    for i in range(offset_grids):
+        rows, cols = (int(v) for v in rng.integers(2, top + 1, size=2))
+        fx, fy = rng.uniform(0.05, 0.95, size=2)
+        cw, ch = (xmax - xmin) / cols, (ymax - ymin) / rows
+        x0, y1 = xmin - fx * cw, ymax + fy * ch
+        bounds = (x0, y1 - (rows + 1) * ch, x0 + (cols + 1) * cw, y1)
+        parts.append(_grid_partitioning(f"offset_grid_{i}", "offset_grid",
+                                        GridSpec(rows + 1, cols + 1, bounds, crs)))
+    ks = list(kmeans)
+    if ks and tile_centres is None:
+        log.info("no tile centres given: k-means partitionings skipped")
+    elif ks:
+        for k in ks:
+            part = kmeans_partitioning(tile_centres, k, (xmin, ymin, xmax, ymax), crs, seed=seed)
+            if part is not None:
+                parts.append(part)
+    return parts
+
+
+# --------------------------------------------------------------------------- region ids
+
+
+def _window_bounds(transform: Affine, height: int, width: int) -> tuple[float, ...]:
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], dtype=np.float64)
+    xs, ys = transform * (corners[:, 0], corners[:, 1])
+    return (float(np.min(xs)), float(np.min(ys)), float(np.max(xs)), float(np.max(ys)))
+
+
+def region_ids(
+    partitioning: Partitioning,
+    crs: Any,
+    transform: Affine,
+    height: int,
+    width: int,
+) -> np.ndarray:
+    """Region id of every pixel centre of a (height, width) window; int32, -1 = no region.
+
+    ``transform`` is the window's affine transform in ``crs``. Grids in the same CRS are
+    evaluated arithmetically; everything else is rasterized from the regions reprojected to
+    ``crs`` (cached per CRS), using only regions that intersect the window.
+    """
+    height, width = int(height), int(width)
+    t = transform
+    grid = partitioning.grid
+    if grid is not None and t.b == 0 and t.d == 0 and same_crs(grid.crs, crs):
+        x = t.c + (np.arange(width) + 0.5) * t.a
+        y = t.f + (np.arange(height) + 0.5) * t.e
+        row, _ = grid.cell_ids(np.full(height, grid.bounds[0]), y)
+        _, col = grid.cell_ids(x, np.full(width, grid.bounds[1]))
+        out = row[:, None] * grid.cols + col[None, :]
+        out[(row < 0)[:, None] | (col < 0)[None, :]] = -1
+        return out.astype(np.int32)
+    regions = partitioning.regions_in(crs)
+    xmin, ymin, xmax, ymax = _window_bounds(t, height, width)
+    hits = regions.sindex.query(shapely.box(xmin, ymin, xmax, ymax))
+    if len(hits) == 0 or height == 0 or width == 0:
+        return np.full((height, width), -1, dtype=np.int32)
+    hits = np.sort(hits)[::-1]  # burn the lowest id last, so it wins on overlaps
+    # clip to the window (plus a pixel) first: rasterize cost grows with the vertex count
+    pad = abs(t.a) + abs(t.b) + abs(t.d) + abs(t.e)
+    geoms = shapely.clip_by_rect(regions.geometry.values[hits], xmin - pad, ymin - pad,
+                                 xmax + pad, ymax + pad)
+    keep = ~shapely.is_empty(geoms)
+    if not keep.any():
+        return np.full((height, width), -1, dtype=np.int32)
+    geoms, ids = geoms[keep], regions["region_id"].to_numpy()[hits][keep]
+    return rasterize(list(zip(geoms, ids.tolist())), out_shape=(height, width), transform=t,
+                     fill=-1, dtype="int32")
+
+
+def tile_centres(index: gpd.GeoDataFrame) -> np.ndarray:
+    """(N, 2) centres of the tile footprints (bounding-box midpoints, in the index CRS)."""
+    if len(index) == 0:
+        return np.empty((0, 2))
+    b = shapely.bounds(index.geometry.values)
+    return np.column_stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2])
+
+
+def assign_tiles(index: gpd.GeoDataFrame, parts: Iterable[Partitioning]) -> pd.DataFrame:
+    """Region id of every tile centre for each partitioning (columns ``region__<name>``).
+
+    Tile centres are the midpoints of the footprints (``index`` geometry, study CRS); -1 where
+    a centre falls in no region. Grids use arithmetic, other partitionings a spatial index.
+    The result has ``index``'s index.
+    """
+    xy = tile_centres(index)
+    out = {}
+    coords: dict[Any, np.ndarray] = {}
+    points: dict[Any, np.ndarray] = {}
+    for part in parts:
+        key = _crs_key(part.regions.crs)
+        if key not in coords:
+            if len(xy) and not same_crs(index.crs, part.regions.crs):
+                log.info("transforming tile centres from %s to %s for partitioning %s",
+                         _crs_name(index.crs), _crs_name(part.crs), part.name)
+                tr = pyproj.Transformer.from_crs(_as_crs(index.crs), part.crs, always_xy=True)
+                coords[key] = np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
+            else:
+                coords[key] = xy
+        pxy = coords[key]
+        if part.grid is not None:
+            ids = part.grid.region_of(pxy[:, 0], pxy[:, 1])
+        else:
+            none = np.iinfo(np.int64).max
+            ids = np.full(len(pxy), none, dtype=np.int64)
+            if len(pxy):
+                if key not in points:
+                    points[key] = shapely.points(pxy)
+                pt, reg = part.regions.sindex.query(points[key], predicate="intersects")
+                np.minimum.at(ids, pt, part.regions["region_id"].to_numpy()[reg])
+            ids[ids == none] = -1
+        out[f"region__{part.name}"] = ids.astype(np.int64)
+    return pd.DataFrame(out, index=index.index)
+
+
+# --------------------------------------------------------------------------- file I/O
+
+
+def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
+    """Write one GeoPackage layer per partitioning (``region_id``, ``region``, geometry)."""
+    layers: dict[str, gpd.GeoDataFrame] = {}
+    for part in parts:
+        if part.name in layers:
+            raise ValueError(f"two partitionings named {part.name!r}")
+        gdf = part.regions[["region_id", "region", part.regions.geometry.name]].copy()
+        gdf["region_id"] = gdf["region_id"].astype(np.int64)
+        gdf["region"] = gdf["region"].astype(str)
+        layers[part.name] = gdf
+    write_layers(layers, path)
+    log.info("wrote %d partitionings to %s", len(layers), path)
+
+
+_GRID_NAME = re.compile(r"^grid_(\d+)x(\d+)$")
+_CELL_NAME = re.compile(r"^r(\d+)c(\d+)$")
+
+
+def _kind_of(name: str) -> str:
+    if _GRID_NAME.match(name):
+        return "grid"
+    if re.match(r"^offset_grid_\d+$", name):
+        return "offset_grid"
+    if re.match(r"^kmeans_\d+$", name):
+        return "kmeans"
+    return "regions"
+
+
+def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | None:
+    """Grid spec of a grid layer from its cell names and bounds; None if it is not a grid."""
+    cells = [_CELL_NAME.match(str(n)) for n in gdf["region"]]
+    if not cells or not all(cells):
+        return None
+    r = np.array([int(m.group(1)) for m in cells])
+    c = np.array([int(m.group(2)) for m in cells])
+    spec = GridSpec(r.max() + 1, c.max() + 1, tuple(gdf.total_bounds), gdf.crs)
+    expected = spec.to_regions()
+    ok = (len(gdf) == spec.rows * spec.cols
+          and np.array_equal(gdf["region_id"].to_numpy(), r * spec.cols + c)
+          and np.allclose(shapely.bounds(gdf.geometry.values),
+                          shapely.bounds(expected.geometry.values[r * spec.cols + c]),
+                          rtol=0, atol=1e-9 * spec._scale()))
+    if not ok:
+        log.warning("layer %s looks like a grid but its cells do not match; treating it as "
+                    "polygons", name)
+        return None
+    m = _GRID_NAME.match(name)
+    if m and (int(m.group(1)), int(m.group(2))) != (spec.rows, spec.cols):
+        log.warning("layer %s has %dx%d cells; treating it as polygons", name, spec.rows,
+                    spec.cols)
+        return None
+    return spec
+
+
+def read_partitions(path: str | Path) -> dict[str, Partitioning]:
+    """Read every layer of a partitions.gpkg into :class:`Partitioning` objects, file order.
+
+    Grid specs are recovered from the cell names (``r<row>c<col>``) and layer bounds.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "partitions file not found", "run `spatialfair partition` first")
+    out: dict[str, Partitioning] = {}
+    for name in (str(row[0]) for row in pyogrio.list_layers(path)):
+        gdf = gpd.read_file(path, layer=name, engine="pyogrio")
+        if not {"region_id", "region"} <= set(gdf.columns):
+            raise InputError(path, f"layer '{name}' lacks region_id/region columns",
+                             "re-run `spatialfair partition`")
+        gdf = gdf.sort_values("region_id", kind="stable").reset_index(drop=True)
+        gdf["region_id"] = gdf["region_id"].astype(np.int64)
+        gdf["region"] = gdf["region"].astype(str)
+        kind = _kind_of(name)
+        grid = _recover_grid(name, gdf) if kind in ("grid", "offset_grid") else None
+        if grid is None and kind in ("grid", "offset_grid"):
+            kind = "regions"
+        out[name] = Partitioning(name, kind, gdf, grid)
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _open_store(store_dir: Path) -> tuple[dict, gpd.GeoDataFrame]:
+    """store.json metadata and the tile index, via TileStore when the module exists."""
+    try:
+        from .tiling import TileStore
+    except ImportError:
+        TileStore = None
+    if TileStore is not None:
+        store = TileStore(store_dir)
+        return store.meta, store.index
+    meta_path = store_dir / "store.json"
+    if not meta_path.exists():
+        raise InputError(meta_path, "tile store metadata not found",
+                         "run `spatialfair tile` first and pass its output folder as --tiles")
+    meta = json.loads(meta_path.read_text())
+    index_path = store_dir / "tiles.gpkg"
+    if not index_path.exists():
+        index_path = store_dir / "tile_grid.gpkg"
+    if not index_path.exists():
+        raise InputError(store_dir, "no tile index (tile_grid.gpkg)", "run `spatialfair tile`")
+    index = gpd.read_file(index_path, layer="tiles", engine="pyogrio")
+    return meta, index
+
+
+def _scene_extent(index: gpd.GeoDataFrame) -> shapely.Geometry:
+    """Union of each scene's tile bounding box (study CRS)."""
+    b = shapely.bounds(index.geometry.values)
+    frame = pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
+    frame["scene"] = index["scene"].to_numpy()
+    agg = frame.groupby("scene", sort=False).agg(
+        {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
+    return shapely.union_all(shapely.box(agg.xmin, agg.ymin, agg.xmax, agg.ymax))
+
+
+def _strip_runs(row_off: np.ndarray, col_off: np.ndarray, tile: int) -> list[tuple[int, int]]:
+    """Split tiles (in store order) into runs sharing a row with ascending, bounded columns."""
+    runs = []
+    start = 0
+    for i in range(1, len(row_off) + 1):
+        if (i == len(row_off) or row_off[i] != row_off[start] or col_off[i] < col_off[i - 1]
+                or col_off[i] + tile - col_off[start] > max(_STRIP_MAX_COLS, tile)):
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def write_scene_regions(
+    part: Partitioning,
+    tiles: pd.DataFrame,
+    scene_meta: Mapping[str, Any],
+    tile_size: int,
+    out_path: str | Path,
+    progress: Any = None,
+) -> None:
+    """Write ``<scene>.regions.bin``: int16 (n_tiles, T, T) region ids of ``tiles`` windows.
+
+    ``tiles`` are the scene's rows of the tile index sorted by ``store_index``. Pixels past the
+    scene edge (padding) are -1. Ids are computed strip by strip (a row of tiles at a time),
+    so memory stays bounded; the file appears only when complete. ``progress`` (a tqdm bar)
+    is advanced by the number of tiles written.
+    """
+    crs = scene_meta["crs"]
+    transform = Affine(*scene_meta["transform"][:6])
+    H, W, T = int(scene_meta["height"]), int(scene_meta["width"]), int(tile_size)
+    row_off = tiles["row_off"].to_numpy(np.int64)
+    col_off = tiles["col_off"].to_numpy(np.int64)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
+        for a, b in _strip_runs(row_off, col_off, T):
+            r0, c0 = int(row_off[a]), int(col_off[a])
+            span = int(col_off[b - 1]) + T - c0
+            strip = region_ids(part, crs, transform * Affine.translation(c0, r0), T, span)
+            strip[max(0, H - r0):, :] = -1
+            strip[:, max(0, W - c0):] = -1
+            cols = (col_off[a:b] - c0)[:, None] + np.arange(T)[None, :]  # (n, T)
+            chunk = strip[:, cols].transpose(1, 0, 2)  # (n, T, T)
+            fh.write(np.ascontiguousarray(chunk, dtype=np.int16).tobytes())
+            if progress is not None:
+                progress.update(b - a)
+
+
+def build_partitions(
+    store_dir: str | Path,
+    config: Mapping[str, Any],
+    ds: Any,
+    out_gpkg: str | Path,
+) -> list[Partitioning]:
+    """The ``partition`` stage: partitions.gpkg and ``<scene>.regions.bin`` for a tile store.
+
+    Loads the tile index, the dataset's regions (or, without a regions file, uses the first
+    k-means partitioning as ``regions``), generates grids, offset grids and k-means
+    partitionings over the tiles' extent, writes one ``regions.bin`` per scene for the
+    training partitioning (``config['training']['partitioning']``) and then ``out_gpkg``.
+    Returns the partitionings.
+    """
+    store_dir = Path(store_dir)
+    meta, index = _open_store(store_dir)
+    if len(index) == 0:
+        raise InputError(store_dir, "the tile index has no tiles",
+                         "lower `tiling.min_valid_fraction` or check the images' nodata")
+    study_crs = _as_crs(meta.get("study_crs") or index.crs)
+    if index.crs is None or not same_crs(index.crs, study_crs):
+        raise InputError(store_dir, f"tile index CRS {_crs_name(index.crs)} differs from the "
+                         f"study CRS {_crs_name(study_crs)} in store.json",
+                         "re-run `spatialfair tile`")
+    pcfg = {"grid_max": 5, "offset_grids": 2, "kmeans": [4], **(config.get("partitions") or {})}
+    train_name = (config.get("training") or {}).get("partitioning", "regions")
+    seed = int(config.get("seed", 0))
+    extent = tuple(float(v) for v in index.total_bounds)
+    centres = tile_centres(index)
+
+    parts: list[Partitioning] = []
+    if getattr(ds, "regions", None):
+        user = load_regions(ds.regions, ds.region_column, ds.regions_layer)
+        user = check_overlap(user, _scene_extent(index), study_crs, source=ds.regions)
+        parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
+    generated = generate_partitionings(
+        extent, study_crs, grid_max=int(pcfg["grid_max"]), offset_grids=int(pcfg["offset_grids"]),
+        kmeans=pcfg["kmeans"], tile_centres=centres, seed=seed)
+    if not parts:
+        source = next((p for p in generated if p.kind == "kmeans"), None) or next(
+            (p for p in generated if p.kind == "grid"), None)
+        if source is None:
+            raise InputError(f"config: datasets.{getattr(ds, 'name', '?')}",
+                             "no regions file and no k-means or grid partitioning to use instead",
+                             "set `regions` for the dataset or `partitions.kmeans`")
+        log.info("dataset has no regions file: using %s as 'regions'", source.name)
+        parts.append(Partitioning("regions", "regions", source.regions.copy(), source.grid))
+    parts.extend(generated)
+
+    by_name = {p.name: p for p in parts}
+    if train_name not in by_name:
+        raise InputError("config: training.partitioning", f"no partitioning '{train_name}'",
+                         f"use one of {_listing(list(by_name))}")
+    train = by_name[train_name]
+    if train.n_regions > MAX_REGIONS:
+        raise InputError(f"partitioning {train_name}", f"{train.n_regions} regions do not fit "
+                         f"int16 region ids (at most {MAX_REGIONS})",
+                         "train on a coarser partitioning (dissolve regions)")
+    stored = meta.get("regions_partitioning")
+    if stored and stored != train_name:
+        log.warning("store.json names '%s' as the regions partitioning but training uses '%s'; "
+                    "regions.bin holds '%s'", stored, train_name, train_name)
+
+    counts = np.bincount(assign_tiles(index, [train])[f"region__{train.name}"].to_numpy() + 1,
+                         minlength=train.n_regions + 1)
+    empty = [n for n, c in zip(train.names, counts[1:]) if c == 0]
+    log.info("%s: %d regions; %d tile(s) outside every region", train_name, train.n_regions,
+             counts[0])
+    if empty:
+        log.warning("%s: %d region(s) contain no tile centre: %s", train_name, len(empty),
+                    _listing(empty))
+
+    tile_size = int(meta["tile_size"])
+    scenes = meta["scenes"]
+    unknown = set(index["scene"].unique()) - set(scenes)
+    if unknown:
+        raise InputError(store_dir, f"tiles of unknown scenes {_listing(sorted(unknown))}",
+                         "re-run `spatialfair tile`")
+    bad = (index["height"].to_numpy() != tile_size) | (index["width"].to_numpy() != tile_size)
+    if bad.any():
+        raise InputError(store_dir, f"{int(bad.sum())} tile window(s) are not {tile_size} px",
+                         "re-run `spatialfair tile`")
+    groups = dict(tuple(index.groupby("scene", sort=False)))
+    per_scene = {}
+    for scene, smeta in scenes.items():  # check every scene before writing anything
+        tiles = groups.get(scene, index.iloc[:0]).sort_values("store_index")
+        n = int(smeta.get("n_tiles", len(tiles)))
+        if not np.array_equal(tiles["store_index"].to_numpy(), np.arange(n)):
+            raise InputError(store_dir, f"scene {scene}: tile index rows do not match its "
+                             f"{n} stored tiles", "re-run `spatialfair tile`")
+        per_scene[scene] = tiles
+    with tqdm(total=len(index), desc=f"regions.bin ({train_name})", unit="tile",
+              disable=None) as bar:
+        for scene, tiles in per_scene.items():
+            write_scene_regions(train, tiles, scenes[scene], tile_size,
+                                store_dir / f"{scene}.regions.bin", progress=bar)
+    write_partitions(parts, out_gpkg)
+    return parts
