@@ -1,0 +1,40 @@
+"""``spatialfair compare``: all runs of a dataset side by side (table and Pareto plot)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+HELP = "compare every strategy run of a dataset (comparison.csv, comparison.png)"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    p.add_argument("--results", required=True, help="the dataset's results folder")
+    p.add_argument("--runs", nargs="+", default=None,
+                   help="run names (default: every run of the config's strategies)")
+    p.add_argument("--partitioning", default=None,
+                   help="partitioning for worst region/difference (default: the primary one)")
+    p.add_argument("--out-csv", default=None, help="default: RESULTS/comparison.csv")
+    p.add_argument("--out-png", default=None, help="default: RESULTS/comparison.png")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..compare import compare_strategies
+    from ..config import dataset_config, load_config, strategy_runs
+
+    config = load_config(args.config)
+    dataset_config(config, args.dataset, require_files=False)  # the dataset must exist
+    known = {r.name: r for r in strategy_runs(config)}
+    runs = [known.get(name, name) for name in args.runs] if args.runs else list(known.values())
+    results = Path(args.results)
+    table = compare_strategies(results, runs, args.out_csv or results / "comparison.csv",
+                               args.out_png or results / "comparison.png",
+                               partitioning=args.partitioning)
+    for row in table.itertuples():
+        log.info("%-16s overall %.4f  worst %s %.4f  difference %.4f  SPAD %.4f  "
+                 "significant %d", row.run, row.overall, row.worst_region, row.worst_value,
+                 row.difference, row.spad_score, row.n_significant)

@@ -1,0 +1,125 @@
+"""Tile-level significance: scan statistic, Monte Carlo scan, permutation test, SBI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from spatialfair.significance import (bernoulli_scan, permutation_test, scan_statistic,
+                                      spatial_bias_index, test_regions, tile_outcomes,
+                                      unit_outcomes, unit_values)
+
+
+def direct_llr(p, n, P, N):
+    def ll(k, m):
+        if m == 0:
+            return 0.0
+        r = k / m
+        return (k * math.log(r) if k else 0.0) + ((m - k) * math.log(1 - r) if m - k else 0.0)
+
+    return ll(p, n) + ll(P - p, N - n) - ll(P, N)
+
+
+def test_scan_statistic_matches_formula_and_guards_edges():
+    for p, n, P, N in [(3, 10, 40, 100), (0, 10, 40, 100), (10, 10, 40, 100), (30, 30, 40, 100)]:
+        assert scan_statistic(p, n, P, N) == pytest.approx(direct_llr(p, n, P, N))
+    assert scan_statistic(0, 0, 40, 100) == 0.0  # empty region
+    assert scan_statistic(40, 100, 40, 100) == 0.0  # region = everything
+    assert scan_statistic(0, 10, 0, 100) == 0.0  # no success anywhere
+    assert scan_statistic(10, 10, 100, 100) == 0.0  # success everywhere
+    vec = scan_statistic(np.array([[3, 0], [10, 5]]), np.array([10, 10]), np.array([[40], [40]]),
+                         100)
+    assert vec.shape == (2, 2) and vec[0, 0] == pytest.approx(direct_llr(3, 10, 40, 100))
+
+
+def _world(seed, n_units=600, n_regions=6, bad_region=None, bad_rate=0.2):
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, n_regions, n_units)
+    values = rng.random(n_units)
+    if bad_region is not None:
+        bad = groups == bad_region
+        values[bad] = rng.random(bad.sum()) * 0.6  # lower outcomes in one region
+    return values, groups
+
+
+def test_scan_finds_region_with_injected_errors():
+    values, groups = _world(1, bad_region=2)
+    success = values >= 0.5
+    res = bernoulli_scan(success, groups, 6, n_simulations=399, alpha=0.05, seed=0)
+    assert res.significant[2] and res.direction[2] == -1 and res.p_value[2] <= 0.01
+    assert res.significant.sum() == 1
+    assert res.extra["threshold"] > 0 and 0 < res.extra["sbi"] < 1
+    again = bernoulli_scan(success, groups, 6, n_simulations=399, alpha=0.05, seed=0)
+    assert np.array_equal(res.p_value, again.p_value)  # seeded
+
+
+def test_permutation_finds_region_with_injected_errors():
+    values, groups = _world(2, bad_region=4)
+    res = permutation_test(values, groups, 6, n_permutations=299, alpha=0.05, seed=0)
+    assert res.significant[4] and res.direction[4] == -1 and res.p_value[4] <= 0.01
+    # the only region worse than the rest (others may look better than a rest that holds it)
+    assert list(np.flatnonzero(res.significant & (res.direction < 0))) == [4]
+    assert np.argmax(np.abs(res.statistic)) == 4
+    p_raw = np.array(res.extra["p_raw"])
+    assert np.all(p_raw <= res.p_value + 1e-12)  # adjusted p-values are never smaller
+    with pytest.raises(ValueError, match="at least 199"):
+        permutation_test(values, groups, 6, n_permutations=99)
+
+
+def test_no_bias_flags_at_most_the_nominal_rate():
+    alpha = 0.05
+    scan_maps = perm_maps = 0
+    for seed in range(100):
+        values, groups = _world(1000 + seed, n_units=300)
+        scan = bernoulli_scan(values >= 0.5, groups, 6, n_simulations=199, alpha=alpha,
+                              seed=seed)
+        perm = permutation_test(values, groups, 6, n_permutations=199, alpha=alpha, seed=seed)
+        scan_maps += bool(scan.significant.any())
+        perm_maps += bool(perm.significant.any())
+    # family-wise: the chance that a map without bias shows any significant region <= alpha
+    # (100 maps: expected <= 5; 10 is above the binomial 99th percentile for alpha = 0.05)
+    assert scan_maps <= 10 and perm_maps <= 10
+
+
+def test_spatial_bias_index():
+    groups = np.repeat(np.arange(4), 50)
+    fair = np.tile(np.arange(50) < 25, 4)  # the same success rate in every region
+    assert spatial_bias_index(fair, groups, 4) == pytest.approx(0.0, abs=1e-12)
+    biased = fair.copy()
+    biased[:50] = np.arange(50) < 5
+    assert spatial_bias_index(biased, groups, 4) > 0.01
+    assert spatial_bias_index(np.ones(200, bool), groups, 4) == 0.0
+
+
+def test_units_outside_every_region_are_ignored():
+    values, groups = _world(3, bad_region=1)
+    groups2 = np.concatenate([groups, np.full(50, -1)])
+    values2 = np.concatenate([values, np.zeros(50)])
+    a = bernoulli_scan(values >= 0.5, groups, 6, seed=1)
+    b = bernoulli_scan(values2 >= 0.5, groups2, 6, seed=1)
+    assert np.allclose(a.statistic, b.statistic) and np.array_equal(a.n_units, b.n_units)
+
+
+def test_unit_values_and_outcomes():
+    # tile 0: dry, predicted dry -> iou_water undefined -> 1.0; tile 1: half the water found;
+    # tile 2: no labelled pixel
+    cms = np.array([[[30, 0], [0, 0]], [[10, 0], [5, 5]], [[0, 0], [0, 0]]])
+    values, n = unit_values(cms, ["land", "water"], "iou_water")
+    assert values[0] == 1.0 and values[1] == pytest.approx(0.5) and math.isnan(values[2])
+    assert list(n) == [30, 20, 0]
+    success, usable = unit_outcomes(values, n, overall=0.6, min_pixels=10)
+    assert list(usable) == [True, True, False] and list(success) == [True, False, False]
+    v2, s2, u2 = tile_outcomes(cms, ["land", "water"], "iou_water", 0.6, 10)
+    assert np.array_equal(s2, success) and np.array_equal(u2, usable)
+
+
+def test_test_regions_dispatch():
+    values, groups = _world(4)
+    assert test_regions("none", values, values > 0.5, groups, 6) is None
+    assert test_regions("scan", values, values > 0.5, groups, 6).method == "scan"
+    assert test_regions("permutation", values, values > 0.5, groups, 6,
+                        n_resamples=50).n_resamples == 199
+    with pytest.raises(ValueError, match="unknown significance method"):
+        test_regions("bootstrap", values, values > 0.5, groups, 6)
