@@ -28,7 +28,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -733,15 +733,15 @@ def read_partitions(path: str | Path) -> dict[str, Partitioning]:
 # --------------------------------------------------------------------------- the stage
 
 
-def _open_store(store_dir: Path) -> tuple[dict, gpd.GeoDataFrame]:
-    """store.json metadata and the tile index, via TileStore when the module exists."""
+def _open_store(store_dir: Path) -> tuple[Any, dict, gpd.GeoDataFrame]:
+    """(TileStore or None, store.json metadata, tile index); TileStore when the module exists."""
     try:
         from .tiling import TileStore
     except ImportError:
         TileStore = None
     if TileStore is not None:
         store = TileStore(store_dir)
-        return store.meta, store.index
+        return store, store.meta, store.index
     meta_path = store_dir / "store.json"
     if not meta_path.exists():
         raise InputError(meta_path, "tile store metadata not found",
@@ -753,7 +753,7 @@ def _open_store(store_dir: Path) -> tuple[dict, gpd.GeoDataFrame]:
     if not index_path.exists():
         raise InputError(store_dir, "no tile index (tile_grid.gpkg)", "run `spatialfair tile`")
     index = gpd.read_file(index_path, layer="tiles", engine="pyogrio")
-    return meta, index
+    return None, meta, index
 
 
 def _scene_extent(index: gpd.GeoDataFrame) -> shapely.Geometry:
@@ -778,6 +778,33 @@ def _strip_runs(row_off: np.ndarray, col_off: np.ndarray, tile: int) -> list[tup
     return runs
 
 
+def scene_region_chunks(
+    part: Partitioning,
+    tiles: pd.DataFrame,
+    scene_meta: Mapping[str, Any],
+    tile_size: int,
+) -> Iterator[np.ndarray]:
+    """Yield int16 (k, T, T) region-id chips of ``tiles`` windows, in the rows' order.
+
+    ``tiles`` are the scene's rows of the tile index sorted by ``store_index``. Pixels past the
+    scene edge (padding) are -1. Ids are computed strip by strip (a row of tiles at a time,
+    at most ``_STRIP_MAX_COLS`` wide), so memory stays bounded for any scene size.
+    """
+    crs = scene_meta["crs"]
+    transform = Affine(*scene_meta["transform"][:6])
+    H, W, T = int(scene_meta["height"]), int(scene_meta["width"]), int(tile_size)
+    row_off = tiles["row_off"].to_numpy(np.int64)
+    col_off = tiles["col_off"].to_numpy(np.int64)
+    for a, b in _strip_runs(row_off, col_off, T):
+        r0, c0 = int(row_off[a]), int(col_off[a])
+        span = int(col_off[b - 1]) + T - c0
+        strip = region_ids(part, crs, transform * Affine.translation(c0, r0), T, span)
+        strip[max(0, H - r0):, :] = -1
+        strip[:, max(0, W - c0):] = -1
+        cols = (col_off[a:b] - c0)[:, None] + np.arange(T)[None, :]  # (n, T)
+        yield np.ascontiguousarray(strip[:, cols].transpose(1, 0, 2), dtype=np.int16)
+
+
 def write_scene_regions(
     part: Partitioning,
     tiles: pd.DataFrame,
@@ -786,30 +813,21 @@ def write_scene_regions(
     out_path: str | Path,
     progress: Any = None,
 ) -> None:
-    """Write ``<scene>.regions.bin``: int16 (n_tiles, T, T) region ids of ``tiles`` windows.
+    """Write ``<scene>.regions.bin`` (int16 (n_tiles, T, T)) from :func:`scene_region_chunks`.
 
-    ``tiles`` are the scene's rows of the tile index sorted by ``store_index``. Pixels past the
-    scene edge (padding) are -1. Ids are computed strip by strip (a row of tiles at a time),
-    so memory stays bounded; the file appears only when complete. ``progress`` (a tqdm bar)
-    is advanced by the number of tiles written.
+    The file appears only when complete. ``progress`` (a tqdm bar) is advanced per tile.
     """
-    crs = scene_meta["crs"]
-    transform = Affine(*scene_meta["transform"][:6])
-    H, W, T = int(scene_meta["height"]), int(scene_meta["width"]), int(tile_size)
-    row_off = tiles["row_off"].to_numpy(np.int64)
-    col_off = tiles["col_off"].to_numpy(np.int64)
     with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        for a, b in _strip_runs(row_off, col_off, T):
-            r0, c0 = int(row_off[a]), int(col_off[a])
-            span = int(col_off[b - 1]) + T - c0
-            strip = region_ids(part, crs, transform * Affine.translation(c0, r0), T, span)
-            strip[max(0, H - r0):, :] = -1
-            strip[:, max(0, W - c0):] = -1
-            cols = (col_off[a:b] - c0)[:, None] + np.arange(T)[None, :]  # (n, T)
-            chunk = strip[:, cols].transpose(1, 0, 2)  # (n, T, T)
-            fh.write(np.ascontiguousarray(chunk, dtype=np.int16).tobytes())
+        for chunk in scene_region_chunks(part, tiles, scene_meta, tile_size):
+            fh.write(chunk.tobytes())
             if progress is not None:
-                progress.update(b - a)
+                progress.update(len(chunk))
+
+
+def _counted(chunks: Iterable[np.ndarray], progress: Any) -> Iterator[np.ndarray]:
+    for chunk in chunks:
+        yield chunk
+        progress.update(len(chunk))
 
 
 def build_partitions(
@@ -824,10 +842,12 @@ def build_partitions(
     k-means partitioning as ``regions``), generates grids, offset grids and k-means
     partitionings over the tiles' extent, writes one ``regions.bin`` per scene for the
     training partitioning (``config['training']['partitioning']``) and then ``out_gpkg``.
+    With :class:`spatialfair.tiling.TileStore` available, its writer is used, which also
+    records the training partitioning as ``regions_partitioning`` in store.json.
     Returns the partitionings.
     """
     store_dir = Path(store_dir)
-    meta, index = _open_store(store_dir)
+    store, meta, index = _open_store(store_dir)
     if len(index) == 0:
         raise InputError(store_dir, "the tile index has no tiles",
                          "lower `tiling.min_valid_fraction` or check the images' nodata")
@@ -871,7 +891,7 @@ def build_partitions(
                          f"int16 region ids (at most {MAX_REGIONS})",
                          "train on a coarser partitioning (dissolve regions)")
     stored = meta.get("regions_partitioning")
-    if stored and stored != train_name:
+    if store is None and stored and stored != train_name:
         log.warning("store.json names '%s' as the regions partitioning but training uses '%s'; "
                     "regions.bin holds '%s'", stored, train_name, train_name)
 
@@ -906,7 +926,11 @@ def build_partitions(
     with tqdm(total=len(index), desc=f"regions.bin ({train_name})", unit="tile",
               disable=None) as bar:
         for scene, tiles in per_scene.items():
-            write_scene_regions(train, tiles, scenes[scene], tile_size,
-                                store_dir / f"{scene}.regions.bin", progress=bar)
+            if store is not None:  # the store's writer checks the count, records the name
+                chunks = scene_region_chunks(train, tiles, scenes[scene], tile_size)
+                store.write_regions(scene, _counted(chunks, bar), partitioning=train_name)
+            else:
+                write_scene_regions(train, tiles, scenes[scene], tile_size,
+                                    store_dir / f"{scene}.regions.bin", progress=bar)
     write_partitions(parts, out_gpkg)
     return parts

@@ -86,8 +86,17 @@ def make_store(store_dir, scenes, T, crs=UTM):
 
 @pytest.fixture(autouse=True)
 def _no_real_tiling(monkeypatch):
-    """Read stores directly per the contract, independent of spatialfair.tiling."""
+    """By default read stores directly per the contract, independent of spatialfair.tiling."""
     monkeypatch.setitem(sys.modules, "spatialfair.tiling", None)
+
+
+@pytest.fixture(params=["direct", "tilestore"])
+def backend(request, monkeypatch):
+    """Run a stage test with the direct reader/writer and with spatialfair.tiling.TileStore."""
+    if request.param == "tilestore":
+        monkeypatch.delitem(sys.modules, "spatialfair.tiling")
+        pytest.importorskip("spatialfair.tiling", reason="spatialfair.tiling not available")
+    return request.param
 
 
 # ----------------------------------------------------------------------------- grids
@@ -401,7 +410,7 @@ def _scene_setup(tmp_path):
     return T, t, H, W, index
 
 
-def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
+def test_build_partitions_writes_gpkg_and_region_bins(tmp_path, backend):
     T, t, H, W, index = _scene_setup(tmp_path)
     config, ds = _dataset(tmp_path)
     out = tmp_path / "partitions.gpkg"
@@ -435,11 +444,15 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
     assert {p.name for p in parts} == set(layers)
 
 
-def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
+def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path, backend):
     T, t, H, W, index = _scene_setup(tmp_path)
-    config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"})
+    config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"},
+                          partitions={"grid_max": 3})
     out = tmp_path / "partitions.gpkg"
     P.build_partitions(tmp_path / "tiles", config, ds, out)
+    if backend == "tilestore":  # the store's writer records what regions.bin holds
+        meta = json.loads((tmp_path / "tiles" / "store.json").read_text())
+        assert meta["regions_partitioning"] == "grid_2x2"
     back = P.read_partitions(out)
     # without a regions file, 'regions' is a copy of kmeans_4
     assert back["regions"].names == back["kmeans_4"].names
