@@ -33,7 +33,8 @@ rule partition:
         gpkg=f"{RESULTS}/{{dataset}}/partitions.gpkg",
         regions=f"{RESULTS}/{{dataset}}/tiles/regions.done",
     params:
-        cfg=lambda w: section("partitions", "seed", dataset=w.dataset),
+        cfg=lambda w: section("partitions", "seed", dataset=w.dataset)
+        | {"training_partitioning": config["training"]["partitioning"]},
         tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/partition.log",
