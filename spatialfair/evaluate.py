@@ -42,7 +42,7 @@ from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
-from .metrics import (PRED_NODATA, _confusion_all, metric_arrays, metric_names,
+from .metrics import (PRED_NODATA, _PixelPairs, metric_arrays, metric_names,
                       metrics_from_confusion, spad_score, summarize)
 from .significance import test_regions, unit_outcomes, unit_values
 
@@ -211,7 +211,8 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     if not labelled.any():
         return
     try:
-        per_tile = _confusion_all(local_px, y, pred, len(cand), acc.c, ignore)
+        pairs = _PixelPairs(y, pred, acc.c, ignore)  # shared by the tiles and every partitioning
+        per_tile = pairs.confusion(local_px, len(cand))
     except ValueError as exc:
         raise InputError(sc.label.path if "y_true" in str(exc) else sc.pred.path,
                          f"{exc} (window {window})",
@@ -226,7 +227,7 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     first = True
     for name, part in acc.parts.items():
         rid = _region_ids(part, crs, wt, h, w)
-        cm = _confusion_all(rid, y, pred, part.n_regions, acc.c, ignore)
+        cm = pairs.confusion(rid, part.n_regions)
         acc.cm[name] += cm
         if first:
             acc.overall += cm.sum(axis=0)

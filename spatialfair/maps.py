@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 RASTER_NODATA = -9999.0
 #: Longest side (pixels) of the raster fairness map.
-MAX_RASTER_SIZE = 2048
+MAX_RASTER_SIZE = 1024
 _WINDOW = 512
 
 

@@ -98,67 +98,95 @@ def _as_class_array(
     return np.where(valid, flat, num_classes).astype(np.uint8), True
 
 
-def _confusion_with_none(
-    regions: np.ndarray,
-    true8: np.ndarray,
-    pred8: np.ndarray,
-    num_regions: int,
-    num_classes: int,
-) -> np.ndarray:
-    """Counts of shape (R + 1, C + 1, C + 1): row 0 is "no region", class slot C is "skip".
+class _PixelPairs:
+    """The (truth, prediction) part of the combined code of N pixels, reusable across
+    partitionings: ``B + min(true, C) * (C + 1) + min(pred, C)`` with ``B = (C + 1) ** 2``.
 
-    One ``np.bincount`` over ``(region + 1) * B + min(true, C) * (C + 1) + min(pred, C)`` with
-    ``B = (C + 1) ** 2``. The code is built in cache-sized chunks (a handful of vectorised ufunc
-    calls each) into one int64 buffer, then counted in a single pass.
+    :meth:`confusion` adds ``region * B`` and counts with one ``np.bincount``: row 0 of the
+    result is "no region" (-1) and class slot C means "skip". Both steps work in cache-sized
+    chunks of a handful of vectorised ufunc calls each (no loop over regions or classes).
     """
-    c1 = num_classes + 1
-    b = c1 * c1
-    n = true8.size
-    r_flat = np.ravel(regions)
-    if r_flat.size != n or pred8.size != n:
-        raise ValueError(
-            f"regions, y_true and y_pred must have the same number of pixels "
-            f"({r_flat.size}, {n}, {pred8.size})"
-        )
-    if not np.issubdtype(r_flat.dtype, np.integer):
-        raise ValueError(f"regions must be an integer array, got dtype {r_flat.dtype}")
-    if (num_regions + 1) * b >= 2**31:
-        raise ValueError(f"{num_regions} regions x {num_classes} classes is too many for one "
-                         "confusion array; evaluate fewer regions at a time")
-    if r_flat.dtype.itemsize > 4 or r_flat.dtype == np.uint32:
-        # Wide ids would wrap in the int32 code arithmetic below: check them here instead.
-        if r_flat.size and (int(r_flat.min()) < -1 or int(r_flat.max()) >= num_regions):
-            raise ValueError(f"region ids must be in -1..{num_regions - 1} (-1 = no region)")
-    code = _code_buffer(n)
-    k = min(_CHUNK, max(n, 1))
-    pair_dtype = np.uint8 if 2 * b <= 256 else np.uint16
-    cap = np.full(k, num_classes, dtype=np.uint8)
-    t8 = np.empty(k, dtype=np.uint8)
-    p8 = np.empty(k, dtype=np.uint8)
-    pair = np.empty(k, dtype=pair_dtype)
-    reg = np.empty(k, dtype=np.int32)
-    c1_, b_ = pair_dtype(c1), pair_dtype(b)
-    for s in range(0, n, k):
-        e = min(n, s + k)
-        m = e - s
-        a, q, w, r = t8[:m], p8[:m], pair[:m], reg[:m]
-        np.minimum(true8[s:e], cap[:m], out=a)  # array-array minimum: vectorised, unlike scalar
-        np.minimum(pred8[s:e], cap[:m], out=q)
-        np.multiply(a, c1_, out=w, casting="unsafe")
-        w += q
-        w += b_  # shift by one region: region -1 ("none") lands in row 0
-        np.multiply(r_flat[s:e], np.int32(b), out=r, casting="unsafe")
-        np.add(r, w, out=code[s:e], casting="unsafe")
-    size = (num_regions + 1) * b
-    try:
-        counts = np.bincount(code, minlength=size)
-    except ValueError as exc:  # negative code: a region id below -1
-        raise ValueError(f"region ids must be >= -1 (-1 = no region): {exc}") from None
-    if counts.size > size:
-        raise ValueError(
-            f"region ids must be < num_regions={num_regions}; found pixels with a larger id"
-        )
-    return counts.reshape(num_regions + 1, c1, c1)
+
+    def __init__(self, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
+                 ignore_index: int | None, pred_nodata: int | None = PRED_NODATA) -> None:
+        if not 1 <= num_classes <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
+        t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
+        p8, p_checked = _as_class_array(y_pred, num_classes, pred_nodata, "y_pred")
+        if t8.size != p8.size:
+            raise ValueError(f"y_true and y_pred must have the same number of pixels "
+                             f"({t8.size}, {p8.size})")
+        self.c = num_classes
+        c1 = num_classes + 1
+        self.b = c1 * c1
+        self.n = t8.size
+        dtype = np.uint8 if 2 * self.b <= 256 else np.uint16
+        self.pair = np.empty(self.n, dtype=dtype)
+        k = min(_CHUNK, max(self.n, 1))
+        cap = np.full(k, num_classes, dtype=np.uint8)
+        a0 = np.empty(k, dtype=np.uint8)
+        q0 = np.empty(k, dtype=np.uint8)
+        c1_, b_ = dtype(c1), dtype(self.b)
+        for s in range(0, self.n, k):
+            e = min(self.n, s + k)
+            m = e - s
+            a, q, w = a0[:m], q0[:m], self.pair[s:e]
+            np.minimum(t8[s:e], cap[:m], out=a)  # array-array minimum: vectorised, unlike scalar
+            np.minimum(p8[s:e], cap[:m], out=q)
+            np.multiply(a, c1_, out=w, casting="unsafe")
+            w += q
+            w += b_  # shift by one region: region -1 ("none") lands in row 0
+        # uint8 inputs are checked once, from the first counts (values >= C besides the skip)
+        self._pending = [(t8, ignore_index, 1, "y_true")] if not t_checked else []
+        if not p_checked:
+            self._pending.append((p8, pred_nodata, 2, "y_pred"))
+
+    def counts(self, regions: np.ndarray, num_regions: int) -> np.ndarray:
+        """Counts of shape (R + 1, C + 1, C + 1) for these region ids (-1 = none)."""
+        b, n = self.b, self.n
+        r_flat = np.ravel(regions)
+        if r_flat.size != n:
+            raise ValueError(f"regions, y_true and y_pred must have the same number of pixels "
+                             f"({r_flat.size}, {n}, {n})")
+        if not np.issubdtype(r_flat.dtype, np.integer):
+            raise ValueError(f"regions must be an integer array, got dtype {r_flat.dtype}")
+        if num_regions < 0:
+            raise ValueError(f"num_regions must be >= 0, got {num_regions}")
+        if (num_regions + 1) * b >= 2**31:
+            raise ValueError(f"{num_regions} regions x {self.c} classes is too many for one "
+                             "confusion array; evaluate fewer regions at a time")
+        if r_flat.dtype.itemsize > 4 or r_flat.dtype == np.uint32:
+            # Wide ids would wrap in the int32 code arithmetic below: check them here instead.
+            if r_flat.size and (int(r_flat.min()) < -1 or int(r_flat.max()) >= num_regions):
+                raise ValueError(f"region ids must be in -1..{num_regions - 1} (-1 = no region)")
+        code = _code_buffer(n)
+        k = min(_CHUNK, max(n, 1))
+        reg = np.empty(k, dtype=np.int32)
+        bb = np.int32(b)
+        for s in range(0, n, k):
+            e = min(n, s + k)
+            r = reg[: e - s]
+            np.multiply(r_flat[s:e], bb, out=r, casting="unsafe")
+            np.add(r, self.pair[s:e], out=code[s:e], casting="unsafe")
+        size = (num_regions + 1) * b
+        try:
+            counts = np.bincount(code, minlength=size)
+        except ValueError as exc:  # negative code: a region id below -1
+            raise ValueError(f"region ids must be >= -1 (-1 = no region): {exc}") from None
+        if counts.size > size:
+            raise ValueError(
+                f"region ids must be < num_regions={num_regions}; found pixels with a larger id"
+            )
+        counts = counts.reshape(num_regions + 1, self.c + 1, self.c + 1)
+        while self._pending:
+            array8, skip, axis, what = self._pending.pop()
+            _check_skipped(counts, array8, skip, self.c, axis, what)
+        return counts
+
+    def confusion(self, regions: np.ndarray, num_regions: int) -> np.ndarray:
+        """(R + 1, C, C) int64 confusion matrices; index 0 holds pixels outside every region."""
+        c = self.c
+        return self.counts(regions, num_regions)[:, :c, :c].astype(np.int64)
 
 
 def _check_skipped(
@@ -187,18 +215,8 @@ def _confusion_all(
     pred_nodata: int | None = PRED_NODATA,
 ) -> np.ndarray:
     """(R + 1, C, C) int64 counts; index 0 holds pixels outside every region (-1)."""
-    if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
-    if num_regions < 0:
-        raise ValueError(f"num_regions must be >= 0, got {num_regions}")
-    t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
-    p8, p_checked = _as_class_array(y_pred, num_classes, pred_nodata, "y_pred")
-    counts = _confusion_with_none(regions, t8, p8, num_regions, num_classes)
-    if not t_checked:
-        _check_skipped(counts, t8, ignore_index, num_classes, 1, "y_true")
-    if not p_checked:
-        _check_skipped(counts, p8, pred_nodata, num_classes, 2, "y_pred")
-    return counts[:, :num_classes, :num_classes].astype(np.int64)
+    pairs = _PixelPairs(y_true, y_pred, num_classes, ignore_index, pred_nodata)
+    return pairs.confusion(regions, num_regions)
 
 
 def confusion_by_region(

@@ -53,7 +53,7 @@ def _scene_arrays(rows, cols, col0, rng):
 
 
 def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="erm",
-             significance="scan", n_sim=199, tiles_split=None):
+             significance="scan", n_sim=199, tiles_split=None, overlap=0):
     """Build inputs for ``evaluate_dataset``; returns a dict of paths and arrays."""
     rng = np.random.default_rng(seed)
     img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
@@ -77,7 +77,7 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
     ds = dataset_config(config, "fl")
     store_dir = tmp_path / "results" / "fl" / "tiles"
     if not (store_dir / "store.json").exists():
-        store = tile_dataset(ds, store_dir, size=32, overlap=0, min_valid_fraction=0.05)
+        store = tile_dataset(ds, store_dir, size=32, overlap=overlap, min_valid_fraction=0.05)
         index = store.index.copy()
         # a checkerboard of tiles: test where (row + col) tile index is even
         tr, tc = index["row_off"] // 32, index["col_off"] // 32
@@ -293,3 +293,13 @@ def test_split_all_counts_every_labelled_valid_pixel(tmp_path):
         img, label, _ = r["truth"][name]
         n += int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
     assert result.metrics["n_pixels"] == n
+
+
+def test_overlapping_tiles_count_every_pixel_once(tmp_path):
+    r = make_run(tmp_path, overlap=8, east_error=0.0, base_error=0.0, significance="permutation")
+    result = evaluate(r, split="all")
+    n = sum(int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
+            for img, label, _ in r["truth"].values())
+    assert result.metrics["n_pixels"] == n
+    assert result.metrics["significance"]["method"] == "permutation"
+    assert result.metrics["overall"]["iou_water"] == pytest.approx(1.0)

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None,
                    help="run name in the outputs (default: the predictions folder's parent)")
     p.add_argument("--max-raster-size", type=int, default=None,
-                   help="longest side in pixels of fairness_<metric>.tif (default 2048)")
+                   help="longest side in pixels of fairness_<metric>.tif (default 1024)")
 
 
 def run(args: argparse.Namespace) -> None:
