@@ -25,6 +25,8 @@ import json
 import logging
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from tqdm import tqdm
 from .atomic import atomic_path, atomic_write_text, partial_path
 from .config import DatasetConfig
 from .errors import InputError
-from .io import RasterInfo, effective_nodata, invalid_mask, read_padded, write_layers
+from .io import RasterInfo, effective_nodata, invalid_mask, write_layers
 from .validation import (all_invalid_error, band_names, bad_label_values, check_consistent,
                          check_scene_names, inspect_pair, label_ignore_values,
                          label_values_error)
@@ -144,16 +146,84 @@ def _tile_sums(mask: np.ndarray, n_r: int, n_c: int, size: int, stride: int) -> 
     return _tile_view(mask, n_r, n_c, size, stride).sum(axis=(2, 3), dtype=np.int64)
 
 
-def _read_mask_padded(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray:
-    """The file's internal (per-dataset) mask for ``window``, 0 outside the raster."""
-    row0, col0 = int(window.row_off), int(window.col_off)
-    h, w = int(window.height), int(window.width)
-    out = np.zeros((h, w), dtype=np.uint8)
-    r1, c1 = min(row0 + h, src.height), min(col0 + w, src.width)
-    if r1 > row0 and c1 > col0:
-        out[: r1 - row0, : c1 - col0] = src.read_masks(
-            1, window=Window(col0, row0, c1 - col0, r1 - row0))
-    return out
+def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(k, num_classes) pixel count of every class in each of k label chips."""
+    flat = labels.reshape(len(labels), -1)
+    if num_classes <= 16:  # one comparison pass per class beats bincount's int64 copy
+        return np.stack([np.count_nonzero(flat == c, axis=1) for c in range(num_classes)],
+                        axis=1).astype(np.int64)
+    keys = flat + (np.arange(len(flat), dtype=np.int64) * 256)[:, None]
+    counts = np.bincount(keys.ravel(), minlength=len(flat) * 256).reshape(len(flat), 256)
+    return counts[:, :num_classes]
+
+
+def _gdal_cache(read_bytes: int):
+    """A GDAL block cache of about two reads, unless the user configured one.
+
+    Strips are block-aligned, so each block is decoded once and a large cache only costs
+    memory (GDAL's default, 5% of RAM, filled to over 600 MB on an 8192^2 x 4 scene) and time
+    (page faults); two reads' worth covers blocks shared by neighbouring reads.
+    """
+    user = "GDAL_CACHEMAX" in os.environ or (
+        rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv())
+    if user:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=2 * int(read_bytes) + 16 * 2**20)
+
+
+class _ChipWriter:
+    """Appends chip buffers to the image/label files in a background thread.
+
+    Decoding (GDAL) and writing (the kernel copying into the page cache) then overlap; both
+    release the GIL. Two buffer sets alternate: the reader fills one while the other is being
+    written, so memory stays at two reads' worth of chips. Errors of the writer are raised in
+    the caller at the next call.
+    """
+
+    def __init__(self, image_file, label_file, buffers: list[tuple[np.ndarray, np.ndarray]]
+                 ) -> None:
+        self.files = (image_file, label_file)
+        self.free: queue.Queue = queue.Queue()
+        for b in buffers:
+            self.free.put(b)
+        self.todo: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="chip-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self.todo.get()
+            if item is None:
+                return
+            (chips, lchips), k = item
+            try:
+                if self.error is None:
+                    self.files[0].write(memoryview(chips[:k]).cast("B"))
+                    self.files[1].write(memoryview(lchips[:k]).cast("B"))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                self.error = exc
+            finally:
+                self.free.put((chips, lchips))
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """A free (chips, label chips) buffer pair to fill."""
+        self._check()
+        return self.free.get()
+
+    def submit(self, buffers: tuple[np.ndarray, np.ndarray], k: int) -> None:
+        """Write the first ``k`` chips of ``buffers``, then hand the buffers back."""
+        self.todo.put((buffers, k))
+
+    def close(self) -> None:
+        """Wait for pending writes; raise a writer error."""
+        self.todo.put(None)
+        self.thread.join()
+        self._check()
 
 
 class _SceneTiler:
@@ -173,69 +243,109 @@ class _SceneTiler:
         self.units = _plan_units(len(self.rows), len(self.cols), size, self.stride,
                                  image.block_shape, bpp, budget)
 
+    def _buffers(self) -> dict:
+        """Buffers reused for every read of the scene (no fresh allocation per strip)."""
+        size, stride = self.size, self.stride
+        n_r = max(i1 - i0 for i0, i1, _, _ in self.units)
+        n_c = max(j1 - j0 for _, _, j0, j1 in self.units)
+        h, w = (n_r - 1) * stride + size, (n_c - 1) * stride + size
+        bands = len(self.indexes)
+        bufs = {
+            "image": np.empty((bands, h, w), dtype=self.image.dtype),
+            "label": np.empty((h, w), dtype=self.label.dtype),
+        }
+        bufs["chip_sets"] = [
+            (np.empty((n_r * n_c, bands, size, size), dtype=self.image.dtype),
+             np.empty((n_r * n_c, size, size), dtype=np.uint8)) for _ in range(2)]
+        if self.image.has_mask:
+            bufs["mask"] = np.empty((h, w), dtype=np.uint8)
+        return bufs
+
     def run(self, image_file, label_file) -> dict[str, np.ndarray]:
-        ds, img, size, stride = self.ds, self.image, self.size, self.stride
-        ignore = ds.ignore_index
+        """Tile the scene, appending chips to the open files; return its index columns."""
+        img, nc = self.image, self.ds.num_classes
         parts: dict[str, list[np.ndarray]] = {k: [] for k in
                                               ("row_off", "col_off", "n_valid", "counts")}
+        bufs = self._buffers()
+        writer = _ChipWriter(image_file, label_file, bufs["chip_sets"])
+        try:
+            n_invalid = self._loop(bufs, writer, parts)
+        finally:
+            writer.close()
+        n_pixels = img.width * img.height
+        if n_invalid >= n_pixels:
+            raise all_invalid_error(img.path, self.nodata)
+        n_kept = sum(len(v) for v in parts["row_off"])
+        log.info("scene %s: kept %d of %d tiles; %.2f%% of pixels invalid", img.path.stem,
+                 n_kept, len(self.rows) * len(self.cols), 100 * n_invalid / n_pixels)
+        if n_kept == 0:
+            return {"row_off": np.empty(0, np.int64), "col_off": np.empty(0, np.int64),
+                    "n_valid": np.empty(0, np.int64),
+                    "counts": np.empty((0, nc), np.int64)}
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+    def _loop(self, bufs: dict, writer: _ChipWriter, parts: dict[str, list[np.ndarray]]
+              ) -> int:
+        """Read, clean and cut every unit; returns the number of invalid scene pixels."""
+        ds, img, size, stride = self.ds, self.image, self.size, self.stride
+        ignore, nc = ds.ignore_index, ds.num_classes
         n_invalid = 0
-        n_kept = 0
         with rasterio.open(img.path) as isrc, rasterio.open(self.label.path) as lsrc:
             for i0, i1, j0, j1 in tqdm(self.units, desc=img.path.stem, unit="read",
                                        disable=None, leave=False):
                 n_r, n_c = i1 - i0, j1 - j0
                 r0, c0 = int(self.rows[i0]), int(self.cols[j0])
                 h, w = (n_r - 1) * stride + size, (n_c - 1) * stride + size
-                window = Window(c0, r0, w, h)
-                data = read_padded(isrc, window, indexes=self.indexes, fill=0)
-                labels = read_padded(lsrc, window, indexes=1, fill=ignore)
-                invalid = invalid_mask(data, self.nodata)
-                if img.has_mask:
-                    invalid |= _read_mask_padded(isrc, window) == 0
                 in_h, in_w = min(h, img.height - r0), min(w, img.width - c0)
-                invalid[in_h:, :] = True
-                invalid[:, in_w:] = True
+                inside = Window(c0, r0, in_w, in_h)
+                # read straight into the reused buffers; the part past the edge is padding
+                data = bufs["image"][:, :h, :w]
+                isrc.read(self.indexes, window=inside, out=data[:, :in_h, :in_w])
+                raw = bufs["label"][:h, :w]
+                lsrc.read(1, window=inside, out=raw[:in_h, :in_w])
+                raw[in_h:, :] = ignore
+                raw[:, in_w:] = ignore
+                invalid = invalid_mask(data[:, :in_h, :in_w], self.nodata)
+                if img.has_mask:
+                    mask = bufs["mask"][:in_h, :in_w]
+                    isrc.read_masks(1, window=inside, out=mask)
+                    invalid |= mask == 0
                 # pixels this read owns (overlapping reads share `overlap` rows/cols)
                 own_h = in_h if i1 == len(self.rows) else min(in_h, n_r * stride)
                 own_w = in_w if j1 == len(self.cols) else min(in_w, n_c * stride)
                 n_invalid += int(invalid[:own_h, :own_w].sum())
 
-                values, counts = bad_label_values(labels, ds.num_classes, self.extra_ignore)
+                values, counts = bad_label_values(raw[:in_h, :in_w], nc, self.extra_ignore)
                 if len(values):
                     raise label_values_error(self.label.path, values, counts, ds.classes, ignore)
                 for v in self.extra_ignore[1:]:
-                    labels[labels == v] = ignore
-                labels = labels.astype(np.uint8, copy=False)
-                np.putmask(labels, invalid, ignore)
-                np.copyto(data, 0, where=invalid[None])
+                    raw[raw == v] = ignore
+                labels = raw.astype(np.uint8, copy=False)
+                if invalid.any():
+                    np.putmask(labels[:in_h, :in_w], invalid, ignore)
+                    np.copyto(data[:, :in_h, :in_w], 0, where=invalid[None])
+                data[:, in_h:, :] = 0
+                data[:, :, in_w:] = 0
 
                 n_valid = _tile_sums(labels != ignore, n_r, n_c, size, stride)
                 keep = (n_valid > 0) & (n_valid >= self.min_valid_fraction * size * size)
                 ki, kj = np.nonzero(keep)
-                if len(ki) == 0:
-                    continue
-                chips = _tile_view(data, n_r, n_c, size, stride)[ki, kj]
-                image_file.write(memoryview(np.ascontiguousarray(chips)).cast("B"))
-                lchips = np.ascontiguousarray(_tile_view(labels, n_r, n_c, size, stride)[ki, kj])
-                label_file.write(memoryview(lchips).cast("B"))
                 k = len(ki)
-                keys = lchips.reshape(k, -1) + (np.arange(k, dtype=np.int64) * 256)[:, None]
-                cls = np.bincount(keys.ravel(), minlength=k * 256).reshape(k, 256)
-                parts["counts"].append(cls[:, : ds.num_classes])
+                if k == 0:
+                    continue
+                tiles = _tile_view(data, n_r, n_c, size, stride)
+                ltiles = _tile_view(labels, n_r, n_c, size, stride)
+                chips, lchips = pair = writer.buffers()
+                for n, (i, j) in enumerate(zip(ki.tolist(), kj.tolist())):
+                    chips[n] = tiles[i, j]
+                    lchips[n] = ltiles[i, j]
+                cls = _class_counts(lchips[:k], nc)
+                writer.submit(pair, k)
+                parts["counts"].append(cls)
                 parts["row_off"].append(self.rows[i0 + ki])
                 parts["col_off"].append(self.cols[j0 + kj])
                 parts["n_valid"].append(n_valid[ki, kj])
-                n_kept += k
-        n_pixels = img.width * img.height
-        if n_invalid >= n_pixels:
-            raise all_invalid_error(img.path, self.nodata)
-        log.info("scene %s: kept %d of %d tiles; %.2f%% of pixels invalid", img.path.stem,
-                 n_kept, len(self.rows) * len(self.cols), 100 * n_invalid / n_pixels)
-        if n_kept == 0:
-            return {"row_off": np.empty(0, np.int64), "col_off": np.empty(0, np.int64),
-                    "n_valid": np.empty(0, np.int64),
-                    "counts": np.empty((0, ds.num_classes), np.int64)}
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return n_invalid
 
 
 def _scene_index(scene: str, info: RasterInfo, cols: dict[str, np.ndarray], size: int,
@@ -323,7 +433,7 @@ def tile_dataset(
             staged.extend(zip(tmps, finals))
             tiler = _SceneTiler(ds, img, lab, idx, size=size, overlap=overlap,
                                 min_valid_fraction=min_valid_fraction, budget=read_bytes)
-            with open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
+            with _gdal_cache(read_bytes), open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
                 cols = tiler.run(fi, fl)
             frames.append(_scene_index(scene, img, cols, size, ds.classes, target))
             nodata = effective_nodata(img, ds.nodata)

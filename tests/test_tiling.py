@@ -17,8 +17,8 @@ from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.io import read_padded
-from spatialfair.tiling import (TileStore, _plan_units, study_crs, tile_dataset, tile_offsets,
-                                tile_windows)
+from spatialfair.tiling import (TileStore, _ChipWriter, _class_counts, _plan_units, study_crs, tile_dataset,
+                                tile_offsets, tile_windows)
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
@@ -131,6 +131,42 @@ def test_plan_units_groups_small_tiles_per_block_and_chunks_wide_rows():
     assert {j1 - j0 for _, _, j0, j1 in units} == {4}
     covered = {(i, j) for i0, i1, j0, j1 in units for i in range(i0, i1) for j in range(j0, j1)}
     assert covered == {(i, j) for i in range(10) for j in range(40)}
+
+
+@pytest.mark.parametrize("num_classes", [3, 20])
+def test_class_counts_both_paths(num_classes):
+    labels = np.random.default_rng(0).integers(0, num_classes, (4, 16, 16)).astype(np.uint8)
+    labels[0, :2] = 255
+    counts = _class_counts(labels, num_classes)
+    assert counts.shape == (4, num_classes)
+    for n in range(4):
+        assert counts[n].tolist() == [(labels[n] == c).sum() for c in range(num_classes)]
+    assert counts[0].sum() == 16 * 16 - 32
+
+
+def test_chip_writer_writes_in_order_and_reports_errors(tmp_path):
+    sets = [(np.zeros((2, 1, 2, 2), np.int16), np.zeros((2, 2, 2), np.uint8)) for _ in range(2)]
+    with open(tmp_path / "i.bin", "wb") as fi, open(tmp_path / "l.bin", "wb") as fl:
+        writer = _ChipWriter(fi, fl, sets)
+        for step in range(5):
+            chips, lchips = pair = writer.buffers()
+            chips[:] = step
+            lchips[:] = step + 10
+            writer.submit(pair, 1 + step % 2)
+        writer.close()
+    images = np.fromfile(tmp_path / "i.bin", np.int16).reshape(-1, 1, 2, 2)
+    assert [int(c[0, 0, 0]) for c in images] == [0, 1, 1, 2, 3, 3, 4]
+    labels = np.fromfile(tmp_path / "l.bin", np.uint8).reshape(-1, 2, 2)
+    assert [int(c[0, 0]) for c in labels] == [10, 11, 11, 12, 13, 13, 14]
+
+    class Broken:
+        def write(self, data):
+            raise OSError("disk full")
+
+    writer = _ChipWriter(Broken(), Broken(), sets)
+    writer.submit(writer.buffers(), 1)
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
 
 
 def test_study_crs():
