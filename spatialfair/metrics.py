@@ -120,6 +120,15 @@ class _PixelPairs:
         c1 = num_classes + 1
         self.b = c1 * c1
         self.n = t8.size
+        self._pending = [(t8, ignore_index, 1, "y_true")] if not t_checked else []
+        if not p_checked:
+            self._pending.append((p8, pred_nodata, 2, "y_pred"))
+        self._t8, self._p8 = t8, p8
+        self.pair: np.ndarray | None = None
+
+    def _make_pairs(self) -> np.ndarray:
+        t8, p8, num_classes = self._t8, self._p8, self.c
+        c1 = num_classes + 1
         dtype = np.uint8 if 2 * self.b <= 256 else np.uint16
         self.pair = np.empty(self.n, dtype=dtype)
         k = min(_CHUNK, max(self.n, 1))
@@ -136,13 +145,14 @@ class _PixelPairs:
             np.multiply(a, c1_, out=w, casting="unsafe")
             w += q
             w += b_  # shift by one region: region -1 ("none") lands in row 0
-        # uint8 inputs are checked once, from the first counts (values >= C besides the skip)
-        self._pending = [(t8, ignore_index, 1, "y_true")] if not t_checked else []
-        if not p_checked:
-            self._pending.append((p8, pred_nodata, 2, "y_pred"))
+        return self.pair
 
-    def counts(self, regions: np.ndarray, num_regions: int) -> np.ndarray:
-        """Counts of shape (R + 1, C + 1, C + 1) for these region ids (-1 = none)."""
+    def counts(self, regions: np.ndarray, num_regions: int, reuse: bool = True) -> np.ndarray:
+        """Counts of shape (R + 1, C + 1, C + 1) for these region ids (-1 = none).
+
+        With ``reuse`` the pair codes are stored for later calls (one more pass the first
+        time); without it they are built on the fly, fused with the region part.
+        """
         b, n = self.b, self.n
         r_flat = np.ravel(regions)
         if r_flat.size != n:
@@ -163,11 +173,31 @@ class _PixelPairs:
         k = min(_CHUNK, max(n, 1))
         reg = np.empty(k, dtype=np.int32)
         bb = np.int32(b)
-        for s in range(0, n, k):
-            e = min(n, s + k)
-            r = reg[: e - s]
-            np.multiply(r_flat[s:e], bb, out=r, casting="unsafe")
-            np.add(r, self.pair[s:e], out=code[s:e], casting="unsafe")
+        if reuse and self.pair is None:
+            self._make_pairs()
+        if self.pair is not None:
+            for s in range(0, n, k):
+                e = min(n, s + k)
+                r = reg[: e - s]
+                np.multiply(r_flat[s:e], bb, out=r, casting="unsafe")
+                np.add(r, self.pair[s:e], out=code[s:e], casting="unsafe")
+        else:  # one-off: build the pair codes chunk by chunk, fused with the region part
+            dtype = np.uint8 if 2 * b <= 256 else np.uint16
+            cap = np.full(k, self.c, dtype=np.uint8)
+            a0, q0 = np.empty(k, dtype=np.uint8), np.empty(k, dtype=np.uint8)
+            w0 = np.empty(k, dtype=dtype)
+            c1_, b_ = dtype(self.c + 1), dtype(b)
+            for s in range(0, n, k):
+                e = min(n, s + k)
+                m = e - s
+                a, q, w, r = a0[:m], q0[:m], w0[:m], reg[:m]
+                np.minimum(self._t8[s:e], cap[:m], out=a)
+                np.minimum(self._p8[s:e], cap[:m], out=q)
+                np.multiply(a, c1_, out=w, casting="unsafe")
+                w += q
+                w += b_
+                np.multiply(r_flat[s:e], bb, out=r, casting="unsafe")
+                np.add(r, w, out=code[s:e], casting="unsafe")
         size = (num_regions + 1) * b
         try:
             counts = np.bincount(code, minlength=size)
@@ -183,10 +213,11 @@ class _PixelPairs:
             _check_skipped(counts, array8, skip, self.c, axis, what)
         return counts
 
-    def confusion(self, regions: np.ndarray, num_regions: int) -> np.ndarray:
+    def confusion(self, regions: np.ndarray, num_regions: int, reuse: bool = True
+                  ) -> np.ndarray:
         """(R + 1, C, C) int64 confusion matrices; index 0 holds pixels outside every region."""
         c = self.c
-        return self.counts(regions, num_regions)[:, :c, :c].astype(np.int64)
+        return self.counts(regions, num_regions, reuse)[:, :c, :c].astype(np.int64)
 
 
 def _check_skipped(
@@ -216,7 +247,7 @@ def _confusion_all(
 ) -> np.ndarray:
     """(R + 1, C, C) int64 counts; index 0 holds pixels outside every region (-1)."""
     pairs = _PixelPairs(y_true, y_pred, num_classes, ignore_index, pred_nodata)
-    return pairs.confusion(regions, num_regions)
+    return pairs.confusion(regions, num_regions, reuse=False)
 
 
 def confusion_by_region(
