@@ -1,0 +1,48 @@
+"""``spatialfair train``: train one strategy run on a dataset's tile store.
+
+The run name comes from the config's ``strategies`` (``groupdro``, or ``groupdro-0.1`` for a
+sweep value). Writes ``model.pt``, ``train_log.csv`` and ``checkpoint.pt`` into ``--out``.
+Under ``torchrun --nproc_per_node N -m spatialfair.cli train ...`` it trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..config import dataset_config, load_config, strategy_runs
+from ..errors import InputError
+
+HELP = "train a segmentation model with one fairness strategy on a tile store"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    p.add_argument("--strategy", required=True,
+                   help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1")
+    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    p.add_argument("--out", required=True, help="output folder (results/NAME/RUN_NAME)")
+    p.add_argument("--partitions", default=None,
+                   help="partitions.gpkg (default: beside the tile store, if present)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt if it exists")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="stop after N epochs in total, leaving a checkpoint to --resume from")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..train import train
+
+    config = load_config(args.config)
+    ds = dataset_config(config, args.dataset, require_files=False)
+    runs = {r.name: r for r in strategy_runs(config)}
+    if args.strategy not in runs:
+        raise InputError(f"--strategy {args.strategy}", "no such run in the config's strategies",
+                         f"use one of {sorted(runs)}")
+    path = train(config, ds, runs[args.strategy], Path(args.tiles), Path(args.out),
+                 resume=args.resume, partitions=args.partitions,
+                 stop_after_epoch=args.stop_after_epoch)
+    log.info("%s/%s: %s", ds.name, args.strategy, path)

@@ -1,0 +1,371 @@
+"""Torch datasets and loaders over a tile store, plus streaming statistics of the training tiles.
+
+* :class:`TileDataset` serves one split of a tile store (``docs/ARCHITECTURE.md``): per tile a
+  normalised image, labels (255 = ignore), the valid-pixel mask, the region id of every pixel in
+  the training partitioning, and the tile's region in each of several partitionings (for the
+  multi-scale SPAD strategy). Chips are read from read-only memmaps one tile at a time, so
+  memory does not grow with the store; the tile index is read without its geometries.
+* :func:`band_stats` and :func:`region_pixel_counts` stream over the training tiles only (a
+  chunk of tiles at a time) for the normalisation statistics and the region sizes that the
+  ``reweight`` and ``groupdro`` strategies need.
+* Augmentation (flips and 90-degree rotations) is drawn from ``(seed, epoch, tile_id)``, so it
+  is the same whatever the number of workers and reproducible after a resume, and it is applied
+  identically to image, labels, mask and regions.
+* :func:`make_loader` builds the DataLoader: a sampler whose shuffle depends only on
+  ``(seed, epoch)`` (a ``DistributedSampler``, also with one process), an evaluation sampler
+  that shards without padding under DDP (no tile counted twice), workers and pinned memory
+  when training on CUDA.
+
+Image pixels the tiler marked invalid (label = ignore and 0 in every band) become 0 after
+normalisation, i.e. the training mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .errors import InputError
+from .tiling import TileStore
+
+log = logging.getLogger(__name__)
+
+IGNORE = 255
+SPLITS = ("train", "val", "test")
+CHUNK_BYTES = 32 * 2**20
+
+
+def _store(store: TileStore | str | Path) -> TileStore:
+    return store if isinstance(store, TileStore) else TileStore(store)
+
+
+def tile_table(store: TileStore | str | Path, split: str | None = None,
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The tile index as a plain DataFrame (no geometries), optionally one split only.
+
+    ``split`` None or ``'all'`` keeps every tile. Rows are sorted by ``tile_id``.
+    """
+    store = _store(store)
+    path = store.index_path
+    if not path.exists():
+        raise InputError(store.path, "the tile store has no tile index",
+                         "run `spatialfair tile` (and `split`) first")
+    if split not in (None, "all") and path.name != "tiles.gpkg":
+        raise InputError(store.path, "tiles.gpkg (with the train/val/test split) is missing",
+                         "run `spatialfair split` for this dataset first")
+    table = pyogrio.read_dataframe(path, layer="tiles", read_geometry=False,
+                                   columns=list(columns) if columns else None)
+    if split not in (None, "all"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or 'all', not {split!r}")
+        table = table[table["split"] == split]
+    return table.sort_values("tile_id").reset_index(drop=True)
+
+
+def partitionings_in(table: pd.DataFrame) -> list[str]:
+    """Names of the partitionings with a ``region__<name>`` column in the tile table."""
+    return [c.removeprefix("region__") for c in table.columns if c.startswith("region__")]
+
+
+def _invalid(images: np.ndarray, labels: np.ndarray, ignore: int) -> np.ndarray:
+    """Pixels the tiler marked invalid: label ignore and 0 in every band (axis -3)."""
+    return (labels == ignore) & (images == 0).all(axis=-3)
+
+
+def _chunks(table: pd.DataFrame, tile_bytes: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(scene, store indexes) in chunks of about CHUNK_BYTES, in store order."""
+    step = max(1, CHUNK_BYTES // max(1, tile_bytes))
+    for scene, rows in table.groupby("scene", sort=False):
+        idx = np.sort(rows["store_index"].to_numpy())
+        for i in range(0, len(idx), step):
+            yield str(scene), idx[i:i + step]
+
+
+def band_stats(store: TileStore | str | Path, split: str = "train"
+               ) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation over the valid pixels of ``split`` tiles.
+
+    Streams chunks of tiles (float64 accumulation with Chan's parallel update, so there is no
+    cancellation for large offsets such as dB values). A band with zero spread gets std 1.
+    """
+    store = _store(store)
+    table = tile_table(store, split, ["tile_id", "scene", "store_index"] +
+                       (["split"] if split not in (None, "all") else []))
+    if table.empty:
+        raise InputError(store.path, f"no '{split}' tiles to compute band statistics from",
+                         "check the split settings (split.val, split.test)")
+    nb, t = len(store.bands), store.tile_size
+    count = 0.0
+    mean = np.zeros(nb)
+    m2 = np.zeros(nb)
+    itemsize = np.dtype(store.meta["dtype"]).itemsize
+    for scene, idx in _chunks(table, nb * t * t * itemsize):
+        img = np.asarray(store.images(scene)[idx], dtype=np.float64)
+        lab = np.asarray(store.labels(scene)[idx])
+        ok = ~_invalid(img, lab, store.ignore_index) & np.isfinite(img).all(axis=1)
+        n = float(ok.sum())
+        if n == 0:
+            continue
+        vals = img.transpose(1, 0, 2, 3)[:, ok]  # (bands, n)
+        c_mean = vals.mean(axis=1)
+        c_m2 = ((vals - c_mean[:, None]) ** 2).sum(axis=1)
+        delta = c_mean - mean
+        total = count + n
+        mean = mean + delta * n / total
+        m2 = m2 + c_m2 + delta**2 * count * n / total
+        count = total
+    if count == 0:
+        raise InputError(store.path, f"the '{split}' tiles have no valid pixel",
+                         "check the images' nodata and the labels")
+    std = np.sqrt(m2 / count)
+    flat = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+    if flat.any():
+        log.warning("band(s) %s are constant over the training tiles; their std is set to 1",
+                    [store.bands[i] for i in np.flatnonzero(flat)])
+        std[flat] = 1.0
+    return mean.tolist(), std.tolist()
+
+
+def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
+                        split: str = "train", partitioning: str = "regions") -> np.ndarray:
+    """Labelled pixels per region of ``partitioning`` over ``split`` tiles (int64, length K).
+
+    With ``num_regions`` None, K is one more than the largest region id found.
+
+    Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
+    ``region__<partitioning>`` for all its pixels (see :class:`TileDataset`). Also checks that
+    every label is a class id or the ignore value.
+    """
+    store = _store(store)
+    source = _region_source(store, partitioning)
+    cols = ["tile_id", "scene", "store_index"] + (["split"] if split not in (None, "all") else [])
+    if source == "tile":
+        cols.append(f"region__{partitioning}")
+    table = tile_table(store, split, cols)
+    cap = np.iinfo(np.int16).max + 1 if num_regions is None else int(num_regions)
+    counts = np.zeros(cap + 1, dtype=np.int64)
+    hist = np.zeros(256, dtype=np.int64)
+    t = store.tile_size
+    for scene, idx in _chunks(table, 3 * t * t):
+        lab = np.asarray(store.labels(scene)[idx])
+        hist += np.bincount(lab.reshape(-1), minlength=256)
+        labelled = lab != store.ignore_index
+        if source == "pixel":
+            reg = np.asarray(store.regions(scene)[idx]).astype(np.int64)
+        elif source == "tile":
+            rows = table[table["scene"] == scene].set_index("store_index")
+            per_tile = rows.loc[idx, f"region__{partitioning}"].to_numpy().astype(np.int64)
+            reg = np.broadcast_to(per_tile[:, None, None], lab.shape)
+        else:
+            reg = np.full(lab.shape, -1, dtype=np.int64)
+        reg = np.where((reg >= 0) & (reg < cap), reg, cap)
+        counts += np.bincount(reg[labelled], minlength=cap + 1)
+    bad = [int(v) for v in np.flatnonzero(hist)
+           if v >= store.num_classes and v != store.ignore_index]
+    if bad:
+        raise InputError(store.path, f"labels hold values {bad} that are neither class ids "
+                         f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
+                         "fix the label rasters or the dataset's classes, then re-tile")
+    if num_regions is None:
+        found = np.flatnonzero(counts[:cap])
+        return counts[: (found[-1] + 1 if found.size else 0)]
+    return counts[:num_regions]
+
+
+def _region_source(store: TileStore, partitioning: str) -> str:
+    """'pixel' (regions.bin holds it), 'tile' (index column) or 'none'."""
+    held = store.meta.get("regions_partitioning") or "regions"
+    if held == partitioning and all((store.path / f"{s}.regions.bin").exists()
+                                    for s in store.scenes):
+        return "pixel"
+    names = pyogrio.read_info(store.index_path, layer="tiles")["fields"]
+    if f"region__{partitioning}" in list(names):
+        return "tile"
+    return "none"
+
+
+def augment_params(seed: int, epoch: int, tile_id: int) -> tuple[int, bool]:
+    """(number of 90-degree rotations, horizontal flip) for one tile in one epoch."""
+    rng = np.random.default_rng([int(seed), int(epoch), int(tile_id)])
+    return int(rng.integers(4)), bool(rng.integers(2))
+
+
+def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
+    out = []
+    for a in arrays:
+        if flip:
+            a = a[..., ::-1]
+        if k:
+            a = np.rot90(a, k, axes=(-2, -1))
+        out.append(np.ascontiguousarray(a))
+    return out
+
+
+class TileDataset(Dataset):
+    """One split of a tile store as a torch Dataset.
+
+    Items are dicts: ``image`` float32 (bands, T, T), normalised with ``norm`` = (mean, std)
+    (by default the statistics of the store's training tiles), invalid pixels 0; ``label``
+    int64 (T, T), 255 where not labelled; ``valid`` bool (T, T) = labelled; ``regions`` int64
+    (T, T), region id of every pixel in ``partitioning`` (-1 = none); ``tile_regions`` int64
+    (P,), the tile's region in each of ``tile_partitionings`` (from the index columns
+    ``region__<name>``); ``tile_id`` int64.
+
+    Per-pixel regions come from ``<scene>.regions.bin`` when it holds ``partitioning``;
+    otherwise every pixel of a tile gets the tile's region (its centre's), which is logged.
+    """
+
+    def __init__(self, store_dir: str | Path | TileStore, split: str | None,
+                 partitioning: str = "regions", tile_partitionings: Sequence[str] | None = None,
+                 norm: tuple[Sequence[float], Sequence[float]] | None = None,
+                 augment: bool = False, seed: int = 0) -> None:
+        self.store = _store(store_dir)
+        self.split, self.partitioning = split, partitioning
+        self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
+        self.tile_partitionings = list(tile_partitionings or [])
+        self.region_source = _region_source(self.store, partitioning)
+        if self.region_source == "tile":
+            log.info("%s: regions.bin does not hold partitioning '%s'; each pixel gets its "
+                     "tile's region", self.store.path, partitioning)
+        elif self.region_source == "none":
+            log.warning("%s: no region ids for partitioning '%s' (run `spatialfair partition` "
+                        "and `split`); every pixel is outside every region", self.store.path,
+                        partitioning)
+        needed = [f"region__{p}" for p in self.tile_partitionings]
+        if self.region_source == "tile":
+            needed.append(f"region__{partitioning}")
+        table = tile_table(self.store, split)
+        missing = [c for c in needed if c not in table.columns]
+        if missing:
+            raise InputError(self.store.index_path, f"no column(s) {missing} in the tile index",
+                             f"use partitionings from {partitionings_in(table)} or re-run "
+                             "`spatialfair partition` and `split`")
+        if table.empty:
+            raise InputError(self.store.path, f"no '{split}' tiles",
+                             "check the split settings (split.val, split.test)")
+        scenes = self.store.scenes
+        unknown = set(table["scene"]) - set(scenes)
+        if unknown:
+            raise InputError(self.store.index_path, f"tiles of unknown scenes {sorted(unknown)}",
+                             "re-run `spatialfair tile`")
+        self.scene_names = scenes
+        self.scene_of = table["scene"].map({s: i for i, s in enumerate(scenes)}).to_numpy()
+        self.store_index = table["store_index"].to_numpy(np.int64)
+        self.tile_ids = table["tile_id"].to_numpy(np.int64)
+        self.tile_regions = (table[[f"region__{p}" for p in self.tile_partitionings]]
+                             .to_numpy(np.int64) if self.tile_partitionings
+                             else np.zeros((len(table), 0), np.int64))
+        self.pixel_tile_region = (table[f"region__{partitioning}"].to_numpy(np.int64)
+                                  if self.region_source == "tile" else None)
+        if norm is None:
+            norm = band_stats(self.store, "train")
+        self.mean = np.asarray(norm[0], np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(norm[1], np.float32).reshape(-1, 1, 1)
+        if self.mean.shape[0] != len(self.store.bands):
+            raise InputError(self.store.path, f"normalisation has {self.mean.shape[0]} bands, "
+                             f"the store {len(self.store.bands)}", "use the store's statistics")
+        self.ignore = self.store.ignore_index
+        self._maps: dict[tuple[str, str], np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_maps"] = None  # memmaps are reopened in each worker, not pickled
+        return state
+
+    def __len__(self) -> int:
+        return len(self.tile_ids)
+
+    @property
+    def norm(self) -> tuple[list[float], list[float]]:
+        return self.mean.ravel().tolist(), self.std.ravel().tolist()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation of this epoch (call before iterating)."""
+        self.epoch = int(epoch)
+
+    def _map(self, scene: str, kind: str) -> np.ndarray:
+        if self._maps is None:
+            self._maps = {}
+        key = (scene, kind)
+        if key not in self._maps:
+            self._maps[key] = getattr(self.store, kind)(scene)
+        return self._maps[key]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        scene = self.scene_names[self.scene_of[i]]
+        j = int(self.store_index[i])
+        img = np.asarray(self._map(scene, "images")[j], dtype=np.float32)
+        raw = np.asarray(self._map(scene, "labels")[j])
+        invalid = _invalid(img, raw, self.ignore) | ~np.isfinite(img).all(axis=0)
+        img = (img - self.mean) / self.std
+        img[:, invalid] = 0.0
+        label = raw.astype(np.int64)
+        label[raw == self.ignore] = IGNORE
+        if self.region_source == "pixel":
+            regions = np.asarray(self._map(scene, "regions")[j]).astype(np.int64)
+        elif self.region_source == "tile":
+            regions = np.full(label.shape, self.pixel_tile_region[i], dtype=np.int64)
+        else:
+            regions = np.full(label.shape, -1, dtype=np.int64)
+        if self.augment:
+            k, flip = augment_params(self.seed, self.epoch, int(self.tile_ids[i]))
+            img, label, regions = _augment([img, label, regions], k, flip)
+        return {
+            "image": torch.from_numpy(img),
+            "label": torch.from_numpy(label),
+            "valid": torch.from_numpy(label != IGNORE),
+            "regions": torch.from_numpy(regions),
+            "tile_regions": torch.from_numpy(self.tile_regions[i].copy()),
+            "tile_id": torch.tensor(int(self.tile_ids[i])),
+        }
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``, in order, without padding (evaluation)."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def set_epoch(self, epoch: int) -> None:  # same interface as DistributedSampler
+        pass
+
+
+def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int = 0,
+                num_workers: int = 0, device: str | torch.device = "cpu", rank: int = 0,
+                world_size: int = 1) -> DataLoader:
+    """DataLoader for training (shuffled by ``(seed, epoch)``) or evaluation (in order).
+
+    Training uses a ``DistributedSampler`` (also with one process) so that the order depends
+    only on seed and epoch: call ``loader.sampler.set_epoch(epoch)`` and
+    ``dataset.set_epoch(epoch)`` every epoch. Evaluation shards tiles over ranks without the
+    padding DistributedSampler adds, so no tile is counted twice. Pinned memory on CUDA.
+    """
+    if train:
+        sampler: Sampler[int] = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                                   shuffle=True, seed=seed, drop_last=False)
+    else:
+        sampler = ShardSampler(len(dataset), rank, world_size)
+    cuda = torch.device(device).type == "cuda"
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=cuda, drop_last=False, persistent_workers=False,
+                      prefetch_factor=4 if num_workers > 0 else None)
+
+
+__all__ = [
+    "IGNORE", "ShardSampler", "TileDataset", "augment_params", "band_stats", "make_loader",
+    "partitionings_in", "region_pixel_counts", "tile_table",
+]

@@ -1,0 +1,549 @@
+"""The training loop: one strategy on one dataset's tile store, to a self-contained ``model.pt``.
+
+:func:`train` checks its inputs first (tile store, split, tile size against the network's
+stride, the partitionings the strategy needs), then trains with AdamW and a one-cycle learning
+rate schedule (cosine annealing after a 20 % warm-up: it converges well in the short fixed
+budgets used here), gradient clipping, mixed precision on CUDA (bf16 where supported, else fp16
+with a GradScaler), and a fairness strategy from :mod:`spatialfair.fairness`.
+
+Model selection. After every epoch the model is evaluated on the validation tiles, overall and
+in every region of the training partitioning (a per-region confusion matrix from one
+``bincount`` over (region, true, predicted)). The kept epoch maximises
+
+    score = overall headline metric + worst-region headline metric
+
+where the worst region is taken over regions with at least ``evaluation.min_region_pixels``
+labelled validation pixels (all regions with pixels if none has that many). A point gained in
+the worst region is worth a point of overall accuracy, so a strategy is not rewarded for
+trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
+strategy uses the same criterion, so comparisons stay fair.
+
+Reproducibility. Seeds come from the config (the same initial weights and batch order for every
+strategy); shuffling depends only on (seed, epoch) and augmentation on (seed, epoch, tile), and
+deterministic algorithms are requested. A checkpoint (``checkpoint.pt``: weights, optimiser,
+schedule, scaler, strategy state, RNG states, best model so far, log) is written atomically after
+every epoch; ``resume=True`` continues from it to the same final weights as an uninterrupted run.
+
+Outputs in ``out_dir``: ``train_log.csv`` (per epoch: learning rate, training loss, validation
+headline metric overall and per region, worst region, difference, score), ``checkpoint.pt`` and,
+when training is complete, ``model.pt`` (bundle contract in docs/ARCHITECTURE.md).
+
+Distributed: under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank reads
+its share of the training tiles (DistributedSampler, ``set_epoch`` every epoch), region
+statistics are all-reduced before a strategy uses them, validation confusion matrices are summed
+over ranks (no padded duplicates), and only rank 0 logs and writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyogrio
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .atomic import atomic_path
+from .config import DatasetConfig, StrategyRun
+from .data import IGNORE, TileDataset, make_loader, region_pixel_counts, tile_table
+from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
+from .errors import InputError
+from .fairness import STRATEGIES, make_strategy
+from .metrics import metric_arrays, metric_names
+from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
+from .tiling import TileStore
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+LOG = "train_log.csv"
+CHECKPOINT_FORMAT = "spatialfair-checkpoint/1"
+
+DEFAULT_TRAINING = {"epochs": 12, "batch_size": 16, "lr": 0.003, "weight_decay": 1e-4,
+                    "grad_clip": 1.0, "device": "auto", "amp": True, "num_workers": 0,
+                    "augment": True, "partitioning": "regions", "deterministic": True}
+
+#: Default multi-scale partitionings of the SPAD strategy: the r x c grids ("Fairness by Where").
+SPAD_PARTITIONINGS = "grid_*"
+
+
+def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA if available, else Apple MPS, else CPU; or the named device."""
+    pref = (preference or "auto").lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(pref)
+    except RuntimeError as exc:
+        raise InputError("config: training.device", f"unknown device '{preference}'",
+                         "use auto, cpu, cuda, cuda:N or mps") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("config: training.device", "CUDA was asked for but is not available",
+                             "use device: auto or cpu, or install a CUDA build of PyTorch")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise InputError("config: training.device", "MPS was asked for but is not available",
+                         "use device: auto or cpu")
+    return device
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _partition_names(partitions: Path | None, name: str) -> list[str] | None:
+    """Region names of layer ``name`` of partitions.gpkg (None if unavailable)."""
+    if partitions is None or not Path(partitions).exists():
+        return None
+    layers = [row[0] for row in pyogrio.list_layers(partitions)]
+    if name not in layers:
+        return None
+    table = pyogrio.read_dataframe(partitions, layer=name, read_geometry=False)
+    table = table.sort_values("region_id")
+    if not np.array_equal(table["region_id"].to_numpy(), np.arange(len(table))):
+        raise InputError(partitions, f"layer {name}: region_id is not 0..K-1",
+                         "re-run `spatialfair partition`")
+    col = "region" if "region" in table.columns else "region_id"
+    return [str(v) for v in table[col]]
+
+
+def _confusion_by_region(regions: torch.Tensor, target: torch.Tensor, pred: torch.Tensor,
+                         valid: torch.Tensor, num_regions: int, num_classes: int) -> torch.Tensor:
+    """(K+1, C, C) counts on the device; row 0 holds pixels outside every region.
+
+    One ``bincount`` over the code ``(region + 1) * C * C + true * C + pred``. (Device-side
+    twin of :func:`spatialfair.metrics.confusion_by_region`, which works on numpy arrays; kept
+    here so validation predictions never leave the GPU.)
+    """
+    c = num_classes
+    reg = regions.long().clamp(-1, num_regions - 1) + 1
+    code = (reg * c + target.clamp(0, c - 1)) * c + pred
+    size = (num_regions + 1) * c * c
+    code = torch.where(valid, code, torch.full_like(code, size))
+    counts = torch.bincount(code.reshape(-1), minlength=size + 1)[:size]
+    return counts.view(num_regions + 1, c, c)
+
+
+def evaluate(model: nn.Module, loader, device: torch.device, num_regions: int,
+             num_classes: int, autocast=None, reduce: Reducer | None = None) -> np.ndarray:
+    """Validation confusion matrices (K+1, C, C), int64, summed over ranks; row 0 = no region."""
+    model.eval()
+    total = torch.zeros(num_regions + 1, num_classes, num_classes, dtype=torch.long,
+                        device=device)
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
+            with autocast() if autocast else nullcontext():
+                logits = model(x)
+            pred = logits.argmax(1)
+            total += _confusion_by_region(batch["regions"].to(device), batch["label"].to(device),
+                                          pred, batch["valid"].to(device), num_regions,
+                                          num_classes)
+    if reduce is not None:
+        total = reduce(total)
+    return total.cpu().numpy().astype(np.int64)
+
+
+def selection_score(overall: float, worst: float) -> float:
+    """The model-selection criterion: overall + worst-region headline metric (NaN -> -inf)."""
+    value = overall + worst
+    return value if math.isfinite(value) else -math.inf
+
+
+def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
+                         region_names: list[str], min_pixels: int) -> dict[str, Any]:
+    """Overall and per-region validation metrics from (K+1, C, C) confusion matrices."""
+    overall = {k: float(v) for k, v in metric_arrays(conf.sum(0), classes).items()}
+    if headline not in overall:
+        raise InputError("config: headline_metric", f"unknown metric '{headline}'",
+                         f"use one of {sorted(overall)}")
+    per_region = metric_arrays(conf[1:], classes)[headline]
+    n = conf[1:].sum(axis=(1, 2))
+    eligible = np.isfinite(per_region) & (n >= min_pixels)
+    if not eligible.any():
+        eligible = np.isfinite(per_region) & (n > 0)
+    if eligible.any():
+        vals = np.where(eligible, per_region, np.inf)
+        worst_i = int(np.argmin(vals))
+        worst = float(per_region[worst_i])
+        difference = float(per_region[eligible].max() - per_region[eligible].min())
+        worst_name = region_names[worst_i]
+    else:
+        worst, difference, worst_name = math.nan, math.nan, ""
+    return {"overall": overall, "headline": overall[headline], "by_region": per_region.tolist(),
+            "region_pixels": n.tolist(), "worst": worst, "worst_region": worst_name,
+            "difference": difference, "score": selection_score(overall[headline], worst)}
+
+
+def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore) -> str:
+    """Hash of what determines the training, to refuse resuming a different run."""
+    keys = {"model": config.get("model"), "training": config.get("training"),
+            "seed": config.get("seed"), "strategy": [run.name, run.strategy, run.options],
+            "tiles": {s: m["n_tiles"] for s, m in store.meta["scenes"].items()},
+            "tile_size": store.tile_size}
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_log(history: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
+
+
+def _autocast_factory(device: torch.device, amp: bool):
+    """(autocast context factory or None, GradScaler or None, dtype name)."""
+    if device.type != "cuda" or not amp:
+        return None, None, "float32"
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def factory():
+        return torch.autocast(device_type="cuda", dtype=dtype)
+
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return factory, scaler, str(dtype).removeprefix("torch.")
+
+
+class _Plan:
+    """Everything :func:`train` resolves and checks before it builds a model."""
+
+    def __init__(self, config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: Path,
+                 partitions: Path | None) -> None:
+        self.config = config
+        self.tcfg = {**DEFAULT_TRAINING, **(config.get("training") or {})}
+        self.mcfg = dict(config.get("model") or {})
+        if run.strategy not in STRATEGIES:
+            raise InputError(f"config: strategies.{run.name}", f"unknown strategy "
+                             f"'{run.strategy}'", f"use one of {sorted(STRATEGIES)}")
+        self.store = TileStore(store_dir)
+        store = self.store
+        if store.num_classes != ds.num_classes or store.classes != ds.classes:
+            raise InputError(store.path, f"the tile store has classes {store.classes}, the "
+                             f"dataset {ds.classes}", "re-run `spatialfair tile`")
+        check_tile_size(store.tile_size, self.mcfg)
+        if ds.headline_metric not in metric_names(ds.classes):
+            raise InputError(f"config: datasets.{ds.name}.headline_metric",
+                             f"'{ds.headline_metric}' is not a metric of classes {ds.classes}",
+                             f"use one of {metric_names(ds.classes)}")
+        self.table = tile_table(store, "all")
+        if "split" not in self.table.columns:
+            raise InputError(store.path, "the tile index has no split",
+                             "run `spatialfair split` first")
+        for split in ("train", "val"):
+            if not (self.table["split"] == split).any():
+                raise InputError(store.index_path, f"no '{split}' tiles",
+                                 "check the split settings (split.val, split.test)")
+        self.partitioning = self.tcfg["partitioning"]
+        self.partitions = partitions
+        names = _partition_names(partitions, self.partitioning)
+        col = f"region__{self.partitioning}"
+        if names is None:
+            if col not in self.table.columns:
+                raise InputError(store.index_path, f"no partitioning '{self.partitioning}' "
+                                 "(config training.partitioning)",
+                                 "run `spatialfair partition` and `split`, or set "
+                                 "training.partitioning to one of "
+                                 f"{[c[8:] for c in self.table.columns if c.startswith('region__')]}")
+            k = int(self.table[col].max()) + 1
+            counts = region_pixel_counts(store, None, "train", self.partitioning)
+            k = max(k, len(counts), 1)
+            names = [str(i) for i in range(k)]
+        self.region_names = names
+        self.num_regions = len(names)
+        self.region_counts = region_pixel_counts(store, self.num_regions, "train",
+                                                 self.partitioning)
+        labelled = int(self.region_counts.sum())
+        total = int(self.table.loc[self.table["split"] == "train", "n_valid"].sum()) \
+            if "n_valid" in self.table.columns else labelled
+        if labelled == 0 and STRATEGIES[run.strategy].uses_regions:
+            raise InputError(store.path, f"no labelled training pixel lies in a region of "
+                             f"'{self.partitioning}'", "check the regions file covers the scenes")
+        if total and labelled < 0.95 * total and STRATEGIES[run.strategy].uses_regions:
+            log.warning("%.0f%% of labelled training pixels lie outside every region of '%s'; "
+                        "strategy %s ignores them", 100 * (1 - labelled / total),
+                        self.partitioning, run.strategy)
+        opts = dict(run.options)
+        self.strength = opts.pop("strength", None)
+        pattern = opts.pop("partitionings", SPAD_PARTITIONINGS)
+        self.tile_partitionings: list[str] = []
+        self.partition_sizes: list[int] = []
+        if run.strategy == "spad":
+            have = [c[8:] for c in self.table.columns if c.startswith("region__")]
+            pats = [pattern] if isinstance(pattern, str) else list(pattern)
+            chosen = [p for p in have if any(fnmatch.fnmatch(p, q) for q in pats)]
+            if not chosen:
+                raise InputError(f"config: strategies.{run.name}.partitionings",
+                                 f"no partitioning matches {pats} in the tile index",
+                                 f"use names or patterns from {have}")
+            self.tile_partitionings = chosen
+            for p in chosen:
+                pn = _partition_names(partitions, p)
+                self.partition_sizes.append(len(pn) if pn is not None
+                                            else int(self.table[f"region__{p}"].max()) + 1)
+        self.strategy_options = opts
+        self.run = run
+        self.ds = ds
+        self.min_pixels = int((config.get("evaluation") or {}).get("min_region_pixels", 1000))
+
+
+def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Path,
+          out_dir: str | Path, resume: bool = False, *, partitions: str | Path | None = None,
+          stop_after_epoch: int | None = None) -> Path:
+    """Train ``run`` on the tile store and write ``out_dir/model.pt``; return its path.
+
+    ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
+    store, ``<store>/../partitions.gpkg``, if it exists). ``resume`` continues from
+    ``out_dir/checkpoint.pt`` when present. ``stop_after_epoch`` ends the run after that many
+    epochs in total, leaving a checkpoint to resume from (e.g. for wall-time-limited jobs);
+    the checkpoint's path is then returned instead of the model's.
+    """
+    store_dir, out_dir = Path(store_dir), Path(out_dir)
+    if partitions is None and (store_dir.parent / "partitions.gpkg").exists():
+        partitions = store_dir.parent / "partitions.gpkg"
+    plan = _Plan(config, ds, run, store_dir, Path(partitions) if partitions else None)
+    tcfg = plan.tcfg
+    prev_det = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    changed = False
+    ctx = DistContext()
+    try:
+        ctx = init_distributed(resolve_device(tcfg["device"]).type == "cuda")
+        device = resolve_device(tcfg["device"], ctx.local_rank)
+        if tcfg["deterministic"] and device.type == "cuda":
+            # CPU kernels used here are deterministic already, and switching the global flag
+            # imports torch's compiler stack (seconds per process), so only on CUDA.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            changed = True
+        return _train(plan, out_dir, device, ctx, resume, stop_after_epoch)
+    finally:
+        if changed:
+            torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev_det[2:]
+        shutdown(ctx)
+
+
+def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, resume: bool,
+           stop_after_epoch: int | None) -> Path:
+    tcfg, config, ds, run = plan.tcfg, plan.config, plan.ds, plan.run
+    seed = int(config.get("seed", 0))
+    epochs = int(tcfg["epochs"])
+    classes, headline = ds.classes, ds.headline_metric
+    reduce = Reducer(ctx.world_size) if ctx.distributed else None
+
+    from .data import band_stats
+
+    norm = band_stats(plan.store, "train")
+    train_ds = TileDataset(plan.store, "train", plan.partitioning, plan.tile_partitionings,
+                           norm=norm, augment=bool(tcfg["augment"]), seed=seed)
+    val_ds = TileDataset(plan.store, "val", plan.partitioning, norm=norm)
+    batch = int(tcfg["batch_size"])
+    workers = int(tcfg["num_workers"])
+    train_loader = make_loader(train_ds, batch, train=True, seed=seed, num_workers=workers,
+                               device=device, rank=ctx.rank, world_size=ctx.world_size)
+    val_loader = make_loader(val_ds, batch, train=False, num_workers=workers, device=device,
+                             rank=ctx.rank, world_size=ctx.world_size)
+    steps_per_epoch = len(train_loader)
+    total_steps = epochs * steps_per_epoch
+
+    _seed_everything(seed)
+    model = build_model(plan.mcfg, len(plan.store.bands), ds.num_classes).to(device)
+    if ctx.is_main:
+        log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
+                 "%d steps", ds.name, run.name, type(model).__name__, device,
+                 count_parameters(model), len(train_ds), len(val_ds), plan.num_regions,
+                 plan.partitioning, total_steps)
+    ddp_model: nn.Module = model
+    if ctx.distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]),
+                                  weight_decay=float(tcfg["weight_decay"]))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=float(tcfg["lr"]), total_steps=max(1, total_steps), pct_start=0.2,
+        anneal_strategy="cos")
+    autocast, scaler, amp_dtype = _autocast_factory(device, bool(tcfg["amp"]))
+    try:
+        strategy = make_strategy(
+            run.strategy, plan.num_regions, plan.strength, **plan.strategy_options,
+            region_counts=plan.region_counts.astype(np.float64), total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch, partition_sizes=plan.partition_sizes,
+            num_classes=ds.num_classes, seed=seed)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"config: strategies.{run.strategy}", str(exc),
+                         "see the strategy's options in docs (FAIRNESS.md)") from exc
+
+    fingerprint = _fingerprint(config, run, plan.store)
+    ckpt_path = out_dir / CHECKPOINT
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
+    start = 0
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
+            raise InputError(ckpt_path, "the checkpoint belongs to a different run (config, "
+                             "strategy or tiles changed)", "delete it to train from scratch")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        strategy.load_state_dict(ckpt["strategy"])
+        _set_rng_state(ckpt["rng"])
+        history, best, start = ckpt["history"], ckpt["best"], int(ckpt["epoch"])
+        if ctx.is_main:
+            log.info("resuming %s from epoch %d of %d", ckpt_path, start, epochs)
+    elif resume and ctx.is_main:
+        log.info("no checkpoint in %s: training from scratch", out_dir)
+
+    last = epochs if stop_after_epoch is None else min(epochs, int(stop_after_epoch))
+    for epoch in range(start, last):
+        t0 = time.perf_counter()
+        train_loader.sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        ddp_model.train()
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # objective, ce sum, n
+        bar = tqdm(train_loader, desc=f"{run.name} epoch {epoch + 1}/{epochs}", unit="batch",
+                   leave=False, disable=None if ctx.is_main else True)
+        for b in bar:
+            x = b["image"].to(device, non_blocking=True)
+            y = b["label"].to(device, non_blocking=True)
+            valid = b["valid"].to(device, non_blocking=True)
+            regions = b["regions"].to(device, non_blocking=True)
+            tile_regions = b["tile_regions"].to(device, non_blocking=True)
+            with autocast() if autocast else nullcontext():
+                logits = ddp_model(x)
+            logits = logits.float()
+            pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
+            loss = strategy.loss(pixel_loss, valid, regions, logits=logits, target=y,
+                                 tile_regions=tile_regions, reduce=reduce)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if tcfg["grad_clip"]:
+                nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                sums += torch.stack([loss.detach().double(),
+                                     pixel_loss.detach().double().sum(),
+                                     valid.sum().double()])
+        strategy.on_epoch_end(epoch, reduce)
+        if reduce is not None:
+            sums = reduce(sums)
+        conf = evaluate(unwrap(ddp_model), val_loader, device, plan.num_regions,
+                        ds.num_classes, autocast, reduce)
+        val = summarize_validation(conf, classes, headline, plan.region_names, plan.min_pixels)
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+               "train_loss": float(sums[0] / (steps_per_epoch * ctx.world_size)),
+               "train_ce": float(sums[1] / sums[2].clamp(min=1)),
+               f"val_{headline}": val["headline"], "val_worst_region": val["worst_region"],
+               f"val_worst_{headline}": val["worst"], "val_difference": val["difference"],
+               "score": val["score"], "seconds": round(time.perf_counter() - t0, 2)}
+        row.update({f"val_{headline}__{name}": v
+                    for name, v in zip(plan.region_names, val["by_region"])})
+        if val["score"] > best["score"]:
+            best = {"score": val["score"], "epoch": epoch + 1,
+                    "state": copy.deepcopy({k: v.detach().cpu()
+                                            for k, v in model.state_dict().items()}),
+                    "metrics": {**val["overall"], "worst_region": val["worst_region"],
+                                f"worst_{headline}": val["worst"],
+                                "difference": val["difference"], "score": val["score"]}}
+        row["selected"] = int(best["epoch"] == epoch + 1)
+        history.append(row)
+        if ctx.is_main:
+            log.info("%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
+                     run.name, epoch + 1, epochs, row["train_loss"], headline, val["headline"],
+                     val["worst_region"], val["worst"], val["score"],
+                     " (best)" if row["selected"] else "")
+            ckpt = {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "strategy": strategy.state_dict(), "rng": _rng_state(), "history": history,
+                    "best": best}
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(ckpt, tmp)
+            _write_log(history, out_dir / LOG)
+        barrier(ctx)
+
+    if last < epochs:
+        return ckpt_path
+    model_path = out_dir / MODEL
+    if ctx.is_main:
+        if best["state"] is None:  # resumed a finished run without history: keep the weights
+            best = {**best, "state": model.state_dict(), "epoch": epochs, "metrics": {}}
+        save_bundle(
+            model_path, best["state"], model_config={**_model_defaults(plan.mcfg)},
+            in_channels=len(plan.store.bands), num_classes=ds.num_classes, classes=classes,
+            colors=ds.colors, bands=plan.store.bands, norm_mean=norm[0], norm_std=norm[1],
+            tile_size=plan.store.tile_size, task=ds.task, ignore_index=ds.ignore_index,
+            nodata=ds.nodata, strategy=run.name,
+            strategy_state={**strategy.state_dict(), "strategy": run.strategy,
+                            "options": dict(run.options)},
+            config=config, epoch=best["epoch"], val_metrics=best["metrics"],
+            region_names=plan.region_names, partitioning=plan.partitioning,
+            amp_dtype=amp_dtype)
+        log.info("%s: kept epoch %d (score %.4f) -> %s", run.name, best["epoch"], best["score"],
+                 model_path)
+    barrier(ctx)
+    return model_path
+
+
+def _model_defaults(mcfg: Mapping[str, Any]) -> dict[str, Any]:
+    from .models import DEFAULT_MODEL
+
+    return {**DEFAULT_MODEL, **dict(mcfg)}
+
+
+__all__ = ["evaluate", "resolve_device", "selection_score", "summarize_validation", "train"]

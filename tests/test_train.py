@@ -1,0 +1,247 @@
+"""Training loop: outputs, model selection, resume, input checks, CLI, and short demo trainings."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spatialfair import cli
+from spatialfair.config import dataset_config, strategy_runs, validate_config
+from spatialfair.data import TileDataset, band_stats, make_loader
+from spatialfair.errors import InputError
+from spatialfair.metrics import confusion_by_region
+from spatialfair.models import load_bundle
+from spatialfair.train import (
+    _confusion_by_region,
+    evaluate,
+    selection_score,
+    summarize_validation,
+    train,
+)
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_data import make_store  # noqa: E402
+
+
+def _config(strategies=None, epochs=2, **training):
+    return validate_config({
+        "datasets": {"d": {"task": "flood", "images": "none/*.tif", "labels": "none/*.tif",
+                           "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
+        "strategies": strategies or ["erm"],
+        "model": {"width": 4, "depth": 2},
+        "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01, **training},
+        "evaluation": {"min_region_pixels": 10},
+    })
+
+
+def _run(config, name):
+    return {r.name: r for r in strategy_runs(config)}[name]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("train") / "tiles", tiles_per_scene=8)
+
+
+def test_train_writes_bundle_and_log(store, tmp_path):
+    config = _config(["groupdro"], epochs=3)
+    ds = dataset_config(config, "d", require_files=False)
+    path = train(config, ds, _run(config, "groupdro"), store, tmp_path / "groupdro")
+    assert path == tmp_path / "groupdro" / "model.pt"
+    model, bundle = load_bundle(path)
+    mean, std = band_stats(store, "train")
+    assert bundle["norm_mean"] == pytest.approx(mean) and bundle["norm_std"] == pytest.approx(std)
+    assert bundle["classes"] == ["c0", "c1"] and bundle["bands"] == ["b0", "b1"]
+    assert bundle["strategy"] == "groupdro" and bundle["tile_size"] == 16
+    q = bundle["strategy_state"]["q"]
+    assert q.shape == (3,) and math.isclose(float(q.sum()), 1.0, rel_tol=1e-5)
+    assert not torch.allclose(q, torch.full((3,), 1 / 3))  # the weights moved
+    log = pd.read_csv(tmp_path / "groupdro" / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2, 3]
+    region_cols = [f"val_iou_c1__{r}" for r in ("0", "1", "2")]
+    assert set(region_cols) <= set(log.columns)
+    per_region = log[region_cols].to_numpy()
+    np.testing.assert_allclose(log["val_worst_iou_c1"], per_region.min(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(log["val_difference"],
+                               per_region.max(axis=1) - per_region.min(axis=1), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(log["score"], log["val_iou_c1"] + log["val_worst_iou_c1"],
+                               rtol=1e-5)
+    kept = int(log["score"].to_numpy().argmax()) + 1
+    assert bundle["epoch"] == kept and log["selected"].iloc[kept - 1] == 1
+    assert bundle["val_metrics"]["score"] == pytest.approx(log["score"].max(), rel=1e-5)
+    # the bundle's weights are the kept epoch's: they reproduce its validation score
+    val = TileDataset(store, "val", norm=(bundle["norm_mean"], bundle["norm_std"]))
+    conf = evaluate(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
+    again = summarize_validation(conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10)
+    assert again["score"] == pytest.approx(bundle["val_metrics"]["score"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["spad", "variance"])
+def test_resume_gives_same_final_weights(store, tmp_path, name):
+    opts = {"warmup_steps": 2} if name == "variance" else {"warmup_steps": 3, "switch_every": 2}
+    config = _config({name: opts}, epochs=3)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, name)
+    full = train(config, ds, run, store, tmp_path / "full")
+    part = train(config, ds, run, store, tmp_path / "part", stop_after_epoch=1)
+    assert part.name == "checkpoint.pt" and not (tmp_path / "part" / "model.pt").exists()
+    assert len(pd.read_csv(tmp_path / "part" / "train_log.csv")) == 1
+    resumed = train(config, ds, run, store, tmp_path / "part", resume=True)
+    a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
+    ckpt_a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    ckpt_b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    for key, value in ckpt_a["model"].items():  # last epoch, not only the kept one
+        torch.testing.assert_close(ckpt_b["model"][key], value, rtol=0, atol=0)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "full" / "train_log.csv").drop(columns="seconds"),
+        pd.read_csv(tmp_path / "part" / "train_log.csv").drop(columns="seconds"))
+
+
+def test_resume_refuses_a_different_run(store, tmp_path):
+    config = _config(epochs=2)
+    ds = dataset_config(config, "d", require_files=False)
+    train(config, ds, _run(config, "erm"), store, tmp_path / "r", stop_after_epoch=1)
+    other = _config(epochs=2, lr=0.001)
+    with pytest.raises(InputError, match="different run"):
+        train(other, ds, _run(other, "erm"), store, tmp_path / "r", resume=True)
+
+
+def test_input_errors_before_training(store, tmp_path):
+    config = _config()
+    ds = dataset_config(config, "d", require_files=False)
+    deep = validate_config({**config, "model": {"width": 4, "depth": 5}})
+    with pytest.raises(InputError, match="tiling.size"):
+        train(deep, ds, _run(deep, "erm"), store, tmp_path / "a")
+    unsplit = make_store(tmp_path / "unsplit", split=False, regions=False)
+    with pytest.raises(InputError, match="split"):
+        train(config, ds, _run(config, "erm"), unsplit, tmp_path / "b")
+    wrong = validate_config({**config, "training": {**config["training"],
+                                                    "partitioning": "grid_7x7"}})
+    with pytest.raises(InputError, match="grid_7x7"):
+        train(wrong, ds, _run(wrong, "erm"), store, tmp_path / "c")
+    bad_metric = dataset_config(validate_config({**config, "datasets": {"d": {
+        **config["datasets"]["d"], "headline_metric": "iou_water"}}}), "d",
+        require_files=False)
+    with pytest.raises(InputError, match="iou_water"):
+        train(config, bad_metric, _run(config, "erm"), store, tmp_path / "d")
+    spad = _config({"spad": {"partitionings": "kmeans_*"}})
+    with pytest.raises(InputError, match="kmeans"):
+        train(spad, ds, _run(spad, "spad"), store, tmp_path / "e")
+    bogus = _config({"groupdro": {"bogus": 1}})
+    with pytest.raises(InputError, match="bogus"):
+        train(bogus, ds, _run(bogus, "groupdro"), store, tmp_path / "f")
+    assert not any((tmp_path / x / "model.pt").exists() for x in "abcdef")
+
+
+def test_confusion_and_validation_summary():
+    rng = np.random.default_rng(0)
+    regions = rng.integers(-1, 3, (2, 8, 8))
+    target = rng.integers(0, 2, (2, 8, 8))
+    pred = rng.integers(0, 2, (2, 8, 8))
+    valid = rng.random((2, 8, 8)) > 0.2
+    conf = _confusion_by_region(torch.from_numpy(regions), torch.from_numpy(target),
+                                torch.from_numpy(pred), torch.from_numpy(valid), 3, 2).numpy()
+    ref = confusion_by_region(regions, np.where(valid, target, 255), pred, 3, 2)
+    np.testing.assert_array_equal(conf[1:], ref)
+    np.testing.assert_array_equal(conf.sum(0), confusion_by_region(
+        np.zeros_like(regions), np.where(valid, target, 255), pred, 1, 2)[0])
+    # hand-made: region 0 perfect, region 1 half right, region 2 tiny (below min pixels)
+    cm = np.zeros((4, 2, 2), np.int64)
+    cm[1] = [[50, 0], [0, 50]]
+    cm[2] = [[25, 25], [25, 25]]
+    cm[3] = [[0, 5], [0, 0]]
+    summary = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b", "c"], 20)
+    assert summary["headline"] == pytest.approx(150 / 205)
+    assert summary["worst_region"] == "b" and summary["worst"] == pytest.approx(0.5)
+    assert summary["difference"] == pytest.approx(0.5)
+    assert summary["score"] == pytest.approx(150 / 205 + 0.5)
+    assert selection_score(0.8, float("nan")) == -math.inf
+
+
+def test_cli_train(store, tmp_path, monkeypatch):
+    cfg = tmp_path / "config.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(_config(["erm", "cvar"], epochs=1)))
+    out = tmp_path / "cvar"
+    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "cvar",
+                     "--tiles", str(store), "--out", str(out)])
+    assert code == 0 and (out / "model.pt").exists() and (out / "train_log.csv").exists()
+    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "dro",
+                     "--tiles", str(store), "--out", str(tmp_path / "x")])
+    assert code == 2 and not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------- the built-in demos
+DEMO_TRAINING = {"epochs": 4, "batch_size": 16, "lr": 0.005}
+
+
+@pytest.fixture(scope="module")
+def demo_stores(tmp_path_factory):
+    """Tile stores of the flood and crop demos (demo -> tile -> partition -> split)."""
+    from spatialfair.demo import make_demo
+    from spatialfair.partitions import build_partitions
+    from spatialfair.splits import split_tiles
+    from spatialfair.tiling import tile_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    stores = {}
+    for task in ("flood", "crop"):
+        data = root / task / "data"
+        make_demo(task, data, seed=0)
+        config = validate_config({
+            "datasets": {task: {"task": task, "images": str(data / "images" / "*.tif"),
+                                "labels": str(data / "labels" / "*.tif"),
+                                "regions": str(data / "regions.gpkg")}},
+            "partitions": {"grid_max": 3, "offset_grids": 0, "kmeans": [3]},
+            "strategies": ["erm", "spad"],
+            "model": {"width": 16, "depth": 3},
+            "training": DEMO_TRAINING,
+        })
+        ds = dataset_config(config, task)
+        res = root / task / "results"
+        tile_dataset(ds, res / "tiles", size=64)
+        build_partitions(res / "tiles", config, ds, res / "partitions.gpkg")
+        split_tiles(res / "tiles", res / "partitions.gpkg", config)
+        stores[task] = (config, ds, res)
+    return stores
+
+
+def _majority_metric(store_dir: Path, ds, split: str = "val") -> float:
+    """Headline metric of always predicting the most frequent training class."""
+    from spatialfair.data import tile_table
+    from spatialfair.metrics import metrics_from_confusion
+
+    table = tile_table(store_dir, "all")
+    counts = [table.loc[table.split == "train", f"count_{k}"].sum()
+              for k in range(ds.num_classes)]
+    major = int(np.argmax(counts))
+    val = table[table.split == split]
+    cm = np.zeros((ds.num_classes, ds.num_classes))
+    for k in range(ds.num_classes):
+        cm[k, major] = val[f"count_{k}"].sum()
+    value = metrics_from_confusion(cm, ds.classes)[ds.headline_metric]
+    return 0.0 if math.isnan(value) else value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task,strategy", [("flood", "erm"), ("crop", "spad")])
+def test_short_demo_training_learns(demo_stores, task, strategy):
+    config, ds, res = demo_stores[task]
+    path = train(config, ds, _run(config, strategy), res / "tiles", res / strategy)
+    log = pd.read_csv(res / strategy / "train_log.csv")
+    assert log["train_ce"].iloc[-1] < 0.8 * log["train_ce"].iloc[0]
+    _, bundle = load_bundle(path)
+    headline = bundle["val_metrics"][ds.headline_metric]
+    majority = _majority_metric(res / "tiles", ds)
+    assert headline > majority + 0.05, (headline, majority)
+    assert bundle["region_names"] and len(bundle["region_names"]) >= 3
