@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # GDAL/OGR wrappers log every layer write at INFO; keep our own messages readable.
+    for noisy in ("pyogrio", "rasterio", "fiona", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
