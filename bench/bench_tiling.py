@@ -7,13 +7,15 @@ label raster on the same grid. Then, on the same warm files:
 (a) reads every block of the image and the label with rasterio (``block_windows``): the
     floor any tiler must pay (decompression);
 (b) runs :func:`spatialfair.tiling.tile_dataset` (tile 256, no overlap) in a subprocess and
-    records its wall time and peak RSS (``ru_maxrss``).
+    records its wall time and peak RSS (``ru_maxrss``);
+(c) for context, writes as many bytes as the store's .bin files to a new file: the I/O floor
+    of the output, which (a) does not include.
 
 Each measurement runs in a fresh process (timed without imports), interleaved ``--repeat``
 times; the best of each counts. (a) is measured with GDAL's default cache and with the
-tiler's smaller one, and the faster is the baseline. Prints the ratio (b)/(a) (target <= 1.5;
-also as CPU time, which load from other processes disturbs less) and the peak RSS (target
-< 1 GB) as JSON.
+tiler's smaller one, and the faster is the baseline. Prints as JSON the ratio (b)/(a)
+(target <= 1.5), the same in CPU time (less disturbed by other processes' load), both also
+against (a)+(c), and the peak RSS of (b) (target < 1 GB).
 
     python bench/bench_tiling.py [--size 8192] [--tile 256] [--repeat 2] [--keep DIR]
 """
@@ -93,9 +95,17 @@ def child(mode: str, folder: Path, out: Path, tile: int) -> None:
         store = tile_dataset(ds, out, size=tile, overlap=0, min_valid_fraction=0.05)
     elif mode == "read":
         read_all_blocks(ds.images[0], ds.labels[0])
-    else:  # read with the tiler's GDAL cache size
+    elif mode == "read_small_cache":  # read with the tiler's GDAL cache size
         with rasterio.Env(GDAL_CACHEMAX=2 * READ_BYTES + 16 * 2**20):
             read_all_blocks(ds.images[0], ds.labels[0])
+    else:  # "write:N": append N bytes in 16 MiB pieces to a new file (the store's I/O floor)
+        n = int(mode.split(":")[1])
+        chunk = np.ones(16 * 2**20, dtype=np.uint8)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "write.bin", "wb") as f:
+            for start in range(0, n, len(chunk)):
+                f.write(memoryview(chunk)[: min(len(chunk), n - start)])
+    mode = mode.split(":")[0]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     extra = {"tiles": len(store.index)} if mode == "tile" else {}
     print(json.dumps({"mode": mode, "seconds": seconds, "cpu_seconds": cpu,
@@ -128,13 +138,19 @@ def main() -> None:
             generate(folder, args.size)
         gen_s = time.perf_counter() - t0
         gen_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        runs: dict[str, list[dict]] = {"read": [], "read_small_cache": [], "tile": []}
-        for i in range(args.repeat):  # interleaved, so load changes hit all three alike
+        runs: dict[str, list[dict]] = {"read": [], "read_small_cache": [], "tile": [],
+                                       "write": []}
+        for i in range(args.repeat):  # interleaved, so load changes hit all alike
             for mode in runs:
-                out = folder / "tiles" if mode == "tile" else folder / "unused"
-                runs[mode].append(measure(mode, folder, out, args.tile))
+                out = folder / "tiles" if mode == "tile" else folder / "scratch"
+                if mode == "write":
+                    nbytes = sum(f.stat().st_size for f in (folder / "tiles").glob("*.bin"))
+                    mode = f"write:{nbytes}"
+                runs[mode.split(":")[0]].append(measure(mode, folder, out, args.tile))
+        shutil.rmtree(folder / "scratch", ignore_errors=True)
         best = {m: min(r["seconds"] for r in rs) for m, rs in runs.items()}
         base = min(best["read"], best["read_small_cache"])
+        base_cpu = min(r["cpu_seconds"] for m in ("read", "read_small_cache") for r in runs[m])
         tile_runs = runs["tile"]
         out = folder / "tiles"
         report = {
@@ -145,9 +161,11 @@ def main() -> None:
             **{f"{m}_cpu_s": [round(r["cpu_seconds"], 2) for r in rs] for m, rs in runs.items()},
             "tiles": tile_runs[0]["tiles"],
             "ratio_wall": round(best["tile"] / base, 2),
-            "ratio_cpu": round(min(r["cpu_seconds"] for r in tile_runs)
-                               / min(r["cpu_seconds"] for m in ("read", "read_small_cache")
-                                     for r in runs[m]), 2),
+            "ratio_wall_vs_read_plus_write": round(best["tile"] / (base + best["write"]), 2),
+            "ratio_cpu": round(min(r["cpu_seconds"] for r in tile_runs) / base_cpu, 2),
+            "ratio_cpu_vs_read_plus_write": round(
+                min(r["cpu_seconds"] for r in tile_runs)
+                / (base_cpu + min(r["cpu_seconds"] for r in runs["write"])), 2),
             "tile_peak_rss_mb": round(max(r["peak_rss_mb"] for r in tile_runs), 1),
             "read_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["read"]), 1),
             "store_mb": round(sum(f.stat().st_size for f in out.iterdir() if f.is_file())

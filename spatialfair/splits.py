@@ -140,14 +140,19 @@ def assign_splits(
     if strata is None:
         s = np.full(n, -1, dtype=np.int64)
     else:
+        if isinstance(strata, pd.Series) and not strata.index.equals(index.index):
+            if len(strata) != n or not strata.index.isin(index.index).all():
+                raise ValueError("strata must have one value per tile of index (same index)")
+            strata = strata.reindex(index.index)
         s = np.asarray(strata, dtype=np.int64)
         if s.shape != (n,):
             raise ValueError(f"strata has {s.shape[0]} values for {n} tiles")
     size = np.bincount(block, minlength=n_blocks)
     majority, incidence = _majority(block, s, n_blocks)
     assign = np.full(n_blocks, _TRAIN, dtype=np.int8)
-    for stratum in np.unique(majority):
-        blocks = np.flatnonzero(majority == stratum)
+    by_stratum = np.argsort(majority, kind="stable")  # blocks grouped by stratum, in order
+    strata_ids, starts = np.unique(majority[by_stratum], return_index=True)
+    for stratum, blocks in zip(strata_ids, np.split(by_stratum, starts[1:])):
         rng = np.random.default_rng([int(seed), int(stratum) + 1])
         order = rng.permutation(blocks)
         sizes = size[order]

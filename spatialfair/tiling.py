@@ -336,9 +336,13 @@ class _SceneTiler:
                 tiles = _tile_view(data, n_r, n_c, size, stride)
                 ltiles = _tile_view(labels, n_r, n_c, size, stride)
                 chips, lchips = pair = writer.buffers()
-                for n, (i, j) in enumerate(zip(ki.tolist(), kj.tolist())):
-                    chips[n] = tiles[i, j]
-                    lchips[n] = ltiles[i, j]
+                if k == n_r * n_c:  # every tile kept: one strided copy each
+                    np.copyto(chips[:k].reshape(n_r, n_c, *chips.shape[1:]), tiles)
+                    np.copyto(lchips[:k].reshape(n_r, n_c, size, size), ltiles)
+                else:
+                    for n, (i, j) in enumerate(zip(ki.tolist(), kj.tolist())):
+                        chips[n] = tiles[i, j]
+                        lchips[n] = ltiles[i, j]
                 cls = _class_counts(lchips[:k], nc)
                 writer.submit(pair, k)
                 parts["counts"].append(cls)
@@ -403,6 +407,9 @@ def tile_dataset(
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap = int(size), int(overlap)
     out_dir = Path(out_dir)
+    if not ds.images:
+        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
+                         "check the glob or list the files")
     check_scene_names(ds)
     checked = []
     for image, label in zip(ds.images, ds.labels):

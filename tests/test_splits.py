@@ -105,6 +105,9 @@ def test_deterministic_and_independent_of_row_order():
     perm = np.random.default_rng(1).permutation(len(idx))
     c = assign_splits(idx.iloc[perm], block_tiles=3, seed=7, strata=strata.iloc[perm])
     assert c.sort_index().equals(a)
+    # a strata Series in another row order is aligned by its index
+    c = assign_splits(idx.iloc[perm], block_tiles=3, seed=7, strata=strata)
+    assert c.sort_index().equals(a)
     d = assign_splits(idx, block_tiles=3, seed=8, strata=strata)
     assert not d.equals(a)
 
