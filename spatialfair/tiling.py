@@ -12,7 +12,10 @@
   ``<scene>.label.bin`` so memory stays flat whatever the number of tiles; ``tile_grid.gpkg``
   (layer ``tiles``) and ``store.json`` describe them (see docs/ARCHITECTURE.md). Every file is
   written under a temporary name and renamed only when all scenes succeeded; ``store.json``
-  is written last and marks a complete store.
+  is written last and marks a complete store. Speed (see BENCHMARKS.md, "Tiling"): reads go
+  straight into reused buffers, GDAL's block cache is kept to two reads (aligned strips
+  decode each block once), and a background thread appends the chips while the next strip
+  is decoded.
 * :class:`TileStore` opens a store: metadata, the tile index, read-only memmaps of the
   chips, and writers for the final index (``tiles.gpkg``, by the split step) and the
   per-pixel region ids (``<scene>.regions.bin``, by the partition step).
@@ -55,7 +58,6 @@ READ_BYTES = 64 * 2**20
 #: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
 BASE_COLUMNS = ("tile_id", "scene", "store_index", "row_off", "col_off", "height", "width",
                 "valid_fraction", "n_valid")
-BOUNDS_COLUMNS = ("scene_crs", "xmin", "ymin", "xmax", "ymax")
 
 
 def _check_tiling(size: int, overlap: int, min_valid_fraction: float = 0.0) -> None:
