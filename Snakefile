@@ -7,7 +7,11 @@
 #
 # The rules only wire stages together; all science lives in the `spatialfair` package.
 
-configfile: "config.yaml"
+# The shipped config.yaml (the demo) is used only when no --configfile is given, so that
+# `--configfile my.yaml` runs exactly the user's datasets instead of merging them with the demo.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
