@@ -21,6 +21,9 @@ DATASETS = list(config["datasets"])
 RUNS = {r.name: r for r in strategy_runs(config)}
 
 
+ENV = "../envs/spatialfair.yaml"
+
+
 def yaml_dump(obj):
     import yaml
 
@@ -116,22 +119,3 @@ wildcard_constraints:
     dataset="|".join(map(lambda s: s.replace(".", r"\."), DATASETS)) or "NONE",
     run="|".join(map(lambda s: s.replace(".", r"\."), RUNS)) or "NONE",
     scene=r"[^/]+",
-
-
-rule write_config:
-    # The validated config (defaults filled) as one file the package's commands read, so a
-    # command run by hand with this file behaves exactly like the workflow.
-    output:
-        CONFIG_FILE,
-    params:
-        text=lambda w: yaml_dump(config),
-    log:
-        "logs/write_config.log",
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    run:
-        from spatialfair.atomic import atomic_write_text
-
-        atomic_write_text(output[0], params.text)

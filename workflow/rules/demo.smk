@@ -17,11 +17,13 @@ for _ds in DATASETS:
             regions=f"{_dir}/regions.gpkg",
         params:
             task=_task,
-            out=_dir,
+            out=lambda w, output: os.path.dirname(output.regions),
             seed=config["seed"],
             size=config["datasets"][_ds]["demo_size"],
         log:
             f"logs/demo/{_ds}.log",
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=2000,

@@ -39,11 +39,13 @@ for _ds in DATASETS:
         params:
             cfg=section("evaluation", "seed", dataset=_ds),
             dataset=_ds,
-            tiles=f"{_base}/tiles",
-            predictions=lambda w, _ds=_ds: f"{RESULTS}/{_ds}/{w.run}/predictions",
-            out=lambda w, _ds=_ds: f"{RESULTS}/{_ds}/{w.run}/fairness",
+            tiles=lambda w, input: os.path.dirname(input.index),
+            predictions=lambda w, input: os.path.dirname(input.predictions[0]),
+            out=lambda w, output: os.path.dirname(output.metrics),
         log:
             f"logs/{_ds}/{{run}}/evaluate.log",
+        conda:
+            ENV
         threads: 1
         resources:
             mem_mb=4000,
@@ -80,6 +82,8 @@ rule compare:
         runs=lambda w: " ".join(RUNS),
     log:
         "logs/{dataset}/compare.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,6 +13,8 @@ rule predict:
         cfg=lambda w: section("prediction"),
     log:
         "logs/{dataset}/{run}/predict_{scene}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,

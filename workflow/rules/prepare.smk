@@ -1,5 +1,25 @@
-# Tiling, partitionings and spatial splits: one job each per dataset. Tiling streams scene by
-# scene, window by window, so one job scales to many scenes without one job per tile.
+# The validated config, tiling, partitionings and spatial splits: one job each per dataset.
+# Tiling streams scene by scene, window by window, so one job scales to many scenes without
+# one job per tile.
+
+
+rule write_config:
+    # The validated config (defaults filled) as one file the package's commands read, so a
+    # command run by hand with this file behaves exactly like the workflow.
+    output:
+        CONFIG_FILE,
+    params:
+        text=lambda w: yaml_dump(config),
+    log:
+        "logs/write_config.log",
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    run:
+        from spatialfair.atomic import atomic_write_text
+
+        atomic_write_text(output[0], params.text)
 
 
 rule tile:
@@ -14,6 +34,8 @@ rule tile:
         out=lambda w, output: os.path.dirname(output.store),
     log:
         "logs/{dataset}/tile.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
@@ -38,6 +60,8 @@ rule partition:
         tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/partition.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
@@ -60,6 +84,8 @@ rule split:
         tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/split.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,

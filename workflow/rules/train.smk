@@ -21,6 +21,8 @@ rule train:
         ),
     log:
         "logs/{dataset}/{run}/train.log",
+    conda:
+        ENV
     threads: 2
     resources:
         mem_mb=8000,
