@@ -13,7 +13,8 @@ in every region of the training partitioning (a per-region confusion matrix from
     score = overall headline metric + worst-region headline metric
 
 where the worst region is taken over regions with at least ``evaluation.min_region_pixels``
-labelled validation pixels (all regions with pixels if none has that many). A point gained in
+labelled validation pixels and, for a class metric such as ``iou_water``, some pixels of that
+class (if no region qualifies: all regions with pixels). A point gained in
 the worst region is worth a point of overall accuracy, so a strategy is not rewarded for
 trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
 strategy uses the same criterion, so comparisons stay fair.
@@ -177,7 +178,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_regions: int,
             x = batch["image"].to(device, non_blocking=True)
             with autocast() if autocast else nullcontext():
                 logits = model(x)
-            pred = logits.argmax(1)
+            pred = logits.max(1).indices  # same as argmax(1), much faster on CPU
             total += _confusion_by_region(batch["regions"].to(device), batch["label"].to(device),
                                           pred, batch["valid"].to(device), num_regions,
                                           num_classes)
@@ -192,6 +193,18 @@ def selection_score(overall: float, worst: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
+def _has_class(conf: np.ndarray, classes: list[str], metric: str) -> np.ndarray:
+    """Regions where a class metric (iou/f1/recall of class c) can be judged: c is present.
+
+    A region without any true pixel of c scores 0 IoU with a single false positive; such a
+    region says nothing about how well c is found there, so it is not the "worst region".
+    """
+    kind, _, name = metric.partition("_")
+    if kind not in ("iou", "f1", "recall") or name not in classes:
+        return np.ones(conf.shape[0], dtype=bool)
+    return conf[:, classes.index(name), :].sum(axis=1) > 0
+
+
 def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
                          region_names: list[str], min_pixels: int) -> dict[str, Any]:
     """Overall and per-region validation metrics from (K+1, C, C) confusion matrices."""
@@ -201,7 +214,8 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
                          f"use one of {sorted(overall)}")
     per_region = metric_arrays(conf[1:], classes)[headline]
     n = conf[1:].sum(axis=(1, 2))
-    eligible = np.isfinite(per_region) & (n >= min_pixels)
+    eligible = np.isfinite(per_region) & (n >= min_pixels) & _has_class(conf[1:], classes,
+                                                                         headline)
     if not eligible.any():
         eligible = np.isfinite(per_region) & (n > 0)
     if eligible.any():
@@ -333,7 +347,8 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
 
     ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
     store, ``<store>/../partitions.gpkg``, if it exists). ``resume`` continues from
-    ``out_dir/checkpoint.pt`` when present. ``stop_after_epoch`` ends the run after that many
+    ``out_dir/checkpoint.pt`` when present and made by the same run (same model, training and
+seed settings, strategy and tiles; otherwise it trains from scratch). ``stop_after_epoch`` ends the run after that many
     epochs in total, leaving a checkpoint to resume from (e.g. for wall-time-limited jobs);
     the checkpoint's path is then returned instead of the model's.
     """
@@ -421,11 +436,15 @@ def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, r
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
     start = 0
+    ckpt = None
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
-            raise InputError(ckpt_path, "the checkpoint belongs to a different run (config, "
-                             "strategy or tiles changed)", "delete it to train from scratch")
+            if ctx.is_main:
+                log.warning("%s belongs to a different run (config, strategy or tiles changed):"
+                            " training from scratch", ckpt_path)
+            ckpt = None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -436,7 +455,7 @@ def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, r
         history, best, start = ckpt["history"], ckpt["best"], int(ckpt["epoch"])
         if ctx.is_main:
             log.info("resuming %s from epoch %d of %d", ckpt_path, start, epochs)
-    elif resume and ctx.is_main:
+    elif resume and ctx.is_main and not ckpt_path.exists():
         log.info("no checkpoint in %s: training from scratch", out_dir)
 
     last = epochs if stop_after_epoch is None else min(epochs, int(stop_after_epoch))

@@ -9,6 +9,7 @@ regions from global statistics and scale the local loss accordingly).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -135,3 +136,56 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         w0, w1 = results[0][name][2], results[1][name][2]
         if w0 is not None:
             torch.testing.assert_close(w0, w1, msg=f"{name}: ranks disagree on region weights")
+
+
+@pytest.mark.slow
+def test_torchrun_training_two_processes(tmp_path):
+    """`torchrun --nproc-per-node 2 -m spatialfair.cli train` end to end on CPU (gloo).
+
+    The validation score logged for the kept epoch (confusion matrices summed over ranks, each
+    tile once) must equal a single-process evaluation of the saved model.
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_data import make_store
+
+    from spatialfair.config import validate_config
+    from spatialfair.data import TileDataset, make_loader
+    from spatialfair.models import load_bundle
+    from spatialfair.train import evaluate, summarize_validation
+
+    store = make_store(tmp_path / "tiles", tiles_per_scene=9)  # odd tile counts per rank
+    config = validate_config({
+        "datasets": {"d": {"task": "flood", "images": "x/*.tif", "labels": "x/*.tif",
+                           "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
+        "strategies": ["groupdro"], "model": {"width": 4, "depth": 2},
+        "training": {"epochs": 2, "batch_size": 2}, "evaluation": {"min_region_pixels": 10}})
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    out = tmp_path / "groupdro"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "spatialfair.cli", "train", "--config", str(cfg), "--dataset", "d",
+         "--strategy", "groupdro", "--tiles", str(store), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 1/2 joined" in proc.stderr or "rank 0/2 joined" in proc.stderr
+    log = pd.read_csv(out / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2]
+    model, bundle = load_bundle(out / "model.pt")
+    val = TileDataset(store, "val", norm=(bundle["norm_mean"], bundle["norm_std"]))
+    conf = evaluate(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
+    n_val_px = int((np.stack([val[i]["valid"].numpy() for i in range(len(val))])).sum())
+    assert conf.sum() == n_val_px
+    summary = summarize_validation(conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10)
+    kept = log.loc[log["epoch"] == bundle["epoch"]].iloc[0]
+    assert summary["score"] == pytest.approx(kept["score"], rel=1e-5)
+    q = bundle["strategy_state"]["q"]
+    assert torch.isclose(q.sum(), torch.tensor(1.0))

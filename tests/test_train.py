@@ -106,13 +106,17 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
         pd.read_csv(tmp_path / "part" / "train_log.csv").drop(columns="seconds"))
 
 
-def test_resume_refuses_a_different_run(store, tmp_path):
+def test_resume_ignores_the_checkpoint_of_a_different_run(store, tmp_path, caplog):
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     train(config, ds, _run(config, "erm"), store, tmp_path / "r", stop_after_epoch=1)
     other = _config(epochs=2, lr=0.001)
-    with pytest.raises(InputError, match="different run"):
-        train(other, ds, _run(other, "erm"), store, tmp_path / "r", resume=True)
+    train(other, ds, _run(other, "erm"), store, tmp_path / "r", resume=True)
+    assert "different run" in caplog.text
+    train(other, ds, _run(other, "erm"), store, tmp_path / "fresh")
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
+        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
 
 
 def test_input_errors_before_training(store, tmp_path):
@@ -245,3 +249,13 @@ def test_short_demo_training_learns(demo_stores, task, strategy):
     majority = _majority_metric(res / "tiles", ds)
     assert headline > majority + 0.05, (headline, majority)
     assert bundle["region_names"] and len(bundle["region_names"]) >= 3
+
+
+def test_worst_region_needs_the_class_for_class_metrics():
+    cm = np.zeros((3, 2, 2), np.int64)
+    cm[1] = [[40, 0], [10, 30]]   # iou_c1 = 0.75
+    cm[2] = [[80, 3], [0, 0]]     # no c1 at all: iou_c1 = 0 from 3 false positives
+    s = summarize_validation(cm, ["c0", "c1"], "iou_c1", ["a", "b"], 10)
+    assert s["worst_region"] == "a" and s["worst"] == pytest.approx(0.75)
+    acc = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b"], 10)
+    assert acc["worst_region"] == "a" and acc["worst"] == pytest.approx(70 / 80)
