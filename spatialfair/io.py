@@ -263,6 +263,8 @@ class GeoTiffWriter:
             driver="GTiff", crs=crs, transform=transform, width=width, height=height,
             count=count, dtype=dtype, nodata=nodata, **GTIFF_OPTIONS,
         )
+        # The intermediate file is re-encoded by the final copy, so compress it fast.
+        self.profile["ZLEVEL"] = 1
         if np.issubdtype(np.dtype(dtype), np.floating):
             self.profile["PREDICTOR"] = 3
         elif np.dtype(dtype).itemsize > 1:

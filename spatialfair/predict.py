@@ -1,0 +1,598 @@
+"""Sliding-window prediction of whole scenes into georeferenced Cloud-Optimized GeoTIFFs.
+
+Why this module exists: a segmentation model sees fixed-size windows, users want one raster per
+scene that opens in QGIS, and scenes can be far larger than memory. :func:`predict_scene` walks
+the scene in horizontal strips of overlapping windows and never holds more than one strip:
+
+* **Windows.** Offsets ``0, s, 2s, ...`` with stride ``s = window - overlap`` in both
+  directions, the last window extending past the right/bottom edge (padding read with
+  :func:`spatialfair.io.read_padded`), so every pixel is predicted and no window shrinks.
+* **Blending.** Overlapping windows are blended with a separable *linear cross-fade*
+  (trapezoidal) weight: 1 in the window's interior, ramping linearly over the ``overlap``
+  pixels at each side, ``w(i) = min(1, (i + 0.5) / overlap, (window - i - 0.5) / overlap)``.
+  Where two neighbouring windows overlap their ramps sum to exactly 1, so the blend is a plain
+  linear cross-fade that hides seams and down-weights window borders, where a convolutional
+  network sees the least context. The ramp never reaches 0 (its floor is ``0.5 / overlap`` per
+  axis), so pixels at the scene edge, covered by one window only, still get weight and
+  ``sum(w * p) / sum(w)`` is defined everywhere. Probabilities (not logits) are blended;
+  accumulators are float64 so a model that predicts the same probability everywhere gives
+  exactly that float32 value everywhere.
+* **Bounded memory.** Windows of one strip are run in batches from left to right. For a batch
+  the accumulator covers only the batch's columns; columns finished for the strip are emitted
+  at once, except their bottom ``overlap`` rows, which are carried (as partial sums) to the next
+  strip, and the batch's right ``overlap`` columns, which are carried to the next batch. Memory
+  is therefore ``O(batch_size * window**2 * classes + overlap * width * classes)``: it does not
+  grow with the scene's height and barely with its width. The GDAL block cache, which would
+  otherwise grow to 5 % of RAM, is capped for the duration of the call (see
+  :func:`gdal_cache_size`) unless the user set ``GDAL_CACHEMAX``.
+* **Outputs.** A class raster (uint8, colour table from the bundle, nodata 255, NEAREST
+  overviews, band description ``class``) and optionally a probability raster (float32, nodata
+  NaN, AVERAGE overviews): the water probability ``p_water`` for flood models, the probability
+  of the predicted class ``p_max`` for crop models, or one band ``p_<class>`` per class with
+  ``probabilities='all'``. NaN is the probability nodata because it can never be mistaken for a
+  probability and GDAL excludes it when averaging overviews. Both are written window by window
+  through :class:`spatialfair.io.GeoTiffWriter` and converted to COG; nothing appears under the
+  final names unless the whole scene succeeded.
+* **Nodata.** Pixels invalid in the input (:func:`spatialfair.io.invalid_mask` with the nodata
+  override, else the bundle's, else the file's; plus an internal mask band) are fed to the
+  network as 0 after normalisation (:func:`spatialfair.models.normalize`, the same as in
+  training: 0 is the band mean) and written as 255 / NaN: no class is ever
+  predicted on nodata.
+
+Everything comes from the model bundle (bands, normalisation, classes, colours), so a new scene
+without labels can be predicted. Input problems (band mismatch, window not divisible by the
+network's stride) raise :class:`~spatialfair.errors.InputError` before any window is run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from .errors import InputError
+from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
+
+log = logging.getLogger(__name__)
+
+#: Class raster value of pixels that are not predicted (invalid input).
+CLASS_NODATA = 255
+#: Probability raster value of pixels that are not predicted.
+PROB_NODATA = float("nan")
+#: Output block size used by GeoTiffWriter (for the GDAL cache estimate).
+_BLOCK = 256
+_GENERIC_BAND = re.compile(r"^band[ _]?\d+$", re.IGNORECASE)
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_scene` wrote and a few numbers about it."""
+
+    classes_path: Path
+    probs_path: Path | None
+    height: int
+    width: int
+    n_windows: int
+    class_counts: dict[str, int] = field(default_factory=dict)
+    n_invalid: int = 0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def window_offsets(length: int, window: int, overlap: int) -> list[int]:
+    """Window start offsets along one axis: ``0, s, 2s, ...`` covering ``length`` pixels.
+
+    The stride is ``window - overlap``; the last window may extend past the edge (padding).
+    """
+    if window <= 0 or not 0 <= overlap < window:
+        raise ValueError(f"need window > 0 and 0 <= overlap < window, got {window}, {overlap}")
+    stride = window - overlap
+    n = 1 if length <= window else math.ceil((length - window) / stride) + 1
+    return [i * stride for i in range(n)]
+
+
+def blend_weights(window: int, overlap: int) -> np.ndarray:
+    """2-D linear cross-fade weight (float64, ``window x window``); see the module docstring."""
+    i = np.arange(window, dtype=np.float64)
+    if overlap > 0:
+        w1 = np.minimum(1.0, np.minimum((i + 0.5) / overlap, (window - i - 0.5) / overlap))
+    else:
+        w1 = np.ones(window)
+    return np.outer(w1, w1)
+
+
+def gdal_cache_size(width: int, window: int, batch_size: int, n_bands: int, in_itemsize: int,
+                    out_bytes_per_px: int) -> int:
+    """GDAL block cache (MB) that holds what one strip needs, at least 64 MB.
+
+    The input blocks under one batch of windows (plus one block row) and two block rows of
+    every output across the scene width, times 1.5. Reads and writes then hit the cache;
+    memory stays proportional to the width, not to the scene.
+    """
+    stride_cols = min(width, batch_size * window + _BLOCK)
+    need_in = (window + _BLOCK) * stride_cols * n_bands * in_itemsize
+    need_out = 2 * _BLOCK * (width + _BLOCK) * out_bytes_per_px
+    return max(64, int(math.ceil(1.5 * (need_in + need_out) / 2**20)))
+
+
+# --------------------------------------------------------------------------- bundle checks
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` -> CUDA, else MPS, else CPU; an explicit device must be available."""
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", f"device '{device}' requested but CUDA is not available",
+                         "use --device cpu or --device auto")
+    return dev
+
+
+def model_stride(bundle: Mapping[str, Any], model: torch.nn.Module | None = None) -> int:
+    """Total down-sampling factor of the bundle's network (window sides must be multiples).
+
+    Uses ``spatialfair.models.model_stride(model_config)`` when that exists, else an explicit
+    ``stride`` in the bundle or an attribute on the model, else ``2**depth`` for the built-in
+    U-Net and 32 for smp encoders; 1 when none of these applies (e.g. a fully convolutional
+    model without pooling).
+    """
+    config = dict(bundle.get("model_config") or {})
+    try:
+        from . import models  # noqa: PLC0415 (written by another module owner; optional)
+
+        fn = getattr(models, "model_stride", None)
+        if fn is not None and config:
+            return int(fn(config))
+    except ImportError:
+        pass
+    for value in (bundle.get("stride"), getattr(model, "stride", None),
+                  getattr(model, "output_stride", None)):
+        if isinstance(value, int) and value > 0:
+            return value
+    arch = str(config.get("arch", ""))
+    if arch.startswith("smp:"):
+        return 32
+    if arch == "unet" or "depth" in config:
+        return 2 ** int(config.get("depth", 3))
+    return 1
+
+
+def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
+    """1-based band indexes of ``info`` to feed to the model, in the model's band order.
+
+    * Both sides name their bands (every band description set and not a generic ``band_1``):
+      bands are selected by name (case-insensitive), so extra or reordered bands are fine; a
+      missing name is an error naming both lists.
+    * The image has no usable band names: its band count must be at least the model's; extra
+      bands are ignored with a warning (the first ``in_channels`` are used, as in tiling).
+    """
+    wanted = [str(b) for b in (bundle.get("bands") or [])]
+    n_in = int(bundle.get("in_channels") or len(wanted))
+    if wanted and len(wanted) != n_in:
+        raise InputError("model bundle", f"lists {len(wanted)} bands {wanted} but the network "
+                         f"takes {n_in} input channels", "re-export the model bundle")
+    names = [d for d in info.descriptions]
+    named = all(names) and len(set(names)) == len(names) and not all(
+        _GENERIC_BAND.match(n) for n in names)
+    wanted_named = wanted and not all(_GENERIC_BAND.match(w) for w in wanted)
+    if named and wanted_named:
+        lower = [n.casefold() for n in names]
+        missing = [w for w in wanted if w.casefold() not in lower]
+        if missing:
+            raise InputError(
+                info.path,
+                f"image bands {names} do not match the model's bands {wanted} "
+                f"(missing {missing})",
+                "predict an image with the bands the model was trained on (same names, any "
+                "order), or set the band descriptions of this file to those names if they are "
+                "the same bands",
+            )
+        indexes = [lower.index(w.casefold()) + 1 for w in wanted]
+        if indexes != list(range(1, n_in + 1)):
+            log.info("%s: using bands %s (by name) for the model's bands %s",
+                     info.path.name, indexes, wanted)
+        return indexes
+    if info.count < n_in:
+        raise InputError(
+            info.path,
+            f"image has {info.count} band(s) {names} but the model expects {n_in} {wanted}",
+            "predict an image with the bands the model was trained on",
+        )
+    if info.count > n_in:
+        log.warning("%s has %d bands and no band names; using the first %d for the model's "
+                    "bands %s", info.path, info.count, n_in, wanted)
+    return list(range(1, n_in + 1))
+
+
+def positive_class(bundle: Mapping[str, Any]) -> int:
+    """Index of the class whose probability a flood model writes (``water`` by default)."""
+    classes = list(bundle["classes"])
+    if isinstance(bundle.get("positive_class"), int):
+        return int(bundle["positive_class"])
+    if "water" in classes:
+        return classes.index("water")
+    return len(classes) - 1
+
+
+def probability_bands(bundle: Mapping[str, Any], probabilities: str) -> list[str]:
+    """Band descriptions of the probability raster for ``probabilities`` 'max' or 'all'."""
+    classes = list(bundle["classes"])
+    if probabilities == "all":
+        return [f"p_{c}" for c in classes]
+    if bundle.get("task") == "flood":
+        return [f"p_{classes[positive_class(bundle)]}"]
+    return ["p_max"]
+
+
+def _check_args(window: int, overlap: int, batch_size: int, probabilities: str) -> None:
+    if window < 1:
+        raise InputError("prediction.window", f"window {window} must be positive",
+                         "use e.g. 256")
+    if not 0 <= overlap < window:
+        raise InputError("prediction.overlap", f"overlap {overlap} must be >= 0 and smaller "
+                         f"than the window {window}", "use e.g. window 256, overlap 32")
+    if batch_size < 1:
+        raise InputError("prediction.batch_size", f"batch size {batch_size} must be >= 1",
+                         "use e.g. 8")
+    if probabilities not in ("max", "all"):
+        raise InputError("prediction.probabilities", f"unknown value '{probabilities}'",
+                         "use 'max' or 'all'")
+
+
+def _check_norm(bundle: Mapping[str, Any], n_in: int) -> None:
+    mean, std = bundle.get("norm_mean"), bundle.get("norm_std")
+    if mean is None or std is None or len(mean) != n_in or len(std) != n_in:
+        raise InputError("model bundle", f"norm_mean/norm_std must list one value per band "
+                         f"({n_in}), got {mean} / {std}", "re-export the model bundle")
+
+
+# --------------------------------------------------------------------------- the core
+
+
+class _Forward:
+    """Run a batch of windows on the device and return class probabilities (float32 numpy)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, num_classes: int,
+                 amp: bool) -> None:
+        self.model = model.to(device).eval()
+        self.device = device
+        self.num_classes = num_classes
+        self.autocast = contextlib.nullcontext
+        if device.type == "cuda" and amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            self.autocast = lambda: torch.autocast("cuda", dtype=dtype)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            else:
+                x = x.to(self.device)
+            with self.autocast():
+                out = self.model(x)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            out = out.float()
+            if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
+                raise ValueError(f"model returned shape {tuple(out.shape)} for input "
+                                 f"{tuple(x.shape)}; expected (batch, classes, height, width)")
+            if out.shape[1] == self.num_classes:
+                p = torch.softmax(out, dim=1)
+            elif out.shape[1] == 1 and self.num_classes == 2:
+                p1 = torch.sigmoid(out)
+                p = torch.cat([1 - p1, p1], dim=1)
+            else:
+                raise ValueError(f"model returned {out.shape[1]} channels for "
+                                 f"{self.num_classes} classes")
+            return p.cpu().numpy()
+
+
+def predict_scene(
+    model: torch.nn.Module,
+    bundle: Mapping[str, Any],
+    image_path: str | Path,
+    out_classes: str | Path,
+    out_probs: str | Path | None = None,
+    *,
+    window: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    probabilities: str = "max",
+    nodata: float | None = None,
+    amp: bool = True,
+    gdal_cache_mb: int | None = None,
+    background_io: bool = True,
+) -> PredictionResult:
+    """Predict ``image_path`` with ``model`` and write class (and probability) COGs.
+
+    ``bundle`` is the model bundle dict (ARCHITECTURE.md): ``classes``, ``colors``, ``bands``,
+    ``in_channels``, ``norm_mean``, ``norm_std``, ``task``, ``nodata``, ``model_config``.
+    ``nodata`` overrides the nodata value of the image (default: the bundle's, else the
+    file's). ``gdal_cache_mb`` caps GDAL's block cache during the call (default: enough for one
+    strip, see :func:`gdal_cache_size`; left alone when the environment sets GDAL_CACHEMAX).
+    ``background_io`` reads the next batch and writes finished blocks in two worker threads
+    while the model runs (same results; off only to measure or debug).
+    See the module docstring for windows, blending, memory and outputs.
+    """
+    t_start = time.perf_counter()
+    image_path = Path(image_path)
+    out_classes = Path(out_classes)
+    out_probs = Path(out_probs) if out_probs is not None else None
+    _check_args(window, overlap, batch_size, probabilities)
+    classes = [str(c) for c in bundle["classes"]]
+    nc = len(classes)
+    if nc > CLASS_NODATA:
+        raise InputError("model bundle", f"{nc} classes do not fit a uint8 class raster with "
+                         f"nodata {CLASS_NODATA}", "use at most 255 classes")
+    info = inspect_raster(image_path, role="image")
+    indexes = match_bands(info, bundle)
+    stride = model_stride(bundle, model)
+    if window % stride:
+        good = max(stride, window // stride * stride)
+        raise InputError("prediction.window", f"window {window} is not divisible by the "
+                         f"model's total stride {stride}", f"use a multiple of {stride}, e.g. "
+                         f"--window {good}")
+    if nodata is None:
+        nodata = bundle.get("nodata")
+        source = "model bundle"
+        if nodata is None:
+            nodata, source = info.nodata, "file"
+    else:
+        source = "override"
+    log.debug("%s: nodata %s (%s)", image_path.name, nodata, source)
+    _check_norm(bundle, len(indexes))
+    dev = resolve_device(device)
+    prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []
+    colors = bundle.get("colors")
+    colormap = hex_colormap(colors, CLASS_NODATA) if colors and len(colors) >= nc else None
+    if colormap is None:
+        log.warning("model bundle has no colour per class; the class raster gets no colour table")
+
+    env: dict[str, Any] = {}
+    if gdal_cache_mb is None and "GDAL_CACHEMAX" not in os.environ:
+        gdal_cache_mb = gdal_cache_size(info.width, window, batch_size, len(indexes),
+                                        np.dtype(info.dtype).itemsize, 1 + 4 * len(prob_desc))
+    if gdal_cache_mb:
+        env["GDAL_CACHEMAX"] = int(gdal_cache_mb)
+
+    rows = window_offsets(info.height, window, overlap)
+    cols = window_offsets(info.width, window, overlap)
+    n_windows = len(rows) * len(cols)
+    log.info("predicting %s (%d x %d, bands %s) with %d windows of %d px (overlap %d) on %s",
+             image_path.name, info.height, info.width, indexes, n_windows, window, overlap,
+             dev)
+    tags = {"SPATIALFAIR_CLASSES": ",".join(classes),
+            "SPATIALFAIR_TASK": str(bundle.get("task", "")),
+            "SPATIALFAIR_STRATEGY": str(bundle.get("strategy", "")),
+            "SPATIALFAIR_WINDOW": f"{window}/{overlap}"}
+    common = dict(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
+                  tags=tags)
+    forward = _Forward(model, dev, nc, amp)
+    counts = np.zeros(CLASS_NODATA + 1, dtype=np.int64)
+    t_publish = time.time_ns()
+    try:
+        with rasterio.Env(**env), rasterio.open(image_path) as src, \
+                contextlib.ExitStack() as stack:
+            cls_w = stack.enter_context(GeoTiffWriter(
+                out_classes, count=1, dtype="uint8", nodata=CLASS_NODATA,
+                descriptions=["class"], colormap=colormap, categorical=True, **common))
+            prob_w = None
+            if out_probs is not None:
+                prob_w = stack.enter_context(GeoTiffWriter(
+                    out_probs, count=len(prob_desc), dtype="float32", nodata=PROB_NODATA,
+                    descriptions=prob_desc, categorical=False, **common))
+            strips = _Strips(src, info, indexes, nodata, bundle, window, overlap, batch_size,
+                             rows, cols, forward, nc, prefetch=background_io)
+            emit = _Emitter(cls_w, prob_w, nc, probabilities, bundle, counts)
+            bar = stack.enter_context(tqdm(total=len(rows), unit="strip", disable=None,
+                                           desc=image_path.stem, leave=False))
+            # Finished blocks are converted and written by one worker thread while the next
+            # windows run on the device (at most one block in flight keeps memory bounded).
+            # The executor is entered after the writers, so it is drained before they close.
+            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sf-write")) \
+                if background_io else None
+            pending = None
+            for block, bad, win, strip_done in strips:
+                if pool is None:
+                    emit(block, bad, win)
+                else:
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(emit, block, bad, win)
+                bar.update(int(strip_done))
+            if pending is not None:
+                pending.result()
+    except BaseException:
+        # GeoTiffWriter publishes each file on a clean exit only; if the probability raster
+        # was published and the class raster then failed, withdraw it so the pair stays
+        # consistent (a file at a final path always comes from a complete run).
+        if out_probs is not None and out_probs.exists() and \
+                out_probs.stat().st_mtime_ns >= t_publish and not out_classes.exists():
+            out_probs.unlink()
+        raise
+    result = PredictionResult(
+        classes_path=out_classes, probs_path=out_probs, height=info.height, width=info.width,
+        n_windows=n_windows,
+        class_counts={c: int(counts[i]) for i, c in enumerate(classes)},
+        n_invalid=int(counts[CLASS_NODATA]), seconds=time.perf_counter() - t_start,
+    )
+    log.info("wrote %s%s in %.1f s (%d invalid px)", out_classes,
+             f" and {out_probs}" if out_probs else "", result.seconds, result.n_invalid)
+    return result
+
+
+class _Emitter:
+    """Turn finished accumulator blocks into class/probability values and write them."""
+
+    def __init__(self, cls_w: GeoTiffWriter, prob_w: GeoTiffWriter | None, nc: int,
+                 probabilities: str, bundle: Mapping[str, Any], counts: np.ndarray) -> None:
+        self.cls_w, self.prob_w, self.nc, self.counts = cls_w, prob_w, nc, counts
+        self.mode = probabilities if probabilities == "all" else (
+            "positive" if bundle.get("task") == "flood" else "max")
+        self.pos = positive_class(bundle)
+
+    def __call__(self, block: np.ndarray, bad: np.ndarray, win: Window) -> None:
+        # ``block``: (nc + 1, h, w) float64 weighted sums and (last) the weight sum. Dividing
+        # by the (positive) weight sum changes neither the argmax nor which value is largest,
+        # so only the probabilities that are written get divided.
+        sums, wsum = block[: self.nc], block[self.nc]
+        best = sums[0].copy()
+        cls = np.zeros(best.shape, dtype=np.uint8)
+        for k in range(1, self.nc):  # argmax over classes, first maximum wins
+            better = sums[k] > best
+            cls[better] = k
+            np.maximum(best, sums[k], out=best)
+        cls[bad] = CLASS_NODATA
+        self.counts += np.bincount(cls.ravel(), minlength=CLASS_NODATA + 1)
+        self.cls_w.write(cls, win)
+        if self.prob_w is not None:
+            if self.mode == "all":
+                out = (sums / wsum).astype(np.float32)
+            elif self.mode == "positive":
+                out = (sums[self.pos] / wsum).astype(np.float32)[None]
+            else:
+                out = (best / wsum).astype(np.float32)[None]
+            out[:, bad] = PROB_NODATA
+            self.prob_w.write(out, win)
+
+
+class _Strips:
+    """Iterate over finished output blocks of a scene, one batch of windows at a time.
+
+    Yields ``(acc, bad, window, strip_done)``: ``acc`` (nc + 1, h, w) float64 holds the
+    weighted probability sums and (last channel) the weight sum of finished pixels, ``bad``
+    (h, w) the invalid-input mask, ``window`` where they go in the scene, ``strip_done`` whether
+    this is the strip's last block (for progress bars); ``len()`` is the number of strips.
+    """
+
+    def __init__(self, src, info: RasterInfo, indexes: Sequence[int], nodata: float | None,
+                 bundle: Mapping[str, Any], window: int, overlap: int, batch_size: int,
+                 rows: list[int], cols: list[int], forward: _Forward, nc: int,
+                 prefetch: bool = True) -> None:
+        from .models import normalize  # the same normalisation as in training
+
+        self.src, self.info, self.indexes, self.nodata = src, info, list(indexes), nodata
+        self.normalize = lambda raw, bad: normalize(raw, bundle, ~bad)
+        self.window, self.overlap, self.batch_size = window, overlap, batch_size
+        self.rows, self.cols = rows, cols
+        self.forward, self.nc = forward, nc
+        self.weight = blend_weights(window, overlap)
+        self.prefetch = prefetch
+
+    def _read(self, r: int, c0: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised float32 input (bands, window, width) and its invalid mask."""
+        info, win = self.info, Window(c0, r, width, self.window)
+        raw = read_padded(self.src, win, indexes=self.indexes, fill=0)
+        bad = invalid_mask(raw, self.nodata)
+        bad[max(0, info.height - r):, :] = True  # padding below the scene
+        bad[:, max(0, info.width - c0):] = True  # padding right of the scene
+        if info.has_mask:
+            h, w = min(self.window, info.height - r), min(width, info.width - c0)
+            mask = self.src.dataset_mask(window=Window(c0, r, w, h))
+            bad[:h, :w] |= mask == 0
+        return self.normalize(raw, bad), bad
+
+    def _inputs(self, specs: list[tuple[int, list[int]]]):
+        """Yield (x, bad) for each (row, batch columns); the next read overlaps the model."""
+        win = self.window
+        read = lambda spec: self._read(spec[0], spec[1][0], spec[1][-1] + win - spec[1][0])
+        if not self.prefetch:
+            yield from (read(spec) for spec in specs)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="sf-read") as pool:
+            future = pool.submit(read, specs[0])
+            for i in range(len(specs)):
+                x_bad = future.result()
+                if i + 1 < len(specs):
+                    future = pool.submit(read, specs[i + 1])
+                yield x_bad
+
+    def __iter__(self):
+        nc, win, ov = self.nc, self.window, self.overlap
+        stride = win - ov
+        total_w = self.cols[-1] + win
+        batches = [self.cols[i : i + self.batch_size]
+                   for i in range(0, len(self.cols), self.batch_size)]
+        inputs = self._inputs([(r, bcols) for r in self.rows for bcols in batches])
+        carry = np.zeros((nc + 1, ov, total_w))  # partial sums of the next strip's top rows
+        for k, r in enumerate(self.rows):
+            last_row = k == len(self.rows) - 1
+            next_carry = np.zeros_like(carry)
+            col_carry = None  # partial sums of the next batch's left ``ov`` columns
+            for b, bcols in enumerate(batches):
+                last_col = b == len(batches) - 1
+                c0, c1 = bcols[0], bcols[-1] + win
+                x, bad = next(inputs)
+                tiles = np.stack([x[:, :, c - c0 : c - c0 + win] for c in bcols])
+                probs = self.forward(tiles)
+                acc = np.zeros((nc + 1, win, c1 - c0))
+                fresh = 0
+                if col_carry is not None:
+                    acc[:, :, :ov] = col_carry
+                    fresh = ov
+                acc[:, :ov, fresh:] += carry[:, :, c0 + fresh : c1]
+                for i, c in enumerate(bcols):
+                    sl = slice(c - c0, c - c0 + win)
+                    acc[:nc, :, sl] += probs[i] * self.weight
+                    acc[nc, :, sl] += self.weight
+                fin_c = c1 - c0 if last_col else c1 - c0 - ov
+                fin_r = win if last_row else stride
+                h = min(fin_r, self.info.height - r)
+                w = min(fin_c, self.info.width - c0)
+                if h > 0 and w > 0:
+                    yield acc[:, :h, :w], bad[:h, :w], Window(c0, r, w, h), last_col
+                if not last_row:
+                    next_carry[:, :, c0 : c0 + fin_c] = acc[:, stride:, :fin_c]
+                col_carry = None if last_col else acc[:, :, fin_c:].copy()
+            carry = next_carry
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def predict_scene_from_bundle(
+    model_path: str | Path,
+    image_path: str | Path,
+    out_classes: str | Path,
+    out_probs: str | Path | None = None,
+    *,
+    device: str | torch.device = "auto",
+    **kwargs: Any,
+) -> PredictionResult:
+    """Load ``model.pt`` with :func:`spatialfair.models.load_bundle` and :func:`predict_scene`."""
+    from .models import load_bundle  # noqa: PLC0415 (torch model code loads lazily)
+
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise InputError(model_path, "model bundle not found",
+                         "train a model first (spatialfair train) or fix the path")
+    dev = resolve_device(device)
+    model, bundle = load_bundle(model_path, dev)
+    return predict_scene(model, bundle, image_path, out_classes, out_probs, device=dev,
+                         **kwargs)
