@@ -92,7 +92,9 @@ def _global(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
 
 def _attach(coef: torch.Tensor, local_sums: torch.Tensor, global_counts: torch.Tensor,
             value: torch.Tensor, world: int) -> torch.Tensor:
-    """Loss with gradient ``world * sum_r coef_r * d(local_sums_r) / global_counts_r``, value ``value``.
+    """Loss with value ``value`` and gradient ``world * sum_r coef_r * d(local_sums_r) / N_r``.
+
+    ``N_r`` are the global counts.
 
     Under DDP (gradients averaged over ``world`` ranks) this is the gradient of the global
     objective whose partial derivatives w.r.t. the region mean losses are ``coef``.

@@ -231,7 +231,10 @@ def save_bundle(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu"
                 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Read a bundle written by :func:`save_bundle`; return (model in eval mode on device, bundle)."""
+    """Read a bundle written by :func:`save_bundle`.
+
+    Returns (model in eval mode on ``device``, bundle dict).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "model bundle not found", "train a model first (spatialfair train)")

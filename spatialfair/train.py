@@ -254,7 +254,10 @@ def _autocast_factory(device: torch.device, amp: bool):
     def factory():
         return torch.autocast(device_type="cuda", dtype=dtype)
 
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    scaler = None
+    if dtype == torch.float16:
+        scaler_cls = getattr(torch.amp, "GradScaler", None)  # torch >= 2.3
+        scaler = scaler_cls("cuda") if scaler_cls else torch.cuda.amp.GradScaler()
     return factory, scaler, str(dtype).removeprefix("torch.")
 
 
@@ -293,11 +296,11 @@ class _Plan:
         col = f"region__{self.partitioning}"
         if names is None:
             if col not in self.table.columns:
+                have = [c[8:] for c in self.table.columns if c.startswith("region__")]
                 raise InputError(store.index_path, f"no partitioning '{self.partitioning}' "
                                  "(config training.partitioning)",
                                  "run `spatialfair partition` and `split`, or set "
-                                 "training.partitioning to one of "
-                                 f"{[c[8:] for c in self.table.columns if c.startswith('region__')]}")
+                                 f"training.partitioning to one of {have}")
             k = int(self.table[col].max()) + 1
             counts = region_pixel_counts(store, None, "train", self.partitioning)
             k = max(k, len(counts), 1)
@@ -348,9 +351,9 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
     ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
     store, ``<store>/../partitions.gpkg``, if it exists). ``resume`` continues from
     ``out_dir/checkpoint.pt`` when present and made by the same run (same model, training and
-seed settings, strategy and tiles; otherwise it trains from scratch). ``stop_after_epoch`` ends the run after that many
-    epochs in total, leaving a checkpoint to resume from (e.g. for wall-time-limited jobs);
-    the checkpoint's path is then returned instead of the model's.
+    seed settings, strategy and tiles; otherwise it trains from scratch). ``stop_after_epoch``
+    ends the run after that many epochs in total, leaving a checkpoint to resume from (e.g.
+    for wall-time-limited jobs); the checkpoint's path is then returned instead of the model's.
     """
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     if partitions is None and (store_dir.parent / "partitions.gpkg").exists():

@@ -61,10 +61,43 @@ def test_smp_missing_gives_clear_error(monkeypatch):
         build_model({"arch": "smp:Unet"}, 3, 2)
 
 
-def test_smp_never_downloads(monkeypatch, tmp_path):
-    pytest.importorskip("segmentation_models_pytorch")
+class _FakeSmpUnet(torch.nn.Module):
+    """Stands in for segmentation_models_pytorch.Unet (records how it was built)."""
+
+    built: list[dict] = []
+
+    def __init__(self, encoder_name, encoder_weights, in_channels, classes):
+        super().__init__()
+        self.built.append(dict(encoder_name=encoder_name, encoder_weights=encoder_weights,
+                               in_channels=in_channels, classes=classes))
+        self.encoder = torch.nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = torch.nn.Conv2d(4, classes, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+def test_smp_backend_never_downloads(monkeypatch, tmp_path):
+    fake = type(sys)("segmentation_models_pytorch")
+    fake.Unet = _FakeSmpUnet
+    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", fake)
+    _FakeSmpUnet.built.clear()
+    model = build_model({"arch": "smp:Unet", "encoder": "resnet34"}, 4, 3)
+    assert _FakeSmpUnet.built[-1] == dict(encoder_name="resnet34", encoder_weights=None,
+                                          in_channels=4, classes=3)
+    assert model(torch.randn(1, 4, 32, 32)).shape == (1, 3, 32, 32)
     with pytest.raises(InputError, match="never downloads"):
-        build_model({"arch": "smp:Unet", "encoder_weights": "imagenet"}, 3, 2)
+        build_model({"arch": "smp:Unet", "encoder_weights": "imagenet"}, 4, 3)
+    with pytest.raises(InputError, match="no architecture 'Segformerx'"):
+        build_model({"arch": "smp:Segformerx"}, 4, 3)
+    # local encoder weights are loaded into the encoder, still without asking smp for any
+    weights = torch.nn.Conv2d(4, 4, 3, padding=1)
+    torch.nn.init.constant_(weights.weight, 0.5)
+    torch.save(weights.state_dict(), tmp_path / "encoder.pth")
+    model = build_model({"arch": "smp:Unet", "encoder_weights": str(tmp_path / "encoder.pth")},
+                        4, 3)
+    assert _FakeSmpUnet.built[-1]["encoder_weights"] is None
+    assert torch.all(model.encoder.weight == 0.5)
 
 
 def _meta(**over):
