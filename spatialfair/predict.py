@@ -345,6 +345,9 @@ def predict_scene(
     out_classes = Path(out_classes)
     out_probs = Path(out_probs) if out_probs is not None else None
     _check_args(window, overlap, batch_size, probabilities)
+    if out_probs is not None and out_probs.resolve() == out_classes.resolve():
+        raise InputError(out_probs, "the class and probability outputs are the same file",
+                         "give two different output paths")
     classes = [str(c) for c in bundle["classes"]]
     nc = len(classes)
     if nc > CLASS_NODATA:
@@ -432,8 +435,10 @@ def predict_scene(
         # GeoTiffWriter publishes each file on a clean exit only; if the probability raster
         # was published and the class raster then failed, withdraw it so the pair stays
         # consistent (a file at a final path always comes from a complete run).
-        if out_probs is not None and out_probs.exists() and \
-                out_probs.stat().st_mtime_ns >= t_publish and not out_classes.exists():
+        def fresh(path: Path) -> bool:
+            return path.exists() and path.stat().st_mtime_ns >= t_publish
+
+        if out_probs is not None and fresh(out_probs) and not fresh(out_classes):
             out_probs.unlink()
         raise
     result = PredictionResult(
