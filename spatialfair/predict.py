@@ -591,13 +591,39 @@ def predict_scene_from_bundle(
     **kwargs: Any,
 ) -> PredictionResult:
     """Load ``model.pt`` with :func:`spatialfair.models.load_bundle` and :func:`predict_scene`."""
+    return predict_scenes_from_bundle(
+        model_path, [image_path], [out_classes], [out_probs], device=device, **kwargs
+    )[0]
+
+
+def predict_scenes_from_bundle(
+    model_path: str | Path,
+    image_paths: Sequence[str | Path],
+    out_classes: Sequence[str | Path],
+    out_probs: Sequence[str | Path | None] | None = None,
+    *,
+    device: str | torch.device = "auto",
+    **kwargs: Any,
+) -> list[PredictionResult]:
+    """Predict several scenes with one model, loaded once.
+
+    Every image is checked against the bundle (readable, georeferenced, bands) before the
+    first scene is predicted, so a bad file late in the list fails fast.
+    """
     from .models import load_bundle  # noqa: PLC0415 (torch model code loads lazily)
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise InputError(model_path, "model bundle not found",
                          "train a model first (spatialfair train) or fix the path")
+    out_probs = list(out_probs) if out_probs else [None] * len(image_paths)
+    if not len(image_paths) == len(out_classes) == len(out_probs):
+        raise ValueError("predict: give one class output (and probability output) per image")
     dev = resolve_device(device)
     model, bundle = load_bundle(model_path, dev)
-    return predict_scene(model, bundle, image_path, out_classes, out_probs, device=dev,
-                         **kwargs)
+    for image in image_paths:
+        match_bands(inspect_raster(image, role="image"), bundle)
+    return [
+        predict_scene(model, bundle, image, classes, probs, device=dev, **kwargs)
+        for image, classes, probs in zip(image_paths, out_classes, out_probs)
+    ]

@@ -1,4 +1,7 @@
-"""``spatialfair predict``: sliding-window prediction of one scene into class/probability COGs.
+"""``spatialfair predict``: sliding-window prediction of scenes into class/probability COGs.
+
+Several scenes may be given at once (``--image A B --out-classes PA PB``): the model is loaded
+once, and every image is checked before the first is predicted.
 
 Settings come from, in order: the command line, the ``prediction`` block of ``--config``, the
 schema defaults (window 256, overlap 32, batch size 8, probabilities ``max``).
@@ -19,9 +22,12 @@ DEFAULTS: dict[str, Any] = {"window": 256, "overlap": 32, "batch_size": 8, "prob
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model bundle (model.pt) written by train")
-    p.add_argument("--image", required=True, help="image GeoTIFF to predict (any size)")
-    p.add_argument("--out-classes", required=True, help="output class COG (uint8, nodata 255)")
-    p.add_argument("--out-probs", help="output probability COG (float32, nodata NaN)")
+    p.add_argument("--image", required=True, nargs="+",
+                   help="image GeoTIFF(s) to predict (any size)")
+    p.add_argument("--out-classes", required=True, nargs="+",
+                   help="output class COG(s) (uint8, nodata 255), one per image")
+    p.add_argument("--out-probs", nargs="+",
+                   help="output probability COG(s) (float32, nodata NaN), one per image")
     p.add_argument("--config", help="YAML config; its `prediction` block gives the defaults")
     p.add_argument("--window", type=int, help="window side in pixels (default 256)")
     p.add_argument("--overlap", type=int, help="overlap between windows in pixels (default 32)")
@@ -46,13 +52,20 @@ def resolve_settings(args: argparse.Namespace, config: dict | None) -> dict[str,
 
 def run(args: argparse.Namespace) -> None:
     from ..config import load_config
-    from ..predict import predict_scene_from_bundle
+    from ..errors import InputError
+    from ..predict import predict_scenes_from_bundle
 
     config = load_config(args.config) if args.config else None
     settings = resolve_settings(args, config)
-    result = predict_scene_from_bundle(
+    if len(args.out_classes) != len(args.image) or (
+        args.out_probs and len(args.out_probs) != len(args.image)
+    ):
+        raise InputError("predict", f"{len(args.image)} image(s) but {len(args.out_classes)} "
+                         "--out-classes path(s)", "give one output path per image, same order")
+    results = predict_scenes_from_bundle(
         args.model, args.image, args.out_classes, args.out_probs, device=args.device,
         nodata=args.nodata, **settings,
     )
-    log.info("%s: %s", args.image, ", ".join(f"{k} {v} px" for k, v in
+    for image, result in zip(args.image, results):
+        log.info("%s: %s", image, ", ".join(f"{k} {v} px" for k, v in
                                            result.class_counts.items()))

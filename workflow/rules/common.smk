@@ -102,9 +102,7 @@ def all_outputs():
         for run in RUNS:
             out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
             out += fairness_outputs(ds, run)
-            for scene in scenes(ds):
-                out += [f"{base}/{run}/predictions/{scene}.tif",
-                        f"{base}/{run}/probabilities/{scene}.tif"]
+            out += [f"{base}/{run}/predictions", f"{base}/{run}/probabilities"]
     return out
 
 

@@ -11,9 +11,7 @@ for _ds in DATASETS:
         name:
             f"evaluate_{_ds}".replace("-", "_")
         input:
-            predictions=lambda w, _ds=_ds: [
-                f"{RESULTS}/{_ds}/{w.run}/predictions/{s}.tif" for s in scenes(_ds)
-            ],
+            predictions=f"{_base}/{{run}}/predictions",
             index=f"{_base}/tiles/tiles.gpkg",
             partitions=f"{_base}/partitions.gpkg",
             cfg=ancient(CONFIG_FILE),
@@ -40,7 +38,7 @@ for _ds in DATASETS:
             cfg=section("evaluation", "seed", dataset=_ds),
             dataset=_ds,
             tiles=lambda w, input: os.path.dirname(input.index),
-            predictions=lambda w, input: os.path.dirname(input.predictions[0]),
+            predictions=lambda w, input: input.predictions,
             out=lambda w, output: os.path.dirname(output.metrics),
         log:
             f"logs/{_ds}/{{run}}/evaluate.log",
