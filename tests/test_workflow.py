@@ -1,0 +1,146 @@
+"""The Snakemake workflow: dry runs, lint, SLURM profile, schema errors, a tiny real run.
+
+The tiny run uses the flood demo at 128 px per scene, two strategies and two epochs, so it
+takes a minute or two; it checks outputs by value, then checks that deleting one strategy's
+outputs makes Snakemake recompute only that strategy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "results": "results",
+    "seed": 0,
+    "datasets": {
+        "flood-tiny": {
+            "task": "flood",
+            "demo": "flood",
+            "demo_size": 128,
+            "images": "data/flood/images/*.tif",
+            "labels": "data/flood/labels/*.tif",
+            "regions": "data/flood/regions.gpkg",
+        }
+    },
+    "strategies": {"erm": {}, "groupdro": {}},
+    "tiling": {"size": 32},
+    "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
+    "split": {"block_tiles": 1},
+    "model": {"width": 8, "depth": 2},
+    "training": {"epochs": 2, "batch_size": 8},
+    "prediction": {"window": 64, "overlap": 16},
+    "evaluation": {"min_region_pixels": 100, "n_simulations": 19},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table."""
+    counts, in_table = {}, False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "total":
+                break
+    return counts
+
+
+def test_shipped_config_dry_run_and_lint():
+    out = snakemake(ROOT, "-n", "--workflow-profile", "workflow/profiles/default")
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["train"] == 12 and counts["compare"] == 2
+    lint = snakemake(ROOT, "--lint")
+    assert "good condition" in lint.stdout + lint.stderr
+
+
+def test_slurm_profile_resolves():
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    out = snakemake(ROOT, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"))
+    assert job_counts(out.stdout + out.stderr)["train"] == 12
+
+
+def test_real_config_dry_run():
+    out = snakemake(ROOT, "-n", "--configfile", "bench/real.yaml", check=False)
+    text = out.stdout + out.stderr
+    if "matches no file" in text:
+        pytest.skip("../shared/data/real is absent: the real-data config has no files here")
+    assert out.returncode == 0, text[-3000:]
+    assert job_counts(text)["train"] == 18
+
+
+def test_broken_config_gives_schema_message(tmp_path):
+    bad = dict(TINY, training={"epochs": "many"})
+    write_config(tmp_path, bad)
+    out = snakemake(tmp_path, "-n", check=False)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "training.epochs" in text and "Fix:" in text and "integer" in text
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run(tmp_path):
+    write_config(tmp_path, TINY)
+    snakemake(tmp_path, "--cores", "2")
+    base = tmp_path / "results" / "flood-tiny"
+    scenes = sorted(p.stem for p in (tmp_path / "data/flood/images").glob("*.tif"))
+    assert scenes == ["flood_00", "flood_01"]
+
+    for run in ("erm", "groupdro"):
+        for scene in scenes:
+            with rasterio.open(tmp_path / "data/flood/images" / f"{scene}.tif") as img, \
+                    rasterio.open(base / run / "predictions" / f"{scene}.tif") as pred, \
+                    rasterio.open(base / run / "probabilities" / f"{scene}.tif") as prob:
+                assert pred.crs == img.crs and pred.transform == img.transform
+                assert pred.nodata == 255 and pred.colormap(1)[1][:3] != (0, 0, 0)
+                classes = pred.read(1)
+                assert set(np.unique(classes)) <= {0, 1, 255}
+                invalid = ~np.isfinite(img.read()).all(axis=0)
+                assert (classes[invalid] == 255).all() and (classes[~invalid] != 255).all()
+                p = prob.read(1)
+                assert np.isfinite(p[~invalid]).all() and (p[~invalid] >= 0).all() and (p <= 1).all()
+        metrics = json.loads((base / run / "fairness" / "metrics.json").read_text())
+        assert 0.0 <= metrics["overall"]["iou_water"] <= 1.0
+        with open(base / run / "train_log.csv") as fh:
+            assert len(list(csv.DictReader(fh))) == 2  # two epochs logged
+    with open(base / "comparison.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["strategy"] for r in rows) == ["erm", "groupdro"]
+
+    # Delete one strategy's outputs: only that strategy (and the comparison) is recomputed.
+    shutil.rmtree(base / "groupdro")
+    out = snakemake(tmp_path, "-n")
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts.get("train") == 1 and counts.get("compare") == 1
+    assert "tile" not in counts and "partition" not in counts and "split" not in counts
+    assert counts.get("predict", 0) in (1, 2)
