@@ -343,6 +343,25 @@ class _Plan:
         self.min_pixels = int((config.get("evaluation") or {}).get("min_region_pixels", 1000))
 
 
+WARMUP_FRACTION = 0.2
+
+
+def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
+                        total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """One-cycle LR schedule (20 % warm-up, cosine annealing) valid for any number of steps.
+
+    torch's OneCycleLR divides by the length of its warm-up phase, ``pct_start * total - 1``,
+    which is zero when the warm-up is exactly one step (5 steps in all: a small real dataset
+    with one epoch); the warm-up is then made two steps long.
+    """
+    total = max(1, int(total_steps))
+    pct = WARMUP_FRACTION
+    if math.isclose(pct * total, 1.0):
+        pct = 2.0 / total
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
+                                               pct_start=pct, anneal_strategy="cos")
+
+
 def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Path,
           out_dir: str | Path, resume: bool = False, *, partitions: str | Path | None = None,
           stop_after_epoch: int | None = None) -> Path:
@@ -420,9 +439,7 @@ def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, r
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]),
                                   weight_decay=float(tcfg["weight_decay"]))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=float(tcfg["lr"]), total_steps=max(1, total_steps), pct_start=0.2,
-        anneal_strategy="cos")
+    scheduler = one_cycle_scheduler(optimizer, float(tcfg["lr"]), total_steps)
     autocast, scaler, amp_dtype = _autocast_factory(device, bool(tcfg["amp"]))
     try:
         strategy = make_strategy(

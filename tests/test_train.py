@@ -259,3 +259,24 @@ def test_worst_region_needs_the_class_for_class_metrics():
     assert s["worst_region"] == "a" and s["worst"] == pytest.approx(0.75)
     acc = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b"], 10)
     assert acc["worst_region"] == "a" and acc["worst"] == pytest.approx(70 / 80)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 6, 10, 37])
+def test_one_cycle_scheduler_any_number_of_steps(total_steps):
+    # Regression: torch's OneCycleLR divided by zero for 5 steps (warm-up of exactly one step),
+    # e.g. one epoch of 5 batches on a small real dataset.
+    from spatialfair.train import one_cycle_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([param], lr=0.01)
+    sched = one_cycle_scheduler(opt, 0.01, total_steps)
+    lrs = []
+    for _ in range(total_steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert len(lrs) == total_steps
+    assert max(lrs) <= 0.01 + 1e-12 and min(lrs) >= 0.0
+    if total_steps >= 5:
+        assert max(lrs) > 0.009  # the schedule reaches (about) the peak learning rate
+        assert lrs[-1] < lrs[int(np.argmax(lrs))]  # and anneals afterwards
