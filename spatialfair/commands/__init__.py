@@ -1,1 +1,9 @@
 """Sub-commands of the ``spatialfair`` CLI, one module each (see :mod:`spatialfair.cli`)."""
+
+import argparse
+
+
+def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``--config`` and ``--dataset`` options every per-dataset sub-command takes."""
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--dataset", required=True, help="dataset name in the config")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from . import add_dataset_arguments
 
 HELP = "compare every strategy run of a dataset (comparison.csv, comparison.png)"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--results", required=True, help="the dataset's results folder")
     p.add_argument("--runs", nargs="+", default=None,
                    help="run names (default: every run of the config's strategies)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from . import add_dataset_arguments
 
 HELP = ("evaluate a run's predictions per region of every partitioning (metrics.json, "
         "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png)")
@@ -11,8 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True, help="partitions.gpkg")
     p.add_argument("--predictions", required=True,

@@ -12,14 +12,14 @@ import argparse
 import logging
 
 from ..config import dataset_config, load_config
+from . import add_dataset_arguments
 
 HELP = "build the partitionings (user regions, grids, k-means) and per-pixel region ids"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--out", required=True, help="output GeoPackage (results/NAME/partitions.gpkg)")
 

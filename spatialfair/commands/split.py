@@ -10,14 +10,14 @@ import argparse
 import logging
 
 from ..config import load_config
+from . import add_dataset_arguments
 
 HELP = "assign tiles to train/val/test by spatial blocks, every region held out"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True,
                    help="partitions GeoPackage (results/NAME/partitions.gpkg)")

@@ -13,14 +13,14 @@ import logging
 from pathlib import Path
 
 from ..config import dataset_config, load_config
+from . import add_dataset_arguments
 
 HELP = "validate a dataset and tile its scenes into a tile store (+ tile_grid.gpkg)"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from ..config import dataset_config, load_config, strategy_runs
 from ..errors import InputError
+from . import add_dataset_arguments
 
 HELP = "train a segmentation model with one fairness strategy on a tile store"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--dataset", required=True, help="dataset name in the config")
+    add_dataset_arguments(p)
     p.add_argument("--strategy", required=True,
                    help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1")
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
