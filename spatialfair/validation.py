@@ -17,6 +17,7 @@ checks on the data it reads so that it is safe to call on its own.
 from __future__ import annotations
 
 import logging
+import re
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,15 +63,26 @@ def scan_windows(info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTE
 def select_bands(info: RasterInfo, names: Sequence[str] | None) -> list[int]:
     """1-based band indexes to read from ``info`` for the configured band ``names``.
 
-    Bands are matched by description when the file describes every configured band; otherwise
-    the first ``len(names)`` bands are used (logged when the file has more bands than that).
-    Without configured names every band is used.
+    Bands are matched by description (case-insensitive) when the file describes every
+    configured band. When the file names all its bands but some configured name is not among
+    them, that is an error (the same rule as prediction, :func:`spatialfair.predict.match_bands`):
+    silently reading other bands would train on the wrong data. Files without band names use
+    their first ``len(names)`` bands (logged when the file has more). Without configured names
+    every band is used.
     """
     if not names:
         return list(range(1, info.count + 1))
-    desc = [d or "" for d in info.descriptions]
-    if all(n in desc for n in names):
-        return [desc.index(n) + 1 for n in names]
+    desc = [(d or "").lower() for d in info.descriptions]
+    if all(n.lower() in desc for n in names):
+        return [desc.index(n.lower()) + 1 for n in names]
+    if all(d and not re.fullmatch(r"band_?\d+", d) for d in desc):
+        missing = [n for n in names if n.lower() not in desc]
+        raise InputError(
+            info.path,
+            f"configured bands {missing} are not among the file's bands "
+            f"{list(info.descriptions)}",
+            "list the dataset's `bands` by the names in the file's band descriptions",
+        )
     if info.count > len(names):
         log.warning("%s: %d bands, %d configured (%s) and not all named in the file; "
                     "using bands 1-%d", info.path, info.count, len(names), ", ".join(names),

@@ -238,7 +238,8 @@ def test_select_bands_by_description(tmp_path):
     write_tif(tmp_path / "a.tif", img, descriptions=["B2", "B3", "B4", "B8"])
     info = inspect_raster(tmp_path / "a.tif")
     assert select_bands(info, ["B8", "B4"]) == [4, 3]
-    assert select_bands(info, ["red", "nir"]) == [1, 2]
+    with pytest.raises(InputError, match="not among the file's bands"):
+        select_bands(info, ["red", "nir"])  # named file, other names: never read blindly
     assert select_bands(info, None) == [1, 2, 3, 4]
 
 
@@ -266,3 +267,15 @@ def test_validate_command(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert cli_main(["validate", "--config", str(cfg)]) == 2
     assert "label values 9 (1 px)" in caplog.text
+
+
+def test_named_bands_that_do_not_match_the_config_are_an_error(tmp_path):
+    """A file that names its bands but lacks a configured one must not be read blindly."""
+    p = write_tif(tmp_path / "s2.tif", np.zeros((3, 8, 8), np.uint16),
+                  descriptions=["blue", "green", "red"])
+    info = inspect_raster(p)
+    assert select_bands(info, ["RED", "Green"]) == [3, 2]  # by name, case-insensitive
+    with pytest.raises(InputError, match=r"configured bands \['nir'\] are not among"):
+        select_bands(info, ["red", "nir"])
+    unnamed = inspect_raster(write_tif(tmp_path / "raw.tif", np.zeros((3, 8, 8), np.uint16)))
+    assert select_bands(unnamed, ["a", "b"]) == [1, 2]  # no names in the file: first bands
