@@ -71,6 +71,31 @@ def test_large_window_many_regions():
     assert np.array_equal(cm, expected)
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_counting_block_by_block_equals_one_count(monkeypatch, reuse):
+    """Small blocks and chunks force many np.bincount calls whose sums must be exact, and a
+    bad region id in a late block must still raise."""
+    import spatialfair.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_CHUNK", 1000)
+    monkeypatch.setattr(metrics, "_BLOCK", 3000)
+    rng = np.random.default_rng(11)
+    n = 50_001  # not a multiple of the chunk or the block
+    regions = rng.integers(-1, 4, n).astype(np.int16)
+    y_true = rng.integers(0, 3, n).astype(np.uint8)
+    y_pred = rng.integers(0, 3, n).astype(np.uint8)
+    y_true[rng.random(n) < 0.1] = 255
+    pairs = metrics._PixelPairs(y_true, y_pred, 3, 255)
+    cm = pairs.confusion(regions, 4, reuse=reuse)[1:]
+    expected = np.zeros((4, 3, 3), np.int64)
+    keep = (regions >= 0) & (y_true != 255)
+    np.add.at(expected, (regions[keep], y_true[keep], y_pred[keep]), 1)
+    assert np.array_equal(cm, expected)
+    regions[n - 5] = 4
+    with pytest.raises(ValueError, match="< num_regions"):
+        metrics._PixelPairs(y_true, y_pred, 3, 255).confusion(regions, 4, reuse=reuse)
+
+
 def test_bad_values_raise():
     r = np.zeros((4, 4), np.int32)
     t = np.zeros((4, 4), np.uint8)
