@@ -42,8 +42,8 @@ from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
-from .metrics import (PRED_NODATA, _PixelPairs, metric_arrays, metric_names,
-                      metrics_from_confusion, spad_score, summarize)
+from .metrics import (PRED_NODATA, _PixelPairs, has_class_support, metric_arrays,
+                      metric_names, metrics_from_confusion, spad_score, summarize)
 from .significance import test_regions, unit_outcomes, unit_values
 
 log = logging.getLogger(__name__)
@@ -399,6 +399,9 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
             "region_id": np.arange(part.n_regions), "region": part.names,
             "n_pixels": n_pix.astype(np.int64), "n_tiles": n_tiles.astype(np.int64),
             "small": n_pix < min_px,
+            # The region's truth has no pixel of the headline metric's class (e.g. no water):
+            # left out of its min/max like a small region (see metrics.has_class_support).
+            "absent": ~has_class_support(cm, classes, headline),
         })
         for m in names:
             table[m] = per[m]
@@ -416,8 +419,9 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         tables[pname] = table
         summaries = {}
         for m in names:
+            absent = np.flatnonzero(~has_class_support(cm, classes, m)).tolist()
             s = summarize(dict(enumerate(per[m].tolist())), overall[m],
-                          dict(enumerate(n_pix.tolist())), min_px)
+                          dict(enumerate(n_pix.tolist())), min_px, absent=absent)
             summaries[m] = {
                 k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
                                   "std", "mad", "n_regions")
@@ -427,13 +431,14 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
             summaries[m]["best_region"] = (part.names[s["argmax"]] if s["argmax"] is not None
                                            else None)
             summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
+            summaries[m]["absent_regions"] = [part.names[r] for r in s["absent"]]
         sig_names = table.loc[table["significant"], "region"].tolist()
         significant_all[pname] = sig_names
         regions_list = []
         for row in table.to_dict(orient="records"):
             regions_list.append({
                 "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
-                "n_tiles": row["n_tiles"], "small": row["small"],
+                "n_tiles": row["n_tiles"], "small": row["small"], "absent": row["absent"],
                 **{m: row[m] for m in names},
                 "deviation": row["deviation"], "statistic": row["statistic"],
                 "p_value": row["p_value"], "significant": row["significant"],

@@ -4,7 +4,7 @@ Why: users judge spatial fairness by looking at where the model is worse. From a
 :class:`~spatialfair.evaluate.EvaluationResult` this module writes
 
 * ``fairness.gpkg``: one layer per partitioning (region polygons in the study CRS with
-  ``n_pixels``, ``n_tiles``, ``small``, every metric, ``deviation`` of the headline metric from
+  ``n_pixels``, ``n_tiles``, ``small``, ``absent``, every metric, ``deviation`` of the headline metric from
   its overall value, ``p_value``, ``significant``) and, per layer, an embedded QGIS default
   style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred on zero, labelled);
 * ``fairness_<metric>.tif``: a float32 COG in the study CRS, one band per partitioning, where
@@ -13,7 +13,8 @@ Why: users judge spatial fairness by looking at where the model is worse. From a
   is at most ``max_size`` pixels on its long side (never finer than the scenes), and it is
   written window by window;
 * ``map.png`` (choropleth of the deviation on the primary partitioning, region names, a colour
-  bar centred on zero, significant regions outlined, small regions hatched) and
+  bar centred on zero, significant regions outlined, regions left out of min/max hatched: small, or
+  without a true pixel of the headline metric's class) and
   ``regions.png`` (per-region bars of the headline metric, overall level marked, significant
   regions coloured by direction), readable without QGIS.
 """
@@ -57,11 +58,21 @@ def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
             table.drop(columns=["region"]).assign(region=table["region"].astype(str)),
             geometry=regions.geometry.values, crs=regions.crs)
         gdf["small"] = gdf["small"].astype(bool)
+        gdf["absent"] = gdf["absent"].astype(bool) if "absent" in gdf else False
         gdf["significant"] = gdf["significant"].astype(bool)
         cols = ["region_id", "region"] + [c for c in gdf.columns
                                           if c not in ("region_id", "region", "geometry")]
         layers[name] = gdf[cols + ["geometry"]]
     return layers
+
+
+def _left_out(table) -> np.ndarray:
+    """Regions left out of the headline metric's min/max: too few labelled pixels, or no
+    true pixel of the metric's class (``absent``; tables from before that column: none)."""
+    small = table["small"].to_numpy(dtype=bool)
+    if "absent" in table:
+        small = small | table["absent"].to_numpy(dtype=bool)
+    return small
 
 
 def write_fairness_gpkg(result, path: str | Path) -> Path:
@@ -190,7 +201,7 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     if len(defined):
         defined.plot(ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444",
                      linewidth=0.5)
-    small = gdf[gdf["small"].astype(bool)]
+    small = gdf[_left_out(gdf)]
     if len(small):
         small.plot(ax=ax, facecolor="none", edgecolor="#555555", hatch="///", linewidth=0)
     sig = gdf[gdf["significant"].astype(bool)]
@@ -250,7 +261,7 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     vals = t[h].to_numpy(dtype=float)
     bars = ax.barh(np.arange(len(t)), np.nan_to_num(vals), color=colors, edgecolor="#333333",
                    linewidth=0.4)
-    for bar, small in zip(bars, t["small"].astype(bool)):
+    for bar, small in zip(bars, _left_out(t)):
         if small:
             bar.set_hatch("///")
             bar.set_alpha(0.6)
@@ -272,7 +283,7 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
         Patch(color="#2166ac", label="significantly better"),
         Patch(color="#9e9e9e", label="not significant"),
         Patch(facecolor="white", edgecolor="#333333", hatch="///",
-              label="small (left out of min/max)"),
+              label="left out of min/max: small, or no pixel of the class"),
     ], fontsize=7, loc="lower right")
     meta = result.metrics
     ax.set_title(f"{meta['dataset']} / {meta['run']}: {h} per region of '{result.primary}' "

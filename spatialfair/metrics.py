@@ -335,27 +335,51 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[s
     return {k: float(v) for k, v in metric_arrays(cm, class_names).items()}
 
 
+def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str) -> np.ndarray:
+    """Which regions can judge ``metric``: boolean array of shape ``cm.shape[:-2]``.
+
+    For a class metric whose denominator includes the true pixels of class c (``iou_<c>``,
+    ``f1_<c>``, ``recall_<c>``), a region whose truth holds no pixel of c cannot judge it: one
+    false alarm gives IoU and F1 of 0 although nothing of c was there to find (and recall is
+    undefined). Such a region says nothing about how well c is mapped there, so
+    :func:`summarize` leaves it out of min/max/difference (its false alarms still count in
+    ``accuracy``, ``precision_<c>`` and the other classes' metrics). Every other metric: True.
+    Training's model selection uses the same rule for its "worst region".
+    """
+    cm = np.asarray(cm)
+    kind, _, name = metric.partition("_")
+    if kind not in ("iou", "f1", "recall") or name not in class_names:
+        return np.ones(cm.shape[:-2], dtype=bool)
+    return cm[..., list(class_names).index(name), :].sum(axis=-1) > 0
+
+
 def summarize(
     by_region: Mapping[Any, float],
     overall: float,
     counts: Mapping[Any, int] | None = None,
     min_pixels: int = 0,
+    absent: Iterable[Any] = (),
 ) -> dict[str, Any]:
     """Summarise one metric over the regions of one partitioning.
 
     Regions with fewer than ``min_pixels`` labelled pixels (``counts``) are ``small``: they stay
     in ``by_region`` but are left out of every summary statistic, as are regions whose metric is
-    undefined (NaN). Keys:
+    undefined (NaN) and the ``absent`` regions (those whose truth lacks the metric's class, see
+    :func:`has_class_support`). Keys:
 
     ``overall``, ``by_region``, ``counts``, ``group_min``, ``group_max``, ``argmin`` and
     ``argmax`` (the regions), ``difference`` = max - min, ``ratio`` = min / max (1.0 when both
     are 0: equal performance), ``std`` (population, over regions), ``mad`` = mean over regions
-    of ``|m_r - overall|``, ``n_regions`` (used), ``small`` and ``undefined`` (region lists).
+    of ``|m_r - overall|``, ``n_regions`` (used), ``small``, ``undefined`` and ``absent``
+    (region lists; a region may be in several).
     """
     counts = dict(counts or {})
     small = [r for r in by_region if counts.get(r, math.inf) < min_pixels]
     undefined = [r for r, v in by_region.items() if v is None or not math.isfinite(v)]
-    used = [r for r in by_region if r not in set(small) | set(undefined)]
+    absent_set = set(absent)
+    absent_list = [r for r in by_region if r in absent_set]
+    left_out = set(small) | set(undefined) | absent_set
+    used = [r for r in by_region if r not in left_out]
     values = np.array([by_region[r] for r in used], dtype=np.float64)
     out: dict[str, Any] = {
         "overall": float(overall) if overall is not None else math.nan,
@@ -364,6 +388,7 @@ def summarize(
         "n_regions": len(used),
         "small": small,
         "undefined": undefined,
+        "absent": absent_list,
     }
     if values.size == 0:
         out.update(group_min=math.nan, group_max=math.nan, argmin=None, argmax=None,
@@ -442,7 +467,9 @@ def region_metrics(
     counts = {name: int(n_pix[i]) for i, name in enumerate(names)}
     summaries = {
         m: summarize({name: float(per[m][i]) for i, name in enumerate(names)}, overall[m],
-                     counts, min_pixels)
+                     counts, min_pixels,
+                     absent=[names[i] for i in np.flatnonzero(~has_class_support(cm, class_names,
+                                                                                 m))])
         for m in per
     }
     return {"overall": overall, "n_pixels": int(cm_all.sum()), "regions": rows,

@@ -65,7 +65,7 @@ from .data import IGNORE, TileDataset, make_loader, region_pixel_counts, tile_ta
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError
 from .fairness import STRATEGIES, make_strategy
-from .metrics import metric_arrays, metric_names
+from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
 from .tiling import TileStore
 
@@ -193,18 +193,6 @@ def selection_score(overall: float, worst: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-def _has_class(conf: np.ndarray, classes: list[str], metric: str) -> np.ndarray:
-    """Regions where a class metric (iou/f1/recall of class c) can be judged: c is present.
-
-    A region without any true pixel of c scores 0 IoU with a single false positive; such a
-    region says nothing about how well c is found there, so it is not the "worst region".
-    """
-    kind, _, name = metric.partition("_")
-    if kind not in ("iou", "f1", "recall") or name not in classes:
-        return np.ones(conf.shape[0], dtype=bool)
-    return conf[:, classes.index(name), :].sum(axis=1) > 0
-
-
 def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
                          region_names: list[str], min_pixels: int) -> dict[str, Any]:
     """Overall and per-region validation metrics from (K+1, C, C) confusion matrices."""
@@ -214,8 +202,8 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
                          f"use one of {sorted(overall)}")
     per_region = metric_arrays(conf[1:], classes)[headline]
     n = conf[1:].sum(axis=(1, 2))
-    eligible = np.isfinite(per_region) & (n >= min_pixels) & _has_class(conf[1:], classes,
-                                                                         headline)
+    eligible = (np.isfinite(per_region) & (n >= min_pixels)
+                & has_class_support(conf[1:], classes, headline))
     if not eligible.any():
         eligible = np.isfinite(per_region) & (n > 0)
     if eligible.any():

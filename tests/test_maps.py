@@ -53,8 +53,10 @@ def _scene_arrays(rows, cols, col0, rng):
 
 
 def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="erm",
-             significance="scan", n_sim=199, tiles_split=None, overlap=0):
-    """Build inputs for ``evaluate_dataset``; returns a dict of paths and arrays."""
+             significance="scan", n_sim=199, tiles_split=None, overlap=0, dry_east=False):
+    """Build inputs for ``evaluate_dataset``; returns a dict of paths and arrays.
+
+    ``dry_east``: the east region's truth holds no water at all (its image shows land)."""
     rng = np.random.default_rng(seed)
     img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
     img_dir.mkdir(exist_ok=True)
@@ -62,6 +64,10 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
     truth = {}
     for name, rows, cols, col0 in SCENES:
         img, label = _scene_arrays(rows, cols, col0, np.random.default_rng(1))
+        if dry_east:
+            east = X0 + (np.arange(cols) + col0 + 0.5) * RES >= EAST_X
+            label[:, east] = np.where(label[:, east] == 255, 255, 0)
+            img[0][:, east] = np.where(np.isnan(img[0][:, east]), np.nan, -8.0)
         t = from_origin(X0 + col0 * RES, Y0, RES, RES)
         write_tif(img_dir / f"{name}.tif", img, transform=t, descriptions=["VV", "VH"])
         write_tif(lab_dir / f"{name}.tif", label, transform=t)
@@ -303,3 +309,29 @@ def test_overlapping_tiles_count_every_pixel_once(tmp_path):
     assert result.metrics["n_pixels"] == n
     assert result.metrics["significance"]["method"] == "permutation"
     assert result.metrics["overall"]["iou_water"] == pytest.approx(1.0)
+
+
+def test_region_without_the_headline_class_is_left_out_not_worst(tmp_path):
+    """A region with no true water scores water IoU 0 at its first false alarm; it must be
+    reported but flagged ``absent`` and left out of the water-IoU min/max (the mapped-class
+    quality cannot be judged there), while accuracy still counts it."""
+    r = make_run(tmp_path, dry_east=True, east_error=0.05, base_error=0.03)
+    result = evaluate(r)
+    doc = json.loads((r["out"] / "metrics.json").read_text())
+    part = doc["partitionings"]["regions"]
+    east = next(x for x in part["regions"] if x["name"] == "east")
+    west = next(x for x in part["regions"] if x["name"] == "west")
+    assert east["absent"] is True and west["absent"] is False
+    assert east["iou_water"] == 0.0 and east["recall_water"] is None  # false alarms only
+    s = part["summaries"]["iou_water"]
+    assert s["absent_regions"] == ["east"] and s["n_regions"] == 1
+    assert s["worst_region"] == "west" and s["difference"] == 0.0
+    assert s["group_min"] == pytest.approx(west["iou_water"])
+    acc = part["summaries"]["accuracy"]  # not a class metric: both regions count
+    assert acc["absent_regions"] == [] and acc["n_regions"] == 2
+    assert acc["worst_region"] == "east" and acc["group_min"] == pytest.approx(east["accuracy"])
+    assert 0.9 < east["accuracy"] < west["accuracy"]  # 5 % vs 3 % flipped pixels
+    table = pd.read_csv(r["out"] / "by_region.csv")
+    row = table[(table["partitioning"] == "regions") & (table["region"] == "east")].iloc[0]
+    assert bool(row["absent"]) and not bool(row["small"])
+    assert result.tables["regions"]["absent"].tolist() == [False, True]

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatialfair.metrics import (confusion_by_region, metric_arrays, metric_names,
-                                 metrics_from_confusion, region_metrics, spad_score, summarize)
+from spatialfair.metrics import (confusion_by_region, has_class_support, metric_arrays,
+                                 metric_names, metrics_from_confusion, region_metrics,
+                                 spad_score, summarize)
 
 
 def naive_confusion(regions, y_true, y_pred, R, C, ignore):
@@ -168,6 +169,24 @@ def test_summarize_hand_case():
     assert math.isnan(none["difference"]) and none["argmin"] is None
     zeros = summarize({"a": 0.0, "b": 0.0}, 0.0)
     assert zeros["ratio"] == 1.0 and zeros["difference"] == 0.0
+
+
+def test_absent_class_regions_are_left_out_of_class_metrics():
+    # region 0: water present; region 1: no true water, 3 false alarms; region 2: empty
+    cm = np.array([[[50, 5], [10, 35]], [[97, 3], [0, 0]], [[0, 0], [0, 0]]])
+    classes = ["land", "water"]
+    assert has_class_support(cm, classes, "iou_water").tolist() == [True, False, False]
+    assert has_class_support(cm, classes, "recall_water").tolist() == [True, False, False]
+    assert has_class_support(cm, classes, "iou_land").tolist() == [True, True, False]
+    for m in ("accuracy", "precision_water", "mean_iou"):
+        assert has_class_support(cm, classes, m).all()
+    per = metric_arrays(cm, classes)["iou_water"]
+    assert per[1] == 0.0  # the artefact: 0 although there was no water to find
+    absent = np.flatnonzero(~has_class_support(cm, classes, "iou_water")).tolist()
+    s = summarize(dict(enumerate(per.tolist())), 0.6, {0: 100, 1: 100, 2: 0}, absent=absent)
+    assert s["absent"] == [1, 2] and s["n_regions"] == 1 and s["argmin"] == 0
+    assert s["by_region"][1] == 0.0  # still reported
+    assert s["difference"] == 0.0 and s["group_min"] == pytest.approx(35 / 50)
 
 
 def test_spad_score_sum_and_mean():
