@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,26 @@ def hex_colormap(colors: Sequence[str], nodata: int | None = 255) -> dict[int, t
     return cmap
 
 
+def compression_threads() -> int:
+    """Threads GDAL may use to compress a COG: ``GDAL_NUM_THREADS`` or ``OMP_NUM_THREADS``
+    when set (the workflow sets the latter to the job's threads), else the CPUs this process
+    may run on (SLURM's allocation under a cluster).
+
+    DEFLATE-compressing the blocks is most of the COG copy; two threads took 1.3-1.8 s instead
+    of 2.3-2.6 s for a 4096 x 4096 float32 probability band (2026-11-23, 2 cores).
+    """
+    for var in ("GDAL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+        if value.upper() == "ALL_CPUS":
+            break
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 class GeoTiffWriter:
     """Write a raster window by window, then publish it as a COG under its final name.
 
@@ -312,6 +333,7 @@ class GeoTiffWriter:
                         self._tmp, final_tmp, driver="COG", COMPRESS="DEFLATE",
                         BLOCKSIZE=256, OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=self.resampling,
                         RESAMPLING=self.resampling, BIGTIFF="IF_SAFER",
+                        NUM_THREADS=str(compression_threads()),
                         **({"PREDICTOR": "YES"} if "PREDICTOR" in self.profile else {}),
                     )
                 else:

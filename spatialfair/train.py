@@ -220,11 +220,21 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
 
 
 def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore) -> str:
-    """Hash of what determines the training, to refuse resuming a different run."""
+    """Hash of what determines the training, to refuse resuming a different run.
+
+    Besides the model, training and strategy settings, it covers the tile store as written:
+    ``store.json`` and the name, size and modification time of every chip file and of the
+    tile index. A store that was re-tiled, re-split or re-partitioned (which is why Snakemake
+    re-runs training after its inputs changed) therefore starts training afresh instead of
+    resuming weights learnt from other tiles; a job restarted on an untouched store (a
+    preempted or timed-out SLURM job) resumes.
+    """
+    files = sorted(p for p in store.path.iterdir()
+                   if p.suffix == ".bin" or p.name in ("tiles.gpkg", "tile_grid.gpkg"))
     keys = {"model": config.get("model"), "training": config.get("training"),
             "seed": config.get("seed"), "strategy": [run.name, run.strategy, run.options],
-            "tiles": {s: m["n_tiles"] for s, m in store.meta["scenes"].items()},
-            "tile_size": store.tile_size}
+            "store": store.meta,
+            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -548,6 +558,10 @@ def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, r
         return ckpt_path
     model_path = out_dir / MODEL
     if ctx.is_main:
+        if start >= epochs and history:
+            # Resumed a finished run: no epoch ran, so write the log again from the
+            # checkpoint (a workflow manager deletes a job's outputs before re-running it).
+            _write_log(history, out_dir / LOG)
         if best["state"] is None:  # resumed a finished run without history: keep the weights
             best = {**best, "state": model.state_dict(), "epoch": epochs, "metrics": {}}
         save_bundle(

@@ -10,7 +10,7 @@ from rasterio.windows import Window
 
 from spatialfair.errors import InputError
 from spatialfair.io import (
-    GeoTiffWriter, check_same_grid, hex_colormap, inspect_raster, invalid_mask, read_padded,
+    GeoTiffWriter, check_same_grid, compression_threads, hex_colormap, inspect_raster, invalid_mask, read_padded,
 )
 from tests.conftest import write_tif
 
@@ -89,6 +89,34 @@ def test_geotiff_writer_makes_cog_with_georeferencing(tmp_path):
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.block_shapes[0] == (256, 256) and src.overviews(1) == [2, 4]
         np.testing.assert_array_equal(src.read(1), full)
+
+
+def test_compression_threads_follow_the_job(monkeypatch):
+    monkeypatch.delenv("GDAL_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert compression_threads() == 3  # the workflow's threads for the job
+    monkeypatch.setenv("GDAL_NUM_THREADS", "5")
+    assert compression_threads() == 5  # GDAL's own setting wins
+    monkeypatch.setenv("GDAL_NUM_THREADS", "ALL_CPUS")
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    import os
+    assert compression_threads() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_cog_is_identical_with_any_compression_threads(tmp_path, monkeypatch, threads):
+    """Multi-threaded DEFLATE must give the same pixels (and overviews) as one thread."""
+    monkeypatch.setenv("GDAL_NUM_THREADS", threads)
+    rng = np.random.default_rng(4)
+    data = rng.random((520, 600)).astype(np.float32)
+    out = tmp_path / "p.tif"
+    with GeoTiffWriter(out, crs="EPSG:32633", transform=from_origin(0, 600, 1, 1), width=600,
+                       height=520, count=1, dtype="float32", nodata=-1.0,
+                       descriptions=["p_water"]) as w:
+        w.write(data, Window(0, 0, 600, 520))
+    with rasterio.open(out) as src:
+        np.testing.assert_array_equal(src.read(1), data)
+        assert src.overviews(1) == [2, 4] and src.descriptions == ("p_water",)
 
 
 def test_geotiff_writer_leaves_nothing_on_error(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from spatialfair.data import TileDataset, band_stats, make_loader
 from spatialfair.errors import InputError
 from spatialfair.metrics import confusion_by_region
 from spatialfair.models import load_bundle
+from spatialfair.tiling import TileStore
 from spatialfair.train import (
     _confusion_by_region,
     evaluate,
@@ -114,6 +116,47 @@ def test_resume_ignores_the_checkpoint_of_a_different_run(store, tmp_path, caplo
     train(other, ds, _run(other, "erm"), store, tmp_path / "r", resume=True)
     assert "different run" in caplog.text
     train(other, ds, _run(other, "erm"), store, tmp_path / "fresh")
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
+        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
+
+
+def test_resuming_a_finished_run_rewrites_the_deleted_log(store, tmp_path, caplog):
+    """Snakemake deletes a job's declared outputs (model.pt, train_log.csv) before re-running
+    it; the checkpoint survives. Resuming the finished run must restore both outputs."""
+    config = _config(epochs=2)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, "erm")
+    model = train(config, ds, run, store, tmp_path / "r")
+    log_before = pd.read_csv(tmp_path / "r" / "train_log.csv")
+    weights = torch.load(model, weights_only=True)["state_dict"]
+    model.unlink()
+    (tmp_path / "r" / "train_log.csv").unlink()
+    with caplog.at_level(logging.INFO, logger="spatialfair.train"):
+        again = train(config, ds, run, store, tmp_path / "r", resume=True)
+    assert "resuming" in caplog.text and "epoch 2 of 2" in caplog.text
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r" / "train_log.csv"), log_before)
+    for key, value in torch.load(again, weights_only=True)["state_dict"].items():
+        torch.testing.assert_close(value, weights[key], rtol=0, atol=0)
+
+
+def test_resume_starts_afresh_when_the_tiles_were_remade(tmp_path, caplog):
+    """A checkpoint trained on another version of the tile store (re-tiled, re-split) must not
+    be resumed: its weights were learnt from other tiles."""
+    tiles = make_store(tmp_path / "tiles", tiles_per_scene=8)
+    config = _config(epochs=2)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, "erm")
+    train(config, ds, run, tiles, tmp_path / "r", stop_after_epoch=1)
+    store = TileStore(tiles)
+    index = store.index.copy()
+    index["split"] = np.roll(index["split"].to_numpy(), 1)  # a new split, same tile count
+    store.write_index(index)
+    with caplog.at_level(logging.INFO, logger="spatialfair.train"):
+        train(config, ds, run, tiles, tmp_path / "r", resume=True)
+    assert "different run" in caplog.text and "resuming" not in caplog.text
+    assert len(pd.read_csv(tmp_path / "r" / "train_log.csv")) == 2
+    train(config, ds, run, tiles, tmp_path / "fresh")
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
         pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
