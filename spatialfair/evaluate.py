@@ -376,6 +376,7 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
               headline, classes, meta, n_units) -> EvaluationResult:
     ev = config.get("evaluation", {})
     min_px = int(ev.get("min_region_pixels", 1000))
+    min_cls = int(ev.get("min_class_pixels", 1))
     method = ev.get("significance", "scan")
     n_sim = int(ev.get("n_simulations", 399))
     alpha = float(ev.get("alpha", 0.05))
@@ -401,7 +402,7 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
             "small": n_pix < min_px,
             # The region's truth has no pixel of the headline metric's class (e.g. no water):
             # left out of its min/max like a small region (see metrics.has_class_support).
-            "absent": ~has_class_support(cm, classes, headline),
+            "absent": ~has_class_support(cm, classes, headline, min_cls),
         })
         for m in names:
             table[m] = per[m]
@@ -419,7 +420,7 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         tables[pname] = table
         summaries = {}
         for m in names:
-            absent = np.flatnonzero(~has_class_support(cm, classes, m)).tolist()
+            absent = np.flatnonzero(~has_class_support(cm, classes, m, min_cls)).tolist()
             s = summarize(dict(enumerate(per[m].tolist())), overall[m],
                           dict(enumerate(n_pix.tolist())), min_px, absent=absent)
             summaries[m] = {
@@ -464,6 +465,7 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         "headline_metric": headline,
         "primary_partitioning": primary,
         "min_region_pixels": min_px,
+        "min_class_pixels": min_cls,
         "n_pixels": int(acc.overall.sum()),
         "n_tiles": int(n_units),
         "n_units_used": int(usable.sum()),

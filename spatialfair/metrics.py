@@ -335,13 +335,16 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[s
     return {k: float(v) for k, v in metric_arrays(cm, class_names).items()}
 
 
-def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str) -> np.ndarray:
+def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str,
+                      min_pixels: int = 1) -> np.ndarray:
     """Which regions can judge ``metric``: boolean array of shape ``cm.shape[:-2]``.
 
     For a class metric whose denominator includes the true pixels of class c (``iou_<c>``,
     ``f1_<c>``, ``recall_<c>``), a region whose truth holds no pixel of c cannot judge it: one
     false alarm gives IoU and F1 of 0 although nothing of c was there to find (and recall is
-    undefined). Such a region says nothing about how well c is mapped there, so
+    undefined). With ``min_pixels`` > 1 (config ``evaluation.min_class_pixels``), regions
+    with fewer true pixels of c are left out too. Such a region says nothing about how well c
+    is mapped there, so
     :func:`summarize` leaves it out of min/max/difference (its false alarms still count in
     ``accuracy``, ``precision_<c>`` and the other classes' metrics). Every other metric: True.
     Training's model selection uses the same rule for its "worst region".
@@ -350,7 +353,7 @@ def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str) -
     kind, _, name = metric.partition("_")
     if kind not in ("iou", "f1", "recall") or name not in class_names:
         return np.ones(cm.shape[:-2], dtype=bool)
-    return cm[..., list(class_names).index(name), :].sum(axis=-1) > 0
+    return cm[..., list(class_names).index(name), :].sum(axis=-1) >= max(1, int(min_pixels))
 
 
 def summarize(
@@ -437,6 +440,7 @@ def region_metrics(
     region_names: Sequence[str] | None = None,
     ignore_index: int | None = 255,
     min_pixels: int = 0,
+    min_class_pixels: int = 1,
 ) -> dict[str, Any]:
     """Per-region metrics and fairness summaries for arrays of region ids, labels, predictions.
 
@@ -445,7 +449,9 @@ def region_metrics(
 
     Returns ``{"overall": {metric: value}, "n_pixels": int, "regions": [{"id", "name",
     "n_pixels", "small", <metric>: value, ...}], "summaries": {metric: summarize(...)},
-    "confusion": (R, C, C) array}``; summaries are keyed by region name.
+    "confusion": (R, C, C) array}``; summaries are keyed by region name. A region with fewer
+    than ``min_class_pixels`` true pixels of a class is left out of that class's IoU/F1/recall
+    summaries (``absent``, see :func:`has_class_support`).
     """
     regions = np.asarray(regions)
     if num_regions is None:
@@ -468,8 +474,8 @@ def region_metrics(
     summaries = {
         m: summarize({name: float(per[m][i]) for i, name in enumerate(names)}, overall[m],
                      counts, min_pixels,
-                     absent=[names[i] for i in np.flatnonzero(~has_class_support(cm, class_names,
-                                                                                 m))])
+                     absent=[names[i] for i in np.flatnonzero(
+                         ~has_class_support(cm, class_names, m, min_class_pixels))])
         for m in per
     }
     return {"overall": overall, "n_pixels": int(cm_all.sum()), "regions": rows,

@@ -194,7 +194,8 @@ def selection_score(overall: float, worst: float) -> float:
 
 
 def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
-                         region_names: list[str], min_pixels: int) -> dict[str, Any]:
+                         region_names: list[str], min_pixels: int,
+                         min_class_pixels: int = 1) -> dict[str, Any]:
     """Overall and per-region validation metrics from (K+1, C, C) confusion matrices."""
     overall = {k: float(v) for k, v in metric_arrays(conf.sum(0), classes).items()}
     if headline not in overall:
@@ -203,7 +204,7 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
     per_region = metric_arrays(conf[1:], classes)[headline]
     n = conf[1:].sum(axis=(1, 2))
     eligible = (np.isfinite(per_region) & (n >= min_pixels)
-                & has_class_support(conf[1:], classes, headline))
+                & has_class_support(conf[1:], classes, headline, min_class_pixels))
     if not eligible.any():
         eligible = np.isfinite(per_region) & (n > 0)
     if eligible.any():
@@ -339,6 +340,7 @@ class _Plan:
         self.run = run
         self.ds = ds
         self.min_pixels = int((config.get("evaluation") or {}).get("min_region_pixels", 1000))
+        self.min_class_pixels = int((config.get("evaluation") or {}).get("min_class_pixels", 1))
 
 
 WARMUP_FRACTION = 0.2
@@ -520,7 +522,8 @@ def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, r
             sums = reduce(sums)
         conf = evaluate(unwrap(ddp_model), val_loader, device, plan.num_regions,
                         ds.num_classes, autocast, reduce)
-        val = summarize_validation(conf, classes, headline, plan.region_names, plan.min_pixels)
+        val = summarize_validation(conf, classes, headline, plan.region_names, plan.min_pixels,
+                                   plan.min_class_pixels)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                "train_loss": float(sums[0] / (steps_per_epoch * ctx.world_size)),
                "train_ce": float(sums[1] / sums[2].clamp(min=1)),

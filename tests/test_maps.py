@@ -335,3 +335,13 @@ def test_region_without_the_headline_class_is_left_out_not_worst(tmp_path):
     row = table[(table["partitioning"] == "regions") & (table["region"] == "east")].iloc[0]
     assert bool(row["absent"]) and not bool(row["small"])
     assert result.tables["regions"]["absent"].tolist() == [False, True]
+    # evaluation.min_class_pixels above west's water pixel count: west is absent too
+    n_water_west = sum(int((lab[:, X0 + (np.arange(lab.shape[1]) + c0 + 0.5) * RES < EAST_X]
+                            == 1).sum()) for (_, _, _, c0), (_, lab, _) in
+                       zip(SCENES, r["truth"].values()))
+    r["config"]["evaluation"]["min_class_pixels"] = n_water_west + 1
+    doc = evaluate(r).metrics
+    s = doc["partitionings"]["regions"]["summaries"]["iou_water"]
+    assert s["absent_regions"] == ["west", "east"] and s["worst_region"] is None
+    assert doc["min_class_pixels"] == n_water_west + 1
+    assert doc["partitionings"]["regions"]["summaries"]["accuracy"]["n_regions"] == 2

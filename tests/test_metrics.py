@@ -180,6 +180,10 @@ def test_absent_class_regions_are_left_out_of_class_metrics():
     assert has_class_support(cm, classes, "iou_land").tolist() == [True, True, False]
     for m in ("accuracy", "precision_water", "mean_iou"):
         assert has_class_support(cm, classes, m).all()
+    # evaluation.min_class_pixels: region 0 has 45 true water pixels
+    assert has_class_support(cm, classes, "iou_water", 45).tolist() == [True, False, False]
+    assert has_class_support(cm, classes, "iou_water", 46).tolist() == [False, False, False]
+    assert has_class_support(cm, classes, "f1_land", 100).tolist() == [False, True, False]
     per = metric_arrays(cm, classes)["iou_water"]
     assert per[1] == 0.0  # the artefact: 0 although there was no water to find
     absent = np.flatnonzero(~has_class_support(cm, classes, "iou_water")).tolist()

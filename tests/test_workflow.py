@@ -112,6 +112,23 @@ def test_broken_config_gives_schema_message(tmp_path):
     assert "training.epochs" in text and "Fix:" in text and "integer" in text
 
 
+def test_config_copy_follows_the_config_without_snakemake_metadata(tmp_path):
+    """results/.config.yaml, which every command reads, must follow the config even where
+    Snakemake's metadata is gone (otherwise re-run jobs would read stale settings)."""
+    write_config(tmp_path, TINY)
+    snakemake(tmp_path, "-n")
+    copy = tmp_path / "results" / ".config.yaml"
+    assert yaml.safe_load(copy.read_text())["evaluation"]["min_region_pixels"] == 100
+    mtime = copy.stat().st_mtime_ns
+    snakemake(tmp_path, "-n")
+    assert copy.stat().st_mtime_ns == mtime  # unchanged config: file left alone
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+    write_config(tmp_path, dict(TINY, evaluation={**TINY["evaluation"], "min_class_pixels": 7}))
+    snakemake(tmp_path, "-n")
+    ev = yaml.safe_load(copy.read_text())["evaluation"]
+    assert ev["min_class_pixels"] == 7 and ev["min_region_pixels"] == 100
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(tmp_path):
     write_config(tmp_path, TINY)

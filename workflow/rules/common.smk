@@ -13,8 +13,8 @@ except InputError as exc:
     raise WorkflowError(f"Invalid configuration: {exc}") from None
 
 RESULTS = config["results"]
-# The validated config (defaults filled) is written once to this file; every command reads it.
-# Rules take it as ancient() input (its timestamp never triggers reruns) and declare the config
+# The validated config (defaults filled) is kept in this file; every command reads it. Rules
+# take it as ancient() input (its timestamp never triggers reruns) and declare the config
 # sections they depend on as params, so editing e.g. `training` retrains but does not re-tile.
 CONFIG_FILE = f"{RESULTS}/.config.yaml"
 DATASETS = list(config["datasets"])
@@ -28,6 +28,29 @@ def yaml_dump(obj):
     import yaml
 
     return yaml.safe_dump(obj, sort_keys=False)
+
+
+def sync_config_file():
+    """Write CONFIG_FILE whenever its text differs from the validated config.
+
+    Done when the workflow is read, not by a rule: a rule's params trigger relies on
+    Snakemake's metadata in .snakemake/, and where that is missing (cleaned up, a results
+    folder from another machine, an interrupted run) the copy stayed stale while the rules
+    reading it re-ran through their own params triggers and silently used the old settings
+    (seen on 2026-11-23 with a changed `evaluation` block). Writing an identical text is
+    skipped, so an unchanged config leaves the file (and its timestamp) alone.
+    """
+    from spatialfair.atomic import atomic_write_text
+
+    text = yaml_dump(config)
+    path = Path(CONFIG_FILE)
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+sync_config_file()
 
 
 def _dataset(name):

@@ -1,25 +1,7 @@
-# The validated config, tiling, partitionings and spatial splits: one job each per dataset.
+# Tiling, partitionings and spatial splits: one job each per dataset (the validated config
+# file they read is written by common.smk when the workflow is read).
 # Tiling streams scene by scene, window by window, so one job scales to many scenes without
 # one job per tile.
-
-
-rule write_config:
-    # The validated config (defaults filled) as one file the package's commands read, so a
-    # command run by hand with this file behaves exactly like the workflow.
-    output:
-        CONFIG_FILE,
-    params:
-        text=lambda w: yaml_dump(config),
-    log:
-        "logs/write_config.log",
-    threads: 1
-    resources:
-        mem_mb=500,
-        runtime=5,
-    run:
-        from spatialfair.atomic import atomic_write_text
-
-        atomic_write_text(output[0], params.text)
 
 
 rule tile:
