@@ -179,8 +179,27 @@ def _plot_frame(result) -> gpd.GeoDataFrame:
                             crs=regions.crs)
 
 
+#: A region whose bounding box is shorter than this fraction of the map's diagonal is drawn
+#: as a circle as well, or it would be invisible (e.g. flood chips scattered over continents).
+TINY_REGION_FRACTION = 0.015
+
+
+def tiny_regions(gdf: gpd.GeoDataFrame, fraction: float = TINY_REGION_FRACTION) -> np.ndarray:
+    """Boolean per region: too small to see on a map of the whole partitioning."""
+    if len(gdf) == 0:
+        return np.zeros(0, dtype=bool)
+    x0, y0, x1, y1 = gdf.total_bounds
+    b = gdf.geometry.bounds
+    size = np.hypot((b["maxx"] - b["minx"]).to_numpy(), (b["maxy"] - b["miny"]).to_numpy())
+    return size < fraction * math.hypot(x1 - x0, y1 - y0)
+
+
 def plot_map(result, path: str | Path, title: str | None = None) -> Path:
-    """``map.png``: choropleth of the headline deviation on the primary partitioning."""
+    """``map.png``: choropleth of the headline deviation on the primary partitioning.
+
+    Regions too small to see at the map's scale (:func:`tiny_regions`) also get a circle in
+    their colour (hatched when left out of min/max, thick black edge when significant), so
+    scattered small study sites stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +212,12 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     m = float(np.abs(finite).max()) if finite.size else 0.0
     m = m if m > 0 else 1e-3
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
-    fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
+    # Figure shaped like the (padded) extent, so a wide study area is not a thin strip in a
+    # square of white; the padding keeps labels of edge regions inside the axes.
+    x0, y0, x1, y1 = gdf.total_bounds if len(gdf) else (0.0, 0.0, 1.0, 1.0)
+    pad = 0.08 * max(x1 - x0, y1 - y0, 1e-9)
+    ratio = (y1 - y0 + 2 * pad) / (x1 - x0 + 2 * pad)
+    fig, ax = plt.subplots(figsize=(8.5, min(9.0, max(3.8, 6.5 * ratio + 1.6))), dpi=120)
     defined = gdf[np.isfinite(dev)]
     undefined = gdf[~np.isfinite(dev)]
     if len(undefined):
@@ -207,13 +231,29 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     sig = gdf[gdf["significant"].astype(bool)]
     if len(sig):
         sig.boundary.plot(ax=ax, color="black", linewidth=2.2)
+    tiny = tiny_regions(gdf)
+    if tiny.any():
+        cmap = plt.get_cmap("RdBu")
+        pts = gdf.geometry[tiny].representative_point()
+        t_dev, t_sig = dev[tiny], gdf["significant"].to_numpy(dtype=bool)[tiny]
+        t_out = _left_out(gdf)[tiny]
+        face = [cmap(norm(v)) if math.isfinite(v) else "#dddddd" for v in t_dev]
+        for hatch, sel in (("", ~t_out), ("////", t_out)):
+            if sel.any():
+                ax.scatter(pts.x[sel], pts.y[sel], s=110, zorder=3, hatch=hatch,
+                           c=[face[i] for i in np.flatnonzero(sel)],
+                           edgecolors=["black" if s else "#444444" for s in t_sig[sel]],
+                           linewidths=[2.2 if s else 0.6 for s in t_sig[sel]])
     if len(gdf) <= 60:
         pts = gdf.geometry.representative_point()
-        for (x, y), (_, row) in zip(zip(pts.x, pts.y), gdf.iterrows()):
+        for (x, y), (_, row), is_tiny in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny):
             val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
             ax.annotate(f"{row['region']}\n{val}{' *' if row['significant'] else ''}",
-                        (x, y), ha="center", va="center", fontsize=7,
+                        (x, y), xytext=(0, 16 if is_tiny else 0), textcoords="offset points",
+                        ha="center", va="center", fontsize=7,
                         bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+    ax.set_xlim(x0 - pad, x1 + pad)
+    ax.set_ylim(y0 - pad, y1 + pad)
     sm = plt.cm.ScalarMappable(cmap="RdBu", norm=norm)
     cb = fig.colorbar(sm, ax=ax, shrink=0.8)
     overall = result.metrics["overall"][result.headline]

@@ -345,3 +345,18 @@ def test_region_without_the_headline_class_is_left_out_not_worst(tmp_path):
     assert s["absent_regions"] == ["west", "east"] and s["worst_region"] is None
     assert doc["min_class_pixels"] == n_water_west + 1
     assert doc["partitionings"]["regions"]["summaries"]["accuracy"]["n_regions"] == 2
+
+
+def test_tiny_regions_are_the_ones_invisible_at_map_scale():
+    """Scattered study sites (a few km across, continents apart) are 'tiny' and get markers;
+    regions that tile the map are not."""
+    from spatialfair.maps import tiny_regions
+
+    sites = gpd.GeoDataFrame(geometry=[shapely.box(x, y, x + 0.05, y + 0.05)
+                                       for x, y in ((-95, 38), (0, 10), (80, 8), (105, 13))],
+                             crs="EPSG:4326")
+    assert tiny_regions(sites).tolist() == [True, True, True, True]
+    tiled = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10),
+                                       shapely.box(20, 0, 20.1, 0.1)], crs="EPSG:32633")
+    assert tiny_regions(tiled).tolist() == [False, False, True]
+    assert tiny_regions(tiled.iloc[:0]).shape == (0,)
