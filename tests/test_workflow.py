@@ -80,7 +80,8 @@ def test_shipped_config_dry_run_and_lint(tmp_path):
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")  # a fresh place: nothing done yet
     out = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/default"))
     counts = job_counts(out.stdout + out.stderr)
-    assert counts["train"] == 12 and counts["compare"] == 2 and counts["predict"] == 12
+    assert counts["train"] == 12 and counts["compare"] == 2
+    assert counts["predict"] == 24  # one job per scene: 2 datasets x 6 runs x 2 scenes
     assert counts["demo_flood-demo"] == 1 and counts["demo_crop-demo"] == 1
     lint = snakemake(ROOT, "--lint")
     assert "good condition" in lint.stdout + lint.stderr
@@ -90,7 +91,9 @@ def test_slurm_profile_resolves(tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     out = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"))
-    assert job_counts(out.stdout + out.stderr)["train"] == 12
+    text = out.stdout + out.stderr
+    assert job_counts(text)["train"] == 12
+    assert "Group job predict" in text  # per-scene predictions bundled into few submissions
 
 
 def test_real_config_dry_run():
@@ -166,4 +169,4 @@ def test_tiny_end_to_end_run(tmp_path):
     counts = job_counts(out.stdout + out.stderr)
     assert counts.get("train") == 1 and counts.get("compare") == 1
     assert "tile" not in counts and "partition" not in counts and "split" not in counts
-    assert counts.get("predict") == 1
+    assert counts.get("predict") == 2  # the deleted run's two scenes, nothing else

@@ -116,6 +116,11 @@ def section(*keys, dataset=None):
     return out
 
 
+def prediction_paths(ds_name, run, kind):
+    """Per-scene prediction rasters of one run: kind = "predictions" or "probabilities"."""
+    return [f"{RESULTS}/{ds_name}/{run}/{kind}/{s}.tif" for s in scenes(ds_name)]
+
+
 def all_outputs():
     out = []
     for ds in DATASETS:
@@ -125,7 +130,8 @@ def all_outputs():
         for run in RUNS:
             out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
             out += fairness_outputs(ds, run)
-            out += [f"{base}/{run}/predictions", f"{base}/{run}/probabilities"]
+            out += prediction_paths(ds, run, "predictions")
+            out += prediction_paths(ds, run, "probabilities")
     return out
 
 

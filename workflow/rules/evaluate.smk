@@ -11,7 +11,7 @@ for _ds in DATASETS:
         name:
             f"evaluate_{_ds}".replace("-", "_")
         input:
-            predictions=f"{_base}/{{run}}/predictions",
+            predictions=lambda w, _ds=_ds: prediction_paths(_ds, w.run, "predictions"),
             index=f"{_base}/tiles/tiles.gpkg",
             partitions=f"{_base}/partitions.gpkg",
             cfg=ancient(CONFIG_FILE),
@@ -38,7 +38,7 @@ for _ds in DATASETS:
             cfg=section("evaluation", "seed", dataset=_ds),
             dataset=_ds,
             tiles=lambda w, input: os.path.dirname(input.index),
-            predictions=lambda w, input: input.predictions,
+            predictions=lambda w, input: os.path.dirname(input.predictions[0]),
             out=lambda w, output: os.path.dirname(output.metrics),
         log:
             f"logs/{_ds}/{{run}}/evaluate.log",

@@ -1,23 +1,26 @@
-# Prediction: one job per dataset and strategy run. The model is loaded once and the scenes
-# stream through it one after another (window by window, bounded memory); per-scene jobs would
-# spend more time starting Python and loading the model than predicting small chips.
-# Outputs are the two folders, holding <scene>.tif for every scene of the dataset.
+# Prediction: one job per scene and strategy run, as DESIGN.md asks, so a cluster predicts
+# many scenes at once. Each job loads the model and streams its scene window by window
+# (bounded memory). Locally a job costs about 2-3 s of start-up (Python, torch, the model);
+# on SLURM the jobs carry `group: "predict"`, and the SLURM profile bundles them
+# (`group-components`) so that thousands of small chips do not become thousands of
+# sbatch submissions. `spatialfair predict --image a.tif b.tif ...` still predicts many
+# scenes with one model load for scripts and other schedulers.
 
 
 rule predict:
     input:
         model=f"{RESULTS}/{{dataset}}/{{run}}/model.pt",
-        images=lambda w: [image_path(w.dataset, s) for s in scenes(w.dataset)],
+        image=lambda w: image_path(w.dataset, w.scene),
         cfg=ancient(CONFIG_FILE),
     output:
-        classes=directory(f"{RESULTS}/{{dataset}}/{{run}}/predictions"),
-        probs=directory(f"{RESULTS}/{{dataset}}/{{run}}/probabilities"),
+        classes=f"{RESULTS}/{{dataset}}/{{run}}/predictions/{{scene}}.tif",
+        probs=f"{RESULTS}/{{dataset}}/{{run}}/probabilities/{{scene}}.tif",
     params:
         cfg=lambda w: section("prediction"),
-        classes=lambda w, output: [f"{output.classes}/{s}.tif" for s in scenes(w.dataset)],
-        probs=lambda w, output: [f"{output.probs}/{s}.tif" for s in scenes(w.dataset)],
     log:
-        "logs/{dataset}/{run}/predict.log",
+        "logs/{dataset}/{run}/predict/{scene}.log",
+    group:
+        "predict"
     conda:
         ENV
     threads: 2
@@ -27,5 +30,5 @@ rule predict:
         gpu=0,
     shell:
         "OMP_NUM_THREADS={threads} spatialfair predict --config {input.cfg} "
-        "--model {input.model} --image {input.images} --out-classes {params.classes} "
-        "--out-probs {params.probs} > {log} 2>&1"
+        "--model {input.model} --image {input.image} --out-classes {output.classes} "
+        "--out-probs {output.probs} > {log} 2>&1"
