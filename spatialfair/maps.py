@@ -4,17 +4,17 @@ Why: users judge spatial fairness by looking at where the model is worse. From a
 :class:`~spatialfair.evaluate.EvaluationResult` this module writes
 
 * ``fairness.gpkg``: one layer per partitioning (region polygons in the study CRS with
-  ``n_pixels``, ``n_tiles``, ``small``, ``absent``, every metric, ``deviation`` of the headline metric from
-  its overall value, ``p_value``, ``significant``) and, per layer, an embedded QGIS default
-  style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred on zero, labelled);
+  ``n_pixels``, ``n_tiles``, ``small``, ``absent``, every metric, ``deviation`` of the
+  headline metric from its overall value, ``p_value``, ``significant``) and, per layer, an
+  embedded QGIS default style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred on zero, labelled);
 * ``fairness_<metric>.tif``: a float32 COG in the study CRS, one band per partitioning, where
   each pixel holds its region's deviation of ``<metric>`` from overall (nodata -9999 outside
   the scenes and where undefined). Region-level data need no native resolution, so the mosaic
   is at most ``max_size`` pixels on its long side (never finer than the scenes), and it is
   written window by window;
 * ``map.png`` (choropleth of the deviation on the primary partitioning, region names, a colour
-  bar centred on zero, significant regions outlined, regions left out of min/max hatched: small, or
-  without a true pixel of the headline metric's class) and
+  bar centred on zero, significant regions outlined, regions left out of min/max hatched:
+  small, or without a true pixel of the headline metric's class) and
   ``regions.png`` (per-region bars of the headline metric, overall level marked, significant
   regions coloured by direction), readable without QGIS.
 """
@@ -225,7 +225,8 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     if len(defined):
         defined.plot(ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444",
                      linewidth=0.5)
-    small = gdf[_left_out(gdf)]
+    left_out = _left_out(gdf)
+    small = gdf[left_out]
     if len(small):
         small.plot(ax=ax, facecolor="none", edgecolor="#555555", hatch="///", linewidth=0)
     sig = gdf[gdf["significant"].astype(bool)]
@@ -236,7 +237,7 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
         cmap = plt.get_cmap("RdBu")
         pts = gdf.geometry[tiny].representative_point()
         t_dev, t_sig = dev[tiny], gdf["significant"].to_numpy(dtype=bool)[tiny]
-        t_out = _left_out(gdf)[tiny]
+        t_out = left_out[tiny]
         face = [cmap(norm(v)) if math.isfinite(v) else "#dddddd" for v in t_dev]
         for hatch, sel in (("", ~t_out), ("////", t_out)):
             if sel.any():

@@ -344,9 +344,9 @@ def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str,
     false alarm gives IoU and F1 of 0 although nothing of c was there to find (and recall is
     undefined). With ``min_pixels`` > 1 (config ``evaluation.min_class_pixels``), regions
     with fewer true pixels of c are left out too. Such a region says nothing about how well c
-    is mapped there, so
-    :func:`summarize` leaves it out of min/max/difference (its false alarms still count in
-    ``accuracy``, ``precision_<c>`` and the other classes' metrics). Every other metric: True.
+    is mapped there, so :func:`summarize` leaves it out of min/max/difference (its false
+    alarms still count in ``accuracy``, ``precision_<c>`` and the other classes' metrics).
+    Every other metric: True.
     Training's model selection uses the same rule for its "worst region".
     """
     cm = np.asarray(cm)

@@ -39,3 +39,24 @@ def real_data() -> Path:
     if not REAL_DATA.exists():
         pytest.skip(f"real data not available at {REAL_DATA} (only on the project's machines)")
     return REAL_DATA
+
+
+def train_predict_evaluate(cfg: Path, run: Path, tiles: Path, parts: Path,
+                           images: list[Path]) -> tuple[list[Path], dict]:
+    """ERM through the CLI on a tiled, partitioned, split dataset ``d``: train into ``run``,
+    predict ``images`` into ``run/predictions``, evaluate into ``run/fairness``; return the
+    prediction paths and the parsed metrics.json."""
+    import json
+
+    from spatialfair import cli
+
+    assert cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
+                     "--tiles", str(tiles), "--out", str(run)]) == 0
+    preds = [run / "predictions" / p.name for p in images]
+    assert cli.main(["predict", "--config", str(cfg), "--model", str(run / "model.pt"),
+                     "--image", *map(str, images), "--out-classes", *map(str, preds)]) == 0
+    assert cli.main(["evaluate", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
+                     "--partitions", str(parts), "--predictions", str(run / "predictions"),
+                     "--out", str(run / "fairness")]) == 0
+    return preds, json.loads((run / "fairness" / "metrics.json").read_text())
+

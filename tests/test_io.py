@@ -10,7 +10,8 @@ from rasterio.windows import Window
 
 from spatialfair.errors import InputError
 from spatialfair.io import (
-    GeoTiffWriter, check_same_grid, compression_threads, hex_colormap, inspect_raster, invalid_mask, read_padded,
+    GeoTiffWriter, check_same_grid, compression_threads, hex_colormap, inspect_raster,
+    invalid_mask, read_padded,
 )
 from tests.conftest import write_tif
 

@@ -21,6 +21,7 @@ import rasterio
 import yaml
 
 from spatialfair import cli
+from tests.conftest import train_predict_evaluate
 
 pytestmark = pytest.mark.realdata
 
@@ -64,15 +65,7 @@ def _prepare(cfg: Path, tmp_path: Path) -> tuple[Path, Path]:
 def _train_predict_evaluate(cfg: Path, tmp_path: Path, tiles: Path, parts: Path,
                             images: list[Path]) -> tuple[Path, list[Path], dict]:
     run = tmp_path / "erm"
-    assert cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
-                     "--tiles", str(tiles), "--out", str(run)]) == 0
-    preds = [run / "predictions" / p.name for p in images]
-    assert cli.main(["predict", "--config", str(cfg), "--model", str(run / "model.pt"),
-                     "--image", *map(str, images), "--out-classes", *map(str, preds)]) == 0
-    assert cli.main(["evaluate", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--partitions", str(parts), "--predictions", str(run / "predictions"),
-                     "--out", str(run / "fairness")]) == 0
-    metrics = json.loads((run / "fairness" / "metrics.json").read_text())
+    preds, metrics = train_predict_evaluate(cfg, run, tiles, parts, images)
     return run, preds, metrics
 
 

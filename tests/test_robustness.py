@@ -24,7 +24,7 @@ from spatialfair.config import validate_config
 from spatialfair.demo import make_demo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import write_tif  # noqa: E402
+from conftest import train_predict_evaluate, write_tif  # noqa: E402
 from test_data import make_store  # noqa: E402
 
 
@@ -193,15 +193,8 @@ def _pipeline(root: Path, demo: Path) -> dict[str, object]:
                      "--out", str(parts)]) == 0
     assert cli.main(["split", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
                      "--partitions", str(parts)]) == 0
-    assert cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
-                     "--tiles", str(tiles), "--out", str(run)]) == 0
     images = sorted((demo / "images").glob("*.tif"))
-    preds = [run / "predictions" / p.name for p in images]
-    assert cli.main(["predict", "--config", str(cfg), "--model", str(run / "model.pt"),
-                     "--image", *map(str, images), "--out-classes", *map(str, preds)]) == 0
-    assert cli.main(["evaluate", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--partitions", str(parts), "--predictions", str(run / "predictions"),
-                     "--out", str(run / "fairness")]) == 0
+    preds, metrics = train_predict_evaluate(cfg, run, tiles, parts, images)
     index = pd.DataFrame(__import__("pyogrio").read_dataframe(tiles / "tiles.gpkg",
                                                                read_geometry=False))
     out = {"index": index, "regions": {p.name: p.read_bytes()
@@ -210,7 +203,6 @@ def _pipeline(root: Path, demo: Path) -> dict[str, object]:
     for p in preds:
         with rasterio.open(p) as src:
             out[f"pred/{p.name}"] = src.read()
-    metrics = json.loads((run / "fairness/metrics.json").read_text())
     metrics.pop("created", None)
     out["metrics"] = metrics
     state = torch.load(run / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
