@@ -6,7 +6,8 @@ Why: users judge spatial fairness by looking at where the model is worse. From a
 * ``fairness.gpkg``: one layer per partitioning (region polygons in the study CRS with
   ``n_pixels``, ``n_tiles``, ``small``, ``absent``, every metric, ``deviation`` of the
   headline metric from its overall value, ``p_value``, ``significant``) and, per layer, an
-  embedded QGIS default style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred on zero, labelled);
+  embedded QGIS default style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred
+  on zero, labelled);
 * ``fairness_<metric>.tif``: a float32 COG in the study CRS, one band per partitioning, where
   each pixel holds its region's deviation of ``<metric>`` from overall (nodata -9999 outside
   the scenes and where undefined). Region-level data need no native resolution, so the mosaic
