@@ -396,13 +396,13 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         n_tiles = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
         test = test_regions(method, unit_vals, success, groups, part.n_regions,
                             n_resamples=n_sim, alpha=alpha, seed=seed + i)
+        # Regions whose truth lacks a class metric's class (e.g. no water): left out of that
+        # metric's min/max like a small region (see metrics.has_class_support).
+        absent = {m: ~has_class_support(cm, classes, m, min_cls) for m in names}
         table = pd.DataFrame({
             "region_id": np.arange(part.n_regions), "region": part.names,
             "n_pixels": n_pix.astype(np.int64), "n_tiles": n_tiles.astype(np.int64),
-            "small": n_pix < min_px,
-            # The region's truth has no pixel of the headline metric's class (e.g. no water):
-            # left out of its min/max like a small region (see metrics.has_class_support).
-            "absent": ~has_class_support(cm, classes, headline, min_cls),
+            "small": n_pix < min_px, "absent": absent[headline],
         })
         for m in names:
             table[m] = per[m]
@@ -420,9 +420,9 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         tables[pname] = table
         summaries = {}
         for m in names:
-            absent = np.flatnonzero(~has_class_support(cm, classes, m, min_cls)).tolist()
             s = summarize(dict(enumerate(per[m].tolist())), overall[m],
-                          dict(enumerate(n_pix.tolist())), min_px, absent=absent)
+                          dict(enumerate(n_pix.tolist())), min_px,
+                          absent=np.flatnonzero(absent[m]).tolist())
             summaries[m] = {
                 k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
                                   "std", "mad", "n_regions")

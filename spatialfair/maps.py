@@ -59,7 +59,7 @@ def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
             table.drop(columns=["region"]).assign(region=table["region"].astype(str)),
             geometry=regions.geometry.values, crs=regions.crs)
         gdf["small"] = gdf["small"].astype(bool)
-        gdf["absent"] = gdf["absent"].astype(bool) if "absent" in gdf else False
+        gdf["absent"] = gdf["absent"].astype(bool)
         gdf["significant"] = gdf["significant"].astype(bool)
         cols = ["region_id", "region"] + [c for c in gdf.columns
                                           if c not in ("region_id", "region", "geometry")]
@@ -69,11 +69,8 @@ def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
 
 def _left_out(table) -> np.ndarray:
     """Regions left out of the headline metric's min/max: too few labelled pixels, or no
-    true pixel of the metric's class (``absent``; tables from before that column: none)."""
-    small = table["small"].to_numpy(dtype=bool)
-    if "absent" in table:
-        small = small | table["absent"].to_numpy(dtype=bool)
-    return small
+    true pixel of the metric's class (``absent``)."""
+    return table["small"].to_numpy(dtype=bool) | table["absent"].to_numpy(dtype=bool)
 
 
 def write_fairness_gpkg(result, path: str | Path) -> Path:

@@ -339,8 +339,9 @@ class _Plan:
         self.strategy_options = opts
         self.run = run
         self.ds = ds
-        self.min_pixels = int((config.get("evaluation") or {}).get("min_region_pixels", 1000))
-        self.min_class_pixels = int((config.get("evaluation") or {}).get("min_class_pixels", 1))
+        ev = config.get("evaluation") or {}
+        self.min_pixels = int(ev.get("min_region_pixels", 1000))
+        self.min_class_pixels = int(ev.get("min_class_pixels", 1))
 
 
 WARMUP_FRACTION = 0.2
