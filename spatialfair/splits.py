@@ -45,12 +45,13 @@ SPLITS = ("train", "val", "test")
 _TRAIN, _VAL, _TEST = 0, 1, 2
 
 
-def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
-                   ) -> np.ndarray:
-    """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile.
+def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
+               ) -> pd.DataFrame:
+    """Per tile: ``scene``, block row ``brow``, block column ``bcol`` and block id ``block``.
 
     A block is ``block_tiles`` x ``block_tiles`` grid cells of ``stride`` pixels (default: the
-    tile height, right for tiles without overlap) of one scene.
+    tile height, right for tiles without overlap) of one scene; ids run 0..n_blocks-1 in
+    scene, block row, block column order.
     """
     if block_tiles < 1:
         raise ValueError("block_tiles must be >= 1")
@@ -62,7 +63,14 @@ def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None 
         "brow": index["row_off"].to_numpy() // side,
         "bcol": index["col_off"].to_numpy() // side,
     })
-    return keys.groupby(["scene", "brow", "bcol"], sort=True).ngroup().to_numpy()
+    keys["block"] = keys.groupby(["scene", "brow", "bcol"], sort=True).ngroup().to_numpy()
+    return keys
+
+
+def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
+                   ) -> np.ndarray:
+    """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile."""
+    return block_keys(index, block_tiles=block_tiles, stride=stride)["block"].to_numpy()
 
 
 def _take(sizes: np.ndarray, target: float, minimum: int, maximum: int) -> int:
@@ -137,16 +145,7 @@ def assign_splits(
         return pd.Series([], index=index.index, name="split", dtype=object)
     block = spatial_blocks(index, block_tiles=block_tiles, stride=stride)
     n_blocks = int(block.max()) + 1
-    if strata is None:
-        s = np.full(n, -1, dtype=np.int64)
-    else:
-        if isinstance(strata, pd.Series) and not strata.index.equals(index.index):
-            if len(strata) != n or not strata.index.isin(index.index).all():
-                raise ValueError("strata must have one value per tile of index (same index)")
-            strata = strata.reindex(index.index)
-        s = np.asarray(strata, dtype=np.int64)
-        if s.shape != (n,):
-            raise ValueError(f"strata has {s.shape[0]} values for {n} tiles")
+    s = _strata_array(index, strata)
     size = np.bincount(block, minlength=n_blocks)
     majority, incidence = _majority(block, s, n_blocks)
     assign = np.full(n_blocks, _TRAIN, dtype=np.int8)
@@ -192,6 +191,158 @@ def _log_summary(split: pd.Series, block: np.ndarray, strata: np.ndarray, val: f
                     "`split.block_tiles` gives small regions more blocks", "; ".join(missing))
 
 
+def _strata_array(index: pd.DataFrame, strata: pd.Series | np.ndarray | None) -> np.ndarray:
+    """Region id per tile of ``index`` (-1 = none) as an int64 array aligned with it."""
+    n = len(index)
+    if strata is None:
+        return np.full(n, -1, dtype=np.int64)
+    if isinstance(strata, pd.Series) and not strata.index.equals(index.index):
+        if len(strata) != n or not strata.index.isin(index.index).all():
+            raise ValueError("strata must have one value per tile of index (same index)")
+        strata = strata.reindex(index.index)
+    s = np.asarray(strata, dtype=np.int64)
+    if s.shape != (n,):
+        raise ValueError(f"strata has {s.shape[0]} values for {n} tiles")
+    return s
+
+
+def assign_folds(
+    index: pd.DataFrame,
+    *,
+    n_folds: int,
+    block_tiles: int = 2,
+    seed: int = 0,
+    strata: pd.Series | np.ndarray | None = None,
+    stride: int | None = None,
+) -> np.ndarray:
+    """Spatial K-fold: the fold (0..n_folds-1) of every tile, whole blocks per fold.
+
+    Blocks are stratified by their majority region (as in :func:`assign_splits`): within each
+    stratum they are shuffled (seeded per stratum) and each goes to the fold holding the fewest
+    of that stratum's tiles so far (ties: the fold with the fewest tiles overall), so every
+    region is spread over the folds as evenly as whole blocks allow.
+    """
+    if n_folds < 2:
+        raise ValueError("n_folds must be >= 2")
+    n = len(index)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    block = spatial_blocks(index, block_tiles=block_tiles, stride=stride)
+    n_blocks = int(block.max()) + 1
+    s = _strata_array(index, strata)
+    size = np.bincount(block, minlength=n_blocks)
+    majority, _ = _majority(block, s, n_blocks)
+    if n_blocks < n_folds:
+        raise InputError("tile index", f"{n_blocks} spatial block(s) for {n_folds} folds",
+                         "lower `replicates.folds` or `split.block_tiles`")
+    fold_of = np.zeros(n_blocks, dtype=np.int64)
+    total = np.zeros(n_folds, dtype=np.int64)
+    for stratum in np.unique(majority):
+        blocks = np.flatnonzero(majority == stratum)
+        rng = np.random.default_rng([int(seed), int(stratum) + 1, 7919])
+        load = np.zeros(n_folds, dtype=np.int64)
+        for b in rng.permutation(blocks):
+            f = int(np.lexsort((np.arange(n_folds), total, load))[0])
+            fold_of[b] = f
+            load[f] += size[b]
+            total[f] += size[b]
+    return fold_of[block]
+
+
+def _buffer_mask(keys: pd.DataFrame, test: np.ndarray, buffer_blocks: int) -> np.ndarray:
+    """Tiles (not in test) of blocks within ``buffer_blocks`` blocks of a test block."""
+    out = np.zeros(len(keys), dtype=bool)
+    if buffer_blocks <= 0 or not test.any():
+        return out
+    for scene, grp in keys.groupby("scene", sort=False):
+        rows = grp.index.to_numpy()
+        tb = grp.loc[test[rows], ["brow", "bcol"]].drop_duplicates().to_numpy()
+        if len(tb) == 0:
+            continue
+        br, bc = grp["brow"].to_numpy(), grp["bcol"].to_numpy()
+        near = np.zeros(len(rows), dtype=bool)
+        for r, c in tb:
+            near |= (np.abs(br - r) <= buffer_blocks) & (np.abs(bc - c) <= buffer_blocks)
+        out[rows] = near & ~test[rows]
+    return out
+
+
+def fold_split(
+    index: pd.DataFrame,
+    folds: np.ndarray,
+    fold: int,
+    *,
+    val: float = 0.2,
+    block_tiles: int = 2,
+    buffer_blocks: int = 0,
+    seed: int = 0,
+    strata: pd.Series | np.ndarray | None = None,
+    stride: int | None = None,
+) -> pd.Series:
+    """'train' | 'val' | 'test' | 'buffer' of every tile for one fold of a spatial K-fold.
+
+    Test is the fold's blocks; ``buffer`` the other blocks within ``buffer_blocks`` blocks of
+    a test block in the same scene (used by no split); validation is drawn from the remaining
+    blocks, ``val`` of their tiles, stratified by region as in :func:`assign_splits`.
+    """
+    keys = block_keys(index, block_tiles=block_tiles, stride=stride)
+    keys.index = np.arange(len(keys))
+    test = np.asarray(folds) == fold
+    buffer = _buffer_mask(keys, test, buffer_blocks)
+    out = np.full(len(index), "train", dtype=object)
+    out[test] = "test"
+    out[buffer] = "buffer"
+    rest = ~(test | buffer)
+    if rest.any():
+        s = _strata_array(index, strata)
+        sub = index.iloc[np.flatnonzero(rest)]
+        inner = assign_splits(sub, block_tiles=block_tiles, val=val, test=0.0, seed=seed,
+                              strata=s[rest], stride=stride)
+        out[rest] = inner.to_numpy()
+    return pd.Series(out, index=index.index, name="split")
+
+
+def replicate_splits(
+    index: pd.DataFrame,
+    config: dict,
+    *,
+    strata: pd.Series | np.ndarray | None = None,
+    stride: int | None = None,
+) -> pd.DataFrame:
+    """One split column per replicate of ``config`` (empty without replication).
+
+    Replicate r of K folds uses split seed ``split.seed + r``: with K = 1 its column is the
+    train/val/test split drawn with that seed; with K > 1 every block is in test in exactly
+    one of the seed's K columns.
+    """
+    from .layout import is_replicated, replicates, replication
+
+    if not is_replicated(config):
+        return pd.DataFrame(index=index.index)
+    settings = config.get("split", {})
+    block_tiles = settings.get("block_tiles", 2)
+    val, test = settings.get("val", 0.2), settings.get("test", 0.2)
+    _, n_folds, buffer_blocks = replication(config)
+    columns: dict[str, pd.Series] = {}
+    folds_by_seed: dict[int, np.ndarray] = {}
+    for rep in replicates(config):
+        if n_folds == 1:
+            columns[rep.column] = assign_splits(index, block_tiles=block_tiles, val=val,
+                                                test=test, seed=rep.split_seed, strata=strata,
+                                                stride=stride)
+            continue
+        if rep.split_seed not in folds_by_seed:
+            folds_by_seed[rep.split_seed] = assign_folds(
+                index, n_folds=n_folds, block_tiles=block_tiles, seed=rep.split_seed,
+                strata=strata, stride=stride)
+        columns[rep.column] = fold_split(
+            index, folds_by_seed[rep.split_seed], rep.fold, val=val, block_tiles=block_tiles,
+            buffer_blocks=buffer_blocks, seed=rep.split_seed, strata=strata, stride=stride)
+    log.info("replicate splits: %d column(s) (%d fold(s) per seed, buffer %d block(s))",
+             len(columns), n_folds, buffer_blocks)
+    return pd.DataFrame({k: v.to_numpy() for k, v in columns.items()}, index=index.index)
+
+
 def split_tiles(
     store_dir: str | Path,
     partitions_gpkg: str | Path | None,
@@ -204,7 +355,8 @@ def split_tiles(
     Region columns come from ``regions`` (a DataFrame of ``region__<name>`` columns aligned
     with the tile grid) or, when not given, from ``spatialfair.partitions``
     (``assign_tiles(index, read_partitions(partitions_gpkg).values())``). The stratifying
-    partitioning is ``config['split']['partitioning']``; settings and seed come from config.
+    partitioning is ``config['split']['partitioning']``; settings and ``split.seed`` come
+    from config, and a replicated config adds one ``split__s<seed>_f<fold>`` column per replicate.
     """
     from .tiling import TileStore
 
@@ -234,13 +386,14 @@ def split_tiles(
                     store.overlap)
     split = assign_splits(grid, block_tiles=settings.get("block_tiles", 2),
                           val=settings.get("val", 0.2), test=settings.get("test", 0.2),
-                          seed=config.get("seed", 0), strata=regions[column],
+                          seed=settings.get("seed", 0), strata=regions[column],
                           stride=store.stride)
+    reps = replicate_splits(grid, config, strata=regions[column], stride=store.stride)
     base = grid.drop(columns=[c for c in grid.columns
-                              if c.startswith("region__") or c in ("split", "geometry")])
+                              if c.startswith(("region__", "split")) or c == "geometry"])
     region_cols = regions[[c for c in regions.columns if c.startswith("region__")]]
     out = gpd.GeoDataFrame(
-        pd.concat([base, region_cols.astype(np.int64), split], axis=1),
+        pd.concat([base, region_cols.astype(np.int64), split, reps], axis=1),
         geometry=grid.geometry, crs=grid.crs)
     store.write_index(out)
     log.info("wrote %s (%d tiles, stratified by '%s')", store.path / "tiles.gpkg", len(out),

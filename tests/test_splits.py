@@ -150,7 +150,7 @@ def store(tmp_path):
     cfg = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
                                               "labels": "lab/*.tif"}},
                            "tiling": {"size": 16}, "seed": 5,
-                           "split": {"block_tiles": 2, "partitioning": "regions"}})
+                           "split": {"block_tiles": 2, "partitioning": "regions", "seed": 5}})
     ds = dataset_config(cfg, "d", base=tmp_path)
     return cfg, tile_dataset(ds, tmp_path / "tiles", size=16, min_valid_fraction=0.0)
 
