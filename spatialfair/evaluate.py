@@ -140,20 +140,6 @@ def _windows(info: RasterInfo, side: int) -> list[Window]:
             for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
 
 
-def _select_index(index: pd.DataFrame, split: str, store_dir: Path) -> np.ndarray:
-    if split == "all":
-        return np.ones(len(index), dtype=bool)
-    if "split" not in index.columns:
-        raise InputError(store_dir / "tiles.gpkg", "the tile index has no 'split' column",
-                         "run `spatialfair split` first, or evaluate with split 'all'")
-    sel = index["split"].astype(str).to_numpy() == split
-    if not sel.any():
-        raise InputError(store_dir / "tiles.gpkg", f"no tile is in split '{split}'",
-                         "check the split fractions in the config (split.val/test) and re-run "
-                         "`spatialfair split`")
-    return sel
-
-
 class _Accumulator:
     """Running per-region and per-tile confusion counts of one evaluation pass."""
 
@@ -260,34 +246,117 @@ def _primary_partitioning(config: dict, parts: dict[str, Any]) -> str:
     return next(iter(parts))
 
 
+Source = tuple[str, Path]
+
+
+def _sources(predictions: str | Path | Sequence[tuple[str, str | Path]]) -> list[Source]:
+    """(tile-index split column, predictions folder) pairs; one folder means column 'split'."""
+    if isinstance(predictions, (str, Path)):
+        return [("split", Path(predictions))]
+    out = [(str(c), Path(d)) for c, d in predictions]
+    if not out:
+        raise ValueError("no predictions to evaluate")
+    return out
+
+
+def _scene_tiles(index: pd.DataFrame, scene: str) -> pd.DataFrame:
+    """One scene's tiles in store order (the order the pixel-ownership rule relies on)."""
+    t = index.iloc[np.flatnonzero(index["scene"].astype(str).to_numpy() == scene)]
+    order = np.lexsort((t["col_off"].to_numpy(), t["row_off"].to_numpy(),
+                        t["store_index"].to_numpy()))
+    return t.iloc[order]
+
+
+def _selection(t: pd.DataFrame, column: str, split: str, store_dir: Path) -> np.ndarray:
+    if split == "all":
+        return np.ones(len(t), dtype=bool)
+    if column not in t.columns:
+        raise InputError(store_dir / "tiles.gpkg", f"the tile index has no '{column}' column",
+                         "run `spatialfair split` with this config first, or evaluate with "
+                         "split 'all'")
+    return t[column].astype(str).to_numpy() == split
+
+
+def _plan(meta: dict, index: pd.DataFrame, sources: list[Source], split: str, ds: DatasetConfig,
+          store_dir: Path) -> list[tuple[_Scene, np.ndarray]]:
+    """Header-checked (scene, selected tiles) passes: every scene of a single source, or the
+    scenes holding selected tiles of each fold's source."""
+    passes = []
+    for column, folder in sources:
+        for scene in meta["scenes"]:
+            t = _scene_tiles(index, scene)
+            mask = _selection(t, column, split, store_dir)
+            if len(sources) > 1 and not mask.any():
+                continue
+            passes.append((_check_scene(meta, scene, ds, folder, t), mask))
+    if not any(mask.any() for _, mask in passes):
+        raise InputError(store_dir / "tiles.gpkg", f"no tile is in split '{split}'",
+                         "check the split fractions in the config (split.val/test) and re-run "
+                         "`spatialfair split`")
+    return passes
+
+
+def _scene_pass(sc: _Scene, mask: np.ndarray, acc: _Accumulator, offset: int, ignore: int,
+                n_classes: int, window_side: int) -> np.ndarray:
+    """Stream one scene's prediction window by window; returns its per-unit confusions."""
+    t = sc.tiles
+    ro = t["row_off"].to_numpy(np.int64)
+    co = t["col_off"].to_numpy(np.int64)
+    th = t["height"].to_numpy(np.int64)
+    tw = t["width"].to_numpy(np.int64)
+    scene_unit = np.full(len(t), -1, np.int64)
+    scene_unit[mask] = np.arange(int(mask.sum()))
+    tiles = {
+        "row_off": ro, "col_off": co, "height": th, "width": tw,
+        "unit": np.where(mask, offset + scene_unit, -1),
+        "scene_unit": scene_unit,
+        "centre_row": ro + np.minimum(th, sc.pred.height - ro) // 2,
+        "centre_col": co + np.minimum(tw, sc.pred.width - co) // 2,
+    }
+    tile_cm = np.zeros((int(mask.sum()), n_classes, n_classes), np.int64)
+    with rasterio.open(sc.pred.path) as psrc, rasterio.open(sc.label.path) as lsrc, \
+            rasterio.open(sc.image.path) as isrc:
+        for window in tqdm(_windows(sc.pred, window_side), desc=f"evaluate {sc.name}",
+                           unit="window", disable=None, leave=False):
+            _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, tile_cm,
+                            sc.pred.crs)
+    return tile_cm
+
+
 def evaluate_dataset(
     config: dict,
     ds: DatasetConfig,
     store_dir: str | Path,
     partitions_gpkg: str | Path,
-    predictions_dir: str | Path,
+    predictions_dir: str | Path | Sequence[tuple[str, str | Path]],
     out_dir: str | Path,
     split: str | None = None,
     *,
     run: str | None = None,
     window_side: int = WINDOW_SIDE,
     min_unit_pixels: int | None = None,
+    replicate: dict[str, int] | None = None,
 ) -> EvaluationResult:
-    """Evaluate ``predictions_dir/<scene>.tif`` per region of every partitioning.
+    """Evaluate predictions per region of every partitioning.
 
-    ``split`` defaults to the config's ``evaluation.split`` (``test``); ``all`` uses every
-    tile. ``run`` names the run in the outputs (default: the predictions folder's parent).
-    A tile counts as a significance unit when at least ``min_unit_pixels`` of its pixels are
-    evaluated (default: 5 % of the tile area). Writes ``out_dir/metrics.json`` and
-    ``out_dir/by_region.csv`` and returns an :class:`EvaluationResult` for the maps.
+    ``predictions_dir`` is a folder of ``<scene>.tif`` judged on the tile index's ``split``
+    column, or a list of (split column, folder) pairs, one per spatial fold: their confusion
+    counts are pooled, so K folds together evaluate every held-out pixel once. ``split``
+    defaults to the config's ``evaluation.split`` (``test``); ``all`` uses every tile. ``run``
+    names the run in the outputs (default: the first folder's parent). A tile counts as a
+    significance unit when at least ``min_unit_pixels`` of its pixels are evaluated (default:
+    5 % of the tile area). ``replicate`` ({"seed", "folds"}) is recorded in metrics.json.
+    Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv`` and returns an
+    :class:`EvaluationResult` for the maps.
     """
     from .partitions import read_partitions
     from .tiling import TileStore
 
     ev = config.get("evaluation", {})
     split = split or ev.get("split", "test")
-    store_dir, predictions_dir, out_dir = Path(store_dir), Path(predictions_dir), Path(out_dir)
-    run = run or predictions_dir.resolve().parent.name
+    sources = _sources(predictions_dir)
+    store_dir, out_dir = Path(store_dir), Path(out_dir)
+    run = run or sources[0][1].resolve().parent.name
     store = TileStore(store_dir)
     meta = store.meta
     classes = list(ds.classes)
@@ -304,57 +373,21 @@ def evaluate_dataset(
     if not parts:
         raise InputError(partitions_gpkg, "no partitioning layers",
                          "run `spatialfair partition` first")
-    index = store.index
-    sel = _select_index(index, split, store_dir)
     tsize = int(meta["tile_size"])
     min_unit_pixels = (max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None
                        else int(min_unit_pixels))
-
-    # header checks of every scene before the pass
-    scenes: list[_Scene] = []
-    n_units = 0
-    index_scene = index["scene"].astype(str).to_numpy()
-    for scene in meta["scenes"]:
-        rows = np.flatnonzero(index_scene == scene)
-        t = index.iloc[rows]
-        order = np.lexsort((t["col_off"].to_numpy(), t["row_off"].to_numpy(),
-                            t["store_index"].to_numpy()))
-        t = t.iloc[order]
-        scenes.append(_check_scene(meta, scene, ds, predictions_dir, t))
-        n_units += int(sel[rows[order]].sum())
-    _log_reprojections(parts, scenes)
-    log.info("evaluating %d scene(s), %d %s tile(s), %d partitioning(s), headline %s",
-             len(scenes), n_units, split, len(parts), headline)
+    passes = _plan(meta, store.index, sources, split, ds, store_dir)
+    n_units = int(sum(mask.sum() for _, mask in passes))
+    _log_reprojections(parts, [sc for sc, _ in passes])
+    log.info("evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
+             "headline %s", len(passes), len(sources), n_units, split, len(parts), headline)
 
     acc = _Accumulator(parts, len(classes), n_units)
     unit_vals = np.full(n_units, np.nan)
     unit_pix = np.zeros(n_units, np.int64)
     offset = 0
-    for sc in scenes:
-        t = sc.tiles
-        ro = t["row_off"].to_numpy(np.int64)
-        co = t["col_off"].to_numpy(np.int64)
-        th = t["height"].to_numpy(np.int64)
-        tw = t["width"].to_numpy(np.int64)
-        mask = (t["split"].astype(str).to_numpy() == split if split != "all"
-                else np.ones(len(t), dtype=bool))
-        scene_unit = np.full(len(t), -1, np.int64)
-        scene_unit[mask] = np.arange(int(mask.sum()))
-        tiles = {
-            "row_off": ro, "col_off": co, "height": th, "width": tw,
-            "unit": np.where(mask, offset + scene_unit, -1),
-            "scene_unit": scene_unit,
-            "centre_row": ro + np.minimum(th, sc.pred.height - ro) // 2,
-            "centre_col": co + np.minimum(tw, sc.pred.width - co) // 2,
-        }
-        tile_cm = np.zeros((int(mask.sum()), len(classes), len(classes)), np.int64)
-        crs = sc.pred.crs
-        with rasterio.open(sc.pred.path) as psrc, rasterio.open(sc.label.path) as lsrc, \
-                rasterio.open(sc.image.path) as isrc:
-            for window in tqdm(_windows(sc.pred, window_side), desc=f"evaluate {sc.name}",
-                               unit="window", disable=None, leave=False):
-                _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, tile_cm,
-                                crs)
+    for sc, mask in passes:
+        tile_cm = _scene_pass(sc, mask, acc, offset, ignore, len(classes), window_side)
         vals, npx = unit_values(tile_cm, classes, headline)
         unit_vals[offset:offset + len(vals)] = vals
         unit_pix[offset:offset + len(vals)] = npx
@@ -363,11 +396,13 @@ def evaluate_dataset(
         log.warning("%d labelled, valid pixel(s) have no prediction (255) and were not "
                     "evaluated; check the prediction rasters", acc.n_missing_pred)
     if acc.overall.sum() == 0:
-        raise InputError(predictions_dir, f"no labelled pixel to evaluate in split '{split}'",
+        raise InputError(sources[0][1], f"no labelled pixel to evaluate in split '{split}'",
                          "check the split and that labels and predictions overlap")
 
     result = _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, split,
                        run, headline, classes, meta, n_units)
+    result.metrics["replicate"] = dict(replicate or {"seed": int(config.get("seed", 0)),
+                                                     "folds": len(sources)})
     write_outputs(result, out_dir)
     return result
 
