@@ -1,21 +1,30 @@
-"""Is a region's deviation real? Tile-level significance tests for per-region performance.
+"""Is a region's deviation real? Unit-level significance tests for per-region performance.
 
-Why tiles and not pixels: neighbouring pixels are strongly autocorrelated, so with millions of
-pixels every difference between regions looks "significant". The sampling unit here is a tile
-(or any spatial block): each unit has one outcome and one region id per partitioning.
+Why units and not pixels: neighbouring pixels are strongly autocorrelated, so with millions of
+pixels every difference between regions looks "significant". Neighbouring tiles are
+autocorrelated too, so evaluation uses spatial blocks (the split's ``block_tiles`` x
+``block_tiles`` blocks) by default, or scenes, or tiles (config
+``evaluation.significance_unit``). Each unit has one outcome and one region per partitioning:
+the region holding most of its evaluated pixels (:func:`majority_regions`; ties go to the
+lowest region id). Methods, references and rules: docs/methods.md ("Significance").
 
-What a unit's outcome is (:func:`tile_outcomes`): the unit's value of the headline metric
-(e.g. ``iou_water`` or ``accuracy``) computed on its own pixels. A per-class metric that is
-undefined in a unit because the class is absent from both its truth and its prediction (e.g.
-``iou_water`` on a dry tile predicted dry) is set to 1.0: the model made no error on that class
-there. Units with fewer than ``min_pixels`` labelled pixels are not used. A unit is a *success*
-for the scan when its value is **at least the overall value** of the metric (computed on all
-evaluated pixels): success means "as good as the model is overall".
+What a unit's outcome is (:func:`unit_values`, :func:`unit_outcomes`): the unit's value of the
+headline metric (e.g. ``iou_water`` or ``accuracy``) computed on its own pixels (the sum of its
+tiles' confusion matrices, :func:`unit_confusion`). A per-class metric that is undefined in a
+unit because the class is absent from both its truth and its prediction (e.g. ``iou_water`` on
+a dry block predicted dry) is set to 1.0: the model made no error on that class there. Units
+with fewer than ``min_pixels`` evaluated pixels are not used. A unit is a *success* for the
+scan when its value is **at least the overall value** of the metric (computed on all evaluated
+pixels): success means "as good as the model is overall".
+
+Only *tested* regions take part (``tested``: evaluation leaves out regions that are ``small``
+or ``absent``, whose headline value says nothing); their units are left out of the test, and
+their p-value is NaN and ``significant`` False.
 
 Two tests, both seeded and vectorised (no Python loop over simulations x regions):
 
-* :func:`bernoulli_scan`: the Kulldorff-style likelihood-ratio scan with a Bernoulli model used
-  by Sacharidis et al., "Auditing for Spatial Fairness" (EDBT 2023). With N units, P successes
+* :func:`bernoulli_scan`: the Kulldorff Bernoulli likelihood-ratio scan used by Sacharidis et
+  al., "Auditing for Spatial Fairness" (EDBT 2023). With N units, P successes
   (rho = P / N), and region r with n units and p successes (rho_in = p / n,
   rho_out = (P - p) / (N - n))::
 
@@ -25,10 +34,11 @@ Two tests, both seeded and vectorised (no Python loop over simulations x regions
       statistic = l1 - l0        (0 log 0 = 0; a region covering all units has statistic 0)
 
   It is two-sided (a region better or worse than the rest both count; ``direction`` tells
-  which). Significance by Monte Carlo: ``n_simulations`` worlds in which every unit succeeds
-  with probability rho (so region r has Binomial(n_r, rho) successes, drawn directly), the
-  maximum statistic over regions in each world, and a region is significant when its statistic
-  exceeds the (1 - alpha) quantile of those maxima; its p-value is
+  which). Significance by Monte Carlo *conditional on the total P*, as in Kulldorff's scan:
+  each simulated world permutes the observed outcomes across the units, so the regions'
+  success counts are multivariate hypergeometric (drawn directly). The maximum statistic over
+  regions in each world gives the null distribution; a region is significant when its
+  statistic exceeds the (1 - alpha) quantile of those maxima, and its p-value is
   ``(1 + #worlds with max >= statistic) / (1 + n_simulations)``. Taking the maximum over
   regions controls the family-wise error: under no bias, the chance that *any* region is
   flagged is at most alpha. The Spatial Bias Index (:func:`spatial_bias_index`) summarises all
@@ -123,13 +133,70 @@ def tile_outcomes(
     return values, success, usable
 
 
-def _groups(groups: np.ndarray, num_regions: int, n: int) -> np.ndarray:
+def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: int
+                   ) -> np.ndarray:
+    """(n_units, C, C) confusion of each unit: the sum of its tiles' (tiles with unit -1 are
+    not used)."""
+    tile_confusion = np.asarray(tile_confusion)
+    tile_unit = np.asarray(tile_unit, dtype=np.int64).ravel()
+    out = np.zeros((int(n_units),) + tile_confusion.shape[1:], dtype=tile_confusion.dtype)
+    keep = tile_unit >= 0
+    np.add.at(out, tile_unit[keep], tile_confusion[keep])
+    return out
+
+
+def majority_regions(owner: np.ndarray, region: np.ndarray, count: np.ndarray,
+                     n_owners: int) -> np.ndarray:
+    """Region holding most pixels of each owner (unit or tile), from (owner, region, count)
+    records (several records of one pair are summed); -1 for owners without a record.
+    Ties go to the lowest region id."""
+    owner = np.asarray(owner, dtype=np.int64).ravel()
+    region = np.asarray(region, dtype=np.int64).ravel()
+    count = np.asarray(count, dtype=np.int64).ravel()
+    out = np.full(int(n_owners), -1, dtype=np.int64)
+    keep = (owner >= 0) & (region >= 0) & (count > 0)
+    if not keep.any():
+        return out
+    pairs, inverse = np.unique(np.column_stack([owner[keep], region[keep]]), axis=0,
+                               return_inverse=True)
+    totals = np.bincount(inverse.ravel(), weights=count[keep], minlength=len(pairs))
+    order = np.lexsort((pairs[:, 1], -totals, pairs[:, 0]))  # owner, most pixels, lowest id
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pairs[order[1:], 0] != pairs[order[:-1], 0]
+    best = order[first]
+    out[pairs[best, 0]] = pairs[best, 1]
+    return out
+
+
+def _groups(groups: np.ndarray, num_regions: int, n: int,
+            tested: np.ndarray | None = None) -> np.ndarray:
+    """Region label per unit, checked; -1 for units of regions that are not ``tested``."""
     groups = np.asarray(groups).ravel()
     if groups.size != n:
         raise ValueError(f"{groups.size} region labels for {n} units")
     if groups.size and int(groups.max(initial=-1)) >= num_regions:
         raise ValueError(f"region label >= num_regions={num_regions}")
+    if tested is not None:
+        tested = np.asarray(tested, dtype=bool).ravel()
+        if tested.size != num_regions:
+            raise ValueError(f"tested has {tested.size} entries for {num_regions} regions")
+        ok = groups >= 0
+        ok[ok] = tested[groups[ok]]
+        groups = np.where(ok, groups, -1)
     return groups
+
+
+def _untested(test: "RegionTest", tested: np.ndarray | None) -> "RegionTest":
+    """Blank the results of regions that were not tested (NaN p-value, not significant)."""
+    if tested is None:
+        return test
+    off = ~np.asarray(tested, dtype=bool)
+    test.statistic = np.where(off, np.nan, test.statistic)
+    test.p_value = np.where(off, np.nan, test.p_value)
+    test.significant = test.significant & ~off
+    test.direction = np.where(off, 0, test.direction).astype(np.int8)
+    test.extra["n_untested"] = int(off.sum())
+    return test
 
 
 def scan_statistic(p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float,
@@ -192,23 +259,30 @@ def bernoulli_scan(
     n_simulations: int = 399,
     alpha: float = 0.05,
     seed: int = 0,
+    tested: np.ndarray | None = None,
 ) -> RegionTest:
-    """Kulldorff-style Bernoulli scan over the regions of one partitioning.
+    """Kulldorff Bernoulli scan over the regions of one partitioning.
 
-    ``success``: bool per unit; ``groups``: region id per unit (-1 = in no region, not used).
-    Returns per-region statistic, Monte Carlo p-value, significance (statistic above the
-    (1 - alpha) quantile of the simulated maxima) and direction; ``extra`` holds ``rho``,
-    ``threshold`` and ``sbi``.
+    ``success``: bool per unit; ``groups``: region id per unit (-1 = in no region, not used);
+    ``tested``: bool per region (default all), units of other regions are not used.
+    The Monte Carlo worlds keep the observed number of successes (outcomes permuted across
+    the units). Returns per-region statistic, Monte Carlo p-value, significance (statistic
+    above the (1 - alpha) quantile of the simulated maxima) and direction; ``extra`` holds
+    ``rho``, ``threshold`` and ``sbi``.
     """
     success = np.asarray(success, dtype=bool).ravel()
-    groups = _groups(groups, num_regions, success.size)
+    groups = _groups(groups, num_regions, success.size, tested)
     n_r, p_r, big_n, big_p = _counts(success, groups, num_regions)
     stat = scan_statistic(p_r, n_r, big_p, big_n)
     rng = np.random.default_rng(seed)
     rho = big_p / big_n if big_n > 0 else 0.0
-    sim_p = rng.binomial(n_r.astype(np.int64)[None, :], rho, size=(n_simulations, num_regions))
-    sim_big_p = sim_p.sum(axis=1, keepdims=True)
-    sim_max = scan_statistic(sim_p, n_r[None, :], sim_big_p, big_n).max(axis=1, initial=0.0)
+    if big_n > 0 and num_regions:
+        # conditional on the total: the P successes fall on P of the N units at random
+        sim_p = rng.multivariate_hypergeometric(n_r.astype(np.int64), int(big_p),
+                                                size=n_simulations)
+    else:
+        sim_p = np.zeros((n_simulations, num_regions), dtype=np.int64)
+    sim_max = scan_statistic(sim_p, n_r[None, :], big_p, big_n).max(axis=1, initial=0.0)
     threshold = float(np.quantile(sim_max, 1 - alpha, method="higher")) if n_simulations else math.inf
     exceed = (sim_max[None, :] >= stat[:, None] * (1 - 1e-12)).sum(axis=1)
     p_value = (1.0 + exceed) / (1.0 + n_simulations)
@@ -218,13 +292,14 @@ def bernoulli_scan(
         rho_out = np.where(big_n - n_r > 0, (big_p - p_r) / np.where(big_n - n_r > 0, big_n - n_r, 1),
                            np.nan)
     direction = np.nan_to_num(np.sign(rho_in - rho_out)).astype(np.int8)
-    return RegionTest(
+    return _untested(RegionTest(
         method="scan", statistic=stat, p_value=p_value, significant=significant,
         direction=direction, n_units=n_r.astype(np.int64), alpha=alpha,
         n_resamples=n_simulations,
         extra={"rho": rho, "threshold": threshold, "sbi": _sbi(n_r, p_r, big_n, big_p),
+               "conditional": True,
                "success_rate_by_region": np.round(np.nan_to_num(rho_in, nan=-1), 6).tolist()},
-    )
+    ), tested)
 
 
 def permutation_test(
@@ -235,18 +310,20 @@ def permutation_test(
     n_permutations: int = 999,
     alpha: float = 0.05,
     seed: int = 0,
+    tested: np.ndarray | None = None,
 ) -> RegionTest:
     """Permutation test of unit outcome ``values`` across region labels (two-sided).
 
     Statistic per region: ``(S_r - n_r * mean) / (sd * sqrt(n_r (N - n_r) / N))`` with S_r the
     sum of the region's values (a standardised difference of the region's mean from the
     others'). ``p_value`` is max-|T| adjusted (family-wise), ``extra["p_raw"]`` the per-region
-    unadjusted p-values. Units with group -1 or a non-finite value are not used.
+    unadjusted p-values. Units with group -1, of a region not ``tested``, or with a
+    non-finite value are not used.
     """
     if n_permutations < 199:
         raise ValueError(f"use at least 199 permutations, got {n_permutations}")
     values = np.asarray(values, dtype=np.float64).ravel()
-    groups = _groups(groups, num_regions, values.size)
+    groups = _groups(groups, num_regions, values.size, tested)
     keep = (groups >= 0) & np.isfinite(values)
     v, g = values[keep], groups[keep]
     big_n = v.size
@@ -291,12 +368,14 @@ def permutation_test(
     p_raw[~testable] = 1.0
     p_adj[~testable] = 1.0
     significant = (p_adj <= alpha) & testable
-    return RegionTest(
+    if tested is not None:
+        p_raw = np.where(np.asarray(tested, dtype=bool), p_raw, np.nan)
+    return _untested(RegionTest(
         method="permutation", statistic=z_obs, p_value=p_adj, significant=significant,
         direction=np.sign(z_obs).astype(np.int8), n_units=n_r.astype(np.int64), alpha=alpha,
         n_resamples=n_permutations,
         extra={"p_raw": p_raw.tolist(), "mean": float(mean)},
-    )
+    ), tested)
 
 
 def test_regions(
@@ -309,16 +388,19 @@ def test_regions(
     n_resamples: int = 399,
     alpha: float = 0.05,
     seed: int = 0,
+    tested: np.ndarray | None = None,
 ) -> RegionTest | None:
-    """Run the configured test (``scan``, ``permutation`` or ``none`` -> None)."""
+    """Run the configured test (``scan``, ``permutation`` or ``none`` -> None) over the
+    ``tested`` regions (default all)."""
     if method == "none":
         return None
     if method == "scan":
         return bernoulli_scan(success, groups, num_regions, n_simulations=n_resamples,
-                              alpha=alpha, seed=seed)
+                              alpha=alpha, seed=seed, tested=tested)
     if method == "permutation":
         return permutation_test(values, groups, num_regions,
-                                n_permutations=max(n_resamples, 199), alpha=alpha, seed=seed)
+                                n_permutations=max(n_resamples, 199), alpha=alpha, seed=seed,
+                                tested=tested)
     raise ValueError(f"unknown significance method '{method}' (scan, permutation, none)")
 
 
