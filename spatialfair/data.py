@@ -12,9 +12,11 @@
   is the same whatever the number of workers and reproducible after a resume, and it is applied
   identically to image, labels, mask and regions.
 * :func:`make_loader` builds the DataLoader: a sampler whose shuffle depends only on
-  ``(seed, epoch)`` (a ``DistributedSampler``, also with one process), an evaluation sampler
-  that shards without padding under DDP (no tile counted twice), workers and pinned memory
-  when training on CUDA.
+  ``(seed, epoch)`` (a ``DistributedSampler``, also with one process, or the region-balanced
+  :class:`BalancedSampler`), an evaluation sampler that shards without padding under DDP (no
+  tile counted twice), workers and pinned memory when training on CUDA.
+* ``split_column`` (default ``split``) selects which index column holds the split, e.g. a
+  replicate's ``split__s<seed>_f<fold>``; its ``buffer`` tiles are in no split.
 
 Image pixels the tiler marked invalid (label = ignore and 0 in every band) become 0 after
 normalisation, i.e. the training mean.
@@ -23,6 +25,7 @@ normalisation, i.e. the training mean.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +51,13 @@ def _store(store: TileStore | str | Path) -> TileStore:
 
 
 def tile_table(store: TileStore | str | Path, split: str | None = None,
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
+               columns: Sequence[str] | None = None, split_column: str = "split"
+               ) -> pd.DataFrame:
     """The tile index as a plain DataFrame (no geometries), optionally one split only.
 
-    ``split`` None or ``'all'`` keeps every tile. Rows are sorted by ``tile_id``.
+    ``split`` None or ``'all'`` keeps every tile. ``split_column`` names the index column that
+    holds the split (``split``, or a replicate's ``split__s<seed>_f<fold>``, whose ``buffer``
+    tiles belong to no split). Rows are sorted by ``tile_id``.
     """
     store = _store(store)
     path = store.index_path
@@ -61,12 +67,19 @@ def tile_table(store: TileStore | str | Path, split: str | None = None,
     if split not in (None, "all") and path.name != "tiles.gpkg":
         raise InputError(store.path, "tiles.gpkg (with the train/val/test split) is missing",
                          "run `spatialfair split` for this dataset first")
+    filtered = split not in (None, "all")
+    if filtered and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or 'all', not {split!r}")
+    if columns and filtered and split_column not in columns:
+        columns = [*columns, split_column]
     table = pyogrio.read_dataframe(path, layer="tiles", read_geometry=False,
                                    columns=list(columns) if columns else None)
-    if split not in (None, "all"):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS} or 'all', not {split!r}")
-        table = table[table["split"] == split]
+    if filtered:
+        if split_column not in table.columns:
+            have = [c for c in table.columns if c == "split" or c.startswith("split__")]
+            raise InputError(path, f"the tile index has no split column '{split_column}'",
+                             f"use one of {have} or re-run `spatialfair split`")
+        table = table[table[split_column] == split]
     return table.sort_values("tile_id").reset_index(drop=True)
 
 
@@ -89,16 +102,16 @@ def _chunks(table: pd.DataFrame, tile_bytes: int) -> Iterator[tuple[str, np.ndar
             yield str(scene), idx[i:i + step]
 
 
-def band_stats(store: TileStore | str | Path, split: str = "train"
-               ) -> tuple[list[float], list[float]]:
+def band_stats(store: TileStore | str | Path, split: str = "train",
+               split_column: str = "split") -> tuple[list[float], list[float]]:
     """Per-band mean and standard deviation over the valid pixels of ``split`` tiles.
 
     Streams chunks of tiles (float64 accumulation with Chan's parallel update, so there is no
     cancellation for large offsets such as dB values). A band with zero spread gets std 1.
     """
     store = _store(store)
-    table = tile_table(store, split, ["tile_id", "scene", "store_index"] +
-                       (["split"] if split not in (None, "all") else []))
+    table = tile_table(store, split, ["tile_id", "scene", "store_index"],
+                       split_column=split_column)
     if table.empty:
         raise InputError(store.path, f"no '{split}' tiles to compute band statistics from",
                          "check the split settings (split.val, split.test)")
@@ -135,10 +148,13 @@ def band_stats(store: TileStore | str | Path, split: str = "train"
 
 
 def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
-                        split: str = "train", partitioning: str = "regions") -> np.ndarray:
+                        split: str = "train", partitioning: str = "regions", *,
+                        split_column: str = "split", by_class: bool = False) -> np.ndarray:
     """Labelled pixels per region of ``partitioning`` over ``split`` tiles (int64, length K).
 
-    With ``num_regions`` None, K is one more than the largest region id found.
+    With ``num_regions`` None, K is one more than the largest region id found. ``by_class``
+    counts (region, class) groups instead: length ``K * C``, group ``region * C + class``
+    (needs ``num_regions``).
 
     Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
     ``region__<partitioning>`` for all its pixels (see :class:`TileDataset`). Also checks that
@@ -146,12 +162,16 @@ def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
     """
     store = _store(store)
     source = _region_source(store, partitioning)
-    cols = ["tile_id", "scene", "store_index"] + (["split"] if split not in (None, "all") else [])
+    cols = ["tile_id", "scene", "store_index"]
     if source == "tile":
         cols.append(f"region__{partitioning}")
-    table = tile_table(store, split, cols)
+    table = tile_table(store, split, cols, split_column=split_column)
+    if by_class and num_regions is None:
+        raise ValueError("region_pixel_counts(by_class=True) needs num_regions")
     cap = np.iinfo(np.int16).max + 1 if num_regions is None else int(num_regions)
+    c = store.num_classes
     counts = np.zeros(cap + 1, dtype=np.int64)
+    class_counts = np.zeros((cap + 1) * c, dtype=np.int64) if by_class else None
     hist = np.zeros(256, dtype=np.int64)
     t = store.tile_size
     for scene, idx in _chunks(table, 3 * t * t):
@@ -168,12 +188,18 @@ def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
             reg = np.full(lab.shape, -1, dtype=np.int64)
         reg = np.where((reg >= 0) & (reg < cap), reg, cap)
         counts += np.bincount(reg[labelled], minlength=cap + 1)
+        if class_counts is not None:
+            known = labelled & (lab < c)
+            code = reg[known] * c + lab[known].astype(np.int64)
+            class_counts += np.bincount(code, minlength=(cap + 1) * c)
     bad = [int(v) for v in np.flatnonzero(hist)
            if v >= store.num_classes and v != store.ignore_index]
     if bad:
         raise InputError(store.path, f"labels hold values {bad} that are neither class ids "
                          f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
                          "fix the label rasters or the dataset's classes, then re-tile")
+    if class_counts is not None:
+        return class_counts[: num_regions * c]
     if num_regions is None:
         found = np.flatnonzero(counts[:cap])
         return counts[: (found[-1] + 1 if found.size else 0)]
@@ -226,9 +252,10 @@ class TileDataset(Dataset):
     def __init__(self, store_dir: str | Path | TileStore, split: str | None,
                  partitioning: str = "regions", tile_partitionings: Sequence[str] | None = None,
                  norm: tuple[Sequence[float], Sequence[float]] | None = None,
-                 augment: bool = False, seed: int = 0) -> None:
+                 augment: bool = False, seed: int = 0, split_column: str = "split") -> None:
         self.store = _store(store_dir)
         self.split, self.partitioning = split, partitioning
+        self.split_column = split_column
         self.augment, self.seed, self.epoch = bool(augment), int(seed), 0
         self.tile_partitionings = list(tile_partitionings or [])
         self.region_source = _region_source(self.store, partitioning)
@@ -242,7 +269,7 @@ class TileDataset(Dataset):
         needed = [f"region__{p}" for p in self.tile_partitionings]
         if self.region_source == "tile":
             needed.append(f"region__{partitioning}")
-        table = tile_table(self.store, split)
+        table = tile_table(self.store, split, split_column=split_column)
         missing = [c for c in needed if c not in table.columns]
         if missing:
             raise InputError(self.store.index_path, f"no column(s) {missing} in the tile index",
@@ -265,8 +292,11 @@ class TileDataset(Dataset):
                              else np.zeros((len(table), 0), np.int64))
         self.pixel_tile_region = (table[f"region__{partitioning}"].to_numpy(np.int64)
                                   if self.region_source == "tile" else None)
+        col = f"region__{partitioning}"
+        #: Region of every tile (its centre's) in ``partitioning``, for balanced sampling.
+        self.tile_region = (table[col].to_numpy(np.int64) if col in table.columns else None)
         if norm is None:
-            norm = band_stats(self.store, "train")
+            norm = band_stats(self.store, "train", split_column)
         self.mean = np.asarray(norm[0], np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(norm[1], np.float32).reshape(-1, 1, 1)
         if self.mean.shape[0] != len(self.store.bands):
@@ -344,19 +374,72 @@ class ShardSampler(Sampler[int]):
         pass
 
 
+class BalancedSampler(Sampler[int]):
+    """Region-balanced sampling of tiles with replacement (Idrissi et al. 2022).
+
+    Tile ``i`` of region ``g`` is drawn with probability proportional to ``n_g ** -power``
+    (``n_g`` tiles in region g): with power 1 every region is equally likely, with 0 every
+    tile. Tiles outside every region (id < 0) are not drawn, unless no tile has a region.
+    Each epoch draws as many tiles as there are (rounded up to a multiple of ``world_size``)
+    from ``(seed, epoch)`` only; every rank computes the same draw and keeps every
+    ``world_size``-th index from ``rank``, as DistributedSampler shards.
+    """
+
+    def __init__(self, groups: Sequence[int] | np.ndarray, *, power: float = 1.0,
+                 seed: int = 0, rank: int = 0, world_size: int = 1,
+                 num_samples: int | None = None) -> None:
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.size == 0:
+            raise ValueError("BalancedSampler needs at least one tile")
+        ok = groups >= 0
+        weights = np.zeros(groups.size)
+        if ok.any():
+            _, inverse, counts = np.unique(groups[ok], return_inverse=True, return_counts=True)
+            weights[ok] = counts[inverse].astype(np.float64) ** -float(power)
+        else:
+            weights[:] = 1.0
+        self.p = weights / weights.sum()
+        self.seed, self.rank, self.world_size, self.epoch = int(seed), rank, world_size, 0
+        total = int(num_samples or groups.size)
+        self.per_rank = math.ceil(total / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def draw(self) -> np.ndarray:
+        """This epoch's indices over all ranks (the same on every rank)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return rng.choice(self.p.size, size=self.per_rank * self.world_size, p=self.p)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw()[self.rank::self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
 def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int = 0,
                 num_workers: int = 0, device: str | torch.device = "cpu", rank: int = 0,
-                world_size: int = 1) -> DataLoader:
+                world_size: int = 1, balanced: float | None = None) -> DataLoader:
     """DataLoader for training (shuffled by ``(seed, epoch)``) or evaluation (in order).
 
     Training uses a ``DistributedSampler`` (also with one process) so that the order depends
     only on seed and epoch: call ``loader.sampler.set_epoch(epoch)`` and
-    ``dataset.set_epoch(epoch)`` every epoch. Evaluation shards tiles over ranks without the
-    padding DistributedSampler adds, so no tile is counted twice. Pinned memory on CUDA.
+    ``dataset.set_epoch(epoch)`` every epoch. With ``balanced`` (a power, 1 = every region
+    equally likely) training draws tiles with :class:`BalancedSampler` over the dataset's
+    ``tile_region`` instead. Evaluation shards tiles over ranks without the padding
+    DistributedSampler adds, so no tile is counted twice. Pinned memory on CUDA.
     """
-    if train:
-        sampler: Sampler[int] = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                                   shuffle=True, seed=seed, drop_last=False)
+    if train and balanced is not None:
+        if dataset.tile_region is None:
+            raise InputError(dataset.store.index_path, "no column "
+                             f"region__{dataset.partitioning} for region-balanced sampling",
+                             "run `spatialfair partition` and `split`")
+        sampler: Sampler[int] = BalancedSampler(dataset.tile_region, power=balanced, seed=seed,
+                                                rank=rank, world_size=world_size)
+    elif train:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                     shuffle=True, seed=seed, drop_last=False)
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
     cuda = torch.device(device).type == "cuda"
@@ -366,6 +449,6 @@ def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int
 
 
 __all__ = [
-    "IGNORE", "ShardSampler", "TileDataset", "augment_params", "band_stats", "make_loader",
+    "IGNORE", "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats", "make_loader",
     "partitionings_in", "region_pixel_counts", "tile_table",
 ]

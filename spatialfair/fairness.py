@@ -8,7 +8,7 @@ Every strategy turns a per-pixel loss map into one scalar through the same inter
 ``pixel_loss`` (B, H, W) is unreduced cross-entropy, ``valid`` (B, H, W) marks labelled pixels
 (label 255 never counts), ``regions`` (B, H, W) holds the region id of every pixel in the
 training partitioning (-1 = none) and ``tile_regions`` (B, P) the tile's region in each of the
-multi-scale partitionings (used by SPAD). Formulas are in ``../shared/docs/FAIRNESS.md``.
+multi-scale partitionings (used by SPAD). Formulas, defaults and references: docs/strategies.md.
 
 Per-region mean losses come from :func:`region_loss_sums`: one ``scatter_add`` over the region
 id of every pixel, no Python loop over regions. Regions absent from a batch keep a running (EMA)
@@ -21,17 +21,32 @@ ranks, is exactly the gradient of the global objective: the loss is written as
 ``world_size * sum_r c_r * local_sum_r / global_count_r`` with ``c_r = dF/dL_r`` evaluated at the
 global region losses, and its value is replaced by the global objective ``F`` for logging.
 
-Strategies (``make_strategy(name, num_regions, strength, **opts)``), each with one knob:
+Strategies (``make_strategy(name, num_regions, strength, **opts)``; the registry
+:data:`STRATEGIES` is the one list of strategy names: the config schema is checked against it):
 
 * ``erm``: mean loss over valid pixels (the baseline; no knob).
-* ``reweight``: pixel weight ``(N / n_r) ** strength`` from training pixel counts ``n_r``,
-  normalised; strength 1 (default) gives every region the same total weight, 0 is ERM.
-* ``variance`` (V-REx): ``mean_r L_r + lambda * var_r L_r``; lambda = 1 during a warm-up, then
-  ``strength`` (default 10, DomainBed's values).
-* ``groupdro`` (Sagawa et al. 2020): ``q_r <- q_r exp(eta (L_r + C / sqrt(n_r)))``, renormalised,
-  loss ``sum_r q_r L_r``; strength = eta (default 0.01), ``C`` default 0.
-* ``cvar``: mean loss of the worst ``alpha`` fraction of regions ranked by their EMA loss;
-  strength = alpha (default 0.2; smaller is stronger).
+* ``reweight``: pixel weight ``(N / n_g) ** strength`` from training pixel counts ``n_g``,
+  normalised; strength 1 (default) gives every group the same total weight, 0 is ERM.
+* ``variance`` (V-REx): ``mean_r L_r + lambda * var_r L_r``; lambda = 1 during a warm-up of
+  ``max(one epoch, 10 % of the steps)``, then ramps linearly to ``strength`` (default 10) over
+  as many steps again.
+* ``groupdro`` (Sagawa et al. 2020): for the groups *present in the batch*,
+  ``q_g <- q_g exp(eta (L_g + C / sqrt(n_g)))``; absent groups keep their q; renormalised;
+  loss ``sum_g q_g L_g``; strength = eta (default 0.01), ``C`` default 0.
+* ``cvar``: CVaR_alpha of the present groups' losses in the dual form (Rockafellar-Uryasev)
+  with the threshold at its per-batch optimum: the worst present groups get weight
+  ``1 / (alpha m)`` (m = present groups) until the weights sum to 1; strength = alpha (default
+  0.2; smaller is stronger). Every batch trains (its worst present group at least).
+* ``reweight``, ``groupdro`` and ``cvar`` take ``groups: region | region_class``: with
+  ``region_class`` a pixel's group is ``region * C + true class``.
+* ``balanced`` (Idrissi et al. 2022): ERM loss on region-balanced samples of training tiles
+  (the trainer's sampler, :class:`spatialfair.data.BalancedSampler`); strength = the balancing
+  power (1 = every region equally likely, 0 = uniform over tiles).
+* ``jtt`` (Liu et al. 2021): ERM for ``first_epochs``, mark the training tiles whose pixel error
+  rate exceeds ``error_threshold``, retrain from the same initial weights with those tiles'
+  loss weighted by strength = lambda_up (default 5).
+* ``lastlayer`` (Kirichenko et al. 2023, DFR): ERM, then only the final 1x1 classifier is
+  retrained on region-balanced training tiles for ``head_epochs`` with the body frozen.
 * ``spad`` ("Fairness by 'Where'", Xie et al. 2022): after an ERM warm-up, cycle through the
   multi-scale partitionings in shuffled order; for the current one compute every region's
   support-weighted F1 from running confusion counts of the training predictions and the weights
@@ -114,6 +129,20 @@ class Strategy:
     name = "base"
     default_strength: float | None = None
     uses_regions = True
+    #: How the trainer draws training tiles: ``shuffle`` (every tile once per epoch) or
+    #: ``balanced`` (:class:`spatialfair.data.BalancedSampler`, power = ``sampler_power``).
+    sampler = "shuffle"
+    #: Whether :meth:`loss` needs ``tile_ids`` (the batch's tile ids).
+    needs_tile_ids = False
+
+    def phases(self, epochs: int) -> list[tuple[str, int]]:
+        """Training phases as (kind, epochs): ``train`` (ordinary, model selection),
+        ``identify`` (JTT's first ERM pass, not selected) or ``head`` (last layer only)."""
+        return [("train", int(epochs))]
+
+    def sampler_power(self) -> float:
+        """Balancing power of the ``balanced`` sampler (1 = every region equally likely)."""
+        return 1.0
 
     def __init__(self, num_regions: int, strength: float | None = None, *,
                  region_counts: Sequence[float] | torch.Tensor | None = None,
@@ -225,8 +254,60 @@ class ERM(Strategy):
         return surrogate + (value - surrogate.detach())
 
 
-class Reweight(Strategy):
-    """Pixel weights ``(N / n_r) ** strength`` from training pixel counts, mean 1 over regions."""
+GROUPINGS = ("region", "region_class")
+
+
+class GroupedStrategy(Strategy):
+    """A strategy over pixel groups: regions, or (region, true class) pairs.
+
+    ``groups="region_class"`` makes group ``region * num_classes + class`` of every labelled
+    pixel with a region, so that a class's prevalence per region (water per country) is visible
+    to the strategy; ``region_class_counts`` (length ``num_regions * num_classes``) then replaces
+    ``region_counts``.
+    """
+
+    def __init__(self, num_regions, strength=None, *, groups: str = "region",
+                 num_classes: int | None = None,
+                 region_class_counts: Sequence[float] | torch.Tensor | None = None,
+                 region_counts: Sequence[float] | torch.Tensor | None = None, **kw):
+        if groups not in GROUPINGS:
+            raise ValueError(f"groups must be one of {GROUPINGS}, not {groups!r}")
+        self.groups = groups
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.num_region_ids = int(num_regions)
+        if groups == "region_class":
+            if self.num_classes is None:
+                raise ValueError("groups region_class needs num_classes")
+            num_regions = self.num_region_ids * self.num_classes
+            region_counts = region_class_counts
+        super().__init__(num_regions, strength, region_counts=region_counts, **kw)
+
+    def group_ids(self, regions: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Group id of every pixel (-1 = no group): the region, or ``region * C + class``."""
+        if self.groups == "region":
+            return regions
+        if target is None:
+            raise ValueError(f"{self.name} with groups region_class needs the target")
+        c = self.num_classes
+        reg, t = regions.long(), target.long()
+        ok = (reg >= 0) & (reg < self.num_region_ids) & (t >= 0) & (t < c)
+        return torch.where(ok, reg * c + t.clamp(0, c - 1), torch.full_like(reg, -1))
+
+    def loss(self, pixel_loss, valid, regions, *, logits=None, target=None,
+             tile_regions=None, reduce=None):
+        return super().loss(pixel_loss, valid, self.group_ids(regions, target), logits=logits,
+                            target=target, tile_regions=tile_regions, reduce=reduce)
+
+    def state_dict(self):
+        return {**super().state_dict(), "groups": self.groups}
+
+    def describe(self) -> str:
+        base = super().describe()
+        return base if self.groups == "region" else f"{base}[{self.groups}]"
+
+
+class Reweight(GroupedStrategy):
+    """Pixel weights ``(N / n_g) ** strength`` from training pixel counts, mean 1 over groups."""
 
     name = "reweight"
     default_strength = 1.0
@@ -253,21 +334,33 @@ class Reweight(Strategy):
 
 
 class VarianceREx(Strategy):
-    """V-REx: ``mean_r L_r + lambda * (1/K) sum_r (L_r - mean L)^2`` over regions with a loss."""
+    """V-REx: ``mean_r L_r + lambda * (1/K) sum_r (L_r - mean L)^2`` over regions with a loss.
+
+    lambda is ``warmup_strength`` for ``warmup_steps`` (default: one epoch or 10 % of the
+    steps, whichever is longer), then ramps linearly to ``strength`` over ``ramp_steps``
+    (default: as long as the warm-up), so short runs get a real warm-up and no jump.
+    """
 
     name = "variance"
     default_strength = 10.0
 
     def __init__(self, num_regions, strength=None, *, warmup_steps: int | None = None,
-                 warmup_strength: float = 1.0, total_steps: int | None = None, **kw):
+                 ramp_steps: int | None = None, warmup_strength: float = 1.0,
+                 total_steps: int | None = None, steps_per_epoch: int | None = None, **kw):
         super().__init__(num_regions, strength, **kw)
         if warmup_steps is None:
-            warmup_steps = 500 if total_steps is None else max(1, round(0.1 * total_steps))
+            tenth = 0 if total_steps is None else round(0.1 * total_steps)
+            warmup_steps = (500 if total_steps is None and steps_per_epoch is None
+                            else max(1, int(steps_per_epoch or 0), tenth))
         self.warmup_steps = int(warmup_steps)
+        self.ramp_steps = max(1, int(self.warmup_steps if ramp_steps is None else ramp_steps))
         self.warmup_strength = float(warmup_strength)
 
     def current_lambda(self) -> float:
-        return self.warmup_strength if self.step < self.warmup_steps else self.strength
+        if self.step < self.warmup_steps:
+            return self.warmup_strength
+        done = min(1.0, (self.step - self.warmup_steps + 1) / self.ramp_steps)
+        return self.warmup_strength + done * (self.strength - self.warmup_strength)
 
     def _objective(self, est, present, g_counts):
         have = (self.seen | present).float()
@@ -280,8 +373,13 @@ class VarianceREx(Strategy):
         return coef, value
 
 
-class GroupDRO(Strategy):
-    """Online Group DRO: exponentiated-gradient ascent on region weights q."""
+class GroupDRO(GroupedStrategy):
+    """Online Group DRO: exponentiated-gradient ascent on group weights q.
+
+    Only the groups present in the batch move (Sagawa et al.'s online algorithm): an absent
+    group has no new evidence, and raising its q from a stale estimate would starve the groups
+    the batch can train.
+    """
 
     name = "groupdro"
     default_strength = 0.01
@@ -300,16 +398,34 @@ class GroupDRO(Strategy):
         return {**super()._tensor_state(), "q": self.q, "adjust": self.adjust}
 
     def _objective(self, est, present, g_counts):
-        q = self.q * torch.exp(self.strength * (est + self.adjust))
-        self.q = q / q.sum()
+        step = torch.where(present, self.strength * (est + self.adjust), torch.zeros_like(est))
+        self.q = torch.softmax(torch.log(self.q) + step, dim=0)  # q * exp(step), renormalised
         return self.q, (self.q * est).sum()
 
     def region_weights(self):
         return self.q
 
 
-class WorstCVaR(Strategy):
-    """Mean loss over the worst ``ceil(alpha * K_seen)`` regions ranked by EMA loss."""
+def cvar_weights(losses: torch.Tensor, present: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Weights ``w`` with ``sum_g w_g L_g`` = CVaR_alpha of the present groups' losses.
+
+    The dual form ``min_eta eta + 1/(alpha m) sum_g relu(L_g - eta)`` (m present groups) is
+    minimised at a breakpoint; its value weights the worst groups ``1/(alpha m)`` each until
+    the weights reach 1 (the last one fractional). Absent groups get 0.
+    """
+    m = present.sum().float()
+    ranked = torch.where(present, losses, torch.full_like(losses, -math.inf))
+    order = torch.argsort(ranked, descending=True, stable=True)
+    k = torch.arange(1, losses.numel() + 1, device=losses.device, dtype=torch.float32)
+    cum = (k / (alpha * m.clamp(min=1.0))).clamp(max=1.0)
+    w_sorted = torch.diff(cum, prepend=cum.new_zeros(1))
+    w = torch.zeros_like(losses, dtype=torch.float32)
+    w[order] = w_sorted
+    return torch.where(present, w, torch.zeros_like(w))
+
+
+class WorstCVaR(GroupedStrategy):
+    """CVaR_alpha over the groups present in the batch (dual form, optimal threshold)."""
 
     name = "cvar"
     default_strength = 0.2
@@ -318,21 +434,126 @@ class WorstCVaR(Strategy):
         super().__init__(num_regions, strength, **kw)
         if not 0 < self.strength <= 1:
             raise ValueError(f"cvar alpha must be in (0, 1], got {self.strength}")
-        self.selected = torch.zeros(self.num_regions, dtype=torch.bool)
+        self.coef = torch.zeros(self.num_regions)
 
     def _objective(self, est, present, g_counts):
-        ranked = torch.where(self.seen, self.ema_loss, torch.full_like(self.ema_loss, -math.inf))
-        order = torch.argsort(ranked, descending=True, stable=True)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(order.numel(), device=order.device)
-        m = torch.ceil(self.strength * self.seen.sum().float() - 1e-9).clamp(min=1.0)
-        sel = (rank.float() < m) & self.seen
-        self.selected = sel
-        coef = sel.float() / m
+        coef = cvar_weights(est, present, self.strength)
+        self.coef = coef
         return coef, (coef * est).sum()
 
     def region_weights(self):
-        return self.selected.float()
+        return self.coef
+
+
+class Balanced(ERM):
+    """ERM loss on region-balanced samples of training tiles (the sampler does the work)."""
+
+    name = "balanced"
+    default_strength = 1.0
+    uses_regions = True
+    sampler = "balanced"
+
+    def sampler_power(self) -> float:
+        return float(self.strength)
+
+
+class JTT(ERM):
+    """Just Train Twice: ERM, then retrain with the tiles it got wrong up-weighted.
+
+    Phase ``identify`` (``first_epochs``, default a third of the epochs, at least 1) is ERM;
+    the trainer then calls :meth:`mark_errors` with every training tile's pixel error counts
+    and retrains the network from its initial weights; in phase 2 a tile of the error set has
+    loss weight ``strength`` (lambda_up), the others 1. The error set is part of the state.
+    """
+
+    name = "jtt"
+    default_strength = 5.0
+    uses_regions = False
+    needs_tile_ids = True
+
+    def __init__(self, num_regions, strength=None, *, first_epochs: int | None = None,
+                 error_threshold: float | None = None, epochs: int | None = None, **kw):
+        super().__init__(num_regions, strength, **kw)
+        if first_epochs is None:
+            first_epochs = max(1, math.ceil((epochs or 3) / 3))
+        if int(first_epochs) < 1:
+            raise ValueError(f"jtt first_epochs must be >= 1, got {first_epochs}")
+        if error_threshold is not None and not 0 <= float(error_threshold) < 1:
+            raise ValueError(f"jtt error_threshold must be in [0, 1), got {error_threshold}")
+        self.first_epochs = int(first_epochs)
+        self.error_threshold = None if error_threshold is None else float(error_threshold)
+        self.error_tiles = torch.zeros(0, dtype=torch.long)
+        self.threshold_used = math.nan
+        self.marked = False
+
+    def phases(self, epochs):
+        return [("identify", self.first_epochs), ("train", int(epochs))]
+
+    def _tensor_state(self):
+        return {**super()._tensor_state(), "error_tiles": self.error_tiles}
+
+    def state_dict(self):
+        return {**super().state_dict(), "marked": self.marked,
+                "threshold_used": self.threshold_used}
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.marked = bool(state["marked"])
+        self.threshold_used = float(state["threshold_used"])
+
+    def mark_errors(self, tile_ids: torch.Tensor, errors: torch.Tensor,
+                    counts: torch.Tensor) -> torch.Tensor:
+        """Error set: tiles whose pixel error rate exceeds the threshold (default: the overall
+        training error rate). Returns the sorted tile ids."""
+        errors, counts = errors.double().cpu(), counts.double().cpu()
+        rate = errors / counts.clamp(min=1.0)
+        thr = (self.error_threshold if self.error_threshold is not None
+               else float(errors.sum() / counts.sum().clamp(min=1.0)))
+        chosen = tile_ids.cpu().long()[(rate > thr) & (counts > 0)]
+        self.error_tiles = torch.sort(chosen).values
+        self.threshold_used, self.marked = float(thr), True
+        log.info("jtt: %d of %d training tiles above error rate %.4f are up-weighted x%g",
+                 len(self.error_tiles), len(tile_ids), thr, self.strength)
+        return self.error_tiles
+
+    def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
+             tile_regions=None, reduce=None, tile_ids=None):
+        if not self.marked:
+            return super().loss(pixel_loss, valid, regions, reduce=reduce)
+        if tile_ids is None:
+            raise ValueError("jtt needs tile_ids after its first phase")
+        self._to(pixel_loss.device)
+        hit = torch.isin(tile_ids.to(pixel_loss.device).long(), self.error_tiles)
+        tile_w = torch.where(hit, self.strength, 1.0).float()
+        valid = valid.bool()
+        loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
+        local = (tile_w * loss.flatten(1).sum(1)).sum()
+        weight = (tile_w * valid.flatten(1).sum(1).float()).sum()
+        packed = _global(torch.stack([local, weight]), reduce)
+        value = packed[0] / packed[1].clamp(min=1e-12)
+        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
+        self.step += 1
+        self.last_value = value
+        return surrogate + (value - surrogate.detach())
+
+
+class LastLayer(ERM):
+    """DFR: ERM, then only the final classifier layer retrained on region-balanced tiles."""
+
+    name = "lastlayer"
+    uses_regions = True
+
+    def __init__(self, num_regions, strength=None, *, head_epochs: int | None = None,
+                 epochs: int | None = None, **kw):
+        super().__init__(num_regions, strength, **kw)
+        if head_epochs is None:
+            head_epochs = max(1, math.ceil((epochs or 4) / 4))
+        if int(head_epochs) < 1:
+            raise ValueError(f"lastlayer head_epochs must be >= 1, got {head_epochs}")
+        self.head_epochs = int(head_epochs)
+
+    def phases(self, epochs):
+        return [("train", int(epochs)), ("head", self.head_epochs)]
 
 
 def spad_weights(f_region: torch.Tensor, f_global: float | torch.Tensor, strength: float,
@@ -498,24 +719,27 @@ class SPAD(Strategy):
         return self.weights[: self.partition_sizes[self.current]]
 
 
+#: The one registry of strategy names (the config schema's enums are checked against it).
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ERM, Reweight, VarianceREx, GroupDRO, WorstCVaR, SPAD)
+    cls.name: cls for cls in (ERM, Reweight, VarianceREx, GroupDRO, WorstCVaR, SPAD, Balanced,
+                              JTT, LastLayer)
 }
 
 
 def make_strategy(name: str, num_regions: int, strength: float | None = None,
                   **opts: Any) -> Strategy:
-    """Build strategy ``name`` (erm, reweight, variance, groupdro, cvar, spad).
+    """Build strategy ``name`` (one of :data:`STRATEGIES`).
 
     ``opts`` are the strategy's own options (e.g. ``C`` for groupdro, ``warmup_steps``) plus
     context the trainer passes: ``region_counts``, ``total_steps``, ``steps_per_epoch``,
-    ``partition_sizes``, ``num_classes``, ``seed``. Context a strategy does not use is dropped.
+    ``partition_sizes``, ``num_classes``, ``seed``, ``region_class_counts``, ``epochs``. Context
+    a strategy does not use is dropped.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy '{name}'; use one of {sorted(STRATEGIES)}")
     cls = STRATEGIES[name]
-    context = {"region_counts", "total_steps", "steps_per_epoch", "partition_sizes",
-               "num_classes", "seed"}
+    context = {"region_counts", "region_class_counts", "total_steps", "steps_per_epoch",
+               "partition_sizes", "num_classes", "seed", "epochs"}
     accepted = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
@@ -525,7 +749,7 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
 
 
 __all__ = [
-    "ERM", "GroupDRO", "IGNORE_INDEX", "Reweight", "SPAD", "STRATEGIES", "Strategy",
-    "VarianceREx", "WorstCVaR", "confusion_f_score", "make_strategy", "region_loss_sums",
-    "spad_weights",
+    "ERM", "GROUPINGS", "JTT", "Balanced", "GroupDRO", "GroupedStrategy", "IGNORE_INDEX",
+    "LastLayer", "Reweight", "SPAD", "STRATEGIES", "Strategy", "VarianceREx", "WorstCVaR",
+    "confusion_f_score", "cvar_weights", "make_strategy", "region_loss_sums", "spad_weights",
 ]
