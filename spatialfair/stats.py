@@ -1,0 +1,140 @@
+"""Paired statistics over seeds: confidence intervals, paired tests, Holm adjustment.
+
+Why: a strategy's fairness gain must be told apart from the noise of one training run. Every
+strategy of a dataset trains on the same seeds (same split, same data order), so the per-seed
+differences to ERM are paired; their mean, a 95 % confidence interval and a paired test say
+whether the gain is more than seed-to-seed noise. Formulas and references: docs/verdicts.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _sps
+
+#: Paired tests :func:`paired_test` knows.
+TESTS = ("signflip", "t")
+#: Largest number of seeds for which the sign-flip test enumerates every sign pattern.
+MAX_EXACT = 16
+#: Random sign patterns drawn when there are more seeds than MAX_EXACT.
+N_RESAMPLES = 100_000
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Summary of paired differences ``a - b`` over seeds."""
+
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    p: float
+
+
+def _finite(x: Sequence[float]) -> np.ndarray:
+    x = np.asarray(x, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def t_interval(x: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t confidence interval of the mean of ``x`` (NaNs dropped).
+
+    Fewer than two values give NaN bounds: one value says nothing about its spread.
+    """
+    x = _finite(x)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan
+    half = float(_sps.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def sign_flip_p(d: Sequence[float], *, max_exact: int = MAX_EXACT,
+                n_resamples: int = N_RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value of the paired sign-flip permutation test of mean(d) = 0.
+
+    Under the null each difference is as likely positive as negative, so every sign pattern
+    is equally likely; p is the share of patterns whose |sum| is at least the observed one.
+    Exact enumeration of all 2^n patterns up to ``max_exact`` values; beyond, ``n_resamples``
+    random patterns (fixed ``seed``) with p = (1 + hits) / (1 + n_resamples).
+    """
+    d = _finite(d)
+    n = len(d)
+    if n == 0:
+        return math.nan
+    observed = abs(d.sum())
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    if n <= max_exact:
+        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        sums = np.abs((1 - 2 * bits) @ d)
+        return float(np.mean(sums >= observed - tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n_resamples, 10_000):
+        k = min(10_000, n_resamples - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(k, n))
+        hits += int(np.sum(np.abs(signs @ d) >= observed - tol))
+    return (1 + hits) / (1 + n_resamples)
+
+
+def t_test_p(d: Sequence[float]) -> float:
+    """Two-sided p-value of the paired (one-sample) t-test of mean(d) = 0."""
+    d = _finite(d)
+    if len(d) < 2:
+        return math.nan
+    sd = d.std(ddof=1)
+    if sd == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    t = d.mean() / (sd / math.sqrt(len(d)))
+    return float(2 * _sps.t.sf(abs(t), len(d) - 1))
+
+
+def min_p(n: int, test: str = "signflip") -> float:
+    """Smallest p-value ``test`` can give with ``n`` paired values (0 for the t-test)."""
+    if n < 2:
+        return math.nan
+    return 2.0 ** (1 - n) if test == "signflip" else 0.0
+
+
+def paired_test(d: Sequence[float], test: str = "signflip") -> float:
+    """Two-sided p-value of mean(d) = 0 by ``test`` (see :data:`TESTS`); NaN below 2 values."""
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r}; use one of {TESTS}")
+    if len(_finite(d)) < 2:
+        return math.nan
+    return sign_flip_p(d) if test == "signflip" else t_test_p(d)
+
+
+def paired(a: Sequence[float], b: Sequence[float], *, test: str = "signflip",
+           level: float = 0.95) -> Paired:
+    """Mean, t confidence interval and test p-value of the paired differences ``a - b``.
+
+    Pairs where either value is NaN are dropped.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    mean, low, high = t_interval(d, level)
+    return Paired(len(d), mean, low, high, paired_test(d, test))
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (family-wise error control); NaNs stay NaN and do not
+    count towards the family size."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
