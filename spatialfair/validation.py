@@ -5,8 +5,12 @@
 unreadable or non-georeferenced rasters, too few bands, unsupported or inconsistent image data
 types, label rasters that are not a single integer band, label grids that differ from their
 image (unless the user asked for reprojection, which is then done on purpose and logged), label
-values that are not a configured class or the ignore value, and images whose every pixel is
-invalid. NaN/inf values in float images are counted and logged: they are treated as nodata.
+values that are not a configured class or the ignore value, label rasters without a single
+labelled pixel (a WARNING naming the scene; an error when no scene of the dataset has one),
+images whose every pixel is invalid, and a regions file that is not usable (not polygons,
+features without a name, no CRS, no region overlapping the scenes; see
+:func:`check_regions`). NaN/inf values in float images are counted and logged: they are treated
+as nodata.
 
 Pixel scans read block-aligned windows of bounded size, never a whole scene. The helpers used
 here (:func:`inspect_pair`, :func:`select_bands`, :func:`label_ignore_values`,
@@ -22,8 +26,11 @@ import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import rasterio
+import shapely
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from .config import DatasetConfig
@@ -177,19 +184,52 @@ def all_invalid_error(path: Path | str, nodata: float | None) -> InputError:
     )
 
 
-def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: int) -> None:
-    """Scan the label raster window by window; fail on values outside the classes."""
+def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: int) -> int:
+    """Scan the label raster window by window; fail on values outside the classes.
+
+    Returns the number of labelled pixels (a class id, not an ignore value).
+    """
     allowed = label_ignore_values(info, len(classes), ignore_index)
     found: dict[int, int] = {}
+    labelled = 0
     with rasterio.open(info.path) as src:
         for win in scan_windows(info, np.dtype(info.dtype).itemsize):
-            values, counts = bad_label_values(src.read(1, window=win), len(classes), allowed)
+            data = src.read(1, window=win)
+            values, counts = bad_label_values(data, len(classes), allowed)
             for v, c in zip(values.tolist(), counts.tolist()):
                 found[v] = found.get(v, 0) + c
+            is_class = (data >= 0) & (data < len(classes)) if data.dtype.kind == "i" else (
+                data < len(classes))
+            for v in allowed:
+                is_class &= data != v
+            labelled += int(np.count_nonzero(is_class))
     if found:
         values = np.array(sorted(found))
         raise label_values_error(info.path, values, np.array([found[v] for v in values]),
                                  classes, ignore_index)
+    return labelled
+
+
+def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]]) -> None:
+    """Labels without any labelled pixel: a WARNING per scene, an error when all are empty.
+
+    A scene without labels still gets predicted, it only adds nothing to training and
+    evaluation (a partly labelled dataset is legitimate); a dataset without any labelled
+    pixel cannot be trained on, which tiling would otherwise find out only at its end.
+    """
+    empty = [path for path, n in counts if n == 0]
+    if counts and len(empty) == len(counts):
+        raise InputError(
+            f"dataset {ds.name}",
+            f"no label raster has a labelled pixel: every value of {len(empty)} label "
+            f"file(s) is the ignore value {ds.ignore_index} or the file's nodata (e.g. "
+            f"{empty[0]})",
+            f"check that `labels` points at the label files and that their classes are "
+            f"stored as 0..{len(ds.classes) - 1} ({', '.join(ds.classes)})",
+        )
+    for path in empty:
+        log.warning("%s: no labelled pixel (every value is ignore/nodata); scene %s adds "
+                    "nothing to training or evaluation", path, Path(path).stem)
 
 
 def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *,
@@ -278,6 +318,44 @@ def check_tile_size(config: dict) -> None:
     model_check(int(size), config.get("model"))
 
 
+def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS]:
+    """Union of the scenes' footprints in the study CRS (as the tile index will use)."""
+    from .tiling import study_crs
+
+    crs = study_crs([i.crs for i in infos])
+    parts = []
+    for info in infos:
+        box = shapely.box(*info.bounds)
+        if info.crs != crs:
+            box = shapely.segmentize(box, max(info.res) * max(info.shape) / 16)
+            box = gpd.GeoSeries([box], crs=info.crs).to_crs(crs).iloc[0]
+        parts.append(box)
+    return shapely.union_all(parts), crs
+
+
+def check_regions(ds: DatasetConfig, infos: Sequence[RasterInfo]) -> None:
+    """The dataset's regions file must load as named polygons with a CRS overlapping a scene.
+
+    Uses the partition step's own loader and overlap check (:func:`spatialfair.partitions.
+    load_regions`, :func:`~spatialfair.partitions.check_overlap`), so that what passes here
+    also passes there; names that are empty or only spaces are rejected as well.
+    """
+    if ds.regions is None:
+        return
+    from .partitions import check_overlap, load_regions
+
+    regions = load_regions(ds.regions, ds.region_column, ds.regions_layer)
+    blank = regions["region"].astype(str).str.strip() == ""
+    if blank.any():
+        raise InputError(ds.regions, f"{int(blank.sum())} feature(s) with an empty region "
+                         f"name in '{ds.region_column}'",
+                         "give every feature a name or delete the unnamed ones")
+    extent, crs = scene_footprints(infos)
+    check_overlap(regions, extent, crs, source=ds.regions)
+    log.info("dataset %s: %d regions in %s overlap the scenes", ds.name, len(regions),
+             ds.regions)
+
+
 def validate_dataset(
     ds: DatasetConfig,
     config: dict,
@@ -287,7 +365,8 @@ def validate_dataset(
 ) -> list[tuple[RasterInfo, RasterInfo]]:
     """Check every image/label pair of ``ds``; return their (image, label) headers.
 
-    Header checks for every file come first, then the cheap label value scan, then (if the
+    Header checks for every file come first, then the regions file, then the cheap label
+    value scan (with the count of labelled pixels), then (if the
     dataset sets ``reproject_labels`` and a grid differs) reprojection of those labels into
     ``reproject_dir`` (logged; without a folder the reprojection is only announced and the
     original label is returned), then the image pixel scan. ``scan_images=False`` stops the
@@ -303,8 +382,9 @@ def validate_dataset(
                              "assign its CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`")
         checked.append((img, lab, idx))
     check_consistent([(img, idx) for img, _, idx in checked])
-    for _, lab, _ in checked:
-        check_label_values(lab, ds.classes, ds.ignore_index)
+    check_regions(ds, [img for img, _, _ in checked])
+    check_labelled(ds, [(lab.path, check_label_values(lab, ds.classes, ds.ignore_index))
+                        for _, lab, _ in checked])
     pairs = []
     for img, lab, idx in checked:
         if ds.reproject_labels:

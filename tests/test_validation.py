@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pytest
@@ -279,3 +280,137 @@ def test_named_bands_that_do_not_match_the_config_are_an_error(tmp_path):
         select_bands(info, ["red", "nir"])
     unnamed = inspect_raster(write_tif(tmp_path / "raw.tif", np.zeros((3, 8, 8), np.uint16)))
     assert select_bands(unnamed, ["a", "b"]) == [1, 2]  # no names in the file: first bands
+
+
+# --- regions and labelled pixels: checked before tiling (issue #13) -------------------------
+
+SCENE_BOX = (500000, 4599520, 500400, 4600000)  # footprint of good() at T0 in EPSG:32633
+
+
+def regions_config(tmp_path, gdf, **ds_extra):
+    """Scene "a" (good()) plus a regions file written from ``gdf``; returns the config path."""
+    import geopandas  # noqa: F401 - GeoDataFrame.to_file needs it imported
+
+    img, lab = good()
+    setup(tmp_path, {"a": (img, lab, {}, {})})
+    gdf.to_file(tmp_path / "regions.gpkg", layer="regions", engine="pyogrio")
+    extra = "".join(f"    {k}: {v}\n" for k, v in ds_extra.items())
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+                   f"    labels: {tmp_path}/lab/*.tif\n    regions: {tmp_path}/regions.gpkg\n"
+                   f"{extra}tiling:\n  size: 32\n")
+    return cfg
+
+
+def halves(names, crs="EPSG:32633", box=SCENE_BOX):
+    """Two polygons: the west and east halves of ``box``, named ``names``."""
+    import geopandas as gpd
+    import shapely
+
+    x0, y0, x1, y1 = box
+    xm = (x0 + x1) / 2
+    return gpd.GeoDataFrame({"region": names},
+                            geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)],
+                            crs=crs)
+
+
+def validate_error(cfg, caplog) -> str:
+    """Run `spatialfair validate`; it must fail with exit 2; return the logged error."""
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert cli_main(["validate", "--config", str(cfg)]) == 2
+    return caplog.text
+
+
+def test_validate_accepts_good_regions_also_in_another_crs(tmp_path, caplog):
+    gdf = halves(["west", "east"]).to_crs("EPSG:4326")
+    cfg = regions_config(tmp_path, gdf)
+    with caplog.at_level(logging.INFO):
+        assert cli_main(["validate", "--config", str(cfg)]) == 0
+    assert "dataset d: 2 regions in" in caplog.text and "overlap the scenes" in caplog.text
+
+
+def test_validate_rejects_point_regions(tmp_path, caplog):
+    import geopandas as gpd
+    import shapely
+
+    pts = gpd.GeoDataFrame({"region": ["p", "q"]},
+                           geometry=[shapely.Point(500100, 4599700),
+                                     shapely.Point(500300, 4599700)], crs="EPSG:32633")
+    text = validate_error(regions_config(tmp_path, pts), caplog)
+    assert "regions.gpkg: regions are not polygons (p, q)" in text
+    assert "regions must be polygons or multipolygons" in text
+
+
+@pytest.mark.parametrize("name, problem", [
+    (None, "features without a region name in 'region' (rows 1)"),
+    ("", "1 feature(s) with an empty region name in 'region'"),
+    ("  ", "1 feature(s) with an empty region name in 'region'"),
+])
+def test_validate_rejects_unnamed_regions(tmp_path, caplog, name, problem):
+    text = validate_error(regions_config(tmp_path, halves(["west", name])), caplog)
+    assert problem in text and "give every feature a name" in text
+
+
+def test_validate_rejects_regions_without_crs(tmp_path, caplog):
+    gdf = halves(["west", "east"])
+    gdf = gdf.set_crs(None, allow_override=True)
+    warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+    text = validate_error(regions_config(tmp_path, gdf), caplog)
+    assert "regions file has no CRS" in text and "ogr2ogr -a_srs" in text
+
+
+def test_validate_rejects_regions_away_from_the_scenes(tmp_path, caplog):
+    """Coordinates in metres declared as degrees (a wrong CRS) overlap no scene."""
+    gdf = halves(["west", "east"], box=(10, 40, 11, 41), crs="EPSG:4326")
+    text = validate_error(regions_config(tmp_path, gdf), caplog)
+    assert "none of the 2 regions overlaps any scene" in text
+    assert "declares the CRS its coordinates are really in" in text
+
+
+def test_validate_names_regions_outside_the_scenes(tmp_path, caplog):
+    import shapely
+
+    far = halves(["west", "far"])
+    far.loc[1, "geometry"] = shapely.box(600000, 4500000, 600100, 4500100)
+    cfg = regions_config(tmp_path, far)
+    with caplog.at_level(logging.WARNING):
+        assert cli_main(["validate", "--config", str(cfg)]) == 0
+    assert "1 region(s) overlap no scene and will have no data: far" in caplog.text
+
+
+def test_labels_without_any_labelled_pixel(tmp_path, caplog):
+    img, lab = good()
+    empty = np.full_like(lab, 255)
+    cfg, ds = setup(tmp_path, {"a": (img, empty, {}, {}), "b": (img, empty, {}, {})})
+    with pytest.raises(InputError) as err:
+        validate_dataset(ds, cfg)
+    msg = str(err.value)
+    assert msg.startswith("dataset d: no label raster has a labelled pixel: every value of 2 "
+                          "label file(s) is the ignore value 255")
+    assert "stored as 0..1 (land, water)" in msg
+    # the label file's own nodata counts as unlabelled too
+    write_tif(tmp_path / "lab" / "a.tif", np.full_like(lab, 7), nodata=7)
+    with pytest.raises(InputError, match="no label raster has a labelled pixel"):
+        validate_dataset(dataset_config(cfg, "d", base=tmp_path), cfg)
+
+
+def test_one_unlabelled_scene_is_a_named_warning(tmp_path, caplog):
+    img, lab = good()
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}),
+                               "b": (img, np.full_like(lab, 255), {}, {})})
+    with caplog.at_level(logging.WARNING):
+        assert len(validate_dataset(ds, cfg)) == 2
+    assert "lab/b.tif: no labelled pixel (every value is ignore/nodata); scene b adds " \
+           "nothing to training or evaluation" in caplog.text
+    assert "a.tif: no labelled" not in caplog.text
+
+
+def test_tile_checks_regions_before_tiling(tmp_path, caplog):
+    """`spatialfair tile` fails on a bad regions file before it writes a single tile."""
+    cfg = regions_config(tmp_path, halves(["west", ""]))
+    out = tmp_path / "tiles"
+    with caplog.at_level(logging.ERROR):
+        assert cli_main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(out)]) == 2
+    assert "empty region name" in caplog.text
+    assert not out.exists() or not any(out.iterdir())

@@ -7,7 +7,8 @@ import logging
 
 from ..config import dataset_config, load_config
 
-HELP = "validate a config file (schema, file lists, raster grids) and exit"
+HELP = ("validate a config file (schema, file lists, raster grids, label values, regions file) "
+        "and exit")
 log = logging.getLogger(__name__)
 
 
