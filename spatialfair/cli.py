@@ -15,8 +15,8 @@ import sys
 from .errors import InputError
 
 #: Sub-commands in pipeline order; each is a module in spatialfair.commands.
-COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "compare",
-            "validate"]
+COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "aggregate",
+            "compare", "validate"]
 
 log = logging.getLogger("spatialfair")
 

@@ -603,12 +603,15 @@ def predict_scenes_from_bundle(
     out_probs: Sequence[str | Path | None] | None = None,
     *,
     device: str | torch.device = "auto",
+    resume_dir: str | Path | None = None,
     **kwargs: Any,
-) -> list[PredictionResult]:
+) -> list[PredictionResult | None]:
     """Predict several scenes with one model, loaded once.
 
     Every image is checked against the bundle (readable, georeferenced, bands) before the
-    first scene is predicted, so a bad file late in the list fails fast.
+    first scene is predicted, so a bad file late in the list fails fast. With ``resume_dir``
+    each scene is written there first and linked into place, so a re-run after an interruption
+    skips the scenes already finished with the same model (their result is None).
     """
     from .models import load_bundle  # noqa: PLC0415 (torch model code loads lazily)
 
@@ -623,7 +626,79 @@ def predict_scenes_from_bundle(
     model, bundle = load_bundle(model_path, dev)
     for image in image_paths:
         match_bands(inspect_raster(image, role="image"), bundle)
-    return [
-        predict_scene(model, bundle, image, classes, probs, device=dev, **kwargs)
-        for image, classes, probs in zip(image_paths, out_classes, out_probs)
-    ]
+    if resume_dir is None:
+        return [predict_scene(model, bundle, image, classes, probs, device=dev, **kwargs)
+                for image, classes, probs in zip(image_paths, out_classes, out_probs)]
+    cache = _ResumeCache(Path(resume_dir), model_path)
+    results = []
+    for image, classes, probs in zip(image_paths, out_classes, out_probs):
+        outs = [Path(p) for p in (classes, probs) if p is not None]
+        if cache.restore(outs):
+            results.append(None)
+            continue
+        staged = cache.staging(outs)
+        results.append(predict_scene(model, bundle, image, staged[0],
+                                     staged[1] if probs is not None else None, device=dev,
+                                     **kwargs))
+        cache.restore(outs)
+    cache.clear()
+    return results
+
+
+class _ResumeCache:
+    """Finished scenes of an interrupted batch, kept outside the job's declared outputs.
+
+    A workflow manager deletes every output of a failed batch job; scenes finished before the
+    failure wait here (keyed by the model file's checksum) and are linked back on the re-run.
+    """
+
+    def __init__(self, folder: Path, model_path: Path) -> None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        with open(model_path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        self.folder = folder / digest.hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _key(self, out: Path) -> Path:
+        return self.folder / f"{out.parent.name}--{out.name}"
+
+    def staging(self, outs: list[Path]) -> list[Path]:
+        return [self._key(o) for o in outs]
+
+    def restore(self, outs: list[Path]) -> bool:
+        """Link cached files of ``outs`` into place; False when any is missing."""
+        keys = [self._key(o) for o in outs]
+        if not all(k.exists() for k in keys):
+            return False
+        for k, o in zip(keys, outs):
+            o.parent.mkdir(parents=True, exist_ok=True)
+            o.unlink(missing_ok=True)
+            try:
+                os.link(k, o)
+            except OSError:
+                shutil.copy2(k, o)
+        log.info("%s: finished scene taken from %s", outs[0].name, self.folder)
+        return True
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test"
+                    ) -> dict[str, Path]:
+    """Scenes of a tile store with tiles in ``split`` of ``split_column``: name -> image path.
+
+    A fold's model is judged only on its held-out tiles, so only these scenes need it.
+    """
+    from .tiling import TileStore
+
+    store = TileStore(store_dir)
+    index = store.index
+    if split_column not in index.columns:
+        raise InputError(store.path / "tiles.gpkg", f"no split column '{split_column}'",
+                         "re-run `spatialfair split` with the replicated config")
+    held = set(index.loc[index[split_column].astype(str) == split, "scene"].astype(str))
+    return {s: Path(e["image"]) for s, e in store.meta["scenes"].items() if s in held}

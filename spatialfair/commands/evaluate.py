@@ -15,8 +15,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True, help="partitions.gpkg")
-    p.add_argument("--predictions", required=True,
+    p.add_argument("--predictions",
                    help="folder with predictions/<scene>.tif of the run")
+    p.add_argument("--fold", nargs=2, action="append", metavar=("SPLIT_COLUMN", "FOLDER"),
+                   help="instead of --predictions, once per spatial fold of a seed: the fold's "
+                        "split column and predictions folder; their counts are pooled")
+    p.add_argument("--seed", type=int, default=None,
+                   help="replicate seed recorded in metrics.json (default: the config's seed)")
+    p.add_argument("--no-maps", action="store_true",
+                   help="write only metrics.json and by_region.csv (a seed of a replicated run)")
     p.add_argument("--out", required=True, help="output folder (results/NAME/RUN/fairness)")
     p.add_argument("--split", choices=["test", "val", "train", "all"], default=None,
                    help="tiles to evaluate (default: evaluation.split of the config)")
@@ -31,11 +38,20 @@ def run(args: argparse.Namespace) -> None:
     from ..evaluate import evaluate_dataset
     from ..maps import MAX_RASTER_SIZE, write_maps
 
+    from ..errors import InputError
+
     config = load_config(args.config)
     ds = dataset_config(config, args.dataset, require_files=False)
-    result = evaluate_dataset(config, ds, args.tiles, args.partitions, args.predictions,
-                              args.out, args.split, run=args.run)
-    write_maps(result, args.out, max_size=args.max_raster_size or MAX_RASTER_SIZE)
+    if bool(args.predictions) == bool(args.fold):
+        raise InputError("evaluate", "give either --predictions or --fold (not both, not none)",
+                         "--predictions DIR for one run, --fold COLUMN DIR per fold of a seed")
+    sources = args.predictions or [tuple(f) for f in args.fold]
+    seed = int(config.get("seed", 0)) if args.seed is None else args.seed
+    result = evaluate_dataset(config, ds, args.tiles, args.partitions, sources, args.out,
+                              args.split, run=args.run,
+                              replicate={"seed": seed, "folds": len(args.fold or [1])})
+    if not args.no_maps:
+        write_maps(result, args.out, max_size=args.max_raster_size or MAX_RASTER_SIZE)
     m = result.metrics
     s = m["partitionings"][result.primary]["summaries"][result.headline]
     log.info("%s: overall %s %s; '%s' worst region %s (%s), difference %s; SPAD score %s; "

@@ -22,12 +22,21 @@ DEFAULTS: dict[str, Any] = {"window": 256, "overlap": 32, "batch_size": 8, "prob
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model bundle (model.pt) written by train")
-    p.add_argument("--image", required=True, nargs="+",
+    p.add_argument("--image", nargs="+",
                    help="image GeoTIFF(s) to predict (any size)")
-    p.add_argument("--out-classes", required=True, nargs="+",
+    p.add_argument("--out-classes", nargs="+",
                    help="output class COG(s) (uint8, nodata 255), one per image")
     p.add_argument("--out-probs", nargs="+",
                    help="output probability COG(s) (float32, nodata NaN), one per image")
+    p.add_argument("--held-out", nargs=2, metavar=("TILES", "SPLIT_COLUMN"),
+                   help="instead of --image: every scene of the tile store TILES with test "
+                        "tiles in SPLIT_COLUMN (a replicate's fold), written as "
+                        "<scene>.tif into --out-classes-dir / --out-probs-dir")
+    p.add_argument("--out-classes-dir", help="with --held-out: folder of class COGs")
+    p.add_argument("--out-probs-dir", help="with --held-out: folder of probability COGs")
+    p.add_argument("--resume-dir",
+                   help="keep finished scenes here until the whole batch is done, so a re-run "
+                        "after an interruption predicts only the unfinished scenes")
     p.add_argument("--config", help="YAML config; its `prediction` block gives the defaults")
     p.add_argument("--window", type=int, help="window side in pixels (default 256)")
     p.add_argument("--overlap", type=int, help="overlap between windows in pixels (default 32)")
@@ -57,6 +66,11 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config) if args.config else None
     settings = resolve_settings(args, config)
+    if args.held_out:
+        _held_out_paths(args)
+    if not args.image or not args.out_classes:
+        raise InputError("predict", "no image to predict",
+                         "give --image and --out-classes, or --held-out TILES COLUMN")
     if len(args.out_classes) != len(args.image) or (
         args.out_probs and len(args.out_probs) != len(args.image)
     ):
@@ -64,8 +78,30 @@ def run(args: argparse.Namespace) -> None:
                          "--out-classes path(s)", "give one output path per image, same order")
     results = predict_scenes_from_bundle(
         args.model, args.image, args.out_classes, args.out_probs, device=args.device,
-        nodata=args.nodata, **settings,
+        nodata=args.nodata, resume_dir=args.resume_dir, **settings,
     )
     for image, result in zip(args.image, results):
-        log.info("%s: %s", image, ", ".join(f"{k} {v} px" for k, v in
-                                           result.class_counts.items()))
+        if result is not None:
+            log.info("%s: %s", image, ", ".join(f"{k} {v} px" for k, v in
+                                               result.class_counts.items()))
+
+
+def _held_out_paths(args: argparse.Namespace) -> None:
+    """Fill --image/--out-* from the scenes holding a fold's test tiles."""
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..predict import held_out_scenes
+
+    if args.image or not args.out_classes_dir:
+        raise InputError("predict", "--held-out replaces --image and needs --out-classes-dir",
+                         "give --held-out TILES COLUMN --out-classes-dir DIR [--out-probs-dir DIR]")
+    scenes = held_out_scenes(*args.held_out)
+    args.image = [str(p) for p in scenes.values()]
+    args.out_classes = [str(Path(args.out_classes_dir) / f"{s}.tif") for s in scenes]
+    args.out_probs = ([str(Path(args.out_probs_dir) / f"{s}.tif") for s in scenes]
+                      if args.out_probs_dir else None)
+    for d in (args.out_classes_dir, args.out_probs_dir):
+        if d:
+            Path(d).mkdir(parents=True, exist_ok=True)
+    log.info("%d scene(s) hold test tiles of %s", len(scenes), args.held_out[1])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from spatialfair.config import dataset_config, strategy_runs, validate_config
 from spatialfair.errors import InputError
+from spatialfair import layout
 
 try:
     config = validate_config(config, source="config")
@@ -19,6 +20,13 @@ RESULTS = config["results"]
 CONFIG_FILE = f"{RESULTS}/.config.yaml"
 DATASETS = list(config["datasets"])
 RUNS = {r.name: r for r in strategy_runs(config)}
+# Replication (replicates.seeds x replicates.folds per strategy run, paired across runs); the
+# folder layout is defined once, in spatialfair.layout.
+REPLICATED = layout.is_replicated(config)
+REPS = {r.id: r for r in layout.replicates(config)}
+SEEDS = layout.replicate_seeds(config)
+# Path piece of one replicate's model, log and predictions below the run folder.
+REP = "reps/{rep}/" if REPLICATED else ""
 
 
 ENV = "../envs/spatialfair.yaml"
@@ -117,8 +125,23 @@ def section(*keys, dataset=None):
 
 
 def prediction_paths(ds_name, run, kind):
-    """Per-scene prediction rasters of one run: kind = "predictions" or "probabilities"."""
+    """Per-scene prediction rasters of one unreplicated run: kind = predictions | probabilities."""
     return [f"{RESULTS}/{ds_name}/{run}/{kind}/{s}.tif" for s in scenes(ds_name)]
+
+
+def replicate_outputs(ds, run):
+    """Model, log and prediction folders of every replicate of one run."""
+    out = []
+    for rep in REPS:
+        d = f"{RESULTS}/{ds}/{run}/reps/{rep}"
+        out += [f"{d}/model.pt", f"{d}/train_log.csv", f"{d}/predictions",
+                f"{d}/probabilities"]
+    return out
+
+
+def seed_metrics_paths(ds, run):
+    """Each seed's evaluation (pooled over its folds) of one replicated run."""
+    return [f"{RESULTS}/{ds}/{run}/reps/s{seed}/fairness/metrics.json" for seed in SEEDS]
 
 
 def all_outputs():
@@ -128,8 +151,11 @@ def all_outputs():
         out += [f"{base}/comparison.csv", f"{base}/comparison.png", f"{base}/partitions.gpkg",
                 f"{base}/tiles/tiles.gpkg"]
         for run in RUNS:
-            out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
             out += fairness_outputs(ds, run)
+            if REPLICATED:
+                out += replicate_outputs(ds, run) + seed_metrics_paths(ds, run)
+                continue
+            out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
             out += prediction_paths(ds, run, "predictions")
             out += prediction_paths(ds, run, "probabilities")
     return out
@@ -146,3 +172,5 @@ wildcard_constraints:
     dataset="|".join(map(lambda s: s.replace(".", r"\."), DATASETS)) or "NONE",
     run="|".join(map(lambda s: s.replace(".", r"\."), RUNS)) or "NONE",
     scene=r"[^/]+",
+    rep=r"s-?\d+-f\d+",
+    seed=r"-?\d+",

@@ -3,45 +3,98 @@
 
 # One evaluate rule per dataset, because the raster map's file name carries the dataset's
 # headline metric (fairness_<metric>.tif) and all outputs of a rule must share its wildcards.
-for _ds in DATASETS:
-    _base = f"{RESULTS}/{_ds}"
-    _metric = _dataset(_ds).headline_metric
+def fold_args(w):
+    """--fold COLUMN FOLDER for every fold of one seed."""
+    reps = [r for r in REPS.values() if r.seed == int(w.seed)]
+    return " ".join(
+        f"--fold {r.column} {RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions" for r in reps
+    )
 
-    rule:
-        name:
-            f"evaluate_{_ds}".replace("-", "_")
+
+def fold_predictions(w):
+    return [
+        f"{RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions"
+        for r in REPS.values()
+        if r.seed == int(w.seed)
+    ]
+
+
+def fairness_report_outputs(_base, _ds, _metric):
+    """The run-level fairness outputs (maps are report items)."""
+    return dict(
+        metrics=f"{_base}/{{run}}/fairness/metrics.json",
+        by_region=f"{_base}/{{run}}/fairness/by_region.csv",
+        gpkg=f"{_base}/{{run}}/fairness/fairness.gpkg",
+        raster=f"{_base}/{{run}}/fairness/fairness_{_metric}.tif",
+        map=report(
+            f"{_base}/{{run}}/fairness/map.png",
+            caption="../report/map.rst",
+            category=_ds,
+            subcategory="{run}",
+            labels={"dataset": _ds, "run": "{run}", "figure": "fairness map"},
+        ),
+        bars=report(
+            f"{_base}/{{run}}/fairness/regions.png",
+            caption="../report/regions.rst",
+            category=_ds,
+            subcategory="{run}",
+            labels={"dataset": _ds, "run": "{run}", "figure": "per-region bars"},
+        ),
+    )
+
+
+if not REPLICATED:
+    for _ds in DATASETS:
+        _base = f"{RESULTS}/{_ds}"
+        _metric = _dataset(_ds).headline_metric
+
+        rule:
+            name:
+                f"evaluate_{_ds}".replace("-", "_")
+            input:
+                predictions=lambda w, _ds=_ds: prediction_paths(_ds, w.run, "predictions"),
+                index=f"{_base}/tiles/tiles.gpkg",
+                partitions=f"{_base}/partitions.gpkg",
+                cfg=ancient(CONFIG_FILE),
+            output:
+                **fairness_report_outputs(_base, _ds, _metric),
+            params:
+                cfg=section("evaluation", "seed", dataset=_ds),
+                dataset=_ds,
+                tiles=lambda w, input: os.path.dirname(input.index),
+                predictions=lambda w, input: os.path.dirname(input.predictions[0]),
+                out=lambda w, output: os.path.dirname(output.metrics),
+            log:
+                f"logs/{_ds}/{{run}}/evaluate.log",
+            conda:
+                ENV
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=60,
+            shell:
+                "spatialfair evaluate --config {input.cfg} --dataset {params.dataset} "
+                "--tiles {params.tiles} --partitions {input.partitions} "
+                "--predictions {params.predictions} --out {params.out} > {log} 2>&1"
+
+else:
+
+    rule evaluate_seed:
         input:
-            predictions=lambda w, _ds=_ds: prediction_paths(_ds, w.run, "predictions"),
-            index=f"{_base}/tiles/tiles.gpkg",
-            partitions=f"{_base}/partitions.gpkg",
+            predictions=fold_predictions,
+            index=f"{RESULTS}/{{dataset}}/tiles/tiles.gpkg",
+            partitions=f"{RESULTS}/{{dataset}}/partitions.gpkg",
             cfg=ancient(CONFIG_FILE),
         output:
-            metrics=f"{_base}/{{run}}/fairness/metrics.json",
-            by_region=f"{_base}/{{run}}/fairness/by_region.csv",
-            gpkg=f"{_base}/{{run}}/fairness/fairness.gpkg",
-            raster=f"{_base}/{{run}}/fairness/fairness_{_metric}.tif",
-            map=report(
-                f"{_base}/{{run}}/fairness/map.png",
-                caption="../report/map.rst",
-                category=_ds,
-                subcategory="{run}",
-                labels={"dataset": _ds, "run": "{run}", "figure": "fairness map"},
-            ),
-            bars=report(
-                f"{_base}/{{run}}/fairness/regions.png",
-                caption="../report/regions.rst",
-                category=_ds,
-                subcategory="{run}",
-                labels={"dataset": _ds, "run": "{run}", "figure": "per-region bars"},
-            ),
+            metrics=f"{RESULTS}/{{dataset}}/{{run}}/reps/s{{seed}}/fairness/metrics.json",
+            by_region=f"{RESULTS}/{{dataset}}/{{run}}/reps/s{{seed}}/fairness/by_region.csv",
         params:
-            cfg=section("evaluation", "seed", dataset=_ds),
-            dataset=_ds,
+            cfg=lambda w: section("evaluation", "seed", "replicates", dataset=w.dataset),
+            folds=fold_args,
             tiles=lambda w, input: os.path.dirname(input.index),
-            predictions=lambda w, input: os.path.dirname(input.predictions[0]),
             out=lambda w, output: os.path.dirname(output.metrics),
         log:
-            f"logs/{_ds}/{{run}}/evaluate.log",
+            "logs/{dataset}/{run}/reps/s{seed}/evaluate.log",
         conda:
             ENV
         threads: 1
@@ -49,16 +102,58 @@ for _ds in DATASETS:
             mem_mb=4000,
             runtime=60,
         shell:
-            "spatialfair evaluate --config {input.cfg} --dataset {params.dataset} "
-            "--tiles {params.tiles} --partitions {input.partitions} "
-            "--predictions {params.predictions} --out {params.out} > {log} 2>&1"
+            "spatialfair evaluate --config {input.cfg} --dataset {wildcards.dataset} "
+            "--tiles {params.tiles} --partitions {input.partitions} {params.folds} "
+            "--seed {wildcards.seed} --run {wildcards.run} --no-maps --out {params.out} "
+            "> {log} 2>&1"
+
+    for _ds in DATASETS:
+        _base = f"{RESULTS}/{_ds}"
+
+        rule:
+            name:
+                f"aggregate_{_ds}".replace("-", "_")
+            input:
+                seeds=lambda w, _ds=_ds: [
+                    f"{RESULTS}/{_ds}/{w.run}/reps/s{s}/fairness/metrics.json" for s in SEEDS
+                ],
+                store=f"{_base}/tiles/store.json",
+                partitions=f"{_base}/partitions.gpkg",
+            output:
+                **fairness_report_outputs(_base, _ds, _dataset(_ds).headline_metric),
+            params:
+                run_dir=lambda w, _base=_base: f"{_base}/{w.run}",
+                tiles=lambda w, input: os.path.dirname(input.store),
+                out=lambda w, output: os.path.dirname(output.metrics),
+            log:
+                f"logs/{_ds}/{{run}}/aggregate.log",
+            conda:
+                ENV
+            threads: 1
+            resources:
+                mem_mb=2000,
+                runtime=30,
+            shell:
+                "spatialfair aggregate --run-dir {params.run_dir} --tiles {params.tiles} "
+                "--partitions {input.partitions} --out {params.out} > {log} 2>&1"
+
+
+def compare_inputs(w):
+    """Every run's per-seed evaluations and, for replicates, their training logs."""
+    out = []
+    for run in RUNS:
+        if REPLICATED:
+            out += [f"{RESULTS}/{w.dataset}/{run}/reps/s{s}/fairness/metrics.json" for s in SEEDS]
+            out += [f"{RESULTS}/{w.dataset}/{run}/reps/{r}/train_log.csv" for r in REPS]
+        else:
+            out += [f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json",
+                    f"{RESULTS}/{w.dataset}/{run}/train_log.csv"]
+    return out
 
 
 rule compare:
     input:
-        metrics=lambda w: [
-            f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json" for run in RUNS
-        ],
+        metrics=compare_inputs,
         cfg=ancient(CONFIG_FILE),
     output:
         csv=report(

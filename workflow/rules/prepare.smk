@@ -62,7 +62,7 @@ rule split:
     output:
         index=f"{RESULTS}/{{dataset}}/tiles/tiles.gpkg",
     params:
-        cfg=lambda w: section("split", "seed", dataset=w.dataset),
+        cfg=lambda w: section("split", "replicates", dataset=w.dataset),
         tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/split.log",

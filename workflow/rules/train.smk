@@ -1,5 +1,14 @@
-# Training: one job per dataset and strategy run. On a GPU node the job trains on the GPU;
-# with resources gpu > 1 it starts torchrun with one process per GPU (DDP).
+# Training: one job per dataset, strategy run and replicate (seed, fold). On a GPU node the
+# job trains on the GPU; with resources gpu > 1 it starts torchrun with one process per GPU.
+
+
+def replicate_args(w):
+    """--seed/--split-column of a replicate's training job (none for an unreplicated run)."""
+    if not REPLICATED:
+        return ""
+    rep = REPS[w.rep]
+    return f"--seed {rep.seed} --split-column {rep.column}"
+
 
 
 rule train:
@@ -7,11 +16,12 @@ rule train:
         index=rules.split.output.index,
         cfg=ancient(CONFIG_FILE),
     output:
-        model=f"{RESULTS}/{{dataset}}/{{run}}/model.pt",
-        log_csv=f"{RESULTS}/{{dataset}}/{{run}}/train_log.csv",
+        model=f"{RESULTS}/{{dataset}}/{{run}}/{REP}model.pt",
+        log_csv=f"{RESULTS}/{{dataset}}/{{run}}/{REP}train_log.csv",
     params:
         cfg=lambda w: section("model", "training", "seed", "tiling", dataset=w.dataset)
-        | {"run": RUNS[w.run].__dict__},
+        | {"run": RUNS[w.run].__dict__, "replicates": config["replicates"]},
+        replicate=replicate_args,
         tiles=lambda w, input: os.path.dirname(input.index),
         out=lambda w, output: os.path.dirname(output.model),
         launcher=lambda w, resources: (
@@ -20,7 +30,7 @@ rule train:
             else "spatialfair"
         ),
     log:
-        "logs/{dataset}/{run}/train.log",
+        f"logs/{{dataset}}/{{run}}/{REP}train.log",
     conda:
         ENV
     threads: 2
@@ -31,4 +41,4 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --config {input.cfg} "
         "--dataset {wildcards.dataset} --strategy {wildcards.run} --tiles {params.tiles} "
-        "--out {params.out} --resume > {log} 2>&1"
+        "--out {params.out} {params.replicate} --resume > {log} 2>&1"
