@@ -81,7 +81,8 @@ def test_shipped_config_dry_run_and_lint(tmp_path):
     out = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/default"))
     counts = job_counts(out.stdout + out.stderr)
     assert counts["train"] == 12 and counts["compare"] == 2
-    assert counts["predict"] == 24  # one job per scene: 2 datasets x 6 runs x 2 scenes
+    # one job per run and batch of scenes (both demo scenes fit one batch): 2 x 6 runs
+    assert counts["predict_flood_demo_0"] == 6 and counts["predict_crop_demo_0"] == 6
     assert counts["demo_flood-demo"] == 1 and counts["demo_crop-demo"] == 1
     lint = snakemake(ROOT, "--lint")
     assert "good condition" in lint.stdout + lint.stderr
@@ -169,4 +170,41 @@ def test_tiny_end_to_end_run(tmp_path):
     counts = job_counts(out.stdout + out.stderr)
     assert counts.get("train") == 1 and counts.get("compare") == 1
     assert "tile" not in counts and "partition" not in counts and "split" not in counts
-    assert counts.get("predict") == 2  # the deleted run's two scenes, nothing else
+    assert counts.get("predict_flood_tiny_0") == 1  # the deleted run's batch, nothing else
+
+
+@pytest.mark.slow
+def test_tiny_replicated_run_pools_folds_and_aggregates_seeds(tmp_path):
+    """2 seeds x 2 spatial folds: each seed's evaluation covers every labelled test pixel
+    once, the run's fairness outputs carry the seeds' mean and CI, compare pairs the seeds."""
+    cfg = dict(TINY, replicates={"seeds": 2, "folds": 2}, training={"epochs": 1, "batch_size": 8})
+    write_config(tmp_path, cfg)
+    out = snakemake(tmp_path, "-n")
+    counts = job_counts(out.stdout + out.stderr)
+    assert counts["train"] == 8 and counts["predict"] == 8 and counts["evaluate_seed"] == 4
+    snakemake(tmp_path, "--cores", "2")
+    base = tmp_path / "results" / "flood-tiny"
+    import geopandas as gpd
+
+    index = gpd.read_file(base / "tiles" / "tiles.gpkg", layer="tiles")
+    for seed in (0, 1):
+        cols = [f"split__s{seed}_f{f}" for f in (0, 1)]
+        assert (index[cols].eq("test").sum(axis=1) == 1).all()  # every tile in test once
+    for run in ("erm", "groupdro"):
+        n_px = []
+        for seed in (0, 1):
+            m = json.loads((base / run / "reps" / f"s{seed}" / "fairness" / "metrics.json")
+                           .read_text())
+            assert m["replicate"] == {"seed": seed, "folds": 2}
+            n_px.append(m["n_pixels"])
+        assert n_px[0] == n_px[1]  # K folds pool to the same labelled pixels for each seed
+        agg = json.loads((base / run / "fairness" / "metrics.json").read_text())
+        assert agg["replicates"]["seeds"] == [0, 1]
+        per_seed = agg["replicates"]["per_seed"]["overall"]
+        assert per_seed["ci_low"] <= per_seed["mean"] <= per_seed["ci_high"]
+        table = gpd.read_file(base / run / "fairness" / "fairness.gpkg", layer="regions")
+        assert {"deviation_ci_low", "deviation_ci_high", "n_replicates"} <= set(table.columns)
+        assert (table["n_replicates"] <= 2).all()
+    with open(base / "comparison.csv") as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert rows["groupdro"]["n_seeds"] == "2"

@@ -1,0 +1,52 @@
+"""Tests of the aggregation of replicate evaluations (spatialfair.aggregate)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from spatialfair.aggregate import _region_table, t_interval
+
+
+def test_t_interval_matches_scipy_and_needs_two_values():
+    v = np.array([0.1, 0.3, 0.2, 0.25])
+    mean, low, high = t_interval(v)
+    ref = stats.t.interval(0.95, 3, loc=v.mean(), scale=stats.sem(v))
+    assert mean == pytest.approx(0.2125) and (low, high) == pytest.approx(ref)
+    m1, l1, h1 = t_interval(np.array([0.4, np.nan]))
+    assert m1 == pytest.approx(0.4) and math.isnan(l1) and math.isnan(h1)
+
+
+def _seed_frame(dev_a, dev_b, small_b=False):
+    return pd.DataFrame({
+        "partitioning": ["regions", "regions"], "kind": ["user", "user"],
+        "region_id": [0, 1], "region": ["north", "south"], "n_pixels": [5000, 800],
+        "n_tiles": [10, 2], "small": [False, small_b], "absent": [False, False],
+        "iou_water": [0.8 + dev_a, 0.8 + dev_b], "deviation": [dev_a, dev_b],
+        "statistic": [1.0, 1.0], "p_value": [0.01, 0.5], "significant": [True, False],
+        "direction": [-1, 0]})
+
+
+def test_region_table_marks_a_consistent_deficit_and_not_noise():
+    rng = np.random.default_rng(0)
+    frames = [_seed_frame(-0.10 + 0.01 * rng.standard_normal(), 0.02 * rng.standard_normal(),
+                          small_b=(i == 2)) for i in range(5)]
+    t = _region_table(frames, ["iou_water"]).set_index("region")
+    north, south = t.loc["north"], t.loc["south"]
+    assert north["deviation"] == pytest.approx(np.mean([f["deviation"][0] for f in frames]))
+    assert north["deviation_ci_high"] < 0 and north["ci_excludes_zero"]
+    assert north["significant"] and north["direction"] == -1
+    assert north["n_replicates"] == 5 and north["n_seeds_significant"] == 5
+    assert south["deviation_ci_low"] < 0 < south["deviation_ci_high"]
+    assert not south["significant"] and south["direction"] == 0
+    assert south["small"]  # small in one seed: flagged, so left out of the summaries
+
+
+def test_one_seed_gives_no_interval():
+    t = _region_table([_seed_frame(-0.1, 0.05)], ["iou_water"])
+    assert t["deviation_ci_low"].isna().all() and not t["ci_excludes_zero"].any()
+    assert (t["n_replicates"] == 1).all()
