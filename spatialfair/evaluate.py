@@ -11,12 +11,14 @@ the prediction COG, so memory does not grow with the scene), and for each window
   one tile (with overlapping tiles, the last tile in store order owns the shared pixels, so no
   pixel counts twice), and only pixels owned by tiles of the requested split are evaluated;
 * accumulates, for every partitioning, per-region confusion matrices with one ``bincount``
-  (:mod:`spatialfair.metrics`), and per-tile confusion matrices for the significance tests.
+  (:mod:`spatialfair.metrics`), per-tile confusion matrices, and per (tile, region) counts of
+  evaluated pixels for the significance tests.
 
 Then it computes every metric per region and overall (all evaluated pixels, the same for
 every partitioning), fairness summaries per partitioning and metric, the SPAD score over the
-generated grids (``grid_*``), a tile-level significance test per partitioning
-(:mod:`spatialfair.significance`; a tile's region is the region of its centre pixel), and
+generated grids (``grid_*``), a significance test per partitioning over spatial blocks, scenes
+or tiles (``evaluation.significance_unit``; :mod:`spatialfair.significance`; a unit's region is
+the region holding most of its evaluated pixels; small and absent regions are not tested), and
 writes ``metrics.json`` and ``by_region.csv``. Maps are drawn by :mod:`spatialfair.maps`.
 """
 
@@ -44,7 +46,8 @@ from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
 from .metrics import (PRED_NODATA, _PixelPairs, has_class_support, metric_arrays,
                       metric_names, metrics_from_confusion, spad_score, summarize)
-from .significance import test_regions, unit_outcomes, unit_values
+from .significance import (majority_regions, test_regions, unit_confusion, unit_outcomes,
+                           unit_values)
 
 log = logging.getLogger(__name__)
 
@@ -141,21 +144,52 @@ def _windows(info: RasterInfo, side: int) -> list[Window]:
 
 
 class _Accumulator:
-    """Running per-region and per-tile confusion counts of one evaluation pass."""
+    """Running per-region and per-tile confusion counts of the evaluation passes.
 
-    def __init__(self, parts: dict[str, Any], num_classes: int, n_units: int) -> None:
+    Tiles are addressed by their row in the tile index (``n_tiles`` rows), so passes over
+    several folds add up. ``region_px[name]`` collects (tile row, region, evaluated pixels)
+    records from which each tile's and unit's majority region is found.
+    """
+
+    def __init__(self, parts: dict[str, Any], num_classes: int, n_tiles: int) -> None:
         self.parts = parts
         self.c = num_classes
         self.cm = {name: np.zeros((p.n_regions + 1, num_classes, num_classes), np.int64)
                    for name, p in parts.items()}
         self.overall = np.zeros((num_classes, num_classes), np.int64)
-        self.unit_region = {name: np.full(n_units, -1, np.int32) for name in parts}
+        self.tile_cm = np.zeros((n_tiles, num_classes, num_classes), np.int64)
+        self.selected = np.zeros(n_tiles, dtype=bool)
+        self.region_px: dict[str, list[tuple[np.ndarray, ...]]] = {name: [] for name in parts}
         self.n_missing_pred = 0
+
+    def add_region_pixels(self, name: str, n_regions: int, slots: np.ndarray,
+                          px_tile: np.ndarray, px_region: np.ndarray) -> None:
+        """Count evaluated pixels per (tile, region): ``px_tile`` indexes ``slots`` (the
+        window's tiles' index rows), ``px_region`` is -1 outside every region."""
+        ok = px_region >= 0
+        if not ok.any():
+            return
+        t, r = px_tile[ok], px_region[ok]
+        present = np.bincount(r, minlength=n_regions) > 0
+        k = int(present.sum())
+        key = t.astype(np.int64) * k + (np.cumsum(present) - 1)[r]
+        counts = np.bincount(key, minlength=len(slots) * k)
+        nz = np.flatnonzero(counts)
+        tile, reg = np.divmod(nz, k)
+        self.region_px[name].append((slots[tile], np.flatnonzero(present)[reg], counts[nz]))
+
+    def majority(self, name: str, owner_of_tile: np.ndarray, n_owners: int) -> np.ndarray:
+        """Region holding most evaluated pixels of each owner (tile row -> owner id)."""
+        recs = self.region_px[name]
+        if not recs:
+            return np.full(n_owners, -1, dtype=np.int64)
+        tile, region, count = (np.concatenate(x) for x in zip(*recs))
+        return majority_regions(owner_of_tile[tile], region, count, n_owners)
 
 
 def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore: int,
-                    tiles: dict[str, np.ndarray], tile_cm: np.ndarray, crs) -> None:
-    """Accumulate one window's counts into ``acc`` (regions) and ``tile_cm`` (tiles)."""
+                    tiles: dict[str, np.ndarray], crs) -> None:
+    """Accumulate one window's counts into ``acc`` (regions and tiles)."""
     psrc, lsrc, isrc = srcs
     r0, c0 = int(window.row_off), int(window.col_off)
     h, w = int(window.height), int(window.width)
@@ -185,7 +219,7 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
         rb = min(int(tiles["row_off"][k] + tiles["height"][k]) - r0, h)
         cb = min(int(tiles["col_off"][k] + tiles["width"][k]) - c0, w)
         owner[ra:rb, ca:cb] = j
-    used = tiles["unit"][cand] >= 0  # tile is in the requested split
+    used = tiles["slot"][cand] >= 0  # tile is in the requested split
     local = np.where(used, np.arange(len(cand)), -1).astype(np.int32)
     local_px = np.concatenate([[-1], local]).astype(np.int32)[owner + 1]
     y = label.copy()
@@ -204,12 +238,12 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
                          f"{exc} (window {window})",
                          "labels and predictions must hold class ids 0..C-1, the ignore "
                          "value or 255 (no prediction)") from None
-    units = tiles["unit"][cand[used]]
-    tile_cm[tiles["scene_unit"][cand[used]]] += per_tile[1:][used]
+    slots = tiles["slot"][cand]
+    acc.tile_cm[slots[used]] += per_tile[1:][used]
 
     wt = window_transform(window, sc.pred.transform)
-    cy, cx = tiles["centre_row"][cand[used]] - r0, tiles["centre_col"][cand[used]] - c0
-    inside = (cy >= 0) & (cy < h) & (cx >= 0) & (cx < w)
+    evaluated = np.flatnonzero(labelled & (pred != PRED_NODATA))  # what the confusions count
+    px_tile = local_px.ravel()[evaluated]
     first = True
     for name, part in acc.parts.items():
         rid = _region_ids(part, crs, wt, h, w)
@@ -218,7 +252,7 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
         if first:
             acc.overall += cm.sum(axis=0)
             first = False
-        acc.unit_region[name][units[inside]] = rid[cy[inside], cx[inside]]
+        acc.add_region_pixels(name, part.n_regions, slots, px_tile, rid.ravel()[evaluated])
 
 
 def _region_ids(part, crs, transform, h, w) -> np.ndarray:
@@ -296,31 +330,74 @@ def _plan(meta: dict, index: pd.DataFrame, sources: list[Source], split: str, ds
     return passes
 
 
-def _scene_pass(sc: _Scene, mask: np.ndarray, acc: _Accumulator, offset: int, ignore: int,
-                n_classes: int, window_side: int) -> np.ndarray:
-    """Stream one scene's prediction window by window; returns its per-unit confusions."""
+def _scene_pass(sc: _Scene, mask: np.ndarray, acc: _Accumulator, rows: np.ndarray,
+                ignore: int, window_side: int) -> None:
+    """Stream one scene's prediction window by window into ``acc``; ``rows`` are the scene
+    tiles' rows in the tile index, ``mask`` the tiles evaluated in this pass."""
     t = sc.tiles
-    ro = t["row_off"].to_numpy(np.int64)
-    co = t["col_off"].to_numpy(np.int64)
-    th = t["height"].to_numpy(np.int64)
-    tw = t["width"].to_numpy(np.int64)
-    scene_unit = np.full(len(t), -1, np.int64)
-    scene_unit[mask] = np.arange(int(mask.sum()))
     tiles = {
-        "row_off": ro, "col_off": co, "height": th, "width": tw,
-        "unit": np.where(mask, offset + scene_unit, -1),
-        "scene_unit": scene_unit,
-        "centre_row": ro + np.minimum(th, sc.pred.height - ro) // 2,
-        "centre_col": co + np.minimum(tw, sc.pred.width - co) // 2,
+        "row_off": t["row_off"].to_numpy(np.int64), "col_off": t["col_off"].to_numpy(np.int64),
+        "height": t["height"].to_numpy(np.int64), "width": t["width"].to_numpy(np.int64),
+        "slot": np.where(mask, rows, -1),
     }
-    tile_cm = np.zeros((int(mask.sum()), n_classes, n_classes), np.int64)
+    acc.selected[rows[mask]] = True
     with rasterio.open(sc.pred.path) as psrc, rasterio.open(sc.label.path) as lsrc, \
             rasterio.open(sc.image.path) as isrc:
         for window in tqdm(_windows(sc.pred, window_side), desc=f"evaluate {sc.name}",
                            unit="window", disable=None, leave=False):
-            _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, tile_cm,
-                            sc.pred.crs)
-    return tile_cm
+            _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, sc.pred.crs)
+
+
+def _unit_of_tiles(index: pd.DataFrame, unit: str, block_tiles: int, stride: int) -> np.ndarray:
+    """Significance unit id of every tile-index row: its block (the split's blocks), scene,
+    or the tile itself."""
+    if unit == "tile":
+        return np.arange(len(index), dtype=np.int64)
+    if unit == "scene":
+        return pd.factorize(index["scene"].astype(str))[0].astype(np.int64)
+    if unit == "block":
+        from .splits import spatial_blocks
+
+        return spatial_blocks(index, block_tiles=block_tiles, stride=stride).astype(np.int64)
+    raise ValueError(f"unknown significance unit '{unit}' (block, scene, tile)")
+
+
+@dataclass
+class _Units:
+    """Significance units of an evaluation: kind, per-unit values and each partitioning's
+    majority region per unit, and evaluated tiles per region."""
+
+    kind: str
+    values: np.ndarray
+    n_pixels: np.ndarray
+    region: dict[str, np.ndarray]
+    tiles_per_region: dict[str, np.ndarray]
+    block_tiles: int | None
+
+
+def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, config: dict,
+           stride: int, classes: list[str], headline: str) -> _Units:
+    """Group the evaluated tiles into units (``evaluation.significance_unit``); a unit's value
+    comes from the sum of its tiles' confusions, its region is the one holding most of its
+    evaluated pixels."""
+    kind = (config.get("evaluation") or {}).get("significance_unit", "block")
+    block_tiles = int((config.get("split") or {}).get("block_tiles", 2))
+    rows = np.flatnonzero(acc.selected)
+    raw = _unit_of_tiles(index, kind, block_tiles, stride)[rows]
+    ids, inverse = np.unique(raw, return_inverse=True)
+    unit_of_tile = np.full(len(index), -1, dtype=np.int64)
+    unit_of_tile[rows] = inverse.ravel()
+    values, n_pixels = unit_values(unit_confusion(acc.tile_cm, unit_of_tile, len(ids)), classes,
+                                   headline)
+    region, tiles_per_region = {}, {}
+    identity = np.arange(len(index), dtype=np.int64)
+    for name, part in parts.items():
+        region[name] = acc.majority(name, unit_of_tile, len(ids))
+        tile_region = acc.majority(name, identity, len(index))[rows]
+        tiles_per_region[name] = np.bincount(tile_region[tile_region >= 0],
+                                             minlength=part.n_regions)[: part.n_regions]
+    return _Units(kind, values, n_pixels, region, tiles_per_region,
+                  block_tiles if kind == "block" else None)
 
 
 def evaluate_dataset(
@@ -343,9 +420,9 @@ def evaluate_dataset(
     column, or a list of (split column, folder) pairs, one per spatial fold: their confusion
     counts are pooled, so K folds together evaluate every held-out pixel once. ``split``
     defaults to the config's ``evaluation.split`` (``test``); ``all`` uses every tile. ``run``
-    names the run in the outputs (default: the first folder's parent). A tile counts as a
-    significance unit when at least ``min_unit_pixels`` of its pixels are evaluated (default:
-    5 % of the tile area). ``replicate`` ({"seed", "folds"}) is recorded in metrics.json.
+    names the run in the outputs (default: the first folder's parent). A significance unit
+    (block, scene or tile: ``evaluation.significance_unit``) is used when at least
+    ``min_unit_pixels`` of its pixels are evaluated (default: 5 % of a tile's area). ``replicate`` ({"seed", "folds"}) is recorded in metrics.json.
     Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv`` and returns an
     :class:`EvaluationResult` for the maps.
     """
@@ -377,21 +454,16 @@ def evaluate_dataset(
     min_unit_pixels = (max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None
                        else int(min_unit_pixels))
     passes = _plan(meta, store.index, sources, split, ds, store_dir)
-    n_units = int(sum(mask.sum() for _, mask in passes))
+    n_tiles = int(sum(mask.sum() for _, mask in passes))
     _log_reprojections(parts, [sc for sc, _ in passes])
     log.info("evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
-             "headline %s", len(passes), len(sources), n_units, split, len(parts), headline)
+             "headline %s", len(passes), len(sources), n_tiles, split, len(parts), headline)
 
-    acc = _Accumulator(parts, len(classes), n_units)
-    unit_vals = np.full(n_units, np.nan)
-    unit_pix = np.zeros(n_units, np.int64)
-    offset = 0
+    index = store.index
+    acc = _Accumulator(parts, len(classes), len(index))
     for sc, mask in passes:
-        tile_cm = _scene_pass(sc, mask, acc, offset, ignore, len(classes), window_side)
-        vals, npx = unit_values(tile_cm, classes, headline)
-        unit_vals[offset:offset + len(vals)] = vals
-        unit_pix[offset:offset + len(vals)] = npx
-        offset += len(vals)
+        rows = index.index.get_indexer(sc.tiles.index)
+        _scene_pass(sc, mask, acc, rows, ignore, window_side)
     if acc.n_missing_pred:
         log.warning("%d labelled, valid pixel(s) have no prediction (255) and were not "
                     "evaluated; check the prediction rasters", acc.n_missing_pred)
@@ -399,16 +471,17 @@ def evaluate_dataset(
         raise InputError(sources[0][1], f"no labelled pixel to evaluate in split '{split}'",
                          "check the split and that labels and predictions overlap")
 
-    result = _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, split,
-                       run, headline, classes, meta, n_units)
+    units = _units(acc, parts, index, config, store.stride, classes, headline)
+    result = _assemble(config, ds, acc, parts, units, min_unit_pixels, split, run, headline,
+                       classes, meta, n_tiles)
     result.metrics["replicate"] = dict(replicate or {"seed": int(config.get("seed", 0)),
                                                      "folds": len(sources)})
     write_outputs(result, out_dir)
     return result
 
 
-def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, split, run,
-              headline, classes, meta, n_units) -> EvaluationResult:
+def _assemble(config, ds, acc, parts, units: _Units, min_unit_pixels, split, run,
+              headline, classes, meta, n_tiles) -> EvaluationResult:
     ev = config.get("evaluation", {})
     min_px = int(ev.get("min_region_pixels", 1000))
     min_cls = int(ev.get("min_class_pixels", 1))
@@ -418,7 +491,8 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
     seed = int(config.get("seed", 0))
     names = metric_names(classes)
     overall = metrics_from_confusion(acc.overall, classes)
-    success, usable = unit_outcomes(unit_vals, unit_pix, overall[headline], min_unit_pixels)
+    success, usable = unit_outcomes(units.values, units.n_pixels, overall[headline],
+                                    min_unit_pixels)
 
     tables: dict[str, pd.DataFrame] = {}
     doc_parts: dict[str, Any] = {}
@@ -427,16 +501,20 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         cm = acc.cm[pname][1:]
         per = metric_arrays(cm, classes)
         n_pix = cm.sum(axis=(1, 2))
-        groups = np.where(usable, acc.unit_region[pname], -1)
-        n_tiles = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
-        test = test_regions(method, unit_vals, success, groups, part.n_regions,
-                            n_resamples=n_sim, alpha=alpha, seed=seed + i)
+        groups = np.where(usable, units.region[pname], -1)
+        n_units_r = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
         # Regions whose truth lacks a class metric's class (e.g. no water): left out of that
-        # metric's min/max like a small region (see metrics.has_class_support).
+        # metric's min/max like a small region (see metrics.has_class_support), and, like
+        # small regions, not tested (their headline value says nothing).
         absent = {m: ~has_class_support(cm, classes, m, min_cls) for m in names}
+        tested = ~((n_pix < min_px) | absent[headline])
+        test = test_regions(method, units.values, success, groups, part.n_regions,
+                            n_resamples=n_sim, alpha=alpha, seed=seed + i, tested=tested)
         table = pd.DataFrame({
             "region_id": np.arange(part.n_regions), "region": part.names,
-            "n_pixels": n_pix.astype(np.int64), "n_tiles": n_tiles.astype(np.int64),
+            "n_pixels": n_pix.astype(np.int64),
+            "n_tiles": units.tiles_per_region[pname].astype(np.int64),
+            "n_units": n_units_r.astype(np.int64),
             "small": n_pix < min_px, "absent": absent[headline],
         })
         for m in names:
@@ -474,7 +552,8 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         for row in table.to_dict(orient="records"):
             regions_list.append({
                 "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
-                "n_tiles": row["n_tiles"], "small": row["small"], "absent": row["absent"],
+                "n_tiles": row["n_tiles"], "n_units": row["n_units"], "small": row["small"],
+                "absent": row["absent"],
                 **{m: row[m] for m in names},
                 "deviation": row["deviation"], "statistic": row["statistic"],
                 "p_value": row["p_value"], "significant": row["significant"],
@@ -502,14 +581,19 @@ def _assemble(config, ds, acc, parts, unit_vals, unit_pix, min_unit_pixels, spli
         "min_region_pixels": min_px,
         "min_class_pixels": min_cls,
         "n_pixels": int(acc.overall.sum()),
-        "n_tiles": int(n_units),
+        "n_tiles": int(n_tiles),
         "n_units_used": int(usable.sum()),
         "significance": {
             "method": method, "n_simulations": n_sim, "alpha": alpha, "seed": seed,
-            "unit": "tile",
+            "unit": units.kind, "block_tiles": units.block_tiles,
+            "n_units": int(len(units.values)),
+            "unit_region": "the region holding most of the unit's evaluated pixels",
             "min_unit_pixels": int(min_unit_pixels),
-            "success": f"tile {headline} >= overall {headline} (undefined per-class value "
-                       f"in a tile, class absent from truth and prediction, counts as 1.0)",
+            "success": f"{units.kind} {headline} >= overall {headline} (undefined per-class "
+                       f"value in a {units.kind}, class absent from truth and prediction, "
+                       f"counts as 1.0)",
+            "tested": "regions neither small nor absent (others: p_value null)",
+            "conditional": "Monte Carlo worlds keep the observed number of successes",
         },
         "overall": overall,
         "confusion": acc.overall.tolist(),

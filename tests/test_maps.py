@@ -77,8 +77,11 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
         "datasets": {"fl": {"task": "flood", "images": str(img_dir / "*.tif"),
                             "labels": str(lab_dir / "*.tif")}},
         "tiling": {"size": 32},
+        # errors are independent pixel flips (no spatial autocorrelation), and 18 tiles
+        # make only 6 blocks: tiles are the right significance unit here
         "evaluation": {"min_region_pixels": 300, "n_simulations": n_sim,
-                       "significance": significance, "alpha": 0.05},
+                       "significance": significance, "alpha": 0.05,
+                       "significance_unit": "tile"},
     })
     ds = dataset_config(config, "fl")
     store_dir = tmp_path / "results" / "fl" / "tiles"

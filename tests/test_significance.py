@@ -3,6 +3,7 @@ SBI, units made of tiles (blocks) and regions that are not tested."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -213,3 +214,77 @@ def test_untested_regions_get_nan_and_their_units_are_left_out(method):
                        n_resamples=199, seed=0)
     assert np.allclose(res.statistic[tested], ref.statistic[tested])
     assert res.to_dict()["n_untested"] == 2
+
+
+# ----------------------------------------------------------------------------- in evaluation
+
+
+def _evaluate_with(r, out, **evaluation):
+    from spatialfair.evaluate import evaluate_dataset
+
+    config = copy.deepcopy(r["config"])
+    config["evaluation"].update(evaluation)
+    return evaluate_dataset(config, r["ds"], r["store_dir"], r["parts"], r["pred_dir"], out)
+
+
+def _naive_unit_regions(r, unit_of_row):
+    """Per unit (of test tiles), the user region (west 0 / east 1) with most evaluated pixels,
+    counted pixel by pixel."""
+    from tests.test_maps import EAST_X, RES, SCENES, X0
+
+    index = r["store"].index
+    counts: dict[int, np.ndarray] = {}
+    for name, rows, cols, col0 in SCENES:
+        img, label, _ = r["truth"][name]
+        pred = r["preds"][name]
+        ok = (label != 255) & np.isfinite(img).all(axis=0) & (pred != 255)
+        east = X0 + (np.arange(cols) + col0 + 0.5) * RES >= EAST_X
+        for i in np.flatnonzero((index["scene"] == name) & (index["split"] == "test")):
+            t = index.iloc[i]
+            win = ok[t.row_off:t.row_off + 32, t.col_off:t.col_off + 32]
+            e = np.broadcast_to(east[t.col_off:t.col_off + 32], win.shape)
+            c = counts.setdefault(int(unit_of_row[i]), np.zeros(2, np.int64))
+            c += [int((win & ~e).sum()), int((win & e).sum())]
+    return {u: int(np.argmax(c)) for u, c in counts.items() if c.sum() >= 51}
+
+
+@pytest.mark.parametrize("unit", ["block", "scene", "tile"])
+def test_evaluation_units_and_their_majority_region(tmp_path, unit):
+    from spatialfair.splits import spatial_blocks
+    from tests.test_maps import make_run
+
+    r = make_run(tmp_path, n_sim=99)
+    res = _evaluate_with(r, tmp_path / unit, significance_unit=unit)
+    sig = res.metrics["significance"]
+    index = r["store"].index
+    unit_of_row = {"tile": np.arange(len(index)),
+                   "scene": (index["scene"] == "s2").to_numpy().astype(int),
+                   "block": spatial_blocks(index, block_tiles=2, stride=32)}[unit]
+    test_rows = np.flatnonzero(index["split"] == "test")
+    assert sig["unit"] == unit and sig["n_units"] == len(np.unique(unit_of_row[test_rows]))
+    assert sig["block_tiles"] == (2 if unit == "block" else None)
+    assert res.metrics["n_tiles"] == len(test_rows)
+    # blocks straddle the west/east border (x = 160 px, inside s2's first block column):
+    # each unit goes to the region holding most of its evaluated pixels
+    naive = _naive_unit_regions(r, unit_of_row)
+    table = res.tables["regions"]
+    assert table["n_units"].tolist() == [sum(v == 0 for v in naive.values()),
+                                         sum(v == 1 for v in naive.values())]
+    assert table["n_units"].sum() == res.metrics["n_units_used"]
+    assert table["n_tiles"].sum() == len(test_rows)
+
+
+def test_absent_and_small_regions_are_not_tested(tmp_path):
+    from tests.test_maps import make_run
+
+    r = make_run(tmp_path, dry_east=True, east_error=0.3, base_error=0.03, n_sim=99)
+    res = _evaluate_with(r, tmp_path / "a", significance_unit="tile")
+    east = res.tables["regions"].set_index("region").loc["east"]
+    assert bool(east["absent"]) and np.isnan(east["p_value"]) and not east["significant"]
+    doc_east = next(x for x in res.metrics["partitionings"]["regions"]["regions"]
+                    if x["name"] == "east")
+    assert doc_east["p_value"] is None and doc_east["significant"] is False
+    # every region small: nothing is tested
+    res = _evaluate_with(r, tmp_path / "b", significance_unit="tile", min_region_pixels=10**6)
+    for table in res.tables.values():
+        assert table["p_value"].isna().all() and not table["significant"].any()
