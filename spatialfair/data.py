@@ -449,6 +449,6 @@ def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int
 
 
 __all__ = [
-    "IGNORE", "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats", "make_loader",
-    "partitionings_in", "region_pixel_counts", "tile_table",
+    "IGNORE", "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats",
+    "make_loader", "partitionings_in", "region_pixel_counts", "tile_table",
 ]

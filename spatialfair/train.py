@@ -12,15 +12,22 @@ in every region of the training partitioning (a per-region confusion matrix from
 
     score = overall headline metric + worst-region headline metric
 
-where the worst region is taken over regions with at least ``evaluation.min_region_pixels``
-labelled validation pixels and, for a class metric such as ``iou_water``, some pixels of that
-class (if no region qualifies: all regions with pixels). A point gained in
+where the worst region is taken over regions with at least
+``training.selection_min_region_pixels`` labelled validation pixels and, for a class metric
+such as ``iou_water``, at least ``training.selection_min_class_pixels`` validation pixels of that
+class (if no region qualifies: all regions with pixels). Only validation counts are used, and
+the thresholds are training settings, not evaluation's (``evaluation.min_*`` are reporting
+views that may be set after looking at test results; they must not steer training). A point
+gained in
 the worst region is worth a point of overall accuracy, so a strategy is not rewarded for
 trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
 strategy uses the same criterion, so comparisons stay fair.
 
-Reproducibility. Seeds come from the config (the same initial weights and batch order for every
-strategy); shuffling depends only on (seed, epoch) and augmentation on (seed, epoch, tile), and
+Phases. Most strategies train in one phase; ``jtt`` first runs an ERM pass and ``lastlayer``
+ends with a last-layer pass (see :class:`_Session`, docs/strategies.md).
+
+Reproducibility. Seeds come from the config or the ``seed`` argument (a replicate's; the same
+initial weights and batch order for every strategy); shuffling depends only on (seed, epoch) and augmentation on (seed, epoch, tile), and
 deterministic algorithms are requested. A checkpoint (``checkpoint.pt``: weights, optimiser,
 schedule, scaler, strategy state, RNG states, best model so far, log) is written atomically after
 every epoch; ``resume=True`` continues from it to the same final weights as an uninterrupted run.
@@ -60,8 +67,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .config import DatasetConfig, StrategyRun
-from .data import IGNORE, TileDataset, make_loader, region_pixel_counts, tile_table
+from .config import DatasetConfig, StrategyRun, load_schema
+from .data import IGNORE, TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError
 from .fairness import STRATEGIES, make_strategy
@@ -75,10 +82,6 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.csv"
 CHECKPOINT_FORMAT = "spatialfair-checkpoint/1"
-
-DEFAULT_TRAINING = {"epochs": 12, "batch_size": 16, "lr": 0.003, "weight_decay": 1e-4,
-                    "grad_clip": 1.0, "device": "auto", "amp": True, "num_workers": 0,
-                    "augment": True, "partitioning": "regions", "deterministic": True}
 
 #: Default multi-scale partitionings of the SPAD strategy: the r x c grids ("Fairness by Where").
 SPAD_PARTITIONINGS = "grid_*"
@@ -220,21 +223,22 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
             "difference": difference, "score": selection_score(overall[headline], worst)}
 
 
-def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore) -> str:
+def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore, seed: int,
+                 split_column: str) -> str:
     """Hash of what determines the training, to refuse resuming a different run.
 
-    Besides the model, training and strategy settings, it covers the tile store as written:
-    ``store.json`` and the name, size and modification time of every chip file and of the
-    tile index. A store that was re-tiled, re-split or re-partitioned (which is why Snakemake
-    re-runs training after its inputs changed) therefore starts training afresh instead of
-    resuming weights learnt from other tiles; a job restarted on an untouched store (a
-    preempted or timed-out SLURM job) resumes.
+    Besides the model, training and strategy settings, the seed and the split column in use,
+    it covers the tile store as written: ``store.json`` and the name, size and modification
+    time of every chip file and of the tile index. A store that was re-tiled, re-split or
+    re-partitioned (which is why Snakemake re-runs training after its inputs changed)
+    therefore starts training afresh instead of resuming weights learnt from other tiles; a job
+    restarted on an untouched store (a preempted or timed-out SLURM job) resumes.
     """
     files = sorted(p for p in store.path.iterdir()
                    if p.suffix == ".bin" or p.name in ("tiles.gpkg", "tile_grid.gpkg"))
     keys = {"model": config.get("model"), "training": config.get("training"),
-            "seed": config.get("seed"), "strategy": [run.name, run.strategy, run.options],
-            "store": store.meta,
+            "seed": int(seed), "split_column": split_column,
+            "strategy": [run.name, run.strategy, run.options], "store": store.meta,
             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -260,19 +264,48 @@ def _autocast_factory(device: torch.device, amp: bool):
     return factory, scaler, str(dtype).removeprefix("torch.")
 
 
+def _training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``training`` block over the schema's defaults (their one source)."""
+    props = load_schema()["properties"]["training"]["properties"]
+    defaults = {k: v["default"] for k, v in props.items() if "default" in v}
+    return {**defaults, **(config.get("training") or {})}
+
+
 class _Plan:
     """Everything :func:`train` resolves and checks before it builds a model."""
 
     def __init__(self, config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: Path,
-                 partitions: Path | None) -> None:
+                 partitions: Path | None, seed: int | None = None,
+                 split_column: str = "split") -> None:
         self.config = config
-        self.tcfg = {**DEFAULT_TRAINING, **(config.get("training") or {})}
+        self.tcfg = _training_settings(config)
         self.mcfg = dict(config.get("model") or {})
+        self.seed = int(config.get("seed", 0)) if seed is None else int(seed)
+        self.split_column = split_column
         if run.strategy not in STRATEGIES:
             raise InputError(f"config: strategies.{run.name}", f"unknown strategy "
                              f"'{run.strategy}'", f"use one of {sorted(STRATEGIES)}")
         self.store = TileStore(store_dir)
-        store = self.store
+        self._check_store(ds)
+        self.partitioning = self.tcfg["partitioning"]
+        self.partitions = partitions
+        self._regions(run)
+        opts = dict(run.options)
+        self.strength = opts.pop("strength", None)
+        self._spad_partitionings(run, opts.pop("partitionings", SPAD_PARTITIONINGS))
+        self.region_class_counts = None
+        if opts.get("groups") == "region_class":
+            self.region_class_counts = region_pixel_counts(
+                self.store, self.num_regions, "train", self.partitioning,
+                split_column=split_column, by_class=True)
+        self.strategy_options = opts
+        self.run = run
+        self.ds = ds
+        self.min_pixels = int(self.tcfg["selection_min_region_pixels"])
+        self.min_class_pixels = int(self.tcfg["selection_min_class_pixels"])
+
+    def _check_store(self, ds: DatasetConfig) -> None:
+        store, col = self.store, self.split_column
         if store.num_classes != ds.num_classes or store.classes != ds.classes:
             raise InputError(store.path, f"the tile store has classes {store.classes}, the "
                              f"dataset {ds.classes}", "re-run `spatialfair tile`")
@@ -282,17 +315,19 @@ class _Plan:
                              f"'{ds.headline_metric}' is not a metric of classes {ds.classes}",
                              f"use one of {metric_names(ds.classes)}")
         self.table = tile_table(store, "all")
-        if "split" not in self.table.columns:
-            raise InputError(store.path, "the tile index has no split",
-                             "run `spatialfair split` first")
+        if col not in self.table.columns:
+            have = [c for c in self.table.columns if c == "split" or c.startswith("split__")]
+            raise InputError(store.path, f"the tile index has no split column '{col}'",
+                             "run `spatialfair split` first" if not have
+                             else f"use one of {have} (--split-column)")
         for split in ("train", "val"):
-            if not (self.table["split"] == split).any():
-                raise InputError(store.index_path, f"no '{split}' tiles",
+            if not (self.table[col] == split).any():
+                raise InputError(store.index_path, f"no '{split}' tiles in column '{col}'",
                                  "check the split settings (split.val, split.test)")
-        self.partitioning = self.tcfg["partitioning"]
-        self.partitions = partitions
-        names = _partition_names(partitions, self.partitioning)
-        col = f"region__{self.partitioning}"
+
+    def _regions(self, run: StrategyRun) -> None:
+        store, col = self.store, f"region__{self.partitioning}"
+        names = _partition_names(self.partitions, self.partitioning)
         if names is None:
             if col not in self.table.columns:
                 have = [c[8:] for c in self.table.columns if c.startswith("region__")]
@@ -301,47 +336,45 @@ class _Plan:
                                  "run `spatialfair partition` and `split`, or set "
                                  f"training.partitioning to one of {have}")
             k = int(self.table[col].max()) + 1
-            counts = region_pixel_counts(store, None, "train", self.partitioning)
+            counts = region_pixel_counts(store, None, "train", self.partitioning,
+                                         split_column=self.split_column)
             k = max(k, len(counts), 1)
             names = [str(i) for i in range(k)]
         self.region_names = names
         self.num_regions = len(names)
         self.region_counts = region_pixel_counts(store, self.num_regions, "train",
-                                                 self.partitioning)
+                                                 self.partitioning,
+                                                 split_column=self.split_column)
         labelled = int(self.region_counts.sum())
-        total = int(self.table.loc[self.table["split"] == "train", "n_valid"].sum()) \
+        train_rows = self.table[self.split_column] == "train"
+        total = int(self.table.loc[train_rows, "n_valid"].sum()) \
             if "n_valid" in self.table.columns else labelled
-        if labelled == 0 and STRATEGIES[run.strategy].uses_regions:
+        uses = STRATEGIES[run.strategy].uses_regions
+        if labelled == 0 and uses:
             raise InputError(store.path, f"no labelled training pixel lies in a region of "
                              f"'{self.partitioning}'", "check the regions file covers the scenes")
-        if total and labelled < 0.95 * total and STRATEGIES[run.strategy].uses_regions:
+        if total and labelled < 0.95 * total and uses:
             log.warning("%.0f%% of labelled training pixels lie outside every region of '%s'; "
                         "strategy %s ignores them", 100 * (1 - labelled / total),
                         self.partitioning, run.strategy)
-        opts = dict(run.options)
-        self.strength = opts.pop("strength", None)
-        pattern = opts.pop("partitionings", SPAD_PARTITIONINGS)
+
+    def _spad_partitionings(self, run: StrategyRun, pattern: str | list[str]) -> None:
         self.tile_partitionings: list[str] = []
         self.partition_sizes: list[int] = []
-        if run.strategy == "spad":
-            have = [c[8:] for c in self.table.columns if c.startswith("region__")]
-            pats = [pattern] if isinstance(pattern, str) else list(pattern)
-            chosen = [p for p in have if any(fnmatch.fnmatch(p, q) for q in pats)]
-            if not chosen:
-                raise InputError(f"config: strategies.{run.name}.partitionings",
-                                 f"no partitioning matches {pats} in the tile index",
-                                 f"use names or patterns from {have}")
-            self.tile_partitionings = chosen
-            for p in chosen:
-                pn = _partition_names(partitions, p)
-                self.partition_sizes.append(len(pn) if pn is not None
-                                            else int(self.table[f"region__{p}"].max()) + 1)
-        self.strategy_options = opts
-        self.run = run
-        self.ds = ds
-        ev = config.get("evaluation") or {}
-        self.min_pixels = int(ev.get("min_region_pixels", 1000))
-        self.min_class_pixels = int(ev.get("min_class_pixels", 1))
+        if run.strategy != "spad":
+            return
+        have = [c[8:] for c in self.table.columns if c.startswith("region__")]
+        pats = [pattern] if isinstance(pattern, str) else list(pattern)
+        chosen = [p for p in have if any(fnmatch.fnmatch(p, q) for q in pats)]
+        if not chosen:
+            raise InputError(f"config: strategies.{run.name}.partitionings",
+                             f"no partitioning matches {pats} in the tile index",
+                             f"use names or patterns from {have}")
+        self.tile_partitionings = chosen
+        for p in chosen:
+            pn = _partition_names(self.partitions, p)
+            self.partition_sizes.append(len(pn) if pn is not None
+                                        else int(self.table[f"region__{p}"].max()) + 1)
 
 
 WARMUP_FRACTION = 0.2
@@ -363,22 +396,51 @@ def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
                                                pct_start=pct, anneal_strategy="cos")
 
 
+def final_layer(model: nn.Module) -> nn.Module:
+    """The network's final classifier layer: ``model.head`` (the built-in U-Net), else the
+    last ``Conv2d`` in module order (an smp model's segmentation head)."""
+    model = unwrap(model)
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module):
+        return head
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d layer to retrain")
+    return convs[-1]
+
+
+def freeze_all_but_final_layer(model: nn.Module) -> list[nn.Parameter]:
+    """Set ``requires_grad`` False everywhere except the final layer; return its parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(final_layer(model).parameters())
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Path,
           out_dir: str | Path, resume: bool = False, *, partitions: str | Path | None = None,
-          stop_after_epoch: int | None = None) -> Path:
+          stop_after_epoch: int | None = None, seed: int | None = None,
+          split_column: str = "split") -> Path:
     """Train ``run`` on the tile store and write ``out_dir/model.pt``; return its path.
 
     ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
     store, ``<store>/../partitions.gpkg``, if it exists). ``resume`` continues from
     ``out_dir/checkpoint.pt`` when present and made by the same run (same model, training and
-    seed settings, strategy and tiles; otherwise it trains from scratch). ``stop_after_epoch``
-    ends the run after that many epochs in total, leaving a checkpoint to resume from (e.g.
-    for wall-time-limited jobs); the checkpoint's path is then returned instead of the model's.
+    seed settings, split column, strategy and tiles; otherwise it trains from scratch).
+    ``stop_after_epoch`` ends the run after that many epochs in total (all phases of a
+    two-phase strategy counted), leaving a checkpoint to resume from (e.g. for
+    wall-time-limited jobs); the checkpoint's path is then returned instead of the model's.
+    ``seed`` overrides the config's ``seed`` (weights, data order) and ``split_column`` names
+    the tile index column with the train/val split (a replicate's ``split__s<seed>_f<fold>``;
+    its ``buffer`` tiles are never used).
     """
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     if partitions is None and (store_dir.parent / "partitions.gpkg").exists():
         partitions = store_dir.parent / "partitions.gpkg"
-    plan = _Plan(config, ds, run, store_dir, Path(partitions) if partitions else None)
+    plan = _Plan(config, ds, run, store_dir, Path(partitions) if partitions else None,
+                 seed=seed, split_column=split_column)
     tcfg = plan.tcfg
     prev_det = (torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -396,7 +458,7 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
             changed = True
-        return _train(plan, out_dir, device, ctx, resume, stop_after_epoch)
+        return _Session(plan, out_dir, device, ctx).run(resume, stop_after_epoch)
     finally:
         if changed:
             torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
@@ -404,185 +466,323 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
         shutdown(ctx)
 
 
-def _train(plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext, resume: bool,
-           stop_after_epoch: int | None) -> Path:
-    tcfg, config, ds, run = plan.tcfg, plan.config, plan.ds, plan.run
-    seed = int(config.get("seed", 0))
-    epochs = int(tcfg["epochs"])
-    classes, headline = ds.classes, ds.headline_metric
-    reduce = Reducer(ctx.world_size) if ctx.distributed else None
-
-    from .data import band_stats
-
-    norm = band_stats(plan.store, "train")
-    train_ds = TileDataset(plan.store, "train", plan.partitioning, plan.tile_partitionings,
-                           norm=norm, augment=bool(tcfg["augment"]), seed=seed)
-    val_ds = TileDataset(plan.store, "val", plan.partitioning, norm=norm)
-    batch = int(tcfg["batch_size"])
-    workers = int(tcfg["num_workers"])
-    train_loader = make_loader(train_ds, batch, train=True, seed=seed, num_workers=workers,
-                               device=device, rank=ctx.rank, world_size=ctx.world_size)
-    val_loader = make_loader(val_ds, batch, train=False, num_workers=workers, device=device,
-                             rank=ctx.rank, world_size=ctx.world_size)
-    steps_per_epoch = len(train_loader)
-    total_steps = epochs * steps_per_epoch
-
-    _seed_everything(seed)
-    model = build_model(plan.mcfg, len(plan.store.bands), ds.num_classes).to(device)
-    if ctx.is_main:
-        log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
-                 "%d steps", ds.name, run.name, type(model).__name__, device,
-                 count_parameters(model), len(train_ds), len(val_ds), plan.num_regions,
-                 plan.partitioning, total_steps)
-    ddp_model: nn.Module = model
-    if ctx.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]),
-                                  weight_decay=float(tcfg["weight_decay"]))
-    scheduler = one_cycle_scheduler(optimizer, float(tcfg["lr"]), total_steps)
-    autocast, scaler, amp_dtype = _autocast_factory(device, bool(tcfg["amp"]))
-    try:
-        strategy = make_strategy(
-            run.strategy, plan.num_regions, plan.strength, **plan.strategy_options,
-            region_counts=plan.region_counts.astype(np.float64), total_steps=total_steps,
-            steps_per_epoch=steps_per_epoch, partition_sizes=plan.partition_sizes,
-            num_classes=ds.num_classes, seed=seed)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"config: strategies.{run.strategy}", str(exc),
-                         "see the strategy's options in docs (FAIRNESS.md)") from exc
-
-    fingerprint = _fingerprint(config, run, plan.store)
-    ckpt_path = out_dir / CHECKPOINT
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
-    start = 0
-    ckpt = None
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("fingerprint") != fingerprint:
-            if ctx.is_main:
-                log.warning("%s belongs to a different run (config, strategy or tiles changed):"
-                            " training from scratch", ckpt_path)
-            ckpt = None
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        strategy.load_state_dict(ckpt["strategy"])
-        _set_rng_state(ckpt["rng"])
-        history, best, start = ckpt["history"], ckpt["best"], int(ckpt["epoch"])
-        if ctx.is_main:
-            log.info("resuming %s from epoch %d of %d", ckpt_path, start, epochs)
-    elif resume and ctx.is_main and not ckpt_path.exists():
-        log.info("no checkpoint in %s: training from scratch", out_dir)
-
-    last = epochs if stop_after_epoch is None else min(epochs, int(stop_after_epoch))
-    for epoch in range(start, last):
-        t0 = time.perf_counter()
-        train_loader.sampler.set_epoch(epoch)
-        train_ds.set_epoch(epoch)
-        ddp_model.train()
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # objective, ce sum, n
-        bar = tqdm(train_loader, desc=f"{run.name} epoch {epoch + 1}/{epochs}", unit="batch",
-                   leave=False, disable=None if ctx.is_main else True)
-        for b in bar:
-            x = b["image"].to(device, non_blocking=True)
-            y = b["label"].to(device, non_blocking=True)
-            valid = b["valid"].to(device, non_blocking=True)
-            regions = b["regions"].to(device, non_blocking=True)
-            tile_regions = b["tile_regions"].to(device, non_blocking=True)
+def tile_errors(model: nn.Module, loader, tile_ids: torch.Tensor, device: torch.device,
+                autocast=None, reduce: Reducer | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Misclassified and labelled pixels per tile (float64, aligned with sorted ``tile_ids``),
+    summed over ranks: JTT's error set comes from these."""
+    model.eval()
+    ids = tile_ids.to(device)
+    out = torch.zeros(2, len(ids), dtype=torch.float64, device=device)
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device, non_blocking=True)
             with autocast() if autocast else nullcontext():
-                logits = ddp_model(x)
-            logits = logits.float()
-            pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
-            loss = strategy.loss(pixel_loss, valid, regions, logits=logits, target=y,
-                                 tile_regions=tile_regions, reduce=reduce)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if tcfg["grad_clip"]:
-                nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                sums += torch.stack([loss.detach().double(),
-                                     pixel_loss.detach().double().sum(),
-                                     valid.sum().double()])
-        strategy.on_epoch_end(epoch, reduce)
-        if reduce is not None:
-            sums = reduce(sums)
-        conf = evaluate(unwrap(ddp_model), val_loader, device, plan.num_regions,
-                        ds.num_classes, autocast, reduce)
-        val = summarize_validation(conf, classes, headline, plan.region_names, plan.min_pixels,
-                                   plan.min_class_pixels)
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               "train_loss": float(sums[0] / (steps_per_epoch * ctx.world_size)),
+                logits = model(x)
+            valid = batch["valid"].to(device)
+            wrong = (logits.max(1).indices != batch["label"].to(device)) & valid
+            pos = torch.searchsorted(ids, batch["tile_id"].to(device))
+            out[0].index_add_(0, pos, wrong.flatten(1).sum(1).double())
+            out[1].index_add_(0, pos, valid.flatten(1).sum(1).double())
+    if reduce is not None:
+        out = reduce(out)
+    return out[0].cpu(), out[1].cpu()
+
+
+class _Session:
+    """One training run: data, model, strategy, and the state a checkpoint carries.
+
+    A strategy declares its phases (``Strategy.phases``): ``train`` (ordinary training, model
+    selection), ``identify`` (JTT's first ERM pass; afterwards the error set is marked and the
+    network restarts from its initial weights) and ``head`` (DFR: the kept model's final layer
+    retrained on region-balanced tiles, body frozen; selection restarts among these epochs).
+    Epochs are numbered across phases; a phase's one-off transition runs when the phase is
+    entered, also after a resume, so resumed and uninterrupted runs stay identical.
+    """
+
+    def __init__(self, plan: _Plan, out_dir: Path, device: torch.device,
+                 ctx: DistContext) -> None:
+        self.plan, self.out_dir, self.device, self.ctx = plan, out_dir, device, ctx
+        tcfg, ds, seed = plan.tcfg, plan.ds, plan.seed
+        self.reduce = Reducer(ctx.world_size) if ctx.distributed else None
+        self.epochs = int(tcfg["epochs"])
+        col = plan.split_column
+        self.norm = band_stats(plan.store, "train", col)
+        self.train_ds = TileDataset(plan.store, "train", plan.partitioning,
+                                    plan.tile_partitionings, norm=self.norm,
+                                    augment=bool(tcfg["augment"]), seed=seed, split_column=col)
+        self.val_ds = TileDataset(plan.store, "val", plan.partitioning, norm=self.norm,
+                                  split_column=col)
+        self.batch, self.workers = int(tcfg["batch_size"]), int(tcfg["num_workers"])
+        self.val_loader = make_loader(self.val_ds, self.batch, train=False,
+                                      num_workers=self.workers, device=device, rank=ctx.rank,
+                                      world_size=ctx.world_size)
+        self.steps_per_epoch = len(self._loader(None))
+        _seed_everything(seed)
+        self.model = build_model(plan.mcfg, len(plan.store.bands), ds.num_classes).to(device)
+        self.init_state = copy.deepcopy(self.model.state_dict())
+        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device, bool(tcfg["amp"]))
+        self.strategy = self._strategy()
+        self.phases = self.strategy.phases(self.epochs)
+        self.total = sum(n for _, n in self.phases)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None,
+                                     "metrics": None}
+        if ctx.is_main:
+            log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
+                     "%d epochs %s", ds.name, plan.run.name, type(self.model).__name__, device,
+                     count_parameters(self.model), len(self.train_ds), len(self.val_ds),
+                     plan.num_regions, plan.partitioning, self.total, self.phases)
+
+    def _loader(self, balanced: float | None):
+        return make_loader(self.train_ds, self.batch, train=True, seed=self.plan.seed,
+                           num_workers=self.workers, device=self.device, rank=self.ctx.rank,
+                           world_size=self.ctx.world_size, balanced=balanced)
+
+    def _strategy(self):
+        plan = self.plan
+        counts = plan.region_class_counts
+        try:
+            return make_strategy(
+                plan.run.strategy, plan.num_regions, plan.strength, **plan.strategy_options,
+                region_counts=plan.region_counts.astype(np.float64),
+                region_class_counts=None if counts is None else counts.astype(np.float64),
+                total_steps=self.epochs * self.steps_per_epoch,
+                steps_per_epoch=self.steps_per_epoch, partition_sizes=plan.partition_sizes,
+                num_classes=plan.ds.num_classes, seed=plan.seed, epochs=self.epochs)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"config: strategies.{plan.run.name}", str(exc),
+                             "see the strategy's options in docs/strategies.md") from exc
+
+    # ------------------------------------------------------------------ phases
+    def _phase_at(self, epoch: int) -> tuple[int, int]:
+        """(phase index, first epoch of that phase) of the 0-based global ``epoch``."""
+        begin = 0
+        for i, (_, n) in enumerate(self.phases):
+            if epoch < begin + n:
+                return i, begin
+            begin += n
+        return len(self.phases) - 1, begin - self.phases[-1][1]
+
+    def _enter(self, index: int, fresh: bool) -> None:
+        """Set up phase ``index``; ``fresh``: run its one-off transition first."""
+        kind, n = self.phases[index]
+        if fresh and index > 0:
+            self._transition(kind)
+        params = list(self.model.parameters())
+        if kind == "head":
+            params = freeze_all_but_final_layer(self.model)
+        self.kind = kind
+        self.ddp_model = self.model
+        if self.ctx.distributed:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
+        lr = float(self.plan.tcfg["lr"])
+        self.optimizer = torch.optim.AdamW(params, lr=lr,
+                                           weight_decay=float(self.plan.tcfg["weight_decay"]))
+        self.scheduler = one_cycle_scheduler(self.optimizer, lr, n * self.steps_per_epoch)
+        balanced = None
+        if kind == "head":
+            balanced = 1.0
+        elif kind == "train" and self.strategy.sampler == "balanced":
+            balanced = self.strategy.sampler_power()
+        self.train_loader = self._loader(balanced)
+
+    def _transition(self, kind: str) -> None:
+        if kind == "train":  # after JTT's identification pass
+            plan = self.plan
+            ds = TileDataset(plan.store, "train", plan.partitioning, norm=self.norm,
+                             split_column=plan.split_column)
+            loader = make_loader(ds, self.batch, train=False, num_workers=self.workers,
+                                 device=self.device, rank=self.ctx.rank,
+                                 world_size=self.ctx.world_size)
+            ids = torch.from_numpy(ds.tile_ids)
+            errors, counts = tile_errors(self.model, loader, ids, self.device, self.autocast,
+                                         self.reduce)
+            self.strategy.mark_errors(ids, errors, counts)
+            self.model.load_state_dict(self.init_state)
+        elif kind == "head":  # DFR: the kept ERM model's features, a new selection
+            if self.best["state"] is not None:
+                self.model.load_state_dict(self.best["state"])
+            self.best = {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
+
+    # ------------------------------------------------------------------ loop
+    def run(self, resume: bool, stop_after_epoch: int | None) -> Path:
+        start, ckpt = self._resume(resume)
+        last = self.total if stop_after_epoch is None else min(self.total, int(stop_after_epoch))
+        entered = -1
+        for epoch in range(start, last):
+            index, begin = self._phase_at(epoch)
+            if index != entered:
+                self._enter(index, fresh=epoch == begin)
+                if ckpt is not None and epoch > begin:
+                    self._load_optim(ckpt)
+                entered = index
+            self._epoch(epoch)
+        if last < self.total:
+            return self.out_dir / CHECKPOINT
+        return self._finish(start)
+
+    def _fingerprint(self) -> str:
+        plan = self.plan
+        return _fingerprint(plan.config, plan.run, plan.store, plan.seed, plan.split_column)
+
+    def _resume(self, resume: bool) -> tuple[int, dict | None]:
+        path, main = self.out_dir / CHECKPOINT, self.ctx.is_main
+        if not resume:
+            return 0, None
+        if not path.exists():
+            if main:
+                log.info("no checkpoint in %s: training from scratch", self.out_dir)
+            return 0, None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if (ckpt.get("format") != CHECKPOINT_FORMAT
+                or ckpt.get("fingerprint") != self._fingerprint()):
+            if main:
+                log.warning("%s belongs to a different run (config, strategy or tiles changed):"
+                            " training from scratch", path)
+            return 0, None
+        self.model.load_state_dict(ckpt["model"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        _set_rng_state(ckpt["rng"])
+        self.history, self.best = ckpt["history"], ckpt["best"]
+        start = int(ckpt["epoch"])
+        if main:
+            log.info("resuming %s from epoch %d of %d", path, start, self.total)
+        return start, ckpt
+
+    def _load_optim(self, ckpt: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+
+    def _step(self, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        dev, strategy = self.device, self.strategy
+        x = b["image"].to(dev, non_blocking=True)
+        y = b["label"].to(dev, non_blocking=True)
+        valid = b["valid"].to(dev, non_blocking=True)
+        extra = {"tile_ids": b["tile_id"].to(dev)} if strategy.needs_tile_ids else {}
+        with self.autocast() if self.autocast else nullcontext():
+            logits = self.ddp_model(x)
+        logits = logits.float()
+        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
+        loss = strategy.loss(pixel_loss, valid, b["regions"].to(dev, non_blocking=True),
+                             logits=logits, target=y, reduce=self.reduce,
+                             tile_regions=b["tile_regions"].to(dev, non_blocking=True), **extra)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        clip = self.plan.tcfg["grad_clip"]
+        if clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            return torch.stack([loss.detach().double(), pixel_loss.detach().double().sum(),
+                                valid.sum().double()])
+
+    def _epoch(self, epoch: int) -> None:
+        t0, ctx, name = time.perf_counter(), self.ctx, self.plan.run.name
+        self.train_loader.sampler.set_epoch(epoch)
+        self.train_ds.set_epoch(epoch)
+        if self.kind == "head":
+            self.ddp_model.eval()  # frozen body: normalisation layers as at inference
+        else:
+            self.ddp_model.train()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for b in tqdm(self.train_loader, desc=f"{name} epoch {epoch + 1}/{self.total}",
+                      unit="batch", leave=False, disable=None if ctx.is_main else True):
+            sums += self._step(b)
+        self.strategy.on_epoch_end(epoch, self.reduce)
+        if self.reduce is not None:
+            sums = self.reduce(sums)
+        row = self._validate(epoch, sums, t0)
+        if ctx.is_main:
+            self._save(epoch, row)
+        barrier(ctx)
+
+    def _validate(self, epoch: int, sums: torch.Tensor, t0: float) -> dict[str, Any]:
+        plan, ds = self.plan, self.plan.ds
+        headline = ds.headline_metric
+        conf = evaluate(unwrap(self.ddp_model), self.val_loader, self.device, plan.num_regions,
+                        ds.num_classes, self.autocast, self.reduce)
+        val = summarize_validation(conf, ds.classes, headline, plan.region_names,
+                                   plan.min_pixels, plan.min_class_pixels)
+        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": float(sums[0] / (self.steps_per_epoch * self.ctx.world_size)),
                "train_ce": float(sums[1] / sums[2].clamp(min=1)),
                f"val_{headline}": val["headline"], "val_worst_region": val["worst_region"],
                f"val_worst_{headline}": val["worst"], "val_difference": val["difference"],
                "score": val["score"], "seconds": round(time.perf_counter() - t0, 2)}
         row.update({f"val_{headline}__{name}": v
                     for name, v in zip(plan.region_names, val["by_region"])})
-        if val["score"] > best["score"]:
-            best = {"score": val["score"], "epoch": epoch + 1,
-                    "state": copy.deepcopy({k: v.detach().cpu()
-                                            for k, v in model.state_dict().items()}),
-                    "metrics": {**val["overall"], "worst_region": val["worst_region"],
-                                f"worst_{headline}": val["worst"],
-                                "difference": val["difference"], "score": val["score"]}}
-        row["selected"] = int(best["epoch"] == epoch + 1)
-        history.append(row)
-        if ctx.is_main:
+        if len(self.phases) > 1:
+            row["phase"] = self.kind
+        if self.kind != "identify" and val["score"] > self.best["score"]:
+            self.best = {"score": val["score"], "epoch": epoch + 1,
+                         "state": copy.deepcopy({k: v.detach().cpu()
+                                                 for k, v in self.model.state_dict().items()}),
+                         "metrics": {**val["overall"], "worst_region": val["worst_region"],
+                                     f"worst_{headline}": val["worst"],
+                                     "difference": val["difference"], "score": val["score"]}}
+        row["selected"] = int(self.best["epoch"] == epoch + 1)
+        self.history.append(row)
+        if self.ctx.is_main:
             log.info("%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
-                     run.name, epoch + 1, epochs, row["train_loss"], headline, val["headline"],
-                     val["worst_region"], val["worst"], val["score"],
+                     plan.run.name, epoch + 1, self.total, row["train_loss"], headline,
+                     val["headline"], val["worst_region"], val["worst"], val["score"],
                      " (best)" if row["selected"] else "")
-            ckpt = {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "strategy": strategy.state_dict(), "rng": _rng_state(), "history": history,
-                    "best": best}
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(ckpt, tmp)
-            _write_log(history, out_dir / LOG)
-        barrier(ctx)
+        return row
 
-    if last < epochs:
-        return ckpt_path
-    model_path = out_dir / MODEL
-    if ctx.is_main:
-        if start >= epochs and history:
-            # Resumed a finished run: no epoch ran, so write the log again from the
-            # checkpoint (a workflow manager deletes a job's outputs before re-running it).
-            _write_log(history, out_dir / LOG)
-        if best["state"] is None:  # resumed a finished run without history: keep the weights
-            best = {**best, "state": model.state_dict(), "epoch": epochs, "metrics": {}}
-        save_bundle(
-            model_path, best["state"], model_config={**_model_defaults(plan.mcfg)},
-            in_channels=len(plan.store.bands), num_classes=ds.num_classes, classes=classes,
-            colors=ds.colors, bands=plan.store.bands, norm_mean=norm[0], norm_std=norm[1],
-            tile_size=plan.store.tile_size, task=ds.task, ignore_index=ds.ignore_index,
-            nodata=ds.nodata, strategy=run.name,
-            strategy_state={**strategy.state_dict(), "strategy": run.strategy,
-                            "options": dict(run.options)},
-            config=config, epoch=best["epoch"], val_metrics=best["metrics"],
-            region_names=plan.region_names, partitioning=plan.partitioning,
-            amp_dtype=amp_dtype)
-        log.info("%s: kept epoch %d (score %.4f) -> %s", run.name, best["epoch"], best["score"],
-                 model_path)
-    barrier(ctx)
-    return model_path
+    def _save(self, epoch: int, row: dict[str, Any]) -> None:
+        ckpt = {"format": CHECKPOINT_FORMAT, "fingerprint": self._fingerprint(),
+                "epoch": epoch + 1, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "strategy": self.strategy.state_dict(), "rng": _rng_state(),
+                "history": self.history, "best": self.best}
+        with atomic_path(self.out_dir / CHECKPOINT) as tmp:
+            torch.save(ckpt, tmp)
+        _write_log(self.history, self.out_dir / LOG)
+
+    def _finish(self, start: int) -> Path:
+        plan, ds, best = self.plan, self.plan.ds, self.best
+        model_path = self.out_dir / MODEL
+        if self.ctx.is_main:
+            if start >= self.total and self.history:
+                # Resumed a finished run: no epoch ran, so write the log again from the
+                # checkpoint (a workflow manager deletes a job's outputs before re-running it).
+                _write_log(self.history, self.out_dir / LOG)
+            if best["state"] is None:  # resumed a finished run without history: keep weights
+                best = {**best, "state": self.model.state_dict(), "epoch": self.total,
+                        "metrics": {}}
+            run = plan.run
+            save_bundle(
+                model_path, best["state"], model_config={**_model_defaults(plan.mcfg)},
+                in_channels=len(plan.store.bands), num_classes=ds.num_classes,
+                classes=ds.classes, colors=ds.colors, bands=plan.store.bands,
+                norm_mean=self.norm[0], norm_std=self.norm[1], tile_size=plan.store.tile_size,
+                task=ds.task, ignore_index=ds.ignore_index, nodata=ds.nodata, strategy=run.name,
+                strategy_state={**self.strategy.state_dict(), "strategy": run.strategy,
+                                "options": dict(run.options)},
+                config={**plan.config, "seed": plan.seed}, epoch=best["epoch"],
+                val_metrics=best["metrics"], region_names=plan.region_names,
+                partitioning=plan.partitioning, amp_dtype=self.amp_dtype, seed=plan.seed,
+                split_column=plan.split_column)
+            log.info("%s: kept epoch %d (score %.4f) -> %s", run.name, best["epoch"],
+                     best["score"], model_path)
+        barrier(self.ctx)
+        return model_path
 
 
 def _model_defaults(mcfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -591,4 +791,5 @@ def _model_defaults(mcfg: Mapping[str, Any]) -> dict[str, Any]:
     return {**DEFAULT_MODEL, **dict(mcfg)}
 
 
-__all__ = ["evaluate", "resolve_device", "selection_score", "summarize_validation", "train"]
+__all__ = ["evaluate", "final_layer", "resolve_device", "selection_score",
+           "summarize_validation", "tile_errors", "train"]

@@ -3,6 +3,7 @@
 The run name comes from the config's ``strategies`` (``groupdro``, or ``groupdro-0.1`` for a
 sweep value). Writes ``model.pt``, ``train_log.csv`` and ``checkpoint.pt`` into ``--out``.
 Under ``torchrun --nproc_per_node N -m spatialfair.cli train ...`` it trains with DDP.
+``--seed`` and ``--split-column`` train one replicate (a seed, and a fold's split column).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue from OUT/checkpoint.pt if it exists")
     p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
                    help="stop after N epochs in total, leaving a checkpoint to --resume from")
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="training seed (weights, data order); default: the config's seed")
+    p.add_argument("--split-column", default="split", metavar="COL",
+                   help="tile index column with the train/val split, e.g. a replicate's "
+                        "split__s1_f0 (default: split)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -44,5 +50,6 @@ def run(args: argparse.Namespace) -> None:
                          f"use one of {sorted(runs)}")
     path = train(config, ds, runs[args.strategy], Path(args.tiles), Path(args.out),
                  resume=args.resume, partitions=args.partitions,
-                 stop_after_epoch=args.stop_after_epoch)
+                 stop_after_epoch=args.stop_after_epoch, seed=args.seed,
+                 split_column=args.split_column)
     log.info("%s/%s: %s", ds.name, args.strategy, path)
