@@ -37,9 +37,6 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-STRATEGY_NAMES = ("erm", "reweight", "variance", "groupdro", "cvar", "spad")
-
-
 def load_schema() -> dict:
     """Return the configuration JSON Schema as a dict."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
@@ -117,8 +114,12 @@ class StrategyRun:
 
 
 def strategy_runs(config: dict) -> list[StrategyRun]:
-    """Expand the ``strategies`` entry (list or mapping, with sweeps) into runs."""
-    spec = config.get("strategies", list(STRATEGY_NAMES))
+    """Expand the ``strategies`` entry (list or mapping, with sweeps) into runs.
+
+    Names are checked by the schema, whose enums follow ``spatialfair.fairness.STRATEGIES``
+    (the one registry; not imported here, so reading a config does not load torch).
+    """
+    spec = config.get("strategies") or load_schema()["properties"]["strategies"]["default"]
     if isinstance(spec, list):
         return [StrategyRun(s, s, {}) for s in spec]
     runs: list[StrategyRun] = []
