@@ -276,3 +276,145 @@ def test_make_strategy_errors():
     # context the strategy does not use is dropped silently
     s = make_strategy("erm", K, total_steps=10, partition_sizes=[2], num_classes=2, seed=1)
     assert s.strength is None
+
+
+# ------------------------------------------------------------- issue 10: sound strategies
+def _fixed_batch(losses: dict[int, float], n: int = 6):
+    """Pixel losses (1, 1, len*n) with a constant loss per region, all labelled."""
+    regions = torch.tensor([[[r for r in losses for _ in range(n)]]])
+    pl = torch.tensor([[[losses[r] for r in losses for _ in range(n)]]], requires_grad=True)
+    return pl, torch.ones_like(regions, dtype=torch.bool), regions
+
+
+def test_groupdro_absent_regions_keep_their_weight():
+    # Regions 2 and 3 are seen once with a high loss, then absent for 20 steps. Raising their
+    # q from the stale loss (the old update) left the present regions 0.006 of the weight.
+    s = make_strategy("groupdro", K, 1.0)
+    pl, valid, regions = _fixed_batch({0: 0.5, 1: 0.5, 2: 3.0, 3: 3.0})
+    s.loss(pl, valid, regions)
+    q_absent = s.q[2:].clone()
+    pl, valid, regions = _fixed_batch({0: 0.5, 1: 0.4})
+    for _ in range(20):
+        s.loss(pl, valid, regions)
+    present = float(s.q[:2].sum())
+    assert present > 0.99
+    # closed form: present q grow by exp(eta L) per step, absent q stay, then renormalised
+    q0 = torch.softmax(torch.tensor([0.5, 0.5, 3.0, 3.0]), 0)
+    raw = torch.cat([q0[:2] * torch.exp(20 * torch.tensor([0.5, 0.4])), q0[2:]])
+    torch.testing.assert_close(s.q, raw / raw.sum(), rtol=1e-4, atol=1e-7)
+    assert float(s.q[2] / s.q[3]) == pytest.approx(float(q_absent[0] / q_absent[1]))
+
+
+def test_cvar_batch_without_worst_regions_still_trains():
+    s = make_strategy("cvar", K, 0.5)
+    pl, valid, regions = _fixed_batch({0: 0.2, 1: 0.4, 2: 3.0, 3: 2.0})
+    s.loss(pl, valid, regions)
+    # the worst regions (2, 3) are absent: the old CVaR gave exactly zero gradient here
+    pl, valid, regions = _fixed_batch({0: 0.2, 1: 0.4})
+    loss = s.loss(pl, valid, regions)
+    (grad,) = torch.autograd.grad(loss, pl)
+    assert grad.abs().sum() > 0
+    # alpha 0.5 of 2 present regions: the worse one (region 1) carries all the weight
+    assert float(loss.detach()) == pytest.approx(0.4)
+    torch.testing.assert_close(grad[regions == 1], torch.full((6,), 1 / 6))
+    assert (grad[regions == 0] == 0).all()
+
+
+def test_cvar_weights_dual_form_with_fractional_weight():
+    from spatialfair.fairness import cvar_weights
+
+    losses = torch.tensor([0.1, 0.9, 0.5, 0.7, 0.3, 5.0])
+    present = torch.tensor([True, True, True, True, True, False])
+    w = cvar_weights(losses, present, 0.3)  # alpha m = 1.5: 1/1.5 on the worst, rest on next
+    torch.testing.assert_close(w, torch.tensor([0.0, 2 / 3, 0.0, 1 / 3, 0.0, 0.0]))
+    # equals the dual form min_eta eta + 1/(alpha m) sum relu(L - eta), minimised on a grid
+    lp = losses[present]
+    etas = torch.linspace(0, 1, 10001)
+    dual = (etas + torch.relu(lp[None] - etas[:, None]).sum(1) / (0.3 * 5)).min()
+    assert float((w * losses).sum()) == pytest.approx(float(dual), abs=1e-4)
+    torch.testing.assert_close(cvar_weights(losses, present, 1.0), present.float() / 5)
+
+
+def test_variance_warmup_is_at_least_one_epoch_then_ramps():
+    # 20 steps of 5 per epoch: 10 % would be 2 steps; the warm-up is one epoch (5 steps)
+    s = make_strategy("variance", K, 10.0, total_steps=20, steps_per_epoch=5)
+    assert s.warmup_steps == 5 and s.ramp_steps == 5
+    pl, valid, regions = _fixed_batch({0: 0.2, 1: 0.4})
+    lams = []
+    for _ in range(12):
+        lams.append(s.current_lambda())
+        s.loss(pl, valid, regions)
+    assert lams[:5] == [1.0] * 5
+    assert lams[5:11] == pytest.approx([2.8, 4.6, 6.4, 8.2, 10.0, 10.0])
+    # long runs: 10 % of the steps when that is longer than an epoch
+    assert make_strategy("variance", K, total_steps=1000, steps_per_epoch=5).warmup_steps == 100
+
+
+def test_region_class_group_ids_and_counts():
+    n = torch.arange(1.0, 1.0 + K * 2)  # (region, class) pixel counts, group r * 2 + c
+    s = make_strategy("reweight", K, 1.0, groups="region_class", num_classes=2,
+                      region_class_counts=n, region_counts=torch.ones(K))
+    assert s.num_regions == K * 2
+    w = n.sum() / n
+    torch.testing.assert_close(s.weights, w / w.mean())
+    regions = torch.tensor([[[0, 0, 3, 3, -1, 2]]])
+    target = torch.tensor([[[0, 1, 0, 1, 1, 255]]])
+    torch.testing.assert_close(s.group_ids(regions, target),
+                               torch.tensor([[[0, 1, 6, 7, -1, -1]]]))
+    with pytest.raises(ValueError, match="groups"):
+        make_strategy("cvar", K, groups="country")
+
+
+def test_cvar_region_class_groups_match_reference():
+    logits, target, regions, _ = _batch(9, c=2)
+    pl = _pixel_loss(logits, target)
+    s = make_strategy("cvar", K, 0.25, groups="region_class", num_classes=2)
+    loss = s.loss(pl, target != 255, regions, target=target)
+    means = []
+    for r in range(K):
+        for c in range(2):
+            m = (regions == r) & (target == c)
+            if m.any():
+                means.append(pl[m].mean())
+    means = torch.stack(means)
+    m = len(means)  # alpha m = 0.25 * 8 = 2: the two worst groups, 1/2 each
+    assert m == 8
+    ref = torch.sort(means, descending=True).values[:2].mean()
+    torch.testing.assert_close(loss, ref)
+
+
+def test_jtt_marks_tiles_above_the_error_rate_and_upweights_them():
+    from spatialfair.fairness import JTT
+
+    s = make_strategy("jtt", K, 4.0, epochs=6)
+    assert isinstance(s, JTT) and s.first_epochs == 2
+    assert s.phases(6) == [("identify", 2), ("train", 6)]
+    ids = torch.tensor([10, 11, 12, 13])
+    errors = torch.tensor([0.0, 50.0, 10.0, 30.0])
+    counts = torch.tensor([100.0, 100.0, 100.0, 0.0])
+    chosen = s.mark_errors(ids, errors, counts)  # overall rate 90/300 = 0.3
+    assert chosen.tolist() == [11] and s.threshold_used == pytest.approx(0.3)
+    fixed = make_strategy("jtt", K, 4.0, error_threshold=0.05, first_epochs=1)
+    assert fixed.mark_errors(ids, errors, counts).tolist() == [11, 12]
+    logits, target, regions, _ = _batch(10, b=3)
+    pl = _pixel_loss(logits, target)
+    valid = target != 255
+    loss = fixed.loss(pl, valid, regions, tile_ids=torch.tensor([11, 10, 12]))
+    w = torch.tensor([4.0, 1.0, 4.0]).view(-1, 1, 1)
+    ref = (w * torch.where(valid, pl, 0)).sum() / (w * valid).sum()
+    torch.testing.assert_close(loss, ref)
+    other = make_strategy("jtt", K, 4.0, first_epochs=1)
+    other.load_state_dict(fixed.state_dict())
+    assert other.marked and other.error_tiles.tolist() == [11, 12]
+
+
+def test_schema_enums_are_the_strategy_registry():
+    from spatialfair.config import load_schema
+
+    spec = load_schema()["properties"]["strategies"]
+    as_list, as_map = spec["oneOf"]
+    assert sorted(as_list["items"]["enum"]) == sorted(STRATEGIES)
+    assert sorted(as_map["propertyNames"]["enum"]) == sorted(STRATEGIES)
+    assert set(spec["default"]) <= set(STRATEGIES)
+    assert make_strategy("balanced", K).sampler == "balanced"
+    assert make_strategy("lastlayer", K, epochs=8).phases(8) == [("train", 8), ("head", 2)]
