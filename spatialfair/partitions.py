@@ -5,19 +5,26 @@ spatialfair evaluates, and can train, over many partitionings at once (see FAIRN
 
 * ``regions``: the user's vector file (counties, districts, zones), loaded and checked by
   :func:`load_regions` and :func:`check_overlap`;
-* ``grid_<r>x<c>``: every r x c grid over the study extent, 1 <= r, c <= ``grid_max`` except 1x1;
-* ``offset_grid_<i>``: grids of random size shifted by a random fraction of a cell;
+* ``grid_<r>x<c>``: every r x c grid, 1 <= r, c <= ``grid_max`` except 1x1, drawn within each
+  cluster of nearby scenes (:func:`scene_clusters`), so that each grid is one scale where the
+  data lies (one cluster: one grid over the study extent);
+* ``offset_grid_<i>``: grids of random size shifted by a random fraction of a cell (per cluster,
+  cells clipped to the cluster's extent);
 * ``kmeans_<k>``: Voronoi cells of k-means centroids of the tile centres.
 
+The rules and their reasons (MAUP, scale) are in docs/methods.md ("Partitionings").
 Every partitioning is a :class:`Partitioning`: a GeoDataFrame of regions (``region_id``
-0..K-1, ``region`` name, geometry in the study CRS) plus a :class:`GridSpec` for grids.
+0..K-1, ``region`` name, geometry in the study CRS) plus, for grids, a :class:`GridSpec` (one
+cluster) or :class:`ClusterGrids` (one grid per cluster).
 :func:`region_ids` gives the region of every pixel centre of any raster window (pure
 arithmetic for grids in the raster's CRS, rasterization otherwise), :func:`assign_tiles` the
 region of every tile centre, and :func:`build_partitions` writes ``partitions.gpkg`` and the
 per-pixel ``<scene>.regions.bin`` arrays of the tile store (see docs/ARCHITECTURE.md).
 
 Conventions: grid cell ``(row, col)`` has region id ``row * cols + col`` and name
-``r<row>c<col>``; row 0 is the northern (top) row. A point on an inner cell edge belongs to the
+``r<row>c<col>``; row 0 is the northern (top) row. With several clusters, cluster ``k``'s cells
+follow those of clusters 0..k-1 (ids offset by their cell count) and are named
+``g<k>/r<row>c<col>``; clusters are numbered north to south, then west to east. A point on an inner cell edge belongs to the
 cell to its east / south; points on the outer edge belong to the grid. Where polygons overlap
 (they should not), the lowest region id wins, both per pixel and per tile.
 """
@@ -25,7 +32,6 @@ cell to its east / south; points on the outer edge belong to the grid. Where pol
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,7 +49,6 @@ from rasterio.features import rasterize
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
-from .atomic import atomic_path
 from .errors import InputError
 from .io import write_layers
 
@@ -154,18 +159,93 @@ class GridSpec:
         row, col = self.cell_ids(x, y)
         return np.where((row >= 0) & (col >= 0), row * self.cols + col, -1)
 
-    def to_regions(self) -> gpd.GeoDataFrame:
-        """The cells as a regions GeoDataFrame (row-major ids, names ``r<row>c<col>``)."""
+    @property
+    def n_regions(self) -> int:
+        return self.rows * self.cols
+
+    def window_ids(self, t: Affine, height: int, width: int) -> np.ndarray:
+        """Region id of every pixel centre of a north-up window (transform ``t`` in this
+        grid's CRS); int64, -1 outside."""
+        x = t.c + (np.arange(width) + 0.5) * t.a
+        y = t.f + (np.arange(height) + 0.5) * t.e
+        row, _ = self.cell_ids(np.full(height, self.bounds[0]), y)
+        _, col = self.cell_ids(x, np.full(width, self.bounds[1]))
+        out = row[:, None] * self.cols + col[None, :]
+        out[(row < 0)[:, None] | (col < 0)[None, :]] = -1
+        return out
+
+    def to_regions(self, prefix: str = "", offset: int = 0) -> gpd.GeoDataFrame:
+        """The cells as a regions GeoDataFrame (row-major ids from ``offset``, names
+        ``<prefix>r<row>c<col>``)."""
         xmin, ymin, xmax, ymax = self.bounds
         xs = np.linspace(xmin, xmax, self.cols + 1)
         ys = np.linspace(ymax, ymin, self.rows + 1)
         r, c = np.divmod(np.arange(self.rows * self.cols), self.cols)
         geoms = shapely.box(xs[c], ys[r + 1], xs[c + 1], ys[r])
         return gpd.GeoDataFrame(
-            {"region_id": np.arange(self.rows * self.cols, dtype=np.int64),
-             "region": [f"r{i}c{j}" for i, j in zip(r, c)]},
+            {"region_id": offset + np.arange(self.rows * self.cols, dtype=np.int64),
+             "region": [f"{prefix}r{i}c{j}" for i, j in zip(r, c)]},
             geometry=geoms, crs=self.crs,
         )
+
+
+@dataclass(frozen=True)
+class ClusterGrids:
+    """One :class:`GridSpec` per cluster of scenes (disjoint extents, same CRS).
+
+    Cluster ``k``'s cell ``(row, col)`` has region id ``offset_k + row * cols + col`` (offsets:
+    the cell counts of the clusters before it) and name ``g<k>/r<row>c<col>``. Where grids
+    overlap (they should not), the lowest id wins.
+    """
+
+    grids: tuple[GridSpec, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grids", tuple(self.grids))
+        if len(self.grids) < 2:
+            raise ValueError("ClusterGrids needs at least two grids (one grid: use GridSpec)")
+        if not all(same_crs(g.crs, self.grids[0].crs) for g in self.grids):
+            raise ValueError("the grids of ClusterGrids must share one CRS")
+
+    @property
+    def crs(self) -> pyproj.CRS:
+        return self.grids[0].crs
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum([g.n_regions for g in self.grids])[:-1]])
+
+    @property
+    def n_regions(self) -> int:
+        return int(sum(g.n_regions for g in self.grids))
+
+    def _combine(self, per_grid: Iterable[np.ndarray]) -> np.ndarray:
+        out = None
+        for off, ids in zip(self.offsets, per_grid):
+            out = np.full(ids.shape, -1, np.int64) if out is None else out
+            np.copyto(out, ids + off, where=(out < 0) & (ids >= 0))
+        return out
+
+    def region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Region id of points (x, y); -1 outside every grid."""
+        return self._combine(g.region_of(x, y) for g in self.grids)
+
+    def window_ids(self, t: Affine, height: int, width: int) -> np.ndarray:
+        """Region id of every pixel centre of a north-up window; -1 outside every grid."""
+        x0, y0, x1, y1 = _window_bounds(t, height, width)
+        hit = [g for g in self.grids if g.bounds[0] <= x1 and g.bounds[2] >= x0
+               and g.bounds[1] <= y1 and g.bounds[3] >= y0]
+        if not hit:
+            return np.full((height, width), -1, np.int64)
+        return self._combine(g.window_ids(t, height, width) if g in hit
+                             else np.full((height, width), -1, np.int64) for g in self.grids)
+
+    def to_regions(self) -> gpd.GeoDataFrame:
+        """Every cluster's cells, in cluster order (names ``g<k>/r<row>c<col>``)."""
+        frames = [g.to_regions(f"g{k}/", int(off))
+                  for k, (g, off) in enumerate(zip(self.grids, self.offsets))]
+        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry",
+                                crs=self.crs)
 
 
 @dataclass(eq=False)
@@ -173,13 +253,14 @@ class Partitioning:
     """One way of cutting the study area into regions.
 
     ``regions`` has columns ``region_id`` (0..K-1, equal to the row position), ``region``
-    (name) and geometry in the study CRS; ``grid`` is set for grid kinds.
+    (name) and geometry in the study CRS; ``grid`` is set for grids (regions = its cells),
+    which lets :func:`region_ids` use arithmetic instead of rasterizing.
     """
 
     name: str
     kind: str
     regions: gpd.GeoDataFrame
-    grid: GridSpec | None = None
+    grid: GridSpec | ClusterGrids | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -398,58 +479,17 @@ def check_overlap(
 # --------------------------------------------------------------------------- generation
 
 
-def _grid_partitioning(name: str, kind: str, spec: GridSpec) -> Partitioning:
+def _grid_partitioning(name: str, kind: str, spec: GridSpec | ClusterGrids) -> Partitioning:
     return Partitioning(name, kind, spec.to_regions(), spec)
 
 
-def _kmeans_centroids(points: np.ndarray, k: int, seed: int,
-                      use_sklearn: bool = True) -> np.ndarray:
-    """k-means centroids of ``points`` (N, 2): scikit-learn when importable, else Lloyd."""
+def _kmeans_centroids(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means centroids of ``points`` (N, 2) (scikit-learn, 4 initialisations)."""
+    from sklearn.cluster import KMeans
+
     shift = points.mean(axis=0)
-    centred = points - shift
-    if use_sklearn:
-        try:
-            from sklearn.cluster import KMeans
-        except ImportError:
-            use_sklearn = False
-    if use_sklearn:
-        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(centred)
-        return km.cluster_centers_ + shift
-    return _lloyd(centred, k, np.random.default_rng(seed)) + shift
-
-
-def _lloyd(points: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4,
-           max_iter: int = 200) -> np.ndarray:
-    """Plain k-means (k-means++ seeding, Lloyd iterations), best of ``n_init`` runs."""
-    n = len(points)
-    sq = (points ** 2).sum(axis=1)
-    best, best_inertia = None, np.inf
-    for _ in range(n_init):
-        centres = np.empty((k, points.shape[1]))
-        centres[0] = points[rng.integers(n)]
-        d2 = ((points - centres[0]) ** 2).sum(axis=1)
-        for j in range(1, k):
-            total = d2.sum()
-            idx = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
-            centres[j] = points[idx]
-            d2 = np.minimum(d2, ((points - centres[j]) ** 2).sum(axis=1))
-        for _ in range(max_iter):
-            dist = sq[:, None] - 2 * points @ centres.T + (centres ** 2).sum(axis=1)[None]
-            labels = dist.argmin(axis=1)
-            counts = np.bincount(labels, minlength=k)
-            new = centres.copy()
-            for dim in range(points.shape[1]):
-                sums = np.bincount(labels, weights=points[:, dim], minlength=k)
-                new[counts > 0, dim] = sums[counts > 0] / counts[counts > 0]
-            moved = np.abs(new - centres).max()
-            centres = new
-            if moved <= 1e-9 * max(1.0, np.abs(points).max()):
-                break
-        dist = sq[:, None] - 2 * points @ centres.T + (centres ** 2).sum(axis=1)[None]
-        inertia = dist.min(axis=1).sum()
-        if inertia < best_inertia:
-            best, best_inertia = centres, inertia
-    return best
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(points - shift)
+    return km.cluster_centers_ + shift
 
 
 def _voronoi_regions(centroids: np.ndarray, extent: Sequence[float], crs: Any) -> gpd.GeoDataFrame:
@@ -481,7 +521,6 @@ def kmeans_partitioning(
     crs: Any,
     *,
     seed: int = 0,
-    use_sklearn: bool = True,
 ) -> Partitioning | None:
     """``kmeans_<k>``: Voronoi cells of the k-means centroids of tile centres, within extent.
 
@@ -497,8 +536,84 @@ def kmeans_partitioning(
     if n_distinct < k:
         log.warning("skipping kmeans_%d: only %d distinct tile centre(s)", k, n_distinct)
         return None
-    centroids = _kmeans_centroids(pts, k, seed, use_sklearn)
+    centroids = _kmeans_centroids(pts, k, seed)
     return Partitioning(f"kmeans_{k}", "kmeans", _voronoi_regions(centroids, extent, crs))
+
+
+def scene_boxes(index: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Bounding box (study CRS) of each scene's tiles: columns xmin, ymin, xmax, ymax, one row
+    per scene in order of first appearance."""
+    b = shapely.bounds(index.geometry.values)
+    frame = pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
+    frame["scene"] = index["scene"].astype(str).to_numpy()
+    return frame.groupby("scene", sort=False).agg(
+        {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
+
+
+def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float = 1.0
+                   ) -> list[tuple[float, float, float, float]]:
+    """Extents of the clusters of nearby scenes (single linkage on the scene boxes).
+
+    Two scenes (or clusters) join when their boxes are at most ``gap`` times the median scene
+    side (the longer side of a box) apart; the clusters' boxes are merged until no two are
+    that close, so the returned extents are disjoint. Ordered north to south, then west to
+    east. One box, or boxes that touch or overlap in a chain: one cluster.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if len(b) == 0:
+        return []
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+    distance = float(gap) * float(np.median(side))
+    label = np.arange(len(b))
+    while True:
+        ext = (pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"]).assign(label=label)
+               .groupby("label").agg({"xmin": "min", "ymin": "min", "xmax": "max",
+                                      "ymax": "max"}))
+        geoms = shapely.box(ext.xmin, ext.ymin, ext.xmax, ext.ymax)
+        left, right = shapely.STRtree(geoms).query(geoms, predicate="dwithin",
+                                                   distance=distance)
+        n = len(geoms)
+        graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
+        n_comp, comp = connected_components(graph, directed=False)
+        if n_comp == n:
+            break
+        label = comp[np.searchsorted(ext.index.to_numpy(), label)]
+    order = np.lexsort((ext.xmin.to_numpy(), -ext.ymax.to_numpy()))
+    return [tuple(float(v) for v in ext.iloc[i]) for i in order]
+
+
+def _grids_over(clusters: Sequence[Sequence[float]], rows: int, cols: int, crs: pyproj.CRS
+                ) -> GridSpec | ClusterGrids:
+    specs = [GridSpec(rows, cols, tuple(c), crs) for c in clusters]
+    return specs[0] if len(specs) == 1 else ClusterGrids(tuple(specs))
+
+
+def _offset_grid(name: str, clusters: Sequence[Sequence[float]], rows: int, cols: int,
+                 fx: float, fy: float, crs: pyproj.CRS) -> Partitioning:
+    """``offset_grid_<i>``: per cluster a rows x cols grid shifted by (fx, fy) of a cell and
+    grown by one cell. One cluster: the grid as it is; several: cells clipped to their
+    cluster's extent (so no cell reaches into another cluster), stored as polygons."""
+    specs = []
+    for xmin, ymin, xmax, ymax in clusters:
+        cw, ch = (xmax - xmin) / cols, (ymax - ymin) / rows
+        x0, y1 = xmin - fx * cw, ymax + fy * ch
+        specs.append(GridSpec(rows + 1, cols + 1,
+                              (x0, y1 - (rows + 1) * ch, x0 + (cols + 1) * cw, y1), crs))
+    if len(specs) == 1:
+        return _grid_partitioning(name, "offset_grid", specs[0])
+    frames = []
+    for k, (spec, box) in enumerate(zip(specs, clusters)):
+        cells = spec.to_regions(f"g{k}/")
+        cells = cells.set_geometry(shapely.clip_by_rect(cells.geometry.values, *box), crs=crs)
+        frames.append(cells[~shapely.is_empty(cells.geometry.values)
+                            & (shapely.area(cells.geometry.values) > 0)])
+    regions = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry",
+                               crs=crs)
+    regions["region_id"] = np.arange(len(regions), dtype=np.int64)
+    return Partitioning(name, "offset_grid", regions)
 
 
 def generate_partitionings(
@@ -510,14 +625,18 @@ def generate_partitionings(
     kmeans: Iterable[int] = (4,),
     tile_centres: np.ndarray | None = None,
     seed: int = 0,
+    clusters: Sequence[Sequence[float]] | None = None,
 ) -> list[Partitioning]:
     """Generate the standard partitionings of ``extent`` (xmin, ymin, xmax, ymax) in ``crs``.
 
-    * every ``grid_<r>x<c>`` with 1 <= r, c <= ``grid_max`` except 1x1 (24 for 5), r = rows;
+    * every ``grid_<r>x<c>`` with 1 <= r, c <= ``grid_max`` except 1x1 (24 for 5), r = rows,
+      drawn within each of ``clusters`` (extents of nearby scenes, :func:`scene_clusters`;
+      default: one cluster, ``extent``);
     * ``offset_grid_<i>`` for i < ``offset_grids``: a random r x c grid (2..grid_max) shifted
       by a random fraction (0.05..0.95) of a cell and grown by one cell in each direction so
-      that it still covers the extent, i.e. (r+1) x (c+1) cells;
-    * ``kmeans_<k>`` for every k, from ``tile_centres`` (N, 2) in ``crs`` (none without them).
+      that it still covers the cluster, i.e. (r+1) x (c+1) cells per cluster;
+    * ``kmeans_<k>`` for every k, from ``tile_centres`` (N, 2) in ``crs`` (none without them),
+      Voronoi cells within ``extent``.
 
     Deterministic for a given ``seed``.
     """
@@ -525,22 +644,20 @@ def generate_partitionings(
     if not (xmax > xmin and ymax > ymin):
         raise ValueError(f"empty study extent {extent}")
     crs = _as_crs(crs)
+    clusters = [tuple(float(v) for v in c) for c in clusters] if clusters else [
+        (xmin, ymin, xmax, ymax)]
     parts: list[Partitioning] = []
     for r in range(1, grid_max + 1):
         for c in range(1, grid_max + 1):
             if (r, c) != (1, 1):
                 parts.append(_grid_partitioning(f"grid_{r}x{c}", "grid",
-                                                GridSpec(r, c, (xmin, ymin, xmax, ymax), crs)))
+                                                _grids_over(clusters, r, c, crs)))
     rng = np.random.default_rng([seed, 1])
     top = max(2, grid_max)
     for i in range(offset_grids):
         rows, cols = (int(v) for v in rng.integers(2, top + 1, size=2))
         fx, fy = rng.uniform(0.05, 0.95, size=2)
-        cw, ch = (xmax - xmin) / cols, (ymax - ymin) / rows
-        x0, y1 = xmin - fx * cw, ymax + fy * ch
-        bounds = (x0, y1 - (rows + 1) * ch, x0 + (cols + 1) * cw, y1)
-        parts.append(_grid_partitioning(f"offset_grid_{i}", "offset_grid",
-                                        GridSpec(rows + 1, cols + 1, bounds, crs)))
+        parts.append(_offset_grid(f"offset_grid_{i}", clusters, rows, cols, fx, fy, crs))
     ks = list(kmeans)
     if ks and tile_centres is None:
         log.info("no tile centres given: k-means partitionings skipped")
@@ -578,13 +695,7 @@ def region_ids(
     t = transform
     grid = partitioning.grid
     if grid is not None and t.b == 0 and t.d == 0 and same_crs(grid.crs, crs):
-        x = t.c + (np.arange(width) + 0.5) * t.a
-        y = t.f + (np.arange(height) + 0.5) * t.e
-        row, _ = grid.cell_ids(np.full(height, grid.bounds[0]), y)
-        _, col = grid.cell_ids(x, np.full(width, grid.bounds[1]))
-        out = row[:, None] * grid.cols + col[None, :]
-        out[(row < 0)[:, None] | (col < 0)[None, :]] = -1
-        return out.astype(np.int32)
+        return grid.window_ids(t, height, width).astype(np.int32)
     regions = partitioning.regions_in(crs)
     xmin, ymin, xmax, ymax = _window_bounds(t, height, width)
     hits = regions.sindex.query(shapely.box(xmin, ymin, xmax, ymax))
@@ -666,7 +777,7 @@ def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
 
 
 _GRID_NAME = re.compile(r"^grid_(\d+)x(\d+)$")
-_CELL_NAME = re.compile(r"^r(\d+)c(\d+)$")
+_CELL_NAME = re.compile(r"^(?:g(\d+)/)?r(\d+)c(\d+)$")
 
 
 def _kind_of(name: str) -> str:
@@ -679,28 +790,48 @@ def _kind_of(name: str) -> str:
     return "regions"
 
 
-def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | None:
-    """Grid spec of a grid layer from its cell names and bounds; None if it is not a grid."""
+def _cells(gdf: gpd.GeoDataFrame) -> np.ndarray | None:
+    """(cluster, row, col) of every cell name (cluster -1 without a ``g<k>/`` prefix)."""
     cells = [_CELL_NAME.match(str(n)) for n in gdf["region"]]
     if not cells or not all(cells):
         return None
-    r = np.array([int(m.group(1)) for m in cells])
-    c = np.array([int(m.group(2)) for m in cells])
-    spec = GridSpec(r.max() + 1, c.max() + 1, tuple(gdf.total_bounds), gdf.crs)
+    return np.array([[int(m.group(1)) if m.group(1) is not None else -1, int(m.group(2)),
+                      int(m.group(3))] for m in cells])
+
+
+def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | ClusterGrids | None:
+    """Grid (or per-cluster grids) of a layer from its cell names and bounds; None when the
+    layer's cells are not a full grid (per cluster)."""
+    cells = _cells(gdf)
+    if cells is None:
+        return None
+    clusters = np.unique(cells[:, 0])
+    plain = clusters.tolist() == [-1]
+    if not plain and (len(clusters) < 2 or clusters.tolist() != list(range(len(clusters)))):
+        return None  # mixed or missing cluster prefixes
+    bounds = shapely.bounds(gdf.geometry.values)
+    specs = []
+    for k in clusters:
+        sel = cells[:, 0] == k
+        r, c = cells[sel, 1], cells[sel, 2]
+        b = bounds[sel]
+        specs.append(GridSpec(r.max() + 1, c.max() + 1, (b[:, 0].min(), b[:, 1].min(),
+                                                         b[:, 2].max(), b[:, 3].max()), gdf.crs))
+    spec = specs[0] if plain else ClusterGrids(tuple(specs))
     expected = spec.to_regions()
-    ok = (len(gdf) == spec.rows * spec.cols
-          and np.array_equal(gdf["region_id"].to_numpy(), r * spec.cols + c)
-          and np.allclose(shapely.bounds(gdf.geometry.values),
-                          shapely.bounds(expected.geometry.values[r * spec.cols + c]),
-                          rtol=0, atol=1e-9 * spec._scale()))
+    scale = max(g._scale() for g in specs)
+    ok = (len(gdf) == len(expected)
+          and list(gdf["region"].astype(str)) == list(expected["region"])
+          and np.array_equal(gdf["region_id"].to_numpy(), expected["region_id"].to_numpy())
+          and np.allclose(bounds, shapely.bounds(expected.geometry.values), rtol=0,
+                          atol=1e-9 * scale))
     if not ok:
         log.warning("layer %s looks like a grid but its cells do not match; treating it as "
                     "polygons", name)
         return None
     m = _GRID_NAME.match(name)
-    if m and (int(m.group(1)), int(m.group(2))) != (spec.rows, spec.cols):
-        log.warning("layer %s has %dx%d cells; treating it as polygons", name, spec.rows,
-                    spec.cols)
+    if m and any((int(m.group(1)), int(m.group(2))) != (g.rows, g.cols) for g in specs):
+        log.warning("layer %s has cells of another grid size; treating it as polygons", name)
         return None
     return spec
 
@@ -708,7 +839,9 @@ def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | None:
 def read_partitions(path: str | Path) -> dict[str, Partitioning]:
     """Read every layer of a partitions.gpkg into :class:`Partitioning` objects, file order.
 
-    Grid specs are recovered from the cell names (``r<row>c<col>``) and layer bounds.
+    Grid specs are recovered from the cell names (``r<row>c<col>``, per cluster
+    ``g<k>/r<row>c<col>``) and the cells' bounds; an offset grid of several clusters (cells
+    clipped to their cluster) stays ``offset_grid`` without a spec.
     """
     path = Path(path)
     if not path.exists():
@@ -723,8 +856,11 @@ def read_partitions(path: str | Path) -> dict[str, Partitioning]:
         gdf["region_id"] = gdf["region_id"].astype(np.int64)
         gdf["region"] = gdf["region"].astype(str)
         kind = _kind_of(name)
-        grid = _recover_grid(name, gdf) if kind in ("grid", "offset_grid") else None
-        if grid is None and kind in ("grid", "offset_grid"):
+        cells = _cells(gdf) if kind == "offset_grid" else None
+        clipped = cells is not None and bool((cells[:, 0] >= 0).all())  # several clusters
+        grid = (_recover_grid(name, gdf) if kind in ("grid", "offset_grid") and not clipped
+                else None)
+        if grid is None and kind in ("grid", "offset_grid") and not clipped:
             kind = "regions"
         out[name] = Partitioning(name, kind, gdf, grid)
     return out
@@ -733,36 +869,9 @@ def read_partitions(path: str | Path) -> dict[str, Partitioning]:
 # --------------------------------------------------------------------------- the stage
 
 
-def _open_store(store_dir: Path) -> tuple[Any, dict, gpd.GeoDataFrame]:
-    """(TileStore or None, store.json metadata, tile index); TileStore when the module exists."""
-    try:
-        from .tiling import TileStore
-    except ImportError:
-        TileStore = None
-    if TileStore is not None:
-        store = TileStore(store_dir)
-        return store, store.meta, store.index
-    meta_path = store_dir / "store.json"
-    if not meta_path.exists():
-        raise InputError(meta_path, "tile store metadata not found",
-                         "run `spatialfair tile` first and pass its output folder as --tiles")
-    meta = json.loads(meta_path.read_text())
-    index_path = store_dir / "tiles.gpkg"
-    if not index_path.exists():
-        index_path = store_dir / "tile_grid.gpkg"
-    if not index_path.exists():
-        raise InputError(store_dir, "no tile index (tile_grid.gpkg)", "run `spatialfair tile`")
-    index = gpd.read_file(index_path, layer="tiles", engine="pyogrio")
-    return None, meta, index
-
-
 def _scene_extent(index: gpd.GeoDataFrame) -> shapely.Geometry:
     """Union of each scene's tile bounding box (study CRS)."""
-    b = shapely.bounds(index.geometry.values)
-    frame = pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
-    frame["scene"] = index["scene"].to_numpy()
-    agg = frame.groupby("scene", sort=False).agg(
-        {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
+    agg = scene_boxes(index)
     return shapely.union_all(shapely.box(agg.xmin, agg.ymin, agg.xmax, agg.ymax))
 
 
@@ -805,25 +914,6 @@ def scene_region_chunks(
         yield np.ascontiguousarray(strip[:, cols].transpose(1, 0, 2), dtype=np.int16)
 
 
-def write_scene_regions(
-    part: Partitioning,
-    tiles: pd.DataFrame,
-    scene_meta: Mapping[str, Any],
-    tile_size: int,
-    out_path: str | Path,
-    progress: Any = None,
-) -> None:
-    """Write ``<scene>.regions.bin`` (int16 (n_tiles, T, T)) from :func:`scene_region_chunks`.
-
-    The file appears only when complete. ``progress`` (a tqdm bar) is advanced per tile.
-    """
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
-        for chunk in scene_region_chunks(part, tiles, scene_meta, tile_size):
-            fh.write(chunk.tobytes())
-            if progress is not None:
-                progress.update(len(chunk))
-
-
 def _counted(chunks: Iterable[np.ndarray], progress: Any) -> Iterator[np.ndarray]:
     for chunk in chunks:
         yield chunk
@@ -839,15 +929,17 @@ def build_partitions(
     """The ``partition`` stage: partitions.gpkg and ``<scene>.regions.bin`` for a tile store.
 
     Loads the tile index, the dataset's regions (or, without a regions file, uses the first
-    k-means partitioning as ``regions``), generates grids, offset grids and k-means
-    partitionings over the tiles' extent, writes one ``regions.bin`` per scene for the
-    training partitioning (``config['training']['partitioning']``) and then ``out_gpkg``.
-    With :class:`spatialfair.tiling.TileStore` available, its writer is used, which also
-    records the training partitioning as ``regions_partitioning`` in store.json.
-    Returns the partitionings.
+    k-means partitioning as ``regions``), generates grids and offset grids within each cluster
+    of nearby scenes (``partitions.cluster_gap``) and k-means partitionings over the tiles'
+    extent, writes one ``regions.bin`` per scene for the training partitioning
+    (``config['training']['partitioning']``, recorded as ``regions_partitioning`` in
+    store.json by the store's writer) and then ``out_gpkg``. Returns the partitionings.
     """
+    from .tiling import TileStore
+
     store_dir = Path(store_dir)
-    store, meta, index = _open_store(store_dir)
+    store = TileStore(store_dir)
+    meta, index = store.meta, store.index
     if len(index) == 0:
         raise InputError(store_dir, "the tile index has no tiles",
                          "lower `tiling.min_valid_fraction` or check the images' nodata")
@@ -856,11 +948,16 @@ def build_partitions(
         raise InputError(store_dir, f"tile index CRS {_crs_name(index.crs)} differs from the "
                          f"study CRS {_crs_name(study_crs)} in store.json",
                          "re-run `spatialfair tile`")
-    pcfg = {"grid_max": 5, "offset_grids": 2, "kmeans": [4], **(config.get("partitions") or {})}
+    pcfg = {"grid_max": 5, "offset_grids": 2, "kmeans": [4], "cluster_gap": 1.0,
+            **(config.get("partitions") or {})}
     train_name = (config.get("training") or {}).get("partitioning", "regions")
     seed = int(config.get("seed", 0))
     extent = tuple(float(v) for v in index.total_bounds)
     centres = tile_centres(index)
+    clusters = scene_clusters(scene_boxes(index), float(pcfg["cluster_gap"]))
+    log.info("%d scene(s) in %d cluster(s) (gap %g x the median scene side): grids are drawn "
+             "within each cluster", index["scene"].nunique(), len(clusters),
+             float(pcfg["cluster_gap"]))
 
     parts: list[Partitioning] = []
     if getattr(ds, "regions", None):
@@ -869,7 +966,7 @@ def build_partitions(
         parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
     generated = generate_partitionings(
         extent, study_crs, grid_max=int(pcfg["grid_max"]), offset_grids=int(pcfg["offset_grids"]),
-        kmeans=pcfg["kmeans"], tile_centres=centres, seed=seed)
+        kmeans=pcfg["kmeans"], tile_centres=centres, seed=seed, clusters=clusters)
     if not parts:
         source = next((p for p in generated if p.kind == "kmeans"), None) or next(
             (p for p in generated if p.kind == "grid"), None)
@@ -890,10 +987,6 @@ def build_partitions(
         raise InputError(f"partitioning {train_name}", f"{train.n_regions} regions do not fit "
                          f"int16 region ids (at most {MAX_REGIONS})",
                          "train on a coarser partitioning (dissolve regions)")
-    stored = meta.get("regions_partitioning")
-    if store is None and stored and stored != train_name:
-        log.warning("store.json names '%s' as the regions partitioning but training uses '%s'; "
-                    "regions.bin holds '%s'", stored, train_name, train_name)
 
     counts = np.bincount(assign_tiles(index, [train])[f"region__{train.name}"].to_numpy() + 1,
                          minlength=train.n_regions + 1)
@@ -925,12 +1018,8 @@ def build_partitions(
         per_scene[scene] = tiles
     with tqdm(total=len(index), desc=f"regions.bin ({train_name})", unit="tile",
               disable=None) as bar:
-        for scene, tiles in per_scene.items():
-            if store is not None:  # the store's writer checks the count, records the name
-                chunks = scene_region_chunks(train, tiles, scenes[scene], tile_size)
-                store.write_regions(scene, _counted(chunks, bar), partitioning=train_name)
-            else:
-                write_scene_regions(train, tiles, scenes[scene], tile_size,
-                                    store_dir / f"{scene}.regions.bin", progress=bar)
+        for scene, tiles in per_scene.items():  # the store's writer checks the count
+            chunks = scene_region_chunks(train, tiles, scenes[scene], tile_size)
+            store.write_regions(scene, _counted(chunks, bar), partitioning=train_name)
     write_partitions(parts, out_gpkg)
     return parts

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import fnmatch
 import logging
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -82,21 +82,6 @@ def make_store(store_dir, scenes, T, crs=UTM):
     (store_dir / "store.json").write_text(json.dumps(meta))
     index.to_file(store_dir / "tile_grid.gpkg", layer="tiles", driver="GPKG", engine="pyogrio")
     return meta, index
-
-
-@pytest.fixture(autouse=True)
-def _no_real_tiling(monkeypatch):
-    """By default read stores directly per the contract, independent of spatialfair.tiling."""
-    monkeypatch.setitem(sys.modules, "spatialfair.tiling", None)
-
-
-@pytest.fixture(params=["direct", "tilestore"])
-def backend(request, monkeypatch):
-    """Run a stage test with the direct reader/writer and with spatialfair.tiling.TileStore."""
-    if request.param == "tilestore":
-        monkeypatch.delitem(sys.modules, "spatialfair.tiling")
-        pytest.importorskip("spatialfair.tiling", reason="spatialfair.tiling not available")
-    return request.param
 
 
 # ----------------------------------------------------------------------------- grids
@@ -306,12 +291,11 @@ def _blobs(rng):
     return centres, pts
 
 
-@pytest.mark.parametrize("use_sklearn", [True, False])
-def test_kmeans_is_deterministic_and_covers_every_tile_centre(use_sklearn):
+def test_kmeans_is_deterministic_and_covers_every_tile_centre():
     centres, pts = _blobs(np.random.default_rng(3))
     extent = (*pts.min(axis=0), *pts.max(axis=0))
-    a = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5, use_sklearn=use_sklearn)
-    b = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5, use_sklearn=use_sklearn)
+    a = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5)
+    b = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5)
     assert a.name == "kmeans_3" and a.kind == "kmeans" and a.n_regions == 3
     assert all(shapely.equals_exact(g, h, 1e-9) for g, h in
                zip(a.regions.geometry.values, b.regions.geometry.values))
@@ -410,7 +394,7 @@ def _scene_setup(tmp_path):
     return T, t, H, W, index
 
 
-def test_build_partitions_writes_gpkg_and_region_bins(tmp_path, backend):
+def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
     T, t, H, W, index = _scene_setup(tmp_path)
     config, ds = _dataset(tmp_path)
     out = tmp_path / "partitions.gpkg"
@@ -444,15 +428,15 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path, backend):
     assert {p.name for p in parts} == set(layers)
 
 
-def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path, backend):
+def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
     T, t, H, W, index = _scene_setup(tmp_path)
     config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"},
                           partitions={"grid_max": 3})
     out = tmp_path / "partitions.gpkg"
     P.build_partitions(tmp_path / "tiles", config, ds, out)
-    if backend == "tilestore":  # the store's writer records what regions.bin holds
-        meta = json.loads((tmp_path / "tiles" / "store.json").read_text())
-        assert meta["regions_partitioning"] == "grid_2x2"
+    # the store's writer records what regions.bin holds
+    meta = json.loads((tmp_path / "tiles" / "store.json").read_text())
+    assert meta["regions_partitioning"] == "grid_2x2"
     back = P.read_partitions(out)
     # without a regions file, 'regions' is a copy of kmeans_4
     assert back["regions"].names == back["kmeans_4"].names
@@ -499,7 +483,7 @@ def test_partition_command(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("strip_cols", [16, 8192])
-def test_write_scene_regions_any_tile_order_and_strip_width(tmp_path, monkeypatch, strip_cols):
+def test_scene_region_chunks_any_tile_order_and_strip_width(monkeypatch, strip_cols):
     monkeypatch.setattr(P, "_STRIP_MAX_COLS", strip_cols)
     T, H, W = 16, 37, 50
     t = from_origin(1000, 2000, 5, 5)
@@ -510,9 +494,8 @@ def test_write_scene_regions_any_tile_order_and_strip_width(tmp_path, monkeypatc
     tiles = gpd.pd.DataFrame({"row_off": [r for r, _ in offs], "col_off": [c for _, c in offs],
                               "store_index": np.arange(len(offs))})
     meta = {"crs": UTM, "transform": list(t)[:6], "height": H, "width": W}
-    out = tmp_path / "s.regions.bin"
-    P.write_scene_regions(part, tiles, meta, T, out)
-    arr = np.fromfile(out, dtype=np.int16).reshape(len(offs), T, T)
+    arr = np.concatenate(list(P.scene_region_chunks(part, tiles, meta, T)))
+    assert arr.dtype == np.int16 and arr.shape == (len(offs), T, T)
     big = np.full((H + T, W + T), -1)
     big[:H, :W] = P.region_ids(part, UTM, t, H, W)
     for i, (r, c) in enumerate(offs):
@@ -521,3 +504,123 @@ def test_write_scene_regions_any_tile_order_and_strip_width(tmp_path, monkeypatc
     assert (big[0, 27], big[0, 28], big[12, 0], big[13, 0]) == (0, 1, 0, 2)
     assert (big[26, 29], big[27, 29]) == (3, 5)
     assert big[36, 49] == 5 and big[37, 0] == -1
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+def test_scene_clusters_single_linkage_with_a_gap_of_one_scene_side():
+    side = 100.0
+    boxes = np.array([
+        [0, 0, 100, 100],  # A
+        [150, 0, 250, 100],  # B: 50 from A (< one side) -> with A
+        [320, 0, 420, 100],  # C: 70 from B -> chain A-B-C
+        [0, 1000, 100, 1100],  # D: far north, alone
+        [5000, 0, 5100, 100],  # E: far east, alone
+    ])
+    clusters = P.scene_clusters(boxes, gap=1.0)
+    # north to south, then west to east
+    assert clusters == [(0, 1000, 100, 1100), (0, 0, 420, 100), (5000, 0, 5100, 100)]
+    assert P.scene_clusters(boxes, gap=0.4) == [(0, 1000, 100, 1100), (0, 0, 100, 100),
+                                                (150, 0, 250, 100), (320, 0, 420, 100),
+                                                (5000, 0, 5100, 100)]
+    assert len(P.scene_clusters(boxes, gap=100.0)) == 1
+    assert P.scene_clusters(boxes[:1]) == [(0, 0, side, side)]
+    # merged cluster boxes that come close are merged too (the extents stay disjoint):
+    # F and G are 150 apart, but G overlaps the box of the cluster H-I
+    l_shape = np.array([[0, 0, 100, 100], [250, 0, 350, 100], [260, 190, 360, 290],
+                        [120, 210, 220, 310]])
+    out = P.scene_clusters(l_shape, gap=1.0)
+    assert len(out) == 1 and out[0] == (0, 0, 360, 310)
+
+
+def _far_store(tmp_path, T=16):
+    """Two scenes 50 km apart (each 3 x 3 tiles of 16 px at 30 m) and a small regions file."""
+    t1 = from_origin(500000, 5800000, 30, 30)
+    t2 = from_origin(550000, 5790000, 30, 30)
+    meta, index = make_store(tmp_path / "tiles", {"s1": (t1, 48, 48, None),
+                                                  "s2": (t2, 48, 48, None)}, T)
+    return meta, index
+
+
+def test_grids_are_drawn_within_each_cluster_of_scenes(tmp_path):
+    meta, index = _far_store(tmp_path)
+    config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"})
+    out = tmp_path / "partitions.gpkg"
+    P.build_partitions(tmp_path / "tiles", config, ds, out)
+    back = P.read_partitions(out)
+    g = back["grid_2x2"]
+    assert g.kind == "grid" and isinstance(g.grid, P.ClusterGrids) and g.n_regions == 8
+    s1 = (500000, 5800000 - 48 * 30, 500000 + 48 * 30, 5800000)
+    s2 = (550000, 5790000 - 48 * 30, 550000 + 48 * 30, 5790000)
+    assert [spec.bounds for spec in g.grid.grids] == [s1, s2]  # north first
+    assert g.names[:4] == ["g0/r0c0", "g0/r0c1", "g0/r1c0", "g0/r1c1"]
+    assert g.names[4:] == ["g1/r0c0", "g1/r0c1", "g1/r1c0", "g1/r1c1"]
+    # every grid of the SPAD family is a real scale: each cluster's cells are 1/r x 1/c of it
+    for name, part in back.items():
+        if part.kind == "grid":
+            assert isinstance(part.grid, P.ClusterGrids), name
+            assert np.isclose(part.regions.area.sum(), 2 * (48 * 30) ** 2), name
+    # offset grids: per cluster, clipped to it
+    off = back["offset_grid_0"]
+    assert off.kind == "offset_grid" and off.grid is None
+    assert np.isclose(off.regions.area.sum(), 2 * (48 * 30) ** 2)
+    assert all(n.startswith(("g0/", "g1/")) for n in off.names)
+    # regions.bin of the training grid: tile (row 1, col 2) of s2 lies in cluster 1's cell
+    # r0c1 (rows 16..31 of 48 px: the top half ends at 24 px)
+    arr = np.fromfile(tmp_path / "tiles" / "s2.regions.bin", dtype=np.int16).reshape(-1, 16, 16)
+    tile = index[(index.scene == "s2") & (index.row_off == 16) & (index.col_off == 32)]
+    chip = arr[int(tile.store_index.iloc[0])]
+    assert (chip[:8] == 5).all() and (chip[8:] == 7).all()
+    # tiles (centres off the cell edges): arithmetic assignment equals polygon assignment
+    g3 = back["grid_3x3"]
+    ids = P.assign_tiles(index, [g3])["region__grid_3x3"].to_numpy()
+    poly = P.Partitioning("as_polygons", "regions", g3.regions, None)
+    np.testing.assert_array_equal(ids, P.assign_tiles(index, [poly])["region__as_polygons"])
+    assert ids.tolist() == list(range(18))
+
+
+def test_cluster_grid_region_ids_arithmetic_matches_rasterize():
+    specs = (P.GridSpec(2, 3, (0, 0, 90, 60), UTM), P.GridSpec(2, 3, (200, 0, 260, 40), UTM))
+    cg = P.ClusterGrids(specs)
+    grid = P.Partitioning("grid_2x3", "grid", cg.to_regions(), cg)
+    polys = P.Partitioning("as_polygons", "regions", cg.to_regions(), None)
+    t = from_origin(-7, 71, 3, 3)  # spans both clusters; no pixel centre on a cell edge
+    ids = P.region_ids(grid, UTM, t, 30, 95)
+    np.testing.assert_array_equal(ids, P.region_ids(polys, UTM, t, 30, 95))
+    assert set(np.unique(ids)) == set(range(-1, 12))
+    assert cg.region_of(np.array([10.0, 250.0, 150.0]), np.array([50.0, 5.0, 5.0])).tolist() \
+        == [0, 11, -1]
+
+
+def test_one_cluster_gives_the_grids_over_the_study_extent(tmp_path):
+    # two adjacent scenes (the demo's layout): one cluster, grids exactly as over the extent
+    t1 = from_origin(500000, 5800000, 30, 30)
+    t2 = from_origin(500000 + 48 * 30, 5800000, 30, 30)
+    meta, index = make_store(tmp_path / "tiles", {"s1": (t1, 48, 48, None),
+                                                  "s2": (t2, 48, 48, None)}, 16)
+    config, ds = _dataset(tmp_path, regions=False)
+    parts = {p.name: p for p in P.build_partitions(tmp_path / "tiles", config, ds,
+                                                   tmp_path / "partitions.gpkg")}
+    ref = {p.name: p for p in P.generate_partitionings(tuple(index.total_bounds), UTM,
+                                                       tile_centres=P.tile_centres(index))}
+    for name, part in ref.items():
+        assert parts[name].grid == part.grid, name
+        assert parts[name].names == part.names, name
+        assert all(shapely.equals(a, b) for a, b in zip(parts[name].regions.geometry.values,
+                                                         part.regions.geometry.values)), name
+
+
+def test_partitions_gpkg_round_trip_with_clusters(tmp_path):
+    clusters = [(0, 500, 100, 600), (0, 0, 300, 100), (1000, 0, 1100, 50)]
+    parts = P.generate_partitionings((0, 0, 1100, 600), UTM, grid_max=3, offset_grids=2,
+                                     kmeans=(), clusters=clusters, seed=4)
+    path = tmp_path / "p.gpkg"
+    P.write_partitions(parts, path)
+    back = P.read_partitions(path)
+    for p in parts:
+        q = back[p.name]
+        assert q.kind == p.kind and q.names == p.names and q.grid == p.grid, p.name
+    # evaluation's SPAD family (kind 'grid') is training's default pattern ('grid_*')
+    spad_eval = [n for n, q in back.items() if q.kind == "grid"]
+    assert spad_eval == [n for n in back if fnmatch.fnmatch(n, "grid_*")] and len(spad_eval) == 8
