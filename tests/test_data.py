@@ -243,3 +243,91 @@ def test_dataset_pickles_without_memmaps(store):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._maps is None
     torch.testing.assert_close(clone[0]["image"], first["image"])
+
+
+# ------------------------------------------------------- issue 10: replicates, balanced sampling
+def add_split_column(store: Path, name: str = "split__s1_f0") -> list[int]:
+    """Add a replicate split column (train/val/test/buffer, a different deal than ``split``);
+    return the tile ids it puts in train."""
+    from spatialfair.tiling import TileStore
+
+    ts = TileStore(store)
+    index = ts.index.copy()
+    index[name] = [["val", "train", "buffer", "train", "test", "train"][i % 6]
+                   for i in range(len(index))]
+    ts.write_index(index)
+    return index.loc[index[name] == "train", "tile_id"].astype(int).tolist()
+
+
+def test_split_column_selects_the_replicates_tiles(store):
+    train_ids = add_split_column(store)
+    ds = TileDataset(store, "train", split_column="split__s1_f0")
+    assert ds.tile_ids.tolist() == train_ids == [1, 3, 5, 7, 9, 11]
+    assert ds.split_column == "split__s1_f0"
+    every = [tile_table(store, s, split_column="split__s1_f0")["tile_id"].tolist()
+             for s in ("train", "val", "test")]
+    assert sorted(sum(every, [])) == [i for i in range(12) if i % 6 != 2]  # buffer: nowhere
+    img, lab, _, _ = _raw(store, "all")
+    rows = np.asarray(train_ids)
+    ok = ~((lab[rows] == 255) & (img[rows] == 0).all(axis=1))
+    mean, _ = band_stats(store, "train", split_column="split__s1_f0")
+    np.testing.assert_allclose(mean, img[rows].transpose(1, 0, 2, 3)[:, ok].mean(axis=1),
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(mean, band_stats(store, "train")[0])
+    counts = region_pixel_counts(store, 3, "train", split_column="split__s1_f0")
+    assert counts.sum() == sum(int(((lab[i] != 255) & (_raw(store, "all")[2][i] >= 0)).sum())
+                               for i in train_ids)
+    with pytest.raises(InputError, match="split__s9_f9"):
+        TileDataset(store, "train", split_column="split__s9_f9")
+
+
+def test_region_class_pixel_counts(store):
+    _, lab, reg, _ = _raw(store, "train")
+    counts = region_pixel_counts(store, 3, "train", by_class=True)
+    ref = [int(((reg == r) & (lab == c)).sum()) for r in range(3) for c in range(2)]
+    assert counts.tolist() == ref
+    assert counts.reshape(3, 2).sum(1).tolist() == region_pixel_counts(store, 3, "train").tolist()
+
+
+def test_balanced_sampler_makes_regions_equally_likely():
+    from spatialfair.data import BalancedSampler
+
+    groups = np.array([0] * 8 + [1] * 3 + [2] * 1 + [-1] * 2)
+    sampler = BalancedSampler(groups, seed=4)
+    assert len(sampler) == len(groups)
+    drawn = []
+    for epoch in range(1000):
+        sampler.set_epoch(epoch)
+        drawn.append(list(sampler))
+    drawn = np.concatenate(drawn)
+    freq = np.bincount(groups[drawn] + 1, minlength=4) / len(drawn)
+    assert freq[0] == 0  # tiles outside every region are never drawn
+    np.testing.assert_allclose(freq[1:], 1 / 3, atol=0.015)  # 14000 draws: sd 0.004
+    # deterministic per (seed, epoch), different across epochs and seeds
+    sampler.set_epoch(7)
+    again = BalancedSampler(groups, seed=4)
+    again.set_epoch(7)
+    assert list(sampler) == list(again)
+    again.set_epoch(8)
+    assert list(sampler) != list(again)
+    assert list(BalancedSampler(groups, seed=5)) != list(BalancedSampler(groups, seed=4))
+    # power 0: every tile with a region equally likely
+    np.testing.assert_allclose(BalancedSampler(groups, power=0).p[:12], 1 / 12)
+    # DDP: the ranks' shards interleave into the single-process draw (padded to 2 x 7)
+    ranks = [BalancedSampler(groups, seed=4, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(3)
+    sampler.set_epoch(3)
+    full = sampler.draw()
+    assert [len(r) for r in ranks] == [7, 7]
+    np.testing.assert_array_equal(np.stack([list(r) for r in ranks], 1).ravel(), full)
+
+
+def test_balanced_loader_draws_by_tile_region(store):
+    ds = TileDataset(store, "all")
+    loader = make_loader(ds, 4, train=True, seed=1, balanced=1.0)
+    assert type(loader.sampler).__name__ == "BalancedSampler"
+    ids = torch.cat([b["tile_id"] for e in range(40) for b in
+                     (loader.sampler.set_epoch(e) or loader)]).numpy()
+    region = tile_table(store, "all").set_index("tile_id").loc[ids, "region__regions"]
+    np.testing.assert_allclose(np.bincount(region, minlength=3) / len(ids), 1 / 3, atol=0.04)
