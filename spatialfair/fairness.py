@@ -603,6 +603,13 @@ class SPAD(Strategy):
     column order. Confusion counts of the training predictions are kept for every partitioning
     at once (one ``bincount`` per batch over tile x true x predicted, then an ``index_add`` of
     tiles into regions), decayed so that they remember about one epoch.
+
+    Schedule: ERM for ``warmup_steps`` (default a quarter of the run, shortened so that at
+    least one step per partitioning remains), then a switch every ``switch_every`` steps
+    (default: the remaining steps divided by the number of partitionings) to the next
+    partitioning of a seeded permutation, drawn anew after each full cycle. So every
+    partitioning is visited in a run of at least as many steps as partitionings; a shorter
+    run visits the first ones of the permutation (logged).
     """
 
     name = "spad"
@@ -622,10 +629,19 @@ class SPAD(Strategy):
         self.partition_sizes = [int(k) for k in partition_sizes]
         self.num_classes = int(num_classes)
         self.metric, self.eps = metric, float(eps)
-        if warmup_steps is None:
-            warmup_steps = 500 if total_steps is None else max(1, round(0.25 * total_steps))
-        if switch_every is None:
-            switch_every = steps_per_epoch or 100
+        n_parts = len(self.partition_sizes)
+        if warmup_steps is None:  # a quarter of the run, but leave a step per partitioning
+            warmup_steps = 500 if total_steps is None else min(
+                max(1, round(0.25 * total_steps)), max(0, total_steps - n_parts))
+        if switch_every is None:  # visit every partitioning (a seeded permutation) in the run
+            switch_every = (max(1, (total_steps - warmup_steps) // n_parts)
+                            if total_steps is not None else steps_per_epoch or 100)
+        if total_steps is not None:
+            visits = max(0, -(-(total_steps - warmup_steps) // max(1, int(switch_every))))
+            if visits < n_parts:
+                log.warning("spad: %d step(s) after warm-up switch to %d of the %d "
+                            "partitionings (the first of a seeded permutation); train longer "
+                            "to visit all", total_steps - warmup_steps, visits, n_parts)
         self.warmup_steps, self.switch_every = int(warmup_steps), max(1, int(switch_every))
         self.decay = 1.0 - 1.0 / max(2, steps_per_epoch or self.switch_every)
         p, kmax, c = len(self.partition_sizes), max(self.partition_sizes), self.num_classes

@@ -624,3 +624,40 @@ def test_partitions_gpkg_round_trip_with_clusters(tmp_path):
     # evaluation's SPAD family (kind 'grid') is training's default pattern ('grid_*')
     spad_eval = [n for n, q in back.items() if q.kind == "grid"]
     assert spad_eval == [n for n in back if fnmatch.fnmatch(n, "grid_*")] and len(spad_eval) == 8
+
+
+# ----------------------------------------------------------------------------- SPAD visits
+
+
+def _spad_run(total_steps, steps_per_epoch, n_parts=24, **kw):
+    import torch
+
+    from spatialfair.fairness import SPAD
+
+    s = SPAD(4, partition_sizes=[4] * n_parts, num_classes=2, total_steps=total_steps,
+             steps_per_epoch=steps_per_epoch, seed=1, **kw)
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4, generator=g)
+    target = torch.randint(0, 2, (2, 4, 4), generator=g)
+    tile_regions = torch.randint(0, 4, (2, n_parts), generator=g)
+    for _ in range(total_steps):
+        pixel_loss = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+        s.loss(pixel_loss, torch.ones_like(target, dtype=torch.bool), None, logits=logits,
+               target=target, tile_regions=tile_regions)
+    return s
+
+
+@pytest.mark.parametrize("total_steps,steps_per_epoch", [(100, 25), (24, 6), (400, 10)])
+def test_spad_visits_every_partitioning_in_a_run(total_steps, steps_per_epoch):
+    # a short run of 4 epochs used to switch once per epoch after warm-up: 3 of 24 visited
+    s = _spad_run(total_steps, steps_per_epoch)
+    visited = [p for _, p in s.history]
+    assert len(visited) >= 24 and sorted(set(visited)) == list(range(24))
+    assert sorted(visited[:24]) == list(range(24))  # the first cycle is a permutation
+
+
+def test_spad_with_fewer_steps_than_partitionings_visits_as_many(caplog):
+    with caplog.at_level(logging.WARNING, logger="spatialfair.fairness"):
+        s = _spad_run(10, 5)
+    assert len({p for _, p in s.history}) == 10 and s.warmup_steps == 0
+    assert any("10 of the 24 partitionings" in r.getMessage() for r in caplog.records)
