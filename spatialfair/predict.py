@@ -51,6 +51,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -634,6 +635,8 @@ def predict_scenes_from_bundle(
     for image, classes, probs in zip(image_paths, out_classes, out_probs):
         outs = [Path(p) for p in (classes, probs) if p is not None]
         if cache.restore(outs):
+            log.info("%s: finished before an interruption, taken from %s", outs[0].name,
+                     cache.folder)
             results.append(None)
             continue
         staged = cache.staging(outs)
@@ -680,7 +683,6 @@ class _ResumeCache:
                 os.link(k, o)
             except OSError:
                 shutil.copy2(k, o)
-        log.info("%s: finished scene taken from %s", outs[0].name, self.folder)
         return True
 
     def clear(self) -> None:
