@@ -16,7 +16,7 @@ from .errors import InputError
 
 #: Sub-commands in pipeline order; each is a module in spatialfair.commands.
 COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "aggregate",
-            "compare", "validate"]
+            "compare", "audit", "validate"]
 
 log = logging.getLogger("spatialfair")
 

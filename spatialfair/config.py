@@ -198,7 +198,7 @@ def dataset_config(
             f"config: datasets.{name}.colors", f"{len(colors)} colours for {len(classes)} classes",
             "give one '#rrggbb' colour per class",
         )
-    images = _expand(block["images"], base)
+    images = _expand(block.get("images") or [], base)  # none for an audit dataset
     labels = _expand(block["labels"], base)
     if require_files:
         if not images:

@@ -1,0 +1,646 @@
+"""Audit any map: per-region fairness of predictions made anywhere, without training.
+
+Most people who need a spatial fairness map already have a map (a national flood product, a
+crop-type layer, a model trained elsewhere), reference labels for part of the area and
+administrative regions. :func:`audit_map` scores such a map against the labels, per region
+of the user's regions and of the generated multi-scale partitionings (grids, offset grids,
+k-means), and writes the same outputs as a run's ``fairness/`` folder (``metrics.json``,
+``by_region.csv``, ``fairness.gpkg`` with embedded QGIS styles, ``fairness_<metric>.tif``,
+``map.png``, ``regions.png``) through :mod:`spatialfair.evaluate` and :mod:`spatialfair.maps`.
+
+How, in one windowed pass over the labels (only labelled pixels count; the inputs are
+handled in :mod:`spatialfair.audit_inputs`):
+
+* The map is cut into square spatial blocks of ``block_size`` metres. Every generated grid
+  in the scene's CRS is separable in rows and columns, like the blocks, so in each window the
+  columns (and rows) fall into runs on which every grid cell and block stays the same; a
+  pixel's run pair is its *cell*. The user's regions and k-means cells (rasterized, only
+  where a window holds more than one of them) refine cells into *atoms*. One
+  ``np.bincount`` of ``atom x truth x prediction`` per window then gives every
+  partitioning's per-region confusion matrices at once, kept per block.
+* Uncertainty: each region's deviation of the headline metric from the overall value gets a
+  percentile confidence interval from a spatial block bootstrap (:mod:`spatialfair.bootstrap`),
+  and the configured significance test (:mod:`spatialfair.significance`) runs on blocks as
+  units (a block belongs to the region holding most of its labelled pixels).
+
+Tables gain ``deviation_ci_low``, ``deviation_ci_high``, ``n_boot`` (replicates in which the
+region had a value) and ``ci_excludes_zero`` (never for regions left out of the summaries:
+small, or without a true pixel of the headline metric's class).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.crs import CRS
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+from tqdm import tqdm
+
+from .audit_inputs import (Pair, PredictionReader, ValueMap, check_pair, pair_files,
+                           parse_class_map, read_labels)
+from .bootstrap import block_bootstrap, block_pixels
+from .errors import InputError
+from .metrics import MAX_CLASSES, _PixelPairs, metric_names
+
+log = logging.getLogger(__name__)
+
+#: Target side (pixels) of a window of the pass; rounded to whole blocks of the label file.
+WINDOW_SIDE = 1024
+#: Largest number of bins (atoms x (C+1)^2) one count may have; larger windows are split.
+MAX_BINS = 1 << 22
+
+
+def audit_defaults() -> dict[str, Any]:
+    """Every audit setting's default, read from the config schema (the one source)."""
+    from .config import load_schema
+
+    schema = load_schema()
+    props = schema["properties"]
+    ds = props["datasets"]["additionalProperties"]["properties"]
+
+    def defaults(block: dict) -> dict[str, Any]:
+        return {k: v.get("default") for k, v in block["properties"].items()}
+
+    return {**defaults(ds["audit"]), "evaluation": defaults(props["evaluation"]),
+            "partitions": defaults(props["partitions"]), "seed": props["seed"]["default"],
+            "ignore_index": ds["ignore_index"]["default"],
+            "region_column": ds["region_column"]["default"]}
+
+
+@dataclass
+class _Scene:
+    name: str
+    pair: Pair
+    block: tuple[int, int]  # rows, cols of a block in pixels
+    n_block_cols: int
+    block_offset: int  # global id of this scene's first block
+
+
+@dataclass
+class _Counts:
+    """Sparse per-(block, region) confusion counts of every partitioning, kept bounded by
+    merging equal keys whenever a list grows."""
+
+    parts: dict[str, Any]
+    c: int
+    keys: dict[str, list] = field(default_factory=dict)
+    cms: dict[str, list] = field(default_factory=dict)
+    n_unpredicted: int = 0
+
+    def add(self, name: str, keys: np.ndarray, cm: np.ndarray) -> None:
+        self.keys.setdefault(name, []).append(keys)
+        self.cms.setdefault(name, []).append(cm)
+        if len(self.keys[name]) > 64:
+            self.merge(name)
+
+    def merge(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.concatenate(self.keys.get(name) or [np.zeros(0, np.int64)])
+        cms = np.concatenate(self.cms.get(name) or [np.zeros((0, self.c, self.c), np.int64)])
+        uniq, inv = np.unique(keys, return_inverse=True)
+        out = np.zeros((len(uniq), self.c, self.c), np.int64)
+        np.add.at(out, inv.ravel(), cms)
+        self.keys[name], self.cms[name] = [uniq], [out]
+        return uniq, out
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run id of every row of ``keys`` (a new run where the row differs from the previous
+    one) and the key row of every run."""
+    if len(keys) == 0:
+        return np.zeros(0, np.int64), keys
+    change = np.any(keys[1:] != keys[:-1], axis=1)
+    run = np.concatenate([[0], np.cumsum(change)])
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1])
+    return run, keys[starts]
+
+
+def _axis_keys(grids: list, sc: _Scene, wt, r0: int, c0: int, h: int, w: int):
+    """Row and column key matrices: grid row/col of every separable grid, then block row/col."""
+    xs = wt.c + (np.arange(w) + 0.5) * wt.a
+    ys = wt.f + (np.arange(h) + 0.5) * wt.e
+    colk = np.empty((w, len(grids) + 1), np.int64)
+    rowk = np.empty((h, len(grids) + 1), np.int64)
+    for g, (_, spec, _) in enumerate(grids):
+        colk[:, g] = spec.cell_ids(xs, np.full(w, spec.bounds[1]))[1]
+        rowk[:, g] = spec.cell_ids(np.full(h, spec.bounds[0]), ys)[0]
+    colk[:, -1] = (c0 + np.arange(w)) // sc.block[1]
+    rowk[:, -1] = (r0 + np.arange(h)) // sc.block[0]
+    return rowk, colk
+
+
+def _region_hits(others: list, crs, wt, h: int, w: int) -> list:
+    """Per non-separable partitioning: ("const", id) or ("vary", sorted candidate ids)."""
+    out = []
+    x0, y1 = wt.c, wt.f
+    x1, y0 = wt.c + w * wt.a, wt.f + h * wt.e
+    box = shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    for p in others:
+        regs = p.regions_in(crs)
+        hits = np.sort(regs.sindex.query(box))
+        if len(hits) == 0:
+            out.append(("const", -1))
+        elif len(hits) == 1 and shapely.contains(regs.geometry.values[hits[0]], box):
+            out.append(("const", int(regs["region_id"].to_numpy()[hits[0]])))
+        else:
+            out.append(("vary", regs["region_id"].to_numpy()[hits]))
+    return out
+
+
+def _batches(hits: list, n_cells: int, max_atoms: int) -> list[list[int]]:
+    """Varying partitionings grouped so that each group's atoms stay below ``max_atoms``."""
+    batches: list[list[int]] = [[]]
+    size = n_cells
+    for i, (kind, ids) in enumerate(hits):
+        if kind != "vary":
+            continue
+        if batches[-1] and size * (len(ids) + 1) > max_atoms:
+            batches.append([])
+            size = n_cells
+        batches[-1].append(i)
+        size *= len(ids) + 1
+    return batches
+
+
+def _count_window(sc: _Scene, plan: tuple[list, list], counts: _Counts, y: np.ndarray,
+                  pred: np.ndarray, r0: int, c0: int, ignore: int) -> None:
+    """Add one window's labelled pixels to ``counts``: split into quarters while its atoms
+    are too many, then one count per batch of varying partitionings (usually one)."""
+    grids, others = plan
+    h, w = y.shape
+    crs = sc.pair.label.crs
+    wt = window_transform(Window(c0, r0, w, h), sc.pair.label.transform)
+    rowk, colk = _axis_keys(grids, sc, wt, r0, c0, h, w)
+    row_run, row_keys = _runs(rowk)
+    col_run, col_keys = _runs(colk)
+    hits = _region_hits(others, crs, wt, h, w)
+    c1 = counts.c + 1
+    batches = _batches(hits, len(row_keys) * len(col_keys), max(1, MAX_BINS // (c1 * c1)))
+    if len(batches) > 1 and h * w > 4096:
+        hh, ww = max(1, h // 2), max(1, w // 2)
+        for dr, dc in ((0, 0), (0, ww), (hh, 0), (hh, ww)):
+            sub = (slice(dr, dr + hh if dr == 0 else h), slice(dc, dc + ww if dc == 0 else w))
+            if y[sub].size:
+                _count_window(sc, plan, counts, y[sub], pred[sub], r0 + dr, c0 + dc, ignore)
+        return
+    cell = (row_run[:, None] * len(col_keys)).astype(np.int64) + col_run[None, :]
+    try:
+        pairs = _PixelPairs(y, pred, counts.c, ignore)
+        for k, batch in enumerate(batches):
+            _count_batch(sc, grids, others, hits, batch, k == 0, counts, pairs, cell, wt,
+                         (row_keys, col_keys), reuse=len(batches) > 1)
+    except ValueError as exc:
+        raise InputError(sc.pair.label.path if "y_true" in str(exc) else sc.pair.pred.path,
+                         f"{exc} (window at row {r0}, col {c0})",
+                         "labels must hold class ids 0..C-1 or the ignore value") from None
+
+
+def _count_batch(sc, grids, others, hits, batch, first, counts, pairs, cell, wt, keys, *,
+                 reuse: bool) -> None:
+    """One ``bincount`` of atoms = cells x the regions of the batch's partitionings."""
+    from .partitions import region_ids
+
+    h, w = cell.shape
+    atom, n_atoms = cell, len(keys[0]) * len(keys[1])
+    for i in batch:
+        ids, p = hits[i][1], others[i]
+        lut = np.zeros(p.n_regions + 1, np.int64)
+        lut[ids + 1] = np.arange(1, len(ids) + 1)
+        atom = atom * (len(ids) + 1) + lut[region_ids(p, sc.pair.label.crs, wt, h, w) + 1]
+        n_atoms *= len(ids) + 1
+    raw = pairs.counts(atom, n_atoms, reuse=reuse)[1:]
+    c = counts.c
+    if first:
+        counts.n_unpredicted += int(raw[:, :c, c].sum())
+    cm = raw[:, :c, :c]
+    nz = np.flatnonzero(cm.sum(axis=(1, 2)))
+    if len(nz):
+        _decode(sc, grids if first else [], others, hits, batch, first, counts, nz, cm[nz],
+                *keys)
+
+
+def _decode(sc, grids, others, hits, batch, first, counts, atoms, cm, row_keys, col_keys
+            ) -> None:
+    """Turn atom ids back into (block, region) keys of every partitioning and store them:
+    the batch's varying partitionings, and with ``first`` the blocks, grids and constants."""
+    rem = atoms.astype(np.int64)
+    local = {}
+    for i in reversed(batch):
+        m = len(hits[i][1]) + 1
+        local[i], rem = rem % m, rem // m
+    rk, ck = row_keys[rem // len(col_keys)], col_keys[rem % len(col_keys)]
+    block = sc.block_offset + rk[:, -1] * sc.n_block_cols + ck[:, -1]
+    if first:
+        counts.add("__blocks__", block, cm)
+    for g, (p, spec, offset) in enumerate(grids):
+        r, c = rk[:, g], ck[:, g]
+        region = np.where((r >= 0) & (c >= 0), offset + r * spec.cols + c, -1)
+        counts.add(p.name, block * (p.n_regions + 1) + region + 1, cm)
+    for i, p in enumerate(others):
+        kind, ids = hits[i]
+        if kind == "const" and first:
+            region = np.full(len(block), ids, np.int64)
+        elif i in local:
+            region = np.where(local[i] > 0, np.concatenate([[-1], ids])[local[i]], -1)
+        else:
+            continue
+        counts.add(p.name, block * (p.n_regions + 1) + region + 1, cm)
+
+
+def _separable(parts: Mapping[str, Any], info) -> tuple[list, list]:
+    """(grids, others) for one scene: grids are (partitioning, GridSpec, id offset) whose
+    regions follow rows and columns of the scene (a grid in its CRS, or the one cluster grid
+    of a ClusterGrids that the scene touches); others go through region_ids."""
+    from .partitions import GridSpec, same_crs
+
+    west, south, east, north = info.bounds
+    grids, others = [], []
+    for p in parts.values():
+        spec = p.grid
+        if spec is None or not same_crs(spec.crs, info.crs):
+            others.append(p)
+        elif isinstance(spec, GridSpec):
+            grids.append((p, spec, 0))
+        else:
+            hit = [k for k, g in enumerate(spec.grids) if g.bounds[0] <= east and
+                   g.bounds[2] >= west and g.bounds[1] <= north and g.bounds[3] >= south]
+            if len(hit) == 1:
+                grids.append((p, spec.grids[hit[0]], int(spec.offsets[hit[0]])))
+            else:
+                others.append(p)
+    return grids, others
+
+
+def _windows(info, side: int) -> list[Window]:
+    bh, bw = info.block_shape
+    wh, ww = max(bh, side // bh * bh), max(bw, side // bw * bw)
+    return [Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
+            for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
+
+
+def scan(scenes: Sequence[_Scene], parts: Mapping[str, Any], value_map: ValueMap,
+         num_classes: int, ignore: int, window_side: int = WINDOW_SIDE) -> _Counts:
+    """The one pass: read every label window and its prediction, count per block and region."""
+    counts = _Counts(dict(parts), num_classes)
+    for sc in scenes:
+        grids, others = _separable(parts, sc.pair.label)
+        reader = PredictionReader(sc.pair, value_map)
+        try:
+            with rasterio.open(sc.pair.label.path) as lsrc:
+                for win in tqdm(_windows(sc.pair.label, window_side), desc=f"audit {sc.name}",
+                                unit="window", disable=None, leave=False):
+                    y = read_labels(lsrc, sc.pair.label, win, ignore)
+                    if not (y != ignore).any():
+                        continue
+                    pred = reader.read(win)
+                    _count_window(sc, (grids, others), counts, y, pred, int(win.row_off),
+                                  int(win.col_off), ignore)
+        finally:
+            reader.close()
+        for name in counts.keys:
+            counts.merge(name)
+    return counts
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _study_crs(scenes: Sequence[_Scene]) -> CRS:
+    """The labels' CRS when they share one, else EPSG:4326 (as for a tile store)."""
+    from .partitions import same_crs
+
+    first = scenes[0].pair.label.crs
+    if all(same_crs(sc.pair.label.crs, first) for sc in scenes):
+        return first
+    log.info("label rasters are in several CRSs: regions, grids and maps use EPSG:4326")
+    return CRS.from_epsg(4326)
+
+
+def _footprints(scenes: Sequence[_Scene], crs: CRS) -> list:
+    from rasterio.warp import transform_bounds
+
+    out = []
+    for sc in scenes:
+        b = sc.pair.label.bounds
+        if sc.pair.label.crs != crs:
+            b = transform_bounds(sc.pair.label.crs, crs, *b, densify_pts=21)
+        out.append(shapely.box(*b))
+    return out
+
+
+def _block_centres(scenes: Sequence[_Scene], crs: CRS) -> np.ndarray:
+    """Centres of every block of every label raster, in ``crs`` (k-means input)."""
+    from rasterio.warp import transform as warp_transform
+
+    pts = []
+    for sc in scenes:
+        info, (bh, bw) = sc.pair.label, sc.block
+        rows = np.arange(0, info.height, bh) + np.minimum(bh, info.height - np.arange(0, info.height, bh)) / 2
+        cols = np.arange(0, info.width, bw) + np.minimum(bw, info.width - np.arange(0, info.width, bw)) / 2
+        cc, rr = np.meshgrid(cols, rows)
+        xs, ys = info.transform * (cc.ravel(), rr.ravel())
+        if info.crs != crs:
+            xs, ys = warp_transform(info.crs, crs, xs, ys)
+        pts.append(np.column_stack([xs, ys]))
+    return np.concatenate(pts)
+
+
+def _partitionings(scenes, crs, regions, region_column, regions_layer, part_opts, seed
+                   ) -> dict[str, Any]:
+    """The user's regions (if any) and the generated partitionings over the labels' extent."""
+    from .partitions import (Partitioning, check_overlap, generate_partitionings,
+                             load_regions, scene_clusters)
+
+    foot = _footprints(scenes, crs)
+    extent = shapely.union_all(foot)
+    parts: dict[str, Any] = {}
+    if regions is not None:
+        gdf = load_regions(regions, region_column, regions_layer)
+        gdf = check_overlap(gdf, extent, crs, source=regions)
+        parts["regions"] = Partitioning("regions", "regions", gdf)
+    clusters = scene_clusters(np.array([f.bounds for f in foot]),
+                              float(part_opts.get("cluster_gap", 1.0)))
+    for p in generate_partitionings(extent.bounds, crs, grid_max=part_opts["grid_max"],
+                                    offset_grids=part_opts["offset_grids"],
+                                    kmeans=part_opts["kmeans"],
+                                    tile_centres=_block_centres(scenes, crs), seed=seed,
+                                    clusters=clusters):
+        parts[p.name] = p
+    return parts
+
+
+def _scenes(pairs: Sequence[Pair], block_size: float) -> list[_Scene]:
+    scenes, offset, names = [], 0, set()
+    for pair in pairs:
+        info = pair.label
+        bh, bw = block_pixels(info.crs, info.transform, info.width, info.height, block_size)
+        nbr, nbc = -(-info.height // bh), -(-info.width // bw)
+        name = info.path.stem if info.path.stem not in names else str(info.path)
+        names.add(name)
+        scenes.append(_Scene(name, pair, (bh, bw), nbc, offset))
+        log.info("%s: %dx%d px, blocks of %dx%d px (%g m), %d blocks", name, info.width,
+                 info.height, bw, bh, block_size, nbr * nbc)
+        offset += nbr * nbc
+    return scenes
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _block_groups(bi: np.ndarray, reg: np.ndarray, cms: np.ndarray, n_blocks: int
+                  ) -> np.ndarray:
+    """Region of every block for the significance test: the one with most of its pixels."""
+    groups = np.full(n_blocks, -1, np.int64)
+    if len(bi):
+        npx = cms.sum(axis=(1, 2))
+        order = np.lexsort((-npx, bi))
+        first = order[np.concatenate([[True], bi[order][1:] != bi[order][:-1]])]
+        groups[bi[first]] = reg[first]
+    return groups
+
+
+def _tables_and_units(counts: _Counts, parts: Mapping[str, Any], classes: Sequence[str]):
+    """Per-partitioning region confusion (row 0 = no region), block entries and block groups."""
+    bkeys, bcm = counts.merge("__blocks__")
+    c = len(classes)
+    cm_parts, entries, groups = {}, {}, {}
+    for name, p in parts.items():
+        keys, cms = counts.merge(name)
+        r1 = p.n_regions + 1
+        bi, reg = np.searchsorted(bkeys, keys // r1), keys % r1 - 1
+        cm = np.zeros((r1, c, c), np.int64)
+        np.add.at(cm, reg + 1, cms)
+        cm_parts[name], entries[name] = cm, (bi, reg, cms)
+        groups[name] = _block_groups(bi, reg, cms, len(bkeys))
+    return bkeys, bcm, cm_parts, entries, groups
+
+
+def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
+    """Bootstrap CIs of every region's deviation into the tables and the JSON document."""
+    from .evaluate import _json_value
+
+    for name, p in parts.items():
+        bi, reg, cms = entries[name]
+        ci = block_bootstrap(bcm, bi, reg, cms, p.n_regions, classes, headline,
+                             n_boot=s["n_boot"], confidence=s["confidence"], seed=s["seed"])
+        t = result.tables[name]
+        left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
+        t["deviation_ci_low"] = ci.low
+        t["deviation_ci_high"] = ci.high
+        t["n_boot"] = ci.n_valid
+        t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
+        doc = result.metrics["partitionings"][name]
+        for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
+            entry.update(_json_value({k: row[k] for k in (
+                "deviation_ci_low", "deviation_ci_high", "n_boot", "ci_excludes_zero")}))
+        doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
+
+
+def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, run, inputs
+            ) -> Any:
+    """Metrics, significance on blocks and bootstrap CIs, as an EvaluationResult."""
+    from .evaluate import _assemble, _json_value, _Units
+    from .significance import unit_values
+
+    bkeys, bcm, cm_parts, entries, groups = _tables_and_units(counts, parts, classes)
+    if bcm.sum() == 0:
+        raise InputError(inputs["labels"][0], "no labelled pixel has a prediction",
+                         "check that the labels hold class ids where the map has values, and "
+                         "the ignore/nodata values")
+    unit_vals, unit_pix = unit_values(bcm, classes, headline)
+    min_unit = max(1, int(0.05 * min(sc.block[0] * sc.block[1] for sc in scenes)))
+    acc = SimpleNamespace(overall=bcm.sum(axis=0), cm=cm_parts)
+    blocks_per_region = {name: np.bincount(g[g >= 0], minlength=parts[name].n_regions)
+                         for name, g in groups.items()}
+    units = _Units(kind="block", values=unit_vals, n_pixels=unit_pix, region=groups,
+                   tiles_per_region=blocks_per_region, block_tiles=None)
+    meta = {"study_crs": crs.to_wkt(), "scenes": {
+        sc.name: {"crs": sc.pair.label.crs.to_wkt(), "transform": list(sc.pair.label.transform)[:6],
+                  "width": sc.pair.label.width, "height": sc.pair.label.height}
+        for sc in scenes}}
+    config = {"evaluation": s["evaluation"], "seed": s["seed"]}
+    result = _assemble(config, SimpleNamespace(name=dataset, task=task), acc, dict(parts),
+                       units, min_unit, "audit", run, headline, list(classes), meta,
+                       len(bkeys))
+    doc = result.metrics
+    doc["n_blocks"] = doc.pop("n_tiles")
+    doc["significance"]["block_size_m"] = s["block_size"]
+    doc["bootstrap"] = {"method": "spatial block bootstrap, percentile interval",
+                        "statistic": f"{headline} of the region - overall {headline}",
+                        "n_boot": s["n_boot"], "confidence": s["confidence"],
+                        "block_size_m": s["block_size"], "n_blocks": int(len(bkeys)),
+                        "seed": s["seed"]}
+    doc["audit"] = _json_value({
+        **inputs, "class_map": s["class_map"], "threshold": s["threshold"], "band": s["band"],
+        "align": s["align"], "n_unpredicted": counts.n_unpredicted,
+        "blocks": {sc.name: {"rows_px": sc.block[0], "cols_px": sc.block[1]} for sc in scenes},
+    })
+    _add_intervals(result, entries, bcm, parts, classes, headline, s)
+    return result
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults from the schema, overridden by every setting that is not None."""
+    s = audit_defaults()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("evaluation", "partitions"):
+            s[key] = {**s[key], **value}
+        else:
+            s[key] = value
+    if s["align"] not in ("none", "nearest"):
+        raise InputError("align", f"unknown alignment {s['align']!r}", "use 'none' or 'nearest'")
+    if s["block_size"] <= 0 or s["n_boot"] < 0 or not 0 < s["confidence"] < 1:
+        raise InputError("audit settings", f"block_size {s['block_size']}, n_boot "
+                         f"{s['n_boot']}, confidence {s['confidence']}",
+                         "block_size > 0 metres, n_boot >= 0, 0 < confidence < 1")
+    return s
+
+
+def _classes(task: str, classes: Sequence[str] | None, metric: str | None
+             ) -> tuple[list[str], str]:
+    from .config import TASK_PRESETS
+
+    if task not in TASK_PRESETS:
+        raise InputError("task", f"unknown task {task!r}", f"use one of {sorted(TASK_PRESETS)}")
+    preset = TASK_PRESETS[task]
+    classes = list(classes or preset["classes"])
+    if not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) < len(classes):
+        raise InputError("classes", f"{classes} are not 2..{MAX_CLASSES} distinct names",
+                         "name every class once, in label-id order")
+    names = metric_names(classes)
+    metric = metric or (preset["headline_metric"] if preset["headline_metric"] in names
+                        else "accuracy")
+    if metric not in names:
+        raise InputError("metric", f"unknown metric {metric!r}", f"use one of {names}")
+    return classes, metric
+
+
+def audit_map(
+    predictions: Sequence[str | Path] | str | Path,
+    labels: Sequence[str | Path] | str | Path,
+    *,
+    out_dir: str | Path | None,
+    regions: str | Path | None = None,
+    region_column: str | None = None,
+    regions_layer: str | None = None,
+    task: str = "flood",
+    classes: Sequence[str] | None = None,
+    metric: str | None = None,
+    class_map: str | Mapping[Any, Any] | None = None,
+    threshold: float | None = None,
+    band: int | None = None,
+    align: str | None = None,
+    block_size: float | None = None,
+    n_boot: int | None = None,
+    confidence: float | None = None,
+    ignore_index: int | None = None,
+    evaluation: Mapping[str, Any] | None = None,
+    partitions: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    dataset: str = "audit",
+    run: str = "audit",
+    maps: bool = True,
+    max_raster_size: int | None = None,
+    window_side: int = WINDOW_SIDE,
+):
+    """Audit prediction raster(s) against label raster(s), per region; no training.
+
+    ``predictions``/``labels``: files (a VRT mosaic works), paired by file name or one map for
+    all labels. Only labelled pixels count (``ignore_index`` and the label file's nodata are
+    not labelled). ``task`` picks the class names and headline ``metric`` unless given.
+    Every ``None`` setting takes its default from the config schema (:func:`audit_defaults`;
+    ``evaluation``/``partitions`` are partial overrides of those config blocks). With
+    ``out_dir``, writes ``metrics.json``, ``by_region.csv`` and (``maps``) ``fairness.gpkg``,
+    ``fairness_<metric>.tif``, ``map.png`` and ``regions.png`` there. Returns the
+    :class:`~spatialfair.evaluate.EvaluationResult`.
+    """
+    t0 = time.perf_counter()
+    classes, metric = _classes(task, classes, metric)
+    s = _settings(dict(region_column=region_column, class_map=class_map, threshold=threshold,
+                       band=band, align=align, block_size=block_size, n_boot=n_boot,
+                       confidence=confidence, ignore_index=ignore_index, evaluation=evaluation,
+                       partitions=partitions, seed=seed))
+    if s["class_map"] is not None and s["threshold"] is not None:
+        raise InputError("class map / threshold", "both given",
+                         "use --threshold for a probability raster or --class-map for coded "
+                         "values, not both")
+    if s["threshold"] is not None and len(classes) != 2:
+        raise InputError("threshold", f"a threshold needs two classes, got {classes}",
+                         "use --class-map for a multi-class product")
+    preds = [Path(p) for p in ([predictions] if isinstance(predictions, (str, Path))
+                               else predictions)]
+    labs = [Path(p) for p in ([labels] if isinstance(labels, (str, Path)) else labels)]
+    vmap = ValueMap(len(classes), parse_class_map(s["class_map"], classes), s["threshold"])
+    pairs = [check_pair(lab, pred, band=s["band"], num_classes=len(classes), value_map=vmap,
+                        align=s["align"]) for lab, pred in pair_files(preds, labs)]
+    scenes = _scenes(pairs, float(s["block_size"]))
+    crs = _study_crs(scenes)
+    parts = _partitionings(scenes, crs, regions, s["region_column"], regions_layer,
+                           s["partitions"], s["seed"])
+    log.info("auditing %d label raster(s) against %d prediction file(s): %d partitionings, "
+             "headline %s", len(labs), len(set(preds)), len(parts), metric)
+    t1 = time.perf_counter()
+    counts = scan(scenes, parts, vmap, len(classes), int(s["ignore_index"]), window_side)
+    t2 = time.perf_counter()
+    if counts.n_unpredicted:
+        log.warning("%d labelled pixel(s) have no prediction (outside the map or its nodata) "
+                    "and were not counted", counts.n_unpredicted)
+    inputs = {"predictions": [str(p) for p in preds], "labels": [str(p) for p in labs],
+              "regions": str(regions) if regions is not None else None}
+    result = _finish(counts, parts, scenes, crs, classes, metric, s, dataset=dataset,
+                     task=task, run=run, inputs=inputs)
+    t3 = time.perf_counter()
+    if out_dir is not None:
+        _write(result, Path(out_dir), maps, max_raster_size)
+    log.info("audit: setup %.1f s, pass %.1f s, statistics %.1f s, outputs %.1f s", t1 - t0,
+             t2 - t1, t3 - t2, time.perf_counter() - t3)
+    return result
+
+
+def _write(result, out_dir: Path, maps: bool, max_raster_size: int | None) -> None:
+    from .evaluate import write_outputs
+    from .maps import MAX_RASTER_SIZE, write_maps
+
+    write_outputs(result, out_dir)
+    if maps:
+        write_maps(result, out_dir, max_size=max_raster_size or MAX_RASTER_SIZE)
+
+
+def audit_dataset(config: dict, name: str, out_dir: str | Path, base: str | Path = ".",
+                  **overrides: Any):
+    """Audit dataset ``name`` of a validated config (its ``predictions``, ``labels``,
+    ``regions`` and ``audit`` block); keyword ``overrides`` win over the config."""
+    from .config import _expand, dataset_config
+
+    ds = dataset_config(config, name, base=base, require_files=False)
+    block = config["datasets"][name]
+    if not block.get("predictions"):
+        raise InputError(f"config: datasets.{name}", "no `predictions` to audit",
+                         "add `predictions: <glob or list>` to the dataset")
+    opts = {**block.get("audit", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    settings = dict(
+        regions=ds.regions, region_column=ds.region_column, regions_layer=ds.regions_layer,
+        task=ds.task, classes=ds.classes, metric=ds.headline_metric,
+        ignore_index=ds.ignore_index, evaluation=config.get("evaluation"),
+        partitions=config.get("partitions"), seed=config.get("seed"), dataset=name,
+    )
+    settings.update(opts)
+    return audit_map(_expand(block["predictions"], Path(base)), ds.labels, out_dir=out_dir,
+                     **settings)

@@ -1,0 +1,140 @@
+"""Spatial block bootstrap: confidence intervals for per-region deviations of one map.
+
+Why blocks: neighbouring pixels share their errors (a missed river reach, a cloud edge), so
+resampling pixels would give intervals far too narrow. The map is cut into square blocks (a
+configurable size in metres, :mod:`spatialfair.audit`), each block's confusion matrix is
+kept per region it touches, and a replicate draws as many blocks as the map has, with
+replacement, from the whole map. In each replicate the per-region and overall confusion
+matrices are the sums over the drawn blocks (a block drawn twice counts twice), from which
+the metric of every region, the overall metric and their difference (the deviation) are
+recomputed. The interval is the percentile interval of the replicate deviations (Efron and
+Tibshirani 1993, ch. 13; the moving/fixed block bootstrap of Kunsch 1989 in two dimensions).
+
+A region not drawn at all in a replicate, or whose metric is undefined in it (e.g. IoU of
+water with no water in the drawn truth), has no value in that replicate; ``n_valid`` counts
+the replicates that gave one. Replicates are generated in chunks so memory stays bounded
+(``max_values`` floats at once) whatever the number of blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .metrics import metric_arrays
+
+#: Largest number of float64 values a chunk of replicates holds at once (about 32 MB).
+MAX_VALUES = 4_000_000
+
+
+@dataclass
+class BootstrapCI:
+    """Percentile interval of each region's deviation (arrays of length R)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    n_valid: np.ndarray
+    n_boot: int
+    confidence: float
+    n_blocks: int
+
+    @property
+    def excludes_zero(self) -> np.ndarray:
+        """True where the whole interval lies on one side of zero."""
+        with np.errstate(invalid="ignore"):
+            return (self.low > 0) | (self.high < 0)
+
+
+def _replicate_weights(rng: np.random.Generator, n_blocks: int, n: int) -> np.ndarray:
+    """(n, n_blocks) float64: how often each block is drawn in each of n replicates."""
+    return rng.multinomial(n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=n).astype(
+        np.float64)
+
+
+def block_bootstrap(
+    block_cm: np.ndarray,
+    entry_block: np.ndarray,
+    entry_region: np.ndarray,
+    entry_cm: np.ndarray,
+    n_regions: int,
+    class_names: Sequence[str],
+    metric: str,
+    *,
+    n_boot: int = 999,
+    confidence: float = 0.95,
+    seed: int = 0,
+    max_values: int = MAX_VALUES,
+) -> BootstrapCI:
+    """Percentile CIs of ``metric(region) - metric(overall)`` by resampling blocks.
+
+    ``block_cm`` (N, C, C): every block's confusion matrix (all its labelled pixels, in any
+    region or none). ``entry_block``/``entry_region``/``entry_cm`` (E,), (E,), (E, C, C): the
+    part of block ``entry_block[e]`` that falls in region ``entry_region[e]`` (0..R-1;
+    entries of pixels in no region are not needed). The same ``seed`` draws the same
+    replicates for every partitioning of the same blocks.
+    """
+    block_cm = np.asarray(block_cm, dtype=np.float64)
+    n_blocks, c = block_cm.shape[0], block_cm.shape[-1]
+    c2 = c * c
+    if n_boot <= 0 or n_blocks == 0:
+        nan = np.full(n_regions, np.nan)
+        return BootstrapCI(nan, nan.copy(), np.zeros(n_regions, np.int64), 0, confidence,
+                           n_blocks)
+    keep = (entry_region >= 0) & (entry_region < n_regions)
+    rows = np.asarray(entry_block)[keep]
+    cols = (np.asarray(entry_region)[keep][:, None] * c2 + np.arange(c2)[None, :])
+    vals = np.asarray(entry_cm, dtype=np.float64)[keep].reshape(-1, c2)
+    # (N, R*C*C): row b holds block b's confusion matrix in the slots of each region it touches
+    m = sp.csr_matrix((vals.ravel(), (np.repeat(rows, c2), cols.ravel())),
+                      shape=(n_blocks, n_regions * c2))
+    total = block_cm.reshape(n_blocks, c2)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, max_values // max(n_blocks + n_regions * c2, 1)))
+    dev = np.empty((n_boot, n_regions))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        w = _replicate_weights(rng, n_blocks, b)
+        region_cm = np.asarray((m.T @ w.T).T).reshape(b, n_regions, c, c)
+        overall_cm = (w @ total).reshape(b, c, c)
+        per = metric_arrays(region_cm, class_names)[metric]
+        overall = metric_arrays(overall_cm, class_names)[metric]
+        dev[done:done + b] = per - overall[:, None]
+        done += b
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    finite = np.isfinite(dev)
+    n_valid = finite.sum(axis=0)
+    low = np.full(n_regions, np.nan)
+    high = np.full(n_regions, np.nan)
+    has = n_valid > 0
+    if has.any():
+        low[has], high[has] = np.nanpercentile(dev[:, has], [tail, 100.0 - tail], axis=0)
+    return BootstrapCI(low, high, n_valid.astype(np.int64), int(n_boot), float(confidence),
+                       int(n_blocks))
+
+
+def block_pixels(crs, transform, width: int, height: int, block_size: float
+                 ) -> tuple[int, int]:
+    """(rows, cols) in pixels of a ``block_size``-metre block on a raster grid.
+
+    Projected CRS: the pixel size times the CRS's linear unit in metres. Geographic CRS
+    (degrees): 111,320 m per degree north-south and that times cos(latitude of the raster's
+    centre) east-west, close enough for a block that only needs to be "about 1 km".
+    """
+    res_x, res_y = abs(transform.a), abs(transform.e)
+    if crs is not None and crs.is_geographic:
+        lat = transform.f + transform.e * height / 2.0
+        m_y = res_y * 111_320.0
+        m_x = res_x * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+    else:
+        factor = 1.0
+        try:
+            factor = float(crs.linear_units_factor[1]) if crs is not None else 1.0
+        except Exception:  # CRS without a linear unit: take map units as metres
+            factor = 1.0
+        m_x, m_y = res_x * factor, res_y * factor
+    return max(1, int(round(block_size / m_y))), max(1, int(round(block_size / m_x)))
