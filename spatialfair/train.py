@@ -14,27 +14,28 @@ in every region of the training partitioning (a per-region confusion matrix from
 
 where the worst region is taken over regions with at least
 ``training.selection_min_region_pixels`` labelled validation pixels and, for a class metric
-such as ``iou_water``, at least ``training.selection_min_class_pixels`` validation pixels of that
-class (if no region qualifies: all regions with pixels). Only validation counts are used, and
-the thresholds are training settings, not evaluation's (``evaluation.min_*`` are reporting
+such as ``iou_water``, at least ``training.selection_min_class_pixels`` validation pixels of
+that class (if no region qualifies: all regions with pixels). Only validation counts are used,
+and the thresholds are training settings, not evaluation's (``evaluation.min_*`` are reporting
 views that may be set after looking at test results; they must not steer training). A point
-gained in
-the worst region is worth a point of overall accuracy, so a strategy is not rewarded for
-trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
+gained in the worst region is worth a point of overall accuracy, so a strategy is not rewarded
+for trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
 strategy uses the same criterion, so comparisons stay fair.
 
 Phases. Most strategies train in one phase; ``jtt`` first runs an ERM pass and ``lastlayer``
 ends with a last-layer pass (see :class:`_Session`, docs/strategies.md).
 
 Reproducibility. Seeds come from the config or the ``seed`` argument (a replicate's; the same
-initial weights and batch order for every strategy); shuffling depends only on (seed, epoch) and augmentation on (seed, epoch, tile), and
-deterministic algorithms are requested. A checkpoint (``checkpoint.pt``: weights, optimiser,
-schedule, scaler, strategy state, RNG states, best model so far, log) is written atomically after
-every epoch; ``resume=True`` continues from it to the same final weights as an uninterrupted run.
+initial weights and batch order for every strategy); shuffling depends only on (seed, epoch)
+and augmentation on (seed, epoch, tile), and deterministic algorithms are requested. A
+checkpoint (``checkpoint.pt``: weights, optimiser, schedule, scaler, strategy state, RNG
+states, best model so far, log) is written atomically after every epoch; ``resume=True``
+continues from it to the same final weights as an uninterrupted run.
 
 Outputs in ``out_dir``: ``train_log.csv`` (per epoch: learning rate, training loss, validation
-headline metric overall and per region, worst region, difference, score), ``checkpoint.pt`` and,
-when training is complete, ``model.pt`` (bundle contract in docs/ARCHITECTURE.md).
+headline metric overall and per region, worst region, difference, score; two-phase strategies
+add a ``phase`` column), ``checkpoint.pt`` and, when training is complete, ``model.pt`` (bundle
+contract in docs/ARCHITECTURE.md, plus ``seed`` and ``split_column``).
 
 Distributed: under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank reads
 its share of the training tiles (DistributedSampler, ``set_epoch`` every epoch), region
@@ -572,7 +573,7 @@ class _Session:
         params = list(self.model.parameters())
         if kind == "head":
             params = freeze_all_but_final_layer(self.model)
-        self.kind = kind
+        self.kind, self.phase_begin = kind, sum(m for _, m in self.phases[:index])
         self.ddp_model = self.model
         if self.ctx.distributed:
             self.ddp_model = nn.parallel.DistributedDataParallel(
@@ -597,7 +598,7 @@ class _Session:
             loader = make_loader(ds, self.batch, train=False, num_workers=self.workers,
                                  device=self.device, rank=self.ctx.rank,
                                  world_size=self.ctx.world_size)
-            ids = torch.from_numpy(ds.tile_ids)
+            ids = torch.from_numpy(ds.tile_ids.copy())
             errors, counts = tile_errors(self.model, loader, ids, self.device, self.autocast,
                                          self.reduce)
             self.strategy.mark_errors(ids, errors, counts)
@@ -692,8 +693,10 @@ class _Session:
 
     def _epoch(self, epoch: int) -> None:
         t0, ctx, name = time.perf_counter(), self.ctx, self.plan.run.name
-        self.train_loader.sampler.set_epoch(epoch)
-        self.train_ds.set_epoch(epoch)
+        # data order and augmentation follow the epoch within the phase: JTT's second pass
+        # sees its data as ERM would (with no tile up-weighted it reproduces ERM)
+        self.train_loader.sampler.set_epoch(epoch - self.phase_begin)
+        self.train_ds.set_epoch(epoch - self.phase_begin)
         if self.kind == "head":
             self.ddp_model.eval()  # frozen body: normalisation layers as at inference
         else:

@@ -28,7 +28,7 @@ from spatialfair.train import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_data import make_store  # noqa: E402
+from test_data import add_split_column, make_store  # noqa: E402
 
 
 def _config(strategies=None, epochs=2, **training):
@@ -37,7 +37,8 @@ def _config(strategies=None, epochs=2, **training):
                            "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
         "strategies": strategies or ["erm"],
         "model": {"width": 4, "depth": 2},
-        "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01, **training},
+        "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01,
+                     "selection_min_region_pixels": 10, **training},
         "evaluation": {"min_region_pixels": 10},
     })
 
@@ -323,3 +324,152 @@ def test_one_cycle_scheduler_any_number_of_steps(total_steps):
     if total_steps >= 5:
         assert max(lrs) > 0.009  # the schedule reaches (about) the peak learning rate
         assert lrs[-1] < lrs[int(np.argmax(lrs))]  # and anneals afterwards
+
+
+# ------------------------------------------------- issue 10: replicates and new strategies
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_seed_override_changes_weights_deterministically(store, tmp_path, caplog):
+    config = _config(epochs=1)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, "erm")
+    s0 = _weights(train(config, ds, run, store, tmp_path / "s0"))
+    s1 = train(config, ds, run, store, tmp_path / "s1", seed=1)
+    again = _weights(train(config, ds, run, store, tmp_path / "s1b", seed=1))
+    assert _same(_weights(s1), again) and not _same(_weights(s1), s0)
+    _, bundle = load_bundle(s1)
+    assert bundle["seed"] == 1 and bundle["config"]["seed"] == 1
+    assert bundle["split_column"] == "split"
+    # the checkpoint fingerprint covers the seed: another seed does not resume it
+    train(config, ds, run, store, tmp_path / "r", stop_after_epoch=1)
+    with caplog.at_level(logging.INFO, logger="spatialfair.train"):
+        train(config, ds, run, store, tmp_path / "r", resume=True, seed=1)
+    assert "different run" in caplog.text
+    assert _same(_weights(tmp_path / "r" / "model.pt"), again)
+
+
+def test_split_column_trains_on_the_replicates_tiles(tmp_path, caplog):
+    tiles = make_store(tmp_path / "tiles", tiles_per_scene=8)
+    add_split_column(tiles)
+    config = _config(epochs=1)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, "erm")
+    path = train(config, ds, run, tiles, tmp_path / "rep", split_column="split__s1_f0",
+                 stop_after_epoch=1)
+    _, bundle = load_bundle(path.parent / "model.pt")
+    mean, _ = band_stats(tiles, "train", split_column="split__s1_f0")
+    assert bundle["norm_mean"] == pytest.approx(mean) and bundle["split_column"] == "split__s1_f0"
+    assert bundle["norm_mean"] != pytest.approx(band_stats(tiles, "train")[0])
+    with caplog.at_level(logging.INFO, logger="spatialfair.train"):
+        train(config, ds, run, tiles, tmp_path / "rep", resume=True)  # other split column
+    assert "different run" in caplog.text
+    with pytest.raises(InputError, match="split__s2_f0"):
+        train(config, ds, run, tiles, tmp_path / "x", split_column="split__s2_f0")
+
+
+def test_cli_train_seed_and_split_column(tmp_path):
+    import yaml
+
+    tiles = make_store(tmp_path / "tiles", tiles_per_scene=8)
+    add_split_column(tiles)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(_config(["erm"], epochs=1)))
+    out = tmp_path / "reps" / "s3-f0"
+    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
+                     "--tiles", str(tiles), "--out", str(out), "--seed", "3",
+                     "--split-column", "split__s1_f0"])
+    assert code == 0
+    _, bundle = load_bundle(out / "model.pt")
+    assert bundle["seed"] == 3 and bundle["split_column"] == "split__s1_f0"
+
+
+def test_selection_thresholds_are_not_evaluations(store):
+    from spatialfair.train import _Plan
+
+    config = validate_config({**_config(), "evaluation": {"min_region_pixels": 5,
+                                                          "min_class_pixels": 1000}})
+    ds = dataset_config(config, "d", require_files=False)
+    plan = _Plan(config, ds, _run(config, "erm"), store, None)
+    assert (plan.min_pixels, plan.min_class_pixels) == (10, 1)  # training.selection_*
+    tuned = _config(selection_min_class_pixels=7)
+    plan = _Plan(tuned, ds, _run(tuned, "erm"), store, None)
+    assert plan.min_class_pixels == 7
+
+
+def test_jtt_second_pass_restarts_and_equals_erm_without_errors(store, tmp_path):
+    erm_cfg = _config(epochs=2)
+    ds = dataset_config(erm_cfg, "d", require_files=False)
+    erm = _weights(train(erm_cfg, ds, _run(erm_cfg, "erm"), store, tmp_path / "erm"))
+    # nothing above an error rate of 0.999: the second pass is ERM from the same start
+    none_cfg = _config({"jtt": {"first_epochs": 1, "error_threshold": 0.999}}, epochs=2)
+    path = train(none_cfg, ds, _run(none_cfg, "jtt"), store, tmp_path / "none")
+    for key, value in _weights(path).items():
+        torch.testing.assert_close(value, erm[key], rtol=1e-4, atol=1e-5)
+    log = pd.read_csv(tmp_path / "none" / "train_log.csv")
+    assert list(log["phase"]) == ["identify", "train", "train"]
+    assert log.loc[log["phase"] == "identify", "selected"].sum() == 0
+    _, bundle = load_bundle(path)
+    assert bundle["epoch"] in (2, 3) and bundle["strategy_state"]["marked"]
+    assert len(bundle["strategy_state"]["error_tiles"]) == 0
+
+
+def test_jtt_error_set_and_resume(store, tmp_path):
+    config = _config({"jtt": {"first_epochs": 1}}, epochs=2)
+    ds = dataset_config(config, "d", require_files=False)
+    run = _run(config, "jtt")
+    full = train(config, ds, run, store, tmp_path / "full")
+    state = load_bundle(full)[1]["strategy_state"]
+    train_ids = set(TileDataset(store, "train").tile_ids.tolist())
+    marked = set(state["error_tiles"].tolist())
+    assert marked and marked < train_ids  # some, not all, training tiles are up-weighted
+    for stop in (1, 2):  # at the phase boundary and within the second pass
+        out = tmp_path / f"part{stop}"
+        train(config, ds, run, store, out, stop_after_epoch=stop)
+        resumed = train(config, ds, run, store, out, resume=True)
+        assert _same(_weights(resumed), _weights(full))
+        ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+        assert set(ckpt["strategy"]["error_tiles"].tolist()) == marked
+
+
+def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
+    from spatialfair.models import build_model
+    from spatialfair.train import final_layer
+
+    erm_cfg = _config(epochs=2)
+    ds = dataset_config(erm_cfg, "d", require_files=False)
+    erm = _weights(train(erm_cfg, ds, _run(erm_cfg, "erm"), store, tmp_path / "erm"))
+    config = _config({"lastlayer": {"head_epochs": 2}}, epochs=2)
+    path = train(config, ds, _run(config, "lastlayer"), store, tmp_path / "ll")
+    ll = _weights(path)
+    changed = sorted(k for k in erm if not torch.equal(erm[k], ll[k]))
+    assert changed == ["head.bias", "head.weight"]
+    assert final_layer(build_model(config["model"], 2, 2)) is not None
+    log = pd.read_csv(tmp_path / "ll" / "train_log.csv")
+    assert list(log["phase"]) == ["train", "train", "head", "head"]
+    assert load_bundle(path)[1]["epoch"] in (3, 4)  # selected among the head epochs
+
+
+def test_balanced_and_region_class_runs(store, tmp_path):
+    from spatialfair.data import BalancedSampler
+    from spatialfair.distributed import DistContext
+    from spatialfair.train import _Plan, _Session
+
+    config = _config({"balanced": None, "cvar": {"groups": "region_class"}}, epochs=1)
+    ds = dataset_config(config, "d", require_files=False)
+    plan = _Plan(config, ds, _run(config, "balanced"), store, None)
+    session = _Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
+    session._enter(0, fresh=True)
+    assert isinstance(session.train_loader.sampler, BalancedSampler)
+    assert train(config, ds, _run(config, "balanced"), store, tmp_path / "b").exists()
+    plan = _Plan(config, ds, _run(config, "cvar"), store, None)
+    assert plan.region_class_counts.shape == (3 * 2,)
+    assert plan.region_class_counts.sum() == plan.region_counts.sum()
+    path = train(config, ds, _run(config, "cvar"), store, tmp_path / "c")
+    assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
+
