@@ -67,6 +67,8 @@ def _dataset(name):
 
 def scenes(ds_name):
     """Scene names of a dataset: image file stems, or the demo's names before it exists."""
+    if config["datasets"][ds_name].get("predictions"):
+        return []  # an audit dataset (audit.smk): nothing is tiled, trained or predicted
     ds = _dataset(ds_name)
     if ds.images and all(Path(p).exists() for p in ds.images):
         return ds.scenes
@@ -147,6 +149,9 @@ def seed_metrics_paths(ds, run):
 def all_outputs():
     out = []
     for ds in DATASETS:
+        if is_audit(ds):  # a map made elsewhere: audit only (workflow/rules/audit.smk)
+            out += audit_outputs(ds)
+            continue
         base = f"{RESULTS}/{ds}"
         out += [f"{base}/comparison.csv", f"{base}/comparison.png", f"{base}/partitions.gpkg",
                 f"{base}/tiles/tiles.gpkg"]
