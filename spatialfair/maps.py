@@ -61,6 +61,8 @@ def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
         gdf["small"] = gdf["small"].astype(bool)
         gdf["absent"] = gdf["absent"].astype(bool)
         gdf["significant"] = gdf["significant"].astype(bool)
+        if "ci_excludes_zero" in gdf:
+            gdf["ci_excludes_zero"] = gdf["ci_excludes_zero"].astype(bool)
         cols = ["region_id", "region"] + [c for c in gdf.columns
                                           if c not in ("region_id", "region", "geometry")]
         layers[name] = gdf[cols + ["geometry"]]
@@ -192,6 +194,20 @@ def tiny_regions(gdf: gpd.GeoDataFrame, fraction: float = TINY_REGION_FRACTION) 
     return size < fraction * math.hypot(x1 - x0, y1 - y0)
 
 
+def _ci_flags(table) -> np.ndarray:
+    """Regions whose confidence interval of the deviation excludes 0 (False without CIs)."""
+    if "ci_excludes_zero" not in table:
+        return np.zeros(len(table), dtype=bool)
+    return table["ci_excludes_zero"].fillna(False).to_numpy(dtype=bool)
+
+
+def _scope(meta: dict) -> str:
+    """What was evaluated, for titles: the split's tiles, or an audit's labelled pixels."""
+    if "audit" in meta:
+        return f"all labelled pixels, {meta['bootstrap']['block_size_m']:g} m blocks"
+    return f"{meta['split']} tiles"
+
+
 def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     """``map.png``: choropleth of the headline deviation on the primary partitioning.
 
@@ -230,6 +246,9 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     sig = gdf[gdf["significant"].astype(bool)]
     if len(sig):
         sig.boundary.plot(ax=ax, color="black", linewidth=2.2)
+    ci = _ci_flags(gdf)
+    if ci.any():  # confidence interval of the deviation excludes 0 (audit, replicates)
+        gdf[ci].boundary.plot(ax=ax, color="#6a3d9a", linewidth=1.6, linestyle="--")
     tiny = tiny_regions(gdf)
     if tiny.any():
         cmap = plt.get_cmap("RdBu")
@@ -245,9 +264,10 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
                            linewidths=[2.2 if s else 0.6 for s in t_sig[sel]])
     if len(gdf) <= 60:
         pts = gdf.geometry.representative_point()
-        for (x, y), (_, row), is_tiny in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny):
+        for (x, y), (_, row), is_tiny, c in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny, ci):
             val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
-            ax.annotate(f"{row['region']}\n{val}{' *' if row['significant'] else ''}",
+            mark = (" *" if row["significant"] else "") + (" †" if c else "")
+            ax.annotate(f"{row['region']}\n{val}{mark}",
                         (x, y), xytext=(0, 16 if is_tiny else 0), textcoords="offset points",
                         ha="center", va="center", fontsize=7,
                         bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
@@ -259,8 +279,10 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     cb.set_label(f"{result.headline} − overall ({overall:.3f})")
     meta = result.metrics
     spad = meta["spad_score"].get(result.headline)
-    sub = (f"partitioning '{result.primary}', {meta['split']} tiles; outlined/*: significant "
+    sub = (f"partitioning '{result.primary}', {_scope(meta)}; outlined/*: significant "
            f"({meta['significance']['method']}, α={meta['significance']['alpha']})")
+    if ci.any() or "ci_excludes_zero" in gdf:
+        sub += "\ndashed/†: confidence interval of the deviation excludes 0"
     if spad is not None:
         sub += f"; SPAD score {spad:.3f}"
     ax.set_title((title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region")
@@ -308,10 +330,14 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     ax.set_yticks(np.arange(len(t)))
     labels = [f"{r} (n={n})" for r, n in zip(t["region"], t["n_tiles"])]
     ax.set_yticklabels(labels, fontsize=7)
+    ci = _ci_flags(t)
     for i, (v, p) in enumerate(zip(vals, t["p_value"])):
         txt = "n/a" if not math.isfinite(v) else f"{v:.3f}"
         if p is not None and isinstance(p, float) and math.isfinite(p):
             txt += f"  p={p:.3g}"
+        if "deviation_ci_low" in t and np.isfinite(t["deviation_ci_low"].iloc[i]):
+            txt += (f"  dev CI [{t['deviation_ci_low'].iloc[i]:+.3f}, "
+                    f"{t['deviation_ci_high'].iloc[i]:+.3f}]" + (" †" if ci[i] else ""))
         ax.text(np.nan_to_num(v) + 0.005, i, txt, va="center", fontsize=6)
     ax.set_xlabel(h)
     hi = np.nanmax(np.append(vals, overall)) if np.isfinite(np.append(vals, overall)).any() else 1
@@ -325,8 +351,11 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
               label="left out of min/max: small, or no pixel of the class"),
     ], fontsize=7, loc="lower right")
     meta = result.metrics
+    unit = "blocks" if "audit" in meta else "tiles"
     ax.set_title(f"{meta['dataset']} / {meta['run']}: {h} per region of '{result.primary}' "
-                 f"({meta['split']} tiles, n = tiles)", fontsize=9)
+                 f"({_scope(meta)}, n = {unit})" + ("; †: CI of the deviation excludes 0"
+                                                    if "ci_excludes_zero" in t else ""),
+                 fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
