@@ -149,8 +149,8 @@ def _document(docs: Sequence[dict[str, Any]], seeds: Sequence[int],
         "replicates": {"seeds": list(seeds), "folds": folds, "confidence": CONFIDENCE,
                        "interval": "t-interval of the mean over seeds",
                        "per_seed": _seed_spread(docs, primary, headline)},
-        "significance": {"method": f"{CONFIDENCE:.0%} t-interval of the mean deviation over "
-                                   f"{len(docs)} seed(s) excludes 0"},
+        "significance": {"method": f"t-interval of the mean over {len(docs)} seed(s) "
+                                   f"excludes 0", "alpha": round(1 - CONFIDENCE, 6)},
         "overall": overall,
         "n_pixels": int(np.mean([d["n_pixels"] for d in docs])),
         "spad_partitionings": grids,
