@@ -195,7 +195,9 @@ def _count_window(sc: _Scene, plan: tuple[list, list], counts: _Counts, y: np.nd
             if y[sub].size:
                 _count_window(sc, plan, counts, y[sub], pred[sub], r0 + dr, c0 + dc, ignore)
         return
-    cell = (row_run[:, None] * len(col_keys)).astype(np.int64) + col_run[None, :]
+    cell = np.empty((h, w), np.int32)
+    np.add((row_run * len(col_keys)).astype(np.int32)[:, None],
+           col_run.astype(np.int32)[None, :], out=cell)
     try:
         pairs = _PixelPairs(y, pred, counts.c, ignore)
         for k, batch in enumerate(batches):
@@ -213,12 +215,15 @@ def _count_batch(sc, grids, others, hits, batch, first, counts, pairs, cell, wt,
     from .partitions import region_ids
 
     h, w = cell.shape
-    atom, n_atoms = cell, len(keys[0]) * len(keys[1])
-    for i in batch:
+    atom, n_atoms = (cell.copy() if batch else cell), len(keys[0]) * len(keys[1])
+    for i in batch:  # in place, int32: each step is one pass over the window
         ids, p = hits[i][1], others[i]
-        lut = np.zeros(p.n_regions + 1, np.int64)
+        lut = np.zeros(p.n_regions + 1, np.int32)
         lut[ids + 1] = np.arange(1, len(ids) + 1)
-        atom = atom * (len(ids) + 1) + lut[region_ids(p, sc.pair.label.crs, wt, h, w) + 1]
+        rid = region_ids(p, sc.pair.label.crs, wt, h, w).astype(np.int32, copy=False)
+        rid += 1
+        atom *= len(ids) + 1
+        atom += lut.take(rid)
         n_atoms *= len(ids) + 1
     raw = pairs.counts(atom, n_atoms, reuse=reuse)[1:]
     c = counts.c
@@ -431,10 +436,10 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
     """Bootstrap CIs of every region's deviation into the tables and the JSON document."""
     from .evaluate import _json_value
 
-    for name, p in parts.items():
-        bi, reg, cms = entries[name]
-        ci = block_bootstrap(bcm, bi, reg, cms, p.n_regions, classes, headline,
-                             n_boot=s["n_boot"], confidence=s["confidence"], seed=s["seed"])
+    cis = block_bootstrap(bcm, {name: (*entries[name], p.n_regions) for name, p in parts.items()},
+                          classes, headline, n_boot=s["n_boot"], confidence=s["confidence"],
+                          seed=s["seed"])
+    for name, ci in cis.items():
         t = result.tables[name]
         left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
         t["deviation_ci_low"] = ci.low

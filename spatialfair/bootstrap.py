@@ -19,7 +19,7 @@ the replicates that gave one. Replicates are generated in chunks so memory stays
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,12 +55,21 @@ def _replicate_weights(rng: np.random.Generator, n_blocks: int, n: int) -> np.nd
         np.float64)
 
 
+def _region_matrix(entries, n_blocks: int, c2: int) -> sp.csr_matrix:
+    """(N, R*C*C): row b holds block b's confusion matrix in the slots of each region it
+    touches."""
+    bi, reg, cm, n_regions = entries
+    keep = (np.asarray(reg) >= 0) & (np.asarray(reg) < n_regions)
+    rows = np.asarray(bi)[keep]
+    cols = np.asarray(reg)[keep][:, None] * c2 + np.arange(c2)[None, :]
+    vals = np.asarray(cm, dtype=np.float64)[keep].reshape(-1, c2)
+    return sp.csr_matrix((vals.ravel(), (np.repeat(rows, c2), cols.ravel())),
+                         shape=(n_blocks, n_regions * c2))
+
+
 def block_bootstrap(
     block_cm: np.ndarray,
-    entry_block: np.ndarray,
-    entry_region: np.ndarray,
-    entry_cm: np.ndarray,
-    n_regions: int,
+    entries: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, int]],
     class_names: Sequence[str],
     metric: str,
     *,
@@ -68,48 +77,47 @@ def block_bootstrap(
     confidence: float = 0.95,
     seed: int = 0,
     max_values: int = MAX_VALUES,
-) -> BootstrapCI:
+) -> dict[str, BootstrapCI]:
     """Percentile CIs of ``metric(region) - metric(overall)`` by resampling blocks.
 
     ``block_cm`` (N, C, C): every block's confusion matrix (all its labelled pixels, in any
-    region or none). ``entry_block``/``entry_region``/``entry_cm`` (E,), (E,), (E, C, C): the
-    part of block ``entry_block[e]`` that falls in region ``entry_region[e]`` (0..R-1;
-    entries of pixels in no region are not needed). The same ``seed`` draws the same
-    replicates for every partitioning of the same blocks.
+    region or none). ``entries[name] = (block, region, cm, n_regions)`` with arrays (E,), (E,),
+    (E, C, C): the part of block ``block[e]`` that falls in region ``region[e]`` of
+    partitioning ``name`` (-1 = in no region, not needed). Every partitioning is judged on
+    the same replicates (one draw of blocks per replicate), generated in chunks.
     """
     block_cm = np.asarray(block_cm, dtype=np.float64)
     n_blocks, c = block_cm.shape[0], block_cm.shape[-1]
     c2 = c * c
     if n_boot <= 0 or n_blocks == 0:
-        nan = np.full(n_regions, np.nan)
-        return BootstrapCI(nan, nan.copy(), np.zeros(n_regions, np.int64), 0, confidence,
-                           n_blocks)
-    keep = (entry_region >= 0) & (entry_region < n_regions)
-    rows = np.asarray(entry_block)[keep]
-    cols = (np.asarray(entry_region)[keep][:, None] * c2 + np.arange(c2)[None, :])
-    vals = np.asarray(entry_cm, dtype=np.float64)[keep].reshape(-1, c2)
-    # (N, R*C*C): row b holds block b's confusion matrix in the slots of each region it touches
-    m = sp.csr_matrix((vals.ravel(), (np.repeat(rows, c2), cols.ravel())),
-                      shape=(n_blocks, n_regions * c2))
+        return {name: BootstrapCI(np.full(e[3], np.nan), np.full(e[3], np.nan),
+                                  np.zeros(e[3], np.int64), 0, confidence, n_blocks)
+                for name, e in entries.items()}
+    mats = {name: _region_matrix(e, n_blocks, c2) for name, e in entries.items()}
+    widest = max([m.shape[1] for m in mats.values()] + [1])
     total = block_cm.reshape(n_blocks, c2)
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, max_values // max(n_blocks + n_regions * c2, 1)))
-    dev = np.empty((n_boot, n_regions))
+    chunk = max(1, min(n_boot, max_values // (n_blocks + widest)))
+    dev = {name: np.empty((n_boot, e[3])) for name, e in entries.items()}
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
         w = _replicate_weights(rng, n_blocks, b)
-        region_cm = np.asarray((m.T @ w.T).T).reshape(b, n_regions, c, c)
-        overall_cm = (w @ total).reshape(b, c, c)
-        per = metric_arrays(region_cm, class_names)[metric]
-        overall = metric_arrays(overall_cm, class_names)[metric]
-        dev[done:done + b] = per - overall[:, None]
+        overall = metric_arrays((w @ total).reshape(b, c, c), class_names)[metric]
+        for name, m in mats.items():
+            region_cm = np.asarray((m.T @ w.T).T).reshape(b, -1, c, c)
+            per = metric_arrays(region_cm, class_names)[metric]
+            dev[name][done:done + b] = per - overall[:, None]
         done += b
+    return {name: _percentiles(d, n_boot, confidence, n_blocks) for name, d in dev.items()}
+
+
+def _percentiles(dev: np.ndarray, n_boot: int, confidence: float, n_blocks: int
+                 ) -> BootstrapCI:
     tail = 100.0 * (1.0 - confidence) / 2.0
-    finite = np.isfinite(dev)
-    n_valid = finite.sum(axis=0)
-    low = np.full(n_regions, np.nan)
-    high = np.full(n_regions, np.nan)
+    n_valid = np.isfinite(dev).sum(axis=0)
+    low = np.full(dev.shape[1], np.nan)
+    high = np.full(dev.shape[1], np.nan)
     has = n_valid > 0
     if has.any():
         low[has], high[has] = np.nanpercentile(dev[:, has], [tail, 100.0 - tail], axis=0)
