@@ -34,6 +34,7 @@ import pandas as pd
 
 from . import stats
 from .atomic import atomic_path
+from .config import load_schema
 from .errors import InputError
 from .layout import replicate_dirs, seed_metrics
 
@@ -49,7 +50,7 @@ COLUMNS = ["run", "strategy", "strength", "headline_metric", "partitioning", "ov
 MEASURES = {"overall": "overall", "worst": "worst_value", "difference": "difference",
             "std": "std", "spad": "spad_score"}
 #: Default paired test (see :data:`spatialfair.stats.TESTS`) and level of the intervals.
-DEFAULT_TEST = "signflip"
+DEFAULT_TEST = load_schema()["properties"]["evaluation"]["properties"]["verdict_test"]["default"]
 LEVEL = 0.95
 #: The measure whose change decides the verdict, and the one reported as its cost.
 GAP, COST = "difference", "overall"

@@ -227,7 +227,7 @@ def planted(tmp_path_factory):
 
 def test_planted_gap_is_found_and_null_is_not(planted, tmp_path):
     table = compare_strategies(planted, ["erm", "reweight", "cvar"], tmp_path / "c.csv",
-                               tmp_path / "c.png")
+                               tmp_path / "c.png", test="signflip")
     csv = pd.read_csv(tmp_path / "c.csv")
     assert list(csv.columns) == COLUMNS + VERDICT_COLUMNS and len(table) == 3
     assert csv["verdict"].tolist()[0] == "baseline" and csv["n_seeds"].tolist() == [8, 8, 8]
@@ -260,7 +260,7 @@ def test_planted_gap_five_seeds(planted, tmp_path):
     t = comparison_table(five, ["erm", "reweight"], test="t")
     assert t["verdict"].iloc[1].startswith("fairer") and t["delta_difference_p"].iloc[1] < 0.01
     # the exact sign-flip test cannot go below 2 / 2^5 = 0.0625 with five seeds: it says so
-    s = comparison_table(five, ["erm", "reweight"])
+    s = comparison_table(five, ["erm", "reweight"], test="signflip")
     assert s["delta_difference_p"].iloc[1] == 0.0625
     assert s["verdict"].iloc[1].startswith("no evidence")
     assert "cannot reach p < 0.05 with 5 seeds" in s["verdict"].iloc[1]
@@ -268,7 +268,7 @@ def test_planted_gap_five_seeds(planted, tmp_path):
 
 def test_sweep_strength_selected_on_validation(planted, tmp_path):
     runs = ["erm", "groupdro-0.1", "groupdro-1", "reweight"]
-    table = comparison_table(planted, runs)
+    table = comparison_table(planted, runs, test="signflip")
     assert table["run"].tolist() == ["erm", "groupdro-0.1", "groupdro-1", "groupdro:selected",
                                      "reweight"]
     assert table["role"].tolist() == ["baseline", "sweep", "sweep", "selected", "strategy"]

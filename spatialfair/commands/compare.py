@@ -24,9 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="partitioning for worst region/difference (default: the primary one)")
     p.add_argument("--out-csv", default=None, help="default: RESULTS/comparison.csv")
     p.add_argument("--out-png", default=None, help="default: RESULTS/comparison.png")
-    p.add_argument("--test", choices=TESTS, default=DEFAULT_TEST,
-                   help="paired test over seeds: exact sign-flip permutation (distribution-"
-                        "free; needs >= 6 seeds for p < 0.05) or t-test (default: %(default)s)")
+    p.add_argument("--test", choices=TESTS, default=None,
+                   help="paired test over seeds: t-test or exact sign-flip permutation "
+                        "(distribution-free; needs >= 6 seeds for p < 0.05) (default: the "
+                        f"config's evaluation.verdict_test, else {DEFAULT_TEST})")
     p.add_argument("--alpha", type=float, default=None,
                    help="family-wise error rate of the verdicts (default: the config's "
                         "evaluation.alpha)")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> None:
     results = Path(args.results)
     table = compare_strategies(results, runs, args.out_csv or results / "comparison.csv",
                                args.out_png or results / "comparison.png",
-                               partitioning=args.partitioning, alpha=alpha, test=args.test)
+                               partitioning=args.partitioning, alpha=alpha,
+                               test=args.test or config["evaluation"]["verdict_test"])
     for row in table.itertuples():
         log.info("%-20s overall %.4f  worst %s %.4f  difference %.4f  SPAD %.4f  seeds %d: %s",
                  row.run, row.overall, row.worst_region, row.worst_value, row.difference,
