@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="probability raster: value >= T is class 1")
     p.add_argument("--band", type=int, default=None, help="band of the prediction rasters")
+    p.add_argument("--ignore-index", type=int, default=None,
+                   help="label value meaning 'not labelled' (default 255)")
     p.add_argument("--metric", default=None, help="headline metric (default: task preset)")
     p.add_argument("--align", choices=["none", "nearest"], default=None,
                    help="'nearest': read predictions on another grid/CRS onto the label grid")
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> None:
                 regions_layer=args.regions_layer, classes=args.classes,
                 class_map=args.class_map, threshold=args.threshold, band=args.band,
                 metric=args.metric, align=args.align, block_size=args.block_size,
-                n_boot=args.n_boot, seed=args.seed, max_raster_size=args.max_raster_size)
+                n_boot=args.n_boot, seed=args.seed, ignore_index=args.ignore_index,
+                max_raster_size=args.max_raster_size)
     if args.config or args.dataset:
         from ..config import load_config
 
