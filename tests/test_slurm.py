@@ -1,0 +1,170 @@
+"""The workflow on a real SLURM scheduler, through the shipped SLURM profile.
+
+Needs a running SLURM with accounting (`sinfo`, `sacct`) and the executor plugin; CI starts a
+single-node cluster with `.ci/slurm/start.sh` (partitions `cpu` and `gpu`, account `default`).
+Elsewhere the tests skip and say why. The shipped profile is copied with only its partitions
+and account filled in (plus the plugin's polling intervals, which only make the test quicker),
+the small flood demo runs through it, and its comparison.csv must equal a local run's. What
+each job asked sbatch for is read back from `sacct`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SMALL = {
+    "results": "results",
+    "seed": 0,
+    "datasets": {"flood-small": {
+        "task": "flood", "demo": "flood", "demo_size": 128,
+        "images": "data/flood/images/*.tif", "labels": "data/flood/labels/*.tif",
+        "regions": "data/flood/regions.gpkg"}},
+    "strategies": {"erm": {}, "groupdro": {}},
+    "tiling": {"size": 32},
+    "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
+    "split": {"block_tiles": 1},
+    "model": {"width": 8, "depth": 2},
+    "training": {"epochs": 2, "batch_size": 8},
+    "prediction": {"window": 64, "overlap": 16},
+    "evaluation": {"min_region_pixels": 100, "n_simulations": 19},
+}
+
+
+def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def slurm_problem() -> str | None:
+    """Why SLURM cannot be used here, or None when it can."""
+    if shutil.which("sinfo") is None or shutil.which("sacct") is None:
+        return "SLURM is not installed (no sinfo/sacct); start one with `bash .ci/slurm/start.sh`"
+    try:
+        import snakemake_executor_plugin_slurm  # noqa: F401
+    except ImportError:
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')"
+    try:
+        ping = _run(["scontrol", "ping"])
+        acct = _run(["sacct", "-n", "-X", "-S", "now"])
+        nodes = _run(["sinfo", "-h", "-o", "%t"])
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"SLURM does not answer ({exc})"
+    if ping.returncode != 0 or "UP" not in ping.stdout:
+        return f"slurmctld is not up: {ping.stdout.strip()} {ping.stderr.strip()}"
+    if acct.returncode != 0:
+        return f"sacct fails (accounting/slurmdbd not running?): {acct.stderr.strip()}"
+    if not any(s.strip().rstrip("*") in ("idle", "mix", "alloc") for s in nodes.stdout.split()):
+        return f"no usable node (sinfo states: {nodes.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm() -> dict[str, str]:
+    """Partitions and account to fill into the profile (env overrides, else the CI cluster's)."""
+    problem = slurm_problem()
+    if problem:
+        pytest.skip(problem)
+    parts = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
+    default = next((p.rstrip("*") for p in parts if p.endswith("*")), parts[0].rstrip("*"))
+    names = {p.rstrip("*") for p in parts}
+    return {
+        "cpu": os.environ.get("SPATIALFAIR_SLURM_CPU_PARTITION", "cpu" if "cpu" in names
+                              else default),
+        "gpu": os.environ.get("SPATIALFAIR_SLURM_GPU_PARTITION", "gpu" if "gpu" in names
+                              else default),
+        "account": os.environ.get("SPATIALFAIR_SLURM_ACCOUNT", "default"),
+    }
+
+
+def filled_profile(slurm: dict[str, str], where: Path) -> Path:
+    """The shipped profile with partitions and account filled in: nothing else changes."""
+    text = SHIPPED.read_text()
+    filled = (text.replace("CHANGE_ME_cpu_partition", slurm["cpu"])
+              .replace("CHANGE_ME_gpu_partition", slurm["gpu"])
+              .replace("CHANGE_ME_account", slurm["account"]))
+    profile = yaml.safe_load(filled)
+    shipped = yaml.safe_load(text)
+    shipped["default-resources"].update(slurm_partition=slurm["cpu"],
+                                        slurm_account=slurm["account"])
+    shipped["set-resources"]["train"]["slurm_partition"] = slurm["gpu"]
+    assert profile == shipped  # only partitions and account differ
+    # polling: the plugin waits 40 s before its first status check by default
+    profile.update({"slurm-init-seconds-before-status-checks": 1,
+                    "seconds-between-status-checks": 2, "latency-wait": 10})
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    return where
+
+
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a snakemake process; its output, or an AssertionError with its tail."""
+    out, _ = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(proc.args)} failed:\n{out[-8000:]}")
+    return out
+
+
+def sacct_jobs(workdir: Path, since: str) -> list[dict[str, str]]:
+    """The jobs SLURM ran in ``workdir`` since ``since``: rule (sbatch comment), partition,
+    requested TRES, state."""
+    fields = ["JobID", "Comment", "Partition", "ReqTRES", "State", "WorkDir"]
+    out = _run(["sacct", "-n", "-X", "-P", "-S", since, "-o", ",".join(fields) + "%200"])
+    rows = [dict(zip(fields, line.split("|"))) for line in out.stdout.splitlines() if line]
+    return [r for r in rows if Path(r["WorkDir"]) == workdir]
+
+
+def tres(spec: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in spec.split(",") if "=" in item)
+
+
+def test_demo_through_the_shipped_slurm_profile(slurm, tmp_path):
+    """Same comparison.csv as a local run; every job asks sbatch for one job's resources."""
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    for d in (local, cluster):
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(SMALL))
+    profile = filled_profile(slurm, tmp_path / "profile")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    # both at once: the SLURM run mostly waits for the scheduler
+    on_slurm = start_snakemake(cluster, "--workflow-profile", str(profile))
+    finish(start_snakemake(local, "--cores", "1"))
+    assert "Job stats" in finish(on_slurm)
+    name = "flood-small/comparison.csv"
+    assert (cluster / "results" / name).read_text() == (local / "results" / name).read_text()
+
+    jobs = sacct_jobs(cluster.resolve(), since)
+    assert jobs and all(j["State"] == "COMPLETED" for j in jobs), jobs
+    by_rule: dict[str, list[dict[str, str]]] = {}
+    for j in jobs:
+        by_rule.setdefault(j["Comment"].split("_wildcards")[0].removeprefix("rule_"), []
+                           ).append(j)
+    train = by_rule["train"]
+    assert len(train) == 2
+    for j in train:  # the profile's set-resources for train, nothing summed
+        assert j["Partition"] == slurm["gpu"]
+        assert tres(j["ReqTRES"]) | {"billing": "-"} == {
+            "billing": "-", "cpu": "8", "mem": "32000M", "node": "1", "gres/gpu": "1"}
+    predict = [j for rule, js in by_rule.items() if rule.startswith("predict") for j in js]
+    assert len(predict) == 2  # one batch of both scenes per strategy run
+    for j in predict:  # one job's resources (the rule's), not a sum over bundled jobs
+        assert j["Partition"] == slurm["cpu"]
+        t = tres(j["ReqTRES"])
+        assert (t["cpu"], t["mem"], "gres/gpu" in t) == ("2", "4000M", False), j
