@@ -546,6 +546,8 @@ class LastLayer(ERM):
     def __init__(self, num_regions, strength=None, *, head_epochs: int | None = None,
                  epochs: int | None = None, **kw):
         super().__init__(num_regions, strength, **kw)
+        if strength is not None:
+            raise ValueError("lastlayer has no strength knob (use head_epochs)")
         if head_epochs is None:
             head_epochs = max(1, math.ceil((epochs or 4) / 4))
         if int(head_epochs) < 1:

@@ -453,6 +453,14 @@ def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
     log = pd.read_csv(tmp_path / "ll" / "train_log.csv")
     assert list(log["phase"]) == ["train", "train", "head", "head"]
     assert load_bundle(path)[1]["epoch"] in (3, 4)  # selected among the head epochs
+    for stop in (2, 3):  # resume at the switch to the head pass and within it
+        out = tmp_path / f"part{stop}"
+        train(config, ds, _run(config, "lastlayer"), store, out, stop_after_epoch=stop)
+        assert _same(_weights(train(config, ds, _run(config, "lastlayer"), store, out,
+                                    resume=True)), ll)
+    bad = _config({"lastlayer": {"strength": 2}})
+    with pytest.raises(InputError, match="no strength"):
+        train(bad, ds, _run(bad, "lastlayer"), store, tmp_path / "bad")
 
 
 def test_balanced_and_region_class_runs(store, tmp_path):
