@@ -537,6 +537,22 @@ def _classes(task: str, classes: Sequence[str] | None, metric: str | None
     return classes, metric
 
 
+def _paths(files: Sequence[str | Path] | str | Path) -> list[Path]:
+    return [Path(p) for p in ([files] if isinstance(files, (str, Path)) else files)]
+
+
+def _value_map(s: Mapping[str, Any], classes: Sequence[str]) -> ValueMap:
+    """How prediction values become classes: class ids, a class map, or a threshold."""
+    if s["class_map"] is not None and s["threshold"] is not None:
+        raise InputError("class map / threshold", "both given",
+                         "use --threshold for a probability raster or --class-map for coded "
+                         "values, not both")
+    if s["threshold"] is not None and len(classes) != 2:
+        raise InputError("threshold", f"a threshold needs two classes, got {list(classes)}",
+                         "use --class-map for a multi-class product")
+    return ValueMap(len(classes), parse_class_map(s["class_map"], classes), s["threshold"])
+
+
 def audit_map(
     predictions: Sequence[str | Path] | str | Path,
     labels: Sequence[str | Path] | str | Path,
@@ -582,17 +598,8 @@ def audit_map(
                        band=band, align=align, block_size=block_size, n_boot=n_boot,
                        confidence=confidence, ignore_index=ignore_index, evaluation=evaluation,
                        partitions=partitions, seed=seed))
-    if s["class_map"] is not None and s["threshold"] is not None:
-        raise InputError("class map / threshold", "both given",
-                         "use --threshold for a probability raster or --class-map for coded "
-                         "values, not both")
-    if s["threshold"] is not None and len(classes) != 2:
-        raise InputError("threshold", f"a threshold needs two classes, got {classes}",
-                         "use --class-map for a multi-class product")
-    preds = [Path(p) for p in ([predictions] if isinstance(predictions, (str, Path))
-                               else predictions)]
-    labs = [Path(p) for p in ([labels] if isinstance(labels, (str, Path)) else labels)]
-    vmap = ValueMap(len(classes), parse_class_map(s["class_map"], classes), s["threshold"])
+    preds, labs = _paths(predictions), _paths(labels)
+    vmap = _value_map(s, classes)
     pairs = [check_pair(lab, pred, band=s["band"], num_classes=len(classes), value_map=vmap,
                         align=s["align"]) for lab, pred in pair_files(preds, labs)]
     scenes = _scenes(pairs, float(s["block_size"]))

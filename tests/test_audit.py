@@ -375,3 +375,33 @@ def test_distant_scenes_cluster_grids_and_batches_count_exactly(tmp_path, monkey
         assert r.tables[name]["n_pixels"].tolist() == n.tolist(), name
     assert np.isnan(r.tables["regions" if "regions" in r.tables else "grid_2x2"]
                     ["deviation_ci_low"]).all()
+
+
+@pytest.mark.slow
+def test_workflow_audits_a_dataset_with_predictions_and_trains_nothing(tmp_path, planted):
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    d = planted[0]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "results": "results", "strategies": ["erm"],
+        "datasets": {"prod": {"task": "flood", "predictions": str(d / "pred.tif"),
+                              "labels": str(d / "lab.tif"), "regions": str(d / "reg.gpkg"),
+                              "region_column": "name",
+                              "audit": {"block_size": 300, "n_boot": 99}}},
+        "partitions": {"grid_max": 2}}))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
+                          str(root / "Snakefile"), "--configfile", str(cfg), "--cores", "1"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = tmp_path / "results" / "prod" / "audit"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "by_region.csv", "fairness.gpkg", "fairness_iou_water.tif", "map.png", "metrics.json",
+        "regions.png"]
+    assert sorted(p.name for p in (tmp_path / "results" / "prod").iterdir()) == ["audit"]
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["dataset"] == "prod" and doc["bootstrap"]["n_boot"] == 99
