@@ -47,8 +47,8 @@ def train_and_predict(data: Path, train: list[str], test: list[str], work: Path,
     cfg = work / "config.yaml"
     cfg.write_text(yaml.safe_dump(fold_config(data, train, work / "results", epochs)))
     model = work / "results" / "train" / "erm" / "model.pt"
-    subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(cfg),
-                    "--cores", "2", "-q", str(model)], check=True, cwd=work)
+    subprocess.run(["snakemake", str(model), "-s", str(REPO / "Snakefile"), "--configfile",
+                    str(cfg), "--cores", "2"], check=True, cwd=work)
     preds = [work / "predictions" / f"{c}.tif" for c in test]
     subprocess.run(["spatialfair", "predict", "--config", str(cfg), "--model", str(model),
                     "--image", *[str(data / "images" / f"{c}.tif") for c in test],

@@ -383,6 +383,10 @@ def _partitionings(scenes, crs, regions, region_column, regions_layer, part_opts
                                     tile_centres=_block_centres(scenes, crs), seed=seed,
                                     clusters=clusters):
         parts[p.name] = p
+    if not parts:
+        raise InputError("partitions", "no regions and no generated partitioning to audit by",
+                         "pass --regions, or allow grids (partitions.grid_max >= 2), offset "
+                         "grids or k-means")
     return parts
 
 

@@ -238,9 +238,11 @@ class PredictionReader:
         self.src = self._stack.enter_context(rasterio.open(pair.pred.path))
         if pair.offset is None:
             lab = pair.label
+            # without a nodata value, an alpha band is what marks where the map ends
             self.src = self._stack.enter_context(WarpedVRT(
                 self.src, crs=lab.crs, transform=lab.transform, width=lab.width,
-                height=lab.height, resampling=Resampling.nearest))
+                height=lab.height, resampling=Resampling.nearest,
+                add_alpha=self.src.nodata is None))
         nd = pair.pred.nodata
         self.nodata = None if nd is None or (isinstance(nd, float) and math.isnan(nd)) else nd
         self.floating = np.issubdtype(np.dtype(pair.pred.dtype), np.floating)

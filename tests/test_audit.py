@@ -405,3 +405,25 @@ def test_workflow_audits_a_dataset_with_predictions_and_trains_nothing(tmp_path,
     assert sorted(p.name for p in (tmp_path / "results" / "prod").iterdir()) == ["audit"]
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["dataset"] == "prod" and doc["bootstrap"]["n_boot"] == 99
+
+
+def test_aligned_map_without_nodata_leaves_uncovered_label_pixels_unpredicted(tmp_path):
+    """A coarser map in the same CRS, without a nodata value, covering the west half only:
+    read with --align nearest, the east half has no prediction (it was counted as class 0
+    before the warped read got an alpha band)."""
+    y = np.zeros((100, 100), np.uint8)
+    y[:, 50:] = 1
+    write_tif(tmp_path / "lab.tif", y, transform=from_origin(X0, Y0, RES, RES), nodata=255)
+    write_tif(tmp_path / "pred.tif", np.zeros((50, 25), np.uint8),
+              transform=from_origin(X0, Y0, 2 * RES, 2 * RES))
+    r = audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None, align="nearest",
+                  n_boot=0, partitions={"grid_max": 2, "offset_grids": 0, "kmeans": []})
+    assert r.metrics["confusion"] == [[5000, 0], [0, 0]]
+    assert r.metrics["audit"]["n_unpredicted"] == 5000
+
+
+def test_nothing_to_audit_by_is_an_input_error(tmp_path):
+    _grid_pair(tmp_path)
+    with pytest.raises(InputError, match="no regions and no generated partitioning"):
+        audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None,
+                  partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
