@@ -16,6 +16,10 @@
   straight into reused buffers, GDAL's block cache is kept to two reads (aligned strips
   decode each block once), and a background thread appends the chips while the next strip
   is decoded.
+* :func:`tile_scene` + :func:`gather_tiles` split the same work for a cluster: one job per
+  scene writes that scene's chips and index columns into a parts folder, one gather job
+  writes ``tile_grid.gpkg`` and ``store.json`` (last), hard-linking the chips into the store.
+  The store equals the one :func:`tile_dataset` writes.
 * :class:`TileStore` opens a store: metadata, the tile index, read-only memmaps of the
   chips, and writers for the final index (``tiles.gpkg``, by the split step) and the
   per-pixel region ids (``<scene>.regions.bin``, by the partition step).
@@ -29,6 +33,7 @@ import logging
 import math
 import os
 import queue
+import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -354,11 +359,11 @@ class _SceneTiler:
         return n_invalid
 
 
-def _scene_index(scene: str, info: RasterInfo, cols: dict[str, np.ndarray], size: int,
+def _scene_index(scene: str, crs: CRS, t, cols: dict[str, np.ndarray], size: int,
                  classes: Sequence[str], target_crs: CRS) -> gpd.GeoDataFrame:
-    """Index rows of one scene with footprints in ``target_crs``."""
+    """Index rows of one scene (in ``crs`` with transform ``t``), footprints in
+    ``target_crs``."""
     n = len(cols["row_off"])
-    t = info.transform
     x0 = t.c + t.a * cols["col_off"]
     x1 = t.c + t.a * (cols["col_off"] + size)
     y0 = t.f + t.e * cols["row_off"]
@@ -377,14 +382,51 @@ def _scene_index(scene: str, info: RasterInfo, cols: dict[str, np.ndarray], size
     }
     for k in range(len(classes)):
         data[f"count_{k}"] = cols["counts"][:, k].astype(np.int64)
-    data.update({"scene_crs": np.full(n, crs_string(info.crs), dtype=object),
+    data.update({"scene_crs": np.full(n, crs_string(crs), dtype=object),
                  "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax})
     geoms = shapely.box(xmin, ymin, xmax, ymax)
-    if info.crs == target_crs:
-        return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=info.crs))
+    if crs == target_crs:
+        return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=crs))
     # densify the edges so the footprint stays right after a non-linear transformation
     geoms = shapely.segmentize(geoms, max_segment_length=size * abs(t.a) / 8)
-    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=info.crs).to_crs(target_crs))
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=crs).to_crs(target_crs))
+
+
+def _scene_meta(img: RasterInfo, lab: RasterInfo, idx: list[int], n_tiles: int,
+                nodata: float | None) -> dict:
+    """A scene's entry in store.json."""
+    return {
+        "image": str(img.path), "label": str(lab.path), "crs": crs_string(img.crs),
+        "transform": list(img.transform)[:6], "width": img.width,
+        "height": img.height, "n_tiles": n_tiles,
+        "nodata": None if nodata is None else float(nodata), "band_indexes": idx,
+    }
+
+
+def _store_meta(ds: DatasetConfig, size: int, overlap: int, min_valid_fraction: float,
+                bands: list[str], dtype: str, target: CRS, scenes_meta: dict) -> dict:
+    """The content of store.json."""
+    return {
+        "format": STORE_FORMAT, "task": ds.task, "tile_size": size, "overlap": overlap,
+        "min_valid_fraction": float(min_valid_fraction),
+        "bands": bands, "dtype": dtype,
+        "classes": list(ds.classes), "colors": list(ds.colors),
+        "ignore_index": ds.ignore_index, "study_crs": crs_string(target),
+        "scenes": scenes_meta, "regions_partitioning": None,
+    }
+
+
+def _full_index(ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS,
+                min_valid_fraction: float) -> gpd.GeoDataFrame:
+    """Concatenate the scenes' index rows, number the tiles; error when no tile was kept."""
+    index = pd.concat(frames, ignore_index=True)
+    if len(index) == 0:
+        raise InputError(
+            f"dataset {ds.name}", f"no tile has at least {min_valid_fraction:.0%} valid "
+            "labelled pixels", "check the labels and nodata, or lower "
+            "`tiling.min_valid_fraction`")
+    index.insert(0, "tile_id", np.arange(len(index), dtype=np.int64))
+    return gpd.GeoDataFrame(index, geometry="geometry", crs=target)
 
 
 def tile_dataset(
@@ -444,34 +486,15 @@ def tile_dataset(
                                 min_valid_fraction=min_valid_fraction, budget=read_bytes)
             with _gdal_cache(read_bytes), open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
                 cols = tiler.run(fi, fl)
-            frames.append(_scene_index(scene, img, cols, size, ds.classes, target))
-            nodata = effective_nodata(img, ds.nodata)
-            scenes_meta[scene] = {
-                "image": str(img.path), "label": str(lab.path), "crs": crs_string(img.crs),
-                "transform": list(img.transform)[:6], "width": img.width,
-                "height": img.height, "n_tiles": len(cols["row_off"]),
-                "nodata": None if nodata is None else float(nodata), "band_indexes": idx,
-            }
-        index = pd.concat(frames, ignore_index=True)
-        if len(index) == 0:
-            raise InputError(
-                f"dataset {ds.name}", f"no tile has at least {min_valid_fraction:.0%} valid "
-                "labelled pixels", "check the labels and nodata, or lower "
-                "`tiling.min_valid_fraction`")
-        index.insert(0, "tile_id", np.arange(len(index), dtype=np.int64))
-        index = gpd.GeoDataFrame(index, geometry="geometry", crs=target)
-        grid_final = out_dir / "tile_grid.gpkg"
-        grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
-        staged.append((grid_tmp, grid_final))
-        write_layers({"tiles": index}, grid_tmp)
-        meta = {
-            "format": STORE_FORMAT, "task": ds.task, "tile_size": size, "overlap": overlap,
-            "min_valid_fraction": float(min_valid_fraction),
-            "bands": band_names(first, ds.bands, first_idx), "dtype": first.dtype,
-            "classes": list(ds.classes), "colors": list(ds.colors),
-            "ignore_index": ds.ignore_index, "study_crs": crs_string(target),
-            "scenes": scenes_meta, "regions_partitioning": None,
-        }
+            frames.append(_scene_index(scene, img.crs, img.transform, cols, size, ds.classes,
+                                       target))
+            scenes_meta[scene] = _scene_meta(img, lab, idx, len(cols["row_off"]),
+                                             effective_nodata(img, ds.nodata))
+        index = _full_index(ds, frames, target, min_valid_fraction)
+        staged.append(_stage_grid(out_dir, index))
+        meta = _store_meta(ds, size, overlap, min_valid_fraction,
+                           band_names(first, ds.bands, first_idx), first.dtype, target,
+                           scenes_meta)
     except BaseException:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
@@ -481,6 +504,136 @@ def tile_dataset(
     log.info("dataset %s: %d tiles of %d px from %d scene(s) in %s", ds.name, len(index), size,
              len(scenes_meta), out_dir)
     return TileStore(out_dir)
+
+
+def part_paths(parts_dir: str | Path, scene: str) -> dict[str, Path]:
+    """Files :func:`tile_scene` writes for ``scene``: chips, index columns, ``.part.json``."""
+    d = Path(parts_dir)
+    return {"image": d / f"{scene}.image.bin", "label": d / f"{scene}.label.bin",
+            "cols": d / f"{scene}.cols.npz", "meta": d / f"{scene}.part.json"}
+
+
+def tile_scene(ds: DatasetConfig, image: str | Path, label: str | Path,
+               parts_dir: str | Path, *, size: int, overlap: int = 0,
+               min_valid_fraction: float = 0.05, read_bytes: int = READ_BYTES) -> Path:
+    """Tile one scene into ``parts_dir`` (one cluster job per scene); returns its
+    ``<scene>.part.json``, written last.
+
+    The chips are those :func:`tile_dataset` writes for the scene; the index columns stay in
+    the scene's CRS until :func:`gather_tiles` knows the study CRS of all scenes.
+    """
+    _check_tiling(size, overlap, min_valid_fraction)
+    size, overlap = int(size), int(overlap)
+    img, lab, idx = inspect_pair(ds, Path(image), Path(label))
+    paths = part_paths(parts_dir, img.path.stem)
+    tiler = _SceneTiler(ds, img, lab, idx, size=size, overlap=overlap,
+                        min_valid_fraction=min_valid_fraction, budget=read_bytes)
+    with atomic_path(paths["image"]) as ti, atomic_path(paths["label"]) as tl, \
+            _gdal_cache(read_bytes), open(ti, "wb") as fi, open(tl, "wb") as fl:
+        cols = tiler.run(fi, fl)
+    with atomic_path(paths["cols"]) as tc, open(tc, "wb") as f:
+        np.savez(f, **cols)
+    part = {"size": size, "overlap": overlap, "min_valid_fraction": float(min_valid_fraction),
+            "dtype": img.dtype, "bands": band_names(img, ds.bands, idx),
+            "scene": _scene_meta(img, lab, idx, len(cols["row_off"]),
+                                 effective_nodata(img, ds.nodata))}
+    atomic_write_text(paths["meta"], json.dumps(part, indent=1))
+    return paths["meta"]
+
+
+def _read_parts(ds: DatasetConfig, parts_dir: Path, settings: tuple) -> dict[str, dict]:
+    """Every scene's ``.part.json``; checks they exist, match the settings and each other."""
+    parts: dict[str, dict] = {}
+    for image in ds.images:
+        scene = image.stem
+        meta = part_paths(parts_dir, scene)["meta"]
+        if not meta.exists():
+            raise InputError(meta, f"scene {scene} is not tiled yet",
+                             f"run `spatialfair tile --scene {scene}` for it first")
+        part = json.loads(meta.read_text())
+        if (part["size"], part["overlap"], part["min_valid_fraction"]) != settings:
+            raise InputError(meta, "scene tiled with other tiling settings "
+                             f"{(part['size'], part['overlap'], part['min_valid_fraction'])}, "
+                             f"now {settings}", f"re-run `spatialfair tile --scene {scene}`")
+        parts[scene] = part
+    first_scene, first = next(iter(parts.items()))
+    for scene, part in parts.items():
+        if part["dtype"] != first["dtype"]:
+            raise InputError(part["scene"]["image"], f"image data type {part['dtype']} "
+                             f"differs from {first['dtype']} of {first_scene}",
+                             "write all images of a dataset with one data type")
+        if len(part["bands"]) != len(first["bands"]):
+            raise InputError(part["scene"]["image"], f"image has {len(part['bands'])} "
+                             f"band(s), {first_scene} has {len(first['bands'])}",
+                             "use the same bands in every image, or configure `bands`")
+    return parts
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no copy on one file system), else copy it."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, *,
+                 size: int, overlap: int = 0, min_valid_fraction: float = 0.05
+                 ) -> "TileStore":
+    """Assemble the tile store in ``out_dir`` from the scenes :func:`tile_scene` wrote.
+
+    The result is the store :func:`tile_dataset` writes in one job (the same chips, tile
+    index and store.json, which again is written last); the chips are hard-linked, not
+    copied, where ``parts_dir`` is on the same file system.
+    """
+    _check_tiling(size, overlap, min_valid_fraction)
+    size, overlap, parts_dir, out_dir = int(size), int(overlap), Path(parts_dir), Path(out_dir)
+    if not ds.images:
+        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
+                         "check the glob or list the files")
+    check_scene_names(ds)
+    parts = _read_parts(ds, parts_dir, (size, overlap, float(min_valid_fraction)))
+    crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
+    target = study_crs(list(crss.values()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged: list[tuple[Path, Path]] = []
+    frames = []
+    try:
+        for scene, part in tqdm(parts.items(), desc=f"gathering {ds.name}", unit="scene",
+                                disable=None):
+            paths = part_paths(parts_dir, scene)
+            with np.load(paths["cols"]) as z:
+                cols = {k: z[k] for k in z.files}
+            frames.append(_scene_index(scene, crss[scene],
+                                       rasterio.Affine(*part["scene"]["transform"]), cols,
+                                       size, ds.classes, target))
+            for kind in ("image", "label"):
+                final = out_dir / f"{scene}.{kind}.bin"
+                staged.append((partial_path(final), final))
+                _link_or_copy(paths[kind], staged[-1][0])
+        index = _full_index(ds, frames, target, min_valid_fraction)
+        staged.append(_stage_grid(out_dir, index))
+        first = next(iter(parts.values()))
+        meta = _store_meta(ds, size, overlap, min_valid_fraction, first["bands"],
+                           first["dtype"], target, {s: p["scene"] for s, p in parts.items()})
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+    _publish(out_dir, staged, meta)
+    log.info("dataset %s: %d tiles of %d px from %d scene(s) gathered in %s", ds.name,
+             len(index), size, len(parts), out_dir)
+    return TileStore(out_dir)
+
+
+def _stage_grid(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
+    """Write the tile index under a temporary name; return (temporary, final)."""
+    grid_final = out_dir / "tile_grid.gpkg"
+    grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
+    write_layers({"tiles": index}, grid_tmp)
+    return grid_tmp, grid_final
 
 
 def _publish(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) -> None:

@@ -210,15 +210,17 @@ def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: i
     return labelled
 
 
-def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]]) -> None:
+def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]], *,
+                   fail: bool = True) -> None:
     """Labels without any labelled pixel: a WARNING per scene, an error when all are empty.
 
     A scene without labels still gets predicted, it only adds nothing to training and
     evaluation (a partly labelled dataset is legitimate); a dataset without any labelled
     pixel cannot be trained on, which tiling would otherwise find out only at its end.
+    ``fail=False`` (one scene of a dataset checked alone) only warns.
     """
     empty = [path for path, n in counts if n == 0]
-    if counts and len(empty) == len(counts):
+    if fail and counts and len(empty) == len(counts):
         raise InputError(
             f"dataset {ds.name}",
             f"no label raster has a labelled pixel: every value of {len(empty)} label "
@@ -362,6 +364,7 @@ def validate_dataset(
     *,
     reproject_dir: str | Path | None = None,
     scan_images: bool = True,
+    dataset_checks: bool = True,
 ) -> list[tuple[RasterInfo, RasterInfo]]:
     """Check every image/label pair of ``ds``; return their (image, label) headers.
 
@@ -371,6 +374,8 @@ def validate_dataset(
     ``reproject_dir`` (logged; without a folder the reprojection is only announced and the
     original label is returned), then the image pixel scan. ``scan_images=False`` stops the
     image scan at the first valid pixel (the tiler counts invalid pixels itself).
+    ``dataset_checks=False`` (a per-scene tiling job, after the workflow validated the whole
+    dataset) skips the regions file and reports a scene without labels as a warning only.
     """
     check_scene_names(ds)
     check_tile_size(config)
@@ -382,9 +387,11 @@ def validate_dataset(
                              "assign its CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`")
         checked.append((img, lab, idx))
     check_consistent([(img, idx) for img, _, idx in checked])
-    check_regions(ds, [img for img, _, _ in checked])
-    check_labelled(ds, [(lab.path, check_label_values(lab, ds.classes, ds.ignore_index))
-                        for _, lab, _ in checked])
+    if dataset_checks:
+        check_regions(ds, [img for img, _, _ in checked])
+    counts = [(lab.path, check_label_values(lab, ds.classes, ds.ignore_index))
+              for _, lab, _ in checked]
+    check_labelled(ds, counts, fail=dataset_checks)
     pairs = []
     for img, lab, idx in checked:
         if ds.reproject_labels:

@@ -17,8 +17,9 @@ from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.io import read_padded
-from spatialfair.tiling import (TileStore, _ChipWriter, _class_counts, _plan_units, study_crs, tile_dataset,
-                                tile_offsets, tile_windows)
+from spatialfair.tiling import (TileStore, _ChipWriter, _class_counts, _plan_units,
+                                gather_tiles, study_crs, tile_dataset, tile_offsets,
+                                tile_scene, tile_windows)
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
@@ -449,3 +450,78 @@ def test_cli_tile_and_reprojected_labels(tmp_path, caplog):
     assert set(np.unique(rep)) == {0, 1}  # covered everywhere, both classes
     labels = store.labels("s")
     assert sum((labels[i] == 1).sum() for i in range(4)) == (rep == 1).sum()
+
+
+# --- per-scene tiling (one cluster job per scene) and the gather step ----------------------
+
+def assert_same_store(a: TileStore, b: TileStore) -> None:
+    """Byte-identical chips, identical store.json and tile index (geometry included)."""
+    assert a.meta == b.meta
+    for scene in a.scenes:
+        for kind in ("image", "label"):
+            assert (a.path / f"{scene}.{kind}.bin").read_bytes() == \
+                   (b.path / f"{scene}.{kind}.bin").read_bytes(), (scene, kind)
+    ia, ib = a.index, b.index
+    assert ia.drop(columns="geometry").equals(ib.drop(columns="geometry"))
+    assert ia.crs == ib.crs and all(ia.geometry.geom_equals_exact(ib.geometry, 0))
+
+
+def test_per_scene_tiling_equals_one_job(tmp_path):
+    """Two UTM zones (study CRS EPSG:4326), overlap, a nodata hole and an unlabelled scene."""
+    img_a, lab_a = random_scene(3, 70, 64)
+    img_a[:, 5:25, 5:25] = 0
+    img_b, lab_b = random_scene(4, 64, 96)
+    lab_c = np.full((40, 40), 255, np.uint8)
+    img_c, _ = random_scene(5, 40, 40)
+    ta, tb = from_origin(700000, 5000000, 20, 20), from_origin(300000, 5000000, 20, 20)
+    _, ds = make_dataset(tmp_path, {
+        "a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta, "nodata": 0}),
+        "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb}),
+        "c": (img_c, lab_c, {"crs": "EPSG:32633", "transform": tb})})
+    settings = dict(size=32, overlap=8, min_valid_fraction=0.1)
+    whole = tile_dataset(ds, tmp_path / "one", **settings)
+    parts = tmp_path / "parts"
+    for image, label in zip(ds.images, ds.labels):
+        assert tile_scene(ds, image, label, parts, **settings) == parts / f"{image.stem}.part.json"
+    gathered = gather_tiles(ds, parts, tmp_path / "many", **settings)
+    assert_same_store(whole, gathered)
+    assert whole.n_tiles("c") == 0 and len(whole.index) == 3 * 3 + 3 * 4
+    # the chips are hard links of the parts, not copies
+    linked = (tmp_path / "many" / "a.image.bin").stat().st_ino
+    assert linked == (parts / "a.image.bin").stat().st_ino
+
+
+def test_gather_needs_every_scene_with_the_same_settings(tmp_path, scene_ab):
+    _, ds = scene_ab
+    parts = tmp_path / "parts"
+    tile_scene(ds, ds.images[0], ds.labels[0], parts, size=32)
+    with pytest.raises(InputError, match=r"scene b is not tiled yet.*--scene b"):
+        gather_tiles(ds, parts, tmp_path / "t", size=32)
+    tile_scene(ds, ds.images[1], ds.labels[1], parts, size=16)
+    with pytest.raises(InputError, match=r"b.part.json: scene tiled with other tiling settings "
+                                         r"\(16, 0, 0.05\), now \(32, 0, 0.05\)"):
+        gather_tiles(ds, parts, tmp_path / "t", size=32)
+    assert not (tmp_path / "t" / "store.json").exists()
+
+
+def test_cli_per_scene_then_gather_equals_cli_tile(tmp_path, caplog):
+    img, lab = random_scene(8, 64, 80)
+    img2, lab2 = random_scene(9, 50, 40)
+    make_dataset(tmp_path, {"s": (img, lab, {}), "t": (img2, lab2, {})})
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+                   f"    labels: {tmp_path}/lab/*.tif\ntiling:\n  size: 32\n")
+    base = ["tile", "--config", str(cfg), "--dataset", "d"]
+    assert cli_main([*base, "--out", str(tmp_path / "one")]) == 0
+    out = tmp_path / "many"
+    for scene in ("s", "t"):
+        assert cli_main([*base, "--out", str(out), "--scene", scene]) == 0
+    assert sorted(p.name for p in (out / "parts").iterdir()) == [
+        "s.cols.npz", "s.image.bin", "s.label.bin", "s.part.json",
+        "t.cols.npz", "t.image.bin", "t.label.bin", "t.part.json"]
+    assert not (out / "store.json").exists()
+    assert cli_main([*base, "--out", str(out), "--gather"]) == 0
+    assert_same_store(TileStore(tmp_path / "one"), TileStore(out))
+    with caplog.at_level(logging.ERROR):
+        assert cli_main([*base, "--out", str(out), "--scene", "nope"]) == 2
+    assert "dataset d: no scene 'nope' (scenes: s, t)" in caplog.text

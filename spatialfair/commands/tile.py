@@ -3,6 +3,13 @@
 Tile settings come from the config's ``tiling`` block. Labels on another grid are reprojected
 (nearest, logged) into ``<out>/reprojected_labels/`` only when the dataset sets
 ``reproject_labels``; otherwise a grid mismatch is an error.
+
+Without ``--scene``/``--gather`` one process validates the whole dataset (regions file and
+labels included) and tiles every scene. A cluster tiles scenes in parallel instead: one
+``--scene NAME`` job per scene (header checks and that scene's reprojection only; the
+workflow validates the dataset first), then one ``--gather`` job that writes the tile index
+and store.json from the scenes' parts (``--parts``, default ``<out>/parts``). Both ways give
+the same store.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 from pathlib import Path
 
 from ..config import dataset_config, load_config
+from ..errors import InputError
 from . import add_dataset_arguments
 
 HELP = "validate a dataset and tile its scenes into a tile store (+ tile_grid.gpkg)"
@@ -22,18 +30,44 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--scene", help="tile only this scene (image file stem) into --parts")
+    mode.add_argument("--gather", action="store_true",
+                      help="write the store (index, store.json) from the tiled scenes' parts")
+    p.add_argument("--parts", help="folder of per-scene parts (default: <out>/parts)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..tiling import tile_dataset
+    from ..tiling import gather_tiles, tile_dataset, tile_scene
     from ..validation import validate_dataset
 
     config = load_config(args.config)
     ds = dataset_config(config, args.dataset)
     out = Path(args.out)
-    pairs = validate_dataset(ds, config, reproject_dir=out / "reprojected_labels",
-                             scan_images=False)
-    ds = dataclasses.replace(ds, labels=[label.path for _, label in pairs])
+    parts = Path(args.parts) if args.parts else out / "parts"
     tiling = config["tiling"]
-    tile_dataset(ds, out, size=tiling["size"], overlap=tiling["overlap"],
-                 min_valid_fraction=tiling["min_valid_fraction"])
+    settings = dict(size=tiling["size"], overlap=tiling["overlap"],
+                    min_valid_fraction=tiling["min_valid_fraction"])
+    if args.gather:
+        gather_tiles(ds, parts, out, **settings)
+        return
+    if args.scene is not None:
+        ds = one_scene(ds, args.scene)
+    pairs = validate_dataset(ds, config, reproject_dir=out / "reprojected_labels",
+                             scan_images=False, dataset_checks=args.scene is None)
+    ds = dataclasses.replace(ds, labels=[label.path for _, label in pairs])
+    if args.scene is not None:
+        tile_scene(ds, ds.images[0], ds.labels[0], parts, **settings)
+    else:
+        tile_dataset(ds, out, **settings)
+
+
+def one_scene(ds, scene: str):
+    """``ds`` restricted to the image/label pair of ``scene``."""
+    for image, label in zip(ds.images, ds.labels):
+        if image.stem == scene:
+            return dataclasses.replace(ds, images=[image], labels=[label])
+    raise InputError(f"dataset {ds.name}", f"no scene '{scene}' (scenes: "
+                     f"{', '.join(p.stem for p in ds.images[:10])}"
+                     f"{' ...' if len(ds.images) > 10 else ''})",
+                     "name a scene by its image file stem")
