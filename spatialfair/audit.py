@@ -289,8 +289,11 @@ def _separable(parts: Mapping[str, Any], info) -> tuple[list, list]:
 
 
 def _windows(info, side: int) -> list[Window]:
+    """Windows of about ``side`` px, whole blocks of the file where its blocks are smaller
+    (a striped file's rows span the width: those windows are cut at ``side`` columns)."""
     bh, bw = info.block_shape
-    wh, ww = max(bh, side // bh * bh), max(bw, side // bw * bw)
+    wh = side // bh * bh if bh <= side else side
+    ww = side // bw * bw if bw <= side else side
     return [Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
             for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
 

@@ -427,3 +427,12 @@ def test_nothing_to_audit_by_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no regions and no generated partitioning"):
         audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None,
                   partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
+
+
+def test_windows_of_a_striped_file_stay_bounded():
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(block_shape=(1, 50_000), width=50_000, height=3000)
+    wins = audit_mod._windows(info, 1024)
+    assert max(int(w.width) * int(w.height) for w in wins) <= 1024 * 1024
+    assert sum(int(w.width) * int(w.height) for w in wins) == 50_000 * 3000
