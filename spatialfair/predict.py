@@ -689,6 +689,13 @@ class _ResumeCache:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def store_scenes(store_dir: str | Path) -> dict[str, Path]:
+    """Every scene of a tile store: name -> image path (as tiled)."""
+    from .tiling import TileStore
+
+    return {s: Path(e["image"]) for s, e in TileStore(store_dir).meta["scenes"].items()}
+
+
 def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test"
                     ) -> dict[str, Path]:
     """Scenes of a tile store with tiles in ``split`` of ``split_column``: name -> image path.

@@ -81,8 +81,7 @@ def test_shipped_config_dry_run_and_lint(tmp_path):
     out = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/default"))
     counts = job_counts(out.stdout + out.stderr)
     assert counts["train"] == 12 and counts["compare"] == 2
-    # one job per run and batch of scenes (both demo scenes fit one batch): 2 x 6 runs
-    assert counts["predict_flood_demo_0"] == 6 and counts["predict_crop_demo_0"] == 6
+    assert counts["predict"] == 12  # one job per run, all its scenes: 2 datasets x 6 runs
     assert counts["demo_flood-demo"] == 1 and counts["demo_crop-demo"] == 1
     lint = snakemake(ROOT, "--lint")
     assert "good condition" in lint.stdout + lint.stderr
@@ -170,7 +169,7 @@ def test_tiny_end_to_end_run(tmp_path):
     counts = job_counts(out.stdout + out.stderr)
     assert counts.get("train") == 1 and counts.get("compare") == 1
     assert "tile" not in counts and "partition" not in counts and "split" not in counts
-    assert counts.get("predict_flood_tiny_0") == 1  # the deleted run's batch, nothing else
+    assert counts.get("predict") == 1  # the deleted run's prediction job, nothing else
 
 
 @pytest.mark.slow

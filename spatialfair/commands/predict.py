@@ -28,10 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output class COG(s) (uint8, nodata 255), one per image")
     p.add_argument("--out-probs", nargs="+",
                    help="output probability COG(s) (float32, nodata NaN), one per image")
-    p.add_argument("--held-out", nargs=2, metavar=("TILES", "SPLIT_COLUMN"),
-                   help="instead of --image: every scene of the tile store TILES with test "
-                        "tiles in SPLIT_COLUMN (a replicate's fold), written as "
+    p.add_argument("--from-store", metavar="TILES",
+                   help="instead of --image: every scene of the tile store TILES, written as "
                         "<scene>.tif into --out-classes-dir / --out-probs-dir")
+    p.add_argument("--held-out-column", metavar="SPLIT_COLUMN",
+                   help="with --from-store: only the scenes with test tiles in this split "
+                        "column (a replicate's fold)")
+    p.add_argument("--held-out", nargs=2, metavar=("TILES", "SPLIT_COLUMN"),
+                   help="short for --from-store TILES --held-out-column SPLIT_COLUMN")
     p.add_argument("--out-classes-dir", help="with --held-out: folder of class COGs")
     p.add_argument("--out-probs-dir", help="with --held-out: folder of probability COGs")
     p.add_argument("--resume-dir",
@@ -67,10 +71,12 @@ def run(args: argparse.Namespace) -> None:
     config = load_config(args.config) if args.config else None
     settings = resolve_settings(args, config)
     if args.held_out:
-        _held_out_paths(args)
+        args.from_store, args.held_out_column = args.held_out
+    if args.from_store:
+        _store_paths(args)
     if not args.image or not args.out_classes:
         raise InputError("predict", "no image to predict",
-                         "give --image and --out-classes, or --held-out TILES COLUMN")
+                         "give --image and --out-classes, or --from-store TILES")
     if len(args.out_classes) != len(args.image) or (
         args.out_probs and len(args.out_probs) != len(args.image)
     ):
@@ -86,17 +92,18 @@ def run(args: argparse.Namespace) -> None:
                                                result.class_counts.items()))
 
 
-def _held_out_paths(args: argparse.Namespace) -> None:
-    """Fill --image/--out-* from the scenes holding a fold's test tiles."""
+def _store_paths(args: argparse.Namespace) -> None:
+    """Fill --image/--out-* from a tile store's scenes (optionally a fold's held-out ones)."""
     from pathlib import Path
 
     from ..errors import InputError
-    from ..predict import held_out_scenes
+    from ..predict import held_out_scenes, store_scenes
 
     if args.image or not args.out_classes_dir:
-        raise InputError("predict", "--held-out replaces --image and needs --out-classes-dir",
-                         "give --held-out TILES COLUMN --out-classes-dir DIR [--out-probs-dir DIR]")
-    scenes = held_out_scenes(*args.held_out)
+        raise InputError("predict", "--from-store replaces --image and needs --out-classes-dir",
+                         "give --from-store TILES --out-classes-dir DIR [--out-probs-dir DIR]")
+    scenes = (held_out_scenes(args.from_store, args.held_out_column) if args.held_out_column
+              else store_scenes(args.from_store))
     args.image = [str(p) for p in scenes.values()]
     args.out_classes = [str(Path(args.out_classes_dir) / f"{s}.tif") for s in scenes]
     args.out_probs = ([str(Path(args.out_probs_dir) / f"{s}.tif") for s in scenes]
@@ -104,4 +111,5 @@ def _held_out_paths(args: argparse.Namespace) -> None:
     for d in (args.out_classes_dir, args.out_probs_dir):
         if d:
             Path(d).mkdir(parents=True, exist_ok=True)
-    log.info("%d scene(s) hold test tiles of %s", len(scenes), args.held_out[1])
+    log.info("%d scene(s) to predict%s", len(scenes),
+             f" (test tiles of {args.held_out_column})" if args.held_out_column else "")

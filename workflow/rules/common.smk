@@ -126,9 +126,9 @@ def section(*keys, dataset=None):
     return out
 
 
-def prediction_paths(ds_name, run, kind):
-    """Per-scene prediction rasters of one unreplicated run: kind = predictions | probabilities."""
-    return [f"{RESULTS}/{ds_name}/{run}/{kind}/{s}.tif" for s in scenes(ds_name)]
+def prediction_dirs(ds, run, rep=""):
+    """The class and probability folders of one run (or one replicate: rep = "reps/<id>/")."""
+    return [f"{RESULTS}/{ds}/{run}/{rep}predictions", f"{RESULTS}/{ds}/{run}/{rep}probabilities"]
 
 
 def replicate_outputs(ds, run):
@@ -136,8 +136,8 @@ def replicate_outputs(ds, run):
     out = []
     for rep in REPS:
         d = f"{RESULTS}/{ds}/{run}/reps/{rep}"
-        out += [f"{d}/model.pt", f"{d}/train_log.csv", f"{d}/predictions",
-                f"{d}/probabilities"]
+        out += [f"{d}/model.pt", f"{d}/train_log.csv"]
+        out += prediction_dirs(ds, run, f"reps/{rep}/")
     return out
 
 
@@ -161,8 +161,7 @@ def all_outputs():
                 out += replicate_outputs(ds, run) + seed_metrics_paths(ds, run)
                 continue
             out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
-            out += prediction_paths(ds, run, "predictions")
-            out += prediction_paths(ds, run, "probabilities")
+            out += prediction_dirs(ds, run)
     return out
 
 
@@ -171,6 +170,71 @@ def fairness_outputs(ds, run):
     metric = _dataset(ds).headline_metric
     return [f"{d}/metrics.json", f"{d}/by_region.csv", f"{d}/fairness.gpkg",
             f"{d}/fairness_{metric}.tif", f"{d}/map.png", f"{d}/regions.png"]
+
+
+def replicate_args(w):
+    """--seed/--split-column of a replicate's training job (none for an unreplicated run)."""
+    if not REPLICATED:
+        return ""
+    rep = REPS[w.rep]
+    return f"--seed {rep.seed} --split-column {rep.column}"
+
+
+def held_out_option(w):
+    return f"--held-out-column {REPS[w.rep].column}" if REPLICATED else ""
+
+
+def fold_args(w):
+    """--fold COLUMN FOLDER for every fold of one seed."""
+    reps = [r for r in REPS.values() if r.seed == int(w.seed)]
+    return " ".join(
+        f"--fold {r.column} {RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions" for r in reps
+    )
+
+
+def fold_predictions(w):
+    return [
+        f"{RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions"
+        for r in REPS.values()
+        if r.seed == int(w.seed)
+    ]
+
+
+def fairness_report_outputs(_base, _ds, _metric):
+    """The run-level fairness outputs (maps are report items)."""
+    return dict(
+        metrics=f"{_base}/{{run}}/fairness/metrics.json",
+        by_region=f"{_base}/{{run}}/fairness/by_region.csv",
+        gpkg=f"{_base}/{{run}}/fairness/fairness.gpkg",
+        raster=f"{_base}/{{run}}/fairness/fairness_{_metric}.tif",
+        map=report(
+            f"{_base}/{{run}}/fairness/map.png",
+            caption="../report/map.rst",
+            category=_ds,
+            subcategory="{run}",
+            labels={"dataset": _ds, "run": "{run}", "figure": "fairness map"},
+        ),
+        bars=report(
+            f"{_base}/{{run}}/fairness/regions.png",
+            caption="../report/regions.rst",
+            category=_ds,
+            subcategory="{run}",
+            labels={"dataset": _ds, "run": "{run}", "figure": "per-region bars"},
+        ),
+    )
+
+
+def compare_inputs(w):
+    """Every run's per-seed evaluations and, for replicates, their training logs."""
+    out = []
+    for run in RUNS:
+        if REPLICATED:
+            out += [f"{RESULTS}/{w.dataset}/{run}/reps/s{s}/fairness/metrics.json" for s in SEEDS]
+            out += [f"{RESULTS}/{w.dataset}/{run}/reps/{r}/train_log.csv" for r in REPS]
+        else:
+            out += [f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json",
+                    f"{RESULTS}/{w.dataset}/{run}/train_log.csv"]
+    return out
 
 
 wildcard_constraints:

@@ -3,44 +3,6 @@
 
 # One evaluate rule per dataset, because the raster map's file name carries the dataset's
 # headline metric (fairness_<metric>.tif) and all outputs of a rule must share its wildcards.
-def fold_args(w):
-    """--fold COLUMN FOLDER for every fold of one seed."""
-    reps = [r for r in REPS.values() if r.seed == int(w.seed)]
-    return " ".join(
-        f"--fold {r.column} {RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions" for r in reps
-    )
-
-
-def fold_predictions(w):
-    return [
-        f"{RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions"
-        for r in REPS.values()
-        if r.seed == int(w.seed)
-    ]
-
-
-def fairness_report_outputs(_base, _ds, _metric):
-    """The run-level fairness outputs (maps are report items)."""
-    return dict(
-        metrics=f"{_base}/{{run}}/fairness/metrics.json",
-        by_region=f"{_base}/{{run}}/fairness/by_region.csv",
-        gpkg=f"{_base}/{{run}}/fairness/fairness.gpkg",
-        raster=f"{_base}/{{run}}/fairness/fairness_{_metric}.tif",
-        map=report(
-            f"{_base}/{{run}}/fairness/map.png",
-            caption="../report/map.rst",
-            category=_ds,
-            subcategory="{run}",
-            labels={"dataset": _ds, "run": "{run}", "figure": "fairness map"},
-        ),
-        bars=report(
-            f"{_base}/{{run}}/fairness/regions.png",
-            caption="../report/regions.rst",
-            category=_ds,
-            subcategory="{run}",
-            labels={"dataset": _ds, "run": "{run}", "figure": "per-region bars"},
-        ),
-    )
 
 
 if not REPLICATED:
@@ -52,7 +14,7 @@ if not REPLICATED:
             name:
                 f"evaluate_{_ds}".replace("-", "_")
             input:
-                predictions=lambda w, _ds=_ds: prediction_paths(_ds, w.run, "predictions"),
+                predictions=lambda w, _ds=_ds: prediction_dirs(_ds, w.run)[0],
                 index=f"{_base}/tiles/tiles.gpkg",
                 partitions=f"{_base}/partitions.gpkg",
                 cfg=ancient(CONFIG_FILE),
@@ -62,7 +24,6 @@ if not REPLICATED:
                 cfg=section("evaluation", "seed", dataset=_ds),
                 dataset=_ds,
                 tiles=lambda w, input: os.path.dirname(input.index),
-                predictions=lambda w, input: os.path.dirname(input.predictions[0]),
                 out=lambda w, output: os.path.dirname(output.metrics),
             log:
                 f"logs/{_ds}/{{run}}/evaluate.log",
@@ -75,7 +36,7 @@ if not REPLICATED:
             shell:
                 "spatialfair evaluate --config {input.cfg} --dataset {params.dataset} "
                 "--tiles {params.tiles} --partitions {input.partitions} "
-                "--predictions {params.predictions} --out {params.out} > {log} 2>&1"
+                "--predictions {input.predictions} --out {params.out} > {log} 2>&1"
 
 else:
 
@@ -136,19 +97,6 @@ else:
             shell:
                 "spatialfair aggregate --run-dir {params.run_dir} --tiles {params.tiles} "
                 "--partitions {input.partitions} --out {params.out} > {log} 2>&1"
-
-
-def compare_inputs(w):
-    """Every run's per-seed evaluations and, for replicates, their training logs."""
-    out = []
-    for run in RUNS:
-        if REPLICATED:
-            out += [f"{RESULTS}/{w.dataset}/{run}/reps/s{s}/fairness/metrics.json" for s in SEEDS]
-            out += [f"{RESULTS}/{w.dataset}/{run}/reps/{r}/train_log.csv" for r in REPS]
-        else:
-            out += [f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json",
-                    f"{RESULTS}/{w.dataset}/{run}/train_log.csv"]
-    return out
 
 
 rule compare:

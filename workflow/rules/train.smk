@@ -2,15 +2,6 @@
 # job trains on the GPU; with resources gpu > 1 it starts torchrun with one process per GPU.
 
 
-def replicate_args(w):
-    """--seed/--split-column of a replicate's training job (none for an unreplicated run)."""
-    if not REPLICATED:
-        return ""
-    rep = REPS[w.rep]
-    return f"--seed {rep.seed} --split-column {rep.column}"
-
-
-
 rule train:
     input:
         index=rules.split.output.index,
