@@ -355,8 +355,9 @@ def _block_centres(scenes: Sequence[_Scene], crs: CRS) -> np.ndarray:
     pts = []
     for sc in scenes:
         info, (bh, bw) = sc.pair.label, sc.block
-        rows = np.arange(0, info.height, bh) + np.minimum(bh, info.height - np.arange(0, info.height, bh)) / 2
-        cols = np.arange(0, info.width, bw) + np.minimum(bw, info.width - np.arange(0, info.width, bw)) / 2
+        r0, c0 = np.arange(0, info.height, bh), np.arange(0, info.width, bw)
+        rows = r0 + np.minimum(bh, info.height - r0) / 2
+        cols = c0 + np.minimum(bw, info.width - c0) / 2
         cc, rr = np.meshgrid(cols, rows)
         xs, ys = info.transform * (cc.ravel(), rr.ravel())
         if info.crs != crs:

@@ -160,7 +160,8 @@ class Pair:
     label: RasterInfo
     pred: RasterInfo
     band: int
-    offset: tuple[int, int] | None  # (rows, cols) of the label origin in the prediction; None = warp
+    #: (rows, cols) of the label origin in the prediction grid; None: read through a warp
+    offset: tuple[int, int] | None
 
 
 def _aligned_offset(pred: RasterInfo, label: RasterInfo) -> tuple[int, int] | None:

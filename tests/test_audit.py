@@ -157,7 +157,8 @@ def _equal_map_rate(tmp_path: Path, seeds: range) -> tuple[int, int, int]:
         write_tif(tmp_path / "pred.tif", flip(y, 0.08, rng), transform=t)
         r = audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", regions=reg,
                       region_column="name", out_dir=None, block_size=200, n_boot=299,
-                      seed=seed, metric="accuracy", partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
+                      seed=seed, metric="accuracy",
+                      partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
         tab = r.tables["regions"]
         hits += int(tab["ci_excludes_zero"].sum())
         total += len(tab)
