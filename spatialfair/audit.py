@@ -588,6 +588,7 @@ def audit_map(
     maps: bool = True,
     max_raster_size: int | None = None,
     window_side: int = WINDOW_SIDE,
+    check_only: bool = False,
 ):
     """Audit prediction raster(s) against label raster(s), per region; no training.
 
@@ -598,7 +599,8 @@ def audit_map(
     ``evaluation``/``partitions`` are partial overrides of those config blocks). With
     ``out_dir``, writes ``metrics.json``, ``by_region.csv`` and (``maps``) ``fairness.gpkg``,
     ``fairness_<metric>.tif``, ``map.png`` and ``regions.png`` there. Returns the
-    :class:`~spatialfair.evaluate.EvaluationResult`.
+    :class:`~spatialfair.evaluate.EvaluationResult`. ``check_only``: stop after the checks
+    of every input (files, grids, settings, regions) and return None.
     """
     t0 = time.perf_counter()
     classes, metric = _classes(task, classes, metric)
@@ -614,6 +616,8 @@ def audit_map(
     crs = _study_crs(scenes)
     parts = _partitionings(scenes, crs, regions, s["region_column"], regions_layer,
                            s["partitions"], s["seed"])
+    if check_only:
+        return None
     log.info("auditing %d label raster(s) against %d prediction file(s): %d partitionings, "
              "headline %s", len(labs), len(set(preds)), len(parts), metric)
     t1 = time.perf_counter()

@@ -318,6 +318,7 @@ def test_cli_and_config_dataset(tmp_path, planted):
         "regions": str(d / "reg.gpkg"), "region_column": "name",
         "audit": {"block_size": 300, "n_boot": 99}}},
         "partitions": {"grid_max": 2, "kmeans": []}}))
+    assert cli.main(["validate", "--config", str(cfg)]) == 0
     r = audit_dataset(load_config(cfg), "prod", out_dir=None)
     assert r.metrics["dataset"] == "prod" and "kmeans_4" not in r.tables
     assert r.metrics["audit"]["predictions"] == [str(d / "pred.tif")]

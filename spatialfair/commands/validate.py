@@ -22,6 +22,12 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     for name in args.dataset or list(config["datasets"]):
+        if config["datasets"][name].get("predictions"):  # an audit dataset (spatialfair.audit)
+            from ..audit import audit_dataset
+
+            audit_dataset(config, name, None, check_only=True)
+            log.info("dataset %s (audit): predictions, labels and regions OK", name)
+            continue
         ds = dataset_config(config, name)
         validate_dataset(ds, config)
         log.info("dataset %s: %d scene(s) OK", name, len(ds.images))
