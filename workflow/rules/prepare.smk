@@ -1,12 +1,69 @@
-# Tiling, partitionings and spatial splits: one job each per dataset (the validated config
-# file they read is written by common.smk when the workflow is read).
-# Tiling streams scene by scene, window by window, so one job scales to many scenes without
-# one job per tile.
+# Validation, tiling, partitionings and spatial splits (the validated config file they read
+# is written by common.smk when the workflow is read).
+# - validate: one job per dataset checks every raster, the label values and the regions file
+#   before any expensive work (`spatialfair validate`);
+# - tile_scene: one job per scene, so a cluster tiles scenes in parallel; each streams its
+#   scene window by window into tiles/parts/ (temporary);
+# - tile: one job per dataset gathers the parts into the tile store (tile index, store.json
+#   last; chips hard-linked, not copied);
+# - partition and split: one job per dataset.
+
+
+rule validate:
+    input:
+        unpack(lambda w: dataset_inputs(w.dataset)),
+        cfg=ancient(CONFIG_FILE),
+    output:
+        touch(f"{RESULTS}/{{dataset}}/tiles/validated.ok"),
+    params:
+        cfg=lambda w: section("tiling", "model", dataset=w.dataset),
+    log:
+        "logs/{dataset}/validate.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    shell:
+        "spatialfair validate --config {input.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
+
+
+rule tile_scene:
+    input:
+        image=lambda w: image_path(w.dataset, w.scene),
+        label=lambda w: label_path(w.dataset, w.scene),
+        validated=rules.validate.output[0],
+        cfg=ancient(CONFIG_FILE),
+    output:
+        image=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.image.bin"),
+        label=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.label.bin"),
+        cols=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.cols.npz"),
+        part=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.part.json"),
+    params:
+        cfg=lambda w: section("tiling", dataset=w.dataset),
+        out=lambda w: f"{RESULTS}/{w.dataset}/tiles",
+    log:
+        "logs/{dataset}/tile/{scene}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} "
+        "--scene {wildcards.scene} --out {params.out} > {log} 2>&1"
 
 
 rule tile:
     input:
-        unpack(lambda w: dataset_inputs(w.dataset)),
+        # every scene's parts: chips, index columns, part.json
+        parts=lambda w: expand(
+            f"{RESULTS}/{w.dataset}/tiles/parts/{{scene}}.{{kind}}",
+            scene=scenes(w.dataset),
+            kind=("image.bin", "label.bin", "cols.npz", "part.json"),
+        ),
         cfg=ancient(CONFIG_FILE),
     output:
         store=f"{RESULTS}/{{dataset}}/tiles/store.json",
@@ -21,9 +78,9 @@ rule tile:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=60,
     shell:
-        "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} "
+        "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} --gather "
         "--out {params.out} > {log} 2>&1"
 
 
