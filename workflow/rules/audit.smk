@@ -4,29 +4,6 @@
 # instead of the training outputs for these datasets.
 
 
-def is_audit(ds):
-    """True for a dataset with `predictions` (audited, never trained)."""
-    return bool(config["datasets"][ds].get("predictions"))
-
-
-def audit_outputs(ds):
-    d = f"{RESULTS}/{ds}/audit"
-    metric = _dataset(ds).headline_metric
-    return [f"{d}/metrics.json", f"{d}/by_region.csv", f"{d}/fairness.gpkg",
-            f"{d}/fairness_{metric}.tif", f"{d}/map.png", f"{d}/regions.png"]
-
-
-def audit_inputs(ds):
-    from spatialfair.config import _expand
-
-    block = config["datasets"][ds]
-    return {
-        "predictions": [str(p) for p in _expand(block["predictions"], Path("."))],
-        "labels": [str(p) for p in _expand(block["labels"], Path("."))],
-        "regions": regions_input(ds),
-    }
-
-
 # One rule per audit dataset: the raster map's name carries the dataset's headline metric.
 for _ds in [d for d in DATASETS if is_audit(d)]:
     _out = audit_outputs(_ds)

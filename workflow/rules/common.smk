@@ -165,11 +165,15 @@ def all_outputs():
     return out
 
 
-def fairness_outputs(ds, run):
-    d = f"{RESULTS}/{ds}/{run}/fairness"
+def fairness_files(folder, ds):
+    """The six fairness outputs written into one folder (a run's fairness/, an audit)."""
     metric = _dataset(ds).headline_metric
-    return [f"{d}/metrics.json", f"{d}/by_region.csv", f"{d}/fairness.gpkg",
-            f"{d}/fairness_{metric}.tif", f"{d}/map.png", f"{d}/regions.png"]
+    return [f"{folder}/metrics.json", f"{folder}/by_region.csv", f"{folder}/fairness.gpkg",
+            f"{folder}/fairness_{metric}.tif", f"{folder}/map.png", f"{folder}/regions.png"]
+
+
+def fairness_outputs(ds, run):
+    return fairness_files(f"{RESULTS}/{ds}/{run}/fairness", ds)
 
 
 def replicate_args(w):
@@ -235,6 +239,26 @@ def compare_inputs(w):
             out += [f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json",
                     f"{RESULTS}/{w.dataset}/{run}/train_log.csv"]
     return out
+
+
+def is_audit(ds):
+    """True for a dataset with `predictions` (audited, never trained)."""
+    return bool(config["datasets"][ds].get("predictions"))
+
+
+def audit_outputs(ds):
+    return fairness_files(f"{RESULTS}/{ds}/audit", ds)
+
+
+def audit_inputs(ds):
+    from spatialfair.config import _expand
+
+    block = config["datasets"][ds]
+    return {
+        "predictions": [str(p) for p in _expand(block["predictions"], Path("."))],
+        "labels": [str(p) for p in _expand(block["labels"], Path("."))],
+        "regions": regions_input(ds),
+    }
 
 
 wildcard_constraints:
