@@ -87,6 +87,8 @@ JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$H
 AccountingStoragePort=6819
+# sacct then shows the executor plugin's --comment (the rule) for the tests
+AccountingStoreFlags=job_comment
 AccountingStorageTRES=gres/gpu
 GresTypes=gpu
 NodeName=$H CPUs=$cpus RealMemory=$mem Gres=gpu:$gpus State=UNKNOWN
