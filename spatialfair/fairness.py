@@ -225,6 +225,23 @@ class Strategy:
         self.last_value = value.detach()
         return _attach(coef, sums, g_counts, value, _world_size(reduce))
 
+    def _tile_weighted(self, pixel_loss: torch.Tensor, valid: torch.Tensor,
+                       tile_w: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+        """Mean pixel loss with per-tile weights, normalised over all ranks (one all-reduce).
+
+        The returned value equals the global weighted mean; its gradient is this rank's share,
+        so DDP's gradient averaging gives the global gradient.
+        """
+        loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
+        local = (tile_w * loss.flatten(1).sum(1)).sum()
+        weight = (tile_w * valid.flatten(1).sum(1).float()).sum()
+        packed = _global(torch.stack([local, weight]), reduce)
+        value = packed[0] / packed[1].clamp(min=1e-12)
+        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
+        self.step += 1
+        self.last_value = value
+        return surrogate + (value - surrogate.detach())
+
     def on_epoch_end(self, epoch: int, reduce: Reduce | None = None) -> None:
         """Hook called after every epoch (no-op unless a strategy needs it)."""
 
@@ -525,16 +542,7 @@ class JTT(ERM):
         self._to(pixel_loss.device)
         hit = torch.isin(tile_ids.to(pixel_loss.device).long(), self.error_tiles)
         tile_w = torch.where(hit, self.strength, 1.0).float()
-        valid = valid.bool()
-        loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
-        local = (tile_w * loss.flatten(1).sum(1)).sum()
-        weight = (tile_w * valid.flatten(1).sum(1).float()).sum()
-        packed = _global(torch.stack([local, weight]), reduce)
-        value = packed[0] / packed[1].clamp(min=1e-12)
-        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
-        self.step += 1
-        self.last_value = value
-        return surrogate + (value - surrogate.detach())
+        return self._tile_weighted(pixel_loss, valid.bool(), tile_w, reduce)
 
 
 class LastLayer(ERM):
@@ -720,16 +728,7 @@ class SPAD(Strategy):
                                        torch.zeros_like(reg, dtype=torch.float32))
         else:
             tile_w = torch.ones(pixel_loss.shape[0], device=pixel_loss.device)
-        loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
-        tile_sum = loss.flatten(1).sum(1)
-        tile_n = valid.flatten(1).sum(1).float()
-        local = (tile_w * tile_sum).sum()
-        packed = _global(torch.stack([local, (tile_w * tile_n).sum()]), reduce)
-        value = packed[0] / packed[1].clamp(min=1e-12)
-        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
-        self.step += 1
-        self.last_value = value
-        return surrogate + (value - surrogate.detach())
+        return self._tile_weighted(pixel_loss, valid, tile_w, reduce)
 
     def region_weights(self):
         if self.current < 0:
