@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -168,3 +169,58 @@ def test_demo_through_the_shipped_slurm_profile(slurm, tmp_path):
         assert j["Partition"] == slurm["cpu"]
         t = tres(j["ReqTRES"])
         assert (t["cpu"], t["mem"], "gres/gpu" in t) == ("2", "4000M", False), j
+
+
+def train_job_ids(workdir: Path) -> list[str]:
+    """Running or pending SLURM jobs of the train rule started in ``workdir``."""
+    out = _run(["squeue", "-h", "-o", "%i|%k|%Z"]).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    return [i for i, comment, wd in rows
+            if comment.startswith("rule_train") and Path(wd) == workdir]
+
+
+def test_cancelled_training_resumes_to_the_same_weights(slurm, tmp_path):
+    """`scancel` of a training job after its first epoch checkpoint; the next snakemake call
+    resumes from the checkpoint and ends with the weights of an uninterrupted run."""
+    import torch
+
+    config = dict(SMALL, strategies={"erm": {}}, training={"epochs": 8, "batch_size": 8})
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    for d in (local, cluster):
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/flood-small/erm/model.pt"
+    profile = filled_profile(slurm, tmp_path / "profile")
+    on_slurm = start_snakemake(cluster, "--workflow-profile", str(profile), target)
+    # the same threads as the SLURM profile's training jobs: the same arithmetic
+    reference = start_snakemake(local, target, "--cores", "8", "--set-threads", "train=8")
+    checkpoint = cluster / "results/flood-small/erm/checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and on_slurm.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    jobs = train_job_ids(cluster.resolve())
+    assert checkpoint.exists() and len(jobs) == 1, (jobs, on_slurm.poll())
+    subprocess.run(["scancel", jobs[0]], check=True)
+    state = ""
+    while not state.startswith("CANCELLED") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = _run(["sacct", "-n", "-X", "-P", "-j", jobs[0], "-o", "State"]).stdout
+    assert state.startswith("CANCELLED"), state
+    # sacct says "CANCELLED by <uid>", which executor plugin 2.8 does not take for a failure:
+    # the running snakemake would wait forever (README), so stop it as a user would (Ctrl-C)
+    try:
+        on_slurm.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        on_slurm.send_signal(signal.SIGINT)
+    on_slurm.communicate(timeout=120)
+    assert on_slurm.returncode != 0 and not (cluster / target).exists()
+
+    finish(start_snakemake(cluster, "--workflow-profile", str(profile), target))
+    log_text = (cluster / "logs/flood-small/erm/train.log").read_text()
+    assert "resuming" in log_text and "from epoch" in log_text, log_text[-2000:]
+    finish(reference)
+    got = torch.load(cluster / target, map_location="cpu", weights_only=False)
+    want = torch.load(local / target, map_location="cpu", weights_only=False)
+    assert got["epoch"] == want["epoch"]
+    for name, tensor in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], tensor), name
