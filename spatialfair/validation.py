@@ -375,10 +375,12 @@ def validate_dataset(
     original label is returned), then the image pixel scan. ``scan_images=False`` stops the
     image scan at the first valid pixel (the tiler counts invalid pixels itself).
     ``dataset_checks=False`` (a per-scene tiling job, after the workflow validated the whole
-    dataset) skips the regions file and reports a scene without labels as a warning only.
+    dataset) skips the regions file and the tile size check and reports a scene without
+    labels as a warning only.
     """
     check_scene_names(ds)
-    check_tile_size(config)
+    if dataset_checks:  # imports torch (1-2 s): once per dataset, not in every scene's job
+        check_tile_size(config)
     checked = []
     for image, label in zip(ds.images, ds.labels):
         img, lab, idx = inspect_pair(ds, image, label, check_grid=not ds.reproject_labels)

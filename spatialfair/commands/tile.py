@@ -5,11 +5,11 @@ Tile settings come from the config's ``tiling`` block. Labels on another grid ar
 ``reproject_labels``; otherwise a grid mismatch is an error.
 
 Without ``--scene``/``--gather`` one process validates the whole dataset (regions file and
-labels included) and tiles every scene. A cluster tiles scenes in parallel instead: one
-``--scene NAME`` job per scene (header checks and that scene's reprojection only; the
-workflow validates the dataset first), then one ``--gather`` job that writes the tile index
-and store.json from the scenes' parts (``--parts``, default ``<out>/parts``). Both ways give
-the same store.
+labels included) and tiles every scene. A cluster tiles scenes in parallel instead: jobs of
+``--scene NAME [NAME ...]`` (header checks and those scenes' reprojection only; the workflow
+validates the dataset first), then one ``--gather`` job that writes the tile index and
+store.json from the scenes' parts (``--parts``, default ``<out>/parts``). Both ways give the
+same store.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--scene", help="tile only this scene (image file stem) into --parts")
+    mode.add_argument("--scene", nargs="+", metavar="NAME",
+                      help="tile only these scenes (image file stems) into --parts")
     mode.add_argument("--gather", action="store_true",
                       help="write the store (index, store.json) from the tiled scenes' parts")
     p.add_argument("--parts", help="folder of per-scene parts (default: <out>/parts)")
@@ -51,15 +52,14 @@ def run(args: argparse.Namespace) -> None:
     if args.gather:
         gather_tiles(ds, parts, out, **settings)
         return
-    if args.scene is not None:
-        ds = one_scene(ds, args.scene)
-    pairs = validate_dataset(ds, config, reproject_dir=out / "reprojected_labels",
-                             scan_images=False, dataset_checks=args.scene is None)
-    ds = dataclasses.replace(ds, labels=[label.path for _, label in pairs])
-    if args.scene is not None:
-        tile_scene(ds, ds.images[0], ds.labels[0], parts, **settings)
-    else:
-        tile_dataset(ds, out, **settings)
+    for scene_ds in [one_scene(ds, s) for s in args.scene] if args.scene else [ds]:
+        pairs = validate_dataset(scene_ds, config, reproject_dir=out / "reprojected_labels",
+                                 scan_images=False, dataset_checks=not args.scene)
+        scene_ds = dataclasses.replace(scene_ds, labels=[label.path for _, label in pairs])
+        if args.scene:
+            tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts, **settings)
+        else:
+            tile_dataset(scene_ds, out, **settings)
 
 
 def one_scene(ds, scene: str):
