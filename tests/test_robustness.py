@@ -35,8 +35,11 @@ def _write_config(path: Path, datasets: dict, **extra) -> Path:
 
 
 def _flood_dataset(root: Path) -> dict:
-    return {"task": "flood", "images": str(root / "images/*.tif"),
-            "labels": str(root / "labels/*.tif"), "regions": str(root / "regions.gpkg")}
+    ds = {"task": "flood", "images": str(root / "images/*.tif"),
+          "labels": str(root / "labels/*.tif")}
+    if (root / "regions.gpkg").exists():  # validation checks a named regions file
+        ds["regions"] = str(root / "regions.gpkg")
+    return ds
 
 
 def _pair(root: Path, name: str = "a", *, img=None, lab=None, img_kw=None, lab_kw=None):
