@@ -7,8 +7,10 @@ nodata value, CRSs among EPSG:32633/32614/4326/3857 with random pixel sizes (sce
 in CRS), an optional regions file of random EPSG:4326 polygons over part of the scenes, and
 predictions equal to the labels or random. Every example runs the real pipeline and checks:
 
-* nothing fails except with an :class:`InputError` carrying a ``Fix:`` (an all-invalid scene
-  must fail with the documented error, and tiling then leaves no store behind);
+* nothing fails except with an :class:`InputError` carrying a ``Fix:`` (validation rejects
+  regions that miss every scene, then label files without any labelled pixel, before it scans
+  images; an all-invalid scene must fail with the documented error, and tiling then leaves no
+  store behind);
 * pixel accounting: the validator's invalid count plus the expected valid image pixels is the
   scene size; the tile index's ``n_valid`` and ``count_<k>`` sum to the scene's valid labelled
   pixels and their label histogram; the stored chips put back on the scene grid are the
@@ -302,9 +304,10 @@ def _expected(case: Case) -> dict[str, dict]:
         lab = sc.label.copy()
         if sc.label_nodata == EXTRA_LABEL_NODATA:
             lab[lab == EXTRA_LABEL_NODATA] = IGNORE
+        labelled = bool((lab != IGNORE).any())  # the label file alone, image not consulted
         lab[img_bad] = IGNORE
         valid = lab != IGNORE
-        out[sc.name] = {"img_bad": img_bad, "label": lab, "valid": valid}
+        out[sc.name] = {"img_bad": img_bad, "label": lab, "valid": valid, "labelled": labelled}
     return out
 
 
@@ -418,6 +421,15 @@ def _check_evaluation(case: Case, result, out_dir: Path, exp: dict, n_classes: i
 # --------------------------------------------------------------------------- the pipeline
 
 
+def _validation_error(ds, config: dict) -> str | None:
+    """The message of the InputError that validating the whole dataset raises, or None."""
+    try:
+        validate_dataset(ds, config)
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def _pipeline(case: Case, root: Path) -> None:
     inputs = _write_inputs(case, root)
     config, ds = inputs["config"], inputs["ds"]
@@ -426,9 +438,22 @@ def _pipeline(case: Case, root: Path) -> None:
     store_dir = root / "results" / "tiles"
     event(f"scenes: {len(case.scenes)}, CRSs: {len({sc.crs for sc in case.scenes})}")
     empty_scene = [sc for sc in case.scenes if exp[sc.name]["img_bad"].all()]
+    no_labels = not any(e["labelled"] for e in exp.values())
+    error = _validation_error(ds, config)
+    if error is not None and "overlaps any scene" in error:
+        # regions drawn partly off the scenes may miss every scene: the documented error,
+        # raised by validation (the regions file is checked before any pixel is read)
+        assert case.regions and "Fix:" in error
+        event("outcome: regions miss every scene")
+        return
+    # validation counts labelled pixels before it scans images: a dataset whose label files
+    # hold no labelled pixel at all fails on that first; one such scene alone only warns
+    if no_labels:
+        assert error is not None and "no label raster has a labelled pixel" in error, error
+        assert "Fix:" in error
     if empty_scene:
         with pytest.raises(InputError, match="every pixel of the image is invalid") as err:
-            validate_dataset(ds, config)
+            validate_dataset(ds, config, dataset_checks=not no_labels)
         assert "Fix:" in str(err.value) and empty_scene[0].name in str(err.value)
         with pytest.raises(InputError, match="every pixel of the image is invalid"):
             tile_dataset(ds, store_dir, size=case.tile, overlap=0, min_valid_fraction=0.0)
@@ -436,7 +461,8 @@ def _pipeline(case: Case, root: Path) -> None:
         assert not list(store_dir.glob("*.bin")) if store_dir.exists() else True
         event("outcome: all-invalid scene rejected")
         return
-    pairs = validate_dataset(ds, config)
+    assert no_labels or error is None, error
+    pairs = validate_dataset(ds, config, dataset_checks=not no_labels)
     assert [p[0].path.stem for p in pairs] == [sc.name for sc in case.scenes]
     for sc, (img_info, _) in zip(case.scenes, pairs):
         stats = scan_image(img_info, list(range(1, sc.image.shape[0] + 1)), sc.nodata)
