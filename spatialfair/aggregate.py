@@ -68,12 +68,15 @@ def _region_table(frames: Sequence[pd.DataFrame], metric_names: list[str]) -> pd
         n = int(np.isfinite(dev).sum())
         p = (float(stats.ttest_1samp(dev[np.isfinite(dev)], 0.0).pvalue)
              if n >= 2 and np.nanstd(dev) > 0 else math.nan)
-        excludes = bool(n >= 2 and (low > 0 or high < 0))
+        flags = {f: bool(grp[f].astype(bool).any()) for f in _FLAGS}
+        if any(flags.values()):  # too few pixels or no support in some seed: not tested
+            p = math.nan
+        excludes = bool(n >= 2 and not any(flags.values()) and (low > 0 or high < 0))
         row = dict(zip(_KEYS, key))
         row.update(region=str(grp["region"].iloc[0]),
                    n_pixels=int(round(grp["n_pixels"].mean())),
                    n_tiles=int(round(grp["n_tiles"].mean())),
-                   **{f: bool(grp[f].astype(bool).any()) for f in _FLAGS},
+                   **flags,
                    **{m: float(grp[m].mean()) for m in metric_names},
                    deviation=mean, deviation_ci_low=low, deviation_ci_high=high,
                    n_replicates=n, ci_excludes_zero=excludes,

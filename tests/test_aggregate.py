@@ -21,11 +21,11 @@ def test_t_interval_matches_scipy_and_needs_two_values():
     assert m1 == pytest.approx(0.4) and math.isnan(l1) and math.isnan(h1)
 
 
-def _seed_frame(dev_a, dev_b, small_b=False):
+def _seed_frame(dev_a, dev_b, small_b=False, absent_a=False):
     return pd.DataFrame({
         "partitioning": ["regions", "regions"], "kind": ["user", "user"],
         "region_id": [0, 1], "region": ["north", "south"], "n_pixels": [5000, 800],
-        "n_tiles": [10, 2], "small": [False, small_b], "absent": [False, False],
+        "n_tiles": [10, 2], "small": [False, small_b], "absent": [absent_a, False],
         "iou_water": [0.8 + dev_a, 0.8 + dev_b], "deviation": [dev_a, dev_b],
         "statistic": [1.0, 1.0], "p_value": [0.01, 0.5], "significant": [True, False],
         "direction": [-1, 0]})
@@ -50,3 +50,13 @@ def test_one_seed_gives_no_interval():
     t = _region_table([_seed_frame(-0.1, 0.05)], ["iou_water"])
     assert t["deviation_ci_low"].isna().all() and not t["ci_excludes_zero"].any()
     assert (t["n_replicates"] == 1).all()
+
+
+def test_flagged_regions_get_an_interval_but_no_verdict():
+    # A region without the class (absent) has IoU 0 in every seed: a deviation far from 0
+    # that says nothing about the model, so it must not be marked like a real deficit.
+    frames = [_seed_frame(-0.5 - 0.01 * i, 0.0, absent_a=True) for i in range(5)]
+    north = _region_table(frames, ["iou_water"]).set_index("region").loc["north"]
+    assert north["absent"] and north["deviation_ci_high"] < 0
+    assert not north["ci_excludes_zero"] and not north["significant"]
+    assert north["direction"] == 0 and math.isnan(north["p_value"])
