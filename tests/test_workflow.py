@@ -92,8 +92,11 @@ def test_slurm_profile_resolves(tmp_path):
     shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
     out = snakemake(tmp_path, "-n", "--workflow-profile", str(ROOT / "workflow/profiles/slurm"))
     text = out.stdout + out.stderr
-    assert job_counts(text)["train"] == 12
-    assert "Group job predict" in text  # per-scene predictions bundled into few submissions
+    counts = job_counts(text)
+    # one prediction job per run predicts all its scenes: no group job whose summed
+    # resources could exceed a node
+    assert counts["train"] == 12 and counts["predict"] == 12
+    assert "Group job" not in text
 
 
 def test_real_config_dry_run():
