@@ -2,7 +2,7 @@
 
 Each sub-command lives in ``spatialfair/commands/<name>.py`` and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args)``. This file only discovers them, sets up logging and
-turns :class:`~spatialfair.errors.InputError` into a clear message and exit status 2.
+turns any :class:`~spatialfair.errors.SpatialfairError` into a clear message and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from .errors import InputError
+from .errors import SpatialfairError
 
 #: Sub-commands in pipeline order; each is a module in spatialfair.commands.
 COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "aggregate",
@@ -22,7 +22,11 @@ log = logging.getLogger("spatialfair")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every available sub-command."""
+    """Build the argument parser with every available sub-command.
+
+    Returns:
+        The ``spatialfair`` parser; each sub-command sets ``_run`` to its ``run(args)``.
+    """
     parser = argparse.ArgumentParser(
         prog="spatialfair",
         description="Fairness-aware crop and flood segmentation of satellite rasters.",
@@ -43,7 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``spatialfair`` console script."""
+    """Entry point of the ``spatialfair`` console script.
+
+    Args:
+        argv: Command-line arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 1 without a sub-command, 2 on a spatialfair error.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         args._run(args)
-    except InputError as exc:
+    except SpatialfairError as exc:
         log.error("%s", exc)
         return 2
     return 0
