@@ -262,7 +262,7 @@ def _region_ids(part, crs, transform, h, w) -> np.ndarray:
 
 
 def _log_reprojections(parts: dict[str, Any], scenes: Sequence[_Scene]) -> None:
-    from .partitions import same_crs
+    from .crs import same_crs
 
     for sc in scenes:
         moved = [n for n, p in parts.items() if not same_crs(p.crs, sc.pred.crs)]
@@ -400,6 +400,20 @@ def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, config
                   block_tiles if kind == "block" else None)
 
 
+def _check_classes(meta: dict, ds: DatasetConfig, store_dir: Path) -> tuple[list[str], str]:
+    """The dataset's classes and headline metric, checked against the tile store."""
+    classes = list(ds.classes)
+    if list(meta["classes"]) != classes:
+        raise InputError(store_dir / "store.json", f"tile store classes {meta['classes']} "
+                         f"differ from the config's {classes}", "re-run `spatialfair tile`")
+    headline = ds.headline_metric
+    names = metric_names(classes)
+    if headline not in names:
+        raise InputError(f"config: datasets.{ds.name}.headline_metric",
+                         f"unknown metric '{headline}'", f"use one of {names}")
+    return classes, headline
+
+
 def evaluate_dataset(
     config: dict,
     ds: DatasetConfig,
@@ -436,15 +450,7 @@ def evaluate_dataset(
     run = run or sources[0][1].resolve().parent.name
     store = TileStore(store_dir)
     meta = store.meta
-    classes = list(ds.classes)
-    if list(meta["classes"]) != classes:
-        raise InputError(store_dir / "store.json", f"tile store classes {meta['classes']} "
-                         f"differ from the config's {classes}", "re-run `spatialfair tile`")
-    headline = ds.headline_metric
-    names = metric_names(classes)
-    if headline not in names:
-        raise InputError(f"config: datasets.{ds.name}.headline_metric",
-                         f"unknown metric '{headline}'", f"use one of {names}")
+    classes, headline = _check_classes(meta, ds, store_dir)
     ignore = int(ds.ignore_index)
     parts = read_partitions(partitions_gpkg)
     if not parts:
@@ -472,136 +478,205 @@ def evaluate_dataset(
                          "check the split and that labels and predictions overlap")
 
     units = _units(acc, parts, index, config, store.stride, classes, headline)
-    result = _assemble(config, ds, acc, parts, units, min_unit_pixels, split, run, headline,
-                       classes, meta, n_tiles)
+    scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels,
+                   int(config.get("seed", 0)))
+    result = _assemble(acc=acc, parts=parts, units=units, scope=scope,
+                       rules=_Rules.from_config(config),
+                       primary=_primary_partitioning(config, parts), meta=meta)
     result.metrics["replicate"] = dict(replicate or {"seed": int(config.get("seed", 0)),
                                                      "folds": len(sources)})
     write_outputs(result, out_dir)
     return result
 
 
-def _assemble(config, ds, acc, parts, units: _Units, min_unit_pixels, split, run,
-              headline, classes, meta, n_tiles) -> EvaluationResult:
-    ev = config.get("evaluation", {})
-    min_px = int(ev.get("min_region_pixels", 1000))
-    min_cls = int(ev.get("min_class_pixels", 1))
-    method = ev.get("significance", "scan")
-    n_sim = int(ev.get("n_simulations", 399))
-    alpha = float(ev.get("alpha", 0.05))
-    seed = int(config.get("seed", 0))
+@dataclass(frozen=True)
+class _Scope:
+    """What one evaluation covered, recorded in metrics.json."""
+
+    dataset: DatasetConfig
+    run: str
+    split: str
+    classes: list[str]
+    headline: str
+    n_tiles: int
+    min_unit_pixels: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """The evaluation settings that shape the tables and the significance tests."""
+
+    min_region_pixels: int
+    min_class_pixels: int
+    method: str
+    n_simulations: int
+    alpha: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> _Rules:
+        ev = config.get("evaluation", {})
+        return cls(int(ev.get("min_region_pixels", 1000)), int(ev.get("min_class_pixels", 1)),
+                   ev.get("significance", "scan"), int(ev.get("n_simulations", 399)),
+                   float(ev.get("alpha", 0.05)))
+
+
+def _region_table(part, cm: np.ndarray, per: dict[str, np.ndarray], absent: np.ndarray,
+                  n_units: np.ndarray, n_tiles: np.ndarray, deviation: np.ndarray, test,
+                  min_px: int, names: list[str]) -> pd.DataFrame:
+    """One partitioning's per-region table: counts, flags, metrics, deviation, test."""
+    n_pix = cm.sum(axis=(1, 2))
+    table = pd.DataFrame({
+        "region_id": np.arange(part.n_regions), "region": part.names,
+        "n_pixels": n_pix.astype(np.int64),
+        "n_tiles": n_tiles.astype(np.int64),
+        "n_units": n_units.astype(np.int64),
+        "small": n_pix < min_px, "absent": absent,
+    })
+    for m in names:
+        table[m] = per[m]
+    table["deviation"] = deviation
+    if test is not None:
+        table["statistic"] = test.statistic
+        table["p_value"] = test.p_value
+        table["significant"] = test.significant
+        table["direction"] = test.direction
+    else:
+        table["statistic"] = np.nan
+        table["p_value"] = np.nan
+        table["significant"] = False
+        table["direction"] = 0
+    return table
+
+
+def _summaries(part, per: dict[str, np.ndarray], overall: dict[str, float], n_pix: np.ndarray,
+               absent: dict[str, np.ndarray], min_px: int, names: list[str]) -> dict[str, Any]:
+    """Fairness summary of every metric over one partitioning's regions, by region name."""
+    summaries = {}
+    for m in names:
+        s = summarize(dict(enumerate(per[m].tolist())), overall[m],
+                      dict(enumerate(n_pix.tolist())), min_px,
+                      absent=np.flatnonzero(absent[m]).tolist())
+        summaries[m] = {
+            k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
+                              "std", "mad", "n_regions")
+        }
+        summaries[m]["worst_region"] = (part.names[s["argmin"]] if s["argmin"] is not None
+                                        else None)
+        summaries[m]["best_region"] = (part.names[s["argmax"]] if s["argmax"] is not None
+                                       else None)
+        summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
+        summaries[m]["absent_regions"] = [part.names[r] for r in s["absent"]]
+    return summaries
+
+
+def _region_records(table: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
+    """The rows of a region table as metrics.json region entries."""
+    records = []
+    for row in table.to_dict(orient="records"):
+        records.append({
+            "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
+            "n_tiles": row["n_tiles"], "n_units": row["n_units"], "small": row["small"],
+            "absent": row["absent"],
+            **{m: row[m] for m in names},
+            "deviation": row["deviation"], "statistic": row["statistic"],
+            "p_value": row["p_value"], "significant": row["significant"],
+            "direction": row["direction"],
+        })
+    return records
+
+
+def _evaluate_partitioning(part, cm: np.ndarray, i: int, *, pname: str, units: _Units,
+                           usable: np.ndarray, success: np.ndarray, overall: dict[str, float],
+                           scope: _Scope, rules: _Rules) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Region table and metrics.json entry of partitioning number ``i``.
+
+    Regions whose truth lacks a class metric's class (e.g. no water) are left out of that
+    metric's min/max like small regions (see ``metrics.has_class_support``) and, like small
+    regions, not tested: their headline value says nothing.
+    """
+    classes, headline = scope.classes, scope.headline
+    names = metric_names(classes)
+    per = metric_arrays(cm, classes)
+    n_pix = cm.sum(axis=(1, 2))
+    groups = np.where(usable, units.region[pname], -1)
+    n_units = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
+    absent = {m: ~has_class_support(cm, classes, m, rules.min_class_pixels) for m in names}
+    tested = ~((n_pix < rules.min_region_pixels) | absent[headline])
+    test = test_regions(rules.method, units.values, success, groups, part.n_regions,
+                        n_resamples=rules.n_simulations, alpha=rules.alpha, seed=scope.seed + i,
+                        tested=tested)
+    table = _region_table(part, cm, per, absent[headline], n_units,
+                          units.tiles_per_region[pname], per[headline] - overall[headline],
+                          test, rules.min_region_pixels, names)
+    sig_names = table.loc[table["significant"], "region"].tolist()
+    entry = {
+        "kind": part.kind, "n_regions": part.n_regions,
+        "regions": _region_records(table, names),
+        "summaries": _summaries(part, per, overall, n_pix, absent, rules.min_region_pixels,
+                                names),
+        "significance": test.to_dict() if test is not None else {"method": "none"},
+        "significant_regions": sig_names,
+    }
+    return table, entry
+
+
+def _significance_doc(units: _Units, scope: _Scope, rules: _Rules) -> dict[str, Any]:
+    """The ``significance`` block of metrics.json: how the region tests were run."""
+    kind, headline = units.kind, scope.headline
+    return {
+        "method": rules.method, "n_simulations": rules.n_simulations, "alpha": rules.alpha,
+        "seed": scope.seed, "unit": kind, "block_tiles": units.block_tiles,
+        "n_units": int(len(units.values)),
+        "unit_region": "the region holding most of the unit's evaluated pixels",
+        "min_unit_pixels": int(scope.min_unit_pixels),
+        "success": f"{kind} {headline} >= overall {headline} (undefined per-class "
+                   f"value in a {kind}, class absent from truth and prediction, "
+                   f"counts as 1.0)",
+        "tested": "regions neither small nor absent (others: p_value null)",
+        "conditional": "Monte Carlo worlds keep the observed number of successes",
+    }
+
+
+def _assemble(*, acc: _Accumulator, parts: dict[str, Any], units: _Units, scope: _Scope,
+              rules: _Rules, primary: str, meta: dict) -> EvaluationResult:
+    """Metrics, summaries and tests of every partitioning from the accumulated counts."""
+    classes, headline = scope.classes, scope.headline
     names = metric_names(classes)
     overall = metrics_from_confusion(acc.overall, classes)
     success, usable = unit_outcomes(units.values, units.n_pixels, overall[headline],
-                                    min_unit_pixels)
-
+                                    scope.min_unit_pixels)
     tables: dict[str, pd.DataFrame] = {}
     doc_parts: dict[str, Any] = {}
-    significant_all: dict[str, list[str]] = {}
     for i, (pname, part) in enumerate(parts.items()):
-        cm = acc.cm[pname][1:]
-        per = metric_arrays(cm, classes)
-        n_pix = cm.sum(axis=(1, 2))
-        groups = np.where(usable, units.region[pname], -1)
-        n_units_r = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
-        # Regions whose truth lacks a class metric's class (e.g. no water): left out of that
-        # metric's min/max like a small region (see metrics.has_class_support), and, like
-        # small regions, not tested (their headline value says nothing).
-        absent = {m: ~has_class_support(cm, classes, m, min_cls) for m in names}
-        tested = ~((n_pix < min_px) | absent[headline])
-        test = test_regions(method, units.values, success, groups, part.n_regions,
-                            n_resamples=n_sim, alpha=alpha, seed=seed + i, tested=tested)
-        table = pd.DataFrame({
-            "region_id": np.arange(part.n_regions), "region": part.names,
-            "n_pixels": n_pix.astype(np.int64),
-            "n_tiles": units.tiles_per_region[pname].astype(np.int64),
-            "n_units": n_units_r.astype(np.int64),
-            "small": n_pix < min_px, "absent": absent[headline],
-        })
-        for m in names:
-            table[m] = per[m]
-        table["deviation"] = per[headline] - overall[headline]
-        if test is not None:
-            table["statistic"] = test.statistic
-            table["p_value"] = test.p_value
-            table["significant"] = test.significant
-            table["direction"] = test.direction
-        else:
-            table["statistic"] = np.nan
-            table["p_value"] = np.nan
-            table["significant"] = False
-            table["direction"] = 0
-        tables[pname] = table
-        summaries = {}
-        for m in names:
-            s = summarize(dict(enumerate(per[m].tolist())), overall[m],
-                          dict(enumerate(n_pix.tolist())), min_px,
-                          absent=np.flatnonzero(absent[m]).tolist())
-            summaries[m] = {
-                k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
-                                  "std", "mad", "n_regions")
-            }
-            summaries[m]["worst_region"] = (part.names[s["argmin"]] if s["argmin"] is not None
-                                            else None)
-            summaries[m]["best_region"] = (part.names[s["argmax"]] if s["argmax"] is not None
-                                           else None)
-            summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
-            summaries[m]["absent_regions"] = [part.names[r] for r in s["absent"]]
-        sig_names = table.loc[table["significant"], "region"].tolist()
-        significant_all[pname] = sig_names
-        regions_list = []
-        for row in table.to_dict(orient="records"):
-            regions_list.append({
-                "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
-                "n_tiles": row["n_tiles"], "n_units": row["n_units"], "small": row["small"],
-                "absent": row["absent"],
-                **{m: row[m] for m in names},
-                "deviation": row["deviation"], "statistic": row["statistic"],
-                "p_value": row["p_value"], "significant": row["significant"],
-                "direction": row["direction"],
-            })
-        doc_parts[pname] = {
-            "kind": part.kind, "n_regions": part.n_regions, "regions": regions_list,
-            "summaries": summaries,
-            "significance": test.to_dict() if test is not None else {"method": "none"},
-            "significant_regions": sig_names,
-        }
+        tables[pname], doc_parts[pname] = _evaluate_partitioning(
+            part, acc.cm[pname][1:], i, pname=pname, units=units, usable=usable,
+            success=success, overall=overall, scope=scope, rules=rules)
     grids = [n for n, p in parts.items() if p.kind == "grid"]
     spad = {m: spad_score({g: doc_parts[g]["summaries"][m]["mad"] for g in grids})
             for m in names}
-    primary = _primary_partitioning(config, parts)
     doc = {
         "format": FORMAT,
-        "dataset": ds.name,
-        "task": ds.task,
-        "run": run,
-        "split": split,
+        "dataset": scope.dataset.name,
+        "task": scope.dataset.task,
+        "run": scope.run,
+        "split": scope.split,
         "classes": classes,
         "headline_metric": headline,
         "primary_partitioning": primary,
-        "min_region_pixels": min_px,
-        "min_class_pixels": min_cls,
+        "min_region_pixels": rules.min_region_pixels,
+        "min_class_pixels": rules.min_class_pixels,
         "n_pixels": int(acc.overall.sum()),
-        "n_tiles": int(n_tiles),
+        "n_tiles": int(scope.n_tiles),
         "n_units_used": int(usable.sum()),
-        "significance": {
-            "method": method, "n_simulations": n_sim, "alpha": alpha, "seed": seed,
-            "unit": units.kind, "block_tiles": units.block_tiles,
-            "n_units": int(len(units.values)),
-            "unit_region": "the region holding most of the unit's evaluated pixels",
-            "min_unit_pixels": int(min_unit_pixels),
-            "success": f"{units.kind} {headline} >= overall {headline} (undefined per-class "
-                       f"value in a {units.kind}, class absent from truth and prediction, "
-                       f"counts as 1.0)",
-            "tested": "regions neither small nor absent (others: p_value null)",
-            "conditional": "Monte Carlo worlds keep the observed number of successes",
-        },
+        "significance": _significance_doc(units, scope, rules),
         "overall": overall,
         "confusion": acc.overall.tolist(),
         "spad_partitionings": grids,
         "spad_score": {m: v[0] for m, v in spad.items()},
         "spad_score_mean": {m: v[1] for m, v in spad.items()},
         "partitionings": doc_parts,
-        "significant_regions": significant_all,
+        "significant_regions": {p: d["significant_regions"] for p, d in doc_parts.items()},
     }
     scene_grids = [
         {"name": s, "crs": e["crs"], "transform": e["transform"], "width": e["width"],
