@@ -268,7 +268,8 @@ def _separable(parts: Mapping[str, Any], info) -> tuple[list, list]:
     """(grids, others) for one scene: grids are (partitioning, GridSpec, id offset) whose
     regions follow rows and columns of the scene (a grid in its CRS, or the one cluster grid
     of a ClusterGrids that the scene touches); others go through region_ids."""
-    from .partitions import GridSpec, same_crs
+    from .crs import same_crs
+    from .partitions import GridSpec
 
     west, south, east, north = info.bounds
     grids, others = [], []
@@ -327,7 +328,7 @@ def scan(scenes: Sequence[_Scene], parts: Mapping[str, Any], value_map: ValueMap
 
 def _study_crs(scenes: Sequence[_Scene]) -> CRS:
     """The labels' CRS when they share one, else EPSG:4326 (as for a tile store)."""
-    from .partitions import same_crs
+    from .crs import same_crs
 
     first = scenes[0].pair.label.crs
     if all(same_crs(sc.pair.label.crs, first) for sc in scenes):

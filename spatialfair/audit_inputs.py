@@ -166,7 +166,7 @@ class Pair:
 
 def _aligned_offset(pred: RasterInfo, label: RasterInfo) -> tuple[int, int] | None:
     """Whole-pixel (row, col) offset of the label grid in the prediction grid, or None."""
-    from .partitions import same_crs
+    from .crs import same_crs
 
     if not same_crs(pred.crs, label.crs):
         return None

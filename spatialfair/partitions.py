@@ -31,7 +31,6 @@ cell to its east / south; points on the outer edge belong to the grid. Where pol
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -49,8 +48,11 @@ from rasterio.features import rasterize
 from rasterio.transform import Affine
 from tqdm.auto import tqdm
 
+from .config import DatasetConfig
+from .crs import as_crs, crs_key, crs_name, reproject_polygons, same_crs
 from .errors import InputError
 from .io import write_layers
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,6 @@ KINDS = ("regions", "grid", "offset_grid", "kmeans")
 
 #: Region ids are stored as int16 in ``<scene>.regions.bin``.
 MAX_REGIONS = int(np.iinfo(np.int16).max)
-#: Polygons are densified to this fraction of their extent before reprojection, so straight
-#: edges (grid cells) stay accurate after the change of CRS.
-_DENSIFY_FRACTION = 1 / 1000
 #: k-means is fitted on at most this many tile centres (a deterministic sample).
 _KMEANS_MAX_POINTS = 20_000
 #: Widest strip (pixels) for which region ids are computed in one call in build_partitions.
@@ -69,47 +68,6 @@ _LIST_MAX = 20
 
 
 # --------------------------------------------------------------------------- data classes
-
-
-def _crs_key(crs: Any) -> str | int:
-    """A cheap hashable key of a CRS (its user input, or WKT for rasterio CRS objects)."""
-    if isinstance(crs, (str, int)):
-        return crs
-    if isinstance(crs, pyproj.CRS):
-        return crs.srs
-    return crs.to_wkt()
-
-
-@functools.lru_cache(maxsize=64)
-def _crs_from_key(key: str | int) -> pyproj.CRS:
-    return pyproj.CRS.from_user_input(key)
-
-
-def _as_crs(crs: Any) -> pyproj.CRS:
-    """Any CRS spelling (string, EPSG int, rasterio or pyproj CRS) as a pyproj CRS."""
-    if isinstance(crs, pyproj.CRS):
-        return crs
-    return _crs_from_key(_crs_key(crs))
-
-
-@functools.lru_cache(maxsize=256)
-def _same_key(a: str | int, b: str | int) -> bool:
-    return a == b or _crs_from_key(a).equals(_crs_from_key(b), ignore_axis_order=True)
-
-
-def same_crs(a: Any, b: Any) -> bool:
-    """True when two CRS (any spelling) describe the same coordinate system."""
-    if a is None or b is None:
-        return a is None and b is None
-    return _same_key(_crs_key(a), _crs_key(b))
-
-
-def _crs_name(crs: Any) -> str:
-    if crs is None:
-        return "no CRS"
-    crs = _as_crs(crs)
-    auth = crs.to_authority()
-    return f"{auth[0]}:{auth[1]}" if auth else crs.name
 
 
 @dataclass(frozen=True)
@@ -125,7 +83,7 @@ class GridSpec:
         object.__setattr__(self, "rows", int(self.rows))
         object.__setattr__(self, "cols", int(self.cols))
         object.__setattr__(self, "bounds", tuple(float(v) for v in self.bounds))
-        object.__setattr__(self, "crs", _as_crs(self.crs))
+        object.__setattr__(self, "crs", as_crs(self.crs))
         xmin, ymin, xmax, ymax = self.bounds
         if self.rows < 1 or self.cols < 1 or not (xmax > xmin and ymax > ymin):
             raise ValueError(f"degenerate grid {self.rows}x{self.cols} over {self.bounds}")
@@ -278,7 +236,7 @@ class Partitioning:
 
     @property
     def crs(self) -> pyproj.CRS:
-        return _as_crs(self.regions.crs)
+        return as_crs(self.regions.crs)
 
     @property
     def names(self) -> list[str]:
@@ -286,25 +244,15 @@ class Partitioning:
 
     def regions_in(self, crs: Any) -> gpd.GeoDataFrame:
         """The regions in ``crs`` (densified, then reprojected; cached per CRS)."""
-        key = _crs_key(crs)
+        key = crs_key(crs)
         if key not in self._cache:
             if same_crs(crs, self.regions.crs):
                 self._cache[key] = self.regions
             else:
                 log.debug("reprojecting partitioning %s from %s to %s", self.name,
-                          _crs_name(self.crs), _crs_name(crs))
-                self._cache[key] = _reproject(self.regions, _as_crs(crs))
+                          crs_name(self.crs), crs_name(crs))
+                self._cache[key] = reproject_polygons(self.regions, as_crs(crs))
         return self._cache[key]
-
-
-def _reproject(gdf: gpd.GeoDataFrame, crs: Any) -> gpd.GeoDataFrame:
-    """Reproject polygons after densifying their edges (straight lines do not stay straight)."""
-    xmin, ymin, xmax, ymax = gdf.total_bounds
-    step = max(xmax - xmin, ymax - ymin) * _DENSIFY_FRACTION
-    out = gdf.copy()
-    if np.isfinite(step) and step > 0:
-        out = out.set_geometry(shapely.segmentize(out.geometry.values, step), crs=gdf.crs)
-    return out.to_crs(crs)
 
 
 # --------------------------------------------------------------------------- user regions
@@ -426,10 +374,10 @@ def load_regions(
         {"region_id": np.arange(len(gdf), dtype=np.int64), "region": names.to_numpy(dtype=object)},
         geometry=gpd.GeoSeries(list(geoms), crs=gdf.crs), crs=gdf.crs,
     )
-    log.info("loaded %d regions from %s (CRS %s)", len(out), where, _crs_name(out.crs))
+    log.info("loaded %d regions from %s (CRS %s)", len(out), where, crs_name(out.crs))
     if dataset_crs is not None and not same_crs(out.crs, dataset_crs):
-        log.info("reprojecting regions from %s to %s", _crs_name(out.crs), _crs_name(dataset_crs))
-        out = _reproject(out, _as_crs(dataset_crs))
+        log.info("reprojecting regions from %s to %s", crs_name(out.crs), crs_name(dataset_crs))
+        out = reproject_polygons(out, as_crs(dataset_crs))
     return out
 
 
@@ -449,12 +397,12 @@ def check_overlap(
     original_crs = regions.crs
     original_bounds = tuple(np.round(regions.total_bounds, 6))
     if not same_crs(regions.crs, crs):
-        log.info("reprojecting regions from %s to %s", _crs_name(regions.crs), _crs_name(crs))
+        log.info("reprojecting regions from %s to %s", crs_name(regions.crs), crs_name(crs))
         try:
-            regions = _reproject(regions, _as_crs(crs))
+            regions = reproject_polygons(regions, as_crs(crs))
         except pyproj.exceptions.ProjError as exc:
-            raise InputError(source, f"cannot transform regions from {_crs_name(original_crs)} "
-                             f"to {_crs_name(crs)} ({exc})",
+            raise InputError(source, f"cannot transform regions from {crs_name(original_crs)} "
+                             f"to {crs_name(crs)} ({exc})",
                              "save the regions in a standard CRS (e.g. EPSG:4326)") from exc
     geoms = regions.geometry.values
     overlaps = shapely.intersects(geoms, extent_geom) & ~shapely.touches(geoms, extent_geom)
@@ -462,9 +410,9 @@ def check_overlap(
         raise InputError(
             source,
             f"none of the {len(regions)} regions overlaps any scene: regions extent "
-            f"{original_bounds} in {_crs_name(original_crs)} "
-            f"({tuple(np.round(regions.total_bounds, 3))} in {_crs_name(crs)}), scenes extent "
-            f"{tuple(np.round(shapely.bounds(extent_geom), 3))} in {_crs_name(crs)}",
+            f"{original_bounds} in {crs_name(original_crs)} "
+            f"({tuple(np.round(regions.total_bounds, 3))} in {crs_name(crs)}), scenes extent "
+            f"{tuple(np.round(shapely.bounds(extent_geom), 3))} in {crs_name(crs)}",
             "check that the regions file declares the CRS its coordinates are really in (a "
             "wrong or missing .prj is the usual cause; fix with `ogr2ogr -a_srs EPSG:XXXX`) "
             "and that it covers the scenes",
@@ -510,7 +458,7 @@ def _voronoi_regions(centroids: np.ndarray, extent: Sequence[float], crs: Any) -
     return gpd.GeoDataFrame(
         {"region_id": np.arange(len(centroids), dtype=np.int64),
          "region": [f"k{i}" for i in range(len(centroids))]},
-        geometry=geoms, crs=_as_crs(crs),
+        geometry=geoms, crs=as_crs(crs),
     )
 
 
@@ -643,7 +591,7 @@ def generate_partitionings(
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
     if not (xmax > xmin and ymax > ymin):
         raise ValueError(f"empty study extent {extent}")
-    crs = _as_crs(crs)
+    crs = as_crs(crs)
     clusters = [tuple(float(v) for v in c) for c in clusters] if clusters else [
         (xmin, ymin, xmax, ymax)]
     parts: list[Partitioning] = []
@@ -734,12 +682,12 @@ def assign_tiles(index: gpd.GeoDataFrame, parts: Iterable[Partitioning]) -> pd.D
     coords: dict[Any, np.ndarray] = {}
     points: dict[Any, np.ndarray] = {}
     for part in parts:
-        key = _crs_key(part.regions.crs)
+        key = crs_key(part.regions.crs)
         if key not in coords:
             if len(xy) and not same_crs(index.crs, part.regions.crs):
                 log.info("transforming tile centres from %s to %s for partitioning %s",
-                         _crs_name(index.crs), _crs_name(part.crs), part.name)
-                tr = pyproj.Transformer.from_crs(_as_crs(index.crs), part.crs, always_xy=True)
+                         crs_name(index.crs), crs_name(part.crs), part.name)
+                tr = pyproj.Transformer.from_crs(as_crs(index.crs), part.crs, always_xy=True)
                 coords[key] = np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
             else:
                 coords[key] = xy
@@ -922,9 +870,10 @@ def _counted(chunks: Iterable[np.ndarray], progress: Any) -> Iterator[np.ndarray
 
 def build_partitions(
     store_dir: str | Path,
-    config: Mapping[str, Any],
-    ds: Any,
     out_gpkg: str | Path,
+    *,
+    dataset: DatasetConfig,
+    settings: Settings,
 ) -> list[Partitioning]:
     """The ``partition`` stage: partitions.gpkg and ``<scene>.regions.bin`` for a tile store.
 
@@ -932,9 +881,23 @@ def build_partitions(
     k-means partitioning as ``regions``), generates grids and offset grids within each cluster
     of nearby scenes (``partitions.cluster_gap``) and k-means partitionings over the tiles'
     extent, writes one ``regions.bin`` per scene for the training partitioning
-    (``config['training']['partitioning']``, recorded as ``regions_partitioning`` in
-    store.json by the store's writer) and then ``out_gpkg``. Returns the partitionings.
+    (``settings.training.partitioning``, recorded as ``regions_partitioning`` in
+    store.json by the store's writer) and then ``out_gpkg``.
+
+    Args:
+        store_dir: The tile store written by :func:`~spatialfair.tiling.tile_dataset`.
+        out_gpkg: Where to write the partitionings (``results/<dataset>/partitions.gpkg``).
+        dataset: The resolved dataset (its regions file, if any).
+        settings: Reads ``settings.partitions``, ``settings.training.partitioning`` and
+            ``settings.seed``.
+
+    Returns:
+        The partitionings, user regions first.
+
+    Raises:
+        InputError: If the tile store is empty or the regions do not fit the tiles.
     """
+    ds = dataset
     from .tiling import TileStore
 
     store_dir = Path(store_dir)
@@ -943,21 +906,20 @@ def build_partitions(
     if len(index) == 0:
         raise InputError(store_dir, "the tile index has no tiles",
                          "lower `tiling.min_valid_fraction` or check the images' nodata")
-    study_crs = _as_crs(meta.get("study_crs") or index.crs)
+    study_crs = as_crs(meta.get("study_crs") or index.crs)
     if index.crs is None or not same_crs(index.crs, study_crs):
-        raise InputError(store_dir, f"tile index CRS {_crs_name(index.crs)} differs from the "
-                         f"study CRS {_crs_name(study_crs)} in store.json",
+        raise InputError(store_dir, f"tile index CRS {crs_name(index.crs)} differs from the "
+                         f"study CRS {crs_name(study_crs)} in store.json",
                          "re-run `spatialfair tile`")
-    pcfg = {"grid_max": 5, "offset_grids": 2, "kmeans": [4], "cluster_gap": 1.0,
-            **(config.get("partitions") or {})}
-    train_name = (config.get("training") or {}).get("partitioning", "regions")
-    seed = int(config.get("seed", 0))
+    pcfg = settings.partitions
+    train_name = settings.training.partitioning
+    seed = int(settings.seed)
     extent = tuple(float(v) for v in index.total_bounds)
     centres = tile_centres(index)
-    clusters = scene_clusters(scene_boxes(index), float(pcfg["cluster_gap"]))
+    clusters = scene_clusters(scene_boxes(index), float(pcfg.cluster_gap))
     log.info("%d scene(s) in %d cluster(s) (gap %g x the median scene side): grids are drawn "
              "within each cluster", index["scene"].nunique(), len(clusters),
-             float(pcfg["cluster_gap"]))
+             float(pcfg.cluster_gap))
 
     parts: list[Partitioning] = []
     if getattr(ds, "regions", None):
@@ -965,8 +927,8 @@ def build_partitions(
         user = check_overlap(user, _scene_extent(index), study_crs, source=ds.regions)
         parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
     generated = generate_partitionings(
-        extent, study_crs, grid_max=int(pcfg["grid_max"]), offset_grids=int(pcfg["offset_grids"]),
-        kmeans=pcfg["kmeans"], tile_centres=centres, seed=seed, clusters=clusters)
+        extent, study_crs, grid_max=int(pcfg.grid_max), offset_grids=int(pcfg.offset_grids),
+        kmeans=list(pcfg.kmeans), tile_centres=centres, seed=seed, clusters=clusters)
     if not parts:
         source = next((p for p in generated if p.kind == "kmeans"), None) or next(
             (p for p in generated if p.kind == "grid"), None)

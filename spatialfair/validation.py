@@ -322,7 +322,7 @@ def check_tile_size(config: dict) -> None:
 
 def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS]:
     """Union of the scenes' footprints in the study CRS (as the tile index will use)."""
-    from .tiling import study_crs
+    from .crs import study_crs
 
     crs = study_crs([i.crs for i in infos])
     parts = []
