@@ -153,33 +153,21 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def model_stride(bundle: Mapping[str, Any], model: torch.nn.Module | None = None) -> int:
-    """Total down-sampling factor of the bundle's network (window sides must be multiples).
+def model_stride(bundle: Mapping[str, Any]) -> int:
+    """Total down-sampling factor of a bundle's network; window sides must be multiples.
 
-    Uses ``spatialfair.models.model_stride(model_config)`` when that exists, else an explicit
-    ``stride`` in the bundle or an attribute on the model, else ``2**depth`` for the built-in
-    U-Net and 32 for smp encoders; 1 when none of these applies (e.g. a fully convolutional
-    model without pooling).
+    Args:
+        bundle: A model bundle; its ``model_config`` names the architecture.
+
+    Returns:
+        The stride: ``2 ** depth`` for the built-in U-Net, 32 for smp encoders.
+
+    Raises:
+        InputError: If the bundle's architecture is unknown.
     """
-    config = dict(bundle.get("model_config") or {})
-    try:
-        from . import models  # noqa: PLC0415 (written by another module owner; optional)
+    from .models import model_stride as network_stride
 
-        fn = getattr(models, "model_stride", None)
-        if fn is not None and config:
-            return int(fn(config))
-    except ImportError:
-        pass
-    for value in (bundle.get("stride"), getattr(model, "stride", None),
-                  getattr(model, "output_stride", None)):
-        if isinstance(value, int) and value > 0:
-            return value
-    arch = str(config.get("arch", ""))
-    if arch.startswith("smp:"):
-        return 32
-    if arch == "unet" or "depth" in config:
-        return 2 ** int(config.get("depth", 3))
-    return 1
+    return network_stride(bundle["model_config"])
 
 
 def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
@@ -313,6 +301,149 @@ class _Forward:
             return p.cpu().numpy()
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Everything :func:`predict_scene` checked and derived before the first window runs."""
+
+    image_path: Path
+    out_classes: Path
+    out_probs: Path | None
+    info: RasterInfo
+    indexes: list[int]
+    nodata: float | None
+    classes: list[str]
+    prob_desc: list[str]
+    colormap: dict | None
+    rows: list[int]
+    cols: list[int]
+    env: dict[str, Any]
+    tags: dict[str, str]
+
+
+def _input_nodata(nodata: float | None, bundle: Mapping[str, Any], info: RasterInfo
+                  ) -> float | None:
+    """The override, else the bundle's nodata, else the file's."""
+    if nodata is None:
+        nodata = bundle.get("nodata")
+        source = "model bundle"
+        if nodata is None:
+            nodata, source = info.nodata, "file"
+    else:
+        source = "override"
+    log.debug("%s: nodata %s (%s)", info.path.name, nodata, source)
+    return nodata
+
+
+def _gdal_env(info: RasterInfo, window: int, batch_size: int, n_bands: int, n_prob: int,
+              gdal_cache_mb: int | None) -> dict[str, Any]:
+    """rasterio.Env options: the GDAL cache cap unless the environment sets GDAL_CACHEMAX."""
+    env: dict[str, Any] = {}
+    if gdal_cache_mb is None and "GDAL_CACHEMAX" not in os.environ:
+        gdal_cache_mb = gdal_cache_size(info.width, window, batch_size, n_bands,
+                                        np.dtype(info.dtype).itemsize, 1 + 4 * n_prob)
+    if gdal_cache_mb:
+        env["GDAL_CACHEMAX"] = int(gdal_cache_mb)
+    return env
+
+
+def _prepare(model: torch.nn.Module, bundle: Mapping[str, Any], image_path: Path,
+             out_classes: Path, out_probs: Path | None, *, window: int, overlap: int,
+             batch_size: int, probabilities: str, nodata: float | None,
+             gdal_cache_mb: int | None) -> _Job:
+    """Check the arguments, the image and the bundle; plan windows and outputs."""
+    _check_args(window, overlap, batch_size, probabilities)
+    if out_probs is not None and out_probs.resolve() == out_classes.resolve():
+        raise InputError(out_probs, "the class and probability outputs are the same file",
+                         "give two different output paths")
+    classes = [str(c) for c in bundle["classes"]]
+    nc = len(classes)
+    if nc > CLASS_NODATA:
+        raise InputError("model bundle", f"{nc} classes do not fit a uint8 class raster with "
+                         f"nodata {CLASS_NODATA}", "use at most 255 classes")
+    info = inspect_raster(image_path, role="image")
+    indexes = match_bands(info, bundle)
+    stride = model_stride(bundle)
+    if window % stride:
+        good = max(stride, window // stride * stride)
+        raise InputError("prediction.window", f"window {window} is not divisible by the "
+                         f"model's total stride {stride}", f"use a multiple of {stride}, e.g. "
+                         f"--window {good}")
+    nodata = _input_nodata(nodata, bundle, info)
+    _check_norm(bundle, len(indexes))
+    prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []
+    colors = bundle.get("colors")
+    colormap = hex_colormap(colors, CLASS_NODATA) if colors and len(colors) >= nc else None
+    if colormap is None:
+        log.warning("model bundle has no colour per class; the class raster gets no colour table")
+    tags = {"SPATIALFAIR_CLASSES": ",".join(classes),
+            "SPATIALFAIR_TASK": str(bundle.get("task", "")),
+            "SPATIALFAIR_STRATEGY": str(bundle.get("strategy", "")),
+            "SPATIALFAIR_WINDOW": f"{window}/{overlap}"}
+    return _Job(image_path, out_classes, out_probs, info, indexes, nodata, classes, prob_desc,
+                colormap, window_offsets(info.height, window, overlap),
+                window_offsets(info.width, window, overlap),
+                _gdal_env(info, window, batch_size, len(indexes), len(prob_desc),
+                          gdal_cache_mb), tags)
+
+
+def _drain(strips: _Strips, emit: _Emitter, bar: tqdm, pool: ThreadPoolExecutor | None
+           ) -> None:
+    """Emit every finished block; with ``pool``, one block is written while the next runs."""
+    pending = None
+    for block, bad, win, strip_done in strips:
+        if pool is None:
+            emit(block, bad, win)
+        else:
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(emit, block, bad, win)
+        bar.update(int(strip_done))
+    if pending is not None:
+        pending.result()
+
+
+def _run(job: _Job, forward: _Forward, bundle: Mapping[str, Any], counts: np.ndarray, *,
+         window: int, overlap: int, batch_size: int, probabilities: str,
+         background_io: bool) -> None:
+    """Predict the scene strip by strip and write both rasters; ``counts`` gets class counts."""
+    info, nc = job.info, len(job.classes)
+    common = dict(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
+                  tags=job.tags)
+    with rasterio.Env(**job.env), rasterio.open(job.image_path) as src, \
+            contextlib.ExitStack() as stack:
+        cls_w = stack.enter_context(GeoTiffWriter(
+            job.out_classes, count=1, dtype="uint8", nodata=CLASS_NODATA,
+            descriptions=["class"], colormap=job.colormap, categorical=True, **common))
+        prob_w = None
+        if job.out_probs is not None:
+            prob_w = stack.enter_context(GeoTiffWriter(
+                job.out_probs, count=len(job.prob_desc), dtype="float32", nodata=PROB_NODATA,
+                descriptions=job.prob_desc, categorical=False, **common))
+        strips = _Strips(src, info, job.indexes, job.nodata, bundle, window, overlap,
+                         batch_size, job.rows, job.cols, forward, nc, prefetch=background_io)
+        emit = _Emitter(cls_w, prob_w, nc, probabilities, bundle, counts)
+        bar = stack.enter_context(tqdm(total=len(job.rows), unit="strip", disable=None,
+                                       desc=job.image_path.stem, leave=False))
+        # The writer thread's executor is entered after the writers, so it is drained before
+        # they close.
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sf-write")) \
+            if background_io else None
+        _drain(strips, emit, bar, pool)
+
+
+def _withdraw_unpaired(job: _Job, t_publish: int) -> None:
+    """After a failure, remove a probability raster published without its class raster.
+
+    GeoTiffWriter publishes each file on a clean exit only, so a file at a final path always
+    comes from a complete run; this keeps the pair consistent too.
+    """
+    def fresh(path: Path) -> bool:
+        return path.exists() and path.stat().st_mtime_ns >= t_publish
+
+    if job.out_probs is not None and fresh(job.out_probs) and not fresh(job.out_classes):
+        job.out_probs.unlink()
+
+
 def predict_scene(
     model: torch.nn.Module,
     bundle: Mapping[str, Any],
@@ -330,126 +461,64 @@ def predict_scene(
     gdal_cache_mb: int | None = None,
     background_io: bool = True,
 ) -> PredictionResult:
-    """Predict ``image_path`` with ``model`` and write class (and probability) COGs.
+    """Predict one image with a model and write class (and probability) COGs.
 
-    ``bundle`` is the model bundle dict (ARCHITECTURE.md): ``classes``, ``colors``, ``bands``,
-    ``in_channels``, ``norm_mean``, ``norm_std``, ``task``, ``nodata``, ``model_config``.
-    ``nodata`` overrides the nodata value of the image (default: the bundle's, else the
-    file's). ``gdal_cache_mb`` caps GDAL's block cache during the call (default: enough for one
-    strip, see :func:`gdal_cache_size`; left alone when the environment sets GDAL_CACHEMAX).
-    ``background_io`` reads the next batch and writes finished blocks in two worker threads
-    while the model runs (same results; off only to measure or debug).
-    See the module docstring for windows, blending, memory and outputs.
+    Windows, blending, memory and outputs are described in docs/methods.md.
+
+    Args:
+        model: The segmentation network.
+        bundle: The model bundle dict (``classes``, ``colors``, ``bands``, ``in_channels``,
+            ``norm_mean``, ``norm_std``, ``task``, ``nodata``, ``model_config``).
+        image_path: The image to predict.
+        out_classes: Path of the class raster (uint8, nodata 255).
+        out_probs: Path of the probability raster (float32, nodata NaN), or None for none.
+        window: Window side in pixels; a multiple of the network's total stride.
+        overlap: Pixels shared by neighbouring windows, blended by a linear cross-fade.
+        batch_size: Windows per forward pass.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+        probabilities: ``"max"`` (one band) or ``"all"`` (one band per class).
+        nodata: Nodata value of the image (default: the bundle's, else the file's).
+        amp: Mixed precision on CUDA.
+        gdal_cache_mb: GDAL block cache during the call (default: enough for one strip, see
+            :func:`gdal_cache_size`; left alone when the environment sets GDAL_CACHEMAX).
+        background_io: Read the next batch and write finished blocks in worker threads while
+            the model runs (same results; off only to measure or debug).
+
+    Returns:
+        The paths written, the scene size, window and class counts and the time taken.
+
+    Raises:
+        InputError: If an argument, the image or the bundle is unusable (before any window
+            is run).
     """
     t_start = time.perf_counter()
-    image_path = Path(image_path)
-    out_classes = Path(out_classes)
     out_probs = Path(out_probs) if out_probs is not None else None
-    _check_args(window, overlap, batch_size, probabilities)
-    if out_probs is not None and out_probs.resolve() == out_classes.resolve():
-        raise InputError(out_probs, "the class and probability outputs are the same file",
-                         "give two different output paths")
-    classes = [str(c) for c in bundle["classes"]]
-    nc = len(classes)
-    if nc > CLASS_NODATA:
-        raise InputError("model bundle", f"{nc} classes do not fit a uint8 class raster with "
-                         f"nodata {CLASS_NODATA}", "use at most 255 classes")
-    info = inspect_raster(image_path, role="image")
-    indexes = match_bands(info, bundle)
-    stride = model_stride(bundle, model)
-    if window % stride:
-        good = max(stride, window // stride * stride)
-        raise InputError("prediction.window", f"window {window} is not divisible by the "
-                         f"model's total stride {stride}", f"use a multiple of {stride}, e.g. "
-                         f"--window {good}")
-    if nodata is None:
-        nodata = bundle.get("nodata")
-        source = "model bundle"
-        if nodata is None:
-            nodata, source = info.nodata, "file"
-    else:
-        source = "override"
-    log.debug("%s: nodata %s (%s)", image_path.name, nodata, source)
-    _check_norm(bundle, len(indexes))
+    job = _prepare(model, bundle, Path(image_path), Path(out_classes), out_probs,
+                   window=window, overlap=overlap, batch_size=batch_size,
+                   probabilities=probabilities, nodata=nodata, gdal_cache_mb=gdal_cache_mb)
     dev = resolve_device(device)
-    prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []
-    colors = bundle.get("colors")
-    colormap = hex_colormap(colors, CLASS_NODATA) if colors and len(colors) >= nc else None
-    if colormap is None:
-        log.warning("model bundle has no colour per class; the class raster gets no colour table")
-
-    env: dict[str, Any] = {}
-    if gdal_cache_mb is None and "GDAL_CACHEMAX" not in os.environ:
-        gdal_cache_mb = gdal_cache_size(info.width, window, batch_size, len(indexes),
-                                        np.dtype(info.dtype).itemsize, 1 + 4 * len(prob_desc))
-    if gdal_cache_mb:
-        env["GDAL_CACHEMAX"] = int(gdal_cache_mb)
-
-    rows = window_offsets(info.height, window, overlap)
-    cols = window_offsets(info.width, window, overlap)
-    n_windows = len(rows) * len(cols)
+    info = job.info
+    n_windows = len(job.rows) * len(job.cols)
     log.info("predicting %s (%d x %d, bands %s) with %d windows of %d px (overlap %d) on %s",
-             image_path.name, info.height, info.width, indexes, n_windows, window, overlap,
-             dev)
-    tags = {"SPATIALFAIR_CLASSES": ",".join(classes),
-            "SPATIALFAIR_TASK": str(bundle.get("task", "")),
-            "SPATIALFAIR_STRATEGY": str(bundle.get("strategy", "")),
-            "SPATIALFAIR_WINDOW": f"{window}/{overlap}"}
-    common = dict(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
-                  tags=tags)
-    forward = _Forward(model, dev, nc, amp)
+             job.image_path.name, info.height, info.width, job.indexes, n_windows, window,
+             overlap, dev)
+    forward = _Forward(model, dev, len(job.classes), amp)
     counts = np.zeros(CLASS_NODATA + 1, dtype=np.int64)
     t_publish = time.time_ns()
     try:
-        with rasterio.Env(**env), rasterio.open(image_path) as src, \
-                contextlib.ExitStack() as stack:
-            cls_w = stack.enter_context(GeoTiffWriter(
-                out_classes, count=1, dtype="uint8", nodata=CLASS_NODATA,
-                descriptions=["class"], colormap=colormap, categorical=True, **common))
-            prob_w = None
-            if out_probs is not None:
-                prob_w = stack.enter_context(GeoTiffWriter(
-                    out_probs, count=len(prob_desc), dtype="float32", nodata=PROB_NODATA,
-                    descriptions=prob_desc, categorical=False, **common))
-            strips = _Strips(src, info, indexes, nodata, bundle, window, overlap, batch_size,
-                             rows, cols, forward, nc, prefetch=background_io)
-            emit = _Emitter(cls_w, prob_w, nc, probabilities, bundle, counts)
-            bar = stack.enter_context(tqdm(total=len(rows), unit="strip", disable=None,
-                                           desc=image_path.stem, leave=False))
-            # Finished blocks are converted and written by one worker thread while the next
-            # windows run on the device (at most one block in flight keeps memory bounded).
-            # The executor is entered after the writers, so it is drained before they close.
-            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sf-write")) \
-                if background_io else None
-            pending = None
-            for block, bad, win, strip_done in strips:
-                if pool is None:
-                    emit(block, bad, win)
-                else:
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(emit, block, bad, win)
-                bar.update(int(strip_done))
-            if pending is not None:
-                pending.result()
+        _run(job, forward, bundle, counts, window=window, overlap=overlap,
+             batch_size=batch_size, probabilities=probabilities, background_io=background_io)
     except BaseException:
-        # GeoTiffWriter publishes each file on a clean exit only; if the probability raster
-        # was published and the class raster then failed, withdraw it so the pair stays
-        # consistent (a file at a final path always comes from a complete run).
-        def fresh(path: Path) -> bool:
-            return path.exists() and path.stat().st_mtime_ns >= t_publish
-
-        if out_probs is not None and fresh(out_probs) and not fresh(out_classes):
-            out_probs.unlink()
+        _withdraw_unpaired(job, t_publish)
         raise
     result = PredictionResult(
-        classes_path=out_classes, probs_path=out_probs, height=info.height, width=info.width,
-        n_windows=n_windows,
-        class_counts={c: int(counts[i]) for i, c in enumerate(classes)},
+        classes_path=job.out_classes, probs_path=job.out_probs, height=info.height,
+        width=info.width, n_windows=n_windows,
+        class_counts={c: int(counts[i]) for i, c in enumerate(job.classes)},
         n_invalid=int(counts[CLASS_NODATA]), seconds=time.perf_counter() - t_start,
     )
-    log.info("wrote %s%s in %.1f s (%d invalid px)", out_classes,
-             f" and {out_probs}" if out_probs else "", result.seconds, result.n_invalid)
+    log.info("wrote %s%s in %.1f s (%d invalid px)", job.out_classes,
+             f" and {job.out_probs}" if job.out_probs else "", result.seconds, result.n_invalid)
     return result
 
 
@@ -691,7 +760,7 @@ class _ResumeCache:
 
 def store_scenes(store_dir: str | Path) -> dict[str, Path]:
     """Every scene of a tile store: name -> image path (as tiled)."""
-    from .tiling import TileStore
+    from .store import TileStore
 
     return {s: Path(e["image"]) for s, e in TileStore(store_dir).meta["scenes"].items()}
 
@@ -702,7 +771,7 @@ def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test
 
     A fold's model is judged only on its held-out tiles, so only these scenes need it.
     """
-    from .tiling import TileStore
+    from .store import TileStore
 
     store = TileStore(store_dir)
     index = store.index
