@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -41,6 +41,9 @@ from rasterio.windows import transform as window_transform
 from .atomic import atomic_path
 from .io import GeoTiffWriter, write_layers
 from .qgis_style import graduated_qml, graduated_sld, write_layer_styles
+
+if TYPE_CHECKING:
+    from .evaluate import EvaluationResult
 
 log = logging.getLogger(__name__)
 
@@ -208,30 +211,19 @@ def _scope(meta: dict) -> str:
     return f"{meta['split']} tiles"
 
 
-def plot_map(result, path: str | Path, title: str | None = None) -> Path:
-    """``map.png``: choropleth of the headline deviation on the primary partitioning.
-
-    Regions too small to see at the map's scale (:func:`tiny_regions`) also get a circle in
-    their colour (hatched when left out of min/max, thick black edge when significant), so
-    scattered small study sites stay readable."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _deviation_norm(dev: np.ndarray):
+    """Diverging colour scale centred on zero, symmetric around the largest deviation."""
     from matplotlib.colors import TwoSlopeNorm
 
-    gdf = _plot_frame(result)
-    dev = gdf["deviation"].to_numpy(dtype=float)
     finite = dev[np.isfinite(dev)]
     m = float(np.abs(finite).max()) if finite.size else 0.0
     m = m if m > 0 else 1e-3
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
-    # Figure shaped like the (padded) extent, so a wide study area is not a thin strip in a
-    # square of white; the padding keeps labels of edge regions inside the axes.
-    x0, y0, x1, y1 = gdf.total_bounds if len(gdf) else (0.0, 0.0, 1.0, 1.0)
-    pad = 0.08 * max(x1 - x0, y1 - y0, 1e-9)
-    ratio = (y1 - y0 + 2 * pad) / (x1 - x0 + 2 * pad)
-    fig, ax = plt.subplots(figsize=(8.5, min(9.0, max(3.8, 6.5 * ratio + 1.6))), dpi=120)
+    return TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+
+
+def _draw_regions(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray,
+                  ci: np.ndarray) -> None:
+    """Choropleth of the deviation, hatching, significance and interval outlines."""
     defined = gdf[np.isfinite(dev)]
     undefined = gdf[~np.isfinite(dev)]
     if len(undefined):
@@ -239,44 +231,50 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
     if len(defined):
         defined.plot(ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444",
                      linewidth=0.5)
-    left_out = _left_out(gdf)
     small = gdf[left_out]
     if len(small):
         small.plot(ax=ax, facecolor="none", edgecolor="#555555", hatch="///", linewidth=0)
     sig = gdf[gdf["significant"].astype(bool)]
     if len(sig):
         sig.boundary.plot(ax=ax, color="black", linewidth=2.2)
-    ci = _ci_flags(gdf)
     if ci.any():  # confidence interval of the deviation excludes 0 (audit, replicates)
         gdf[ci].boundary.plot(ax=ax, color="#6a3d9a", linewidth=1.6, linestyle="--")
-    tiny = tiny_regions(gdf)
-    if tiny.any():
-        cmap = plt.get_cmap("RdBu")
-        pts = gdf.geometry[tiny].representative_point()
-        t_dev, t_sig = dev[tiny], gdf["significant"].to_numpy(dtype=bool)[tiny]
-        t_out = left_out[tiny]
-        face = [cmap(norm(v)) if math.isfinite(v) else "#dddddd" for v in t_dev]
-        for hatch, sel in (("", ~t_out), ("////", t_out)):
-            if sel.any():
-                ax.scatter(pts.x[sel], pts.y[sel], s=110, zorder=3, hatch=hatch,
-                           c=[face[i] for i in np.flatnonzero(sel)],
-                           edgecolors=["black" if s else "#444444" for s in t_sig[sel]],
-                           linewidths=[2.2 if s else 0.6 for s in t_sig[sel]])
-    if len(gdf) <= 60:
-        pts = gdf.geometry.representative_point()
-        for (x, y), (_, row), is_tiny, c in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny, ci):
-            val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
-            mark = (" *" if row["significant"] else "") + (" †" if c else "")
-            ax.annotate(f"{row['region']}\n{val}{mark}",
-                        (x, y), xytext=(0, 16 if is_tiny else 0), textcoords="offset points",
-                        ha="center", va="center", fontsize=7,
-                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
-    ax.set_xlim(x0 - pad, x1 + pad)
-    ax.set_ylim(y0 - pad, y1 + pad)
-    sm = plt.cm.ScalarMappable(cmap="RdBu", norm=norm)
-    cb = fig.colorbar(sm, ax=ax, shrink=0.8)
-    overall = result.metrics["overall"][result.headline]
-    cb.set_label(f"{result.headline} − overall ({overall:.3f})")
+
+
+def _draw_tiny(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray,
+               tiny: np.ndarray) -> None:
+    """A circle in its colour on each region too small to see at the map's scale."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("RdBu")
+    pts = gdf.geometry[tiny].representative_point()
+    t_dev, t_sig = dev[tiny], gdf["significant"].to_numpy(dtype=bool)[tiny]
+    t_out = left_out[tiny]
+    face = [cmap(norm(v)) if math.isfinite(v) else "#dddddd" for v in t_dev]
+    for hatch, sel in (("", ~t_out), ("////", t_out)):
+        if sel.any():
+            ax.scatter(pts.x[sel], pts.y[sel], s=110, zorder=3, hatch=hatch,
+                       c=[face[i] for i in np.flatnonzero(sel)],
+                       edgecolors=["black" if s else "#444444" for s in t_sig[sel]],
+                       linewidths=[2.2 if s else 0.6 for s in t_sig[sel]])
+
+
+def _label_regions(ax, gdf: gpd.GeoDataFrame, tiny: np.ndarray, ci: np.ndarray) -> None:
+    """Region name and deviation on each region (up to 60 regions)."""
+    if len(gdf) > 60:
+        return
+    pts = gdf.geometry.representative_point()
+    for (x, y), (_, row), is_tiny, c in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny, ci):
+        val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
+        mark = (" *" if row["significant"] else "") + (" †" if c else "")
+        ax.annotate(f"{row['region']}\n{val}{mark}",
+                    (x, y), xytext=(0, 16 if is_tiny else 0), textcoords="offset points",
+                    ha="center", va="center", fontsize=7,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+
+
+def _map_title(result, gdf: gpd.GeoDataFrame, ci: np.ndarray, title: str | None) -> str:
+    """Title and subtitle of ``map.png``: scope, significance test, SPAD score."""
     meta = result.metrics
     spad = meta["spad_score"].get(result.headline)
     sub = (f"partitioning '{result.primary}', {_scope(meta)}; outlined/*: significant "
@@ -285,8 +283,51 @@ def plot_map(result, path: str | Path, title: str | None = None) -> Path:
         sub += "\ndashed/†: confidence interval of the deviation excludes 0"
     if spad is not None:
         sub += f"; SPAD score {spad:.3f}"
-    ax.set_title((title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region")
-                 + "\n" + sub, fontsize=9)
+    return (title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region") \
+        + "\n" + sub
+
+
+def plot_map(result: EvaluationResult, path: str | Path, title: str | None = None) -> Path:
+    """Write ``map.png``: a choropleth of the headline deviation on the primary partitioning.
+
+    Regions too small to see at the map's scale (:func:`tiny_regions`) also get a circle in
+    their colour (hatched when left out of min/max, thick black edge when significant), so
+    scattered small study sites stay readable.
+
+    Args:
+        result: An evaluation or audit result.
+        path: The PNG to write (atomically).
+        title: First title line (default: dataset, run and headline metric).
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gdf = _plot_frame(result)
+    dev = gdf["deviation"].to_numpy(dtype=float)
+    norm = _deviation_norm(dev)
+    # Figure shaped like the (padded) extent, so a wide study area is not a thin strip in a
+    # square of white; the padding keeps labels of edge regions inside the axes.
+    x0, y0, x1, y1 = gdf.total_bounds if len(gdf) else (0.0, 0.0, 1.0, 1.0)
+    pad = 0.08 * max(x1 - x0, y1 - y0, 1e-9)
+    ratio = (y1 - y0 + 2 * pad) / (x1 - x0 + 2 * pad)
+    fig, ax = plt.subplots(figsize=(8.5, min(9.0, max(3.8, 6.5 * ratio + 1.6))), dpi=120)
+    left_out, ci, tiny = _left_out(gdf), _ci_flags(gdf), tiny_regions(gdf)
+    _draw_regions(ax, gdf, dev, norm, left_out, ci)
+    if tiny.any():
+        _draw_tiny(ax, gdf, dev, norm, left_out, tiny)
+    _label_regions(ax, gdf, tiny, ci)
+    ax.set_xlim(x0 - pad, x1 + pad)
+    ax.set_ylim(y0 - pad, y1 + pad)
+    sm = plt.cm.ScalarMappable(cmap="RdBu", norm=norm)
+    cb = fig.colorbar(sm, ax=ax, shrink=0.8)
+    overall = result.metrics["overall"][result.headline]
+    cb.set_label(f"{result.headline} − overall ({overall:.3f})")
+    ax.set_title(_map_title(result, gdf, ci, title), fontsize=9)
     ax.set_xlabel(f"x ({result.study_crs.to_string()})", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.ticklabel_format(useOffset=False, style="plain")
