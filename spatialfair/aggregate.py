@@ -181,7 +181,7 @@ def aggregate_replicates(seed_metrics: dict[int, str | Path], store_dir: str | P
         InputError: a seed's files are missing, or the seeds evaluated different regions.
     """
     from .partitions import read_partitions
-    from .tiling import TileStore
+    from .store import TileStore
 
     if not seed_metrics:
         raise InputError(out_dir, "no seed evaluation to aggregate", "evaluate the seeds first")

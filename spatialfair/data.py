@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .errors import InputError
-from .tiling import TileStore
+from .store import TileStore
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
 from .metrics import (PRED_NODATA, _PixelPairs, has_class_support, metric_arrays,
                       metric_names, metrics_from_confusion, spad_score, summarize)
-from .significance import (majority_regions, test_regions, unit_confusion, unit_outcomes,
-                           unit_values)
+from .significance import (RegionTestOptions, majority_regions, test_regions, unit_confusion,
+                           unit_outcomes, unit_values)
 
 log = logging.getLogger(__name__)
 
@@ -603,8 +603,8 @@ def _evaluate_partitioning(part, cm: np.ndarray, i: int, *, pname: str, units: _
     n_units = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
     absent = {m: ~has_class_support(cm, classes, m, rules.min_class_pixels) for m in names}
     tested = ~((n_pix < rules.min_region_pixels) | absent[headline])
-    test = test_regions(rules.method, units.values, success, groups, part.n_regions,
-                        n_resamples=rules.n_simulations, alpha=rules.alpha, seed=scope.seed + i,
+    options = RegionTestOptions(rules.n_simulations, rules.alpha, scope.seed + i)
+    test = test_regions(rules.method, units.values, success, groups, part.n_regions, options,
                         tested=tested)
     table = _region_table(part, cm, per, absent[headline], n_units,
                           units.tiles_per_region[pname], per[headline] - overall[headline],

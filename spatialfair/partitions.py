@@ -898,7 +898,7 @@ def build_partitions(
         InputError: If the tile store is empty or the regions do not fit the tiles.
     """
     ds = dataset
-    from .tiling import TileStore
+    from .store import TileStore
 
     store_dir = Path(store_dir)
     store = TileStore(store_dir)

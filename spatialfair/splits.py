@@ -358,7 +358,7 @@ def split_tiles(
     partitioning is ``config['split']['partitioning']``; settings and ``split.seed`` come
     from config, and a replicated config adds one ``split__s<seed>_f<fold>`` column per replicate.
     """
-    from .tiling import TileStore
+    from .store import TileStore
 
     store = TileStore(store_dir)
     grid = gpd.read_file(store.path / "tile_grid.gpkg", layer="tiles", engine="pyogrio")

@@ -75,7 +75,7 @@ from .errors import InputError
 from .fairness import STRATEGIES, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
-from .tiling import TileStore
+from .store import TileStore
 
 log = logging.getLogger(__name__)
 

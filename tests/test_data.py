@@ -249,7 +249,7 @@ def test_dataset_pickles_without_memmaps(store):
 def add_split_column(store: Path, name: str = "split__s1_f0") -> list[int]:
     """Add a replicate split column (train/val/test/buffer, a different deal than ``split``);
     return the tile ids it puts in train."""
-    from spatialfair.tiling import TileStore
+    from spatialfair.store import TileStore
 
     ts = TileStore(store)
     index = ts.index.copy()

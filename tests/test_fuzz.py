@@ -52,7 +52,8 @@ from spatialfair.evaluate import evaluate_dataset
 from spatialfair.io import GeoTiffWriter, hex_colormap
 from spatialfair.partitions import build_partitions, read_partitions
 from spatialfair.splits import split_tiles
-from spatialfair.tiling import TileStore, tile_dataset
+from spatialfair.store import TileStore
+from spatialfair.tiling import tile_dataset
 from spatialfair.validation import scan_image, validate_dataset
 
 IGNORE = 255

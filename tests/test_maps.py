@@ -30,7 +30,8 @@ from spatialfair.io import GeoTiffWriter
 from spatialfair.maps import RASTER_NODATA, write_maps
 from spatialfair.metrics import metrics_from_confusion
 from spatialfair.partitions import GridSpec, Partitioning, write_partitions
-from spatialfair.tiling import TileStore, tile_dataset
+from spatialfair.store import TileStore
+from spatialfair.tiling import tile_dataset
 from tests.conftest import write_tif
 
 UTM = "EPSG:32633"

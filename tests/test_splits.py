@@ -13,7 +13,8 @@ from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.splits import assign_splits, spatial_blocks, split_tiles
-from spatialfair.tiling import TileStore, tile_dataset
+from spatialfair.store import TileStore
+from spatialfair.tiling import tile_dataset
 
 
 def grid_index(scenes=(("s1", 20, 20), ("s2", 10, 12)), size=32, stride=None, drop=0.0,

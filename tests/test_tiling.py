@@ -17,9 +17,10 @@ from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.io import read_padded
-from spatialfair.tiling import (TileStore, _ChipWriter, _class_counts, _plan_units,
-                                gather_tiles, study_crs, tile_dataset, tile_offsets,
-                                tile_scene, tile_windows)
+from spatialfair.crs import study_crs
+from spatialfair.store import TileStore
+from spatialfair.tiling import (_ChipWriter, _class_counts, _plan_units, gather_tiles,
+                                tile_dataset, tile_offsets, tile_scene, tile_windows)
 
 T0 = from_origin(500000, 4600000, 10, 10)
 

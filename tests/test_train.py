@@ -18,7 +18,7 @@ from spatialfair.data import TileDataset, band_stats, make_loader
 from spatialfair.errors import InputError
 from spatialfair.metrics import confusion_by_region
 from spatialfair.models import load_bundle
-from spatialfair.tiling import TileStore
+from spatialfair.store import TileStore
 from spatialfair.train import (
     _confusion_by_region,
     evaluate,

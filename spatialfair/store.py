@@ -1,0 +1,225 @@
+"""The tile store: the folder every stage after tiling reads through.
+
+A store holds ``store.json`` (metadata, written last, marks a complete store), the tile index
+(``tile_grid.gpkg``, then ``tiles.gpkg`` once split) and per scene the raw chips
+(``<scene>.image.bin``, ``<scene>.label.bin``, ``<scene>.regions.bin``). The layout is
+described in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+from rasterio.crs import CRS
+
+from .atomic import atomic_path, atomic_write_text
+from .errors import InputError
+from .io import write_layers
+
+STORE_FORMAT = "spatialfair-tiles/1"
+#: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
+BASE_COLUMNS = ("tile_id", "scene", "store_index", "row_off", "col_off", "height", "width",
+                "valid_fraction", "n_valid")
+
+
+def stage_index(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
+    """Write the tile index under a temporary name; return (temporary, final)."""
+    grid_final = out_dir / "tile_grid.gpkg"
+    grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
+    write_layers({"tiles": index}, grid_tmp)
+    return grid_tmp, grid_final
+
+
+def publish_store(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) -> None:
+    """Replace the store in ``out_dir`` by the staged files; ``store.json`` goes last."""
+    old_scenes: Iterable[str] = ()
+    store_json = out_dir / "store.json"
+    if store_json.exists():
+        with contextlib.suppress(ValueError, OSError):
+            old_scenes = json.loads(store_json.read_text()).get("scenes", {})
+        store_json.unlink()
+    for stale in [out_dir / "tiles.gpkg", *out_dir.glob("*.regions.bin")]:
+        stale.unlink(missing_ok=True)
+    for scene in set(old_scenes) - set(meta["scenes"]):
+        for suffix in ("image", "label"):
+            (out_dir / f"{scene}.{suffix}.bin").unlink(missing_ok=True)
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    atomic_write_text(store_json, json.dumps(meta, indent=1))
+
+
+
+
+class TileStore:
+    """A tile store directory written by :func:`tile_dataset` (see docs/ARCHITECTURE.md)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "store.json"
+        if not meta_path.exists():
+            raise InputError(self.path, "no tile store here (store.json is missing)",
+                             "run `spatialfair tile` for this dataset first")
+        self.meta: dict = json.loads(meta_path.read_text())
+        if self.meta.get("format") != STORE_FORMAT:
+            raise InputError(meta_path, f"unknown store format {self.meta.get('format')!r}",
+                             f"re-run `spatialfair tile` (this version writes {STORE_FORMAT})")
+        self._index: gpd.GeoDataFrame | None = None
+
+    @property
+    def scenes(self) -> list[str]:
+        return list(self.meta["scenes"])
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.meta["tile_size"])
+
+    @property
+    def overlap(self) -> int:
+        return int(self.meta["overlap"])
+
+    @property
+    def stride(self) -> int:
+        return self.tile_size - self.overlap
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def bands(self) -> list[str]:
+        return list(self.meta["bands"])
+
+    @property
+    def ignore_index(self) -> int:
+        return int(self.meta["ignore_index"])
+
+    @property
+    def study_crs(self) -> CRS:
+        return CRS.from_user_input(self.meta["study_crs"])
+
+    def n_tiles(self, scene: str) -> int:
+        """Number of tiles stored for ``scene``."""
+        return int(self._scene(scene)["n_tiles"])
+
+    def _scene(self, scene: str) -> dict:
+        try:
+            return self.meta["scenes"][scene]
+        except KeyError:
+            raise KeyError(f"scene {scene!r} is not in the tile store {self.path} "
+                           f"(scenes: {self.scenes})") from None
+
+    def _memmap(self, scene: str, kind: str, dtype, shape_tail: tuple[int, ...]) -> np.ndarray:
+        n = self.n_tiles(scene)
+        path = self.path / f"{scene}.{kind}.bin"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing"
+                                    + (": run `spatialfair partition` first"
+                                       if kind == "regions" else ""))
+        expected = n * int(np.prod(shape_tail)) * np.dtype(dtype).itemsize
+        if path.stat().st_size != expected:
+            raise InputError(path, f"size {path.stat().st_size} B, expected {expected} B for "
+                             f"{n} tiles", "the store is damaged; re-run `spatialfair tile`")
+        if n == 0:
+            return np.empty((0, *shape_tail), dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", shape=(n, *shape_tail))
+
+    def images(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, bands, T, T) chips of ``scene`` in the image dtype."""
+        t = self.tile_size
+        return self._memmap(scene, "image", self.meta["dtype"], (len(self.bands), t, t))
+
+    def labels(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, T, T) uint8 labels (``ignore_index`` = not usable)."""
+        t = self.tile_size
+        return self._memmap(scene, "label", np.uint8, (t, t))
+
+    def regions(self, scene: str) -> np.ndarray:
+        """Read-only (n_tiles, T, T) int16 region ids of the training partitioning (-1 none)."""
+        t = self.tile_size
+        return self._memmap(scene, "regions", np.int16, (t, t))
+
+    @property
+    def index_path(self) -> Path:
+        """``tiles.gpkg`` when the split step wrote it, else ``tile_grid.gpkg``."""
+        final = self.path / "tiles.gpkg"
+        return final if final.exists() else self.path / "tile_grid.gpkg"
+
+    @property
+    def index(self) -> gpd.GeoDataFrame:
+        """The tile index (layer ``tiles``), read once."""
+        if self._index is None:
+            self._index = gpd.read_file(self.index_path, layer="tiles", engine="pyogrio")
+        return self._index
+
+    def write_index(self, index: gpd.GeoDataFrame) -> Path:
+        """Write the final index ``tiles.gpkg`` atomically (used by the split step)."""
+        missing = [c for c in BASE_COLUMNS if c not in index.columns]
+        if missing:
+            raise ValueError(f"tile index lacks columns {missing}")
+        if index.crs is None or CRS.from_user_input(index.crs) != self.study_crs:
+            raise ValueError(f"tile index CRS {index.crs} is not the store's study CRS "
+                             f"{self.meta['study_crs']}")
+        path = self.path / "tiles.gpkg"
+        write_layers({"tiles": index}, path)
+        self._index = None
+        return path
+
+    @contextlib.contextmanager
+    def regions_writer(self, scene: str) -> Iterator[RegionsWriter]:
+        """Context manager appending region-id chips of ``scene`` in store order; the file
+        appears only when all ``n_tiles`` chips were written."""
+        final = self.path / f"{scene}.regions.bin"
+        with atomic_path(final) as tmp, open(tmp, "wb") as f:
+            writer = RegionsWriter(f, self.n_tiles(scene), self.tile_size)
+            yield writer
+            writer.finish()
+
+    def write_regions(self, scene: str, chunks: Iterable[np.ndarray], *,
+                      partitioning: str | None = None) -> Path:
+        """Write ``<scene>.regions.bin`` from (k, T, T) chunks in store order.
+
+        With ``partitioning``, record its name as ``regions_partitioning`` in store.json.
+        """
+        with self.regions_writer(scene) as w:
+            for chunk in chunks:
+                w.write(chunk)
+        if partitioning is not None and self.meta.get("regions_partitioning") != partitioning:
+            self.meta["regions_partitioning"] = partitioning
+            atomic_write_text(self.path / "store.json", json.dumps(self.meta, indent=1))
+        return self.path / f"{scene}.regions.bin"
+
+
+class RegionsWriter:
+    """Appends int16 region-id chips to an open file; checks shapes and the final count."""
+
+    def __init__(self, file, n_tiles: int, tile_size: int) -> None:
+        self.file, self.n_tiles, self.tile_size, self.written = file, n_tiles, tile_size, 0
+
+    def write(self, chunk: np.ndarray) -> None:
+        chunk = np.asarray(chunk)
+        t = self.tile_size
+        if chunk.ndim == 2:
+            chunk = chunk[None]
+        if chunk.shape[1:] != (t, t):
+            raise ValueError(f"region chips must be (k, {t}, {t}), got {chunk.shape}")
+        if chunk.size and (chunk.min() < -1 or chunk.max() > np.iinfo(np.int16).max):
+            raise ValueError("region ids must be -1 (none) or 0..32767")
+        if self.written + len(chunk) > self.n_tiles:
+            raise ValueError(f"more than the store's {self.n_tiles} tiles written")
+        self.file.write(np.ascontiguousarray(chunk, dtype=np.int16).tobytes())
+        self.written += len(chunk)
+
+    def finish(self) -> None:
+        if self.written != self.n_tiles:
+            raise ValueError(f"{self.written} region chips written, the store has "
+                             f"{self.n_tiles} tiles")
