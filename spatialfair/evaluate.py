@@ -441,7 +441,7 @@ def evaluate_dataset(
     :class:`EvaluationResult` for the maps.
     """
     from .partitions import read_partitions
-    from .tiling import TileStore
+    from .store import TileStore
 
     ev = config.get("evaluation", {})
     split = split or ev.get("split", "test")

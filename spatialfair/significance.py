@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -251,30 +251,50 @@ def _sbi(n_r, p_r, big_n, big_p) -> float:
     return float(np.mean(1.0 - l1[nonempty] / l0))
 
 
-def bernoulli_scan(
-    success: np.ndarray,
-    groups: np.ndarray,
-    num_regions: int,
-    *,
-    n_simulations: int = 399,
-    alpha: float = 0.05,
-    seed: int = 0,
-    tested: np.ndarray | None = None,
-) -> RegionTest:
+@dataclass(frozen=True)
+class RegionTestOptions:
+    """How a region test is run (``evaluation.n_simulations``, ``evaluation.alpha``).
+
+    Attributes:
+        n_resamples: Monte Carlo worlds (scan) or permutations (permutation test).
+        alpha: Family-wise significance level.
+        seed: Seed of the test's random generator.
+    """
+
+    n_resamples: int
+    alpha: float
+    seed: int
+
+
+def bernoulli_scan(success: np.ndarray, groups: np.ndarray, num_regions: int,
+                   options: RegionTestOptions, *, tested: np.ndarray | None = None
+                   ) -> RegionTest:
     """Kulldorff Bernoulli scan over the regions of one partitioning.
 
-    ``success``: bool per unit; ``groups``: region id per unit (-1 = in no region, not used);
-    ``tested``: bool per region (default all), units of other regions are not used.
     The Monte Carlo worlds keep the observed number of successes (outcomes permuted across
-    the units). Returns per-region statistic, Monte Carlo p-value, significance (statistic
-    above the (1 - alpha) quantile of the simulated maxima) and direction; ``extra`` holds
-    ``rho``, ``threshold`` and ``sbi``.
+    the units); see docs/methods.md ("Significance") for the statistic.
+
+    Args:
+        success: Bool per unit: the unit is at least as good as the model overall.
+        groups: Region id per unit (-1: in no region, not used).
+        num_regions: Number of regions R.
+        options: Number of simulated worlds, alpha and seed.
+        tested: Bool per region (default all); units of other regions are not used.
+
+    Returns:
+        Per-region statistic, Monte Carlo p-value, significance (statistic above the
+        (1 - alpha) quantile of the simulated maxima) and direction; ``extra`` holds ``rho``,
+        ``threshold`` and ``sbi``.
+
+    Raises:
+        ValueError: If ``groups`` or ``tested`` do not fit the units and regions.
     """
+    n_simulations, alpha = options.n_resamples, options.alpha
     success = np.asarray(success, dtype=bool).ravel()
     groups = _groups(groups, num_regions, success.size, tested)
     n_r, p_r, big_n, big_p = _counts(success, groups, num_regions)
     stat = scan_statistic(p_r, n_r, big_p, big_n)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     rho = big_p / big_n if big_n > 0 else 0.0
     if big_n > 0 and num_regions:
         # conditional on the total: the P successes fall on P of the N units at random
@@ -302,55 +322,39 @@ def bernoulli_scan(
     ), tested)
 
 
-def permutation_test(
-    values: np.ndarray,
-    groups: np.ndarray,
-    num_regions: int,
-    *,
-    n_permutations: int = 999,
-    alpha: float = 0.05,
-    seed: int = 0,
-    tested: np.ndarray | None = None,
-) -> RegionTest:
-    """Permutation test of unit outcome ``values`` across region labels (two-sided).
+class _Standardiser:
+    """Standardised difference of each region's sum of values from its share of the total."""
 
-    Statistic per region: ``(S_r - n_r * mean) / (sd * sqrt(n_r (N - n_r) / N))`` with S_r the
-    sum of the region's values (a standardised difference of the region's mean from the
-    others'). ``p_value`` is max-|T| adjusted (family-wise), ``extra["p_raw"]`` the per-region
-    unadjusted p-values. Units with group -1, of a region not ``tested``, or with a
-    non-finite value are not used.
-    """
-    if n_permutations < 199:
-        raise ValueError(f"use at least 199 permutations, got {n_permutations}")
-    values = np.asarray(values, dtype=np.float64).ravel()
-    groups = _groups(groups, num_regions, values.size, tested)
-    keep = (groups >= 0) & np.isfinite(values)
-    v, g = values[keep], groups[keep]
-    big_n = v.size
-    n_r = np.bincount(g, minlength=num_regions).astype(np.float64)
-    order = np.argsort(g, kind="stable")
-    g_sorted = g[order]
-    present = np.flatnonzero(n_r > 0)
-    starts = np.searchsorted(g_sorted, present)
-    mean = v.mean() if big_n else 0.0
-    sd = v.std() if big_n else 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = sd * np.sqrt(n_r * (big_n - n_r) / max(big_n, 1))
-    testable = scale > 0
-
-    def z_of(sums: np.ndarray) -> np.ndarray:
-        z = np.zeros(sums.shape[:-1] + (num_regions,))
-        full = np.zeros_like(z)
-        full[..., present] = sums
+    def __init__(self, v: np.ndarray, g: np.ndarray, num_regions: int) -> None:
+        big_n = v.size
+        self.num_regions = num_regions
+        self.n_r = np.bincount(g, minlength=num_regions).astype(np.float64)
+        self.order = np.argsort(g, kind="stable")
+        self.present = np.flatnonzero(self.n_r > 0)
+        self.starts = np.searchsorted(g[self.order], self.present)
+        self.mean = v.mean() if big_n else 0.0
+        sd = v.std() if big_n else 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            z[..., testable] = (full[..., testable] - n_r[testable] * mean) / scale[testable]
+            self.scale = sd * np.sqrt(self.n_r * (big_n - self.n_r) / max(big_n, 1))
+        self.testable = self.scale > 0
+
+    def __call__(self, sums: np.ndarray) -> np.ndarray:
+        z = np.zeros(sums.shape[:-1] + (self.num_regions,))
+        full = np.zeros_like(z)
+        full[..., self.present] = sums
+        t = self.testable
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z[..., t] = (full[..., t] - self.n_r[t] * self.mean) / self.scale[t]
         return z
 
-    z_obs = z_of(np.add.reduceat(v[order], starts) if present.size else np.zeros(0))
-    abs_obs = np.abs(z_obs) * (1 - 1e-12)
+
+def _exceedances(v: np.ndarray, z_of: _Standardiser, abs_obs: np.ndarray,
+                 n_permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per region, permutations whose |z| (raw) or max |z| (adjusted) reach the observed."""
+    big_n, present, starts = v.size, z_of.present, z_of.starts
     rng = np.random.default_rng(seed)
-    exceed_raw = np.zeros(num_regions, dtype=np.int64)
-    exceed_max = np.zeros(num_regions, dtype=np.int64)
+    exceed_raw = np.zeros(z_of.num_regions, dtype=np.int64)
+    exceed_max = np.zeros(z_of.num_regions, dtype=np.int64)
     block = max(1, min(n_permutations, _PERM_BLOCK_VALUES // max(big_n, 1)))
     done = 0
     while done < n_permutations and present.size:
@@ -363,44 +367,89 @@ def permutation_test(
     if not present.size:
         exceed_raw[:] = n_permutations
         exceed_max[:] = n_permutations
+    return exceed_raw, exceed_max
+
+
+def permutation_test(values: np.ndarray, groups: np.ndarray, num_regions: int,
+                     options: RegionTestOptions, *, tested: np.ndarray | None = None
+                     ) -> RegionTest:
+    """Permutation test of unit outcome values across region labels (two-sided).
+
+    Statistic per region: ``(S_r - n_r * mean) / (sd * sqrt(n_r (N - n_r) / N))`` with S_r the
+    sum of the region's values (a standardised difference of the region's mean from the
+    others'). Units with group -1, of a region not ``tested``, or with a non-finite value are
+    not used.
+
+    Args:
+        values: Outcome value per unit.
+        groups: Region id per unit (-1: in no region).
+        num_regions: Number of regions R.
+        options: Number of permutations (at least 199), alpha and seed.
+        tested: Bool per region (default all).
+
+    Returns:
+        Per-region statistic, max-|T| adjusted (family-wise) ``p_value``, significance and
+        direction; ``extra["p_raw"]`` holds the unadjusted per-region p-values.
+
+    Raises:
+        ValueError: If fewer than 199 permutations are asked for, or ``groups`` or
+            ``tested`` do not fit the units and regions.
+    """
+    n_permutations, alpha = options.n_resamples, options.alpha
+    if n_permutations < 199:
+        raise ValueError(f"use at least 199 permutations, got {n_permutations}")
+    values = np.asarray(values, dtype=np.float64).ravel()
+    groups = _groups(groups, num_regions, values.size, tested)
+    keep = (groups >= 0) & np.isfinite(values)
+    v, g = values[keep], groups[keep]
+    z_of = _Standardiser(v, g, num_regions)
+    z_obs = z_of(np.add.reduceat(v[z_of.order], z_of.starts) if z_of.present.size
+                 else np.zeros(0))
+    abs_obs = np.abs(z_obs) * (1 - 1e-12)
+    exceed_raw, exceed_max = _exceedances(v, z_of, abs_obs, n_permutations, options.seed)
     p_raw = (1.0 + exceed_raw) / (1.0 + n_permutations)
     p_adj = (1.0 + exceed_max) / (1.0 + n_permutations)
-    p_raw[~testable] = 1.0
-    p_adj[~testable] = 1.0
-    significant = (p_adj <= alpha) & testable
+    p_raw[~z_of.testable] = 1.0
+    p_adj[~z_of.testable] = 1.0
+    significant = (p_adj <= alpha) & z_of.testable
     if tested is not None:
         p_raw = np.where(np.asarray(tested, dtype=bool), p_raw, np.nan)
     return _untested(RegionTest(
         method="permutation", statistic=z_obs, p_value=p_adj, significant=significant,
-        direction=np.sign(z_obs).astype(np.int8), n_units=n_r.astype(np.int64), alpha=alpha,
-        n_resamples=n_permutations,
-        extra={"p_raw": p_raw.tolist(), "mean": float(mean)},
+        direction=np.sign(z_obs).astype(np.int8), n_units=z_of.n_r.astype(np.int64),
+        alpha=alpha, n_resamples=n_permutations,
+        extra={"p_raw": p_raw.tolist(), "mean": float(z_of.mean)},
     ), tested)
 
 
-def test_regions(
-    method: str,
-    values: np.ndarray,
-    success: np.ndarray,
-    groups: np.ndarray,
-    num_regions: int,
-    *,
-    n_resamples: int = 399,
-    alpha: float = 0.05,
-    seed: int = 0,
-    tested: np.ndarray | None = None,
-) -> RegionTest | None:
-    """Run the configured test (``scan``, ``permutation`` or ``none`` -> None) over the
-    ``tested`` regions (default all)."""
+def test_regions(method: str, values: np.ndarray, success: np.ndarray, groups: np.ndarray,
+                 num_regions: int, options: RegionTestOptions, *,
+                 tested: np.ndarray | None = None) -> RegionTest | None:
+    """Run the configured region test over the ``tested`` regions (default all).
+
+    Args:
+        method: ``"scan"`` (:func:`bernoulli_scan` on ``success``), ``"permutation"``
+            (:func:`permutation_test` on ``values``, at least 199 permutations) or ``"none"``.
+        values: Outcome value per unit.
+        success: Bool per unit.
+        groups: Region id per unit (-1: in no region).
+        num_regions: Number of regions R.
+        options: Number of resamples, alpha and seed.
+        tested: Bool per region (default all).
+
+    Returns:
+        The test's result, or None for ``"none"``.
+
+    Raises:
+        ValueError: If ``method`` is unknown.
+    """
     if method == "none":
         return None
     if method == "scan":
-        return bernoulli_scan(success, groups, num_regions, n_simulations=n_resamples,
-                              alpha=alpha, seed=seed, tested=tested)
+        return bernoulli_scan(success, groups, num_regions, options, tested=tested)
     if method == "permutation":
-        return permutation_test(values, groups, num_regions,
-                                n_permutations=max(n_resamples, 199), alpha=alpha, seed=seed,
-                                tested=tested)
+        options = replace(options, n_resamples=max(options.n_resamples, 199))
+        return permutation_test(values, groups, num_regions, options, tested=tested)
     raise ValueError(f"unknown significance method '{method}' (scan, permutation, none)")
 
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from spatialfair.significance import (bernoulli_scan, majority_regions, permutation_test,
+from spatialfair.significance import (RegionTestOptions, bernoulli_scan, majority_regions, permutation_test,
                                       scan_statistic, spatial_bias_index, test_regions,
                                       tile_outcomes, unit_confusion, unit_outcomes, unit_values)
 
@@ -49,17 +49,17 @@ def _world(seed, n_units=600, n_regions=6, bad_region=None, bad_rate=0.2):
 def test_scan_finds_region_with_injected_errors():
     values, groups = _world(1, bad_region=2)
     success = values >= 0.5
-    res = bernoulli_scan(success, groups, 6, n_simulations=399, alpha=0.05, seed=0)
+    res = bernoulli_scan(success, groups, 6, RegionTestOptions(399, 0.05, 0))
     assert res.significant[2] and res.direction[2] == -1 and res.p_value[2] <= 0.01
     assert res.significant.sum() == 1
     assert res.extra["threshold"] > 0 and 0 < res.extra["sbi"] < 1
-    again = bernoulli_scan(success, groups, 6, n_simulations=399, alpha=0.05, seed=0)
+    again = bernoulli_scan(success, groups, 6, RegionTestOptions(399, 0.05, 0))
     assert np.array_equal(res.p_value, again.p_value)  # seeded
 
 
 def test_permutation_finds_region_with_injected_errors():
     values, groups = _world(2, bad_region=4)
-    res = permutation_test(values, groups, 6, n_permutations=299, alpha=0.05, seed=0)
+    res = permutation_test(values, groups, 6, RegionTestOptions(299, 0.05, 0))
     assert res.significant[4] and res.direction[4] == -1 and res.p_value[4] <= 0.01
     # the only region worse than the rest (others may look better than a rest that holds it)
     assert list(np.flatnonzero(res.significant & (res.direction < 0))) == [4]
@@ -67,7 +67,7 @@ def test_permutation_finds_region_with_injected_errors():
     p_raw = np.array(res.extra["p_raw"])
     assert np.all(p_raw <= res.p_value + 1e-12)  # adjusted p-values are never smaller
     with pytest.raises(ValueError, match="at least 199"):
-        permutation_test(values, groups, 6, n_permutations=99)
+        permutation_test(values, groups, 6, RegionTestOptions(99, 0.05, 0))
 
 
 def test_no_bias_flags_at_most_the_nominal_rate():
@@ -75,9 +75,8 @@ def test_no_bias_flags_at_most_the_nominal_rate():
     scan_maps = perm_maps = 0
     for seed in range(100):
         values, groups = _world(1000 + seed, n_units=300)
-        scan = bernoulli_scan(values >= 0.5, groups, 6, n_simulations=199, alpha=alpha,
-                              seed=seed)
-        perm = permutation_test(values, groups, 6, n_permutations=199, alpha=alpha, seed=seed)
+        scan = bernoulli_scan(values >= 0.5, groups, 6, RegionTestOptions(199, alpha, seed))
+        perm = permutation_test(values, groups, 6, RegionTestOptions(199, alpha, seed))
         scan_maps += bool(scan.significant.any())
         perm_maps += bool(perm.significant.any())
     # family-wise: the chance that a map without bias shows any significant region <= alpha
@@ -99,8 +98,8 @@ def test_units_outside_every_region_are_ignored():
     values, groups = _world(3, bad_region=1)
     groups2 = np.concatenate([groups, np.full(50, -1)])
     values2 = np.concatenate([values, np.zeros(50)])
-    a = bernoulli_scan(values >= 0.5, groups, 6, seed=1)
-    b = bernoulli_scan(values2 >= 0.5, groups2, 6, seed=1)
+    a = bernoulli_scan(values >= 0.5, groups, 6, RegionTestOptions(399, 0.05, 1))
+    b = bernoulli_scan(values2 >= 0.5, groups2, 6, RegionTestOptions(399, 0.05, 1))
     assert np.allclose(a.statistic, b.statistic) and np.array_equal(a.n_units, b.n_units)
 
 
@@ -119,12 +118,11 @@ def test_unit_values_and_outcomes():
 
 def test_test_regions_dispatch():
     values, groups = _world(4)
-    assert test_regions("none", values, values > 0.5, groups, 6) is None
-    assert test_regions("scan", values, values > 0.5, groups, 6).method == "scan"
-    assert test_regions("permutation", values, values > 0.5, groups, 6,
-                        n_resamples=50).n_resamples == 199
+    assert test_regions("none", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)) is None
+    assert test_regions("scan", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)).method == "scan"
+    assert test_regions("permutation", values, values > 0.5, groups, 6, RegionTestOptions(50, 0.05, 0)).n_resamples == 199
     with pytest.raises(ValueError, match="unknown significance method"):
-        test_regions("bootstrap", values, values > 0.5, groups, 6)
+        test_regions("bootstrap", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0))
 
 
 def test_scan_is_conditional_on_the_total_number_of_successes():
@@ -134,7 +132,7 @@ def test_scan_is_conditional_on_the_total_number_of_successes():
     # about 0.056 here: too small a p-value.
     success = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 0], bool)
     groups = np.repeat([0, 1], 5)
-    res = bernoulli_scan(success, groups, 2, n_simulations=19999, seed=0)
+    res = bernoulli_scan(success, groups, 2, RegionTestOptions(19999, 0.05, 0))
     assert res.p_value == pytest.approx([1 / 6, 1 / 6], abs=0.01)
     assert res.extra["conditional"] is True
 
@@ -146,8 +144,7 @@ def test_known_null_flags_regions_at_most_alpha_even_with_few_successes():
     for seed in range(400):
         rng = np.random.default_rng(seed)
         groups = rng.integers(0, 8, 80)
-        res = bernoulli_scan(rng.random(80) < 0.1, groups, 8, n_simulations=199, alpha=alpha,
-                             seed=seed)
+        res = bernoulli_scan(rng.random(80) < 0.1, groups, 8, RegionTestOptions(199, alpha, seed))
         maps += bool(res.significant.any())
         flagged += int(res.significant.sum())
     assert maps / 400 <= alpha + 0.02  # binomial sd of the rate at alpha: 0.011
@@ -171,7 +168,7 @@ def test_blocks_not_tiles_keep_the_error_rate_under_autocorrelation():
     counts = {"tile": 0, "block": 0}
     for seed in range(200):
         value, region, blk = _autocorrelated_world(seed)
-        tiles = bernoulli_scan(value >= 0.5, region, 6, n_simulations=199, seed=seed)
+        tiles = bernoulli_scan(value >= 0.5, region, 6, RegionTestOptions(199, 0.05, seed))
         # a block's outcome from its tiles' confusion; its region: majority of its pixels
         cm = np.zeros((len(value), 2, 2), np.int64)
         good = value >= 0.5
@@ -179,7 +176,7 @@ def test_blocks_not_tiles_keep_the_error_rate_under_autocorrelation():
         units = unit_confusion(cm, blk, blk.max() + 1)
         vals, _ = unit_values(units, ["a", "b"], "accuracy")
         reg = majority_regions(blk, region, np.full(len(value), 100), blk.max() + 1)
-        blocks = bernoulli_scan(vals >= 0.75, reg, 6, n_simulations=199, seed=seed)
+        blocks = bernoulli_scan(vals >= 0.75, reg, 6, RegionTestOptions(199, 0.05, seed))
         counts["tile"] += bool(tiles.significant.any())
         counts["block"] += bool(blocks.significant.any())
     assert counts["tile"] > 100  # tiles: far above alpha
@@ -202,16 +199,14 @@ def test_unit_confusion_and_majority_regions():
 def test_untested_regions_get_nan_and_their_units_are_left_out(method):
     values, groups = _world(5, bad_region=2)
     tested = np.array([True, True, False, True, True, False])
-    res = test_regions(method, values, values >= 0.5, groups, 6, n_resamples=199,
-                       seed=0, tested=tested)
+    res = test_regions(method, values, values >= 0.5, groups, 6, RegionTestOptions(199, 0.05, 0), tested=tested)
     assert np.isnan(res.p_value[[2, 5]]).all() and not res.significant[[2, 5]].any()
     assert np.isnan(res.statistic[[2, 5]]).all() and (res.direction[[2, 5]] == 0).all()
     assert np.isfinite(res.p_value[tested]).all()
     assert res.n_units[2] == 0 and res.n_units[5] == 0
     # the same as a test on the tested regions' units alone
     keep = tested[groups]
-    ref = test_regions(method, values[keep], values[keep] >= 0.5, groups[keep], 6,
-                       n_resamples=199, seed=0)
+    ref = test_regions(method, values[keep], values[keep] >= 0.5, groups[keep], 6, RegionTestOptions(199, 0.05, 0))
     assert np.allclose(res.statistic[tested], ref.statistic[tested])
     assert res.to_dict()["n_untested"] == 2
 
