@@ -1,31 +1,9 @@
 """Audit any map: per-region fairness of predictions made anywhere, without training.
 
-Most people who need a spatial fairness map already have a map (a national flood product, a
-crop-type layer, a model trained elsewhere), reference labels for part of the area and
-administrative regions. :func:`audit_map` scores such a map against the labels, per region
-of the user's regions and of the generated multi-scale partitionings (grids, offset grids,
-k-means), and writes the same outputs as a run's ``fairness/`` folder (``metrics.json``,
-``by_region.csv``, ``fairness.gpkg`` with embedded QGIS styles, ``fairness_<metric>.tif``,
-``map.png``, ``regions.png``) through :mod:`spatialfair.evaluate` and :mod:`spatialfair.maps`.
-
-How, in one windowed pass over the labels (only labelled pixels count; the inputs are
-handled in :mod:`spatialfair.audit_inputs`):
-
-* The map is cut into square spatial blocks of ``block_size`` metres. Every generated grid
-  in the scene's CRS is separable in rows and columns, like the blocks, so in each window the
-  columns (and rows) fall into runs on which every grid cell and block stays the same; a
-  pixel's run pair is its *cell*. The user's regions and k-means cells (rasterized, only
-  where a window holds more than one of them) refine cells into *atoms*. One
-  ``np.bincount`` of ``atom x truth x prediction`` per window then gives every
-  partitioning's per-region confusion matrices at once, kept per block.
-* Uncertainty: each region's deviation of the headline metric from the overall value gets a
-  percentile confidence interval from a spatial block bootstrap (:mod:`spatialfair.bootstrap`),
-  and the configured significance test (:mod:`spatialfair.significance`) runs on blocks as
-  units (a block belongs to the region holding most of its labelled pixels).
-
-Tables gain ``deviation_ci_low``, ``deviation_ci_high``, ``n_boot`` (replicates in which the
-region had a value) and ``ci_excludes_zero`` (never for regions left out of the summaries:
-small, or without a true pixel of the headline metric's class).
+:func:`audit_map` scores an existing map against reference labels, per region of the user's
+regions and of the generated partitionings, in one windowed pass, with block-bootstrap
+intervals and block-level significance tests, and writes the same outputs as a run's
+``fairness/`` folder. How and why: docs/audit.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,8 @@
 """Inputs of an audit: pairing maps with labels, grid checks, class maps, windowed reading.
 
-Why a module of its own: a map made elsewhere comes as it comes (another grid or CRS,
-product codes instead of class ids, a probability band, nodata, several scenes or one
-mosaic). Each case is handled here on purpose and never silently:
-
-* :func:`pair_files`: prediction and label files are paired by file name (stem); one
-  prediction file (a mosaic or VRT) serves every label file. Anything else is an error.
-* :func:`check_pair`: the prediction is read on the label grid. The same CRS and pixel size
-  with a whole-pixel offset is read through a shifted window (no resampling); any other
-  difference is an :class:`~spatialfair.errors.InputError` unless ``align="nearest"``, which
-  reads the prediction through a rasterio ``WarpedVRT`` onto the label grid (logged).
-* :func:`parse_class_map` and :class:`ValueMap`: product value -> class id ("1:water,2:water,
-  0:land", ``nodata`` for "no prediction"), or a threshold on a probability band. A value that
-  the map does not name is an error listing the values, not a pixel dropped.
-* :class:`PredictionReader` / :func:`read_labels`: one window at a time, so memory does not
-  grow with the map; labelled pixels without a prediction (outside the map, its nodata) are
-  counted and reported by the audit.
+A map made elsewhere comes as it comes (another grid or CRS, product codes, a probability
+band, nodata, a mosaic); each case is handled here on purpose and never silently. What is
+accepted and how: docs/audit.md ("Inputs, each handled on purpose").
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """Spatial block bootstrap: confidence intervals for per-region deviations of one map.
 
-Why blocks: neighbouring pixels share their errors (a missed river reach, a cloud edge), so
-resampling pixels would give intervals far too narrow. The map is cut into square blocks (a
-configurable size in metres, :mod:`spatialfair.audit`), each block's confusion matrix is
-kept per region it touches, and a replicate draws as many blocks as the map has, with
-replacement, from the whole map. In each replicate the per-region and overall confusion
-matrices are the sums over the drawn blocks (a block drawn twice counts twice), from which
-the metric of every region, the overall metric and their difference (the deviation) are
-recomputed. The interval is the percentile interval of the replicate deviations (Efron and
-Tibshirani 1993, ch. 13; the moving/fixed block bootstrap of Kunsch 1989 in two dimensions).
-
-A region not drawn at all in a replicate, or whose metric is undefined in it (e.g. IoU of
-water with no water in the drawn truth), has no value in that replicate; ``n_valid`` counts
-the replicates that gave one. Replicates are generated in chunks so memory stays bounded
-(``max_values`` floats at once) whatever the number of blocks.
+Neighbouring pixels share their errors, so blocks, not pixels, are resampled; replicates are
+drawn in chunks so memory stays bounded whatever the number of blocks. Method and references:
+docs/audit.md ("Uncertainty").
 """
 
 from __future__ import annotations

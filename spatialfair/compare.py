@@ -1,22 +1,9 @@
 """All training strategies of a dataset side by side: a verdict table and a fairness-accuracy plot.
 
-Why: no single number, and no single training run, says whether a fairness strategy "works".
-Against ERM (same data, split, model, budget, seeds) the per-region spread should shrink, the
-worst region improve and the overall metric drop by at most about a point, by more than the
-seed-to-seed noise. :func:`compare_strategies` reads every run's per-seed ``metrics.json``
-(:func:`spatialfair.layout.seed_metrics`) and writes
-
-* ``comparison.csv``: one row per run (per-run columns are means over its seeds), plus a row
-  ``<strategy>:selected`` for every strength sweep (per seed, the strength with the best
-  validation score); for every strategy the paired differences to ERM over the seeds both ran
-  (mean, 95 % t confidence interval, paired test p-value, Holm-adjusted) of the overall
-  metric, worst region, difference, std and SPAD score, and a ``verdict`` in words;
-* ``comparison.png``: the overall headline metric (x) against the region gap (y: difference,
-  left; SPAD score, right) with 95 % confidence intervals over seeds on both axes; ERM
-  highlighted, the verdict shown by the marker, the points of a strength sweep joined, the
-  Pareto frontier drawn. Lower right is better.
-
-Every column and formula: docs/verdicts.md.
+No single number, and no single training run, says whether a fairness strategy works.
+:func:`compare_strategies` pairs every run with ERM seed by seed and writes
+``comparison.csv`` (differences with confidence intervals, paired tests and a verdict) and
+``comparison.png``. Every column and formula: docs/verdicts.md.
 """
 
 from __future__ import annotations

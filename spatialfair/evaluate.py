@@ -1,25 +1,9 @@
 """Per-region evaluation of a run's predictions on held-out tiles, for every partitioning.
 
-Why one streaming pass: a fairness verdict needs per-region metrics for ~30 partitionings
-(the user's regions, the 24 generated grids, offset grids, k-means) over scenes of any size.
-:func:`evaluate_dataset` reads every scene once, window by window (block-aligned windows of
-the prediction COG, so memory does not grow with the scene), and for each window:
-
-* reads the prediction, the label and the image (pixels that are invalid in the image, as in
-  tiling, are excluded), and the label's extra nodata value;
-* paints the tiles of the tile index that intersect the window; every pixel belongs to exactly
-  one tile (with overlapping tiles, the last tile in store order owns the shared pixels, so no
-  pixel counts twice), and only pixels owned by tiles of the requested split are evaluated;
-* accumulates, for every partitioning, per-region confusion matrices with one ``bincount``
-  (:mod:`spatialfair.metrics`), per-tile confusion matrices, and per (tile, region) counts of
-  evaluated pixels for the significance tests.
-
-Then it computes every metric per region and overall (all evaluated pixels, the same for
-every partitioning), fairness summaries per partitioning and metric, the SPAD score over the
-generated grids (``grid_*``), a significance test per partitioning over spatial blocks, scenes
-or tiles (``evaluation.significance_unit``; :mod:`spatialfair.significance`; a unit's region is
-the region holding most of its evaluated pixels; small and absent regions are not tested), and
-writes ``metrics.json`` and ``by_region.csv``. Maps are drawn by :mod:`spatialfair.maps`.
+:func:`evaluate_dataset` streams every scene once, window by window, into per-region and
+per-tile confusion matrices, then writes ``metrics.json`` and ``by_region.csv`` with the
+metrics, fairness summaries and significance tests of every partitioning. How the pass works:
+docs/evaluation.md ("Evaluation in one streaming pass").
 """
 
 from __future__ import annotations

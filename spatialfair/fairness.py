@@ -1,60 +1,9 @@
 """Fairness-aware training strategies: per-region losses and the penalties that even them out.
 
-Every strategy turns a per-pixel loss map into one scalar through the same interface::
-
-    strategy.loss(pixel_loss, valid, regions, logits=..., target=..., tile_regions=...,
-                  reduce=...) -> scalar tensor
-
-``pixel_loss`` (B, H, W) is unreduced cross-entropy, ``valid`` (B, H, W) marks labelled pixels
-(label 255 never counts), ``regions`` (B, H, W) holds the region id of every pixel in the
-training partitioning (-1 = none) and ``tile_regions`` (B, P) the tile's region in each of the
-multi-scale partitionings (used by SPAD). Formulas, defaults and references: docs/strategies.md.
-
-Per-region mean losses come from :func:`region_loss_sums`: one ``scatter_add`` over the region
-id of every pixel, no Python loop over regions. Regions absent from a batch keep a running (EMA)
-estimate, so penalties over all regions stay defined.
-
-Distributed training: ``reduce`` is a callable that sums a *detached* tensor over all ranks
-(``spatialfair.distributed.Reducer``; ``None`` = one process). Strategies compute their region
-weights from these global statistics, and return a loss whose gradient, once DDP averages it over
-ranks, is exactly the gradient of the global objective: the loss is written as
-``world_size * sum_r c_r * local_sum_r / global_count_r`` with ``c_r = dF/dL_r`` evaluated at the
-global region losses, and its value is replaced by the global objective ``F`` for logging.
-
-Strategies (``make_strategy(name, num_regions, strength, **opts)``; the registry
-:data:`STRATEGIES` is the one list of strategy names: the config schema is checked against it):
-
-* ``erm``: mean loss over valid pixels (the baseline; no knob).
-* ``reweight``: pixel weight ``(N / n_g) ** strength`` from training pixel counts ``n_g``,
-  normalised; strength 1 (default) gives every group the same total weight, 0 is ERM.
-* ``variance`` (V-REx): ``mean_r L_r + lambda * var_r L_r``; lambda = 1 during a warm-up of
-  ``max(one epoch, 10 % of the steps)``, then ramps linearly to ``strength`` (default 10) over
-  as many steps again.
-* ``groupdro`` (Sagawa et al. 2020): for the groups *present in the batch*,
-  ``q_g <- q_g exp(eta (L_g + C / sqrt(n_g)))``; absent groups keep their q; renormalised;
-  loss ``sum_g q_g L_g``; strength = eta (default 0.01), ``C`` default 0.
-* ``cvar``: CVaR_alpha of the present groups' losses in the dual form (Rockafellar-Uryasev)
-  with the threshold at its per-batch optimum: the worst present groups get weight
-  ``1 / (alpha m)`` (m = present groups) until the weights sum to 1; strength = alpha (default
-  0.2; smaller is stronger). Every batch trains (its worst present group at least).
-* ``reweight``, ``groupdro`` and ``cvar`` take ``groups: region | region_class``: with
-  ``region_class`` a pixel's group is ``region * C + true class``.
-* ``balanced`` (Idrissi et al. 2022): ERM loss on region-balanced samples of training tiles
-  (the trainer's sampler, :class:`spatialfair.data.BalancedSampler`); strength = the balancing
-  power (1 = every region equally likely, 0 = uniform over tiles).
-* ``jtt`` (Liu et al. 2021): ERM for ``first_epochs``, mark the training tiles whose pixel error
-  rate exceeds ``error_threshold``, retrain from the same initial weights with those tiles'
-  loss weighted by strength = lambda_up (default 5).
-* ``lastlayer`` (Kirichenko et al. 2023, DFR): ERM, then only the final 1x1 classifier is
-  retrained on region-balanced training tiles for ``head_epochs`` with the body frozen.
-* ``spad`` ("Fairness by 'Where'", Xie et al. 2022): after an ERM warm-up, cycle through the
-  multi-scale partitionings in shuffled order; for the current one compute every region's
-  support-weighted F1 from running confusion counts of the training predictions and the weights
-  ``w_r = lambda * ReLU(F - F_r) / max_q ReLU(F - F_q) + eps``. The public TensorFlow code computes
-  these weights but never hands them to its optimiser; here they are applied, as pixel loss
-  weights ``1 + w_r`` (so regions at or above the global level keep their ordinary weight and
-  ``lambda``, default 1, sets how much more the worst region counts; with bare ``w_r`` as weights,
-  lambda would only rescale the loss). ``F`` is refreshed at every switch.
+Every strategy turns a per-pixel loss map into one scalar through ``Strategy.loss``;
+:data:`STRATEGIES` is the one list of strategy names (the config schema is checked against
+it) and :func:`make_strategy` builds one. Formulas, defaults, references and the distributed
+form of the losses: docs/strategies.md.
 """
 
 from __future__ import annotations

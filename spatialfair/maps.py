@@ -1,23 +1,9 @@
 """Fairness maps of one run: a styled GeoPackage, a raster COG and two PNGs.
 
-Why: users judge spatial fairness by looking at where the model is worse. From an
-:class:`~spatialfair.evaluate.EvaluationResult` this module writes
-
-* ``fairness.gpkg``: one layer per partitioning (region polygons in the study CRS with
-  ``n_pixels``, ``n_tiles``, ``small``, ``absent``, every metric, ``deviation`` of the
-  headline metric from its overall value, ``p_value``, ``significant``) and, per layer, an
-  embedded QGIS default style (:mod:`spatialfair.qgis_style`: graduated, diverging, centred
-  on zero, labelled);
-* ``fairness_<metric>.tif``: a float32 COG in the study CRS, one band per partitioning, where
-  each pixel holds its region's deviation of ``<metric>`` from overall (nodata -9999 outside
-  the scenes and where undefined). Region-level data need no native resolution, so the mosaic
-  is at most ``max_size`` pixels on its long side (never finer than the scenes), and it is
-  written window by window;
-* ``map.png`` (choropleth of the deviation on the primary partitioning, region names, a colour
-  bar centred on zero, significant regions outlined, regions left out of min/max hatched:
-  small, or without a true pixel of the headline metric's class) and
-  ``regions.png`` (per-region bars of the headline metric, overall level marked, significant
-  regions coloured by direction), readable without QGIS.
+Users judge spatial fairness by looking at where the model is worse. :func:`write_maps` turns
+an :class:`~spatialfair.evaluate.EvaluationResult` into ``fairness.gpkg``,
+``fairness_<metric>.tif``, ``map.png`` and ``regions.png``; what each shows:
+docs/evaluation.md ("The fairness maps").
 """
 
 from __future__ import annotations

@@ -1,36 +1,9 @@
 """Per-region confusion matrices, segmentation metrics and fairness summaries (pure numpy).
 
-Why this module exists: a fairness verdict needs the same metric computed for every region of
-many partitionings, over millions of pixels. Everything here works on plain numpy arrays, so
-users can call it on their own predictions::
-
-    from spatialfair.metrics import region_metrics
-    result = region_metrics(region_ids, y_true, y_pred, ["land", "water"], min_pixels=1000)
-    result["summaries"]["iou_water"]["difference"]
-
-* :func:`confusion_by_region` builds one confusion matrix per region with
-  ``np.bincount`` over the combined code ``region * C*C + true * C + pred`` (no loop over
-  regions or classes; one count per cache-sized block of 131,072 pixels, summed, because
-  counting a whole 4-Mpx window's 32 MB of codes at once goes through main memory and took
-  1.6 times as long). Unlabelled pixels (``ignore_index``), pixels without a prediction
-  (255, the nodata of prediction rasters) and pixels outside every region (-1) are skipped.
-* :func:`metrics_from_confusion` turns a confusion matrix into the metrics named in
-  ``docs/ARCHITECTURE.md``: ``accuracy``, ``macro_f1``, ``mean_iou`` and per class
-  ``precision_<c>``, ``recall_<c>``, ``f1_<c>``, ``iou_<c>``.
-* :func:`summarize` reports a metric over regions in fairlearn's MetricFrame vocabulary
-  (overall, by_region, group_min, group_max, difference, ratio) plus ``std`` and ``mad`` (mean
-  absolute deviation of the regions from the overall value); regions with too few labelled
-  pixels are reported but flagged and left out of the summary statistics.
-* :func:`spad_score` adds the ``mad`` of a metric over a set of partitionings (the evaluation of
-  "Fairness by 'Where'", Xie et al., AAAI 2022).
-
-Conventions for undefined values (returned as NaN, never as a made-up 0 or 1):
-
-* a region without labelled pixels has every metric NaN;
-* ``precision_<c>`` is NaN when class c is never predicted, ``recall_<c>`` when it is absent
-  from the truth, ``f1_<c>`` and ``iou_<c>`` when it is absent from both (nothing to get right
-  or wrong). A class absent from both truth and prediction is left out of ``macro_f1`` and
-  ``mean_iou``; a class that is predicted but absent from the truth scores 0 and counts.
+A fairness verdict needs the same metric for every region of many partitionings over
+millions of pixels; these functions work on plain arrays, so they also serve your own
+predictions. Metric definitions and undefined values: docs/evaluation.md ("Metrics and
+undefined values").
 """
 
 from __future__ import annotations

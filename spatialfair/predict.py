@@ -1,47 +1,9 @@
 """Sliding-window prediction of whole scenes into georeferenced Cloud-Optimized GeoTIFFs.
 
-Why this module exists: a segmentation model sees fixed-size windows, users want one raster per
-scene that opens in QGIS, and scenes can be far larger than memory. :func:`predict_scene` walks
-the scene in horizontal strips of overlapping windows and never holds more than one strip:
-
-* **Windows.** Offsets ``0, s, 2s, ...`` with stride ``s = window - overlap`` in both
-  directions, the last window extending past the right/bottom edge (padding read with
-  :func:`spatialfair.io.read_padded`), so every pixel is predicted and no window shrinks.
-* **Blending.** Overlapping windows are blended with a separable *linear cross-fade*
-  (trapezoidal) weight: 1 in the window's interior, ramping linearly over the ``overlap``
-  pixels at each side, ``w(i) = min(1, (i + 0.5) / overlap, (window - i - 0.5) / overlap)``.
-  Where two neighbouring windows overlap their ramps sum to exactly 1, so the blend is a plain
-  linear cross-fade that hides seams and down-weights window borders, where a convolutional
-  network sees the least context. The ramp never reaches 0 (its floor is ``0.5 / overlap`` per
-  axis), so pixels at the scene edge, covered by one window only, still get weight and
-  ``sum(w * p) / sum(w)`` is defined everywhere. Probabilities (not logits) are blended;
-  accumulators are float64 so a model that predicts the same probability everywhere gives
-  exactly that float32 value everywhere.
-* **Bounded memory.** Windows of one strip are run in batches from left to right. For a batch
-  the accumulator covers only the batch's columns; columns finished for the strip are emitted
-  at once, except their bottom ``overlap`` rows, which are carried (as partial sums) to the next
-  strip, and the batch's right ``overlap`` columns, which are carried to the next batch. Memory
-  is therefore ``O(batch_size * window**2 * classes + overlap * width * classes)``: it does not
-  grow with the scene's height and barely with its width. The GDAL block cache, which would
-  otherwise grow to 5 % of RAM, is capped for the duration of the call (see
-  :func:`gdal_cache_size`) unless the user set ``GDAL_CACHEMAX``.
-* **Outputs.** A class raster (uint8, colour table from the bundle, nodata 255, NEAREST
-  overviews, band description ``class``) and optionally a probability raster (float32, nodata
-  NaN, AVERAGE overviews): the water probability ``p_water`` for flood models, the probability
-  of the predicted class ``p_max`` for crop models, or one band ``p_<class>`` per class with
-  ``probabilities='all'``. NaN is the probability nodata because it can never be mistaken for a
-  probability and GDAL excludes it when averaging overviews. Both are written window by window
-  through :class:`spatialfair.io.GeoTiffWriter` and converted to COG; nothing appears under the
-  final names unless the whole scene succeeded.
-* **Nodata.** Pixels invalid in the input (:func:`spatialfair.io.invalid_mask` with the nodata
-  override, else the bundle's, else the file's; plus an internal mask band) are fed to the
-  network as 0 after normalisation (:func:`spatialfair.models.normalize`, the same as in
-  training: 0 is the band mean) and written as 255 / NaN: no class is ever
-  predicted on nodata.
-
-Everything comes from the model bundle (bands, normalisation, classes, colours), so a new scene
-without labels can be predicted. Input problems (band mismatch, window not divisible by the
-network's stride) raise :class:`~spatialfair.errors.InputError` before any window is run.
+Scenes can be far larger than memory, so :func:`predict_scene` walks them in strips of
+overlapping, blended windows and writes class (and probability) rasters that open in QGIS.
+Windows, blending, memory, outputs and nodata: docs/evaluation.md ("Prediction of whole
+scenes").
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """QGIS default styles embedded in a GeoPackage (the ``layer_styles`` table).
 
-Why: a fairness map should look right the moment a user drags ``fairness.gpkg`` into QGIS.
-QGIS loads a layer's style automatically from a ``layer_styles`` table in the same GeoPackage
-when a row for that layer is marked ``useAsDefault``. This module writes that table with the
-columns QGIS itself creates, and builds the style:
-
-* :func:`graduated_qml`: a graduated renderer on a numeric field (the deviation of the headline
-  metric from its overall value) with symmetric class breaks centred on zero and a diverging
-  RdBu ramp (red = worse than overall, blue = better, white around zero), a data-defined thick
-  outline for significant regions, and labels with the region name and value;
-* :func:`graduated_sld`: the same classes as an OGC SLD for other tools (GeoServer, ...);
-* :func:`write_layer_styles`: the ``layer_styles`` table itself (created through GDAL so it is
-  registered in ``gpkg_contents`` like any attribute table).
+A fairness map should look right the moment ``fairness.gpkg`` is dragged into QGIS, which
+loads a layer's default style from that table: a graduated, diverging renderer centred on
+zero (:func:`graduated_qml`), the same classes as SLD (:func:`graduated_sld`), and the table
+itself (:func:`write_layer_styles`). What the style shows: docs/evaluation.md.
 """
 
 from __future__ import annotations

@@ -1,54 +1,9 @@
 """Is a region's deviation real? Unit-level significance tests for per-region performance.
 
-Why units and not pixels: neighbouring pixels are strongly autocorrelated, so with millions of
-pixels every difference between regions looks "significant". Neighbouring tiles are
-autocorrelated too, so evaluation uses spatial blocks (the split's ``block_tiles`` x
-``block_tiles`` blocks) by default, or scenes, or tiles (config
-``evaluation.significance_unit``). Each unit has one outcome and one region per partitioning:
-the region holding most of its evaluated pixels (:func:`majority_regions`; ties go to the
-lowest region id). Methods, references and rules: docs/methods.md ("Significance").
-
-What a unit's outcome is (:func:`unit_values`, :func:`unit_outcomes`): the unit's value of the
-headline metric (e.g. ``iou_water`` or ``accuracy``) computed on its own pixels (the sum of its
-tiles' confusion matrices, :func:`unit_confusion`). A per-class metric that is undefined in a
-unit because the class is absent from both its truth and its prediction (e.g. ``iou_water`` on
-a dry block predicted dry) is set to 1.0: the model made no error on that class there. Units
-with fewer than ``min_pixels`` evaluated pixels are not used. A unit is a *success* for the
-scan when its value is **at least the overall value** of the metric (computed on all evaluated
-pixels): success means "as good as the model is overall".
-
-Only *tested* regions take part (``tested``: evaluation leaves out regions that are ``small``
-or ``absent``, whose headline value says nothing); their units are left out of the test, and
-their p-value is NaN and ``significant`` False.
-
-Two tests, both seeded and vectorised (no Python loop over simulations x regions):
-
-* :func:`bernoulli_scan`: the Kulldorff Bernoulli likelihood-ratio scan used by Sacharidis et
-  al., "Auditing for Spatial Fairness" (EDBT 2023). With N units, P successes
-  (rho = P / N), and region r with n units and p successes (rho_in = p / n,
-  rho_out = (P - p) / (N - n))::
-
-      l0 = P log rho + (N - P) log(1 - rho)
-      l1 = p log rho_in + (n - p) log(1 - rho_in) + (P - p) log rho_out
-           + (N - n - P + p) log(1 - rho_out)
-      statistic = l1 - l0        (0 log 0 = 0; a region covering all units has statistic 0)
-
-  It is two-sided (a region better or worse than the rest both count; ``direction`` tells
-  which). Significance by Monte Carlo *conditional on the total P*, as in Kulldorff's scan:
-  each simulated world permutes the observed outcomes across the units, so the regions'
-  success counts are multivariate hypergeometric (drawn directly). The maximum statistic over
-  regions in each world gives the null distribution; a region is significant when its
-  statistic exceeds the (1 - alpha) quantile of those maxima, and its p-value is
-  ``(1 + #worlds with max >= statistic) / (1 + n_simulations)``. Taking the maximum over
-  regions controls the family-wise error: under no bias, the chance that *any* region is
-  flagged is at most alpha. The Spatial Bias Index (:func:`spatial_bias_index`) summarises all
-  regions: mean over regions of ``1 - l1_r / l0`` (0 = no bias).
-* :func:`permutation_test`: region labels are exchangeable under no bias, so the units'
-  outcome values are permuted across region labels (>= 199 permutations). The per-region
-  statistic is the standardised difference between the region's mean outcome and the mean of
-  the other units; ``p_raw`` is the two-sided per-region p-value and ``p_value`` the
-  Westfall-Young max-|T| adjusted one (family-wise, like the scan), which decides
-  ``significant`` (``p_value <= alpha``).
+Neighbouring pixels and tiles are autocorrelated, so the tests work on units (spatial blocks,
+scenes or tiles), each with one outcome and one region: a Kulldorff Bernoulli scan
+(:func:`bernoulli_scan`) and a permutation test (:func:`permutation_test`), both family-wise.
+Units, formulas and references: docs/methods.md ("Significance").
 """
 
 from __future__ import annotations
