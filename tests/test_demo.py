@@ -15,13 +15,12 @@ from spatialfair import cli
 from spatialfair.config import TASK_PRESETS
 from spatialfair.demo import (
     DEFAULT_SIZE,
-    CROP_LATE_SIGNATURES,
-    CROP_SIGNATURES,
     demo_scene_names,
     make_demo,
     region_params,
     region_specs,
 )
+from spatialfair.demo.crop import CROP_LATE_SIGNATURES, CROP_SIGNATURES
 from spatialfair.errors import InputError
 
 SIZE = DEFAULT_SIZE  # the shipped size: region shares are tuned for it

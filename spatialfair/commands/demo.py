@@ -1,7 +1,7 @@
 """``spatialfair demo``: write the built-in synthetic flood or crop demo (scenes, labels, regions).
 
-The scenes are designed so that some regions are harder than others (see
-:mod:`spatialfair.demo`); the per-region design is logged and written to ``OUT/demo.json``.
+The scenes are designed so that some regions are harder than others (see docs/demo.md); the
+per-region design is logged and written to ``OUT/demo.json``.
 """
 
 from __future__ import annotations
