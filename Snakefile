@@ -7,6 +7,12 @@
 #
 # The rules only wire stages together; all science lives in the `spatialfair` package.
 
+from snakemake.utils import min_version
+
+# The same lowest version as the `snakemake>=` requirement in pyproject.toml.
+min_version("8.0")
+
+
 # The shipped config.yaml (the demo) is used only when no --configfile is given, so that
 # `--configfile my.yaml` runs exactly the user's datasets instead of merging them with the demo.
 if not workflow.config_settings.configfiles:

@@ -143,15 +143,14 @@ def job_durations(text: str) -> dict[str, list[float]]:
 
 def tiling_compute(work: Path, config_path: Path) -> float:
     """Seconds to tile every scene in one process (the per-scene jobs' pure compute)."""
+    from spatialfair.settings import Settings
     from spatialfair.config import dataset_config, load_config
     from spatialfair.tiling import tile_dataset
 
     config = load_config(config_path)
     ds = dataset_config(config, "scale", base=work)
     t0 = time.perf_counter()
-    tile_dataset(ds, work / "one-process-tiles", size=config["tiling"]["size"],
-                 overlap=config["tiling"]["overlap"],
-                 min_valid_fraction=config["tiling"]["min_valid_fraction"])
+    tile_dataset(ds, work / "one-process-tiles", settings=Settings.from_config(config))
     return time.perf_counter() - t0
 
 

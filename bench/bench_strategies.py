@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from spatialfair.fairness import STRATEGIES, make_strategy
 from spatialfair.models import build_model
+from spatialfair.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,11 +159,9 @@ def bench_demo(args: argparse.Namespace) -> None:
     if not (res / "tiles" / "tiles.gpkg").exists():
         make_demo(args.task, data, seed=int(config["seed"]))
         ds = dataset_config(config, name)
-        tile_dataset(ds, res / "tiles", size=config["tiling"]["size"],
-                     overlap=config["tiling"]["overlap"],
-                     min_valid_fraction=config["tiling"]["min_valid_fraction"])
-        build_partitions(res / "tiles", config, ds, res / "partitions.gpkg")
-        split_tiles(res / "tiles", res / "partitions.gpkg", config)
+        tile_dataset(ds, res / "tiles", settings=Settings.from_config(config))
+        build_partitions(res / "tiles", res / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))
+        split_tiles(res / "tiles", res / "partitions.gpkg", settings=Settings.from_config(config))
     ds = dataset_config(config, name)
     headline = ds.headline_metric
     min_px = int(config["evaluation"]["min_region_pixels"])
@@ -175,7 +174,7 @@ def bench_demo(args: argparse.Namespace) -> None:
         if args.reuse and path.exists():
             seconds = math.nan
         else:
-            path = train(config, ds, run, res / "tiles", res / run.name)
+            path = train(res / "tiles", res / run.name, dataset=ds, strategy=run, settings=Settings.from_config(config))
             seconds = time.perf_counter() - t0
         model, bundle = load_bundle(path)
         test = TileDataset(res / "tiles", "test", config["training"]["partitioning"],

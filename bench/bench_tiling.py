@@ -83,6 +83,7 @@ def read_all_blocks(img_path: Path, lab_path: Path) -> float:
 
 def child(mode: str, folder: Path, out: Path, tile: int) -> None:
     """One measurement in a fresh process; prints seconds, CPU seconds, peak RSS as JSON."""
+    from spatialfair.settings import Settings
     from spatialfair.config import dataset_config, validate_config
     from spatialfair.tiling import READ_BYTES, tile_dataset
 
@@ -92,7 +93,7 @@ def child(mode: str, folder: Path, out: Path, tile: int) -> None:
     shutil.rmtree(out, ignore_errors=True)  # a fresh store: no old files to replace
     c0, t0 = time.process_time(), time.perf_counter()
     if mode == "tile":
-        store = tile_dataset(ds, out, size=tile, overlap=0, min_valid_fraction=0.05)
+        store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=tile, overlap=0, min_valid_fraction=0.05)}))
     elif mode == "read":
         read_all_blocks(ds.images[0], ds.labels[0])
     elif mode == "read_small_cache":  # read with the tiler's GDAL cache size

@@ -21,9 +21,9 @@ import pandas as pd
 
 from . import stats
 from .atomic import atomic_path
-from .config import load_schema
 from .errors import InputError
 from .layout import replicate_dirs, seed_metrics
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,7 @@ COLUMNS = ["run", "strategy", "strength", "headline_metric", "partitioning", "ov
 #: Measures compared with ERM: name in the new columns -> per-run column.
 MEASURES = {"overall": "overall", "worst": "worst_value", "difference": "difference",
             "std": "std", "spad": "spad_score"}
-#: Default paired test (see :data:`spatialfair.stats.TESTS`) and level of the intervals.
-DEFAULT_TEST = load_schema()["properties"]["evaluation"]["properties"]["verdict_test"]["default"]
+#: Level of the intervals.
 LEVEL = 0.95
 #: The measure whose change decides the verdict, and the one reported as its cost.
 GAP, COST = "difference", "overall"
@@ -287,7 +286,7 @@ def _fmt_ci(mean: float, low: float, high: float) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
-def verdict(row: dict[str, Any] | pd.Series, alpha: float, test: str = DEFAULT_TEST) -> str:
+def verdict(row: dict[str, Any] | pd.Series, alpha: float, test: str) -> str:
     """The verdict in words of one comparison row (see docs/verdicts.md)."""
     if row["role"] == "baseline":
         return "baseline"
@@ -318,7 +317,7 @@ def verdict_kind(text: str) -> str:
     return "none" if not str(text).startswith("one run") else "no evidence"
 
 
-def verdict_table(rows: pd.DataFrame, *, alpha: float = 0.05, test: str = DEFAULT_TEST,
+def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
                   level: float = LEVEL) -> pd.DataFrame:
     """The comparison table from per-seed rows (:func:`seed_rows`, plus any ``:selected``
     rows): per-run means and CIs, paired differences to ERM, Holm-adjusted p, verdicts."""
@@ -360,8 +359,8 @@ def verdict_table(rows: pd.DataFrame, *, alpha: float = 0.05, test: str = DEFAUL
 
 
 def comparison_table(dataset_dir: str | Path, runs: Sequence[Any],
-                     partitioning: str | None = None, *, alpha: float = 0.05,
-                     test: str = DEFAULT_TEST) -> pd.DataFrame:
+                     partitioning: str | None = None, *, alpha: float,
+                     test: str) -> pd.DataFrame:
     """Read every run's per-seed metrics (and train logs of sweeps) and build the table."""
     if test not in stats.TESTS:
         raise InputError("compare", f"unknown test '{test}'", f"use one of {stats.TESTS}")
@@ -471,16 +470,34 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
 
 
 def compare_strategies(dataset_dir: str | Path, runs: Sequence[Any], out_csv: str | Path,
-                       out_png: str | Path, *, partitioning: str | None = None,
-                       alpha: float = 0.05, test: str = DEFAULT_TEST) -> pd.DataFrame:
+                       out_png: str | Path, *, settings: Settings,
+                       partitioning: str | None = None) -> pd.DataFrame:
     """Write ``comparison.csv`` and ``comparison.png`` for ``runs`` of one dataset.
 
     ``runs`` are run names (folders under ``dataset_dir``, e.g. ``erm``, ``groupdro-0.1``) or
     :class:`~spatialfair.config.StrategyRun` objects. The primary partitioning recorded in
-    each metrics.json is used unless ``partitioning`` is given. ``alpha`` is the family-wise
-    error rate of the verdicts, ``test`` the paired test (``signflip`` or ``t``).
+    each metrics.json is used unless ``partitioning`` is given.
+
+    Args:
+        dataset_dir: The dataset's results folder (``results/<dataset>``).
+        runs: Run names or :class:`~spatialfair.config.StrategyRun` objects; ERM is the
+            baseline.
+        out_csv: Where to write the table.
+        out_png: Where to write the plot.
+        settings: Reads ``settings.evaluation.alpha`` (family-wise error rate of the
+            verdicts) and ``settings.evaluation.verdict_test`` (``t`` or ``signflip``).
+        partitioning: Partitioning of worst region and difference (default: each run's
+            primary one).
+
+    Returns:
+        The comparison table, one row per run (and per selected sweep value).
+
+    Raises:
+        InputError: If a run has no metrics or the test is unknown.
     """
-    table = comparison_table(dataset_dir, runs, partitioning, alpha=alpha, test=test)
+    ev = settings.evaluation
+    table = comparison_table(dataset_dir, runs, partitioning, alpha=ev.alpha,
+                             test=ev.verdict_test)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     plot_comparison(table, out_png, title=f"{Path(dataset_dir).name}: fairness vs "

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
+from .settings import Settings
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
 from .metrics import (PRED_NODATA, _PixelPairs, has_class_support, metric_arrays,
@@ -256,9 +257,8 @@ def _log_reprojections(parts: dict[str, Any], scenes: Sequence[_Scene]) -> None:
                      ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""))
 
 
-def _primary_partitioning(config: dict, parts: dict[str, Any]) -> str:
-    for key in (config.get("training", {}).get("partitioning"),
-                config.get("split", {}).get("partitioning"), "regions"):
+def _primary_partitioning(settings: Settings, parts: dict[str, Any]) -> str:
+    for key in (settings.training.partitioning, settings.split.partitioning, "regions"):
         if key and key in parts:
             return key
     return next(iter(parts))
@@ -359,13 +359,13 @@ class _Units:
     block_tiles: int | None
 
 
-def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, config: dict,
+def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, settings: Settings,
            stride: int, classes: list[str], headline: str) -> _Units:
     """Group the evaluated tiles into units (``evaluation.significance_unit``); a unit's value
     comes from the sum of its tiles' confusions, its region is the one holding most of its
     evaluated pixels."""
-    kind = (config.get("evaluation") or {}).get("significance_unit", "block")
-    block_tiles = int((config.get("split") or {}).get("block_tiles", 2))
+    kind = settings.evaluation.significance_unit
+    block_tiles = int(settings.split.block_tiles)
     rows = np.flatnonzero(acc.selected)
     raw = _unit_of_tiles(index, kind, block_tiles, stride)[rows]
     ids, inverse = np.unique(raw, return_inverse=True)
@@ -399,14 +399,14 @@ def _check_classes(meta: dict, ds: DatasetConfig, store_dir: Path) -> tuple[list
 
 
 def evaluate_dataset(
-    config: dict,
-    ds: DatasetConfig,
     store_dir: str | Path,
-    partitions_gpkg: str | Path,
     predictions_dir: str | Path | Sequence[tuple[str, str | Path]],
     out_dir: str | Path,
-    split: str | None = None,
     *,
+    dataset: DatasetConfig,
+    partitions: str | Path,
+    settings: Settings,
+    split: str | None = None,
     run: str | None = None,
     window_side: int = WINDOW_SIDE,
     min_unit_pixels: int | None = None,
@@ -417,18 +417,37 @@ def evaluate_dataset(
     ``predictions_dir`` is a folder of ``<scene>.tif`` judged on the tile index's ``split``
     column, or a list of (split column, folder) pairs, one per spatial fold: their confusion
     counts are pooled, so K folds together evaluate every held-out pixel once. ``split``
-    defaults to the config's ``evaluation.split`` (``test``); ``all`` uses every tile. ``run``
+    defaults to ``settings.evaluation.split``; ``all`` uses every tile. ``run``
     names the run in the outputs (default: the first folder's parent). A significance unit
     (block, scene or tile: ``evaluation.significance_unit``) is used when at least
     ``min_unit_pixels`` of its pixels are evaluated (default: 5 % of a tile's area). ``replicate`` ({"seed", "folds"}) is recorded in metrics.json.
-    Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv`` and returns an
-    :class:`EvaluationResult` for the maps.
+    Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv``.
+
+    Args:
+        store_dir: The split tile store.
+        predictions_dir: The run's ``predictions/`` folder, or (split column, folder) pairs.
+        out_dir: The run's ``fairness/`` folder.
+        dataset: The resolved dataset.
+        partitions: ``partitions.gpkg``.
+        settings: Reads ``settings.evaluation``, ``settings.split``,
+            ``settings.training.partitioning`` and ``settings.seed``.
+        split: Tiles to evaluate (default: ``settings.evaluation.split``).
+        run: Run name recorded in the outputs.
+        window_side: Side of the windows read at a time, in pixels.
+        min_unit_pixels: Evaluated pixels a significance unit needs.
+        replicate: ``{"seed", "folds"}`` recorded in metrics.json.
+
+    Returns:
+        The result (tables and metrics), also used to draw the maps.
+
+    Raises:
+        InputError: If the store, partitions, predictions or dataset do not fit together.
     """
+    ds, partitions_gpkg = dataset, partitions
     from .partitions import read_partitions
     from .store import TileStore
 
-    ev = config.get("evaluation", {})
-    split = split or ev.get("split", "test")
+    split = split or settings.evaluation.split
     sources = _sources(predictions_dir)
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     run = run or sources[0][1].resolve().parent.name
@@ -461,13 +480,13 @@ def evaluate_dataset(
         raise InputError(sources[0][1], f"no labelled pixel to evaluate in split '{split}'",
                          "check the split and that labels and predictions overlap")
 
-    units = _units(acc, parts, index, config, store.stride, classes, headline)
+    units = _units(acc, parts, index, settings, store.stride, classes, headline)
     scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels,
-                   int(config.get("seed", 0)))
+                   int(settings.seed))
     result = _assemble(acc=acc, parts=parts, units=units, scope=scope,
-                       rules=_Rules.from_config(config),
-                       primary=_primary_partitioning(config, parts), meta=meta)
-    result.metrics["replicate"] = dict(replicate or {"seed": int(config.get("seed", 0)),
+                       rules=_Rules.from_settings(settings),
+                       primary=_primary_partitioning(settings, parts), meta=meta)
+    result.metrics["replicate"] = dict(replicate or {"seed": int(settings.seed),
                                                      "folds": len(sources)})
     write_outputs(result, out_dir)
     return result
@@ -498,11 +517,10 @@ class _Rules:
     alpha: float
 
     @classmethod
-    def from_config(cls, config: dict) -> _Rules:
-        ev = config.get("evaluation", {})
-        return cls(int(ev.get("min_region_pixels", 1000)), int(ev.get("min_class_pixels", 1)),
-                   ev.get("significance", "scan"), int(ev.get("n_simulations", 399)),
-                   float(ev.get("alpha", 0.05)))
+    def from_settings(cls, settings: Settings) -> _Rules:
+        ev = settings.evaluation
+        return cls(int(ev.min_region_pixels), int(ev.min_class_pixels), ev.significance,
+                   int(ev.n_simulations), float(ev.alpha))
 
 
 def _region_table(part, cm: np.ndarray, per: dict[str, np.ndarray], absent: np.ndarray,

@@ -1,4 +1,4 @@
-"""Where every result lives: the replicates of a config and the results folders.
+"""Where every result lives: the replicates of the settings and the results folders.
 
 One place defines the results layout, so the workflow, the command line and scripts agree.
 A run without replication keeps the flat layout (``<run>/model.pt``, ``<run>/fairness/``);
@@ -12,7 +12,8 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .settings import Settings
 
 #: Name of the tile-index column holding the single (unreplicated) split.
 SPLIT_COLUMN = "split"
@@ -36,55 +37,163 @@ class Replicate:
         return f"s{self.seed}-f{self.fold}"
 
 
-def replication(config: dict[str, Any]) -> tuple[int, int, int]:
-    """(seeds, folds, buffer_blocks) of a validated config."""
-    rep = config.get("replicates") or {}
-    return int(rep.get("seeds", 1)), int(rep.get("folds", 1)), int(rep.get("buffer_blocks", 0))
+def replication(settings: Settings) -> tuple[int, int, int]:
+    """(seeds, folds, buffer_blocks) of the settings' ``replicates`` section.
+
+    Args:
+        settings: The run's settings.
+
+    Returns:
+        Training seeds per strategy, spatial folds per seed, buffer blocks.
+    """
+    rep = settings.replicates
+    return int(rep.seeds), int(rep.folds), int(rep.buffer_blocks)
 
 
-def is_replicated(config: dict[str, Any]) -> bool:
-    """True when the config asks for more than one (seed, fold) per strategy."""
-    seeds, folds, _ = replication(config)
+def is_replicated(settings: Settings) -> bool:
+    """True when the settings ask for more than one (seed, fold) per strategy.
+
+    Args:
+        settings: The run's settings.
+
+    Returns:
+        Whether replicates live in ``<run>/reps/``.
+    """
+    seeds, folds, _ = replication(settings)
     return seeds * folds > 1
 
 
-def replicates(config: dict[str, Any]) -> list[Replicate]:
-    """Every (seed, fold) pair of the config, in seed then fold order.
+def replicates(settings: Settings) -> list[Replicate]:
+    """Every (seed, fold) pair of the settings, in seed then fold order.
 
     Replicate r trains with ``seed + r`` on blocks drawn with ``split.seed + r``. Without
     replication the only replicate uses the tile index's ``split`` column.
+
+    Args:
+        settings: The run's settings.
+
+    Returns:
+        The replicates.
     """
-    seeds, folds, _ = replication(config)
-    base = int(config.get("seed", 0))
-    split_base = int((config.get("split") or {}).get("seed", 0))
+    seeds, folds, _ = replication(settings)
+    base = int(settings.seed)
+    split_base = int(settings.split.seed)
     if seeds * folds == 1:
         return [Replicate(base, 0, split_base, 1, SPLIT_COLUMN)]
     return [Replicate(base + r, f, split_base + r, folds, f"split__s{base + r}_f{f}")
             for r in range(seeds) for f in range(folds)]
 
 
-def replicate_seeds(config: dict[str, Any]) -> list[int]:
-    """The training seeds of the config's replicates, in order."""
-    return sorted({r.seed for r in replicates(config)})
+def replicate_seeds(settings: Settings) -> list[int]:
+    """The training seeds of the settings' replicates, in order.
+
+    Args:
+        settings: The run's settings.
+
+    Returns:
+        The distinct seeds, ascending.
+    """
+    return sorted({r.seed for r in replicates(settings)})
 
 
-def run_dir(results: str | Path, dataset: str, run: str) -> Path:
-    """``<results>/<dataset>/<run>``: everything one strategy run produced."""
-    return Path(results) / dataset / run
+#: The six fairness outputs of an evaluation folder (``{metric}``: the headline metric).
+FAIRNESS_FILES = ("metrics.json", "by_region.csv", "fairness.gpkg", "fairness_{metric}.tif",
+                  "map.png", "regions.png")
 
 
-def replicate_dir(results: str | Path, dataset: str, run: str, rep: Replicate,
-                  replicated: bool) -> Path:
-    """Folder of one replicate's model, log and predictions."""
-    base = run_dir(results, dataset, run)
-    return base / "reps" / rep.id if replicated else base
+@dataclass(frozen=True)
+class ResultsLayout:
+    """Every folder and file under one results folder.
+
+    Names may be Snakemake wildcards (``"{dataset}"``), so the workflow builds its rule paths
+    here too. ``rep`` is a replicate's folder name (``s<seed>-f<fold>``), None without
+    replication; ``seed`` likewise selects a seed's pooled evaluation.
+    """
+
+    root: str | Path
+
+    def dataset(self, dataset: str) -> Path:
+        """``<root>/<dataset>``: everything of one dataset."""
+        return Path(self.root) / dataset
+
+    def config_copy(self) -> Path:
+        """The validated config (defaults filled) that every workflow job reads."""
+        return Path(self.root) / ".config.yaml"
+
+    def tiles(self, dataset: str) -> Path:
+        """The tile store folder."""
+        return self.dataset(dataset) / "tiles"
+
+    def tile_parts(self, dataset: str) -> Path:
+        """Per-scene parts of a tile store tiled one scene per job."""
+        return self.tiles(dataset) / "parts"
+
+    def tile_index(self, dataset: str) -> Path:
+        """The split tile index (``tiles.gpkg``), written by the split stage."""
+        return self.tiles(dataset) / "tiles.gpkg"
+
+    def tile_grid(self, dataset: str) -> Path:
+        """The tile index as tiled, before partitions and splits (``tile_grid.gpkg``)."""
+        return self.tiles(dataset) / "tile_grid.gpkg"
+
+    def store_meta(self, dataset: str) -> Path:
+        """The tile store's ``store.json``, written last by the tile stage."""
+        return self.tiles(dataset) / "store.json"
+
+    def partitions(self, dataset: str) -> Path:
+        """The partitionings (``partitions.gpkg``)."""
+        return self.dataset(dataset) / "partitions.gpkg"
+
+    def comparison(self, dataset: str, suffix: str = ".csv") -> Path:
+        """The strategy comparison table (``.csv``) or plot (``.png``)."""
+        return self.dataset(dataset) / f"comparison{suffix}"
+
+    def audit(self, dataset: str) -> Path:
+        """The fairness outputs of an audited map."""
+        return self.dataset(dataset) / "audit"
+
+    def run(self, dataset: str, run: str) -> Path:
+        """``<root>/<dataset>/<run>``: everything one strategy run produced."""
+        return self.dataset(dataset) / run
+
+    def replicate(self, dataset: str, run: str, rep: str | None = None) -> Path:
+        """Folder of one replicate's model, log and predictions (the run folder if None)."""
+        base = self.run(dataset, run)
+        return base if rep is None else base / "reps" / rep
+
+    def model(self, dataset: str, run: str, rep: str | None = None) -> Path:
+        """The trained model bundle."""
+        return self.replicate(dataset, run, rep) / "model.pt"
+
+    def train_log(self, dataset: str, run: str, rep: str | None = None) -> Path:
+        """The per-epoch training log."""
+        return self.replicate(dataset, run, rep) / "train_log.csv"
+
+    def predictions(self, dataset: str, run: str, rep: str | None = None) -> Path:
+        """The class COGs of the held-out scenes."""
+        return self.replicate(dataset, run, rep) / "predictions"
+
+    def probabilities(self, dataset: str, run: str, rep: str | None = None) -> Path:
+        """The probability COGs of the held-out scenes."""
+        return self.replicate(dataset, run, rep) / "probabilities"
+
+    def fairness(self, dataset: str, run: str, seed: int | str | None = None) -> Path:
+        """A run's fairness outputs, or (``seed`` given) one seed's pooled evaluation."""
+        base = self.run(dataset, run)
+        return base / "fairness" if seed is None else base / "reps" / f"s{seed}" / "fairness"
 
 
-def seed_fairness_dir(results: str | Path, dataset: str, run: str, seed: int,
-                      replicated: bool) -> Path:
-    """Folder of one seed's evaluation (pooled over its folds)."""
-    base = run_dir(results, dataset, run)
-    return base / "reps" / f"s{seed}" / "fairness" if replicated else base / "fairness"
+def fairness_files(folder: str | Path, metric: str) -> list[Path]:
+    """The six fairness outputs written into ``folder`` for headline ``metric``.
+
+    Args:
+        folder: An evaluation folder (a run's ``fairness/``, an audit).
+        metric: The headline metric, which names the fairness raster.
+
+    Returns:
+        The paths in :data:`FAIRNESS_FILES` order.
+    """
+    return [Path(folder) / name.format(metric=metric) for name in FAIRNESS_FILES]
 
 
 def seed_metrics(run_path: str | Path) -> dict[int, Path]:

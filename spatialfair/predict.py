@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from tqdm import tqdm
 
 from .errors import InputError
+from .settings import Settings
 from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
 
 log = logging.getLogger(__name__)
@@ -619,12 +620,27 @@ def predict_scene_from_bundle(
     out_classes: str | Path,
     out_probs: str | Path | None = None,
     *,
+    settings: Settings,
     device: str | torch.device = "auto",
     **kwargs: Any,
 ) -> PredictionResult:
-    """Load ``model.pt`` with :func:`spatialfair.models.load_bundle` and :func:`predict_scene`."""
+    """Predict one image with ``model.pt``: :func:`predict_scenes_from_bundle` for one scene.
+
+    Args:
+        model_path: The model bundle written by training.
+        image_path: The image GeoTIFF.
+        out_classes: Output class COG.
+        out_probs: Output probability COG, if wanted.
+        settings: Reads ``settings.prediction``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        **kwargs: Further options of :func:`predict_scene` (e.g. ``nodata``).
+
+    Returns:
+        What was written.
+    """
     return predict_scenes_from_bundle(
-        model_path, [image_path], [out_classes], [out_probs], device=device, **kwargs
+        model_path, [image_path], [out_classes], [out_probs], settings=settings, device=device,
+        **kwargs,
     )[0]
 
 
@@ -634,6 +650,7 @@ def predict_scenes_from_bundle(
     out_classes: Sequence[str | Path],
     out_probs: Sequence[str | Path | None] | None = None,
     *,
+    settings: Settings,
     device: str | torch.device = "auto",
     resume_dir: str | Path | None = None,
     **kwargs: Any,
@@ -644,7 +661,26 @@ def predict_scenes_from_bundle(
     first scene is predicted, so a bad file late in the list fails fast. With ``resume_dir``
     each scene is written there first and linked into place, so a re-run after an interruption
     skips the scenes already finished with the same model (their result is None).
+
+    Args:
+        model_path: The model bundle written by training.
+        image_paths: The image GeoTIFFs.
+        out_classes: One output class COG per image.
+        out_probs: One output probability COG per image, or None.
+        settings: Reads ``settings.prediction`` (window, overlap, batch size, probabilities).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        resume_dir: Folder that keeps finished scenes across an interruption.
+        **kwargs: Further options of :func:`predict_scene` (e.g. ``nodata``).
+
+    Returns:
+        One result per image; None for a scene taken from ``resume_dir``.
+
+    Raises:
+        InputError: If the bundle is missing or an image does not fit it.
     """
+    p = settings.prediction
+    kwargs = {"window": p.window, "overlap": p.overlap, "batch_size": p.batch_size,
+              "probabilities": p.probabilities, **kwargs}
     from .models import load_bundle  # noqa: PLC0415 (torch model code loads lazily)
 
     model_path = Path(model_path)

@@ -207,6 +207,15 @@ class Settings:
         values = dataclasses.asdict(getattr(self, name))
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
+    def as_config(self) -> dict[str, Any]:
+        """The settings as the config's keys and sections (for a JSON record of a run).
+
+        Returns:
+            ``seed``, ``results`` and one dict per section of :data:`SECTIONS`.
+        """
+        return {"seed": self.seed, "results": self.results,
+                **{name: self.section(name) for name in SECTIONS}}
+
 
 __all__ = ["SECTIONS", "EvaluationSettings", "ModelSettings", "PartitionSettings",
            "PredictionSettings", "ReplicateSettings", "Settings", "SplitSettings",

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -304,12 +305,12 @@ def fold_split(
 
 def replicate_splits(
     index: pd.DataFrame,
-    config: dict,
+    settings: Settings,
     *,
     strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
 ) -> pd.DataFrame:
-    """One split column per replicate of ``config`` (empty without replication).
+    """One split column per replicate of ``settings`` (empty without replication).
 
     Replicate r of K folds uses split seed ``split.seed + r``: with K = 1 its column is the
     train/val/test split drawn with that seed; with K > 1 every block is in test in exactly
@@ -317,15 +318,14 @@ def replicate_splits(
     """
     from .layout import is_replicated, replicates, replication
 
-    if not is_replicated(config):
+    if not is_replicated(settings):
         return pd.DataFrame(index=index.index)
-    settings = config.get("split", {})
-    block_tiles = settings.get("block_tiles", 2)
-    val, test = settings.get("val", 0.2), settings.get("test", 0.2)
-    _, n_folds, buffer_blocks = replication(config)
+    block_tiles = settings.split.block_tiles
+    val, test = settings.split.val, settings.split.test
+    _, n_folds, buffer_blocks = replication(settings)
     columns: dict[str, pd.Series] = {}
     folds_by_seed: dict[int, np.ndarray] = {}
-    for rep in replicates(config):
+    for rep in replicates(settings):
         if n_folds == 1:
             columns[rep.column] = assign_splits(index, block_tiles=block_tiles, val=val,
                                                 test=test, seed=rep.split_seed, strata=strata,
@@ -346,8 +346,8 @@ def replicate_splits(
 def split_tiles(
     store_dir: str | Path,
     partitions_gpkg: str | Path | None,
-    config: dict,
     *,
+    settings: Settings,
     regions: pd.DataFrame | None = None,
 ) -> gpd.GeoDataFrame:
     """Write ``tiles.gpkg``: ``tile_grid.gpkg`` + ``region__*`` columns + ``split``.
@@ -355,8 +355,21 @@ def split_tiles(
     Region columns come from ``regions`` (a DataFrame of ``region__<name>`` columns aligned
     with the tile grid) or, when not given, from ``spatialfair.partitions``
     (``assign_tiles(index, read_partitions(partitions_gpkg).values())``). The stratifying
-    partitioning is ``config['split']['partitioning']``; settings and ``split.seed`` come
-    from config, and a replicated config adds one ``split__s<seed>_f<fold>`` column per replicate.
+    partitioning is ``settings.split.partitioning``; the blocks and ``split.seed`` come from
+    ``settings.split``, and replicated settings add one ``split__s<seed>_f<fold>`` column per
+    replicate.
+
+    Args:
+        store_dir: The tile store.
+        partitions_gpkg: The partitionings (``partitions.gpkg``), or None with ``regions``.
+        settings: Reads ``settings.split``, ``settings.replicates`` and ``settings.seed``.
+        regions: Region columns to use instead of ``partitions_gpkg``.
+
+    Returns:
+        The written tile index.
+
+    Raises:
+        InputError: If the stratifying partitioning is missing.
     """
     from .store import TileStore
 
@@ -372,8 +385,7 @@ def split_tiles(
     if len(regions) != len(grid):
         raise ValueError(f"{len(regions)} region rows for {len(grid)} tiles")
     regions.index = grid.index
-    settings = config.get("split", {})
-    name = settings.get("partitioning", "regions")
+    name = settings.split.partitioning
     column = f"region__{name}"
     if column not in regions.columns:
         have = sorted(c.removeprefix("region__") for c in regions.columns
@@ -384,11 +396,11 @@ def split_tiles(
         log.warning("tiles overlap by %d px: tiles on either side of a block border share "
                     "pixels, which leaks a little between splits; use overlap 0 to avoid it",
                     store.overlap)
-    split = assign_splits(grid, block_tiles=settings.get("block_tiles", 2),
-                          val=settings.get("val", 0.2), test=settings.get("test", 0.2),
-                          seed=settings.get("seed", 0), strata=regions[column],
+    split = assign_splits(grid, block_tiles=settings.split.block_tiles,
+                          val=settings.split.val, test=settings.split.test,
+                          seed=settings.split.seed, strata=regions[column],
                           stride=store.stride)
-    reps = replicate_splits(grid, config, strata=regions[column], stride=store.stride)
+    reps = replicate_splits(grid, settings, strata=regions[column], stride=store.stride)
     base = grid.drop(columns=[c for c in grid.columns
                               if c.startswith(("region__", "split")) or c == "geometry"])
     region_cols = regions[[c for c in regions.columns if c.startswith("region__")]]

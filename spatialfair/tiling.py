@@ -52,6 +52,7 @@ from .config import DatasetConfig
 from .crs import crs_string, study_crs
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, invalid_mask
+from .settings import Settings
 from .store import STORE_FORMAT, TileStore, publish_store, stage_index
 from .validation import (all_invalid_error, band_names, bad_label_values, check_consistent,
                          check_scene_names, inspect_pair, label_ignore_values,
@@ -61,6 +62,11 @@ log = logging.getLogger(__name__)
 
 #: Upper bound on the decoded image bytes of one read (a strip or a chunk of one).
 READ_BYTES = 64 * 2**20
+
+
+def _tiling(settings: Settings) -> tuple[int, int, float]:
+    t = settings.tiling
+    return t.size, t.overlap, t.min_valid_fraction
 
 
 def _check_tiling(size: int, overlap: int, min_valid_fraction: float = 0.0) -> None:
@@ -414,15 +420,13 @@ def _full_index(ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS,
 
 
 def tile_dataset(
-    ds: DatasetConfig,
+    dataset: DatasetConfig,
     out_dir: str | Path,
     *,
-    size: int,
-    overlap: int = 0,
-    min_valid_fraction: float = 0.05,
+    settings: Settings,
     read_bytes: int = READ_BYTES,
 ) -> TileStore:
-    """Tile every scene of ``ds`` into a tile store in ``out_dir`` and return it.
+    """Tile every scene of ``dataset`` into a tile store in ``out_dir`` and return it.
 
     A tile is kept when it has at least one valid labelled pixel and its fraction of valid
     labelled pixels (image valid and label not ignore, over ``size**2`` pixels, padding
@@ -431,7 +435,21 @@ def tile_dataset(
     images are detected while reading. On any error nothing new is left in ``out_dir``.
     Re-tiling removes a previous ``tiles.gpkg`` and ``*.regions.bin`` (they describe the old
     tiles). ``read_bytes`` bounds the decoded bytes of one read.
+
+    Args:
+        dataset: The resolved dataset (see :func:`~spatialfair.config.dataset_config`).
+        out_dir: The tile store folder, e.g. ``results/<dataset>/tiles``.
+        settings: Reads ``settings.tiling`` (size, overlap, min_valid_fraction).
+        read_bytes: Upper bound of the decoded bytes of one raster read.
+
+    Returns:
+        The written tile store.
+
+    Raises:
+        InputError: If a scene or the tiling settings are unusable.
     """
+    ds = dataset
+    size, overlap, min_valid_fraction = _tiling(settings)
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap = int(size), int(overlap)
     out_dir = Path(out_dir)
@@ -446,7 +464,7 @@ def tile_dataset(
         except InputError as exc:
             if ds.reproject_labels and exc.problem.startswith("label grid differs"):
                 raise InputError(exc.where, exc.problem, "tile the labels reprojected by "
-                                 "`validate_dataset(ds, config, reproject_dir=...)`, as "
+                                 "`validate_dataset(ds, settings=..., reproject_dir=...)`, as "
                                  "`spatialfair tile` does") from exc
             raise
     check_consistent([(img, idx) for img, _, idx in checked])
@@ -498,14 +516,16 @@ def part_paths(parts_dir: str | Path, scene: str) -> dict[str, Path]:
 
 
 def tile_scene(ds: DatasetConfig, image: str | Path, label: str | Path,
-               parts_dir: str | Path, *, size: int, overlap: int = 0,
-               min_valid_fraction: float = 0.05, read_bytes: int = READ_BYTES) -> Path:
+               parts_dir: str | Path, *, settings: Settings,
+               read_bytes: int = READ_BYTES) -> Path:
     """Tile one scene into ``parts_dir`` (one cluster job per scene); returns its
     ``<scene>.part.json``, written last.
 
     The chips are those :func:`tile_dataset` writes for the scene; the index columns stay in
     the scene's CRS until :func:`gather_tiles` knows the study CRS of all scenes.
+    ``settings.tiling`` gives size, overlap and min_valid_fraction.
     """
+    size, overlap, min_valid_fraction = _tiling(settings)
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap = int(size), int(overlap)
     img, lab, idx = inspect_pair(ds, Path(image), Path(label))
@@ -563,14 +583,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, *,
-                 size: int, overlap: int = 0, min_valid_fraction: float = 0.05
-                 ) -> TileStore:
+                 settings: Settings) -> TileStore:
     """Assemble the tile store in ``out_dir`` from the scenes :func:`tile_scene` wrote.
 
     The result is the store :func:`tile_dataset` writes in one job (the same chips, tile
     index and store.json, which again is written last); the chips are hard-linked, not
-    copied, where ``parts_dir`` is on the same file system.
+    copied, where ``parts_dir`` is on the same file system. ``settings.tiling`` must be the
+    settings the parts were tiled with.
     """
+    size, overlap, min_valid_fraction = _tiling(settings)
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap, parts_dir, out_dir = int(size), int(overlap), Path(parts_dir), Path(out_dir)
     if not ds.images:

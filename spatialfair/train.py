@@ -68,13 +68,14 @@ from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_path
-from .config import DatasetConfig, StrategyRun, load_schema
+from .config import DatasetConfig, StrategyRun
 from .data import IGNORE, TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError
 from .fairness import STRATEGIES, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
+from .settings import Settings
 from .store import TileStore
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
             "difference": difference, "score": selection_score(overall[headline], worst)}
 
 
-def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore, seed: int,
+def _fingerprint(settings: Settings, run: StrategyRun, store: TileStore, seed: int,
                  split_column: str) -> str:
     """Hash of what determines the training, to refuse resuming a different run.
 
@@ -237,7 +238,7 @@ def _fingerprint(config: Mapping[str, Any], run: StrategyRun, store: TileStore, 
     """
     files = sorted(p for p in store.path.iterdir()
                    if p.suffix == ".bin" or p.name in ("tiles.gpkg", "tile_grid.gpkg"))
-    keys = {"model": config.get("model"), "training": config.get("training"),
+    keys = {"model": settings.section("model"), "training": settings.section("training"),
             "seed": int(seed), "split_column": split_column,
             "strategy": [run.name, run.strategy, run.options], "store": store.meta,
             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
@@ -265,30 +266,23 @@ def _autocast_factory(device: torch.device, amp: bool):
     return factory, scaler, str(dtype).removeprefix("torch.")
 
 
-def _training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's ``training`` block over the schema's defaults (their one source)."""
-    props = load_schema()["properties"]["training"]["properties"]
-    defaults = {k: v["default"] for k, v in props.items() if "default" in v}
-    return {**defaults, **(config.get("training") or {})}
-
-
 class _Plan:
     """Everything :func:`train` resolves and checks before it builds a model."""
 
-    def __init__(self, config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: Path,
+    def __init__(self, settings: Settings, ds: DatasetConfig, run: StrategyRun, store_dir: Path,
                  partitions: Path | None, seed: int | None = None,
                  split_column: str = "split") -> None:
-        self.config = config
-        self.tcfg = _training_settings(config)
-        self.mcfg = dict(config.get("model") or {})
-        self.seed = int(config.get("seed", 0)) if seed is None else int(seed)
+        self.settings = settings
+        self.tcfg = settings.training
+        self.mcfg = settings.section("model")
+        self.seed = int(settings.seed) if seed is None else int(seed)
         self.split_column = split_column
         if run.strategy not in STRATEGIES:
             raise InputError(f"config: strategies.{run.name}", f"unknown strategy "
                              f"'{run.strategy}'", f"use one of {sorted(STRATEGIES)}")
         self.store = TileStore(store_dir)
         self._check_store(ds)
-        self.partitioning = self.tcfg["partitioning"]
+        self.partitioning = self.tcfg.partitioning
         self.partitions = partitions
         self._regions(run)
         opts = dict(run.options)
@@ -302,8 +296,8 @@ class _Plan:
         self.strategy_options = opts
         self.run = run
         self.ds = ds
-        self.min_pixels = int(self.tcfg["selection_min_region_pixels"])
-        self.min_class_pixels = int(self.tcfg["selection_min_class_pixels"])
+        self.min_pixels = int(self.tcfg.selection_min_region_pixels)
+        self.min_class_pixels = int(self.tcfg.selection_min_class_pixels)
 
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
@@ -420,11 +414,11 @@ def freeze_all_but_final_layer(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Path,
-          out_dir: str | Path, resume: bool = False, *, partitions: str | Path | None = None,
-          stop_after_epoch: int | None = None, seed: int | None = None,
-          split_column: str = "split") -> Path:
-    """Train ``run`` on the tile store and write ``out_dir/model.pt``; return its path.
+def train(store_dir: str | Path, out_dir: str | Path, *, dataset: DatasetConfig,
+          strategy: StrategyRun, settings: Settings, seed: int | None = None,
+          resume: bool = False, partitions: str | Path | None = None,
+          stop_after_epoch: int | None = None, split_column: str = "split") -> Path:
+    """Train ``strategy`` on the tile store and write ``out_dir/model.pt``; return its path.
 
     ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
     store, ``<store>/../partitions.gpkg``, if it exists). ``resume`` continues from
@@ -433,14 +427,34 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
     ``stop_after_epoch`` ends the run after that many epochs in total (all phases of a
     two-phase strategy counted), leaving a checkpoint to resume from (e.g. for
     wall-time-limited jobs); the checkpoint's path is then returned instead of the model's.
-    ``seed`` overrides the config's ``seed`` (weights, data order) and ``split_column`` names
+    ``seed`` overrides ``settings.seed`` (weights, data order) and ``split_column`` names
     the tile index column with the train/val split (a replicate's ``split__s<seed>_f<fold>``;
     its ``buffer`` tiles are never used).
+
+    Args:
+        store_dir: The split tile store.
+        out_dir: The run folder (``results/<dataset>/<run>``).
+        dataset: The resolved dataset.
+        strategy: The run: a strategy with its options (see
+            :func:`~spatialfair.config.strategy_runs`).
+        settings: Reads ``settings.model``, ``settings.training`` and ``settings.seed``.
+        seed: Training seed of a replicate (default: ``settings.seed``).
+        resume: Continue from ``out_dir/checkpoint.pt`` when it belongs to this run.
+        partitions: ``partitions.gpkg`` (default: beside the tile store).
+        stop_after_epoch: End after this many epochs in total, keeping a checkpoint.
+        split_column: The tile index column holding the train/val split.
+
+    Returns:
+        The path of ``model.pt`` (or of ``checkpoint.pt`` after ``stop_after_epoch``).
+
+    Raises:
+        InputError: If the store, dataset, strategy or settings do not fit together.
     """
+    ds, run = dataset, strategy
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     if partitions is None and (store_dir.parent / "partitions.gpkg").exists():
         partitions = store_dir.parent / "partitions.gpkg"
-    plan = _Plan(config, ds, run, store_dir, Path(partitions) if partitions else None,
+    plan = _Plan(settings, ds, run, store_dir, Path(partitions) if partitions else None,
                  seed=seed, split_column=split_column)
     tcfg = plan.tcfg
     prev_det = (torch.are_deterministic_algorithms_enabled(),
@@ -449,9 +463,9 @@ def train(config: dict, ds: DatasetConfig, run: StrategyRun, store_dir: str | Pa
     changed = False
     ctx = DistContext()
     try:
-        ctx = init_distributed(resolve_device(tcfg["device"]).type == "cuda")
-        device = resolve_device(tcfg["device"], ctx.local_rank)
-        if tcfg["deterministic"] and device.type == "cuda":
+        ctx = init_distributed(resolve_device(tcfg.device).type == "cuda")
+        device = resolve_device(tcfg.device, ctx.local_rank)
+        if tcfg.deterministic and device.type == "cuda":
             # CPU kernels used here are deterministic already, and switching the global flag
             # imports torch's compiler stack (seconds per process), so only on CUDA.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -506,15 +520,15 @@ class _Session:
         self.plan, self.out_dir, self.device, self.ctx = plan, out_dir, device, ctx
         tcfg, ds, seed = plan.tcfg, plan.ds, plan.seed
         self.reduce = Reducer(ctx.world_size) if ctx.distributed else None
-        self.epochs = int(tcfg["epochs"])
+        self.epochs = int(tcfg.epochs)
         col = plan.split_column
         self.norm = band_stats(plan.store, "train", col)
         self.train_ds = TileDataset(plan.store, "train", plan.partitioning,
                                     plan.tile_partitionings, norm=self.norm,
-                                    augment=bool(tcfg["augment"]), seed=seed, split_column=col)
+                                    augment=bool(tcfg.augment), seed=seed, split_column=col)
         self.val_ds = TileDataset(plan.store, "val", plan.partitioning, norm=self.norm,
                                   split_column=col)
-        self.batch, self.workers = int(tcfg["batch_size"]), int(tcfg["num_workers"])
+        self.batch, self.workers = int(tcfg.batch_size), int(tcfg.num_workers)
         self.val_loader = make_loader(self.val_ds, self.batch, train=False,
                                       num_workers=self.workers, device=device, rank=ctx.rank,
                                       world_size=ctx.world_size)
@@ -522,7 +536,7 @@ class _Session:
         _seed_everything(seed)
         self.model = build_model(plan.mcfg, len(plan.store.bands), ds.num_classes).to(device)
         self.init_state = copy.deepcopy(self.model.state_dict())
-        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device, bool(tcfg["amp"]))
+        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device, bool(tcfg.amp))
         self.strategy = self._strategy()
         self.phases = self.strategy.phases(self.epochs)
         self.total = sum(n for _, n in self.phases)
@@ -579,9 +593,9 @@ class _Session:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None)
-        lr = float(self.plan.tcfg["lr"])
+        lr = float(self.plan.tcfg.lr)
         self.optimizer = torch.optim.AdamW(params, lr=lr,
-                                           weight_decay=float(self.plan.tcfg["weight_decay"]))
+                                           weight_decay=float(self.plan.tcfg.weight_decay))
         self.scheduler = one_cycle_scheduler(self.optimizer, lr, n * self.steps_per_epoch)
         balanced = None
         if kind == "head":
@@ -627,7 +641,7 @@ class _Session:
 
     def _fingerprint(self) -> str:
         plan = self.plan
-        return _fingerprint(plan.config, plan.run, plan.store, plan.seed, plan.split_column)
+        return _fingerprint(plan.settings, plan.run, plan.store, plan.seed, plan.split_column)
 
     def _resume(self, resume: bool) -> tuple[int, dict | None]:
         path, main = self.out_dir / CHECKPOINT, self.ctx.is_main
@@ -678,7 +692,7 @@ class _Session:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        clip = self.plan.tcfg["grad_clip"]
+        clip = self.plan.tcfg.grad_clip
         if clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         if self.scaler is not None:
@@ -771,14 +785,14 @@ class _Session:
                         "metrics": {}}
             run = plan.run
             save_bundle(
-                model_path, best["state"], model_config={**_model_defaults(plan.mcfg)},
+                model_path, best["state"], model_config=dict(plan.mcfg),
                 in_channels=len(plan.store.bands), num_classes=ds.num_classes,
                 classes=ds.classes, colors=ds.colors, bands=plan.store.bands,
                 norm_mean=self.norm[0], norm_std=self.norm[1], tile_size=plan.store.tile_size,
                 task=ds.task, ignore_index=ds.ignore_index, nodata=ds.nodata, strategy=run.name,
                 strategy_state={**self.strategy.state_dict(), "strategy": run.strategy,
                                 "options": dict(run.options)},
-                config={**plan.config, "seed": plan.seed}, epoch=best["epoch"],
+                config={**plan.settings.as_config(), "seed": plan.seed}, epoch=best["epoch"],
                 val_metrics=best["metrics"], region_names=plan.region_names,
                 partitioning=plan.partitioning, amp_dtype=self.amp_dtype, seed=plan.seed,
                 split_column=plan.split_column)
@@ -786,12 +800,6 @@ class _Session:
                      best["score"], model_path)
         barrier(self.ctx)
         return model_path
-
-
-def _model_defaults(mcfg: Mapping[str, Any]) -> dict[str, Any]:
-    from .models import DEFAULT_MODEL
-
-    return {**DEFAULT_MODEL, **dict(mcfg)}
 
 
 __all__ = ["evaluate", "final_layer", "resolve_device", "selection_score",

@@ -34,6 +34,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from .config import DatasetConfig
+from .settings import Settings
 from .errors import InputError
 from .io import (RasterInfo, check_same_grid, effective_nodata, inspect_raster, invalid_mask,
                  reproject_to_grid)
@@ -309,15 +310,12 @@ def check_scene_names(ds: DatasetConfig) -> None:
         seen[p.stem] = p
 
 
-def check_tile_size(config: dict) -> None:
+def check_tile_size(settings: Settings) -> None:
     """Tile sides must divide by the network's total stride: checked now, not in a forward
     pass (the rule lives in :func:`spatialfair.models.check_tile_size`)."""
-    size = config.get("tiling", {}).get("size")
-    if size is None:
-        return
     from .models import check_tile_size as model_check
 
-    model_check(int(size), config.get("model"))
+    model_check(int(settings.tiling.size), settings.section("model"))
 
 
 def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS]:
@@ -360,8 +358,8 @@ def check_regions(ds: DatasetConfig, infos: Sequence[RasterInfo]) -> None:
 
 def validate_dataset(
     ds: DatasetConfig,
-    config: dict,
     *,
+    settings: Settings,
     reproject_dir: str | Path | None = None,
     scan_images: bool = True,
     dataset_checks: bool = True,
@@ -380,7 +378,7 @@ def validate_dataset(
     """
     check_scene_names(ds)
     if dataset_checks:  # imports torch (1-2 s): once per dataset, not in every scene's job
-        check_tile_size(config)
+        check_tile_size(settings)
     checked = []
     for image, label in zip(ds.images, ds.labels):
         img, lab, idx = inspect_pair(ds, image, label, check_grid=not ds.reproject_labels)

@@ -16,6 +16,11 @@ from spatialfair.compare import (COLUMNS, VERDICT_COLUMNS, compare_strategies, c
                                  pareto_front, validation_score, verdict_kind, verdict_table)
 from spatialfair.config import StrategyRun
 from spatialfair.errors import InputError
+from spatialfair.settings import Settings
+
+DEFAULTS = Settings.from_config(None)
+ALPHA = DEFAULTS.evaluation.alpha
+SIGNFLIP = Settings.from_config({"evaluation": {"verdict_test": "signflip"}})
 from tests.test_maps import evaluate, make_run
 
 #: run name -> (error rate in the east, elsewhere)
@@ -44,7 +49,7 @@ def test_comparison_table_and_plot(runs, tmp_path):
     dataset_dir, inputs = runs
     names = list(RUNS)
     table = compare_strategies(dataset_dir, names, tmp_path / "comparison.csv",
-                               tmp_path / "comparison.png")
+                               tmp_path / "comparison.png", settings=DEFAULTS)
     csv = pd.read_csv(tmp_path / "comparison.csv")
     assert list(csv["run"]) == names
     assert list(csv["strategy"]) == ["erm", "groupdro", "groupdro", "groupdro", "cvar"]
@@ -76,10 +81,11 @@ def test_strategy_runs_and_missing_metrics(runs, tmp_path):
     table = compare_strategies(dataset_dir, [StrategyRun("erm", "erm"),
                                              StrategyRun("groupdro-0.1", "groupdro",
                                                          {"strength": 0.1})],
-                               tmp_path / "c.csv", tmp_path / "c.png")
+                               tmp_path / "c.csv", tmp_path / "c.png", settings=DEFAULTS)
     assert table["strength"].tolist()[1] == 0.1
     with pytest.raises(InputError, match="metrics of 1 run"):
-        compare_strategies(dataset_dir, ["erm", "spad"], tmp_path / "x.csv", tmp_path / "x.png")
+        compare_strategies(dataset_dir, ["erm", "spad"], tmp_path / "x.csv", tmp_path / "x.png",
+                           settings=DEFAULTS)
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -227,7 +233,7 @@ def planted(tmp_path_factory):
 
 def test_planted_gap_is_found_and_null_is_not(planted, tmp_path):
     table = compare_strategies(planted, ["erm", "reweight", "cvar"], tmp_path / "c.csv",
-                               tmp_path / "c.png", test="signflip")
+                               tmp_path / "c.png", settings=SIGNFLIP)
     csv = pd.read_csv(tmp_path / "c.csv")
     assert list(csv.columns) == COLUMNS + VERDICT_COLUMNS and len(table) == 3
     assert csv["verdict"].tolist()[0] == "baseline" and csv["n_seeds"].tolist() == [8, 8, 8]
@@ -257,10 +263,10 @@ def test_planted_gap_five_seeds(planted, tmp_path):
             dst = five / name / "reps" / f"s{seed}" / "fairness" / "metrics.json"
             dst.parent.mkdir(parents=True)
             dst.write_text(src.read_text())
-    t = comparison_table(five, ["erm", "reweight"], test="t")
+    t = comparison_table(five, ["erm", "reweight"], alpha=ALPHA, test="t")
     assert t["verdict"].iloc[1].startswith("fairer") and t["delta_difference_p"].iloc[1] < 0.01
     # the exact sign-flip test cannot go below 2 / 2^5 = 0.0625 with five seeds: it says so
-    s = comparison_table(five, ["erm", "reweight"], test="signflip")
+    s = comparison_table(five, ["erm", "reweight"], alpha=ALPHA, test="signflip")
     assert s["delta_difference_p"].iloc[1] == 0.0625
     assert s["verdict"].iloc[1].startswith("no evidence")
     assert "cannot reach p < 0.05 with 5 seeds" in s["verdict"].iloc[1]
@@ -268,7 +274,7 @@ def test_planted_gap_five_seeds(planted, tmp_path):
 
 def test_sweep_strength_selected_on_validation(planted, tmp_path):
     runs = ["erm", "groupdro-0.1", "groupdro-1", "reweight"]
-    table = comparison_table(planted, runs, test="signflip")
+    table = comparison_table(planted, runs, alpha=ALPHA, test="signflip")
     assert table["run"].tolist() == ["erm", "groupdro-0.1", "groupdro-1", "groupdro:selected",
                                      "reweight"]
     assert table["role"].tolist() == ["baseline", "sweep", "sweep", "selected", "strategy"]
@@ -291,18 +297,18 @@ def test_validation_score_averages_folds(planted):
 def test_one_seed_and_unpaired_seeds(planted, tmp_path):
     one = tmp_path / "one"
     simulate(one, [0], {"erm": 0.0, "reweight": 0.2})
-    table = comparison_table(one, ["erm", "reweight"])
+    table = comparison_table(one, ["erm", "reweight"], alpha=ALPHA, test="t")
     assert table["verdict"].tolist() == ["baseline", "one run: no evidence possible"]
     assert table["n_seeds"].tolist() == [1, 1] and math.isnan(table["overall_ci_low"].iloc[1])
     shifted = tmp_path / "shifted"
     simulate(shifted, range(0, 6), {"erm": 0.0})
     simulate(shifted, range(3, 10), {"reweight": 0.2})
-    table = comparison_table(shifted, ["erm", "reweight"])
+    table = comparison_table(shifted, ["erm", "reweight"], alpha=ALPHA, test="t")
     assert table["n_seeds"].tolist() == [6, 7] and table["n_paired"].iloc[1] == 3
     assert "3 seeds" in table["verdict"].iloc[1]
     none = tmp_path / "none"
     simulate(none, [0, 1], {"reweight": 0.2, "cvar": 0.0})
-    table = comparison_table(none, ["reweight", "cvar"])
+    table = comparison_table(none, ["reweight", "cvar"], alpha=ALPHA, test="t")
     assert table["verdict"].tolist() == ["no ERM run: no comparison"] * 2
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from spatialfair.config import validate_config
+from spatialfair.settings import Settings
 from spatialfair.layout import replicates, seed_metrics, replicate_dirs
 from spatialfair.splits import (assign_folds, assign_splits, fold_split, replicate_splits,
                                 spatial_blocks)
@@ -13,10 +14,10 @@ from tests.test_splits import grid_index, quadrant_strata
 
 
 def _config(seeds=1, folds=1, buffer=0, **split):
-    return validate_config({
+    return Settings.from_config(validate_config({
         "datasets": {"d": {"task": "flood", "images": "x/*.tif", "labels": "y/*.tif"}},
         "replicates": {"seeds": seeds, "folds": folds, "buffer_blocks": buffer},
-        "split": {"block_tiles": 2, **split}, "seed": 3})
+        "split": {"block_tiles": 2, **split}, "seed": 3}))
 
 
 def test_every_block_is_in_test_exactly_once_per_seed_and_regions_spread():

@@ -55,6 +55,7 @@ from spatialfair.splits import split_tiles
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
 from spatialfair.validation import scan_image, validate_dataset
+from spatialfair.settings import Settings
 
 IGNORE = 255
 EXTRA_LABEL_NODATA = 254
@@ -425,7 +426,7 @@ def _check_evaluation(case: Case, result, out_dir: Path, exp: dict, n_classes: i
 def _validation_error(ds, config: dict) -> str | None:
     """The message of the InputError that validating the whole dataset raises, or None."""
     try:
-        validate_dataset(ds, config)
+        validate_dataset(ds, settings=Settings.from_config(config))
     except InputError as exc:
         return str(exc)
     return None
@@ -454,16 +455,16 @@ def _pipeline(case: Case, root: Path) -> None:
         assert "Fix:" in error
     if empty_scene:
         with pytest.raises(InputError, match="every pixel of the image is invalid") as err:
-            validate_dataset(ds, config, dataset_checks=not no_labels)
+            validate_dataset(ds, settings=Settings.from_config(config), dataset_checks=not no_labels)
         assert "Fix:" in str(err.value) and empty_scene[0].name in str(err.value)
         with pytest.raises(InputError, match="every pixel of the image is invalid"):
-            tile_dataset(ds, store_dir, size=case.tile, overlap=0, min_valid_fraction=0.0)
+            tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
         assert not (store_dir / "store.json").exists()
         assert not list(store_dir.glob("*.bin")) if store_dir.exists() else True
         event("outcome: all-invalid scene rejected")
         return
     assert no_labels or error is None, error
-    pairs = validate_dataset(ds, config, dataset_checks=not no_labels)
+    pairs = validate_dataset(ds, settings=Settings.from_config(config), dataset_checks=not no_labels)
     assert [p[0].path.stem for p in pairs] == [sc.name for sc in case.scenes]
     for sc, (img_info, _) in zip(case.scenes, pairs):
         stats = scan_image(img_info, list(range(1, sc.image.shape[0] + 1)), sc.nodata)
@@ -473,17 +474,17 @@ def _pipeline(case: Case, root: Path) -> None:
 
     if not any(e["valid"].any() for e in exp.values()):
         with pytest.raises(InputError, match="no tile has") as err:
-            tile_dataset(ds, store_dir, size=case.tile, overlap=0, min_valid_fraction=0.0)
+            tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
         assert "Fix:" in str(err.value)
         assert not (store_dir / "store.json").exists()
         event("outcome: no labelled pixel, tiling rejected")
         return
-    store = tile_dataset(ds, store_dir, size=case.tile, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
     _check_store(case, store, exp, n_classes)
 
     parts_path = root / "results" / "partitions.gpkg"
     try:
-        build_partitions(store_dir, config, ds, parts_path)
+        build_partitions(store_dir, parts_path, dataset=ds, settings=Settings.from_config(config))
     except InputError as exc:
         # regions drawn partly off the scenes may miss every scene: the documented error
         assert case.regions and "overlaps any scene" in str(exc) and "Fix:" in str(exc)
@@ -497,7 +498,7 @@ def _pipeline(case: Case, root: Path) -> None:
             assert reg.shape == (store.n_tiles(sc.name), case.tile, case.tile)
             assert reg.min() >= -1 and reg.max() < parts["regions"].n_regions
 
-    final = split_tiles(store_dir, parts_path, config)
+    final = split_tiles(store_dir, parts_path, settings=Settings.from_config(config))
     assert len(final) == len(store.index)
     assert set(final["split"]) <= {"train", "val", "test"}
     assert final["split"].notna().all()
@@ -511,12 +512,11 @@ def _pipeline(case: Case, root: Path) -> None:
     out_dir = root / "results" / "run" / "fairness"
     if not any((exp[sc.name]["valid"] & (sc.pred != 255)).any() for sc in case.scenes):
         with pytest.raises(InputError, match="no labelled pixel") as err:
-            evaluate_dataset(config, ds, store_dir, parts_path, pred_dir, out_dir, split="all")
+            evaluate_dataset(store_dir, pred_dir, out_dir, dataset=ds, partitions=parts_path, settings=Settings.from_config(config), split="all")
         assert "Fix:" in str(err.value)
         event("outcome: nothing to evaluate")
         return
-    result = evaluate_dataset(config, ds, store_dir, parts_path, pred_dir, out_dir, split="all",
-                              window_side=case.window_side)
+    result = evaluate_dataset(store_dir, pred_dir, out_dir, dataset=ds, partitions=parts_path, settings=Settings.from_config(config), split="all", window_side=case.window_side)
     _check_evaluation(case, result, out_dir, exp, n_classes, parts)
     event(f"outcome: evaluated, {len({sc.crs for sc in case.scenes})} CRS(s)")
     event(f"patterns: {sorted({sc.pattern for sc in case.scenes})}")

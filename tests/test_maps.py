@@ -32,6 +32,7 @@ from spatialfair.metrics import metrics_from_confusion
 from spatialfair.partitions import GridSpec, Partitioning, write_partitions
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
+from spatialfair.settings import Settings
 from tests.conftest import write_tif
 
 UTM = "EPSG:32633"
@@ -87,7 +88,7 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
     ds = dataset_config(config, "fl")
     store_dir = tmp_path / "results" / "fl" / "tiles"
     if not (store_dir / "store.json").exists():
-        store = tile_dataset(ds, store_dir, size=32, overlap=overlap, min_valid_fraction=0.05)
+        store = tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=32, overlap=overlap, min_valid_fraction=0.05)}))
         index = store.index.copy()
         # a checkerboard of tiles: test where (row + col) tile index is even
         tr, tc = index["row_off"] // 32, index["col_off"] // 32
@@ -131,8 +132,7 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
 
 def evaluate(run_inputs, **kw):
     r = run_inputs
-    return evaluate_dataset(r["config"], r["ds"], r["store_dir"], r["parts"], r["pred_dir"],
-                            r["out"], **kw)
+    return evaluate_dataset(r["store_dir"], r["pred_dir"], r["out"], dataset=r["ds"], partitions=r["parts"], settings=Settings.from_config(r["config"]), **kw)
 
 
 def naive_confusions(run_inputs, split="test"):

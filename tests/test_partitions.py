@@ -20,6 +20,7 @@ from spatialfair import partitions as P
 from spatialfair.commands import partition as partition_cmd
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
+from spatialfair.settings import Settings
 
 UTM = "EPSG:32633"
 WGS84 = "EPSG:4326"
@@ -398,7 +399,7 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
     T, t, H, W, index = _scene_setup(tmp_path)
     config, ds = _dataset(tmp_path)
     out = tmp_path / "partitions.gpkg"
-    parts = P.build_partitions(tmp_path / "tiles", config, ds, out)
+    parts = P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
     layers = [row[0] for row in pyogrio.list_layers(out)]
     assert layers[0] == "regions" and len(layers) == 1 + 24 + 2 + 1
     assert layers[-1] == "kmeans_4"
@@ -433,7 +434,7 @@ def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
     config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"},
                           partitions={"grid_max": 3})
     out = tmp_path / "partitions.gpkg"
-    P.build_partitions(tmp_path / "tiles", config, ds, out)
+    P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
     # the store's writer records what regions.bin holds
     meta = json.loads((tmp_path / "tiles" / "store.json").read_text())
     assert meta["regions_partitioning"] == "grid_2x2"
@@ -459,7 +460,7 @@ def test_build_partitions_bad_training_partitioning_writes_nothing(tmp_path):
     config, ds = _dataset(tmp_path, training={"partitioning": "counties"})
     out = tmp_path / "partitions.gpkg"
     with pytest.raises(InputError) as exc:
-        P.build_partitions(tmp_path / "tiles", config, ds, out)
+        P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
     assert "no partitioning 'counties'" in str(exc.value) and "grid_2x2" in str(exc.value)
     assert not out.exists() and not (tmp_path / "tiles" / "s1.regions.bin").exists()
 
@@ -547,7 +548,7 @@ def test_grids_are_drawn_within_each_cluster_of_scenes(tmp_path):
     meta, index = _far_store(tmp_path)
     config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"})
     out = tmp_path / "partitions.gpkg"
-    P.build_partitions(tmp_path / "tiles", config, ds, out)
+    P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
     back = P.read_partitions(out)
     g = back["grid_2x2"]
     assert g.kind == "grid" and isinstance(g.grid, P.ClusterGrids) and g.n_regions == 8
@@ -600,8 +601,7 @@ def test_one_cluster_gives_the_grids_over_the_study_extent(tmp_path):
     meta, index = make_store(tmp_path / "tiles", {"s1": (t1, 48, 48, None),
                                                   "s2": (t2, 48, 48, None)}, 16)
     config, ds = _dataset(tmp_path, regions=False)
-    parts = {p.name: p for p in P.build_partitions(tmp_path / "tiles", config, ds,
-                                                   tmp_path / "partitions.gpkg")}
+    parts = {p.name: p for p in P.build_partitions(tmp_path / "tiles", tmp_path / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))}
     ref = {p.name: p for p in P.generate_partitionings(tuple(index.total_bounds), UTM,
                                                        tile_centres=P.tile_centres(index))}
     for name, part in ref.items():

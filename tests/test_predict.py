@@ -382,10 +382,10 @@ def test_cli_settings_precedence():
 
     args = argparse.Namespace(window=128, overlap=None, batch_size=None, probabilities=None)
     config = {"prediction": {"window": 512, "overlap": 64, "batch_size": 2}}
-    assert resolve_settings(args, config) == {"window": 128, "overlap": 64, "batch_size": 2,
-                                              "probabilities": "max"}
-    assert resolve_settings(args, None) == {"window": 128, "overlap": 32, "batch_size": 8,
-                                            "probabilities": "max"}
+    assert resolve_settings(args, config).section("prediction") == {
+        "window": 128, "overlap": 64, "batch_size": 2, "probabilities": "max"}
+    assert resolve_settings(args, None).section("prediction") == {
+        "window": 128, "overlap": 32, "batch_size": 8, "probabilities": "max"}
 
 
 def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):

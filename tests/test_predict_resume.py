@@ -9,7 +9,10 @@ import torch
 import spatialfair.predict as predict_mod
 from spatialfair.models import build_model
 from spatialfair.predict import predict_scenes_from_bundle
+from spatialfair.settings import Settings
 from tests.test_predict import make_bundle, write_image
+
+WINDOW_32 = Settings.from_config({"prediction": {"window": 32, "overlap": 8}})
 
 
 def _setup(tmp_path, n=3):
@@ -31,7 +34,7 @@ def _setup(tmp_path, n=3):
 
 def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatch):
     images, outs = _setup(tmp_path)
-    kw = dict(window=32, overlap=8, device="cpu", resume_dir=tmp_path / "resume")
+    kw = dict(settings=WINDOW_32, device="cpu", resume_dir=tmp_path / "resume")
     real = predict_mod.predict_scene
     calls = []
 
@@ -54,7 +57,7 @@ def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatc
     assert [r is None for r in results] == [True, True, False]  # two scenes reused
     reference = predict_scenes_from_bundle(tmp_path / "model.pt", images,
                                            [tmp_path / f"ref{i}.tif" for i in range(3)],
-                                           window=32, overlap=8, device="cpu")
+                                           settings=WINDOW_32, device="cpu")
     for i, o in enumerate(outs):
         with rasterio.open(o) as a, rasterio.open(tmp_path / f"ref{i}.tif") as b:
             np.testing.assert_array_equal(a.read(), b.read())
@@ -65,7 +68,7 @@ def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatc
 
 def test_a_different_model_does_not_reuse_scenes(tmp_path):
     images, outs = _setup(tmp_path, n=1)
-    kw = dict(window=32, overlap=8, device="cpu", resume_dir=tmp_path / "resume")
+    kw = dict(settings=WINDOW_32, device="cpu", resume_dir=tmp_path / "resume")
     cache = predict_mod._ResumeCache(tmp_path / "resume", tmp_path / "model.pt")
     staged = cache.staging([outs[0]])[0]
     staged.write_bytes(b"stale")  # a finished scene of an older model would sit elsewhere

@@ -9,9 +9,11 @@ import math
 import numpy as np
 import pytest
 
+from spatialfair.errors import InputError
 from spatialfair.significance import (RegionTestOptions, bernoulli_scan, majority_regions, permutation_test,
                                       scan_statistic, spatial_bias_index, test_regions,
                                       tile_outcomes, unit_confusion, unit_outcomes, unit_values)
+from spatialfair.settings import Settings
 
 
 def direct_llr(p, n, P, N):
@@ -66,7 +68,7 @@ def test_permutation_finds_region_with_injected_errors():
     assert np.argmax(np.abs(res.statistic)) == 4
     p_raw = np.array(res.extra["p_raw"])
     assert np.all(p_raw <= res.p_value + 1e-12)  # adjusted p-values are never smaller
-    with pytest.raises(ValueError, match="at least 199"):
+    with pytest.raises(InputError, match="at least 199"):
         permutation_test(values, groups, 6, RegionTestOptions(99, 0.05, 0))
 
 
@@ -121,7 +123,7 @@ def test_test_regions_dispatch():
     assert test_regions("none", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)) is None
     assert test_regions("scan", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)).method == "scan"
     assert test_regions("permutation", values, values > 0.5, groups, 6, RegionTestOptions(50, 0.05, 0)).n_resamples == 199
-    with pytest.raises(ValueError, match="unknown significance method"):
+    with pytest.raises(InputError, match="unknown significance method"):
         test_regions("bootstrap", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0))
 
 
@@ -219,7 +221,7 @@ def _evaluate_with(r, out, **evaluation):
 
     config = copy.deepcopy(r["config"])
     config["evaluation"].update(evaluation)
-    return evaluate_dataset(config, r["ds"], r["store_dir"], r["parts"], r["pred_dir"], out)
+    return evaluate_dataset(r["store_dir"], r["pred_dir"], out, dataset=r["ds"], partitions=r["parts"], settings=Settings.from_config(config))
 
 
 def _naive_unit_regions(r, unit_of_row):

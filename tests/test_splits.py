@@ -15,6 +15,7 @@ from spatialfair.errors import InputError
 from spatialfair.splits import assign_splits, spatial_blocks, split_tiles
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
+from spatialfair.settings import Settings
 
 
 def grid_index(scenes=(("s1", 20, 20), ("s2", 10, 12)), size=32, stride=None, drop=0.0,
@@ -153,7 +154,7 @@ def store(tmp_path):
                            "tiling": {"size": 16}, "seed": 5,
                            "split": {"block_tiles": 2, "partitioning": "regions", "seed": 5}})
     ds = dataset_config(cfg, "d", base=tmp_path)
-    return cfg, tile_dataset(ds, tmp_path / "tiles", size=16, min_valid_fraction=0.0)
+    return cfg, tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}))
 
 
 def test_split_tiles_writes_final_index(store):
@@ -163,7 +164,7 @@ def test_split_tiles_writes_final_index(store):
         "region__regions": np.where(grid.scene == "a", grid.row_off // 96, 2),
         "region__grid_1x2": (grid.scene == "b").astype(int),
     })
-    out = split_tiles(st.path, None, cfg, regions=regions)
+    out = split_tiles(st.path, None, settings=Settings.from_config(cfg), regions=regions)
     reopened = TileStore(st.path)
     idx = reopened.index
     assert reopened.index_path.name == "tiles.gpkg"
@@ -179,7 +180,7 @@ def test_split_tiles_writes_final_index(store):
                              strata=regions.region__regions, stride=16)
     assert idx.split.tolist() == expected.tolist()
     with pytest.raises(InputError, match="no partitioning 'regions'") as err:
-        split_tiles(st.path, None, cfg, regions=regions.drop(columns="region__regions"))
+        split_tiles(st.path, None, settings=Settings.from_config(cfg), regions=regions.drop(columns="region__regions"))
     assert "grid_1x2" in str(err.value)
 
 

@@ -21,6 +21,7 @@ from spatialfair.crs import study_crs
 from spatialfair.store import TileStore
 from spatialfair.tiling import (_ChipWriter, _class_counts, _plan_units, gather_tiles,
                                 tile_dataset, tile_offsets, tile_scene, tile_windows)
+from spatialfair.settings import Settings
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
@@ -194,7 +195,7 @@ def scene_ab(tmp_path):
 
 def test_every_valid_pixel_in_exactly_one_tile(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     idx = store.index
     for scene, img_path, lab_path in zip(ds.scenes, ds.images, ds.labels):
         with rasterio.open(img_path) as src:
@@ -226,7 +227,7 @@ def test_every_valid_pixel_in_exactly_one_tile(tmp_path, scene_ab):
 
 def test_chips_equal_raster_windows_and_index_values(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.05)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.05)}))
     idx = store.index
     assert store.meta["bands"] == ["band_1", "band_2", "band_3"]
     for scene, img_path, lab_path in zip(ds.scenes, ds.images, ds.labels):
@@ -248,7 +249,7 @@ def test_chips_equal_raster_windows_and_index_values(tmp_path, scene_ab):
 
 def test_footprints_match_windows(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     idx = store.index
     assert idx.crs.to_epsg() == 32633 and store.meta["study_crs"] == "EPSG:32633"
     for r in idx.itertuples():
@@ -267,7 +268,7 @@ def test_two_utm_zones_use_epsg4326(tmp_path):
     ta, tb = from_origin(700000, 5000000, 20, 20), from_origin(300000, 5000000, 20, 20)
     _, ds = make_dataset(tmp_path, {"a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta}),
                                     "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb})})
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     idx = store.index
     assert idx.crs.to_epsg() == 4326 and store.meta["study_crs"] == "EPSG:4326"
     assert store.meta["scenes"]["a"]["crs"] == "EPSG:32632"
@@ -293,9 +294,9 @@ def test_overlap_and_small_reads_give_identical_store(tmp_path):
     img, lab = random_scene(5, 100, 120)
     img[:, 10:30, 10:30] = 0
     _, ds = make_dataset(tmp_path, {"s": (img, lab, {"nodata": 0, "block": 64})})
-    big = tile_dataset(ds, tmp_path / "t1", size=32, overlap=8, min_valid_fraction=0.0)
-    small = tile_dataset(ds, tmp_path / "t2", size=32, overlap=8, min_valid_fraction=0.0,
-                         read_bytes=32 * 60 * 8)  # forces one tile row and 1-2 tiles per read
+    big = tile_dataset(ds, tmp_path / "t1", settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}))
+    small = tile_dataset(ds, tmp_path / "t2",
+                         read_bytes=32 * 60 * 8, settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}))  # forces one tile row and 1-2 tiles per read
     assert big.index.drop(columns="geometry").equals(small.index.drop(columns="geometry"))
     np.testing.assert_array_equal(big.images("s"), small.images("s"))
     np.testing.assert_array_equal(big.labels("s"), small.labels("s"))
@@ -320,7 +321,7 @@ def test_float_nan_internal_mask_and_label_nodata(tmp_path):
     lab[0:3, :] = 254  # label nodata, not a class: unlabelled
     _, ds = make_dataset(tmp_path, {"s": (img, lab, {"mask": mask,
                                                       "label": {"nodata": 254}})})
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     idx = store.index.set_index(["row_off", "col_off"])
     labels, images = store.labels("s"), store.images("s")
     full_lab = np.full((64, 64), 255, np.uint8)
@@ -342,14 +343,14 @@ def test_float_nan_internal_mask_and_label_nodata(tmp_path):
 def test_label_values_outside_classes_fail_without_partial_outputs(tmp_path, scene_ab):
     _, ds = scene_ab
     out = tmp_path / "tiles"
-    tile_dataset(ds, out, size=32, overlap=0, min_valid_fraction=0.0)
+    tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     before = json.loads((out / "store.json").read_text())
     with rasterio.open(ds.labels[1], "r+") as dst:  # scene b, tiled second
         lab = dst.read(1)
         lab[3, 4] = 7
         dst.write(lab, 1)
     with pytest.raises(InputError) as err:
-        tile_dataset(ds, out, size=32, overlap=0, min_valid_fraction=0.0)
+        tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     assert "b.tif" in str(err.value) and "label values 7 (1 px)" in str(err.value)
     # the previous store is untouched and no temporary file remains
     assert json.loads((out / "store.json").read_text()) == before
@@ -362,36 +363,36 @@ def test_all_invalid_scene_and_no_crs_and_misaligned(tmp_path):
     img, lab = random_scene(7, 40, 40)
     _, ds = make_dataset(tmp_path / "x", {"s": (np.zeros_like(img), lab, {"nodata": 0})})
     with pytest.raises(InputError, match="every pixel of the image is invalid"):
-        tile_dataset(ds, tmp_path / "x" / "tiles", size=16, min_valid_fraction=0.0)
+        tile_dataset(ds, tmp_path / "x" / "tiles", settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}))
     assert not (tmp_path / "x" / "tiles" / "store.json").exists()
     assert list((tmp_path / "x" / "tiles").iterdir()) == []
 
     _, ds = make_dataset(tmp_path / "y", {"s": (img, lab, {"crs": None})})
     with pytest.raises(InputError, match="image raster has no CRS") as err:
-        tile_dataset(ds, tmp_path / "y" / "tiles", size=16)
+        tile_dataset(ds, tmp_path / "y" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)}))
     assert "gdal_edit.py -a_srs" in str(err.value)
 
     _, ds = make_dataset(tmp_path / "z", {"s": (img, lab, {
         "label": {"transform": from_origin(500005, 4600000, 10, 10)}})})
     with pytest.raises(InputError, match="label grid differs from image s.tif: transform"):
-        tile_dataset(ds, tmp_path / "z" / "tiles", size=16)
+        tile_dataset(ds, tmp_path / "z" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)}))
 
 
 def test_retile_drops_stale_split_and_regions(tmp_path, scene_ab):
     _, ds = scene_ab
     out = tmp_path / "tiles"
-    store = tile_dataset(ds, out, size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     store.write_regions("a", [np.zeros((store.n_tiles("a"), 32, 32), np.int16)])
     store.write_index(store.index.assign(split="train"))
     assert (out / "tiles.gpkg").exists() and (out / "a.regions.bin").exists()
-    store = tile_dataset(ds, out, size=16, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=16, overlap=0, min_valid_fraction=0.0)}))
     assert not (out / "tiles.gpkg").exists() and not (out / "a.regions.bin").exists()
     assert store.tile_size == 16 and store.labels("a").shape[1:] == (16, 16)
 
 
 def test_tilestore_regions_and_index_writers(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", size=32, overlap=0, min_valid_fraction=0.0)
+    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
     n = store.n_tiles("b")
     ids = np.arange(n * 32 * 32, dtype=np.int64).reshape(n, 32, 32) % 5 - 1
     store.write_regions("b", [ids[:2], ids[2:]], partitioning="grid_2x2")
@@ -480,11 +481,11 @@ def test_per_scene_tiling_equals_one_job(tmp_path):
         "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb}),
         "c": (img_c, lab_c, {"crs": "EPSG:32633", "transform": tb})})
     settings = dict(size=32, overlap=8, min_valid_fraction=0.1)
-    whole = tile_dataset(ds, tmp_path / "one", **settings)
+    whole = tile_dataset(ds, tmp_path / "one", settings=Settings.from_config({"tiling": dict(**settings)}))
     parts = tmp_path / "parts"
     for image, label in zip(ds.images, ds.labels):
-        assert tile_scene(ds, image, label, parts, **settings) == parts / f"{image.stem}.part.json"
-    gathered = gather_tiles(ds, parts, tmp_path / "many", **settings)
+        assert tile_scene(ds, image, label, parts, settings=Settings.from_config({"tiling": dict(**settings)})) == parts / f"{image.stem}.part.json"
+    gathered = gather_tiles(ds, parts, tmp_path / "many", settings=Settings.from_config({"tiling": dict(**settings)}))
     assert_same_store(whole, gathered)
     assert whole.n_tiles("c") == 0 and len(whole.index) == 3 * 3 + 3 * 4
     # the chips are hard links of the parts, not copies
@@ -495,13 +496,13 @@ def test_per_scene_tiling_equals_one_job(tmp_path):
 def test_gather_needs_every_scene_with_the_same_settings(tmp_path, scene_ab):
     _, ds = scene_ab
     parts = tmp_path / "parts"
-    tile_scene(ds, ds.images[0], ds.labels[0], parts, size=32)
+    tile_scene(ds, ds.images[0], ds.labels[0], parts, settings=Settings.from_config({"tiling": dict(size=32)}))
     with pytest.raises(InputError, match=r"scene b is not tiled yet.*--scene b"):
-        gather_tiles(ds, parts, tmp_path / "t", size=32)
-    tile_scene(ds, ds.images[1], ds.labels[1], parts, size=16)
+        gather_tiles(ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)}))
+    tile_scene(ds, ds.images[1], ds.labels[1], parts, settings=Settings.from_config({"tiling": dict(size=16)}))
     with pytest.raises(InputError, match=r"b.part.json: scene tiled with other tiling settings "
                                          r"\(16, 0, 0.05\), now \(32, 0, 0.05\)"):
-        gather_tiles(ds, parts, tmp_path / "t", size=32)
+        gather_tiles(ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)}))
     assert not (tmp_path / "t" / "store.json").exists()
 
 

@@ -26,6 +26,7 @@ from spatialfair.train import (
     summarize_validation,
     train,
 )
+from spatialfair.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import add_split_column, make_store  # noqa: E402
@@ -55,7 +56,7 @@ def store(tmp_path_factory):
 def test_train_writes_bundle_and_log(store, tmp_path):
     config = _config(["groupdro"], epochs=3)
     ds = dataset_config(config, "d", require_files=False)
-    path = train(config, ds, _run(config, "groupdro"), store, tmp_path / "groupdro")
+    path = train(store, tmp_path / "groupdro", dataset=ds, strategy=_run(config, "groupdro"), settings=Settings.from_config(config))
     assert path == tmp_path / "groupdro" / "model.pt"
     model, bundle = load_bundle(path)
     mean, std = band_stats(store, "train")
@@ -92,11 +93,11 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
     config = _config({name: opts}, epochs=3)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, name)
-    full = train(config, ds, run, store, tmp_path / "full")
-    part = train(config, ds, run, store, tmp_path / "part", stop_after_epoch=1)
+    full = train(store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config))
+    part = train(store, tmp_path / "part", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
     assert part.name == "checkpoint.pt" and not (tmp_path / "part" / "model.pt").exists()
     assert len(pd.read_csv(tmp_path / "part" / "train_log.csv")) == 1
-    resumed = train(config, ds, run, store, tmp_path / "part", resume=True)
+    resumed = train(store, tmp_path / "part", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
     a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
@@ -112,11 +113,11 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
 def test_resume_ignores_the_checkpoint_of_a_different_run(store, tmp_path, caplog):
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
-    train(config, ds, _run(config, "erm"), store, tmp_path / "r", stop_after_epoch=1)
+    train(store, tmp_path / "r", dataset=ds, strategy=_run(config, "erm"), settings=Settings.from_config(config), stop_after_epoch=1)
     other = _config(epochs=2, lr=0.001)
-    train(other, ds, _run(other, "erm"), store, tmp_path / "r", resume=True)
+    train(store, tmp_path / "r", dataset=ds, strategy=_run(other, "erm"), settings=Settings.from_config(other), resume=True)
     assert "different run" in caplog.text
-    train(other, ds, _run(other, "erm"), store, tmp_path / "fresh")
+    train(store, tmp_path / "fresh", dataset=ds, strategy=_run(other, "erm"), settings=Settings.from_config(other))
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
         pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
@@ -128,13 +129,13 @@ def test_resuming_a_finished_run_rewrites_the_deleted_log(store, tmp_path, caplo
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    model = train(config, ds, run, store, tmp_path / "r")
+    model = train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config))
     log_before = pd.read_csv(tmp_path / "r" / "train_log.csv")
     weights = torch.load(model, weights_only=True)["state_dict"]
     model.unlink()
     (tmp_path / "r" / "train_log.csv").unlink()
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        again = train(config, ds, run, store, tmp_path / "r", resume=True)
+        again = train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
     assert "resuming" in caplog.text and "epoch 2 of 2" in caplog.text
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r" / "train_log.csv"), log_before)
     for key, value in torch.load(again, weights_only=True)["state_dict"].items():
@@ -148,16 +149,16 @@ def test_resume_starts_afresh_when_the_tiles_were_remade(tmp_path, caplog):
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    train(config, ds, run, tiles, tmp_path / "r", stop_after_epoch=1)
+    train(tiles, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
     store = TileStore(tiles)
     index = store.index.copy()
     index["split"] = np.roll(index["split"].to_numpy(), 1)  # a new split, same tile count
     store.write_index(index)
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(config, ds, run, tiles, tmp_path / "r", resume=True)
+        train(tiles, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
     assert "different run" in caplog.text and "resuming" not in caplog.text
     assert len(pd.read_csv(tmp_path / "r" / "train_log.csv")) == 2
-    train(config, ds, run, tiles, tmp_path / "fresh")
+    train(tiles, tmp_path / "fresh", dataset=ds, strategy=run, settings=Settings.from_config(config))
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
         pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
@@ -168,25 +169,25 @@ def test_input_errors_before_training(store, tmp_path):
     ds = dataset_config(config, "d", require_files=False)
     deep = validate_config({**config, "model": {"width": 4, "depth": 5}})
     with pytest.raises(InputError, match="tiling.size"):
-        train(deep, ds, _run(deep, "erm"), store, tmp_path / "a")
+        train(store, tmp_path / "a", dataset=ds, strategy=_run(deep, "erm"), settings=Settings.from_config(deep))
     unsplit = make_store(tmp_path / "unsplit", split=False, regions=False)
     with pytest.raises(InputError, match="split"):
-        train(config, ds, _run(config, "erm"), unsplit, tmp_path / "b")
+        train(unsplit, tmp_path / "b", dataset=ds, strategy=_run(config, "erm"), settings=Settings.from_config(config))
     wrong = validate_config({**config, "training": {**config["training"],
                                                     "partitioning": "grid_7x7"}})
     with pytest.raises(InputError, match="grid_7x7"):
-        train(wrong, ds, _run(wrong, "erm"), store, tmp_path / "c")
+        train(store, tmp_path / "c", dataset=ds, strategy=_run(wrong, "erm"), settings=Settings.from_config(wrong))
     bad_metric = dataset_config(validate_config({**config, "datasets": {"d": {
         **config["datasets"]["d"], "headline_metric": "iou_water"}}}), "d",
         require_files=False)
     with pytest.raises(InputError, match="iou_water"):
-        train(config, bad_metric, _run(config, "erm"), store, tmp_path / "d")
+        train(store, tmp_path / "d", dataset=bad_metric, strategy=_run(config, "erm"), settings=Settings.from_config(config))
     spad = _config({"spad": {"partitionings": "kmeans_*"}})
     with pytest.raises(InputError, match="kmeans"):
-        train(spad, ds, _run(spad, "spad"), store, tmp_path / "e")
+        train(store, tmp_path / "e", dataset=ds, strategy=_run(spad, "spad"), settings=Settings.from_config(spad))
     bogus = _config({"groupdro": {"bogus": 1}})
     with pytest.raises(InputError, match="bogus"):
-        train(bogus, ds, _run(bogus, "groupdro"), store, tmp_path / "f")
+        train(store, tmp_path / "f", dataset=ds, strategy=_run(bogus, "groupdro"), settings=Settings.from_config(bogus))
     assert not any((tmp_path / x / "model.pt").exists() for x in "abcdef")
 
 
@@ -257,9 +258,9 @@ def demo_stores(tmp_path_factory):
         })
         ds = dataset_config(config, task)
         res = root / task / "results"
-        tile_dataset(ds, res / "tiles", size=64)
-        build_partitions(res / "tiles", config, ds, res / "partitions.gpkg")
-        split_tiles(res / "tiles", res / "partitions.gpkg", config)
+        tile_dataset(ds, res / "tiles", settings=Settings.from_config({"tiling": dict(size=64)}))
+        build_partitions(res / "tiles", res / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))
+        split_tiles(res / "tiles", res / "partitions.gpkg", settings=Settings.from_config(config))
         stores[task] = (config, ds, res)
     return stores
 
@@ -285,7 +286,7 @@ def _majority_metric(store_dir: Path, ds, split: str = "val") -> float:
 @pytest.mark.parametrize("task,strategy", [("flood", "erm"), ("crop", "spad")])
 def test_short_demo_training_learns(demo_stores, task, strategy):
     config, ds, res = demo_stores[task]
-    path = train(config, ds, _run(config, strategy), res / "tiles", res / strategy)
+    path = train(res / "tiles", res / strategy, dataset=ds, strategy=_run(config, strategy), settings=Settings.from_config(config))
     log = pd.read_csv(res / strategy / "train_log.csv")
     assert log["train_ce"].iloc[-1] < 0.8 * log["train_ce"].iloc[0]
     _, bundle = load_bundle(path)
@@ -339,17 +340,17 @@ def test_seed_override_changes_weights_deterministically(store, tmp_path, caplog
     config = _config(epochs=1)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    s0 = _weights(train(config, ds, run, store, tmp_path / "s0"))
-    s1 = train(config, ds, run, store, tmp_path / "s1", seed=1)
-    again = _weights(train(config, ds, run, store, tmp_path / "s1b", seed=1))
+    s0 = _weights(train(store, tmp_path / "s0", dataset=ds, strategy=run, settings=Settings.from_config(config)))
+    s1 = train(store, tmp_path / "s1", dataset=ds, strategy=run, settings=Settings.from_config(config), seed=1)
+    again = _weights(train(store, tmp_path / "s1b", dataset=ds, strategy=run, settings=Settings.from_config(config), seed=1))
     assert _same(_weights(s1), again) and not _same(_weights(s1), s0)
     _, bundle = load_bundle(s1)
     assert bundle["seed"] == 1 and bundle["config"]["seed"] == 1
     assert bundle["split_column"] == "split"
     # the checkpoint fingerprint covers the seed: another seed does not resume it
-    train(config, ds, run, store, tmp_path / "r", stop_after_epoch=1)
+    train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(config, ds, run, store, tmp_path / "r", resume=True, seed=1)
+        train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True, seed=1)
     assert "different run" in caplog.text
     assert _same(_weights(tmp_path / "r" / "model.pt"), again)
 
@@ -360,17 +361,16 @@ def test_split_column_trains_on_the_replicates_tiles(tmp_path, caplog):
     config = _config(epochs=1)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    path = train(config, ds, run, tiles, tmp_path / "rep", split_column="split__s1_f0",
-                 stop_after_epoch=1)
+    path = train(tiles, tmp_path / "rep", dataset=ds, strategy=run, settings=Settings.from_config(config), split_column="split__s1_f0", stop_after_epoch=1)
     _, bundle = load_bundle(path.parent / "model.pt")
     mean, _ = band_stats(tiles, "train", split_column="split__s1_f0")
     assert bundle["norm_mean"] == pytest.approx(mean) and bundle["split_column"] == "split__s1_f0"
     assert bundle["norm_mean"] != pytest.approx(band_stats(tiles, "train")[0])
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(config, ds, run, tiles, tmp_path / "rep", resume=True)  # other split column
+        train(tiles, tmp_path / "rep", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)  # other split column
     assert "different run" in caplog.text
     with pytest.raises(InputError, match="split__s2_f0"):
-        train(config, ds, run, tiles, tmp_path / "x", split_column="split__s2_f0")
+        train(tiles, tmp_path / "x", dataset=ds, strategy=run, settings=Settings.from_config(config), split_column="split__s2_f0")
 
 
 def test_cli_train_seed_and_split_column(tmp_path):
@@ -395,20 +395,20 @@ def test_selection_thresholds_are_not_evaluations(store):
     config = validate_config({**_config(), "evaluation": {"min_region_pixels": 5,
                                                           "min_class_pixels": 1000}})
     ds = dataset_config(config, "d", require_files=False)
-    plan = _Plan(config, ds, _run(config, "erm"), store, None)
+    plan = _Plan(Settings.from_config(config), ds, _run(config, "erm"), store, None)
     assert (plan.min_pixels, plan.min_class_pixels) == (10, 1)  # training.selection_*
     tuned = _config(selection_min_class_pixels=7)
-    plan = _Plan(tuned, ds, _run(tuned, "erm"), store, None)
+    plan = _Plan(Settings.from_config(tuned), ds, _run(tuned, "erm"), store, None)
     assert plan.min_class_pixels == 7
 
 
 def test_jtt_second_pass_restarts_and_equals_erm_without_errors(store, tmp_path):
     erm_cfg = _config(epochs=2)
     ds = dataset_config(erm_cfg, "d", require_files=False)
-    erm = _weights(train(erm_cfg, ds, _run(erm_cfg, "erm"), store, tmp_path / "erm"))
+    erm = _weights(train(store, tmp_path / "erm", dataset=ds, strategy=_run(erm_cfg, "erm"), settings=Settings.from_config(erm_cfg)))
     # nothing above an error rate of 0.999: the second pass is ERM from the same start
     none_cfg = _config({"jtt": {"first_epochs": 1, "error_threshold": 0.999}}, epochs=2)
-    path = train(none_cfg, ds, _run(none_cfg, "jtt"), store, tmp_path / "none")
+    path = train(store, tmp_path / "none", dataset=ds, strategy=_run(none_cfg, "jtt"), settings=Settings.from_config(none_cfg))
     for key, value in _weights(path).items():
         torch.testing.assert_close(value, erm[key], rtol=1e-4, atol=1e-5)
     log = pd.read_csv(tmp_path / "none" / "train_log.csv")
@@ -423,15 +423,15 @@ def test_jtt_error_set_and_resume(store, tmp_path):
     config = _config({"jtt": {"first_epochs": 1}}, epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "jtt")
-    full = train(config, ds, run, store, tmp_path / "full")
+    full = train(store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config))
     state = load_bundle(full)[1]["strategy_state"]
     train_ids = set(TileDataset(store, "train").tile_ids.tolist())
     marked = set(state["error_tiles"].tolist())
     assert marked and marked < train_ids  # some, not all, training tiles are up-weighted
     for stop in (1, 2):  # at the phase boundary and within the second pass
         out = tmp_path / f"part{stop}"
-        train(config, ds, run, store, out, stop_after_epoch=stop)
-        resumed = train(config, ds, run, store, out, resume=True)
+        train(store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=stop)
+        resumed = train(store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
         assert _same(_weights(resumed), _weights(full))
         ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
         assert set(ckpt["strategy"]["error_tiles"].tolist()) == marked
@@ -443,9 +443,9 @@ def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
 
     erm_cfg = _config(epochs=2)
     ds = dataset_config(erm_cfg, "d", require_files=False)
-    erm = _weights(train(erm_cfg, ds, _run(erm_cfg, "erm"), store, tmp_path / "erm"))
+    erm = _weights(train(store, tmp_path / "erm", dataset=ds, strategy=_run(erm_cfg, "erm"), settings=Settings.from_config(erm_cfg)))
     config = _config({"lastlayer": {"head_epochs": 2}}, epochs=2)
-    path = train(config, ds, _run(config, "lastlayer"), store, tmp_path / "ll")
+    path = train(store, tmp_path / "ll", dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config))
     ll = _weights(path)
     changed = sorted(k for k in erm if not torch.equal(erm[k], ll[k]))
     assert changed == ["head.bias", "head.weight"]
@@ -455,12 +455,11 @@ def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
     assert load_bundle(path)[1]["epoch"] in (3, 4)  # selected among the head epochs
     for stop in (2, 3):  # resume at the switch to the head pass and within it
         out = tmp_path / f"part{stop}"
-        train(config, ds, _run(config, "lastlayer"), store, out, stop_after_epoch=stop)
-        assert _same(_weights(train(config, ds, _run(config, "lastlayer"), store, out,
-                                    resume=True)), ll)
+        train(store, out, dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config), stop_after_epoch=stop)
+        assert _same(_weights(train(store, out, dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config), resume=True)), ll)
     bad = _config({"lastlayer": {"strength": 2}})
     with pytest.raises(InputError, match="no strength"):
-        train(bad, ds, _run(bad, "lastlayer"), store, tmp_path / "bad")
+        train(store, tmp_path / "bad", dataset=ds, strategy=_run(bad, "lastlayer"), settings=Settings.from_config(bad))
 
 
 def test_balanced_and_region_class_runs(store, tmp_path):
@@ -470,14 +469,14 @@ def test_balanced_and_region_class_runs(store, tmp_path):
 
     config = _config({"balanced": None, "cvar": {"groups": "region_class"}}, epochs=1)
     ds = dataset_config(config, "d", require_files=False)
-    plan = _Plan(config, ds, _run(config, "balanced"), store, None)
+    plan = _Plan(Settings.from_config(config), ds, _run(config, "balanced"), store, None)
     session = _Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
     session._enter(0, fresh=True)
     assert isinstance(session.train_loader.sampler, BalancedSampler)
-    assert train(config, ds, _run(config, "balanced"), store, tmp_path / "b").exists()
-    plan = _Plan(config, ds, _run(config, "cvar"), store, None)
+    assert train(store, tmp_path / "b", dataset=ds, strategy=_run(config, "balanced"), settings=Settings.from_config(config)).exists()
+    plan = _Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
     assert plan.region_class_counts.shape == (3 * 2,)
     assert plan.region_class_counts.sum() == plan.region_counts.sum()
-    path = train(config, ds, _run(config, "cvar"), store, tmp_path / "c")
+    path = train(store, tmp_path / "c", dataset=ds, strategy=_run(config, "cvar"), settings=Settings.from_config(config))
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
 

@@ -15,6 +15,7 @@ from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.io import inspect_raster
 from spatialfair.validation import scan_windows, select_bands, validate_dataset
+from spatialfair.settings import Settings
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
@@ -58,7 +59,7 @@ def good(seed=0, h=48, w=40, bands=2, dtype="uint16"):
 def test_valid_dataset_returns_headers(tmp_path):
     img, lab = good()
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}), "b": (img, lab, {}, {})})
-    pairs = validate_dataset(ds, cfg)
+    pairs = validate_dataset(ds, settings=Settings.from_config(cfg))
     assert [(i.path.name, lab_.path.name) for i, lab_ in pairs] == [("a.tif", "a.tif"),
                                                                     ("b.tif", "b.tif")]
     assert pairs[0][0].count == 2 and pairs[0][1].count == 1 and pairs[0][0].shape == (48, 40)
@@ -68,7 +69,7 @@ def test_no_crs(tmp_path):
     img, lab = good()
     cfg, ds = setup(tmp_path, {"a": (img, lab, {"crs": None}, {})})
     with pytest.raises(InputError) as err:
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
     assert "img/a.tif: image raster has no CRS" in msg and "gdal_edit.py -a_srs" in msg
 
@@ -77,14 +78,14 @@ def test_too_few_bands(tmp_path):
     img, lab = good(bands=2)
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})}, bands=["B2", "B3", "B4"])
     with pytest.raises(InputError, match=r"image raster has 2 band\(s\) but 3 are configured"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_unsupported_image_dtype(tmp_path):
     img, lab = good()
     cfg, ds = setup(tmp_path, {"a": (img.astype("complex64"), lab, {}, {})})
     with pytest.raises(InputError, match="image data type complex64 is not supported"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_inconsistent_dtypes_and_band_counts(tmp_path):
@@ -93,11 +94,11 @@ def test_inconsistent_dtypes_and_band_counts(tmp_path):
     cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {}),
                                      "b": (img.astype("float32"), lab, {}, {})})
     with pytest.raises(InputError, match="b.tif: image data type float32 differs from uint16"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     (tmp_path / "2").mkdir()
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab, {}, {}), "b": (img[:1], lab, {}, {})})
     with pytest.raises(InputError, match=r"image has 1 band\(s\), a.tif has 2"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_label_must_be_one_integer_band(tmp_path):
@@ -105,11 +106,11 @@ def test_label_must_be_one_integer_band(tmp_path):
     (tmp_path / "1").mkdir()
     cfg, ds = setup(tmp_path / "1", {"a": (img, np.stack([lab, lab]), {}, {})})
     with pytest.raises(InputError, match="label raster has 2 bands, expected 1 band"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     (tmp_path / "2").mkdir()
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab.astype("float32"), {}, {})})
     with pytest.raises(InputError) as err:
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     assert "label raster has data type float32; class ids must be integers" in str(err.value)
     assert "gdal_translate -ot Byte" in str(err.value)
 
@@ -120,7 +121,7 @@ def test_misaligned_label(tmp_path):
     cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"transform": from_origin(
         500010, 4600000, 10, 10)})})
     with pytest.raises(InputError) as err:
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
     assert "lab/a.tif: label grid differs from image a.tif: transform" in msg
     assert "reproject_labels: true" in msg
@@ -128,7 +129,7 @@ def test_misaligned_label(tmp_path):
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab[:40], {}, {})})
     with pytest.raises(InputError, match="label grid differs from image a.tif: shape 40x40 vs "
                                          "image 48x40"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_label_values_outside_classes(tmp_path):
@@ -138,7 +139,7 @@ def test_label_values_outside_classes(tmp_path):
     lab[6, 6] = 255  # ignore: fine
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {"block": 16})})
     with pytest.raises(InputError) as err:
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
     assert "lab/a.tif: label values 3 (1 px), 7 (3 px) are not class ids 0..1 (land, water) " \
            "nor the ignore value 255" in msg
@@ -150,12 +151,12 @@ def test_label_nodata_value(tmp_path, caplog):
     lab[0, 0] = 200
     (tmp_path / "1").mkdir()
     cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"nodata": 200})})
-    validate_dataset(ds, cfg)  # nodata 200 is not a class: read as unlabelled
+    validate_dataset(ds, settings=Settings.from_config(cfg))  # nodata 200 is not a class: read as unlabelled
     (tmp_path / "2").mkdir()
     lab[0, 0] = 0
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab, {}, {"nodata": 0})})
     with caplog.at_level(logging.WARNING):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     assert "label nodata value 0 is also a class id; counting it as class 0" in caplog.text
 
 
@@ -166,7 +167,7 @@ def test_all_invalid_image(tmp_path):
     for full in (True, False):
         with pytest.raises(InputError, match="img/a.tif: every pixel of the image is invalid "
                                              r"\(nodata 0.0"):
-            validate_dataset(ds, cfg, scan_images=full)
+            validate_dataset(ds, settings=Settings.from_config(cfg), scan_images=full)
 
 
 def test_nodata_override_makes_image_invalid(tmp_path):
@@ -174,7 +175,7 @@ def test_nodata_override_makes_image_invalid(tmp_path):
     img[:] = 17
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})}, nodata=17)
     with pytest.raises(InputError, match="every pixel of the image is invalid"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_nan_counted_and_logged(tmp_path, caplog):
@@ -184,7 +185,7 @@ def test_nan_counted_and_logged(tmp_path, caplog):
     img[:, 20, 20] = -9999
     cfg, ds = setup(tmp_path, {"a": (img, lab, {"nodata": -9999}, {})})
     with caplog.at_level(logging.INFO):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     assert "81 pixel(s) (4.22%) have NaN/inf in some band; treated as nodata" in caplog.text
     assert "4.27% of pixels invalid" in caplog.text  # 81 + the one -9999 pixel of 1920
 
@@ -197,10 +198,10 @@ def test_reproject_labels(tmp_path, caplog):
     lt = from_origin(500100, 4599900, 20, 20)
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {"transform": lt})}, reproject_labels=True)
     with caplog.at_level(logging.WARNING):
-        pairs = validate_dataset(ds, cfg)
+        pairs = validate_dataset(ds, settings=Settings.from_config(cfg))
     assert "will be reprojected (nearest)" in caplog.text
     assert pairs[0][1].path == ds.labels[0]
-    pairs = validate_dataset(ds, cfg, reproject_dir=tmp_path / "rep")
+    pairs = validate_dataset(ds, settings=Settings.from_config(cfg), reproject_dir=tmp_path / "rep")
     info = pairs[0][1]
     assert info.path == tmp_path / "rep" / "a.tif"
     assert info.transform == T0 and info.shape == (40, 40) and info.nodata == 255
@@ -223,7 +224,7 @@ def test_duplicate_scene_names(tmp_path):
                                               "labels": ["x/s.tif", "y/s.tif"]}}})
     ds = dataset_config(cfg, "d", base=tmp_path)
     with pytest.raises(InputError, match="two images share the scene name 's'"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_tile_size_checked_against_model(tmp_path):
@@ -231,7 +232,7 @@ def test_tile_size_checked_against_model(tmp_path):
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {})})
     cfg["tiling"]["size"] = 36
     with pytest.raises(InputError, match="tile side 36 is not divisible by"):
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
 def test_select_bands_by_description(tmp_path):
@@ -384,7 +385,7 @@ def test_labels_without_any_labelled_pixel(tmp_path, caplog):
     empty = np.full_like(lab, 255)
     cfg, ds = setup(tmp_path, {"a": (img, empty, {}, {}), "b": (img, empty, {}, {})})
     with pytest.raises(InputError) as err:
-        validate_dataset(ds, cfg)
+        validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
     assert msg.startswith("dataset d: no label raster has a labelled pixel: every value of 2 "
                           "label file(s) is the ignore value 255")
@@ -392,7 +393,7 @@ def test_labels_without_any_labelled_pixel(tmp_path, caplog):
     # the label file's own nodata counts as unlabelled too
     write_tif(tmp_path / "lab" / "a.tif", np.full_like(lab, 7), nodata=7)
     with pytest.raises(InputError, match="no label raster has a labelled pixel"):
-        validate_dataset(dataset_config(cfg, "d", base=tmp_path), cfg)
+        validate_dataset(dataset_config(cfg, "d", base=tmp_path), settings=Settings.from_config(cfg))
 
 
 def test_one_unlabelled_scene_is_a_named_warning(tmp_path, caplog):
@@ -400,7 +401,7 @@ def test_one_unlabelled_scene_is_a_named_warning(tmp_path, caplog):
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}),
                                "b": (img, np.full_like(lab, 255), {}, {})})
     with caplog.at_level(logging.WARNING):
-        assert len(validate_dataset(ds, cfg)) == 2
+        assert len(validate_dataset(ds, settings=Settings.from_config(cfg))) == 2
     assert "lab/b.tif: no labelled pixel (every value is ignore/nodata); scene b adds " \
            "nothing to training or evaluation" in caplog.text
     assert "a.tif: no labelled" not in caplog.text

@@ -35,10 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..config import dataset_config, load_config
+    from ..errors import InputError
     from ..evaluate import evaluate_dataset
     from ..maps import MAX_RASTER_SIZE, write_maps
-
-    from ..errors import InputError
+    from ..settings import Settings
 
     config = load_config(args.config)
     ds = dataset_config(config, args.dataset, require_files=False)
@@ -46,9 +46,11 @@ def run(args: argparse.Namespace) -> None:
         raise InputError("evaluate", "give either --predictions or --fold (not both, not none)",
                          "--predictions DIR for one run, --fold COLUMN DIR per fold of a seed")
     sources = args.predictions or [tuple(f) for f in args.fold]
-    seed = int(config.get("seed", 0)) if args.seed is None else args.seed
-    result = evaluate_dataset(config, ds, args.tiles, args.partitions, sources, args.out,
-                              args.split, run=args.run,
+    settings = Settings.from_config(config)
+    seed = settings.seed if args.seed is None else args.seed
+    result = evaluate_dataset(args.tiles, sources, args.out, dataset=ds,
+                              partitions=args.partitions, settings=settings, split=args.split,
+                              run=args.run,
                               replicate={"seed": seed, "folds": len(args.fold or [1])})
     if not args.no_maps:
         write_maps(result, args.out, max_size=args.max_raster_size or MAX_RASTER_SIZE)

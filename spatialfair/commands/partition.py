@@ -12,6 +12,7 @@ import argparse
 import logging
 
 from ..config import dataset_config, load_config
+from ..settings import Settings
 from . import add_dataset_arguments
 
 HELP = "build the partitionings (user regions, grids, k-means) and per-pixel region ids"
@@ -29,5 +30,6 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     ds = dataset_config(config, args.dataset, require_files=False)
-    parts = build_partitions(args.tiles, config, ds, args.out)
+    parts = build_partitions(args.tiles, args.out, dataset=ds,
+                             settings=Settings.from_config(config))
     log.info("dataset %s: %d partitionings written to %s", ds.name, len(parts), args.out)

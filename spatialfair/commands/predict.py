@@ -4,23 +4,23 @@ Several scenes may be given at once (``--image A B --out-classes PA PB``): the m
 once, and every image is checked before the first is predicted.
 
 Settings come from, in order: the command line, the ``prediction`` block of ``--config``, the
-schema defaults (window 256, overlap 32, batch size 8, probabilities ``max``).
+schema defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-from typing import Any
+
+from ..settings import Settings, section_defaults
 
 HELP = "predict a scene with a trained model (sliding windows) into class and probability COGs"
 log = logging.getLogger(__name__)
 
-#: Built-in defaults, the same as the config schema's ``prediction`` block.
-DEFAULTS: dict[str, Any] = {"window": 256, "overlap": 32, "batch_size": 8, "probabilities": "max"}
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = section_defaults("prediction")
     p.add_argument("--model", required=True, help="model bundle (model.pt) written by train")
     p.add_argument("--image", nargs="+",
                    help="image GeoTIFF(s) to predict (any size)")
@@ -42,25 +42,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep finished scenes here until the whole batch is done, so a re-run "
                         "after an interruption predicts only the unfinished scenes")
     p.add_argument("--config", help="YAML config; its `prediction` block gives the defaults")
-    p.add_argument("--window", type=int, help="window side in pixels (default 256)")
-    p.add_argument("--overlap", type=int, help="overlap between windows in pixels (default 32)")
-    p.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
+    p.add_argument("--window", type=int, help=f"window side in pixels (default {d['window']})")
+    p.add_argument("--overlap", type=int,
+                   help=f"overlap between windows in pixels (default {d['overlap']})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"windows per forward pass (default {d['batch_size']})")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     p.add_argument("--probabilities", choices=["max", "all"],
                    help="'max': water probability (flood) or probability of the predicted "
-                        "class (crop); 'all': one band per class (default max)")
+                        f"class (crop); 'all': one band per class (default {d['probabilities']})")
     p.add_argument("--nodata", type=float,
                    help="override the image's nodata value (default: the model's, else the file's)")
 
 
-def resolve_settings(args: argparse.Namespace, config: dict | None) -> dict[str, Any]:
-    """Prediction settings: command line over the config's ``prediction`` block over defaults."""
-    block = dict((config or {}).get("prediction") or {})
-    out = {}
-    for key, default in DEFAULTS.items():
-        cli = getattr(args, key, None)
-        out[key] = cli if cli is not None else block.get(key, default)
-    return out
+def resolve_settings(args: argparse.Namespace, config: dict | None) -> Settings:
+    """Settings whose ``prediction`` section has the command line over the config's block.
+
+    Args:
+        args: The parsed command line (``window``, ``overlap``, ``batch_size``,
+            ``probabilities``; None where not given).
+        config: The validated config, or None for the schema's defaults.
+
+    Returns:
+        The settings to predict with.
+    """
+    settings = Settings.from_config(config)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings.prediction)
+             if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(
+        settings, prediction=dataclasses.replace(settings.prediction, **given))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -84,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
                          "--out-classes path(s)", "give one output path per image, same order")
     results = predict_scenes_from_bundle(
         args.model, args.image, args.out_classes, args.out_probs, device=args.device,
-        nodata=args.nodata, resume_dir=args.resume_dir, **settings,
+        nodata=args.nodata, resume_dir=args.resume_dir, settings=settings,
     )
     for image, result in zip(args.image, results):
         if result is not None:

@@ -10,6 +10,7 @@ import argparse
 import logging
 
 from ..config import load_config
+from ..settings import Settings
 from . import add_dataset_arguments
 
 HELP = "assign tiles to train/val/test by spatial blocks, every region held out"
@@ -31,4 +32,4 @@ def run(args: argparse.Namespace) -> None:
         from ..config import dataset_config
 
         dataset_config(config, args.dataset)  # raises a clear InputError
-    split_tiles(args.tiles, args.partitions, config)
+    split_tiles(args.tiles, args.partitions, settings=Settings.from_config(config))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import dataset_config, load_config
 from ..errors import InputError
+from ..settings import Settings
 from . import add_dataset_arguments
 
 HELP = "validate a dataset and tile its scenes into a tile store (+ tile_grid.gpkg)"
@@ -43,23 +44,22 @@ def run(args: argparse.Namespace) -> None:
     from ..validation import validate_dataset
 
     config = load_config(args.config)
+    settings = Settings.from_config(config)
     ds = dataset_config(config, args.dataset)
     out = Path(args.out)
     parts = Path(args.parts) if args.parts else out / "parts"
-    tiling = config["tiling"]
-    settings = dict(size=tiling["size"], overlap=tiling["overlap"],
-                    min_valid_fraction=tiling["min_valid_fraction"])
     if args.gather:
-        gather_tiles(ds, parts, out, **settings)
+        gather_tiles(ds, parts, out, settings=settings)
         return
     for scene_ds in [one_scene(ds, s) for s in args.scene] if args.scene else [ds]:
-        pairs = validate_dataset(scene_ds, config, reproject_dir=out / "reprojected_labels",
+        pairs = validate_dataset(scene_ds, settings=settings, reproject_dir=out / "reprojected_labels",
                                  scan_images=False, dataset_checks=not args.scene)
         scene_ds = dataclasses.replace(scene_ds, labels=[label.path for _, label in pairs])
         if args.scene:
-            tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts, **settings)
+            tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts,
+                       settings=settings)
         else:
-            tile_dataset(scene_ds, out, **settings)
+            tile_dataset(scene_ds, out, settings=settings)
 
 
 def one_scene(ds, scene: str):

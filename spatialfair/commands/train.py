@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..config import dataset_config, load_config, strategy_runs
 from ..errors import InputError
+from ..settings import Settings
 from . import add_dataset_arguments
 
 HELP = "train a segmentation model with one fairness strategy on a tile store"
@@ -48,8 +49,8 @@ def run(args: argparse.Namespace) -> None:
     if args.strategy not in runs:
         raise InputError(f"--strategy {args.strategy}", "no such run in the config's strategies",
                          f"use one of {sorted(runs)}")
-    path = train(config, ds, runs[args.strategy], Path(args.tiles), Path(args.out),
-                 resume=args.resume, partitions=args.partitions,
-                 stop_after_epoch=args.stop_after_epoch, seed=args.seed,
+    path = train(Path(args.tiles), Path(args.out), dataset=ds, strategy=runs[args.strategy],
+                 settings=Settings.from_config(config), seed=args.seed, resume=args.resume,
+                 partitions=args.partitions, stop_after_epoch=args.stop_after_epoch,
                  split_column=args.split_column)
     log.info("%s/%s: %s", ds.name, args.strategy, path)

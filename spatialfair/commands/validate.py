@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from ..config import dataset_config, load_config
+from ..settings import Settings
 
 HELP = ("validate a config file (schema, file lists, raster grids, label values, regions file) "
         "and exit")
@@ -29,5 +30,5 @@ def run(args: argparse.Namespace) -> None:
             log.info("dataset %s (audit): predictions, labels and regions OK", name)
             continue
         ds = dataset_config(config, name)
-        validate_dataset(ds, config)
+        validate_dataset(ds, settings=Settings.from_config(config))
         log.info("dataset %s: %d scene(s) OK", name, len(ds.images))

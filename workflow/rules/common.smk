@@ -4,29 +4,39 @@
 import os
 from pathlib import Path
 
+from spatialfair import layout
 from spatialfair.config import dataset_config, strategy_runs, validate_config
 from spatialfair.errors import InputError
-from spatialfair import layout
+from spatialfair.settings import Settings
+from spatialfair.tiling import part_paths
 
 try:
     config = validate_config(config, source="config")
 except InputError as exc:
     raise WorkflowError(f"Invalid configuration: {exc}") from None
 
-RESULTS = config["results"]
+SETTINGS = Settings.from_config(config)
+RESULTS = SETTINGS.results
+# Every results path comes from spatialfair.layout (names may be wildcards such as "{run}").
+LAYOUT = layout.ResultsLayout(RESULTS)
 # The validated config (defaults filled) is kept in this file; every command reads it. Rules
 # take it as ancient() input (its timestamp never triggers reruns) and declare the config
 # sections they depend on as params, so editing e.g. `training` retrains but does not re-tile.
-CONFIG_FILE = f"{RESULTS}/.config.yaml"
+CONFIG_FILE = str(LAYOUT.config_copy())
 DATASETS = list(config["datasets"])
 RUNS = {r.name: r for r in strategy_runs(config)}
-# Replication (replicates.seeds x replicates.folds per strategy run, paired across runs); the
-# folder layout is defined once, in spatialfair.layout.
-REPLICATED = layout.is_replicated(config)
-REPS = {r.id: r for r in layout.replicates(config)}
-SEEDS = layout.replicate_seeds(config)
-# Path piece of one replicate's model, log and predictions below the run folder.
-REP = "reps/{rep}/" if REPLICATED else ""
+# Replication (replicates.seeds x replicates.folds per strategy run, paired across runs).
+REPLICATED = layout.is_replicated(SETTINGS)
+REPS = {r.id: r for r in layout.replicates(SETTINGS)}
+SEEDS = layout.replicate_seeds(SETTINGS)
+# The replicate wildcard of results paths (None: the run folder itself), and its log folder.
+REP = "{rep}" if REPLICATED else None
+LOG_REP = "reps/{rep}/" if REPLICATED else ""
+
+
+def results_path(kind, *names):
+    """A results path of LAYOUT as a string, e.g. results_path("model", "{dataset}", "{run}")."""
+    return str(getattr(LAYOUT, kind)(*names))
 
 
 ENV = "../envs/spatialfair.yaml"
@@ -43,10 +53,10 @@ def sync_config_file():
 
     Done when the workflow is read, not by a rule: a rule's params trigger relies on
     Snakemake's metadata in .snakemake/, and where that is missing (cleaned up, a results
-    folder from another machine, an interrupted run) the copy stayed stale while the rules
-    reading it re-ran through their own params triggers and silently used the old settings
-    (seen on 2026-11-23 with a changed `evaluation` block). Writing an identical text is
-    skipped, so an unchanged config leaves the file (and its timestamp) alone.
+    folder from another machine, an interrupted run) a copy written by a rule would stay stale
+    while the rules reading it re-ran through their own params triggers with the old
+    settings. Writing an identical text is skipped, so an unchanged config leaves the file
+    (and its timestamp) alone.
     """
     from spatialfair.atomic import atomic_write_text
 
@@ -126,24 +136,20 @@ def section(*keys, dataset=None):
     return out
 
 
-def prediction_dirs(ds, run, rep=""):
-    """The class and probability folders of one run (or one replicate: rep = "reps/<id>/")."""
-    return [f"{RESULTS}/{ds}/{run}/{rep}predictions", f"{RESULTS}/{ds}/{run}/{rep}probabilities"]
+def replicate_files(ds, run, rep=None):
+    """Model, log and prediction folders of one run (or one replicate: rep = its id)."""
+    kinds = ("model", "train_log", "predictions", "probabilities")
+    return [results_path(kind, ds, run, rep) for kind in kinds]
 
 
 def replicate_outputs(ds, run):
     """Model, log and prediction folders of every replicate of one run."""
-    out = []
-    for rep in REPS:
-        d = f"{RESULTS}/{ds}/{run}/reps/{rep}"
-        out += [f"{d}/model.pt", f"{d}/train_log.csv"]
-        out += prediction_dirs(ds, run, f"reps/{rep}/")
-    return out
+    return [path for rep in REPS for path in replicate_files(ds, run, rep)]
 
 
 def seed_metrics_paths(ds, run):
     """Each seed's evaluation (pooled over its folds) of one replicated run."""
-    return [f"{RESULTS}/{ds}/{run}/reps/s{seed}/fairness/metrics.json" for seed in SEEDS]
+    return [str(LAYOUT.fairness(ds, run, seed) / "metrics.json") for seed in SEEDS]
 
 
 def all_outputs():
@@ -152,28 +158,24 @@ def all_outputs():
         if is_audit(ds):  # a map made elsewhere: audit only (workflow/rules/audit.smk)
             out += audit_outputs(ds)
             continue
-        base = f"{RESULTS}/{ds}"
-        out += [f"{base}/comparison.csv", f"{base}/comparison.png", f"{base}/partitions.gpkg",
-                f"{base}/tiles/tiles.gpkg"]
+        out += [results_path("comparison", ds, ".csv"), results_path("comparison", ds, ".png"),
+                results_path("partitions", ds), results_path("tile_index", ds)]
         for run in RUNS:
             out += fairness_outputs(ds, run)
             if REPLICATED:
                 out += replicate_outputs(ds, run) + seed_metrics_paths(ds, run)
                 continue
-            out += [f"{base}/{run}/model.pt", f"{base}/{run}/train_log.csv"]
-            out += prediction_dirs(ds, run)
+            out += replicate_files(ds, run)
     return out
 
 
 def fairness_files(folder, ds):
     """The six fairness outputs written into one folder (a run's fairness/, an audit)."""
-    metric = _dataset(ds).headline_metric
-    return [f"{folder}/metrics.json", f"{folder}/by_region.csv", f"{folder}/fairness.gpkg",
-            f"{folder}/fairness_{metric}.tif", f"{folder}/map.png", f"{folder}/regions.png"]
+    return [str(p) for p in layout.fairness_files(folder, _dataset(ds).headline_metric)]
 
 
 def fairness_outputs(ds, run):
-    return fairness_files(f"{RESULTS}/{ds}/{run}/fairness", ds)
+    return fairness_files(LAYOUT.fairness(ds, run), ds)
 
 
 def replicate_args(w):
@@ -192,34 +194,37 @@ def fold_args(w):
     """--fold COLUMN FOLDER for every fold of one seed."""
     reps = [r for r in REPS.values() if r.seed == int(w.seed)]
     return " ".join(
-        f"--fold {r.column} {RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions" for r in reps
+        f"--fold {r.column} {results_path('predictions', w.dataset, w.run, r.id)}" for r in reps
     )
 
 
 def fold_predictions(w):
     return [
-        f"{RESULTS}/{w.dataset}/{w.run}/reps/{r.id}/predictions"
+        results_path("predictions", w.dataset, w.run, r.id)
         for r in REPS.values()
         if r.seed == int(w.seed)
     ]
 
 
-def fairness_report_outputs(_base, _ds, _metric):
-    """The run-level fairness outputs (maps are report items)."""
+def fairness_report_outputs(_ds, _metric):
+    """The run-level fairness outputs of dataset _ds (maps are report items)."""
+    metrics, by_region, gpkg, raster, map_png, bars_png = (
+        str(p) for p in layout.fairness_files(LAYOUT.fairness(_ds, "{run}"), _metric)
+    )
     return dict(
-        metrics=f"{_base}/{{run}}/fairness/metrics.json",
-        by_region=f"{_base}/{{run}}/fairness/by_region.csv",
-        gpkg=f"{_base}/{{run}}/fairness/fairness.gpkg",
-        raster=f"{_base}/{{run}}/fairness/fairness_{_metric}.tif",
+        metrics=metrics,
+        by_region=by_region,
+        gpkg=gpkg,
+        raster=raster,
         map=report(
-            f"{_base}/{{run}}/fairness/map.png",
+            map_png,
             caption="../report/map.rst",
             category=_ds,
             subcategory="{run}",
             labels={"dataset": _ds, "run": "{run}", "figure": "fairness map"},
         ),
         bars=report(
-            f"{_base}/{{run}}/fairness/regions.png",
+            bars_png,
             caption="../report/regions.rst",
             category=_ds,
             subcategory="{run}",
@@ -233,11 +238,11 @@ def compare_inputs(w):
     out = []
     for run in RUNS:
         if REPLICATED:
-            out += [f"{RESULTS}/{w.dataset}/{run}/reps/s{s}/fairness/metrics.json" for s in SEEDS]
-            out += [f"{RESULTS}/{w.dataset}/{run}/reps/{r}/train_log.csv" for r in REPS]
+            out += seed_metrics_paths(w.dataset, run)
+            out += [results_path("train_log", w.dataset, run, r) for r in REPS]
         else:
-            out += [f"{RESULTS}/{w.dataset}/{run}/fairness/metrics.json",
-                    f"{RESULTS}/{w.dataset}/{run}/train_log.csv"]
+            out += [str(LAYOUT.fairness(w.dataset, run) / "metrics.json"),
+                    results_path("train_log", w.dataset, run)]
     return out
 
 
@@ -247,7 +252,7 @@ def is_audit(ds):
 
 
 def audit_outputs(ds):
-    return fairness_files(f"{RESULTS}/{ds}/audit", ds)
+    return fairness_files(LAYOUT.audit(ds), ds)
 
 
 def audit_inputs(ds):

@@ -7,19 +7,18 @@
 
 if not REPLICATED:
     for _ds in DATASETS:
-        _base = f"{RESULTS}/{_ds}"
         _metric = _dataset(_ds).headline_metric
 
         rule:
             name:
                 f"evaluate_{_ds}".replace("-", "_")
             input:
-                predictions=lambda w, _ds=_ds: prediction_dirs(_ds, w.run)[0],
-                index=f"{_base}/tiles/tiles.gpkg",
-                partitions=f"{_base}/partitions.gpkg",
+                predictions=lambda w, _ds=_ds: results_path("predictions", _ds, w.run),
+                index=results_path("tile_index", _ds),
+                partitions=results_path("partitions", _ds),
                 cfg=ancient(CONFIG_FILE),
             output:
-                **fairness_report_outputs(_base, _ds, _metric),
+                **fairness_report_outputs(_ds, _metric),
             params:
                 cfg=section("evaluation", "seed", dataset=_ds),
                 dataset=_ds,
@@ -43,12 +42,12 @@ else:
     rule evaluate_seed:
         input:
             predictions=fold_predictions,
-            index=f"{RESULTS}/{{dataset}}/tiles/tiles.gpkg",
-            partitions=f"{RESULTS}/{{dataset}}/partitions.gpkg",
+            index=results_path("tile_index", "{dataset}"),
+            partitions=results_path("partitions", "{dataset}"),
             cfg=ancient(CONFIG_FILE),
         output:
-            metrics=f"{RESULTS}/{{dataset}}/{{run}}/reps/s{{seed}}/fairness/metrics.json",
-            by_region=f"{RESULTS}/{{dataset}}/{{run}}/reps/s{{seed}}/fairness/by_region.csv",
+            metrics=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "metrics.json"),
+            by_region=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "by_region.csv"),
         params:
             cfg=lambda w: section("evaluation", "seed", "replicates", dataset=w.dataset),
             folds=fold_args,
@@ -69,21 +68,18 @@ else:
             "> {log} 2>&1"
 
     for _ds in DATASETS:
-        _base = f"{RESULTS}/{_ds}"
 
         rule:
             name:
                 f"aggregate_{_ds}".replace("-", "_")
             input:
-                seeds=lambda w, _ds=_ds: [
-                    f"{RESULTS}/{_ds}/{w.run}/reps/s{s}/fairness/metrics.json" for s in SEEDS
-                ],
-                store=f"{_base}/tiles/store.json",
-                partitions=f"{_base}/partitions.gpkg",
+                seeds=lambda w, _ds=_ds: seed_metrics_paths(_ds, w.run),
+                store=results_path("store_meta", _ds),
+                partitions=results_path("partitions", _ds),
             output:
-                **fairness_report_outputs(_base, _ds, _dataset(_ds).headline_metric),
+                **fairness_report_outputs(_ds, _dataset(_ds).headline_metric),
             params:
-                run_dir=lambda w, _base=_base: f"{_base}/{w.run}",
+                run_dir=lambda w, _ds=_ds: results_path("run", _ds, w.run),
                 tiles=lambda w, input: os.path.dirname(input.store),
                 out=lambda w, output: os.path.dirname(output.metrics),
             log:
@@ -105,21 +101,21 @@ rule compare:
         cfg=ancient(CONFIG_FILE),
     output:
         csv=report(
-            f"{RESULTS}/{{dataset}}/comparison.csv",
+            results_path("comparison", "{dataset}", ".csv"),
             caption="../report/comparison_table.rst",
             category="{dataset}",
             subcategory="comparison",
             labels={"dataset": "{dataset}", "figure": "comparison table"},
         ),
         png=report(
-            f"{RESULTS}/{{dataset}}/comparison.png",
+            results_path("comparison", "{dataset}", ".png"),
             caption="../report/comparison.rst",
             category="{dataset}",
             subcategory="comparison",
             labels={"dataset": "{dataset}", "figure": "fairness vs accuracy"},
         ),
     params:
-        results=lambda w: f"{RESULTS}/{w.dataset}",
+        results=lambda w: results_path("dataset", w.dataset),
         runs=lambda w: " ".join(RUNS),
     log:
         "logs/{dataset}/compare.log",

@@ -8,20 +8,20 @@
 
 rule predict:
     input:
-        model=f"{RESULTS}/{{dataset}}/{{run}}/{REP}model.pt",
-        index=f"{RESULTS}/{{dataset}}/tiles/tiles.gpkg",
+        model=results_path("model", "{dataset}", "{run}", REP),
+        index=results_path("tile_index", "{dataset}"),
         images=lambda w: dataset_inputs(w.dataset)["images"],
         cfg=ancient(CONFIG_FILE),
     output:
-        classes=directory(f"{RESULTS}/{{dataset}}/{{run}}/{REP}predictions"),
-        probs=directory(f"{RESULTS}/{{dataset}}/{{run}}/{REP}probabilities"),
+        classes=directory(results_path("predictions", "{dataset}", "{run}", REP)),
+        probs=directory(results_path("probabilities", "{dataset}", "{run}", REP)),
     params:
         cfg=lambda w: section("prediction"),
         held_out=held_out_option,
         tiles=lambda w, input: os.path.dirname(input.index),
         resume=lambda w, output: os.path.join(os.path.dirname(output.classes), ".resume"),
     log:
-        f"logs/{{dataset}}/{{run}}/{REP}predict.log",
+        f"logs/{{dataset}}/{{run}}/{LOG_REP}predict.log",
     conda:
         ENV
     threads: 2

@@ -14,7 +14,7 @@ rule validate:
         unpack(lambda w: dataset_inputs(w.dataset)),
         cfg=ancient(CONFIG_FILE),
     output:
-        touch(f"{RESULTS}/{{dataset}}/tiles/validated.ok"),
+        touch(str(LAYOUT.tiles("{dataset}") / "validated.ok")),
     params:
         cfg=lambda w: section("tiling", "model", dataset=w.dataset),
     log:
@@ -36,13 +36,13 @@ rule tile_scene:
         validated=rules.validate.output[0],
         cfg=ancient(CONFIG_FILE),
     output:
-        image=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.image.bin"),
-        label=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.label.bin"),
-        cols=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.cols.npz"),
-        part=temp(f"{RESULTS}/{{dataset}}/tiles/parts/{{scene}}.part.json"),
+        **{
+            name: temp(str(path))
+            for name, path in part_paths(LAYOUT.tile_parts("{dataset}"), "{scene}").items()
+        },
     params:
         cfg=lambda w: section("tiling", dataset=w.dataset),
-        out=lambda w: f"{RESULTS}/{w.dataset}/tiles",
+        out=lambda w: results_path("tiles", w.dataset),
     log:
         "logs/{dataset}/tile/{scene}.log",
     conda:
@@ -59,15 +59,15 @@ rule tile_scene:
 rule tile:
     input:
         # every scene's parts: chips, index columns, part.json
-        parts=lambda w: expand(
-            f"{RESULTS}/{w.dataset}/tiles/parts/{{scene}}.{{kind}}",
-            scene=scenes(w.dataset),
-            kind=("image.bin", "label.bin", "cols.npz", "part.json"),
-        ),
+        parts=lambda w: [
+            str(path)
+            for scene in scenes(w.dataset)
+            for path in part_paths(LAYOUT.tile_parts(w.dataset), scene).values()
+        ],
         cfg=ancient(CONFIG_FILE),
     output:
-        store=f"{RESULTS}/{{dataset}}/tiles/store.json",
-        index=f"{RESULTS}/{{dataset}}/tiles/tile_grid.gpkg",
+        store=results_path("store_meta", "{dataset}"),
+        index=results_path("tile_grid", "{dataset}"),
     params:
         cfg=lambda w: section("tiling", dataset=w.dataset),
         out=lambda w, output: os.path.dirname(output.store),
@@ -91,8 +91,8 @@ rule partition:
         regions=lambda w: regions_input(w.dataset),
         cfg=ancient(CONFIG_FILE),
     output:
-        gpkg=f"{RESULTS}/{{dataset}}/partitions.gpkg",
-        regions=f"{RESULTS}/{{dataset}}/tiles/regions.done",
+        gpkg=results_path("partitions", "{dataset}"),
+        regions=str(LAYOUT.tiles("{dataset}") / "regions.done"),
     params:
         cfg=lambda w: section("partitions", "seed", dataset=w.dataset)
         | {"training_partitioning": config["training"]["partitioning"]},
@@ -117,7 +117,7 @@ rule split:
         regions=rules.partition.output.regions,
         cfg=ancient(CONFIG_FILE),
     output:
-        index=f"{RESULTS}/{{dataset}}/tiles/tiles.gpkg",
+        index=results_path("tile_index", "{dataset}"),
     params:
         cfg=lambda w: section("split", "replicates", dataset=w.dataset),
         tiles=lambda w, input: os.path.dirname(input.store),

@@ -7,8 +7,8 @@ rule train:
         index=rules.split.output.index,
         cfg=ancient(CONFIG_FILE),
     output:
-        model=f"{RESULTS}/{{dataset}}/{{run}}/{REP}model.pt",
-        log_csv=f"{RESULTS}/{{dataset}}/{{run}}/{REP}train_log.csv",
+        model=results_path("model", "{dataset}", "{run}", REP),
+        log_csv=results_path("train_log", "{dataset}", "{run}", REP),
     params:
         cfg=lambda w: section("model", "training", "seed", "tiling", dataset=w.dataset)
         | {"run": RUNS[w.run].__dict__, "replicates": config["replicates"]},
@@ -21,7 +21,7 @@ rule train:
             else "spatialfair"
         ),
     log:
-        f"logs/{{dataset}}/{{run}}/{REP}train.log",
+        f"logs/{{dataset}}/{{run}}/{LOG_REP}train.log",
     conda:
         ENV
     threads: 2
