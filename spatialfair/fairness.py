@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import InputError, StateError
+
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
@@ -97,7 +99,8 @@ class Strategy:
                  region_counts: Sequence[float] | torch.Tensor | None = None,
                  ema: float = 0.1, **opts: Any) -> None:
         if opts:
-            raise ValueError(f"strategy '{self.name}' got unknown options {sorted(opts)}")
+            raise InputError(f"config: strategies.{self.name}", f"unknown options {sorted(opts)}",
+                             "see docs/strategies.md for the options of each strategy")
         self.num_regions = int(num_regions)
         knob = self.default_strength if strength is None else strength
         self.strength = None if knob is None else float(knob)
@@ -122,9 +125,10 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name") != self.name or state.get("num_regions") != self.num_regions:
-            raise ValueError(
+            raise StateError(
                 f"strategy state is for {state.get('name')} with {state.get('num_regions')} "
-                f"regions, not {self.name} with {self.num_regions}"
+                f"regions, not {self.name} with {self.num_regions}; resume from a checkpoint "
+                f"of the same run or start the run afresh"
             )
         for key in self._tensor_state():
             setattr(self, key, state[key].clone())
@@ -237,7 +241,8 @@ class GroupedStrategy(Strategy):
                  region_class_counts: Sequence[float] | torch.Tensor | None = None,
                  region_counts: Sequence[float] | torch.Tensor | None = None, **kw):
         if groups not in GROUPINGS:
-            raise ValueError(f"groups must be one of {GROUPINGS}, not {groups!r}")
+            raise InputError(f"config: strategies.{self.name}.groups", f"unknown groups {groups!r}",
+                             f"use one of {GROUPINGS}")
         self.groups = groups
         self.num_classes = None if num_classes is None else int(num_classes)
         self.num_region_ids = int(num_regions)
@@ -399,7 +404,8 @@ class WorstCVaR(GroupedStrategy):
     def __init__(self, num_regions, strength=None, **kw):
         super().__init__(num_regions, strength, **kw)
         if not 0 < self.strength <= 1:
-            raise ValueError(f"cvar alpha must be in (0, 1], got {self.strength}")
+            raise InputError("config: strategies.cvar.strength", f"CVaR alpha {self.strength} is "
+                             "outside (0, 1]", "use e.g. 0.2 (smaller is stronger)")
         self.coef = torch.zeros(self.num_regions)
 
     def _objective(self, est, present, g_counts):
@@ -443,9 +449,12 @@ class JTT(ERM):
         if first_epochs is None:
             first_epochs = max(1, math.ceil((epochs or 3) / 3))
         if int(first_epochs) < 1:
-            raise ValueError(f"jtt first_epochs must be >= 1, got {first_epochs}")
+            raise InputError("config: strategies.jtt.first_epochs",
+                             f"first_epochs {first_epochs} is below 1", "use 1 or more")
         if error_threshold is not None and not 0 <= float(error_threshold) < 1:
-            raise ValueError(f"jtt error_threshold must be in [0, 1), got {error_threshold}")
+            raise InputError("config: strategies.jtt.error_threshold",
+                             f"error_threshold {error_threshold} is outside [0, 1)",
+                             "use a pixel error rate such as 0.1")
         self.first_epochs = int(first_epochs)
         self.error_threshold = None if error_threshold is None else float(error_threshold)
         self.error_tiles = torch.zeros(0, dtype=torch.long)
@@ -504,11 +513,13 @@ class LastLayer(ERM):
                  epochs: int | None = None, **kw):
         super().__init__(num_regions, strength, **kw)
         if strength is not None:
-            raise ValueError("lastlayer has no strength knob (use head_epochs)")
+            raise InputError("config: strategies.lastlayer.strength", "lastlayer has no strength "
+                             "knob", "remove strength; set head_epochs instead")
         if head_epochs is None:
             head_epochs = max(1, math.ceil((epochs or 4) / 4))
         if int(head_epochs) < 1:
-            raise ValueError(f"lastlayer head_epochs must be >= 1, got {head_epochs}")
+            raise InputError("config: strategies.lastlayer.head_epochs",
+                             f"head_epochs {head_epochs} is below 1", "use 1 or more")
         self.head_epochs = int(head_epochs)
 
     def phases(self, epochs):
@@ -549,7 +560,8 @@ def confusion_f_score(conf: torch.Tensor, metric: str = "f1") -> torch.Tensor:
         elif metric == "iou":
             per_class = tp / (support + predicted - tp)
         else:
-            raise ValueError(f"unknown SPAD metric '{metric}' (use f1, iou or accuracy)")
+            raise InputError("config: strategies.spad.metric", f"unknown SPAD metric '{metric}'",
+                         "use f1, iou or accuracy")
         per_class = torch.nan_to_num(per_class, nan=0.0)
         score = (per_class * support).sum(-1) / total
     return torch.where(total > 0, score, torch.full_like(score, math.nan)).float()
@@ -702,7 +714,8 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
     a strategy does not use is dropped.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy '{name}'; use one of {sorted(STRATEGIES)}")
+        raise InputError("config: strategies", f"unknown strategy '{name}'",
+                         f"use one of {sorted(STRATEGIES)}")
     cls = STRATEGIES[name]
     context = {"region_counts", "region_class_counts", "total_steps", "steps_per_epoch",
                "partition_sizes", "num_classes", "seed", "epochs"}

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pyogrio
 
+from .errors import InputError
+
 #: Column order of QGIS's own ``layer_styles`` table (after its ``id`` primary key).
 LAYER_STYLES_COLUMNS = ("f_table_catalog", "f_table_schema", "f_table_name",
                         "f_geometry_column", "styleName", "styleQML", "styleSLD",
@@ -203,7 +205,8 @@ def write_layer_styles(
     geom = geometry_columns(gpkg)
     missing = [layer for layer in styles if layer not in geom]
     if missing:
-        raise ValueError(f"{gpkg}: no spatial layer(s) {missing} to style")
+        raise InputError(gpkg, f"no spatial layer(s) {missing} to style",
+                         "write the layers before their styles")
     now = pd.Timestamp.now(tz="UTC").floor("ms")  # written as YYYY-MM-DDTHH:MM:SS.SSSZ
     rows = [{
         "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.special import xlogy
 
+from .errors import InputError
 from .metrics import metric_arrays
 
 #: Largest number of float64 values held at once while permuting (about 32 MB).
@@ -55,7 +56,7 @@ def unit_values(
     unit_confusion = np.asarray(unit_confusion)
     per = metric_arrays(unit_confusion, class_names)
     if metric not in per:
-        raise ValueError(f"unknown metric '{metric}'; known: {sorted(per)}")
+        raise InputError("metric", f"unknown metric '{metric}'", f"use one of {sorted(per)}")
     values = per[metric].copy()
     n = unit_confusion.sum(axis=(-2, -1))
     values[np.isnan(values) & (n > 0)] = 1.0
@@ -352,7 +353,8 @@ def permutation_test(values: np.ndarray, groups: np.ndarray, num_regions: int,
     """
     n_permutations, alpha = options.n_resamples, options.alpha
     if n_permutations < 199:
-        raise ValueError(f"use at least 199 permutations, got {n_permutations}")
+        raise InputError("config: evaluation.n_simulations",
+                         f"{n_permutations} permutations are too few", "use at least 199")
     values = np.asarray(values, dtype=np.float64).ravel()
     groups = _groups(groups, num_regions, values.size, tested)
     keep = (groups >= 0) & np.isfinite(values)
@@ -405,7 +407,8 @@ def test_regions(method: str, values: np.ndarray, success: np.ndarray, groups: n
     if method == "permutation":
         options = replace(options, n_resamples=max(options.n_resamples, 199))
         return permutation_test(values, groups, num_regions, options, tested=tested)
-    raise ValueError(f"unknown significance method '{method}' (scan, permutation, none)")
+    raise InputError("config: evaluation.significance", f"unknown significance method '{method}'",
+                     "use scan, permutation or none")
 
 
 test_regions.__test__ = False  # not a pytest test despite its name

@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as _sps
 
+from .errors import InputError
+
 #: Paired tests :func:`paired_test` knows.
 TESTS = ("signflip", "t")
 #: Largest number of seeds for which the sign-flip test enumerates every sign pattern.
@@ -104,7 +106,8 @@ def min_p(n: int, test: str = "signflip") -> float:
 def paired_test(d: Sequence[float], test: str = "signflip") -> float:
     """Two-sided p-value of mean(d) = 0 by ``test`` (see :data:`TESTS`); NaN below 2 values."""
     if test not in TESTS:
-        raise ValueError(f"unknown test {test!r}; use one of {TESTS}")
+        raise InputError("config: evaluation.verdict_test", f"unknown test {test!r}",
+                         f"use one of {TESTS}")
     if len(_finite(d)) < 2:
         return math.nan
     return sign_flip_p(d) if test == "signflip" else t_test_p(d)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spatialfair.errors import InputError
 from spatialfair.fairness import (
     SPAD,
     STRATEGIES,
@@ -267,9 +268,9 @@ def test_state_dict_round_trip(name):
 
 
 def test_make_strategy_errors():
-    with pytest.raises(ValueError, match="unknown strategy"):
+    with pytest.raises(InputError, match="unknown strategy"):
         make_strategy("fairest", K)
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(InputError, match="unknown options"):
         make_strategy("groupdro", K, bogus=1)
     with pytest.raises(ValueError, match="region_counts"):
         make_strategy("reweight", K)
@@ -361,7 +362,7 @@ def test_region_class_group_ids_and_counts():
     target = torch.tensor([[[0, 1, 0, 1, 1, 255]]])
     torch.testing.assert_close(s.group_ids(regions, target),
                                torch.tensor([[[0, 1, 6, 7, -1, -1]]]))
-    with pytest.raises(ValueError, match="groups"):
+    with pytest.raises(InputError, match="groups"):
         make_strategy("cvar", K, groups="country")
 
 

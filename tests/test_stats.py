@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
+from spatialfair.errors import InputError
 from spatialfair.stats import holm, min_p, paired, paired_test, sign_flip_p, t_interval, t_test_p
 
 
@@ -52,7 +53,7 @@ def test_paired_drops_incomplete_pairs():
     assert r.n == 2 and r.mean == pytest.approx(0.15) and r.p == sign_flip_p([0.1, 0.2]) == 0.5
     assert math.isnan(paired([1.0], [0.0]).p) and paired([1.0], [0.0]).mean == 1.0
     assert paired([1, 2, 3], [0, 0, 0], test="t").p == pytest.approx(t_test_p([1, 2, 3]))
-    with pytest.raises(ValueError, match="unknown test"):
+    with pytest.raises(InputError, match="unknown test"):
         paired_test([1, 2], "wilcoxon")
 
 
