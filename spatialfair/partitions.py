@@ -53,6 +53,7 @@ from .crs import as_crs, crs_key, crs_name, reproject_polygons, same_crs
 from .errors import InputError
 from .io import write_layers
 from .settings import Settings
+from .store import TileStore
 
 log = logging.getLogger(__name__)
 
@@ -273,22 +274,8 @@ def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.MultiPolygon(polys) if polys else shapely.Polygon()
 
 
-def load_regions(
-    path: str | Path,
-    column: str,
-    layer: str | None = None,
-    dataset_crs: Any = None,
-) -> gpd.GeoDataFrame:
-    """Read a regions file (any vector format GDAL reads) and check it.
-
-    Returns a GeoDataFrame with ``region_id`` (0..K-1, by sorted name), ``region`` (str) and
-    polygonal geometry (multi-part kept), in the file's CRS, or reprojected to
-    ``dataset_crs`` (logged) when that is given. Raises :class:`InputError` for a missing or
-    unreadable file or layer, a missing name column, no CRS, empty or non-polygon geometries,
-    missing or duplicate names. Invalid geometries are repaired with ``make_valid`` and named
-    in a WARNING.
-    """
-    path = Path(path)
+def _read_regions_layer(path: Path, layer: str | None) -> tuple[gpd.GeoDataFrame, str | Path]:
+    """Read ``layer`` (default: the first) of a vector file; return it and how to name it."""
     if not path.exists():
         raise InputError(path, "regions file not found",
                          "check `regions` of the dataset in the config")
@@ -313,7 +300,12 @@ def load_regions(
     except Exception as exc:
         raise InputError(path, f"cannot read layer '{layer}' ({exc})",
                          "re-export the regions file (e.g. with ogr2ogr or QGIS)") from exc
-    where = f"{path} (layer '{layer}')" if len(layers) > 1 else path
+    return gdf, (f"{path} (layer '{layer}')" if len(layers) > 1 else path)
+
+
+def _check_regions_table(gdf: gpd.GeoDataFrame, where: str | Path, column: str,
+                         path: Path) -> None:
+    """Check that the layer has geometry, the name column, features and a CRS."""
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
         raise InputError(where, "layer has no geometry (an attribute table?)",
                          "point `regions_layer` at a polygon layer")
@@ -328,6 +320,12 @@ def load_regions(
                          "assign the CRS it was drawn in, e.g. "
                          f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {path.name}` or in QGIS "
                          "(Layer > Set CRS), or gdf.set_crs(...) in GeoPandas")
+
+
+def _sorted_by_name(gdf: gpd.GeoDataFrame, where: str | Path, column: str
+                    ) -> tuple[gpd.GeoDataFrame, pd.Series]:
+    """Features sorted by region name (numbers as numbers) and the names as text; checks that
+    every feature has a name and no name repeats."""
     names = gdf[column]
     if names.isna().any():
         rows = list(np.flatnonzero(names.isna().to_numpy()))
@@ -348,7 +346,12 @@ def load_regions(
                          "dissolve features of the same region into one multi-part feature "
                          "(QGIS: Vector > Geoprocessing > Dissolve by the column; GeoPandas: "
                          "gdf.dissolve(column)) or rename them")
-    geoms = gdf.geometry.values
+    return gdf, names
+
+
+def _polygon_geometries(geoms: np.ndarray, names: pd.Series, where: str | Path) -> np.ndarray:
+    """The polygonal part of every geometry, invalid ones repaired (WARNING); checks that each
+    region has a polygon with an area."""
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if empty.any():
         raise InputError(where, f"regions with empty geometry: {_listing(names[empty])}",
@@ -370,6 +373,29 @@ def load_regions(
     if degenerate.any():
         raise InputError(where, f"regions with no area: {_listing(names[degenerate])}",
                          "fix or delete these polygons")
+    return geoms
+
+
+def load_regions(
+    path: str | Path,
+    column: str,
+    layer: str | None = None,
+    dataset_crs: Any = None,
+) -> gpd.GeoDataFrame:
+    """Read a regions file (any vector format GDAL reads) and check it.
+
+    Returns a GeoDataFrame with ``region_id`` (0..K-1, by sorted name), ``region`` (str) and
+    polygonal geometry (multi-part kept), in the file's CRS, or reprojected to
+    ``dataset_crs`` (logged) when that is given. Raises :class:`InputError` for a missing or
+    unreadable file or layer, a missing name column, no CRS, empty or non-polygon geometries,
+    missing or duplicate names. Invalid geometries are repaired with ``make_valid`` and named
+    in a WARNING.
+    """
+    path = Path(path)
+    gdf, where = _read_regions_layer(path, layer)
+    _check_regions_table(gdf, where, column, path)
+    gdf, names = _sorted_by_name(gdf, where, column)
+    geoms = _polygon_geometries(gdf.geometry.values, names, where)
     out = gpd.GeoDataFrame(
         {"region_id": np.arange(len(gdf), dtype=np.int64), "region": names.to_numpy(dtype=object)},
         geometry=gpd.GeoSeries(list(geoms), crs=gdf.crs), crs=gdf.crs,
@@ -897,49 +923,66 @@ def build_partitions(
     Raises:
         InputError: If the tile store is empty or the regions do not fit the tiles.
     """
-    ds = dataset
-    from .store import TileStore
-
-    store_dir = Path(store_dir)
     store = TileStore(store_dir)
+    study_crs = _study_crs_of(store)
+    parts = _all_partitionings(store.index, study_crs, dataset, settings)
+    train = _training_partitioning(parts, settings.training.partitioning, store.index)
+    _write_region_bins(store, train)
+    write_partitions(parts, out_gpkg)
+    return parts
+
+
+def _study_crs_of(store: TileStore) -> pyproj.CRS:
+    """The study CRS of a tile store; checks that the index has tiles and is in that CRS."""
     meta, index = store.meta, store.index
     if len(index) == 0:
-        raise InputError(store_dir, "the tile index has no tiles",
+        raise InputError(store.path, "the tile index has no tiles",
                          "lower `tiling.min_valid_fraction` or check the images' nodata")
     study_crs = as_crs(meta.get("study_crs") or index.crs)
     if index.crs is None or not same_crs(index.crs, study_crs):
-        raise InputError(store_dir, f"tile index CRS {crs_name(index.crs)} differs from the "
+        raise InputError(store.path, f"tile index CRS {crs_name(index.crs)} differs from the "
                          f"study CRS {crs_name(study_crs)} in store.json",
                          "re-run `spatialfair tile`")
+    return study_crs
+
+
+def _all_partitionings(index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: DatasetConfig,
+                       settings: Settings) -> list[Partitioning]:
+    """The user's regions (or a stand-in), then the grids, offset grids and k-means."""
     pcfg = settings.partitions
-    train_name = settings.training.partitioning
-    seed = int(settings.seed)
-    extent = tuple(float(v) for v in index.total_bounds)
-    centres = tile_centres(index)
     clusters = scene_clusters(scene_boxes(index), float(pcfg.cluster_gap))
     log.info("%d scene(s) in %d cluster(s) (gap %g x the median scene side): grids are drawn "
              "within each cluster", index["scene"].nunique(), len(clusters),
              float(pcfg.cluster_gap))
-
     parts: list[Partitioning] = []
     if getattr(ds, "regions", None):
         user = load_regions(ds.regions, ds.region_column, ds.regions_layer)
         user = check_overlap(user, _scene_extent(index), study_crs, source=ds.regions)
         parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
     generated = generate_partitionings(
-        extent, study_crs, grid_max=int(pcfg.grid_max), offset_grids=int(pcfg.offset_grids),
-        kmeans=list(pcfg.kmeans), tile_centres=centres, seed=seed, clusters=clusters)
+        tuple(float(v) for v in index.total_bounds), study_crs, grid_max=int(pcfg.grid_max),
+        offset_grids=int(pcfg.offset_grids), kmeans=list(pcfg.kmeans),
+        tile_centres=tile_centres(index), seed=int(settings.seed), clusters=clusters)
     if not parts:
-        source = next((p for p in generated if p.kind == "kmeans"), None) or next(
-            (p for p in generated if p.kind == "grid"), None)
-        if source is None:
-            raise InputError(f"config: datasets.{getattr(ds, 'name', '?')}",
-                             "no regions file and no k-means or grid partitioning to use instead",
-                             "set `regions` for the dataset or `partitions.kmeans`")
-        log.info("dataset has no regions file: using %s as 'regions'", source.name)
-        parts.append(Partitioning("regions", "regions", source.regions.copy(), source.grid))
-    parts.extend(generated)
+        parts.append(_stand_in_regions(generated, getattr(ds, "name", "?")))
+    return parts + generated
 
+
+def _stand_in_regions(generated: list[Partitioning], dataset_name: str) -> Partitioning:
+    """Without a regions file, the first k-means (else grid) partitioning as ``regions``."""
+    source = next((p for p in generated if p.kind == "kmeans"), None) or next(
+        (p for p in generated if p.kind == "grid"), None)
+    if source is None:
+        raise InputError(f"config: datasets.{dataset_name}",
+                         "no regions file and no k-means or grid partitioning to use instead",
+                         "set `regions` for the dataset or `partitions.kmeans`")
+    log.info("dataset has no regions file: using %s as 'regions'", source.name)
+    return Partitioning("regions", "regions", source.regions.copy(), source.grid)
+
+
+def _training_partitioning(parts: list[Partitioning], train_name: str,
+                           index: gpd.GeoDataFrame) -> Partitioning:
+    """The partitioning named ``train_name``; logs how many tiles each region holds."""
     by_name = {p.name: p for p in parts}
     if train_name not in by_name:
         raise InputError("config: training.partitioning", f"no partitioning '{train_name}'",
@@ -949,7 +992,6 @@ def build_partitions(
         raise InputError(f"partitioning {train_name}", f"{train.n_regions} regions do not fit "
                          f"int16 region ids (at most {MAX_REGIONS})",
                          "train on a coarser partitioning (dissolve regions)")
-
     counts = np.bincount(assign_tiles(index, [train])[f"region__{train.name}"].to_numpy() + 1,
                          minlength=train.n_regions + 1)
     empty = [n for n, c in zip(train.names, counts[1:]) if c == 0]
@@ -958,30 +1000,40 @@ def build_partitions(
     if empty:
         log.warning("%s: %d region(s) contain no tile centre: %s", train_name, len(empty),
                     _listing(empty))
+    return train
 
+
+def _tiles_per_scene(store: TileStore) -> dict[str, pd.DataFrame]:
+    """Each scene's rows of the tile index in store order; checks every scene first."""
+    meta, index = store.meta, store.index
     tile_size = int(meta["tile_size"])
     scenes = meta["scenes"]
     unknown = set(index["scene"].unique()) - set(scenes)
     if unknown:
-        raise InputError(store_dir, f"tiles of unknown scenes {_listing(sorted(unknown))}",
+        raise InputError(store.path, f"tiles of unknown scenes {_listing(sorted(unknown))}",
                          "re-run `spatialfair tile`")
     bad = (index["height"].to_numpy() != tile_size) | (index["width"].to_numpy() != tile_size)
     if bad.any():
-        raise InputError(store_dir, f"{int(bad.sum())} tile window(s) are not {tile_size} px",
+        raise InputError(store.path, f"{int(bad.sum())} tile window(s) are not {tile_size} px",
                          "re-run `spatialfair tile`")
     groups = dict(tuple(index.groupby("scene", sort=False)))
     per_scene = {}
-    for scene, smeta in scenes.items():  # check every scene before writing anything
+    for scene, smeta in scenes.items():
         tiles = groups.get(scene, index.iloc[:0]).sort_values("store_index")
         n = int(smeta.get("n_tiles", len(tiles)))
         if not np.array_equal(tiles["store_index"].to_numpy(), np.arange(n)):
-            raise InputError(store_dir, f"scene {scene}: tile index rows do not match its "
+            raise InputError(store.path, f"scene {scene}: tile index rows do not match its "
                              f"{n} stored tiles", "re-run `spatialfair tile`")
         per_scene[scene] = tiles
-    with tqdm(total=len(index), desc=f"regions.bin ({train_name})", unit="tile",
+    return per_scene
+
+
+def _write_region_bins(store: TileStore, train: Partitioning) -> None:
+    """Write ``<scene>.regions.bin`` of every scene for the training partitioning."""
+    per_scene = _tiles_per_scene(store)  # every scene is checked before anything is written
+    scenes, tile_size = store.meta["scenes"], int(store.meta["tile_size"])
+    with tqdm(total=len(store.index), desc=f"regions.bin ({train.name})", unit="tile",
               disable=None) as bar:
         for scene, tiles in per_scene.items():  # the store's writer checks the count
             chunks = scene_region_chunks(train, tiles, scenes[scene], tile_size)
-            store.write_regions(scene, _counted(chunks, bar), partitioning=train_name)
-    write_partitions(parts, out_gpkg)
-    return parts
+            store.write_regions(scene, _counted(chunks, bar), partitioning=train.name)
