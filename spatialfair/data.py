@@ -36,12 +36,12 @@ import pyogrio
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from .constants import IGNORE_INDEX
 from .errors import InputError
 from .store import TileStore
 
 log = logging.getLogger(__name__)
 
-IGNORE = 255
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 32 * 2**20
 
@@ -338,7 +338,7 @@ class TileDataset(Dataset):
         img = (img - self.mean) / self.std
         img[:, invalid] = 0.0
         label = raw.astype(np.int64)
-        label[raw == self.ignore] = IGNORE
+        label[raw == self.ignore] = IGNORE_INDEX
         if self.region_source == "pixel":
             regions = np.asarray(self._map(scene, "regions")[j]).astype(np.int64)
         elif self.region_source == "tile":
@@ -351,7 +351,7 @@ class TileDataset(Dataset):
         return {
             "image": torch.from_numpy(img),
             "label": torch.from_numpy(label),
-            "valid": torch.from_numpy(label != IGNORE),
+            "valid": torch.from_numpy(label != IGNORE_INDEX),
             "regions": torch.from_numpy(regions),
             "tile_regions": torch.from_numpy(self.tile_regions[i].copy()),
             "tile_id": torch.tensor(int(self.tile_ids[i])),
@@ -449,6 +449,6 @@ def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int
 
 
 __all__ = [
-    "IGNORE", "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats",
+    "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats",
     "make_loader", "partitionings_in", "region_pixel_counts", "tile_table",
 ]

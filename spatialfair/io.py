@@ -33,6 +33,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from .atomic import atomic_path, partial_path
+from .constants import IGNORE_INDEX
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ def read_padded(
     return out[0] if single else out
 
 
-def hex_colormap(colors: Sequence[str], nodata: int | None = 255) -> dict[int, tuple[int, ...]]:
+def hex_colormap(colors: Sequence[str], nodata: int | None = IGNORE_INDEX) -> dict[int, tuple[int, ...]]:
     """GDAL colour table from '#rrggbb' strings (class id = position); nodata is transparent."""
     cmap = {}
     for i, c in enumerate(colors):
@@ -223,10 +224,8 @@ def hex_colormap(colors: Sequence[str], nodata: int | None = 255) -> dict[int, t
 def compression_threads() -> int:
     """Threads GDAL may use to compress a COG: ``GDAL_NUM_THREADS`` or ``OMP_NUM_THREADS``
     when set (the workflow sets the latter to the job's threads), else the CPUs this process
-    may run on (SLURM's allocation under a cluster).
-
-    DEFLATE-compressing the blocks is most of the COG copy; two threads took 1.3-1.8 s instead
-    of 2.3-2.6 s for a 4096 x 4096 float32 probability band (2026-11-23, 2 cores).
+    may run on (SLURM's allocation under a cluster). DEFLATE-compressing the blocks is most
+    of the work of writing a COG, and it parallelises well.
     """
     for var in ("GDAL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "")
@@ -246,7 +245,7 @@ class GeoTiffWriter:
     Usage::
 
         with GeoTiffWriter(path, crs=crs, transform=t, width=w, height=h, count=1,
-                           dtype="uint8", nodata=255, descriptions=["class"],
+                           dtype="uint8", nodata=IGNORE_INDEX, descriptions=["class"],
                            colormap=hex_colormap(colors), categorical=True) as dst:
             dst.write(block, Window(col, row, bw, bh))
 
@@ -297,7 +296,7 @@ class GeoTiffWriter:
         self._tmp = partial_path(self.path).with_suffix(".build.tif")
         self._dst = None
 
-    def __enter__(self) -> "GeoTiffWriter":
+    def __enter__(self) -> GeoTiffWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._dst = rasterio.open(self._tmp, "w", **self.profile)
         for i, d in enumerate(self.descriptions, start=1):
@@ -346,7 +345,7 @@ class GeoTiffWriter:
                 Path(str(self._tmp) + ".aux.xml").unlink()
 
 
-def write_layers(layers: Mapping[str, "geopandas.GeoDataFrame"], path: str | Path) -> None:  # noqa: F821
+def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path) -> None:  # noqa: F821
     """Write several GeoDataFrames as layers of one GeoPackage, atomically.
 
     Every layer must have a CRS: a vector without one is useless in QGIS next to rasters.

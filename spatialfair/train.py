@@ -69,7 +69,8 @@ from tqdm import tqdm
 
 from .atomic import atomic_path
 from .config import DatasetConfig, StrategyRun
-from .data import IGNORE, TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
+from .constants import IGNORE_INDEX
+from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError
 from .fairness import STRATEGIES, make_strategy
@@ -682,7 +683,7 @@ class _Session:
         with self.autocast() if self.autocast else nullcontext():
             logits = self.ddp_model(x)
         logits = logits.float()
-        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
+        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
         loss = strategy.loss(pixel_loss, valid, b["regions"].to(dev, non_blocking=True),
                              logits=logits, target=y, reduce=self.reduce,
                              tile_regions=b["tile_regions"].to(dev, non_blocking=True), **extra)
