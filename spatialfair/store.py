@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -26,6 +27,24 @@ STORE_FORMAT = "spatialfair-tiles/1"
 #: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
 BASE_COLUMNS = ("tile_id", "scene", "store_index", "row_off", "col_off", "height", "width",
                 "valid_fraction", "n_valid")
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[list[tuple[Path, Path]]]:
+    """Collect the (temporary, final) paths of a store being written; on any failure inside
+    the block, remove the temporary files and re-raise.
+
+    Yields:
+        The list to append (temporary, final) pairs to, for :func:`publish_store`.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        yield staged
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
 
 
 def stage_index(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
@@ -54,10 +73,20 @@ def publish_store(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) ->
     atomic_write_text(store_json, json.dumps(meta, indent=1))
 
 
+def _meta_field(key: str, convert: Callable[[Any], Any], doc: str) -> property:
+    """A read-only property giving ``convert(self.meta[key])``."""
+    return property(lambda self: convert(self.meta[key]), doc=doc)
 
 
 class TileStore:
-    """A tile store directory written by :func:`tile_dataset` (see docs/ARCHITECTURE.md)."""
+    """A tile store folder written by :func:`~spatialfair.tiling.tile_dataset`.
+
+    Args:
+        path: The store folder (holding ``store.json``).
+
+    Raises:
+        InputError: If the folder holds no complete store of this version.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -71,40 +100,23 @@ class TileStore:
                              f"re-run `spatialfair tile` (this version writes {STORE_FORMAT})")
         self._index: gpd.GeoDataFrame | None = None
 
-    @property
-    def scenes(self) -> list[str]:
-        return list(self.meta["scenes"])
-
-    @property
-    def tile_size(self) -> int:
-        return int(self.meta["tile_size"])
-
-    @property
-    def overlap(self) -> int:
-        return int(self.meta["overlap"])
+    scenes = _meta_field("scenes", list, "Scene names (list of str), in tiling order.")
+    tile_size = _meta_field("tile_size", int, "Side of every tile in pixels (int).")
+    overlap = _meta_field("overlap", int, "Pixels shared by neighbouring tiles (int).")
+    classes = _meta_field("classes", list, "Class names (list of str); the id is the position.")
+    num_classes = _meta_field("classes", len, "Number of classes (int).")
+    bands = _meta_field("bands", list, "Band names of the image chips (list of str).")
+    ignore_index = _meta_field("ignore_index", int,
+                               "Label value of pixels without a usable label (int).")
 
     @property
     def stride(self) -> int:
+        """Pixels between the origins of neighbouring tiles."""
         return self.tile_size - self.overlap
 
     @property
-    def classes(self) -> list[str]:
-        return list(self.meta["classes"])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.meta["classes"])
-
-    @property
-    def bands(self) -> list[str]:
-        return list(self.meta["bands"])
-
-    @property
-    def ignore_index(self) -> int:
-        return int(self.meta["ignore_index"])
-
-    @property
     def study_crs(self) -> CRS:
+        """CRS of the tile index (the scenes' CRS, or EPSG:4326 when they differ)."""
         return CRS.from_user_input(self.meta["study_crs"])
 
     def n_tiles(self, scene: str) -> int:

@@ -53,7 +53,7 @@ from .crs import crs_string, study_crs
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, invalid_mask
 from .settings import Settings
-from .store import STORE_FORMAT, TileStore, publish_store, stage_index
+from .store import STORE_FORMAT, TileStore, publish_store, stage_index, staging
 from .validation import (all_invalid_error, band_names, bad_label_values, check_consistent,
                          check_scene_names, inspect_pair, label_ignore_values,
                          label_values_error)
@@ -474,10 +474,9 @@ def tile_dataset(
                  "CRS are kept in xmin..ymax)", crs_string(target))
     first, _, first_idx = checked[0]
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []  # (temporary, final)
     frames = []
     scenes_meta = {}
-    try:
+    with staging() as staged:
         for img, lab, idx in tqdm(checked, desc=f"tiling {ds.name}", unit="scene",
                                   disable=None):
             scene = img.path.stem
@@ -497,11 +496,6 @@ def tile_dataset(
         meta = _store_meta(ds, size, overlap, min_valid_fraction,
                            band_names(first, ds.bands, first_idx), first.dtype, target,
                            scenes_meta)
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        raise
     publish_store(out_dir, staged, meta)
     log.info("dataset %s: %d tiles of %d px from %d scene(s) in %s", ds.name, len(index), size,
              len(scenes_meta), out_dir)
@@ -602,9 +596,8 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
     crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
     target = study_crs(list(crss.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
     frames = []
-    try:
+    with staging() as staged:
         for scene, part in tqdm(parts.items(), desc=f"gathering {ds.name}", unit="scene",
                                 disable=None):
             paths = part_paths(parts_dir, scene)
@@ -622,11 +615,6 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
         first = next(iter(parts.values()))
         meta = _store_meta(ds, size, overlap, min_valid_fraction, first["bands"],
                            first["dtype"], target, {s: p["scene"] for s, p in parts.items()})
-    except BaseException:
-        for tmp, _ in staged:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        raise
     publish_store(out_dir, staged, meta)
     log.info("dataset %s: %d tiles of %d px from %d scene(s) gathered in %s", ds.name,
              len(index), size, len(parts), out_dir)
