@@ -273,12 +273,12 @@ def fold_split(
     folds: np.ndarray,
     fold: int,
     *,
-    val: float = 0.2,
-    block_tiles: int = 2,
     buffer_blocks: int = 0,
-    seed: int = 0,
-    strata: pd.Series | np.ndarray | None = None,
+    block_tiles: int = 2,
     stride: int | None = None,
+    val: float = 0.2,
+    strata: pd.Series | np.ndarray | None = None,
+    seed: int = 0,
 ) -> pd.Series:
     """'train' | 'val' | 'test' | 'buffer' of every tile for one fold of a spatial K-fold.
 

@@ -82,11 +82,12 @@ def prepare(ctx: dict[str, Any], seed: int, layout: Layout, region_grid: np.ndar
     """Add the parcels (seed points, classes, gains) and their search tree to ``ctx``.
 
     Args:
-        ctx: The generation context (``grid``, ``fields``, ``region_params``); filled in place.
-        seed: The demo's random seed.
-        layout: Where the scenes lie.
-        region_grid: Region id per coarse cell.
-        params: Full settings of every region, in region-id order.
+        ctx: Reads ``grid``; receives ``parcels`` and ``tree`` (nearest parcel seed).
+        seed: Seeds the parcel layout.
+        layout: The mosaic the parcels cover (parcel size follows its pixel size).
+        region_grid: Region of every coarse cell; a parcel takes the class mix of the region
+            its seed point lies in.
+        params: Settings of the regions; their ``class_probs`` give the class mixes.
     """
     from scipy.spatial import cKDTree
 

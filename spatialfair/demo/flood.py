@@ -61,11 +61,11 @@ def prepare(ctx: dict[str, Any], seed: int, layout: Layout, region_grid: np.ndar
     """Add the rivers, the wetness field and the per-region water thresholds to ``ctx``.
 
     Args:
-        ctx: The generation context (``grid``, ``fields``, ``region_params``); filled in place.
-        seed: The demo's random seed.
-        layout: Where the scenes lie.
-        region_grid: Region id per coarse cell.
-        params: Full settings of every region, in region-id order.
+        ctx: Reads ``grid`` and ``fields``; receives ``rivers``, ``wetness``, ``threshold``.
+        seed: Seeds the river network.
+        layout: The mosaic the rivers cross.
+        region_grid: Region of every coarse cell, where each region's threshold applies.
+        params: Settings of the regions; their ``water_share`` sets the thresholds.
     """
     ctx["rivers"] = _river_lines(np.random.default_rng([seed, S_RIVERS]), layout)
     _flood_wetness(ctx, region_grid, params, layout)
