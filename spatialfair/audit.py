@@ -443,7 +443,7 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
 def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, run, inputs
             ) -> Any:
     """Metrics, significance on blocks and bootstrap CIs, as an EvaluationResult."""
-    from .evaluate import _assemble, _json_value, _Units
+    from .evaluate import _assemble, _json_value, _Rules, _Scope, _Units
     from .significance import unit_values
 
     bkeys, bcm, cm_parts, entries, groups = _tables_and_units(counts, parts, classes)
@@ -462,10 +462,16 @@ def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, 
         sc.name: {"crs": sc.pair.label.crs.to_wkt(), "transform": list(sc.pair.label.transform)[:6],
                   "width": sc.pair.label.width, "height": sc.pair.label.height}
         for sc in scenes}}
-    config = {"evaluation": s["evaluation"], "seed": s["seed"]}
-    result = _assemble(config, SimpleNamespace(name=dataset, task=task), acc, dict(parts),
-                       units, min_unit, "audit", run, headline, list(classes), meta,
-                       len(bkeys))
+    ev = s["evaluation"]
+    rules = _Rules(min_region_pixels=int(ev["min_region_pixels"]),
+                   min_class_pixels=int(ev["min_class_pixels"]), method=ev["significance"],
+                   n_simulations=int(ev["n_simulations"]), alpha=float(ev["alpha"]))
+    scope = _Scope(dataset=SimpleNamespace(name=dataset, task=task), run=run, split="audit",
+                   classes=list(classes), headline=headline, n_tiles=len(bkeys),
+                   min_unit_pixels=min_unit, seed=int(s["seed"]))
+    primary = "regions" if "regions" in parts else next(iter(parts))
+    result = _assemble(acc=acc, parts=dict(parts), units=units, scope=scope, rules=rules,
+                       primary=primary, meta=meta)
     doc = result.metrics
     doc["n_blocks"] = doc.pop("n_tiles")
     doc["significance"]["block_size_m"] = s["block_size"]

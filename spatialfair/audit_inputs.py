@@ -21,9 +21,9 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from .constants import IGNORE_INDEX
 from .errors import InputError
 from .io import RasterInfo, inspect_raster
-from .metrics import PRED_NODATA
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
             raise InputError("class map", f"product value {key!r} is not a number",
                              "the left side of each 'value:class' is a raster value") from None
         if target.lower() in ("nodata", "ignore"):
-            cls = PRED_NODATA
+            cls = IGNORE_INDEX
         elif target in classes:
             cls = list(classes).index(target)
         elif target.isdigit() and int(target) < len(classes):
@@ -136,7 +136,7 @@ class ValueMap:
             idx = np.clip(np.searchsorted(self._keys, raw), 0, len(self._keys) - 1)
             out = np.where(self._keys[idx] == raw, self._vals[idx], UNMAPPED).astype(np.uint8)
         if valid is not None:
-            out[~valid] = PRED_NODATA
+            out[~valid] = IGNORE_INDEX
         return out
 
 

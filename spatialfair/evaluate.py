@@ -27,10 +27,11 @@ from tqdm import tqdm
 from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
 from .settings import Settings
+from .constants import IGNORE_INDEX
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
-from .metrics import (PRED_NODATA, _PixelPairs, has_class_support, metric_arrays,
-                      metric_names, metrics_from_confusion, spad_score, summarize)
+from .metrics import (_PixelPairs, has_class_support, metric_arrays, metric_names,
+                      metrics_from_confusion, spad_score, summarize)
 from .significance import (RegionTestOptions, majority_regions, test_regions, unit_confusion,
                            unit_outcomes, unit_values)
 
@@ -111,10 +112,10 @@ def _check_scene(store_meta: dict, scene: str, ds: DatasetConfig, predictions_di
                 f"{want[3]}x{want[2]} px, transform {want[1]})",
                 "evaluate predictions made on the tiled scene grid; re-run `spatialfair "
                 "predict` (and `tile` if the inputs changed)")
-    if pred.nodata is not None and int(pred.nodata) != PRED_NODATA:
+    if pred.nodata is not None and int(pred.nodata) != IGNORE_INDEX:
         log.warning("%s: prediction nodata is %s, expected %d; pixels with value %d are "
-                    "still treated as 'no prediction'", pred_path, pred.nodata, PRED_NODATA,
-                    PRED_NODATA)
+                    "still treated as 'no prediction'", pred_path, pred.nodata, IGNORE_INDEX,
+                    IGNORE_INDEX)
     return _Scene(scene, pred, image, label, select_bands(image, ds.bands),
                   effective_nodata(image, ds.nodata),
                   label_ignore_values(label, ds.num_classes, ds.ignore_index), tiles)
@@ -210,7 +211,7 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     y = label.copy()
     np.putmask(y, (local_px < 0) | invalid, ignore)
     labelled = y != ignore
-    missing = labelled & (pred == PRED_NODATA)
+    missing = labelled & (pred == IGNORE_INDEX)
     if missing.any():
         acc.n_missing_pred += int(missing.sum())
     if not labelled.any():
@@ -227,7 +228,7 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     acc.tile_cm[slots[used]] += per_tile[1:][used]
 
     wt = window_transform(window, sc.pred.transform)
-    evaluated = np.flatnonzero(labelled & (pred != PRED_NODATA))  # what the confusions count
+    evaluated = np.flatnonzero(labelled & (pred != IGNORE_INDEX))  # what the confusions count
     px_tile = local_px.ravel()[evaluated]
     first = True
     for name, part in acc.parts.items():

@@ -21,7 +21,6 @@ from .errors import InputError, StateError
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -728,7 +727,7 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
 
 
 __all__ = [
-    "ERM", "GROUPINGS", "JTT", "Balanced", "GroupDRO", "GroupedStrategy", "IGNORE_INDEX",
+    "ERM", "GROUPINGS", "JTT", "Balanced", "GroupDRO", "GroupedStrategy",
     "LastLayer", "Reweight", "SPAD", "STRATEGIES", "Strategy", "VarianceREx", "WorstCVaR",
     "confusion_f_score", "cvar_weights", "make_strategy", "region_loss_sums", "spad_weights",
 ]

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .constants import IGNORE_INDEX
+
 #: Largest number of classes the combined code supports (pair codes fit in uint16).
 MAX_CLASSES = 180
-
-#: Value of prediction rasters that means "no prediction" (nodata of predictions/<scene>.tif).
-PRED_NODATA = 255
 
 _CHUNK = 1 << 15  # pixels per in-cache chunk while building the combined code
 _BLOCK = 1 << 17  # pixels per np.bincount call (their int64 codes: 1 MB, cache-resident)
@@ -85,7 +84,7 @@ class _PixelPairs:
     """
 
     def __init__(self, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
-                 ignore_index: int | None, pred_nodata: int | None = PRED_NODATA) -> None:
+                 ignore_index: int | None, pred_nodata: int | None = IGNORE_INDEX) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
         t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
@@ -229,7 +228,7 @@ def _confusion_all(
     num_regions: int,
     num_classes: int,
     ignore_index: int | None,
-    pred_nodata: int | None = PRED_NODATA,
+    pred_nodata: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
     """(R + 1, C, C) int64 counts; index 0 holds pixels outside every region (-1)."""
     pairs = _PixelPairs(y_true, y_pred, num_classes, ignore_index, pred_nodata)
@@ -242,7 +241,7 @@ def confusion_by_region(
     y_pred: np.ndarray,
     num_regions: int,
     num_classes: int,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
     """Confusion matrix of every region, shape (R, C, C), int64; ``cm[r, true, pred]``.
 
@@ -411,7 +410,7 @@ def region_metrics(
     *,
     num_regions: int | None = None,
     region_names: Sequence[str] | None = None,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
     min_pixels: int = 0,
     min_class_pixels: int = 1,
 ) -> dict[str, Any]:

@@ -27,14 +27,13 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from .constants import IGNORE_INDEX
 from .errors import InputError
 from .settings import Settings
 from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
 
 log = logging.getLogger(__name__)
 
-#: Class raster value of pixels that are not predicted (invalid input).
-CLASS_NODATA = 255
 #: Probability raster value of pixels that are not predicted.
 PROB_NODATA = float("nan")
 #: Output block size used by GeoTiffWriter (for the GDAL cache estimate).
@@ -320,9 +319,9 @@ def _prepare(model: torch.nn.Module, bundle: Mapping[str, Any], image_path: Path
                          "give two different output paths")
     classes = [str(c) for c in bundle["classes"]]
     nc = len(classes)
-    if nc > CLASS_NODATA:
+    if nc > IGNORE_INDEX:
         raise InputError("model bundle", f"{nc} classes do not fit a uint8 class raster with "
-                         f"nodata {CLASS_NODATA}", "use at most 255 classes")
+                         f"nodata {IGNORE_INDEX}", f"use at most {IGNORE_INDEX} classes")
     info = inspect_raster(image_path, role="image")
     indexes = match_bands(info, bundle)
     stride = model_stride(bundle)
@@ -335,7 +334,7 @@ def _prepare(model: torch.nn.Module, bundle: Mapping[str, Any], image_path: Path
     _check_norm(bundle, len(indexes))
     prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []
     colors = bundle.get("colors")
-    colormap = hex_colormap(colors, CLASS_NODATA) if colors and len(colors) >= nc else None
+    colormap = hex_colormap(colors, IGNORE_INDEX) if colors and len(colors) >= nc else None
     if colormap is None:
         log.warning("model bundle has no colour per class; the class raster gets no colour table")
     tags = {"SPATIALFAIR_CLASSES": ",".join(classes),
@@ -375,7 +374,7 @@ def _run(job: _Job, forward: _Forward, bundle: Mapping[str, Any], counts: np.nda
     with rasterio.Env(**job.env), rasterio.open(job.image_path) as src, \
             contextlib.ExitStack() as stack:
         cls_w = stack.enter_context(GeoTiffWriter(
-            job.out_classes, count=1, dtype="uint8", nodata=CLASS_NODATA,
+            job.out_classes, count=1, dtype="uint8", nodata=IGNORE_INDEX,
             descriptions=["class"], colormap=job.colormap, categorical=True, **common))
         prob_w = None
         if job.out_probs is not None:
@@ -466,7 +465,7 @@ def predict_scene(
              job.image_path.name, info.height, info.width, job.indexes, n_windows, window,
              overlap, dev)
     forward = _Forward(model, dev, len(job.classes), amp)
-    counts = np.zeros(CLASS_NODATA + 1, dtype=np.int64)
+    counts = np.zeros(IGNORE_INDEX + 1, dtype=np.int64)
     t_publish = time.time_ns()
     try:
         _run(job, forward, bundle, counts, window=window, overlap=overlap,
@@ -478,7 +477,7 @@ def predict_scene(
         classes_path=job.out_classes, probs_path=job.out_probs, height=info.height,
         width=info.width, n_windows=n_windows,
         class_counts={c: int(counts[i]) for i, c in enumerate(job.classes)},
-        n_invalid=int(counts[CLASS_NODATA]), seconds=time.perf_counter() - t_start,
+        n_invalid=int(counts[IGNORE_INDEX]), seconds=time.perf_counter() - t_start,
     )
     log.info("wrote %s%s in %.1f s (%d invalid px)", job.out_classes,
              f" and {job.out_probs}" if job.out_probs else "", result.seconds, result.n_invalid)
@@ -506,8 +505,8 @@ class _Emitter:
             better = sums[k] > best
             cls[better] = k
             np.maximum(best, sums[k], out=best)
-        cls[bad] = CLASS_NODATA
-        self.counts += np.bincount(cls.ravel(), minlength=CLASS_NODATA + 1)
+        cls[bad] = IGNORE_INDEX
+        self.counts += np.bincount(cls.ravel(), minlength=IGNORE_INDEX + 1)
         self.cls_w.write(cls, win)
         if self.prob_w is not None:
             if self.mode == "all":

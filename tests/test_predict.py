@@ -10,10 +10,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
+from spatialfair.constants import IGNORE_INDEX
 from spatialfair.errors import InputError
 from spatialfair.io import inspect_raster
 from spatialfair.predict import (
-    CLASS_NODATA,
     blend_weights,
     gdal_cache_size,
     match_bands,
@@ -199,7 +199,7 @@ def test_every_pixel_predicted_when_scene_not_multiple_of_window(tmp_path):
                         tmp_path / "p.tif", window=64, overlap=8, batch_size=2)
     classes, probs = read(tmp_path / "c.tif")[0], read(tmp_path / "p.tif")[0]
     assert classes.shape == (131, 197)
-    assert not np.any(classes == CLASS_NODATA)
+    assert not np.any(classes == IGNORE_INDEX)
     assert np.all(np.isfinite(probs)) and np.all(probs >= 1 / 3 - 1e-6) and np.all(probs <= 1)
     assert res.n_invalid == 0 and sum(res.class_counts.values()) == 131 * 197
     assert res.n_windows == 3 * 4
@@ -257,7 +257,7 @@ def test_nodata_stays_nodata(tmp_path):
     invalid[10:40, 20:70] = True
     invalid[100, 100] = True
     classes, probs = read(tmp_path / "c.tif")[0], read(tmp_path / "p.tif")[0]
-    np.testing.assert_array_equal(classes == CLASS_NODATA, invalid)
+    np.testing.assert_array_equal(classes == IGNORE_INDEX, invalid)
     np.testing.assert_array_equal(np.isnan(probs), invalid)
     assert np.all(classes[~invalid] == 1)
     assert res.n_invalid == invalid.sum()
@@ -278,8 +278,8 @@ def test_nodata_override_and_mask_band(tmp_path):
                   overlap=0, nodata=0)
     classes = read(tmp_path / "c.tif")[0]
     expected = np.zeros((70, 90), np.uint8)
-    expected[:, :10] = CLASS_NODATA
-    expected[60:, 50:] = CLASS_NODATA
+    expected[:, :10] = IGNORE_INDEX
+    expected[60:, 50:] = IGNORE_INDEX
     np.testing.assert_array_equal(classes, expected)
 
 
