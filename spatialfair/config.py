@@ -163,6 +163,21 @@ class DatasetConfig:
         return len(self.classes)
 
 
+def demo_folder(config: dict, name: str) -> Path:
+    """Folder a demo dataset is generated into: the parent of its images' folder.
+
+    Args:
+        config: A validated config.
+        name: A dataset with ``demo`` set.
+
+    Returns:
+        The folder that receives ``images/``, ``labels/`` and ``regions.gpkg``.
+    """
+    spec = config["datasets"][name]["images"]
+    first = spec if isinstance(spec, str) else spec[0]
+    return Path(first).parent.parent
+
+
 def _expand(spec: str | list[str], base: Path) -> list[Path]:
     items = [spec] if isinstance(spec, str) else list(spec)
     out: list[Path] = []

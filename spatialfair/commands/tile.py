@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..project import checked_for_tiling
     from ..tiling import gather_tiles, tile_dataset, tile_scene
-    from ..validation import validate_dataset
 
     config = load_config(args.config)
     settings = Settings.from_config(config)
@@ -52,9 +52,8 @@ def run(args: argparse.Namespace) -> None:
         gather_tiles(ds, parts, out, settings=settings)
         return
     for scene_ds in [one_scene(ds, s) for s in args.scene] if args.scene else [ds]:
-        pairs = validate_dataset(scene_ds, settings=settings, reproject_dir=out / "reprojected_labels",
-                                 scan_images=False, dataset_checks=not args.scene)
-        scene_ds = dataclasses.replace(scene_ds, labels=[label.path for _, label in pairs])
+        scene_ds = checked_for_tiling(scene_ds, out, settings=settings,
+                                     scene_job=bool(args.scene))
         if args.scene:
             tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts,
                        settings=settings)

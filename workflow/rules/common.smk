@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from spatialfair import layout
-from spatialfair.config import dataset_config, strategy_runs, validate_config
+from spatialfair.config import dataset_config, demo_folder, strategy_runs, validate_config
 from spatialfair.errors import InputError
 from spatialfair.settings import Settings
 from spatialfair.tiling import part_paths
@@ -110,9 +110,7 @@ def label_path(ds_name, scene):
 
 def demo_dir(ds_name):
     """Folder the demo generator writes into: the parent of the images' folder."""
-    spec = config["datasets"][ds_name]["images"]
-    first = spec if isinstance(spec, str) else spec[0]
-    return str(Path(first).parent.parent)
+    return str(demo_folder(config, ds_name))
 
 
 def regions_input(ds_name):
