@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .constants import IGNORE_INDEX
 from .errors import InputError
-from .settings import Settings
+from .settings import Settings, section_defaults
 from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,12 @@ def _withdraw_unpaired(job: _Job, t_publish: int) -> None:
         job.out_probs.unlink()
 
 
+def _with_defaults(**given: Any) -> tuple[Any, ...]:
+    """The given prediction settings in order, the schema's default where one is None."""
+    defaults = section_defaults("prediction")
+    return tuple(defaults[k] if v is None else v for k, v in given.items())
+
+
 def predict_scene(
     model: torch.nn.Module,
     bundle: Mapping[str, Any],
@@ -413,11 +419,11 @@ def predict_scene(
     out_classes: str | Path,
     out_probs: str | Path | None = None,
     *,
-    window: int = 256,
-    overlap: int = 32,
-    batch_size: int = 8,
+    window: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
-    probabilities: str = "max",
+    probabilities: str | None = None,
     nodata: float | None = None,
     amp: bool = True,
     gdal_cache_mb: int | None = None,
@@ -439,6 +445,8 @@ def predict_scene(
         batch_size: Windows per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
         probabilities: ``"max"`` (one band) or ``"all"`` (one band per class).
+            ``window``, ``overlap``, ``batch_size`` and ``probabilities`` default to the
+            schema's ``prediction`` section.
         nodata: Nodata value of the image (default: the bundle's, else the file's).
         amp: Mixed precision on CUDA.
         gdal_cache_mb: GDAL block cache during the call (default: enough for one strip, see
@@ -454,6 +462,8 @@ def predict_scene(
             is run).
     """
     t_start = time.perf_counter()
+    window, overlap, batch_size, probabilities = _with_defaults(
+        window=window, overlap=overlap, batch_size=batch_size, probabilities=probabilities)
     out_probs = Path(out_probs) if out_probs is not None else None
     job = _prepare(model, bundle, Path(image_path), Path(out_classes), out_probs,
                    window=window, overlap=overlap, batch_size=batch_size,

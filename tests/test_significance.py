@@ -13,6 +13,7 @@ from spatialfair.errors import InputError
 from spatialfair.significance import (RegionTestOptions, bernoulli_scan, majority_regions, permutation_test,
                                       scan_statistic, spatial_bias_index, test_regions,
                                       tile_outcomes, unit_confusion, unit_outcomes, unit_values)
+from spatialfair.settings import Settings
 
 
 def direct_llr(p, n, P, N):
@@ -220,7 +221,7 @@ def _evaluate_with(r, out, **evaluation):
 
     config = copy.deepcopy(r["config"])
     config["evaluation"].update(evaluation)
-    return evaluate_dataset(config, r["ds"], r["store_dir"], r["parts"], r["pred_dir"], out)
+    return evaluate_dataset(r["store_dir"], r["pred_dir"], out, dataset=r["ds"], partitions=r["parts"], settings=Settings.from_config(config))
 
 
 def _naive_unit_regions(r, unit_of_row):
