@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .constants import IGNORE_INDEX
-from .errors import InputError
+from .errors import InputError, StateError
 from .store import TileStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def tile_table(store: TileStore | str | Path, split: str | None = None,
                          "run `spatialfair split` for this dataset first")
     filtered = split not in (None, "all")
     if filtered and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or 'all', not {split!r}")
+        raise InputError("split", f"unknown split {split!r}", f"use one of {SPLITS} or 'all'")
     if columns and filtered and split_column not in columns:
         columns = [*columns, split_column]
     table = pyogrio.read_dataframe(path, layer="tiles", read_geometry=False,
@@ -390,7 +390,8 @@ class BalancedSampler(Sampler[int]):
                  num_samples: int | None = None) -> None:
         groups = np.asarray(groups, dtype=np.int64)
         if groups.size == 0:
-            raise ValueError("BalancedSampler needs at least one tile")
+            raise StateError("BalancedSampler: no tiles to draw from; check that the split "
+                             "has training tiles (`spatialfair split`)")
         ok = groups >= 0
         weights = np.zeros(groups.size)
         if ok.any():

@@ -274,9 +274,11 @@ class GeoTiffWriter:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         if crs is None:
-            raise ValueError(f"{path}: refusing to write a raster without a CRS")
+            raise InputError(path, "refusing to write a raster without a CRS",
+                             "georeference the input rasters (e.g. gdal_edit.py -a_srs)")
         if len(descriptions) != count:
-            raise ValueError(f"{path}: {count} bands but {len(descriptions)} descriptions")
+            raise InputError(path, f"{count} bands but {len(descriptions)} descriptions",
+                             "give one description per band")
         self.path = Path(path)
         self.cog = cog
         self.profile = dict(
@@ -354,7 +356,8 @@ def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path)
     with atomic_path(path) as tmp:
         for name, gdf in layers.items():
             if gdf.crs is None:
-                raise ValueError(f"{path}: layer '{name}' has no CRS; refusing to write it")
+                raise InputError(path, f"layer '{name}' has no CRS; refusing to write it",
+                                 "set the CRS of the layer (GeoDataFrame.set_crs)")
             gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
 
 

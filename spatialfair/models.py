@@ -81,10 +81,10 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 16, depth: int = 3):
         super().__init__()
         if in_channels < 1 or num_classes < 2 or width < 1 or depth < 1:
-            raise ValueError(
-                f"UNet needs in_channels>=1, num_classes>=2, width>=1, depth>=1; got "
-                f"{in_channels}, {num_classes}, {width}, {depth}"
-            )
+            raise InputError(
+                "config: model", f"UNet needs in_channels>=1, num_classes>=2, width>=1, "
+                f"depth>=1; got {in_channels}, {num_classes}, {width}, {depth}",
+                "set model.width and model.depth to at least 1 (and use 2 or more classes)")
         self.depth = depth
         chans = [width * 2**i for i in range(depth + 1)]
         self.stem = ConvBlock(in_channels, chans[0])
@@ -141,7 +141,7 @@ def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | None) -> N
         fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
     else:
         why = f"the U-Net's total stride 2**model.depth = {stride} (model.depth={cfg['depth']})"
-        deepest = max(d for d in range(0, 7) if tile_size % 2**d == 0)
+        deepest = max(d for d in range(7) if tile_size % 2**d == 0)
         fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
         if deepest >= 1:
             fix += f", or lower model.depth to at most {deepest}"
@@ -240,7 +240,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu"
         raise InputError(path, "model bundle not found", "train a model first (spatialfair train)")
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem means a bad file
+    except Exception as exc:  # any unpickling problem means a bad file
         raise InputError(path, f"cannot read the model bundle ({exc})",
                          "re-run training; the file may be truncated") from exc
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:

@@ -87,7 +87,8 @@ class GridSpec:
         object.__setattr__(self, "crs", as_crs(self.crs))
         xmin, ymin, xmax, ymax = self.bounds
         if self.rows < 1 or self.cols < 1 or not (xmax > xmin and ymax > ymin):
-            raise ValueError(f"degenerate grid {self.rows}x{self.cols} over {self.bounds}")
+            raise InputError(f"grid {self.rows}x{self.cols}", f"degenerate grid over {self.bounds}",
+                             "use at least one row and column over an extent with an area")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GridSpec):
@@ -162,9 +163,11 @@ class ClusterGrids:
     def __post_init__(self) -> None:
         object.__setattr__(self, "grids", tuple(self.grids))
         if len(self.grids) < 2:
-            raise ValueError("ClusterGrids needs at least two grids (one grid: use GridSpec)")
+            raise InputError("ClusterGrids", f"{len(self.grids)} grid(s)",
+                             "give at least two grids (for one grid use GridSpec)")
         if not all(same_crs(g.crs, self.grids[0].crs) for g in self.grids):
-            raise ValueError("the grids of ClusterGrids must share one CRS")
+            raise InputError("ClusterGrids", "the grids are in different CRSs",
+                             "give every grid the same CRS")
 
     @property
     def crs(self) -> pyproj.CRS:
@@ -224,12 +227,15 @@ class Partitioning:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"partitioning kind must be one of {KINDS}, not {self.kind!r}")
+            raise InputError(f"partitioning {self.name!r}", f"unknown kind {self.kind!r}",
+                             f"use one of {KINDS}")
         if self.regions.crs is None:
-            raise ValueError(f"partitioning {self.name!r} has no CRS")
+            raise InputError(f"partitioning {self.name!r}", "the regions have no CRS",
+                             "set the CRS of the regions (GeoDataFrame.set_crs)")
         ids = np.asarray(self.regions["region_id"])
         if not np.array_equal(ids, np.arange(len(ids))):
-            raise ValueError(f"partitioning {self.name!r}: region_id must be 0..K-1 in row order")
+            raise InputError(f"partitioning {self.name!r}", "region_id is not 0..K-1 in row order",
+                             "sort the regions and number them 0..K-1")
 
     @property
     def n_regions(self) -> int:
@@ -616,7 +622,8 @@ def generate_partitionings(
     """
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
     if not (xmax > xmin and ymax > ymin):
-        raise ValueError(f"empty study extent {extent}")
+        raise InputError("tile index", f"empty study extent {extent}",
+                         "check that the tiles cover an area (re-run `spatialfair tile`)")
     crs = as_crs(crs)
     clusters = [tuple(float(v) for v in c) for c in clusters] if clusters else [
         (xmin, ymin, xmax, ymax)]
@@ -741,7 +748,8 @@ def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
     layers: dict[str, gpd.GeoDataFrame] = {}
     for part in parts:
         if part.name in layers:
-            raise ValueError(f"two partitionings named {part.name!r}")
+            raise InputError(path, f"two partitionings named {part.name!r}",
+                             "give every partitioning its own name")
         gdf = part.regions[["region_id", "region", part.regions.geometry.name]].copy()
         gdf["region_id"] = gdf["region_id"].astype(np.int64)
         gdf["region"] = gdf["region"].astype(str)

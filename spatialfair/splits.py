@@ -37,7 +37,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .errors import InputError, StateError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = No
     scene, block row, block column order.
     """
     if block_tiles < 1:
-        raise ValueError("block_tiles must be >= 1")
+        raise InputError("config: split.block_tiles", f"block_tiles is {block_tiles}",
+                         "use a whole number >= 1")
     if stride is None:
         stride = int(index["height"].iloc[0]) if len(index) else 1
     side = int(stride) * int(block_tiles)
@@ -140,7 +141,8 @@ def assign_splits(
     one block per region where the rules above require it).
     """
     if not (0 <= val <= 1 and 0 <= test <= 1 and val + test < 1):
-        raise ValueError(f"val={val} and test={test} must be fractions with val + test < 1")
+        raise InputError("config: split", f"val={val} and test={test} are not fractions with "
+                         "val + test < 1", "use e.g. val: 0.2 and test: 0.2")
     n = len(index)
     if n == 0:
         return pd.Series([], index=index.index, name="split", dtype=object)
@@ -224,7 +226,8 @@ def assign_folds(
     region is spread over the folds as evenly as whole blocks allow.
     """
     if n_folds < 2:
-        raise ValueError("n_folds must be >= 2")
+        raise InputError("config: replicates.folds", f"{n_folds} fold(s)",
+                         "use at least 2 folds")
     n = len(index)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -383,7 +386,8 @@ def split_tiles(
         regions = assign_tiles(grid, read_partitions(partitions_gpkg).values())
     regions = pd.DataFrame(regions)
     if len(regions) != len(grid):
-        raise ValueError(f"{len(regions)} region rows for {len(grid)} tiles")
+        raise StateError(f"{len(regions)} region rows for the {len(grid)} tiles of "
+                         f"{store.path}: re-run `spatialfair partition` after `spatialfair tile`")
     regions.index = grid.index
     name = settings.split.partitioning
     column = f"region__{name}"

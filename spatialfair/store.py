@@ -20,7 +20,7 @@ import numpy as np
 from rasterio.crs import CRS
 
 from .atomic import atomic_path, atomic_write_text
-from .errors import InputError
+from .errors import InputError, StateError
 from .io import write_layers
 
 STORE_FORMAT = "spatialfair-tiles/1"
@@ -127,16 +127,18 @@ class TileStore:
         try:
             return self.meta["scenes"][scene]
         except KeyError:
-            raise KeyError(f"scene {scene!r} is not in the tile store {self.path} "
-                           f"(scenes: {self.scenes})") from None
+            raise InputError(self.path, f"scene {scene!r} is not in this tile store "
+                             f"(scenes: {self.scenes})",
+                             "use one of its scenes, or re-run `spatialfair tile` with this "
+                             "scene among the images") from None
 
     def _memmap(self, scene: str, kind: str, dtype, shape_tail: tuple[int, ...]) -> np.ndarray:
         n = self.n_tiles(scene)
         path = self.path / f"{scene}.{kind}.bin"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing"
-                                    + (": run `spatialfair partition` first"
-                                       if kind == "regions" else ""))
+            raise StateError(f"{path} is missing: "
+                             + ("run `spatialfair partition` first" if kind == "regions"
+                                else "the store is damaged; re-run `spatialfair tile`"))
         expected = n * int(np.prod(shape_tail)) * np.dtype(dtype).itemsize
         if path.stat().st_size != expected:
             raise InputError(path, f"size {path.stat().st_size} B, expected {expected} B for "
@@ -177,10 +179,12 @@ class TileStore:
         """Write the final index ``tiles.gpkg`` atomically (used by the split step)."""
         missing = [c for c in BASE_COLUMNS if c not in index.columns]
         if missing:
-            raise ValueError(f"tile index lacks columns {missing}")
+            raise InputError(self.path / "tiles.gpkg", f"the tile index lacks columns {missing}",
+                             "pass the store's index with its columns (TileStore.index)")
         if index.crs is None or CRS.from_user_input(index.crs) != self.study_crs:
-            raise ValueError(f"tile index CRS {index.crs} is not the store's study CRS "
-                             f"{self.meta['study_crs']}")
+            raise InputError(self.path / "tiles.gpkg", f"tile index CRS {index.crs} is not the "
+                             f"store's study CRS {self.meta['study_crs']}",
+                             "keep the index in the study CRS (TileStore.study_crs)")
         path = self.path / "tiles.gpkg"
         write_layers({"tiles": index}, path)
         self._index = None

@@ -15,7 +15,7 @@ from rasterio.windows import Window
 
 from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
-from spatialfair.errors import InputError
+from spatialfair.errors import InputError, StateError
 from spatialfair.io import read_padded
 from spatialfair.crs import study_crs
 from spatialfair.store import TileStore
@@ -402,8 +402,10 @@ def test_tilestore_regions_and_index_writers(tmp_path, scene_ab):
     with pytest.raises(ValueError, match="region chips written"):
         store.write_regions("a", [np.zeros((1, 32, 32), np.int16)])
     assert not (store.path / "a.regions.bin").exists()
-    with pytest.raises(FileNotFoundError, match="run `spatialfair partition` first"):
+    with pytest.raises(StateError, match="run `spatialfair partition` first"):
         store.regions("a")
+    with pytest.raises(InputError, match="scene 'zz' is not in this tile store"):
+        store.n_tiles("zz")
     idx = store.index
     store.write_index(idx.assign(split=np.where(idx.tile_id % 2 == 0, "train", "test")))
     reopened = TileStore(store.path)
