@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import InputError
+from .settings import ModelSettings, section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,12 @@ BUNDLE_KEYS = (
 #: Total stride of segmentation-models-pytorch encoders (5 down-sampling steps).
 SMP_STRIDE = 32
 
-DEFAULT_MODEL = {"arch": "unet", "encoder": "resnet18", "encoder_weights": None, "width": 16,
-                 "depth": 3}
 
-
-def _model_config(model_config: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {**DEFAULT_MODEL, **dict(model_config or {})}
+def _model_config(model_config: Mapping[str, Any] | ModelSettings | None) -> dict[str, Any]:
+    """The ``model`` settings as a dict, missing keys filled from the schema's defaults."""
+    if isinstance(model_config, ModelSettings):
+        return dataclasses.asdict(model_config)
+    return {**section_defaults("model"), **dict(model_config or {})}
 
 
 def _groups(channels: int, max_groups: int = 8) -> int:
