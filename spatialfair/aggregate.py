@@ -24,30 +24,13 @@ from scipy import stats
 from .evaluate import FORMAT, EvaluationResult, _json_value, write_outputs
 from .errors import InputError
 from .metrics import spad_score, summarize
+from .stats import CONFIDENCE, t_interval
 
 log = logging.getLogger(__name__)
 
-#: Confidence level of every replicate interval.
-CONFIDENCE = 0.95
 _KEYS = ["partitioning", "kind", "region_id"]
 _FLAGS = ["small", "absent"]
 _TEST_COLUMNS = ["statistic", "p_value", "significant", "direction"]
-
-
-def t_interval(values: np.ndarray, level: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean, low, high) of a t-interval for the mean of the finite ``values``.
-
-    With fewer than two finite values the bounds are NaN: one run says nothing about spread.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return mean, mean - half, mean + half
 
 
 def _read_seed(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:

@@ -36,8 +36,6 @@ COLUMNS = ["run", "strategy", "strength", "headline_metric", "partitioning", "ov
 #: Measures compared with ERM: name in the new columns -> per-run column.
 MEASURES = {"overall": "overall", "worst": "worst_value", "difference": "difference",
             "std": "std", "spad": "spad_score"}
-#: Level of the intervals.
-LEVEL = 0.95
 #: The measure whose change decides the verdict, and the one reported as its cost.
 GAP, COST = "difference", "overall"
 SELECTED = ":selected"
@@ -318,7 +316,7 @@ def verdict_kind(text: str) -> str:
 
 
 def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
-                  level: float = LEVEL) -> pd.DataFrame:
+                  level: float = stats.CONFIDENCE) -> pd.DataFrame:
     """The comparison table from per-seed rows (:func:`seed_rows`, plus any ``:selected``
     rows): per-run means and CIs, paired differences to ERM, Holm-adjusted p, verdicts."""
     if test not in stats.TESTS:

@@ -23,6 +23,8 @@ TESTS = ("signflip", "t")
 MAX_EXACT = 16
 #: Random sign patterns drawn when there are more seeds than MAX_EXACT.
 N_RESAMPLES = 100_000
+#: Level of every confidence interval over seeds (comparison and replicate tables).
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ def _finite(x: Sequence[float]) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def t_interval(x: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+def t_interval(x: Sequence[float], level: float = CONFIDENCE) -> tuple[float, float, float]:
     """(mean, low, high): Student-t confidence interval of the mean of ``x`` (NaNs dropped).
 
     Fewer than two values give NaN bounds: one value says nothing about its spread.
@@ -114,7 +116,7 @@ def paired_test(d: Sequence[float], test: str = "signflip") -> float:
 
 
 def paired(a: Sequence[float], b: Sequence[float], *, test: str = "signflip",
-           level: float = 0.95) -> Paired:
+           level: float = CONFIDENCE) -> Paired:
     """Mean, t confidence interval and test p-value of the paired differences ``a - b``.
 
     Pairs where either value is NaN are dropped.
