@@ -1,25 +1,9 @@
 """Torch datasets and loaders over a tile store, plus streaming statistics of the training tiles.
 
-* :class:`TileDataset` serves one split of a tile store (``docs/ARCHITECTURE.md``): per tile a
-  normalised image, labels (255 = ignore), the valid-pixel mask, the region id of every pixel in
-  the training partitioning, and the tile's region in each of several partitionings (for the
-  multi-scale SPAD strategy). Chips are read from read-only memmaps one tile at a time, so
-  memory does not grow with the store; the tile index is read without its geometries.
-* :func:`band_stats` and :func:`region_pixel_counts` stream over the training tiles only (a
-  chunk of tiles at a time) for the normalisation statistics and the region sizes that the
-  ``reweight`` and ``groupdro`` strategies need.
-* Augmentation (flips and 90-degree rotations) is drawn from ``(seed, epoch, tile_id)``, so it
-  is the same whatever the number of workers and reproducible after a resume, and it is applied
-  identically to image, labels, mask and regions.
-* :func:`make_loader` builds the DataLoader: a sampler whose shuffle depends only on
-  ``(seed, epoch)`` (a ``DistributedSampler``, also with one process, or the region-balanced
-  :class:`BalancedSampler`), an evaluation sampler that shards without padding under DDP (no
-  tile counted twice), workers and pinned memory when training on CUDA.
-* ``split_column`` (default ``split``) selects which index column holds the split, e.g. a
-  replicate's ``split__s<seed>_f<fold>``; its ``buffer`` tiles are in no split.
-
-Image pixels the tiler marked invalid (label = ignore and 0 in every band) become 0 after
-normalisation, i.e. the training mean.
+:class:`TileDataset` serves one split, one tile at a time from memory maps, with
+augmentation drawn from (seed, epoch, tile); :func:`make_loader` shuffles by (seed, epoch)
+only; :func:`band_stats` and :func:`region_pixel_counts` stream over the training tiles.
+Details: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Raster and vector input/output with georeferencing kept intact.
 
-* :func:`inspect_raster` opens and validates an input raster (readable, georeferenced, bands,
-  dtype, nodata) before any expensive work, raising :class:`~spatialfair.errors.InputError`.
-* :func:`check_same_grid` checks that an image and its label raster share CRS, transform and
-  shape, and says exactly how they differ.
-* :func:`read_padded` reads a window that may extend past the raster edges (padding with a
-  fill value), so tiles and prediction windows never shrink at the edges.
-* :class:`GeoTiffWriter` writes a raster window by window into a tiled GeoTIFF and converts it
-  to a Cloud-Optimized GeoTIFF with overviews (NEAREST/MODE for class rasters), colour table,
-  nodata and band descriptions, under a temporary name renamed only when complete.
-* :func:`write_layers` writes GeoPackage layers atomically; every layer must carry a CRS.
-* :func:`reproject_to_grid` reprojects a raster onto another grid, on purpose and logged.
+Inspecting input rasters (:func:`inspect_raster`, :func:`check_same_grid`), reading windows
+that may extend past the edges (:func:`read_padded`), writing Cloud-Optimized GeoTIFFs window
+by window (:class:`GeoTiffWriter`), GeoPackage layers (:func:`write_layers`) and reprojecting a
+raster onto another grid on purpose (:func:`reproject_to_grid`); every write is atomic.
 """
 
 from __future__ import annotations

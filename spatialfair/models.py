@@ -1,19 +1,9 @@
 """Segmentation networks, the tile-size check, and the self-contained model bundle.
 
-* :class:`UNet` is a compact U-Net that needs no download: ``width`` channels at the first level,
-  doubling at each of ``depth`` down-sampling steps, any number of input bands and classes.
-  It uses **GroupNorm**, not BatchNorm: batches of satellite tiles are small (16 by default,
-  fewer per GPU under DDP), BatchNorm statistics would need SyncBatchNorm across ranks, and the
-  fairness strategies reweight regions, so the batch statistics BatchNorm learns would follow the
-  majority regions and differ between training and inference. GroupNorm is batch-independent:
-  the same tile gives the same output in training and evaluation mode, on one GPU or many.
-* ``arch: 'smp:<Name>'`` builds a segmentation-models-pytorch network (the optional ``smp``
-  extra). Encoder weights are never downloaded; ``encoder_weights`` may name a local file.
-* :func:`check_tile_size` says, at configuration time, when the tile side does not divide by the
-  network's total stride (it would otherwise fail deep inside a forward pass).
-* :func:`save_bundle` / :func:`load_bundle` write and read ``model.pt`` (contract in
-  ``docs/ARCHITECTURE.md``): weights plus everything needed to predict without the config.
-* :func:`normalize` applies the bundle's per-band normalisation (invalid pixels become 0).
+:class:`UNet` is a compact GroupNorm U-Net that needs no download; ``smp:<Name>`` builds a
+segmentation-models-pytorch network. :func:`check_tile_size` catches tiles the network cannot
+take; :func:`save_bundle` / :func:`load_bundle` write and read ``model.pt`` (weights plus what
+prediction needs). Details: docs/training.md; the bundle contract: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

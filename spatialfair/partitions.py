@@ -1,32 +1,11 @@
 """Partitionings of the study area: the user's regions and generated grids and clusters.
 
-A fairness verdict depends on how space is cut (the modifiable areal unit problem), so
-spatialfair evaluates, and can train, over many partitionings at once (see FAIRNESS.md):
-
-* ``regions``: the user's vector file (counties, districts, zones), loaded and checked by
-  :func:`load_regions` and :func:`check_overlap`;
-* ``grid_<r>x<c>``: every r x c grid, 1 <= r, c <= ``grid_max`` except 1x1, drawn within each
-  cluster of nearby scenes (:func:`scene_clusters`), so that each grid is one scale where the
-  data lies (one cluster: one grid over the study extent);
-* ``offset_grid_<i>``: grids of random size shifted by a random fraction of a cell (per cluster,
-  cells clipped to the cluster's extent);
-* ``kmeans_<k>``: Voronoi cells of k-means centroids of the tile centres.
-
-The rules and their reasons (MAUP, scale) are in docs/methods.md ("Partitionings").
-Every partitioning is a :class:`Partitioning`: a GeoDataFrame of regions (``region_id``
-0..K-1, ``region`` name, geometry in the study CRS) plus, for grids, a :class:`GridSpec` (one
-cluster) or :class:`ClusterGrids` (one grid per cluster).
-:func:`region_ids` gives the region of every pixel centre of any raster window (pure
-arithmetic for grids in the raster's CRS, rasterization otherwise), :func:`assign_tiles` the
-region of every tile centre, and :func:`build_partitions` writes ``partitions.gpkg`` and the
-per-pixel ``<scene>.regions.bin`` arrays of the tile store (see docs/ARCHITECTURE.md).
-
-Conventions: grid cell ``(row, col)`` has region id ``row * cols + col`` and name
-``r<row>c<col>``; row 0 is the northern (top) row. With several clusters, cluster ``k``'s cells
-follow those of clusters 0..k-1 (ids offset by their cell count) and are named
-``g<k>/r<row>c<col>``; clusters are numbered north to south, then west to east. A point on an inner cell edge belongs to the
-cell to its east / south; points on the outer edge belong to the grid. Where polygons overlap
-(they should not), the lowest region id wins, both per pixel and per tile.
+A fairness verdict depends on how space is cut, so spatialfair evaluates, and can train, over
+many partitionings at once: the user's ``regions``, ``grid_<r>x<c>`` and ``offset_grid_<i>``
+within each cluster of nearby scenes, and ``kmeans_<k>``. :func:`build_partitions` writes
+``partitions.gpkg`` and the per-pixel region ids of the tile store; :func:`region_ids` gives
+the region of every pixel of any raster window. Methods and conventions: docs/methods.md,
+docs/preparation.md.
 """
 
 from __future__ import annotations
@@ -963,7 +942,7 @@ def _all_partitionings(index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: Datas
              "within each cluster", index["scene"].nunique(), len(clusters),
              float(pcfg.cluster_gap))
     parts: list[Partitioning] = []
-    if getattr(ds, "regions", None):
+    if ds.regions:
         user = load_regions(ds.regions, ds.region_column, ds.regions_layer)
         user = check_overlap(user, _scene_extent(index), study_crs, source=ds.regions)
         parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
@@ -972,7 +951,7 @@ def _all_partitionings(index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: Datas
         offset_grids=int(pcfg.offset_grids), kmeans=list(pcfg.kmeans),
         tile_centres=tile_centres(index), seed=int(settings.seed), clusters=clusters)
     if not parts:
-        parts.append(_stand_in_regions(generated, getattr(ds, "name", "?")))
+        parts.append(_stand_in_regions(generated, ds.name))
     return parts + generated
 
 

@@ -1,30 +1,8 @@
 """Spatially blocked train/val/test splits that keep every region in val and test.
 
-Neighbouring tiles are strongly correlated, so a random tile split leaks information from
-training into evaluation. :func:`assign_splits` therefore assigns whole *blocks* of
-``block_tiles`` x ``block_tiles`` tiles of one scene to a split, and stratifies the blocks by
-region, because the regions of the chosen partitioning are the groups the fairness metrics
-compare: each needs held-out tiles.
-
-Rules (deterministic for a given seed and set of tiles, whatever the row order):
-
-* A block's stratum is its majority region among its tiles that have one (ties: the smaller
-  id); blocks whose tiles have no region (-1) form their own stratum.
-* Within each stratum the blocks are shuffled (seeded per stratum, so adding a region does
-  not reshuffle the others) and taken in that order into test, then val, while that brings
-  the stratum's tile count closer to ``test`` (``val``) of its tiles; the rest is train.
-* Guarantees for a region stratum with n blocks (when the fraction is > 0): n >= 3 gives at
-  least one block in val and one in test and keeps one in train; n == 2 gives one block to
-  test and one to train (no val); n == 1 stays in train: a model cannot be judged fairly on a
-  region it never saw, and one block is too little to do both (a warning names such regions;
-  a smaller ``split.block_tiles`` gives them more blocks).
-* A repair pass then looks at regions at tile level (a region may be the majority of few
-  blocks but touch many): a region present in >= 2 blocks but absent from test (>= 3 blocks:
-  also val) gets one of its train blocks moved there, chosen so that no region loses its last
-  train block.
-
-With tile overlap, tiles of neighbouring blocks share ``overlap`` pixels along block borders;
-this is logged (use overlap 0 for a leak-free split).
+Whole blocks of neighbouring tiles go to one split (neighbours are correlated, so a tile split
+would leak), stratified by region so that every region the fairness metrics compare has
+held-out tiles; spatial K-fold deals the same blocks into folds. Rules: docs/preparation.md.
 """
 
 from __future__ import annotations
@@ -258,7 +236,7 @@ def _buffer_mask(keys: pd.DataFrame, test: np.ndarray, buffer_blocks: int) -> np
     out = np.zeros(len(keys), dtype=bool)
     if buffer_blocks <= 0 or not test.any():
         return out
-    for scene, grp in keys.groupby("scene", sort=False):
+    for _, grp in keys.groupby("scene", sort=False):
         rows = grp.index.to_numpy()
         tb = grp.loc[test[rows], ["brow", "bcol"]].drop_duplicates().to_numpy()
         if len(tb) == 0:

@@ -1,28 +1,9 @@
-"""Cut scenes into fixed-size chips: the tile grid, the tile store and the tile index.
+"""Cut scenes into fixed-size chips and write them, with the tile index, into a tile store.
 
-* :func:`tile_windows` is the grid: tiles of ``size`` pixels with stride ``size - overlap``
-  from the top-left corner, extending past the right/bottom edges (padding) so that every
-  pixel is covered and, without overlap, lies in exactly one tile. Tiles never shrink at the
-  edge (shrinking double-counts pixels; dropping the remainder loses them).
-* :func:`tile_dataset` streams every scene in block-aligned strips (one row of tiles, or a
-  few when tiles are smaller than the file's blocks; wide scenes are cut into column chunks),
-  never the whole scene. Invalid pixels (nodata, NaN/inf, the file's internal mask, padding)
-  become label ``ignore_index`` and image value 0; tiles with too few valid labelled pixels
-  are skipped. Kept chips are appended as raw bytes to ``<scene>.image.bin`` /
-  ``<scene>.label.bin`` so memory stays flat whatever the number of tiles; ``tile_grid.gpkg``
-  (layer ``tiles``) and ``store.json`` describe them (see docs/ARCHITECTURE.md). Every file is
-  written under a temporary name and renamed only when all scenes succeeded; ``store.json``
-  is written last and marks a complete store. Speed (see BENCHMARKS.md, "Tiling"): reads go
-  straight into reused buffers, GDAL's block cache is kept to two reads (aligned strips
-  decode each block once), and a background thread appends the chips while the next strip
-  is decoded.
-* :func:`tile_scene` + :func:`gather_tiles` split the same work for a cluster: one job per
-  scene writes that scene's chips and index columns into a parts folder, one gather job
-  writes ``tile_grid.gpkg`` and ``store.json`` (last), hard-linking the chips into the store.
-  The store equals the one :func:`tile_dataset` writes.
-* :class:`TileStore` opens a store: metadata, the tile index, read-only memmaps of the
-  chips, and writers for the final index (``tiles.gpkg``, by the split step) and the
-  per-pixel region ids (``<scene>.regions.bin``, by the partition step).
+:func:`tile_dataset` streams every scene in block-aligned strips (never a whole scene) and
+writes the store in one go (``store.json`` last); :func:`tile_scene` + :func:`gather_tiles`
+split the same work into one job per scene and one gather job on a cluster. Tiles never shrink
+at the edges (padding); invalid pixels get the ignore label. Details: docs/preparation.md.
 """
 
 from __future__ import annotations
@@ -555,7 +536,7 @@ def _read_parts(ds: DatasetConfig, parts_dir: Path, settings: tuple) -> dict[str
                              f"now {settings}", f"re-run `spatialfair tile --scene {scene}`")
         parts[scene] = part
     first_scene, first = next(iter(parts.items()))
-    for scene, part in parts.items():
+    for part in parts.values():
         if part["dtype"] != first["dtype"]:
             raise InputError(part["scene"]["image"], f"image data type {part['dtype']} "
                              f"differs from {first['dtype']} of {first_scene}",

@@ -1,46 +1,9 @@
 """The training loop: one strategy on one dataset's tile store, to a self-contained ``model.pt``.
 
-:func:`train` checks its inputs first (tile store, split, tile size against the network's
-stride, the partitionings the strategy needs), then trains with AdamW and a one-cycle learning
-rate schedule (cosine annealing after a 20 % warm-up: it converges well in the short fixed
-budgets used here), gradient clipping, mixed precision on CUDA (bf16 where supported, else fp16
-with a GradScaler), and a fairness strategy from :mod:`spatialfair.fairness`.
-
-Model selection. After every epoch the model is evaluated on the validation tiles, overall and
-in every region of the training partitioning (a per-region confusion matrix from one
-``bincount`` over (region, true, predicted)). The kept epoch maximises
-
-    score = overall headline metric + worst-region headline metric
-
-where the worst region is taken over regions with at least
-``training.selection_min_region_pixels`` labelled validation pixels and, for a class metric
-such as ``iou_water``, at least ``training.selection_min_class_pixels`` validation pixels of
-that class (if no region qualifies: all regions with pixels). Only validation counts are used,
-and the thresholds are training settings, not evaluation's (``evaluation.min_*`` are reporting
-views that may be set after looking at test results; they must not steer training). A point
-gained in the worst region is worth a point of overall accuracy, so a strategy is not rewarded
-for trading the whole map for one region or the reverse; ties keep the earlier epoch. Every
-strategy uses the same criterion, so comparisons stay fair.
-
-Phases. Most strategies train in one phase; ``jtt`` first runs an ERM pass and ``lastlayer``
-ends with a last-layer pass (see :class:`_Session`, docs/strategies.md).
-
-Reproducibility. Seeds come from the config or the ``seed`` argument (a replicate's; the same
-initial weights and batch order for every strategy); shuffling depends only on (seed, epoch)
-and augmentation on (seed, epoch, tile), and deterministic algorithms are requested. A
-checkpoint (``checkpoint.pt``: weights, optimiser, schedule, scaler, strategy state, RNG
-states, best model so far, log) is written atomically after every epoch; ``resume=True``
-continues from it to the same final weights as an uninterrupted run.
-
-Outputs in ``out_dir``: ``train_log.csv`` (per epoch: learning rate, training loss, validation
-headline metric overall and per region, worst region, difference, score; two-phase strategies
-add a ``phase`` column), ``checkpoint.pt`` and, when training is complete, ``model.pt`` (bundle
-contract in docs/ARCHITECTURE.md, plus ``seed`` and ``split_column``).
-
-Distributed: under ``torchrun`` the model is wrapped in DistributedDataParallel, each rank reads
-its share of the training tiles (DistributedSampler, ``set_epoch`` every epoch), region
-statistics are all-reduced before a strategy uses them, validation confusion matrices are summed
-over ranks (no padded duplicates), and only rank 0 logs and writes files.
+:func:`train` checks its inputs, then trains with AdamW, a one-cycle schedule and a fairness
+strategy, keeps the epoch with the best overall + worst-region validation score, checkpoints
+every epoch (``resume`` reaches the same weights) and writes the model bundle. Under
+``torchrun`` it trains with DistributedDataParallel. Details: docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
-"""Check a dataset's rasters before any expensive work (tiling, training).
+"""Check a dataset's rasters and regions before any expensive work (tiling, training).
 
-:func:`validate_dataset` opens every image and label once and fails early, with an
-:class:`~spatialfair.errors.InputError` that names the file, the problem and the fix, on:
-unreadable or non-georeferenced rasters, too few bands, unsupported or inconsistent image data
-types, label rasters that are not a single integer band, label grids that differ from their
-image (unless the user asked for reprojection, which is then done on purpose and logged), label
-values that are not a configured class or the ignore value, label rasters without a single
-labelled pixel (a WARNING naming the scene; an error when no scene of the dataset has one),
-images whose every pixel is invalid, and a regions file that is not usable (not polygons,
-features without a name, no CRS, no region overlapping the scenes; see
-:func:`check_regions`). NaN/inf values in float images are counted and logged: they are treated
-as nodata.
-
-Pixel scans read block-aligned windows of bounded size, never a whole scene. The helpers used
-here (:func:`inspect_pair`, :func:`select_bands`, :func:`label_ignore_values`,
-:func:`bad_label_values`) are shared with :mod:`spatialfair.tiling`, which repeats the cheap
-checks on the data it reads so that it is safe to call on its own.
+:func:`validate_dataset` opens every image and label once and fails early with an
+:class:`~spatialfair.errors.InputError` naming the file, the problem and the fix; pixel scans
+read bounded, block-aligned windows. The helpers are shared with :mod:`spatialfair.tiling`,
+which repeats the cheap checks. What is checked: docs/preparation.md.
 """
 
 from __future__ import annotations
