@@ -62,18 +62,31 @@ def block_bootstrap(
     class_names: Sequence[str],
     metric: str,
     *,
-    n_boot: int = 999,
-    confidence: float = 0.95,
-    seed: int = 0,
+    n_boot: int,
+    confidence: float,
+    seed: int,
     max_values: int = MAX_VALUES,
 ) -> dict[str, BootstrapCI]:
     """Percentile CIs of ``metric(region) - metric(overall)`` by resampling blocks.
 
-    ``block_cm`` (N, C, C): every block's confusion matrix (all its labelled pixels, in any
-    region or none). ``entries[name] = (block, region, cm, n_regions)`` with arrays (E,), (E,),
-    (E, C, C): the part of block ``block[e]`` that falls in region ``region[e]`` of
-    partitioning ``name`` (-1 = in no region, not needed). Every partitioning is judged on
-    the same replicates (one draw of blocks per replicate), generated in chunks.
+    Every partitioning is judged on the same replicates (one draw of blocks per replicate),
+    generated in chunks.
+
+    Args:
+        block_cm: (N, C, C) confusion matrix of every block (all its labelled pixels, in any
+            region or none).
+        entries: Per partitioning, ``(block, region, cm, n_regions)`` with arrays (E,), (E,),
+            (E, C, C): the part of block ``block[e]`` that falls in region ``region[e]``
+            (-1 = in no region, not needed).
+        class_names: The classes, in confusion-matrix order.
+        metric: The metric whose deviation is bootstrapped, e.g. ``iou_water``.
+        n_boot: Replicates (0 = no intervals).
+        confidence: Level of the percentile intervals.
+        seed: Seed of the block draws.
+        max_values: Largest number of floats held at once.
+
+    Returns:
+        Per partitioning, the interval bounds and valid replicate counts of every region.
     """
     block_cm = np.asarray(block_cm, dtype=np.float64)
     n_blocks, c = block_cm.shape[0], block_cm.shape[-1]
