@@ -26,7 +26,15 @@ _local = threading.local()
 
 
 def metric_names(class_names: Sequence[str]) -> list[str]:
-    """All metric names for these classes, in the order they are reported."""
+    """All metric names for these classes, in the order they are reported.
+
+    Args:
+        class_names: The dataset's classes.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``mean_iou``, then ``precision_<c>``, ``recall_<c>``,
+        ``f1_<c>`` and ``iou_<c>`` for every class.
+    """
     names = ["accuracy", "macro_f1", "mean_iou"]
     for kind in ("precision", "recall", "f1", "iou"):
         names += [f"{kind}_{c}" for c in class_names]
@@ -243,13 +251,26 @@ def confusion_by_region(
     num_classes: int,
     ignore_index: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
-    """Confusion matrix of every region, shape (R, C, C), int64; ``cm[r, true, pred]``.
+    """Confusion matrix of every region, ``cm[r, true, pred]``.
 
-    ``regions``, ``y_true`` and ``y_pred`` are integer arrays with the same number of pixels
-    (any shape). Skipped: labels equal to ``ignore_index``, predictions equal to 255 and
+    Skipped: labels equal to ``ignore_index``, predictions equal to the ignore value (255) and
     region ids of -1. Any other value outside ``0..num_classes-1`` (labels, predictions) or
-    ``-1..num_regions-1`` (regions) raises ``ValueError``: a wrong class id is a bug to fix,
-    not a pixel to drop silently.
+    ``-1..num_regions-1`` (regions) is an error: a wrong class id is a bug to fix, not a pixel
+    to drop silently.
+
+    Args:
+        regions: Integer region id per pixel (any shape), -1 for none.
+        y_true: Integer labels, same number of pixels.
+        y_pred: Integer predictions, same number of pixels.
+        num_regions: Number of regions R.
+        num_classes: Number of classes C.
+        ignore_index: Label value that means "no label" (None: every label counts).
+
+    Returns:
+        An int64 array of shape (R, C, C).
+
+    Raises:
+        ValueError: If the arrays differ in size, are not integer, or hold values out of range.
     """
     return _confusion_all(regions, y_true, y_pred, num_regions, num_classes, ignore_index)[1:]
 
@@ -260,9 +281,18 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def metric_arrays(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Vectorised :func:`metrics_from_confusion` for a stack of matrices (..., C, C).
+    """Every metric of a stack of confusion matrices, vectorised.
 
-    Returns ``{metric name: array of shape cm.shape[:-2]}`` (float64, NaN where undefined).
+    Args:
+        cm: Confusion matrices of shape (..., C, C), rows = truth, columns = prediction.
+        class_names: The C classes.
+
+    Returns:
+        ``{metric name: array of shape cm.shape[:-2]}`` (float64, NaN where undefined; see
+        docs/evaluation.md).
+
+    Raises:
+        ValueError: If the matrices do not match the class names.
     """
     cm = np.asarray(cm, dtype=np.float64)
     c = cm.shape[-1]
@@ -296,10 +326,18 @@ def metric_arrays(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, np.nd
 
 
 def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
-    """Metrics of one (C, C) confusion matrix (rows = truth, columns = prediction).
+    """Metrics of one confusion matrix (rows = truth, columns = prediction).
 
-    Keys: ``accuracy``, ``macro_f1``, ``mean_iou``, ``precision_<c>``, ``recall_<c>``,
-    ``f1_<c>``, ``iou_<c>``; undefined values are NaN (see the module docstring).
+    Args:
+        cm: One (C, C) confusion matrix.
+        class_names: The C classes.
+
+    Returns:
+        ``accuracy``, ``macro_f1``, ``mean_iou``, ``precision_<c>``, ``recall_<c>``,
+        ``f1_<c>``, ``iou_<c>`` as floats; undefined values are NaN (see docs/evaluation.md).
+
+    Raises:
+        ValueError: If ``cm`` is not one (C, C) matrix matching the class names.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2:
@@ -320,6 +358,15 @@ def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str,
     alarms still count in ``accuracy``, ``precision_<c>`` and the other classes' metrics).
     Every other metric: True.
     Training's model selection uses the same rule for its "worst region".
+
+    Args:
+        cm: Confusion matrices of shape (..., C, C).
+        class_names: The C classes.
+        metric: A metric name, e.g. ``iou_water``.
+        min_pixels: True pixels of the class a region needs.
+
+    Returns:
+        Boolean array of shape ``cm.shape[:-2]``: True where the region can judge ``metric``.
     """
     cm = np.asarray(cm)
     kind, _, name = metric.partition("_")
@@ -347,6 +394,16 @@ def summarize(
     are 0: equal performance), ``std`` (population, over regions), ``mad`` = mean over regions
     of ``|m_r - overall|``, ``n_regions`` (used), ``small``, ``undefined`` and ``absent``
     (region lists; a region may be in several).
+
+    Args:
+        by_region: The metric's value per region.
+        overall: Its value over all pixels.
+        counts: Labelled pixels per region (default: none is small).
+        min_pixels: Pixels a region needs to count in the summary.
+        absent: Regions whose truth lacks the metric's class.
+
+    Returns:
+        The summary dict described above.
     """
     counts = dict(counts or {})
     small = [r for r in by_region if counts.get(r, math.inf) < min_pixels]
@@ -394,6 +451,12 @@ def spad_score(mads: Mapping[str, float] | Iterable[float]) -> tuple[float, floa
 
     Pass the ``mad`` of every generated grid (``grid_*``). Partitionings whose ``mad`` is
     undefined (NaN: no region with enough pixels) are skipped; with none left, (NaN, NaN).
+
+    Args:
+        mads: The ``mad`` of the metric per partitioning (a mapping or a sequence).
+
+    Returns:
+        ``(sum, mean)`` over the partitionings with a defined ``mad``.
     """
     values = list(mads.values()) if isinstance(mads, Mapping) else list(mads)
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
@@ -424,6 +487,23 @@ def region_metrics(
     "confusion": (R, C, C) array}``; summaries are keyed by region name. A region with fewer
     than ``min_class_pixels`` true pixels of a class is left out of that class's IoU/F1/recall
     summaries (``absent``, see :func:`has_class_support`).
+
+    Args:
+        regions: Integer region id per pixel (any shape), -1 for none.
+        y_true: Integer labels, same number of pixels.
+        y_pred: Integer predictions (255 = no prediction), same number of pixels.
+        class_names: The classes, in label-id order.
+        num_regions: Number of regions (default: largest id + 1).
+        region_names: A name per region (default: the ids).
+        ignore_index: Label value that means "no label".
+        min_pixels: Labelled pixels a region needs to count in the summaries.
+        min_class_pixels: True pixels of a class a region needs for that class's metrics.
+
+    Returns:
+        The dict described above.
+
+    Raises:
+        ValueError: If the names do not match the regions, or the arrays do not fit together.
     """
     regions = np.asarray(regions)
     if num_regions is None:

@@ -38,7 +38,11 @@ class RegionTest:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly summary (without the per-region arrays)."""
+        """JSON-friendly summary (without the per-region arrays).
+
+        Returns:
+            Method, alpha, resamples, unit and significant-region counts, and the ``extra`` values.
+        """
         return {"method": self.method, "alpha": self.alpha, "n_resamples": self.n_resamples,
                 "n_units": int(self.n_units.sum()), "n_significant": int(self.significant.sum()),
                 **{k: (float(v) if isinstance(v, (float, np.floating)) else v)
@@ -48,10 +52,21 @@ class RegionTest:
 def unit_values(
     unit_confusion: np.ndarray, class_names: Sequence[str], metric: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each unit's ``metric`` and labelled pixel count from its (C, C) confusion matrix.
+    """Each unit's metric and labelled pixel count from its confusion matrix.
 
     An undefined per-class value (class absent from the unit's truth and prediction: no error
     possible on that class) becomes 1.0; a unit without labelled pixels stays NaN.
+
+    Args:
+        unit_confusion: (U, C, C) confusion matrix of every unit.
+        class_names: The C classes.
+        metric: The metric, e.g. the headline ``iou_water``.
+
+    Returns:
+        ``(values, n_pixels)``, one entry per unit.
+
+    Raises:
+        InputError: If ``metric`` is unknown.
     """
     unit_confusion = np.asarray(unit_confusion)
     per = metric_arrays(unit_confusion, class_names)
@@ -66,8 +81,18 @@ def unit_values(
 def unit_outcomes(
     values: np.ndarray, n_pixels: np.ndarray, overall: float, min_pixels: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(success, usable) per unit: usable = at least ``min_pixels`` labelled pixels and a
-    defined value; success = usable and ``value >= overall``."""
+    """Which units are usable, and which are successes.
+
+    Args:
+        values: Each unit's metric value.
+        n_pixels: Each unit's labelled pixel count.
+        overall: The metric over all evaluated pixels.
+        min_pixels: Pixels a unit needs to be used.
+
+    Returns:
+        ``(success, usable)``: usable = at least ``min_pixels`` pixels and a defined value;
+        success = usable and ``value >= overall``.
+    """
     values = np.asarray(values, dtype=np.float64)
     usable = (np.asarray(n_pixels) >= max(min_pixels, 1)) & np.isfinite(values)
     with np.errstate(invalid="ignore"):
@@ -82,8 +107,18 @@ def tile_outcomes(
     overall: float,
     min_pixels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, success, usable) of every tile from its confusion matrix: :func:`unit_values`
-    followed by :func:`unit_outcomes`."""
+    """Values, successes and usability of every tile from its confusion matrix.
+
+    Args:
+        tile_confusion: (T, C, C) confusion matrix of every tile.
+        class_names: The C classes.
+        metric: The metric.
+        overall: The metric over all evaluated pixels.
+        min_pixels: Pixels a tile needs to be used.
+
+    Returns:
+        ``(values, success, usable)``: :func:`unit_values` followed by :func:`unit_outcomes`.
+    """
     values, n = unit_values(tile_confusion, class_names, metric)
     success, usable = unit_outcomes(values, n, overall, min_pixels)
     return values, success, usable
@@ -91,8 +126,16 @@ def tile_outcomes(
 
 def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: int
                    ) -> np.ndarray:
-    """(n_units, C, C) confusion of each unit: the sum of its tiles' (tiles with unit -1 are
-    not used)."""
+    """Confusion matrix of each unit: the sum of its tiles'.
+
+    Args:
+        tile_confusion: (T, C, C) confusion matrix of every tile.
+        tile_unit: Unit id of every tile (-1: not used).
+        n_units: Number of units U.
+
+    Returns:
+        A (U, C, C) array.
+    """
     tile_confusion = np.asarray(tile_confusion)
     tile_unit = np.asarray(tile_unit, dtype=np.int64).ravel()
     out = np.zeros((int(n_units),) + tile_confusion.shape[1:], dtype=tile_confusion.dtype)
@@ -103,9 +146,17 @@ def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: i
 
 def majority_regions(owner: np.ndarray, region: np.ndarray, count: np.ndarray,
                      n_owners: int) -> np.ndarray:
-    """Region holding most pixels of each owner (unit or tile), from (owner, region, count)
-    records (several records of one pair are summed); -1 for owners without a record.
-    Ties go to the lowest region id."""
+    """Region holding most pixels of each owner (unit or tile); ties go to the lowest region id.
+
+    Args:
+        owner: Owner id per record.
+        region: Region id per record.
+        count: Pixels per record (several records of one pair are summed).
+        n_owners: Number of owners.
+
+    Returns:
+        Region id per owner; -1 for owners without a record.
+    """
     owner = np.asarray(owner, dtype=np.int64).ravel()
     region = np.asarray(region, dtype=np.int64).ravel()
     count = np.asarray(count, dtype=np.int64).ravel()
@@ -159,8 +210,16 @@ def scan_statistic(p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float,
                    big_n: float) -> np.ndarray:
     """Bernoulli likelihood-ratio statistic ``l1 - l0`` (broadcasting over any shape).
 
-    ``p``/``n``: successes/units inside the region; ``big_p``/``big_n``: in the whole study
-    area. Edge cases: 0 log 0 = 0, and a region with no units or all units has statistic 0.
+    Edge cases: 0 log 0 = 0, and a region with no units or all units has statistic 0.
+
+    Args:
+        p: Successes inside the region.
+        n: Units inside the region.
+        big_p: Successes in the whole study area.
+        big_n: Units in the whole study area.
+
+    Returns:
+        The statistic, at least 0.
     """
     p = np.asarray(p, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
@@ -188,7 +247,16 @@ def _counts(success: np.ndarray, groups: np.ndarray, num_regions: int):
 
 
 def spatial_bias_index(success: np.ndarray, groups: np.ndarray, num_regions: int) -> float:
-    """Spatial Bias Index: mean over non-empty regions of ``1 - l1_r / l0`` (0 = no bias)."""
+    """Spatial Bias Index: mean over non-empty regions of ``1 - l1_r / l0`` (0 = no bias).
+
+    Args:
+        success: Bool per unit.
+        groups: Region id per unit (-1: in no region).
+        num_regions: Number of regions.
+
+    Returns:
+        The index; NaN without units.
+    """
     success = np.asarray(success, dtype=bool).ravel()
     groups = _groups(groups, num_regions, success.size)
     n_r, p_r, big_n, big_p = _counts(success, groups, num_regions)

@@ -44,9 +44,15 @@ def _finite(x: Sequence[float]) -> np.ndarray:
 
 
 def t_interval(x: Sequence[float], level: float = CONFIDENCE) -> tuple[float, float, float]:
-    """(mean, low, high): Student-t confidence interval of the mean of ``x`` (NaNs dropped).
+    """Student-t confidence interval of the mean of the finite values.
 
-    Fewer than two values give NaN bounds: one value says nothing about its spread.
+    Args:
+        x: Values; NaNs are dropped.
+        level: Confidence level.
+
+    Returns:
+        ``(mean, low, high)``; with fewer than two values the bounds are NaN (one value says
+        nothing about its spread).
     """
     x = _finite(x)
     if len(x) == 0:
@@ -64,8 +70,15 @@ def sign_flip_p(d: Sequence[float], *, max_exact: int = MAX_EXACT,
 
     Under the null each difference is as likely positive as negative, so every sign pattern
     is equally likely; p is the share of patterns whose |sum| is at least the observed one.
-    Exact enumeration of all 2^n patterns up to ``max_exact`` values; beyond, ``n_resamples``
-    random patterns (fixed ``seed``) with p = (1 + hits) / (1 + n_resamples).
+
+    Args:
+        d: Paired differences; NaNs are dropped.
+        max_exact: Up to this many values, all 2^n patterns are enumerated (exact p).
+        n_resamples: Beyond, random patterns drawn, with p = (1 + hits) / (1 + n_resamples).
+        seed: Seed of the random patterns.
+
+    Returns:
+        The p-value, NaN without values.
     """
     d = _finite(d)
     n = len(d)
@@ -87,7 +100,14 @@ def sign_flip_p(d: Sequence[float], *, max_exact: int = MAX_EXACT,
 
 
 def t_test_p(d: Sequence[float]) -> float:
-    """Two-sided p-value of the paired (one-sample) t-test of mean(d) = 0."""
+    """Two-sided p-value of the paired (one-sample) t-test of mean(d) = 0.
+
+    Args:
+        d: Paired differences; NaNs are dropped.
+
+    Returns:
+        The p-value; NaN below two values; 1 or 0 when all differences are equal.
+    """
     d = _finite(d)
     if len(d) < 2:
         return math.nan
@@ -99,14 +119,33 @@ def t_test_p(d: Sequence[float]) -> float:
 
 
 def min_p(n: int, test: str = "signflip") -> float:
-    """Smallest p-value ``test`` can give with ``n`` paired values (0 for the t-test)."""
+    """Smallest p-value a paired test can give with ``n`` paired values.
+
+    Args:
+        n: Number of pairs.
+        test: ``"signflip"`` (2^(1-n)) or ``"t"`` (0).
+
+    Returns:
+        The smallest reachable p-value; NaN below two pairs.
+    """
     if n < 2:
         return math.nan
     return 2.0 ** (1 - n) if test == "signflip" else 0.0
 
 
 def paired_test(d: Sequence[float], test: str = "signflip") -> float:
-    """Two-sided p-value of mean(d) = 0 by ``test`` (see :data:`TESTS`); NaN below 2 values."""
+    """Two-sided p-value of mean(d) = 0 by the chosen paired test.
+
+    Args:
+        d: Paired differences; NaNs are dropped.
+        test: One of :data:`TESTS`.
+
+    Returns:
+        The p-value; NaN below two values.
+
+    Raises:
+        InputError: If ``test`` is unknown.
+    """
     if test not in TESTS:
         raise InputError("config: evaluation.verdict_test", f"unknown test {test!r}",
                          f"use one of {TESTS}")
@@ -119,7 +158,18 @@ def paired(a: Sequence[float], b: Sequence[float], *, test: str = "signflip",
            level: float = CONFIDENCE) -> Paired:
     """Mean, t confidence interval and test p-value of the paired differences ``a - b``.
 
-    Pairs where either value is NaN are dropped.
+    Args:
+        a: Values of the compared run, one per seed.
+        b: Values of the baseline, same seeds in the same order.
+        test: One of :data:`TESTS`.
+        level: Confidence level of the interval.
+
+    Returns:
+        The summary; pairs where either value is NaN are dropped.
+
+    Raises:
+        ValueError: If ``a`` and ``b`` differ in length.
+        InputError: If ``test`` is unknown.
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -131,8 +181,14 @@ def paired(a: Sequence[float], b: Sequence[float], *, test: str = "signflip",
 
 
 def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values (family-wise error control); NaNs stay NaN and do not
-    count towards the family size."""
+    """Holm step-down adjusted p-values (family-wise error control).
+
+    Args:
+        p: Raw p-values; NaNs stay NaN and do not count towards the family size.
+
+    Returns:
+        The adjusted p-values, same shape.
+    """
     p = np.asarray(p, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
