@@ -14,8 +14,15 @@ from typing import Any
 
 import pandas as pd
 
-from .config import (DatasetConfig, StrategyRun, dataset_config, demo_folder, load_config,
-                     strategy_runs, validate_config)
+from .config import (
+    DatasetConfig,
+    StrategyRun,
+    dataset_config,
+    demo_folder,
+    load_config,
+    strategy_runs,
+    validate_config,
+)
 from .errors import InputError
 from .layout import ResultsLayout, is_replicated, replicates
 from .report import Report

@@ -8,9 +8,10 @@ classes only give the validated values names and types, so library functions tak
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from .config import load_schema
 

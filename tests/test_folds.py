@@ -6,10 +6,15 @@ import numpy as np
 import pandas as pd
 
 from spatialfair.config import validate_config
+from spatialfair.layout import replicate_dirs, replicates, seed_metrics
 from spatialfair.settings import Settings
-from spatialfair.layout import replicates, seed_metrics, replicate_dirs
-from spatialfair.splits import (assign_folds, assign_splits, fold_split, replicate_splits,
-                                spatial_blocks)
+from spatialfair.splits import (
+    assign_folds,
+    assign_splits,
+    fold_split,
+    replicate_splits,
+    spatial_blocks,
+)
 from tests.test_splits import grid_index, quadrant_strata
 
 

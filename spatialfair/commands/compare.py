@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 from pathlib import Path
+
 from . import add_dataset_arguments
 
 HELP = ("compare every strategy run of a dataset against ERM over seeds "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+
 from . import add_dataset_arguments
 
 HELP = ("evaluate a run's predictions per region of every partitioning (metrics.json, "
