@@ -8,6 +8,7 @@ Errors name the offending key and say how to fix it.
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .constants import IGNORE_INDEX
 from .errors import InputError
 
 SCHEMA_PATH = Path(str(resources.files("spatialfair") / "schemas" / "config.schema.yaml"))
@@ -149,7 +151,7 @@ class DatasetConfig:
     positive_class: int | None
     bands: list[str] | None = None
     nodata: float | None = None
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     reproject_labels: bool = False
     demo: str | None = None
 
@@ -176,6 +178,13 @@ def demo_folder(config: dict, name: str) -> Path:
     spec = config["datasets"][name]["images"]
     first = spec if isinstance(spec, str) else spec[0]
     return Path(first).parent.parent
+
+
+@functools.cache
+def _dataset_default(key: str) -> Any:
+    """The schema's default of a dataset block's ``key`` (for configs not yet validated)."""
+    return load_schema()["properties"]["datasets"]["additionalProperties"]["properties"][key][
+        "default"]
 
 
 def _expand(spec: str | list[str], base: Path) -> list[Path]:
@@ -247,14 +256,14 @@ def dataset_config(
         labels=labels,
         regions=regions_path,
         regions_layer=block.get("regions_layer"),
-        region_column=block.get("region_column", "region"),
+        region_column=block.get("region_column", _dataset_default("region_column")),
         classes=list(classes),
         colors=list(colors),
         headline_metric=block.get("headline_metric") or preset["headline_metric"],
         positive_class=positive,
         bands=block.get("bands"),
         nodata=block.get("nodata"),
-        ignore_index=block.get("ignore_index", 255),
-        reproject_labels=block.get("reproject_labels", False),
+        ignore_index=block.get("ignore_index", _dataset_default("ignore_index")),
+        reproject_labels=block.get("reproject_labels", _dataset_default("reproject_labels")),
         demo=block.get("demo"),
     )
