@@ -33,7 +33,11 @@ class BootstrapCI:
 
     @property
     def excludes_zero(self) -> np.ndarray:
-        """True where the whole interval lies on one side of zero."""
+        """Where the whole interval lies on one side of zero.
+
+        Returns:
+            Boolean array per region.
+        """
         with np.errstate(invalid="ignore"):
             return (self.low > 0) | (self.high < 0)
 
@@ -134,6 +138,16 @@ def block_pixels(crs, transform, width: int, height: int, block_size: float
     Projected CRS: the pixel size times the CRS's linear unit in metres. Geographic CRS
     (degrees): 111,320 m per degree north-south and that times cos(latitude of the raster's
     centre) east-west, close enough for a block that only needs to be "about 1 km".
+
+    Args:
+        crs: The raster's CRS (None: treated as projected in metres).
+        transform: The raster's affine transform.
+        width: Raster width in pixels.
+        height: Raster height in pixels.
+        block_size: Block side in metres.
+
+    Returns:
+        ``(rows, cols)`` of a block, each at least 1.
     """
     res_x, res_y = abs(transform.a), abs(transform.e)
     if crs is not None and crs.is_geographic:

@@ -690,7 +690,12 @@ def _assemble(*, acc: _Accumulator, parts: dict[str, Any], units: _Units, scope:
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
-    """Write ``metrics.json`` and ``by_region.csv`` (atomically) into ``out_dir``."""
+    """Write ``metrics.json`` and ``by_region.csv`` (atomically) into a folder.
+
+    Args:
+        result: The evaluation (or audit, or replicate) result.
+        out_dir: The folder; created if missing.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "metrics.json",

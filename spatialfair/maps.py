@@ -40,7 +40,14 @@ _WINDOW = 512
 
 
 def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
-    """One GeoDataFrame per partitioning: region polygons joined with the region table."""
+    """One GeoDataFrame per partitioning: region polygons joined with the region table.
+
+    Args:
+        result: An evaluation or audit result.
+
+    Returns:
+        Partitioning name -> its regions with every column of the region table.
+    """
     layers = {}
     for name, table in result.tables.items():
         regions = result.partitionings[name].regions
@@ -65,7 +72,15 @@ def _left_out(table) -> np.ndarray:
 
 
 def write_fairness_gpkg(result, path: str | Path) -> Path:
-    """Write ``fairness.gpkg`` (one styled layer per partitioning), atomically."""
+    """Write ``fairness.gpkg`` (one styled layer per partitioning), atomically.
+
+    Args:
+        result: An evaluation or audit result.
+        path: The GeoPackage to write.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     layers = fairness_layers(result)
     overall = result.metrics["overall"][result.headline]
@@ -102,7 +117,15 @@ def _scene_footprints(result) -> list[shapely.Geometry]:
 
 
 def raster_grid(result, max_size: int = MAX_RASTER_SIZE) -> tuple[Affine, int, int]:
-    """Transform, width, height of the fairness raster over all scenes (study CRS)."""
+    """Grid of the fairness raster over all scenes, in the study CRS.
+
+    Args:
+        result: An evaluation or audit result (its scene grids and study CRS).
+        max_size: Longest side in pixels (never finer than the scenes).
+
+    Returns:
+        ``(transform, width, height)``.
+    """
     foot = _scene_footprints(result)
     xmin, ymin, xmax, ymax = shapely.union_all(foot).bounds
     native = []
@@ -121,6 +144,15 @@ def write_fairness_raster(result, path: str | Path, metric: str | None = None,
 
     One float32 band per partitioning (band description ``<partitioning>: <metric> - overall``),
     nodata -9999 outside the scenes and where a region's metric is undefined.
+
+    Args:
+        result: An evaluation or audit result.
+        path: The COG to write.
+        metric: The metric (default: the headline metric).
+        max_size: Longest side in pixels.
+
+    Returns:
+        ``path``.
     """
     from .partitions import region_ids
 
@@ -174,7 +206,16 @@ TINY_REGION_FRACTION = 0.015
 
 
 def tiny_regions(gdf: gpd.GeoDataFrame, fraction: float = TINY_REGION_FRACTION) -> np.ndarray:
-    """Boolean per region: too small to see on a map of the whole partitioning."""
+    """Which regions are too small to see on a map of the whole partitioning.
+
+    Args:
+        gdf: The regions.
+        fraction: Bounding-box diagonal, as a fraction of the whole extent's, below which a
+            region is tiny.
+
+    Returns:
+        Boolean per region.
+    """
     if len(gdf) == 0:
         return np.zeros(0, dtype=bool)
     x0, y0, x1, y1 = gdf.total_bounds
@@ -325,7 +366,16 @@ def plot_map(result: EvaluationResult, path: str | Path, title: str | None = Non
 
 
 def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
-    """``regions.png``: the headline metric per region with the overall level marked."""
+    """Write ``regions.png``: the headline metric per region, the overall level marked.
+
+    Args:
+        result: An evaluation or audit result.
+        path: The PNG to write (atomically).
+        max_bars: Most bars shown (the best and worst halves when there are more regions).
+
+    Returns:
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -392,7 +442,16 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
 
 def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE
                ) -> dict[str, Path]:
-    """Write ``fairness.gpkg``, ``fairness_<headline>.tif``, ``map.png``, ``regions.png``."""
+    """Write ``fairness.gpkg``, ``fairness_<headline>.tif``, ``map.png`` and ``regions.png``.
+
+    Args:
+        result: An evaluation or audit result.
+        out_dir: The run's ``fairness/`` folder.
+        max_size: Longest side of the fairness raster in pixels.
+
+    Returns:
+        Output kind (``gpkg``, ``raster``, ``map``, ``regions``) -> path.
+    """
     out_dir = Path(out_dir)
     out: dict[str, Any] = {}
     out["gpkg"] = write_fairness_gpkg(result, out_dir / "fairness.gpkg")

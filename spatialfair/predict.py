@@ -59,9 +59,18 @@ class PredictionResult:
 
 
 def window_offsets(length: int, window: int, overlap: int) -> list[int]:
-    """Window start offsets along one axis: ``0, s, 2s, ...`` covering ``length`` pixels.
+    """Window start offsets along one axis: ``0, s, 2s, ...`` covering every pixel.
 
-    The stride is ``window - overlap``; the last window may extend past the edge (padding).
+    Args:
+        length: Pixels along the axis.
+        window: Window side.
+        overlap: Pixels shared by neighbouring windows; the stride is ``window - overlap``.
+
+    Returns:
+        The offsets; the last window may extend past the edge (read as padding).
+
+    Raises:
+        ValueError: Unless ``window > 0`` and ``0 <= overlap < window``.
     """
     if window <= 0 or not 0 <= overlap < window:
         raise ValueError(f"need window > 0 and 0 <= overlap < window, got {window}, {overlap}")
@@ -71,7 +80,15 @@ def window_offsets(length: int, window: int, overlap: int) -> list[int]:
 
 
 def blend_weights(window: int, overlap: int) -> np.ndarray:
-    """2-D linear cross-fade weight (float64, ``window x window``); see the module docstring."""
+    """2-D linear cross-fade weight of one window (see docs/evaluation.md).
+
+    Args:
+        window: Window side.
+        overlap: Ramp width at each side (0: constant weight).
+
+    Returns:
+        A float64 array of shape (window, window).
+    """
     i = np.arange(window, dtype=np.float64)
     if overlap > 0:
         w1 = np.minimum(1.0, np.minimum((i + 0.5) / overlap, (window - i - 0.5) / overlap))
@@ -87,6 +104,17 @@ def gdal_cache_size(width: int, window: int, batch_size: int, n_bands: int, in_i
     The input blocks under one batch of windows (plus one block row) and two block rows of
     every output across the scene width, times 1.5. Reads and writes then hit the cache;
     memory stays proportional to the width, not to the scene.
+
+    Args:
+        width: Scene width in pixels.
+        window: Window side.
+        batch_size: Windows per forward pass.
+        n_bands: Input bands read.
+        in_itemsize: Bytes per input value.
+        out_bytes_per_px: Bytes per output pixel over all output rasters.
+
+    Returns:
+        The cache size in MB.
     """
     stride_cols = min(width, batch_size * window + _BLOCK)
     need_in = (window + _BLOCK) * stride_cols * n_bands * in_itemsize
@@ -98,7 +126,17 @@ def gdal_cache_size(width: int, window: int, batch_size: int, n_bands: int, in_i
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` -> CUDA, else MPS, else CPU; an explicit device must be available."""
+    """The torch device to run on.
+
+    Args:
+        device: ``"auto"`` (CUDA, else MPS, else CPU), a device name or a torch device.
+
+    Returns:
+        The device.
+
+    Raises:
+        InputError: If CUDA is asked for but not available.
+    """
     if isinstance(device, torch.device):
         return device
     if device in (None, "", "auto"):
@@ -140,6 +178,17 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
       missing name is an error naming both lists.
     * The image has no usable band names: its band count must be at least the model's; extra
       bands are ignored with a warning (the first ``in_channels`` are used, as in tiling).
+
+    Args:
+        info: The image's header.
+        bundle: The model bundle (``bands``, ``in_channels``).
+
+    Returns:
+        The 1-based band indexes.
+
+    Raises:
+        InputError: If the bundle is inconsistent, a named band is missing, or the image has
+            too few bands.
     """
     wanted = [str(b) for b in (bundle.get("bands") or [])]
     n_in = int(bundle.get("in_channels") or len(wanted))
@@ -180,7 +229,14 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
 
 
 def positive_class(bundle: Mapping[str, Any]) -> int:
-    """Index of the class whose probability a flood model writes (``water`` by default)."""
+    """Index of the class whose probability a flood model writes.
+
+    Args:
+        bundle: The model bundle.
+
+    Returns:
+        The bundle's ``positive_class``, else ``water``, else the last class.
+    """
     classes = list(bundle["classes"])
     if isinstance(bundle.get("positive_class"), int):
         return int(bundle["positive_class"])
@@ -190,7 +246,16 @@ def positive_class(bundle: Mapping[str, Any]) -> int:
 
 
 def probability_bands(bundle: Mapping[str, Any], probabilities: str) -> list[str]:
-    """Band descriptions of the probability raster for ``probabilities`` 'max' or 'all'."""
+    """Band descriptions of the probability raster.
+
+    Args:
+        bundle: The model bundle.
+        probabilities: ``"max"`` or ``"all"``.
+
+    Returns:
+        ``p_<class>`` per class for ``"all"``; else ``p_<positive class>`` for flood models
+        and ``p_max`` for others.
+    """
     classes = list(bundle["classes"])
     if probabilities == "all":
         return [f"p_{c}" for c in classes]
@@ -766,7 +831,14 @@ class _ResumeCache:
 
 
 def store_scenes(store_dir: str | Path) -> dict[str, Path]:
-    """Every scene of a tile store: name -> image path (as tiled)."""
+    """Every scene of a tile store.
+
+    Args:
+        store_dir: The tile store.
+
+    Returns:
+        Scene name -> image path (as tiled).
+    """
     from .store import TileStore
 
     return {s: Path(e["image"]) for s, e in TileStore(store_dir).meta["scenes"].items()}
@@ -774,9 +846,20 @@ def store_scenes(store_dir: str | Path) -> dict[str, Path]:
 
 def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test"
                     ) -> dict[str, Path]:
-    """Scenes of a tile store with tiles in ``split`` of ``split_column``: name -> image path.
+    """Scenes of a tile store with tiles in one split of a split column.
 
     A fold's model is judged only on its held-out tiles, so only these scenes need it.
+
+    Args:
+        store_dir: The tile store.
+        split_column: The tile index column, e.g. ``split_f0``.
+        split: The split whose scenes are wanted.
+
+    Returns:
+        Scene name -> image path.
+
+    Raises:
+        InputError: If the tile index has no such column.
     """
     from .store import TileStore
 
