@@ -21,6 +21,8 @@ from spatialfair.commands import partition as partition_cmd
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.settings import Settings
+from spatialfair.tiling import tile_dataset
+from tests.conftest import write_tif
 
 UTM = "EPSG:32633"
 WGS84 = "EPSG:4326"
@@ -64,25 +66,31 @@ def make_index(scene, transform, H, W, T, keep=None, crs=UTM):
 
 
 def make_store(store_dir, scenes, T, crs=UTM):
-    """store.json + tile_grid.gpkg for scenes {name: (transform, H, W, keep)}."""
-    store_dir.mkdir(parents=True, exist_ok=True)
-    parts, meta_scenes = [], {}
+    """A tile store made by the real tiler from small generated rasters.
+
+    ``scenes`` is {name: (transform, H, W, keep)}: images and labels go to ``img/`` and
+    ``lab/`` beside ``store_dir``; tiles (row-major, ``T`` px) whose position is not in
+    ``keep`` get no label, so the tiler skips them. Returns the store's metadata and index.
+    """
+    base = store_dir.parent
+    (base / "img").mkdir(exist_ok=True)
+    (base / "lab").mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
     for name, (transform, H, W, keep) in scenes.items():
-        idx = make_index(name, transform, H, W, T, keep)
-        parts.append(idx)
-        meta_scenes[name] = {"image": f"{name}.tif", "label": f"{name}.tif", "crs": crs,
-                             "transform": list(transform)[:6], "width": W, "height": H,
-                             "n_tiles": len(idx), "nodata": None}
-    index = gpd.GeoDataFrame(
-        gpd.pd.concat(parts, ignore_index=True), geometry="geometry", crs=crs)
-    index["tile_id"] = np.arange(len(index))
-    meta = {"format": "spatialfair-tiles/1", "task": "flood", "tile_size": T, "overlap": 0,
-            "min_valid_fraction": 0.05, "bands": ["VV", "VH"], "dtype": "float32",
-            "classes": ["land", "water"], "colors": ["#c8b48c", "#1f78b4"], "ignore_index": 255,
-            "study_crs": crs, "scenes": meta_scenes, "regions_partitioning": "regions"}
-    (store_dir / "store.json").write_text(json.dumps(meta))
-    index.to_file(store_dir / "tile_grid.gpkg", layer="tiles", driver="GPKG", engine="pyogrio")
-    return meta, index
+        image = rng.normal(-12.0, 2.0, (2, H, W)).astype("float32")
+        label = (rng.random((H, W)) < 0.3).astype("uint8")
+        offsets = [(r0, c0) for r0 in range(0, H, T) for c0 in range(0, W, T)]
+        for k, (r0, c0) in enumerate(offsets):
+            if keep is not None and k not in keep:
+                label[r0:r0 + T, c0:c0 + T] = 255
+        write_tif(base / "img" / f"{name}.tif", image, crs=crs, transform=transform)
+        write_tif(base / "lab" / f"{name}.tif", label, crs=crs, transform=transform, nodata=255)
+    config = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
+                                                 "labels": "lab/*.tif"}}})
+    ds = dataset_config(config, "d", base=base)
+    settings = Settings.from_config({"tiling": {"size": T, "min_valid_fraction": 0.05}})
+    store = tile_dataset(ds, store_dir, settings=settings)
+    return store.meta, store.index
 
 
 # ----------------------------------------------------------------------------- grids

@@ -9,6 +9,7 @@ import rasterio
 import yaml
 from rasterio.transform import from_origin
 
+from spatialfair import partitions
 from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
@@ -185,10 +186,6 @@ def test_split_tiles_writes_final_index(store):
 
 
 def test_split_tiles_with_partitions_module(store, tmp_path):
-    partitions = pytest.importorskip("spatialfair.partitions")
-    if not all(hasattr(partitions, f) for f in ("write_partitions", "read_partitions",
-                                                 "assign_tiles", "Partitioning")):
-        pytest.skip("spatialfair.partitions lacks the contract API")
     import geopandas as gpd
     import shapely
 
