@@ -274,7 +274,8 @@ def _sources(predictions: str | Path | Sequence[tuple[str, str | Path]]) -> list
         return [("split", Path(predictions))]
     out = [(str(c), Path(d)) for c, d in predictions]
     if not out:
-        raise ValueError("no predictions to evaluate")
+        raise InputError("predictions", "no predictions to evaluate",
+                         "pass a predictions folder or (split column, folder) pairs")
     return out
 
 
@@ -344,7 +345,8 @@ def _unit_of_tiles(index: pd.DataFrame, unit: str, block_tiles: int, stride: int
         from .splits import spatial_blocks
 
         return spatial_blocks(index, block_tiles=block_tiles, stride=stride).astype(np.int64)
-    raise ValueError(f"unknown significance unit '{unit}' (block, scene, tile)")
+    raise InputError("config: evaluation.significance_unit",
+                     f"unknown significance unit '{unit}'", "use block, scene or tile")
 
 
 @dataclass

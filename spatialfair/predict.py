@@ -315,16 +315,18 @@ class _Forward:
                 out = out[0]
             out = out.float()
             if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-                raise ValueError(f"model returned shape {tuple(out.shape)} for input "
-                                 f"{tuple(x.shape)}; expected (batch, classes, height, width)")
+                raise InputError("model", f"returned shape {tuple(out.shape)} for input "
+                                 f"{tuple(x.shape)}", "return logits of shape (batch, classes, "
+                                 "height, width)")
             if out.shape[1] == self.num_classes:
                 p = torch.softmax(out, dim=1)
             elif out.shape[1] == 1 and self.num_classes == 2:
                 p1 = torch.sigmoid(out)
                 p = torch.cat([1 - p1, p1], dim=1)
             else:
-                raise ValueError(f"model returned {out.shape[1]} channels for "
-                                 f"{self.num_classes} classes")
+                raise InputError("model", f"returned {out.shape[1]} channels for "
+                                 f"{self.num_classes} classes", "return one channel per class "
+                                 "(or one for two classes)")
             return p.cpu().numpy()
 
 
@@ -763,7 +765,8 @@ def predict_scenes_from_bundle(
                          "train a model first (spatialfair train) or fix the path")
     out_probs = list(out_probs) if out_probs else [None] * len(image_paths)
     if not len(image_paths) == len(out_classes) == len(out_probs):
-        raise ValueError("predict: give one class output (and probability output) per image")
+        raise InputError("predict", "the numbers of images and outputs differ",
+                         "give one class output (and probability output) per image")
     dev = resolve_device(device)
     model, bundle = load_bundle(model_path, dev)
     for image in image_paths:
