@@ -17,8 +17,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -421,28 +421,38 @@ def train(store_dir: str | Path, out_dir: str | Path, *, dataset: DatasetConfig,
     plan = _Plan(settings, ds, run, store_dir, Path(partitions) if partitions else None,
                  seed=seed, split_column=split_column)
     tcfg = plan.tcfg
-    prev_det = (torch.are_deterministic_algorithms_enabled(),
-                torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    changed = False
     ctx = DistContext()
     try:
         ctx = init_distributed(resolve_device(tcfg.device).type == "cuda")
         device = resolve_device(tcfg.device, ctx.local_rank)
-        if tcfg.deterministic and device.type == "cuda":
-            # CPU kernels used here are deterministic already, and switching the global flag
-            # imports torch's compiler stack (seconds per process), so only on CUDA.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-            torch.backends.cudnn.deterministic = True
-            changed = True
-        return _Session(plan, out_dir, device, ctx).run(resume, stop_after_epoch)
+        with _deterministic(tcfg.deterministic and device.type == "cuda"):
+            return _Session(plan, out_dir, device, ctx).run(resume, stop_after_epoch)
     finally:
-        if changed:
-            torch.use_deterministic_algorithms(prev_det[0], warn_only=prev_det[1])
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev_det[2:]
         shutdown(ctx)
+
+
+@contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    """Request deterministic CUDA kernels inside the block (and restore the flags after).
+
+    CPU kernels used here are deterministic already, and switching the global flag imports
+    torch's compiler stack (seconds per process), so callers enable it only on CUDA.
+    """
+    if not enabled:
+        yield
+        return
+    prev = (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[2:]
 
 
 def tile_errors(model: nn.Module, loader, tile_ids: torch.Tensor, device: torch.device,
@@ -468,6 +478,11 @@ def tile_errors(model: nn.Module, loader, tile_ids: torch.Tensor, device: torch.
     return out[0].cpu(), out[1].cpu()
 
 
+def _no_selection() -> dict[str, Any]:
+    """The model selection before any epoch was scored."""
+    return {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
+
+
 class _Session:
     """One training run: data, model, strategy, and the state a checkpoint carries.
 
@@ -482,10 +497,22 @@ class _Session:
     def __init__(self, plan: _Plan, out_dir: Path, device: torch.device,
                  ctx: DistContext) -> None:
         self.plan, self.out_dir, self.device, self.ctx = plan, out_dir, device, ctx
-        tcfg, ds, seed = plan.tcfg, plan.ds, plan.seed
         self.reduce = Reducer(ctx.world_size) if ctx.distributed else None
-        self.epochs = int(tcfg.epochs)
-        col = plan.split_column
+        self.epochs = int(plan.tcfg.epochs)
+        self._build_data()
+        self._build_model()
+        self.history: list[dict[str, Any]] = []
+        self.best = _no_selection()
+        if ctx.is_main:
+            log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
+                     "%d epochs %s", plan.ds.name, plan.run.name, type(self.model).__name__,
+                     device, count_parameters(self.model), len(self.train_ds), len(self.val_ds),
+                     plan.num_regions, plan.partitioning, self.total, self.phases)
+
+    def _build_data(self) -> None:
+        """Normalisation statistics, the train and validation datasets and loaders."""
+        plan, tcfg, ctx = self.plan, self.plan.tcfg, self.ctx
+        seed, col = plan.seed, plan.split_column
         self.norm = band_stats(plan.store, "train", col)
         self.train_ds = TileDataset(plan.store, "train", plan.partitioning,
                                     plan.tile_partitionings, norm=self.norm,
@@ -494,24 +521,22 @@ class _Session:
                                   split_column=col)
         self.batch, self.workers = int(tcfg.batch_size), int(tcfg.num_workers)
         self.val_loader = make_loader(self.val_ds, self.batch, train=False,
-                                      num_workers=self.workers, device=device, rank=ctx.rank,
-                                      world_size=ctx.world_size)
+                                      num_workers=self.workers, device=self.device,
+                                      rank=ctx.rank, world_size=ctx.world_size)
         self.steps_per_epoch = len(self._loader(None))
-        _seed_everything(seed)
-        self.model = build_model(plan.mcfg, len(plan.store.bands), ds.num_classes).to(device)
+
+    def _build_model(self) -> None:
+        """The seeded network (and its initial weights), mixed precision and the strategy."""
+        plan, device = self.plan, self.device
+        _seed_everything(plan.seed)
+        self.model = build_model(plan.mcfg, len(plan.store.bands),
+                                 plan.ds.num_classes).to(device)
         self.init_state = copy.deepcopy(self.model.state_dict())
-        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device, bool(tcfg.amp))
+        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device,
+                                                                       bool(plan.tcfg.amp))
         self.strategy = self._strategy()
         self.phases = self.strategy.phases(self.epochs)
         self.total = sum(n for _, n in self.phases)
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "state": None,
-                                     "metrics": None}
-        if ctx.is_main:
-            log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
-                     "%d epochs %s", ds.name, plan.run.name, type(self.model).__name__, device,
-                     count_parameters(self.model), len(self.train_ds), len(self.val_ds),
-                     plan.num_regions, plan.partitioning, self.total, self.phases)
 
     def _loader(self, balanced: float | None):
         return make_loader(self.train_ds, self.batch, train=True, seed=self.plan.seed,
@@ -543,7 +568,7 @@ class _Session:
             begin += n
         return len(self.phases) - 1, begin - self.phases[-1][1]
 
-    def _enter(self, index: int, fresh: bool) -> None:
+    def _enter_phase(self, index: int, fresh: bool) -> None:
         """Set up phase ``index``; ``fresh``: run its one-off transition first."""
         kind, n = self.phases[index]
         if fresh and index > 0:
@@ -584,30 +609,30 @@ class _Session:
         elif kind == "head":  # DFR: the kept ERM model's features, a new selection
             if self.best["state"] is not None:
                 self.model.load_state_dict(self.best["state"])
-            self.best = {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
+            self.best = _no_selection()
 
     # ------------------------------------------------------------------ loop
     def run(self, resume: bool, stop_after_epoch: int | None) -> Path:
-        start, ckpt = self._resume(resume)
+        start, ckpt = self._restore(resume)
         last = self.total if stop_after_epoch is None else min(self.total, int(stop_after_epoch))
         entered = -1
         for epoch in range(start, last):
             index, begin = self._phase_at(epoch)
             if index != entered:
-                self._enter(index, fresh=epoch == begin)
+                self._enter_phase(index, fresh=epoch == begin)
                 if ckpt is not None and epoch > begin:
                     self._load_optim(ckpt)
                 entered = index
             self._epoch(epoch)
         if last < self.total:
             return self.out_dir / CHECKPOINT
-        return self._finish(start)
+        return self._write_bundle(start)
 
     def _fingerprint(self) -> str:
         plan = self.plan
         return _fingerprint(plan.settings, plan.run, plan.store, plan.seed, plan.split_column)
 
-    def _resume(self, resume: bool) -> tuple[int, dict | None]:
+    def _restore(self, resume: bool) -> tuple[int, dict | None]:
         path, main = self.out_dir / CHECKPOINT, self.ctx.is_main
         if not resume:
             return 0, None
@@ -637,7 +662,7 @@ class _Session:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
 
-    def _step(self, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _train_step(self, b: Mapping[str, torch.Tensor]) -> torch.Tensor:
         dev, strategy = self.device, self.strategy
         x = b["image"].to(dev, non_blocking=True)
         y = b["label"].to(dev, non_blocking=True)
@@ -682,13 +707,13 @@ class _Session:
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         for b in tqdm(self.train_loader, desc=f"{name} epoch {epoch + 1}/{self.total}",
                       unit="batch", leave=False, disable=None if ctx.is_main else True):
-            sums += self._step(b)
+            sums += self._train_step(b)
         self.strategy.on_epoch_end(epoch, self.reduce)
         if self.reduce is not None:
             sums = self.reduce(sums)
         row = self._validate(epoch, sums, t0)
         if ctx.is_main:
-            self._save(epoch, row)
+            self._checkpoint(epoch, row)
         barrier(ctx)
 
     def _validate(self, epoch: int, sums: torch.Tensor, t0: float) -> dict[str, Any]:
@@ -708,13 +733,7 @@ class _Session:
                     for name, v in zip(plan.region_names, val["by_region"])})
         if len(self.phases) > 1:
             row["phase"] = self.kind
-        if self.kind != "identify" and val["score"] > self.best["score"]:
-            self.best = {"score": val["score"], "epoch": epoch + 1,
-                         "state": copy.deepcopy({k: v.detach().cpu()
-                                                 for k, v in self.model.state_dict().items()}),
-                         "metrics": {**val["overall"], "worst_region": val["worst_region"],
-                                     f"worst_{headline}": val["worst"],
-                                     "difference": val["difference"], "score": val["score"]}}
+        self._select(epoch, val, headline)
         row["selected"] = int(self.best["epoch"] == epoch + 1)
         self.history.append(row)
         if self.ctx.is_main:
@@ -724,7 +743,18 @@ class _Session:
                      " (best)" if row["selected"] else "")
         return row
 
-    def _save(self, epoch: int, row: dict[str, Any]) -> None:
+    def _select(self, epoch: int, val: Mapping[str, Any], headline: str) -> None:
+        """Keep this epoch's weights when its validation score beats the best so far."""
+        if self.kind == "identify" or not val["score"] > self.best["score"]:
+            return
+        self.best = {"score": val["score"], "epoch": epoch + 1,
+                     "state": copy.deepcopy({k: v.detach().cpu()
+                                             for k, v in self.model.state_dict().items()}),
+                     "metrics": {**val["overall"], "worst_region": val["worst_region"],
+                                 f"worst_{headline}": val["worst"],
+                                 "difference": val["difference"], "score": val["score"]}}
+
+    def _checkpoint(self, epoch: int, row: dict[str, Any]) -> None:
         ckpt = {"format": CHECKPOINT_FORMAT, "fingerprint": self._fingerprint(),
                 "epoch": epoch + 1, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -736,7 +766,7 @@ class _Session:
             torch.save(ckpt, tmp)
         _write_log(self.history, self.out_dir / LOG)
 
-    def _finish(self, start: int) -> Path:
+    def _write_bundle(self, start: int) -> Path:
         plan, ds, best = self.plan, self.plan.ds, self.best
         model_path = self.out_dir / MODEL
         if self.ctx.is_main:

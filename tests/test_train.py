@@ -471,7 +471,7 @@ def test_balanced_and_region_class_runs(store, tmp_path):
     ds = dataset_config(config, "d", require_files=False)
     plan = _Plan(Settings.from_config(config), ds, _run(config, "balanced"), store, None)
     session = _Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
-    session._enter(0, fresh=True)
+    session._enter_phase(0, fresh=True)
     assert isinstance(session.train_loader.sampler, BalancedSampler)
     assert train(store, tmp_path / "b", dataset=ds, strategy=_run(config, "balanced"), settings=Settings.from_config(config)).exists()
     plan = _Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
