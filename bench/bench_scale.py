@@ -143,8 +143,8 @@ def job_durations(text: str) -> dict[str, list[float]]:
 
 def tiling_compute(work: Path, config_path: Path) -> float:
     """Seconds to tile every scene in one process (the per-scene jobs' pure compute)."""
-    from spatialfair.settings import Settings
     from spatialfair.config import dataset_config, load_config
+    from spatialfair.settings import Settings
     from spatialfair.tiling import tile_dataset
 
     config = load_config(config_path)

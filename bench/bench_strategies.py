@@ -116,7 +116,7 @@ def bench_step(args: argparse.Namespace) -> None:
           f"{args.classes} classes, U-Net width {args.width} depth {args.depth}, "
           f"{args.regions} regions, {len(sizes)} SPAD partitionings, {args.rounds} rounds, "
           f"{args.clock} clock")
-    print(f"| strategy | step ms | ratio to ERM | loss ms | loss overhead / ERM step |")
+    print("| strategy | step ms | ratio to ERM | loss ms | loss overhead / ERM step |")
     print("|---|---:|---:|---:|---:|")
     for name in strategies:
         step_ms = statistics.median(r[name][0] for r in rounds) * 1e3
@@ -192,8 +192,8 @@ def bench_demo(args: argparse.Namespace) -> None:
                      bundle["epoch"], seconds))
     print(f"{name}: test tiles, headline {headline}, regions with >= {min_px} labelled test "
           f"pixels, {config['training']['epochs']} epochs, threads {torch.get_num_threads()}")
-    print(f"| run | overall | worst region | difference | std | mad | regions | kept epoch "
-          f"| train s |")
+    print("| run | overall | worst region | difference | std | mad | regions | kept epoch "
+          "| train s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.4f} | {r[4]:.4f} | {r[5]:.4f} | "

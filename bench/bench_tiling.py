@@ -83,8 +83,8 @@ def read_all_blocks(img_path: Path, lab_path: Path) -> float:
 
 def child(mode: str, folder: Path, out: Path, tile: int) -> None:
     """One measurement in a fresh process; prints seconds, CPU seconds, peak RSS as JSON."""
-    from spatialfair.settings import Settings
     from spatialfair.config import dataset_config, validate_config
+    from spatialfair.settings import Settings
     from spatialfair.tiling import READ_BYTES, tile_dataset
 
     cfg = validate_config({"datasets": {"bench": {"task": "flood", "images": "img/*.tif",
@@ -141,7 +141,7 @@ def main() -> None:
         gen_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         runs: dict[str, list[dict]] = {"read": [], "read_small_cache": [], "tile": [],
                                        "write": []}
-        for i in range(args.repeat):  # interleaved, so load changes hit all alike
+        for _ in range(args.repeat):  # interleaved, so load changes hit all alike
             for mode in runs:
                 out = folder / "tiles" if mode == "tile" else folder / "scratch"
                 if mode == "write":

@@ -162,6 +162,7 @@ class DatasetConfig:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes."""
         return len(self.classes)
 
 

@@ -11,6 +11,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair aggregate`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     p.add_argument("--run-dir", required=True,
                    help="the run folder (results/NAME/RUN) holding reps/s<seed>/fairness/")
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
@@ -21,6 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair aggregate``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..aggregate import aggregate_replicates
     from ..layout import seed_metrics
     from ..maps import MAX_RASTER_SIZE, write_maps

@@ -12,6 +12,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair audit`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     p.add_argument("--predictions", nargs="+", default=None,
                    help="prediction raster(s): one per label file (same file name) or one "
                         "mosaic/VRT for all")
@@ -45,6 +50,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair audit``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..audit import audit_dataset, audit_map
     from ..errors import InputError
 

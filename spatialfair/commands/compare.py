@@ -15,6 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair compare`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     from ..settings import section_defaults
     from ..stats import TESTS
 
@@ -37,6 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair compare``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..compare import compare_strategies
     from ..config import dataset_config, load_config, strategy_runs
     from ..errors import InputError

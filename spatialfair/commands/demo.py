@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair demo`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     p.add_argument("task", choices=TASKS, help="which demo: flood (SAR water) or crop (optical)")
     p.add_argument("--out", required=True,
                    help="output folder; receives images/, labels/, regions.gpkg, demo.json")
@@ -27,6 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair demo``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..demo import make_demo, region_summary
 
     info = make_demo(args.task, args.out, seed=args.seed, size=args.size, n_scenes=args.scenes)

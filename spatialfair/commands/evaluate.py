@@ -13,6 +13,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair evaluate`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True, help="partitions.gpkg")
@@ -35,6 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair evaluate``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..config import dataset_config, load_config
     from ..errors import InputError
     from ..evaluate import evaluate_dataset

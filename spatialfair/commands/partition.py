@@ -20,12 +20,26 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair partition`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--out", required=True, help="output GeoPackage (results/NAME/partitions.gpkg)")
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair partition``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..partitions import build_partitions
 
     config = load_config(args.config)

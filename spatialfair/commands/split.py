@@ -18,6 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair split`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True,
@@ -25,6 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair split``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..splits import split_tiles
 
     config = load_config(args.config)

@@ -1,15 +1,9 @@
 """``spatialfair tile``: validate a dataset, then cut its scenes into the tile store.
 
-Tile settings come from the config's ``tiling`` block. Labels on another grid are reprojected
-(nearest, logged) into ``<out>/reprojected_labels/`` only when the dataset sets
-``reproject_labels``; otherwise a grid mismatch is an error.
-
-Without ``--scene``/``--gather`` one process validates the whole dataset (regions file and
-labels included) and tiles every scene. A cluster tiles scenes in parallel instead: jobs of
-``--scene NAME [NAME ...]`` (header checks and those scenes' reprojection only; the workflow
-validates the dataset first), then one ``--gather`` job that writes the tile index and
-store.json from the scenes' parts (``--parts``, default ``<out>/parts``). Both ways give the
-same store.
+Settings: the config's ``tiling`` block; labels on another grid are reprojected only when the
+dataset sets ``reproject_labels``. One process tiles every scene, or a cluster runs one
+``--scene NAME`` job per scene (after ``spatialfair validate``) and then one ``--gather`` job
+that writes the tile index and store.json from the parts. Both ways give the same store.
 """
 
 from __future__ import annotations
@@ -29,6 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair tile`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
     mode = p.add_mutually_exclusive_group()
@@ -40,6 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair tile``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..project import checked_for_tiling
     from ..tiling import gather_tiles, tile_dataset, tile_scene
 

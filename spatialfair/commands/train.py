@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``spatialfair train`` to its parser.
+
+    Args:
+        p: The sub-command's parser.
+    """
     add_dataset_arguments(p)
     p.add_argument("--strategy", required=True,
                    help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1")
@@ -41,6 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Run ``spatialfair train``.
+
+    Args:
+        args: The parsed command line.
+
+    Raises:
+        SpatialfairError: If the input, the config or an earlier stage's output is
+            unusable (the command exits with status 2).
+    """
     from ..train import train
 
     config = load_config(args.config)
