@@ -66,8 +66,15 @@ def _parse_run(run: Any) -> tuple[str, str, float | None]:
 
 
 def pareto_front(overall: np.ndarray, gap: np.ndarray) -> np.ndarray:
-    """True for points no other point beats (higher ``overall`` and lower ``gap``, one
-    strictly); points with a NaN coordinate are never on the front."""
+    """Which points no other point beats (higher ``overall`` and lower ``gap``, one strictly).
+
+    Args:
+        overall: The overall headline metric per point.
+        gap: The region gap per point.
+
+    Returns:
+        Boolean per point; points with a NaN coordinate are never on the front.
+    """
     overall = np.asarray(overall, dtype=float)
     gap = np.asarray(gap, dtype=float)
     ok = np.isfinite(overall) & np.isfinite(gap)
@@ -113,8 +120,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def seed_rows(dataset_dir: str | Path, runs: Sequence[Any],
               partitioning: str | None = None) -> pd.DataFrame:
-    """One row per run and seed (the per-run columns of :data:`COLUMNS` plus ``seed``),
-    read from each seed's metrics.json; runs in the given order."""
+    """One row per run and seed, read from each seed's metrics.json; runs in the given order.
+
+    Args:
+        dataset_dir: The dataset's results folder.
+        runs: Run names or :class:`~spatialfair.config.StrategyRun` objects.
+        partitioning: The partitioning judged (default: each run's primary partitioning).
+
+    Returns:
+        The per-run columns of :data:`COLUMNS` plus ``seed``.
+
+    Raises:
+        InputError: If no run is given, a run's metrics are missing or unreadable, the
+            partitioning is missing, or the runs use different headline metrics.
+    """
     dataset_dir = Path(dataset_dir)
     parsed = [_parse_run(r) for r in runs]
     if not parsed:
@@ -143,6 +162,16 @@ def validation_score(run_dir: str | Path, seed: int) -> float:
     row with ``selected`` = 1) of each fold's ``train_log.csv``, averaged over the folds.
 
     NaN when a fold's log is missing or has no selected epoch. Test data never enters.
+
+    Args:
+        run_dir: The run's folder.
+        seed: The seed.
+
+    Returns:
+        The averaged validation score, or NaN.
+
+    Raises:
+        InputError: If a train log has no ``score`` or ``selected`` column.
     """
     dirs = replicate_dirs(run_dir, seed)
     scores = []
@@ -177,6 +206,13 @@ def select_by_validation(dataset_dir: str | Path, rows: pd.DataFrame) -> pd.Data
     In each seed the sweep's run with the highest :func:`validation_score` is picked (ties:
     the first run); its test metrics become that seed's row, and ``picked`` names it. A sweep
     without validation scores (no train logs) gets no row, with a warning.
+
+    Args:
+        dataset_dir: The dataset's results folder.
+        rows: Per-seed rows (:func:`seed_rows`).
+
+    Returns:
+        The ``:selected`` rows (possibly none).
     """
     dataset_dir = Path(dataset_dir)
     out = []
@@ -285,7 +321,16 @@ def _fmt_ci(mean: float, low: float, high: float) -> str:
 
 
 def verdict(row: dict[str, Any] | pd.Series, alpha: float, test: str) -> str:
-    """The verdict in words of one comparison row (see docs/verdicts.md)."""
+    """The verdict in words of one comparison row (see docs/verdicts.md).
+
+    Args:
+        row: A row of the comparison table.
+        alpha: Family-wise error rate of the Holm-adjusted test.
+        test: The paired test used (for the note on the smallest reachable p-value).
+
+    Returns:
+        The verdict, e.g. ``fairer``, ``less fair``, ``no evidence`` or ``baseline``.
+    """
     if row["role"] == "baseline":
         return "baseline"
     if pd.isna(row["n_paired"]):
@@ -308,7 +353,14 @@ def verdict(row: dict[str, Any] | pd.Series, alpha: float, test: str) -> str:
 
 
 def verdict_kind(text: str) -> str:
-    """The verdict's key word: fairer, less fair, no evidence, baseline, or none."""
+    """The verdict's key word.
+
+    Args:
+        text: A verdict in words (:func:`verdict`).
+
+    Returns:
+        ``fairer``, ``less fair``, ``no evidence``, ``baseline`` or ``none``.
+    """
     for kind in ("baseline", "fairer", "less fair", "no evidence"):
         if str(text).startswith(kind):
             return kind
@@ -317,8 +369,21 @@ def verdict_kind(text: str) -> str:
 
 def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
                   level: float = stats.CONFIDENCE) -> pd.DataFrame:
-    """The comparison table from per-seed rows (:func:`seed_rows`, plus any ``:selected``
-    rows): per-run means and CIs, paired differences to ERM, Holm-adjusted p, verdicts."""
+    """The comparison table from per-seed rows.
+
+    Args:
+        rows: Per-seed rows (:func:`seed_rows`, plus any ``:selected`` rows).
+        alpha: Family-wise error rate of the verdicts.
+        test: The paired test (one of ``stats.TESTS``).
+        level: Confidence level of the intervals.
+
+    Returns:
+        Per run: means and confidence intervals, paired differences to ERM, Holm-adjusted
+        p-values and the verdict.
+
+    Raises:
+        InputError: If ``test`` is unknown.
+    """
     if test not in stats.TESTS:
         raise InputError("compare", f"unknown test '{test}'", f"use one of {stats.TESTS}")
     baseline, roles = _roles(rows)
@@ -359,7 +424,21 @@ def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
 def comparison_table(dataset_dir: str | Path, runs: Sequence[Any],
                      partitioning: str | None = None, *, alpha: float,
                      test: str) -> pd.DataFrame:
-    """Read every run's per-seed metrics (and train logs of sweeps) and build the table."""
+    """Read every run's per-seed metrics (and the train logs of sweeps) and build the table.
+
+    Args:
+        dataset_dir: The dataset's results folder.
+        runs: Run names or :class:`~spatialfair.config.StrategyRun` objects.
+        partitioning: The partitioning judged (default: each run's primary partitioning).
+        alpha: Family-wise error rate of the verdicts.
+        test: The paired test (one of ``stats.TESTS``).
+
+    Returns:
+        The comparison table (:func:`verdict_table`).
+
+    Raises:
+        InputError: If ``test`` is unknown or a run's metrics are missing or inconsistent.
+    """
     if test not in stats.TESTS:
         raise InputError("compare", f"unknown test '{test}'", f"use one of {stats.TESTS}")
     rows = seed_rows(dataset_dir, runs, partitioning)
@@ -421,8 +500,18 @@ def _legend(ax: Any) -> None:
 
 
 def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
-    """Fairness (difference, SPAD score) against the overall headline metric, per run, with
-    95 % CIs over seeds on both axes and each strategy's verdict as the marker."""
+    """Draw fairness (difference, SPAD score) against the overall headline metric, per run.
+
+    Both axes carry 95 % confidence intervals over seeds; each strategy's verdict is its marker.
+
+    Args:
+        table: The comparison table.
+        path: The PNG to write.
+        title: Title of the figure.
+
+    Returns:
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
