@@ -400,6 +400,26 @@ def _full_index(ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS,
     return gpd.GeoDataFrame(index, geometry="geometry", crs=target)
 
 
+def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list[int]]]:
+    """Header checks of every (image, label) pair, before anything is read or written."""
+    if not ds.images:
+        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
+                         "check the glob or list the files")
+    check_scene_names(ds)
+    checked = []
+    for image, label in zip(ds.images, ds.labels):
+        try:
+            checked.append(inspect_pair(ds, image, label))
+        except InputError as exc:
+            if ds.reproject_labels and exc.problem.startswith("label grid differs"):
+                raise InputError(exc.where, exc.problem, "tile the labels reprojected by "
+                                 "`validate_dataset(ds, settings=..., reproject_dir=...)`, as "
+                                 "`spatialfair tile` does") from exc
+            raise
+    check_consistent([(img, idx) for img, _, idx in checked])
+    return checked
+
+
 def tile_dataset(
     dataset: DatasetConfig,
     out_dir: str | Path,
@@ -434,21 +454,7 @@ def tile_dataset(
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap = int(size), int(overlap)
     out_dir = Path(out_dir)
-    if not ds.images:
-        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
-                         "check the glob or list the files")
-    check_scene_names(ds)
-    checked = []
-    for image, label in zip(ds.images, ds.labels):
-        try:
-            checked.append(inspect_pair(ds, image, label))
-        except InputError as exc:
-            if ds.reproject_labels and exc.problem.startswith("label grid differs"):
-                raise InputError(exc.where, exc.problem, "tile the labels reprojected by "
-                                 "`validate_dataset(ds, settings=..., reproject_dir=...)`, as "
-                                 "`spatialfair tile` does") from exc
-            raise
-    check_consistent([(img, idx) for img, _, idx in checked])
+    checked = _checked_pairs(ds)
     target = study_crs([img.crs for img, _, _ in checked])
     if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
         log.info("scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
