@@ -32,6 +32,13 @@ def symmetric_breaks(values: Sequence[float], n_classes: int = 7) -> np.ndarray:
     The half-width is max |value| rounded up to two significant digits (a tiny positive
     number when every value is 0 or none is finite), so 0 sits in the middle class when
     ``n_classes`` is odd.
+
+    Args:
+        values: The field's values.
+        n_classes: Number of classes.
+
+    Returns:
+        The ``n_classes + 1`` breaks, ascending.
     """
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     m = float(np.abs(v).max()) if v.size else 0.0
@@ -44,7 +51,15 @@ def symmetric_breaks(values: Sequence[float], n_classes: int = 7) -> np.ndarray:
 
 
 def ramp_colors(n: int, cmap: str = "RdBu") -> list[tuple[int, int, int]]:
-    """``n`` colours sampled at class centres of a matplotlib colour map (0-255 RGB)."""
+    """Colours sampled at class centres of a matplotlib colour map.
+
+    Args:
+        n: Number of classes.
+        cmap: Name of the matplotlib colour map.
+
+    Returns:
+        ``n`` RGB triples, 0-255.
+    """
     from matplotlib import colormaps
 
     cm = colormaps[cmap]
@@ -97,7 +112,19 @@ def graduated_qml(
     n_classes: int = 7,
     cmap: str = "RdBu",
 ) -> str:
-    """QML of a graduated renderer on ``field``, centred on zero, with region labels."""
+    """QML of a graduated renderer on a field, centred on zero, with region labels.
+
+    Args:
+        field: The numeric field styled (the deviation of the headline metric).
+        values: The field's values, for the class breaks.
+        label_field: Field shown as the label's first line.
+        significant_field: Boolean field that thickens the outline (None: no such outline).
+        n_classes: Number of classes.
+        cmap: Name of the matplotlib colour map.
+
+    Returns:
+        The QML document.
+    """
     breaks = symmetric_breaks(values, n_classes)
     colors = ramp_colors(n_classes, cmap)
     width_expr = (f'CASE WHEN "{significant_field}" THEN 0.9 ELSE 0.26 END'
@@ -154,7 +181,18 @@ def graduated_qml(
 
 def graduated_sld(layer: str, field: str, values: Sequence[float], *, n_classes: int = 7,
                   cmap: str = "RdBu") -> str:
-    """OGC SLD 1.1 with the same classes and colours as :func:`graduated_qml`."""
+    """OGC SLD 1.1 with the same classes and colours as :func:`graduated_qml`.
+
+    Args:
+        layer: The layer's name.
+        field: The numeric field styled.
+        values: The field's values, for the class breaks.
+        n_classes: Number of classes.
+        cmap: Name of the matplotlib colour map.
+
+    Returns:
+        The SLD document.
+    """
     breaks = symmetric_breaks(values, n_classes)
     colors = ramp_colors(n_classes, cmap)
     rules = []
@@ -185,7 +223,14 @@ def graduated_sld(layer: str, field: str, values: Sequence[float], *, n_classes:
 
 
 def geometry_columns(gpkg: str | Path) -> dict[str, str]:
-    """``{table: geometry column}`` of a GeoPackage (from ``gpkg_geometry_columns``)."""
+    """Geometry column of every spatial table of a GeoPackage.
+
+    Args:
+        gpkg: The GeoPackage.
+
+    Returns:
+        ``{table: geometry column}`` (from ``gpkg_geometry_columns``).
+    """
     with sqlite3.connect(gpkg) as con:
         return dict(con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns"))
 
@@ -201,6 +246,14 @@ def write_layer_styles(
     ``styles`` maps layer name -> (QML, SLD, description). The table is created through GDAL
     (``FID=id``, registered in ``gpkg_contents``) with the columns QGIS uses, and every row has
     ``useAsDefault`` = 1 so QGIS applies the style when the layer is opened.
+
+    Args:
+        gpkg: The GeoPackage, whose layers are already written.
+        styles: Layer name -> (QML, SLD, description).
+        style_name: Name of every style row.
+
+    Raises:
+        InputError: If a styled layer is not a spatial table of ``gpkg``.
     """
     geom = geometry_columns(gpkg)
     missing = [layer for layer in styles if layer not in geom]
