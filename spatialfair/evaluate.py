@@ -401,6 +401,32 @@ def _check_classes(meta: dict, ds: DatasetConfig, store_dir: Path) -> tuple[list
     return classes, headline
 
 
+def _read_parts(partitions_gpkg: str | Path) -> dict[str, Any]:
+    """Every partitioning of ``partitions.gpkg``, in file order."""
+    from .partitions import read_partitions
+
+    parts = read_partitions(partitions_gpkg)
+    if not parts:
+        raise InputError(partitions_gpkg, "no partitioning layers",
+                         "run `spatialfair partition` first")
+    return parts
+
+
+def _accumulate(passes: list[tuple[_Scene, np.ndarray]], parts: dict[str, Any],
+                num_classes: int, index: pd.DataFrame, ignore: int, window_side: int
+                ) -> _Accumulator:
+    """Run every scene pass into one accumulator; warn about unpredicted labelled pixels."""
+    acc = _Accumulator(parts, num_classes, len(index))
+    for sc, mask in passes:
+        rows = index.index.get_indexer(sc.tiles.index)
+        _scene_pass(sc, mask, acc, rows, ignore, window_side)
+    if acc.n_missing_pred:
+        log.warning("%d labelled, valid pixel(s) have no prediction (%d) and were not "
+                    "evaluated; check the prediction rasters", acc.n_missing_pred,
+                    IGNORE_INDEX)
+    return acc
+
+
 def evaluate_dataset(
     store_dir: str | Path,
     predictions_dir: str | Path | Sequence[tuple[str, str | Path]],
@@ -417,27 +443,25 @@ def evaluate_dataset(
 ) -> EvaluationResult:
     """Evaluate predictions per region of every partitioning.
 
-    ``predictions_dir`` is a folder of ``<scene>.tif`` judged on the tile index's ``split``
-    column, or a list of (split column, folder) pairs, one per spatial fold: their confusion
-    counts are pooled, so K folds together evaluate every held-out pixel once. ``split``
-    defaults to ``settings.evaluation.split``; ``all`` uses every tile. ``run``
-    names the run in the outputs (default: the first folder's parent). A significance unit
-    (block, scene or tile: ``evaluation.significance_unit``) is used when at least
-    ``min_unit_pixels`` of its pixels are evaluated (default: 5 % of a tile's area). ``replicate`` ({"seed", "folds"}) is recorded in metrics.json.
-    Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv``.
+    Writes ``out_dir/metrics.json`` and ``out_dir/by_region.csv``. With one (split column,
+    folder) pair per spatial fold, the folds' confusion counts are pooled, so K folds together
+    evaluate every held-out pixel once.
 
     Args:
         store_dir: The split tile store.
-        predictions_dir: The run's ``predictions/`` folder, or (split column, folder) pairs.
+        predictions_dir: The run's ``predictions/`` folder (judged on the tile index's
+            ``split`` column), or (split column, folder) pairs, one per spatial fold.
         out_dir: The run's ``fairness/`` folder.
         dataset: The resolved dataset.
         partitions: ``partitions.gpkg``.
         settings: Reads ``settings.evaluation``, ``settings.split``,
             ``settings.training.partitioning`` and ``settings.seed``.
-        split: Tiles to evaluate (default: ``settings.evaluation.split``).
-        run: Run name recorded in the outputs.
+        split: Tiles to evaluate (default: ``settings.evaluation.split``; ``all``: every
+            tile).
+        run: Run name recorded in the outputs (default: the first folder's parent).
         window_side: Side of the windows read at a time, in pixels.
-        min_unit_pixels: Evaluated pixels a significance unit needs.
+        min_unit_pixels: Evaluated pixels a significance unit (block, scene or tile) needs
+            to be used (default: 5 % of a tile's area).
         replicate: ``{"seed", "folds"}`` recorded in metrics.json.
 
     Returns:
@@ -447,7 +471,6 @@ def evaluate_dataset(
         InputError: If the store, partitions, predictions or dataset do not fit together.
     """
     ds, partitions_gpkg = dataset, partitions
-    from .partitions import read_partitions
     from .store import TileStore
 
     split = split or settings.evaluation.split
@@ -458,10 +481,7 @@ def evaluate_dataset(
     meta = store.meta
     classes, headline = _check_classes(meta, ds, store_dir)
     ignore = int(ds.ignore_index)
-    parts = read_partitions(partitions_gpkg)
-    if not parts:
-        raise InputError(partitions_gpkg, "no partitioning layers",
-                         "run `spatialfair partition` first")
+    parts = _read_parts(partitions_gpkg)
     tsize = int(meta["tile_size"])
     min_unit_pixels = (max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None
                        else int(min_unit_pixels))
@@ -472,13 +492,7 @@ def evaluate_dataset(
              "headline %s", len(passes), len(sources), n_tiles, split, len(parts), headline)
 
     index = store.index
-    acc = _Accumulator(parts, len(classes), len(index))
-    for sc, mask in passes:
-        rows = index.index.get_indexer(sc.tiles.index)
-        _scene_pass(sc, mask, acc, rows, ignore, window_side)
-    if acc.n_missing_pred:
-        log.warning("%d labelled, valid pixel(s) have no prediction (255) and were not "
-                    "evaluated; check the prediction rasters", acc.n_missing_pred)
+    acc = _accumulate(passes, parts, len(classes), index, ignore, window_side)
     if acc.overall.sum() == 0:
         raise InputError(sources[0][1], f"no labelled pixel to evaluate in split '{split}'",
                          "check the split and that labels and predictions overlap")
