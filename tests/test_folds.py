@@ -37,7 +37,8 @@ def test_every_block_is_in_test_exactly_once_per_seed_and_regions_spread():
         per_fold = pd.Series(blocks[strata.to_numpy() == r]).groupby(
             folds[strata.to_numpy() == r]).nunique()
         assert len(per_fold) == 4 and per_fold.max() - per_fold.min() <= 1
-    tests = [fold_split(idx, folds, f, val=0.2, block_tiles=2, strata=strata) for f in range(4)]
+    tests = [fold_split(idx, folds, f, val=0.2, block_tiles=2, buffer_blocks=0, strata=strata)
+             for f in range(4)]
     in_test = np.sum([t.to_numpy() == "test" for t in tests], axis=0)
     assert (in_test == 1).all()
 
@@ -46,7 +47,8 @@ def test_fold_split_has_val_from_the_rest_and_no_buffer_by_default():
     idx = grid_index()
     strata = quadrant_strata(idx)
     folds = assign_folds(idx, n_folds=4, block_tiles=2, seed=0, strata=strata)
-    s = fold_split(idx, folds, 1, val=0.25, block_tiles=2, strata=strata, seed=0)
+    s = fold_split(idx, folds, 1, val=0.25, block_tiles=2, buffer_blocks=0, strata=strata,
+                   seed=0)
     assert set(s) == {"train", "val", "test"}
     rest = (s != "test").sum()
     assert abs((s == "val").sum() / rest - 0.25) < 0.08
@@ -89,7 +91,8 @@ def test_unreplicated_config_adds_no_column_and_one_fold_replicates_resplit():
     assert replicate_splits(idx, _config()).shape[1] == 0
     assert [r.column for r in replicates(_config())] == ["split"]
     cols = replicate_splits(idx, _config(seeds=2, seed=7), strata=quadrant_strata(idx))
-    first = assign_splits(idx, block_tiles=2, seed=7, strata=quadrant_strata(idx))
+    first = assign_splits(idx, block_tiles=2, val=0.2, test=0.2, seed=7,
+                          strata=quadrant_strata(idx))
     assert (cols["split__s3_f0"].to_numpy() == first.to_numpy()).all()
     assert not cols["split__s4_f0"].equals(cols["split__s3_f0"])
 

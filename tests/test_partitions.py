@@ -98,7 +98,7 @@ def make_store(store_dir, scenes, T, crs=UTM):
 
 def test_default_grids_are_24_with_row_major_ids():
     extent = (0.0, 0.0, 100.0, 60.0)
-    parts = P.generate_partitionings(extent, UTM, offset_grids=0, kmeans=())
+    parts = P.generate_partitionings(extent, UTM, grid_max=5, offset_grids=0, kmeans=())
     names = [p.name for p in parts]
     assert len(parts) == 24
     assert "grid_1x1" not in names and names[0] == "grid_1x2" and names[-1] == "grid_5x5"
@@ -610,8 +610,11 @@ def test_one_cluster_gives_the_grids_over_the_study_extent(tmp_path):
                                                   "s2": (t2, 48, 48, None)}, 16)
     config, ds = _dataset(tmp_path, regions=False)
     parts = {p.name: p for p in P.build_partitions(tmp_path / "tiles", tmp_path / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))}
-    ref = {p.name: p for p in P.generate_partitionings(tuple(index.total_bounds), UTM,
-                                                       tile_centres=P.tile_centres(index))}
+    defaults = Settings.from_config({}).partitions  # the schema's
+    ref = {p.name: p for p in P.generate_partitionings(
+        tuple(index.total_bounds), UTM, grid_max=defaults.grid_max,
+        offset_grids=defaults.offset_grids, kmeans=defaults.kmeans,
+        tile_centres=P.tile_centres(index))}
     for name, part in ref.items():
         assert parts[name].grid == part.grid, name
         assert parts[name].names == part.names, name

@@ -102,16 +102,17 @@ def test_minority_region_is_repaired_into_val_and_test():
 def test_deterministic_and_independent_of_row_order():
     idx = grid_index(drop=0.1)
     strata = quadrant_strata(idx)
-    a = assign_splits(idx, block_tiles=3, seed=7, strata=strata)
-    b = assign_splits(idx, block_tiles=3, seed=7, strata=strata)
+    a = assign_splits(idx, block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata)
+    b = assign_splits(idx, block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata)
     assert a.equals(b)
     perm = np.random.default_rng(1).permutation(len(idx))
-    c = assign_splits(idx.iloc[perm], block_tiles=3, seed=7, strata=strata.iloc[perm])
+    c = assign_splits(idx.iloc[perm], block_tiles=3, val=0.2, test=0.2, seed=7,
+                      strata=strata.iloc[perm])
     assert c.sort_index().equals(a)
     # a strata Series in another row order is aligned by its index
-    c = assign_splits(idx.iloc[perm], block_tiles=3, seed=7, strata=strata)
+    c = assign_splits(idx.iloc[perm], block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata)
     assert c.sort_index().equals(a)
-    d = assign_splits(idx, block_tiles=3, seed=8, strata=strata)
+    d = assign_splits(idx, block_tiles=3, val=0.2, test=0.2, seed=8, strata=strata)
     assert not d.equals(a)
 
 
@@ -121,7 +122,7 @@ def test_no_strata_and_zero_fractions():
     assert set(split) == {"train", "test"}
     assert (split == "test").mean() == pytest.approx(0.25, abs=0.03)
     with pytest.raises(ValueError, match="val \\+ test < 1"):
-        assign_splits(idx, val=0.5, test=0.5)
+        assign_splits(idx, block_tiles=2, val=0.5, test=0.5)
 
 
 def test_stride_with_overlap():
