@@ -70,7 +70,7 @@ class UNet(nn.Module):
     (B, num_classes, H, W).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16, depth: int = 3):
+    def __init__(self, in_channels: int, num_classes: int, *, width: int, depth: int) -> None:
         super().__init__()
         if in_channels < 1 or num_classes < 2 or width < 1 or depth < 1:
             raise InputError(

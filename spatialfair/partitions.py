@@ -509,7 +509,7 @@ def scene_boxes(index: gpd.GeoDataFrame) -> pd.DataFrame:
         {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
 
 
-def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float = 1.0
+def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float
                    ) -> list[tuple[float, float, float, float]]:
     """Extents of the clusters of nearby scenes (single linkage on the scene boxes).
 

@@ -534,7 +534,7 @@ def test_scene_clusters_single_linkage_with_a_gap_of_one_scene_side():
                                                 (150, 0, 250, 100), (320, 0, 420, 100),
                                                 (5000, 0, 5100, 100)]
     assert len(P.scene_clusters(boxes, gap=100.0)) == 1
-    assert P.scene_clusters(boxes[:1]) == [(0, 0, side, side)]
+    assert P.scene_clusters(boxes[:1], gap=1.0) == [(0, 0, side, side)]
     # merged cluster boxes that come close are merged too (the extents stay disjoint):
     # F and G are 150 apart, but G overlaps the box of the cluster H-I
     l_shape = np.array([[0, 0, 100, 100], [250, 0, 350, 100], [260, 190, 360, 290],
