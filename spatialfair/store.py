@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import geopandas as gpd
 import numpy as np
@@ -48,7 +48,15 @@ def staging() -> Iterator[list[tuple[Path, Path]]]:
 
 
 def stage_index(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
-    """Write the tile index under a temporary name; return (temporary, final)."""
+    """Write the tile index under a temporary name in ``out_dir``.
+
+    Args:
+        out_dir: The store folder.
+        index: The tile index (layer ``tiles``).
+
+    Returns:
+        (temporary path, final path ``tile_grid.gpkg``), for :func:`publish_store`.
+    """
     grid_final = out_dir / "tile_grid.gpkg"
     grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
     write_layers({"tiles": index}, grid_tmp)
@@ -56,7 +64,16 @@ def stage_index(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
 
 
 def publish_store(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) -> None:
-    """Replace the store in ``out_dir`` by the staged files; ``store.json`` goes last."""
+    """Replace the store in ``out_dir`` by the staged files; ``store.json`` goes last.
+
+    Files that describe the previous tiles (``tiles.gpkg``, ``*.regions.bin``, chips of scenes no
+    longer in the store) are removed first.
+
+    Args:
+        out_dir: The store folder.
+        staged: (temporary, final) paths to move into place.
+        meta: The content of ``store.json``.
+    """
     old_scenes: Iterable[str] = ()
     store_json = out_dir / "store.json"
     if store_json.exists():
@@ -120,7 +137,17 @@ class TileStore:
         return CRS.from_user_input(self.meta["study_crs"])
 
     def n_tiles(self, scene: str) -> int:
-        """Number of tiles stored for ``scene``."""
+        """Number of tiles stored for ``scene``.
+
+        Args:
+            scene: A scene name (image file stem).
+
+        Returns:
+            The number of tiles.
+
+        Raises:
+            InputError: If the store has no such scene.
+        """
         return int(self._scene(scene)["n_tiles"])
 
     def _scene(self, scene: str) -> dict:
@@ -148,17 +175,50 @@ class TileStore:
         return np.memmap(path, dtype=dtype, mode="r", shape=(n, *shape_tail))
 
     def images(self, scene: str) -> np.ndarray:
-        """Read-only (n_tiles, bands, T, T) chips of ``scene`` in the image dtype."""
+        """Read-only image chips of ``scene`` in the image data type.
+
+        Args:
+            scene: A scene name.
+
+        Returns:
+            A (n_tiles, bands, T, T) memory map.
+
+        Raises:
+            InputError: If the scene is unknown or its chip file has the wrong size.
+            StateError: If the chip file is missing.
+        """
         t = self.tile_size
         return self._memmap(scene, "image", self.meta["dtype"], (len(self.bands), t, t))
 
     def labels(self, scene: str) -> np.ndarray:
-        """Read-only (n_tiles, T, T) uint8 labels (``ignore_index`` = not usable)."""
+        """Read-only uint8 label chips of ``scene`` (``ignore_index`` = not usable).
+
+        Args:
+            scene: A scene name.
+
+        Returns:
+            A (n_tiles, T, T) memory map.
+
+        Raises:
+            InputError: If the scene is unknown or its chip file has the wrong size.
+            StateError: If the chip file is missing.
+        """
         t = self.tile_size
         return self._memmap(scene, "label", np.uint8, (t, t))
 
     def regions(self, scene: str) -> np.ndarray:
-        """Read-only (n_tiles, T, T) int16 region ids of the training partitioning (-1 none)."""
+        """Read-only int16 region ids of the training partitioning (-1 = none).
+
+        Args:
+            scene: A scene name.
+
+        Returns:
+            A (n_tiles, T, T) memory map.
+
+        Raises:
+            InputError: If the scene is unknown or the file has the wrong size.
+            StateError: If the partition stage has not written the file yet.
+        """
         t = self.tile_size
         return self._memmap(scene, "regions", np.int16, (t, t))
 
@@ -176,7 +236,17 @@ class TileStore:
         return self._index
 
     def write_index(self, index: gpd.GeoDataFrame) -> Path:
-        """Write the final index ``tiles.gpkg`` atomically (used by the split step)."""
+        """Write the final index ``tiles.gpkg`` atomically (the split stage does).
+
+        Args:
+            index: The tile index with at least the base columns, in the study CRS.
+
+        Returns:
+            The path of ``tiles.gpkg``.
+
+        Raises:
+            InputError: If columns are missing or the index is in another CRS.
+        """
         missing = [c for c in BASE_COLUMNS if c not in index.columns]
         if missing:
             raise InputError(self.path / "tiles.gpkg", f"the tile index lacks columns {missing}",
@@ -192,8 +262,16 @@ class TileStore:
 
     @contextlib.contextmanager
     def regions_writer(self, scene: str) -> Iterator[RegionsWriter]:
-        """Context manager appending region-id chips of ``scene`` in store order; the file
-        appears only when all ``n_tiles`` chips were written."""
+        """Append region-id chips of ``scene`` in store order.
+
+        The file appears only when all ``n_tiles`` chips were written.
+
+        Args:
+            scene: A scene name.
+
+        Yields:
+            A :class:`RegionsWriter`.
+        """
         final = self.path / f"{scene}.regions.bin"
         with atomic_path(final) as tmp, open(tmp, "wb") as f:
             writer = RegionsWriter(f, self.n_tiles(scene), self.tile_size)
@@ -204,7 +282,13 @@ class TileStore:
                       partitioning: str | None = None) -> Path:
         """Write ``<scene>.regions.bin`` from (k, T, T) chunks in store order.
 
-        With ``partitioning``, record its name as ``regions_partitioning`` in store.json.
+        Args:
+            scene: A scene name.
+            chunks: Region-id chips, in store order, ``n_tiles`` in all.
+            partitioning: When given, recorded as ``regions_partitioning`` in store.json.
+
+        Returns:
+            The path of the written file.
         """
         with self.regions_writer(scene) as w:
             for chunk in chunks:
@@ -216,12 +300,26 @@ class TileStore:
 
 
 class RegionsWriter:
-    """Appends int16 region-id chips to an open file; checks shapes and the final count."""
+    """Appends int16 region-id chips to an open file; checks shapes and the final count.
 
-    def __init__(self, file, n_tiles: int, tile_size: int) -> None:
+    Args:
+        file: A binary file open for writing.
+        n_tiles: The number of tiles of the scene.
+        tile_size: The tile side in pixels.
+    """
+
+    def __init__(self, file: BinaryIO, n_tiles: int, tile_size: int) -> None:
         self.file, self.n_tiles, self.tile_size, self.written = file, n_tiles, tile_size, 0
 
     def write(self, chunk: np.ndarray) -> None:
+        """Append (k, T, T) or (T, T) region-id chips.
+
+        Args:
+            chunk: Region ids, -1 (none) or 0..32767.
+
+        Raises:
+            ValueError: If the shape or the ids are out of range, or too many chips are written.
+        """
         chunk = np.asarray(chunk)
         t = self.tile_size
         if chunk.ndim == 2:
@@ -236,6 +334,11 @@ class RegionsWriter:
         self.written += len(chunk)
 
     def finish(self) -> None:
+        """Check that exactly ``n_tiles`` chips were written.
+
+        Raises:
+            ValueError: If fewer or more chips were written.
+        """
         if self.written != self.n_tiles:
             raise ValueError(f"{self.written} region chips written, the store has "
                              f"{self.n_tiles} tiles")
