@@ -66,6 +66,17 @@ def tile_offsets(length: int, size: int, overlap: int = 0) -> np.ndarray:
     """Start offsets of tiles along one axis: 0, stride, 2*stride, ... until the end is covered.
 
     The last tile may extend past ``length`` (padding); there is always at least one tile.
+
+    Args:
+        length: Pixels along the axis.
+        size: Tile side in pixels.
+        overlap: Pixels shared by neighbouring tiles.
+
+    Returns:
+        int64 offsets.
+
+    Raises:
+        InputError: If ``size`` or ``overlap`` is not usable.
     """
     _check_tiling(size, overlap)
     stride = size - overlap
@@ -74,7 +85,20 @@ def tile_offsets(length: int, size: int, overlap: int = 0) -> np.ndarray:
 
 
 def tile_windows(height: int, width: int, size: int, overlap: int = 0) -> list[Window]:
-    """The tile grid of a ``height`` x ``width`` raster, row-major (see module docstring)."""
+    """The tile grid of a ``height`` x ``width`` raster, row-major.
+
+    Args:
+        height: Raster rows.
+        width: Raster columns.
+        size: Tile side in pixels.
+        overlap: Pixels shared by neighbouring tiles.
+
+    Returns:
+        One ``size`` x ``size`` window per tile; windows may extend past the raster (padding).
+
+    Raises:
+        InputError: If ``size`` or ``overlap`` is not usable.
+    """
     rows, cols = tile_offsets(height, size, overlap), tile_offsets(width, size, overlap)
     return [Window(int(c), int(r), size, size) for r in rows for c in cols]
 
@@ -490,7 +514,16 @@ def tile_dataset(
 
 
 def part_paths(parts_dir: str | Path, scene: str) -> dict[str, Path]:
-    """Files :func:`tile_scene` writes for ``scene``: chips, index columns, ``.part.json``."""
+    """Files :func:`tile_scene` writes for ``scene``.
+
+    Args:
+        parts_dir: The parts folder.
+        scene: The scene name (image file stem).
+
+    Returns:
+        Paths by kind: ``image`` and ``label`` chips, ``cols`` (index columns), ``meta``
+        (``<scene>.part.json``, written last).
+    """
     d = Path(parts_dir)
     return {"image": d / f"{scene}.image.bin", "label": d / f"{scene}.label.bin",
             "cols": d / f"{scene}.cols.npz", "meta": d / f"{scene}.part.json"}
@@ -499,12 +532,24 @@ def part_paths(parts_dir: str | Path, scene: str) -> dict[str, Path]:
 def tile_scene(ds: DatasetConfig, image: str | Path, label: str | Path,
                parts_dir: str | Path, *, settings: Settings,
                read_bytes: int = READ_BYTES) -> Path:
-    """Tile one scene into ``parts_dir`` (one cluster job per scene); returns its
-    ``<scene>.part.json``, written last.
+    """Tile one scene into ``parts_dir`` (one cluster job per scene).
 
     The chips are those :func:`tile_dataset` writes for the scene; the index columns stay in
     the scene's CRS until :func:`gather_tiles` knows the study CRS of all scenes.
-    ``settings.tiling`` gives size, overlap and min_valid_fraction.
+
+    Args:
+        ds: The resolved dataset.
+        image: The scene's image raster.
+        label: The scene's label raster.
+        parts_dir: The parts folder.
+        settings: Reads ``settings.tiling`` (size, overlap, min_valid_fraction).
+        read_bytes: Upper bound of the decoded bytes of one raster read.
+
+    Returns:
+        The path of ``<scene>.part.json``, written last.
+
+    Raises:
+        InputError: If the scene or the tiling settings are unusable.
     """
     size, overlap, min_valid_fraction = _tiling(settings)
     _check_tiling(size, overlap, min_valid_fraction)
@@ -567,10 +612,21 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
                  settings: Settings) -> TileStore:
     """Assemble the tile store in ``out_dir`` from the scenes :func:`tile_scene` wrote.
 
-    The result is the store :func:`tile_dataset` writes in one job (the same chips, tile
-    index and store.json, which again is written last); the chips are hard-linked, not
-    copied, where ``parts_dir`` is on the same file system. ``settings.tiling`` must be the
-    settings the parts were tiled with.
+    The result is the store :func:`tile_dataset` writes in one job (the same chips, tile index
+    and store.json, which again is written last); the chips are hard-linked, not copied, where
+    ``parts_dir`` is on the same file system.
+
+    Args:
+        ds: The resolved dataset.
+        parts_dir: The parts folder.
+        out_dir: The tile store folder.
+        settings: The settings the parts were tiled with (``settings.tiling``).
+
+    Returns:
+        The written tile store.
+
+    Raises:
+        InputError: If a scene's part is missing or was tiled with other settings.
     """
     size, overlap, min_valid_fraction = _tiling(settings)
     _check_tiling(size, overlap, min_valid_fraction)
