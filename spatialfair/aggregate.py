@@ -21,8 +21,8 @@ import pandas as pd
 from rasterio.crs import CRS
 from scipy import stats
 
-from .evaluate import FORMAT, EvaluationResult, _json_value, write_outputs
 from .errors import InputError
+from .evaluate import FORMAT, EvaluationResult, _json_value, write_outputs
 from .metrics import spad_score, summarize
 from .stats import CONFIDENCE, t_interval
 

@@ -24,8 +24,15 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
-from .audit_inputs import (Pair, PredictionReader, ValueMap, check_pair, pair_files,
-                           parse_class_map, read_labels)
+from .audit_inputs import (
+    Pair,
+    PredictionReader,
+    ValueMap,
+    check_pair,
+    pair_files,
+    parse_class_map,
+    read_labels,
+)
 from .bootstrap import block_bootstrap, block_pixels
 from .errors import InputError
 from .metrics import MAX_CLASSES, _PixelPairs, metric_names
@@ -348,8 +355,13 @@ def _block_centres(scenes: Sequence[_Scene], crs: CRS) -> np.ndarray:
 def _partitionings(scenes, crs, regions, region_column, regions_layer, part_opts, seed
                    ) -> dict[str, Any]:
     """The user's regions (if any) and the generated partitionings over the labels' extent."""
-    from .partitions import (Partitioning, check_overlap, generate_partitionings,
-                             load_regions, scene_clusters)
+    from .partitions import (
+        Partitioning,
+        check_overlap,
+        generate_partitionings,
+        load_regions,
+        scene_clusters,
+    )
 
     foot = _footprints(scenes, crs)
     extent = shapely.union_all(foot)

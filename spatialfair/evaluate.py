@@ -26,14 +26,27 @@ from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
-from .settings import Settings
 from .constants import IGNORE_INDEX
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
-from .metrics import (_PixelPairs, has_class_support, metric_arrays, metric_names,
-                      metrics_from_confusion, spad_score, summarize)
-from .significance import (RegionTestOptions, majority_regions, test_regions, unit_confusion,
-                           unit_outcomes, unit_values)
+from .metrics import (
+    _PixelPairs,
+    has_class_support,
+    metric_arrays,
+    metric_names,
+    metrics_from_confusion,
+    spad_score,
+    summarize,
+)
+from .settings import Settings
+from .significance import (
+    RegionTestOptions,
+    majority_regions,
+    test_regions,
+    unit_confusion,
+    unit_outcomes,
+    unit_values,
+)
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from .constants import IGNORE_INDEX
 from .errors import InputError
-from .settings import Settings, section_defaults
 from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
+from .settings import Settings, section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -635,7 +635,10 @@ class _Strips:
     def _inputs(self, specs: list[tuple[int, list[int]]]):
         """Yield (x, bad) for each (row, batch columns); the next read overlaps the model."""
         win = self.window
-        read = lambda spec: self._read(spec[0], spec[1][0], spec[1][-1] + win - spec[1][0])
+
+        def read(spec: tuple[int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+            return self._read(spec[0], spec[1][0], spec[1][-1] + win - spec[1][0])
+
         if not self.prefetch:
             yield from (read(spec) for spec in specs)
             return

@@ -193,7 +193,7 @@ def _groups(groups: np.ndarray, num_regions: int, n: int,
     return groups
 
 
-def _untested(test: "RegionTest", tested: np.ndarray | None) -> "RegionTest":
+def _untested(test: RegionTest, tested: np.ndarray | None) -> RegionTest:
     """Blank the results of regions that were not tested (NaN p-value, not significant)."""
     if tested is None:
         return test

@@ -9,8 +9,8 @@ whether the gain is more than seed-to-seed noise. Formulas and references: docs/
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as _sps

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
+from conftest import write_tif
 from rasterio.transform import from_origin
 
-from conftest import write_tif
 from spatialfair import audit as audit_mod
 from spatialfair.audit import audit_map
 from spatialfair.errors import InputError
@@ -194,7 +194,7 @@ def test_misaligned_grid_is_refused(tmp_path):
 
 
 def test_other_crs_is_refused_unless_aligned_and_alignment_is_logged(tmp_path, caplog):
-    from rasterio.warp import reproject, calculate_default_transform, Resampling
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     y = _grid_pair(tmp_path)
     # the same map in EPSG:3857: refused, then read back onto the label grid with --align
@@ -371,7 +371,7 @@ def test_distant_scenes_cluster_grids_and_batches_count_exactly(tmp_path, monkey
     assert type(r.partitionings["grid_2x2"].grid).__name__ == "ClusterGrids"
     for name, part in r.partitionings.items():
         n = np.zeros(part.n_regions, np.int64)
-        for y, p, t in data:
+        for y, _p, t in data:
             rid = region_ids(part, "EPSG:32633", t, *y.shape)
             n += np.bincount(rid[rid >= 0], minlength=part.n_regions)
         assert r.tables[name]["n_pixels"].tolist() == n.tolist(), name

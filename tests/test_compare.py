@@ -12,8 +12,16 @@ import rasterio
 import yaml
 
 from spatialfair.cli import main
-from spatialfair.compare import (COLUMNS, VERDICT_COLUMNS, compare_strategies, comparison_table,
-                                 pareto_front, validation_score, verdict_kind, verdict_table)
+from spatialfair.compare import (
+    COLUMNS,
+    VERDICT_COLUMNS,
+    compare_strategies,
+    comparison_table,
+    pareto_front,
+    validation_score,
+    verdict_kind,
+    verdict_table,
+)
 from spatialfair.config import StrategyRun
 from spatialfair.errors import InputError
 from spatialfair.settings import Settings

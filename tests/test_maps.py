@@ -9,8 +9,8 @@ east, so every number can be checked against a naive computation.
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 import sqlite3
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,9 +30,9 @@ from spatialfair.io import GeoTiffWriter
 from spatialfair.maps import RASTER_NODATA, write_maps
 from spatialfair.metrics import metrics_from_confusion
 from spatialfair.partitions import GridSpec, Partitioning, write_partitions
+from spatialfair.settings import Settings
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
-from spatialfair.settings import Settings
 from tests.conftest import write_tif
 
 UTM = "EPSG:32633"
@@ -299,7 +299,7 @@ def test_split_all_counts_every_labelled_valid_pixel(tmp_path):
     result = evaluate(r, split="all")
     assert result.metrics["overall"]["accuracy"] == pytest.approx(1.0)
     n = 0
-    for name, rows, cols, _ in SCENES:
+    for name, _rows, _cols, _ in SCENES:
         img, label, _ = r["truth"][name]
         n += int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
     assert result.metrics["n_pixels"] == n

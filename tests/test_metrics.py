@@ -9,9 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatialfair.metrics import (confusion_by_region, has_class_support, metric_arrays,
-                                 metric_names, metrics_from_confusion, region_metrics,
-                                 spad_score, summarize)
+from spatialfair.metrics import (
+    confusion_by_region,
+    has_class_support,
+    metric_arrays,
+    metric_names,
+    metrics_from_confusion,
+    region_metrics,
+    spad_score,
+    summarize,
+)
 
 
 def naive_confusion(regions, y_true, y_pred, R, C, ignore):

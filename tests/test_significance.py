@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 
 from spatialfair.errors import InputError
-from spatialfair.significance import (RegionTestOptions, bernoulli_scan, majority_regions, permutation_test,
-                                      scan_statistic, spatial_bias_index, test_regions,
-                                      tile_outcomes, unit_confusion, unit_outcomes, unit_values)
 from spatialfair.settings import Settings
+from spatialfair.significance import (
+    RegionTestOptions,
+    bernoulli_scan,
+    majority_regions,
+    permutation_test,
+    scan_statistic,
+    spatial_bias_index,
+    test_regions,
+    tile_outcomes,
+    unit_confusion,
+    unit_outcomes,
+    unit_values,
+)
 
 
 def direct_llr(p, n, P, N):
@@ -231,7 +241,7 @@ def _naive_unit_regions(r, unit_of_row):
 
     index = r["store"].index
     counts: dict[int, np.ndarray] = {}
-    for name, rows, cols, col0 in SCENES:
+    for name, _rows, cols, col0 in SCENES:
         img, label, _ = r["truth"][name]
         pred = r["preds"][name]
         ok = (label != 255) & np.isfinite(img).all(axis=0) & (pred != 255)
