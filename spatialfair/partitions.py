@@ -83,7 +83,15 @@ class GridSpec:
         return max(1.0, *(abs(v) for v in self.bounds))
 
     def cell_ids(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column index of points (x, y) in this grid's CRS; -1 where outside."""
+        """Row and column index of points (x, y) in this grid's CRS.
+
+        Args:
+            x: Point x coordinates in this grid's CRS.
+            y: Point y coordinates (same shape).
+
+        Returns:
+            int64 (row, col) arrays; -1 where outside the grid.
+        """
         xmin, ymin, xmax, ymax = self.bounds
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -94,7 +102,15 @@ class GridSpec:
         return row.astype(np.int64), col.astype(np.int64)
 
     def region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Region id (``row * cols + col``) of points (x, y); -1 outside the grid."""
+        """Region id (``row * cols + col``) of points (x, y).
+
+        Args:
+            x: Point x coordinates in this grid's CRS.
+            y: Point y coordinates (same shape).
+
+        Returns:
+            int64 region ids; -1 outside the grid.
+        """
         row, col = self.cell_ids(x, y)
         return np.where((row >= 0) & (col >= 0), row * self.cols + col, -1)
 
@@ -103,8 +119,16 @@ class GridSpec:
         return self.rows * self.cols
 
     def window_ids(self, t: Affine, height: int, width: int) -> np.ndarray:
-        """Region id of every pixel centre of a north-up window (transform ``t`` in this
-        grid's CRS); int64, -1 outside."""
+        """Region id of every pixel centre of a north-up window.
+
+        Args:
+            t: The window's affine transform in this grid's CRS.
+            height: Window rows.
+            width: Window columns.
+
+        Returns:
+            int64 (height, width) region ids; -1 outside the grid.
+        """
         x = t.c + (np.arange(width) + 0.5) * t.a
         y = t.f + (np.arange(height) + 0.5) * t.e
         row, _ = self.cell_ids(np.full(height, self.bounds[0]), y)
@@ -114,8 +138,15 @@ class GridSpec:
         return out
 
     def to_regions(self, prefix: str = "", offset: int = 0) -> gpd.GeoDataFrame:
-        """The cells as a regions GeoDataFrame (row-major ids from ``offset``, names
-        ``<prefix>r<row>c<col>``)."""
+        """The cells as a regions GeoDataFrame.
+
+        Args:
+            prefix: Put before every cell name ``r<row>c<col>`` (e.g. ``g1/``).
+            offset: The id of the first cell; ids are row-major from it.
+
+        Returns:
+            ``region_id``, ``region`` and the cell boxes, in the grid's CRS.
+        """
         xmin, ymin, xmax, ymax = self.bounds
         xs = np.linspace(xmin, xmax, self.cols + 1)
         ys = np.linspace(ymax, ymin, self.rows + 1)
@@ -168,11 +199,28 @@ class ClusterGrids:
         return out
 
     def region_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Region id of points (x, y); -1 outside every grid."""
+        """Region id of points (x, y) in the grids' CRS.
+
+        Args:
+            x: Point x coordinates.
+            y: Point y coordinates (same shape).
+
+        Returns:
+            int64 region ids; -1 outside every grid.
+        """
         return self._combine(g.region_of(x, y) for g in self.grids)
 
     def window_ids(self, t: Affine, height: int, width: int) -> np.ndarray:
-        """Region id of every pixel centre of a north-up window; -1 outside every grid."""
+        """Region id of every pixel centre of a north-up window.
+
+        Args:
+            t: The window's affine transform in this grid's CRS.
+            height: Window rows.
+            width: Window columns.
+
+        Returns:
+            int64 (height, width) region ids; -1 outside every grid.
+        """
         x0, y0, x1, y1 = _window_bounds(t, height, width)
         hit = [g for g in self.grids if g.bounds[0] <= x1 and g.bounds[2] >= x0
                and g.bounds[1] <= y1 and g.bounds[3] >= y0]
@@ -229,7 +277,14 @@ class Partitioning:
         return [str(v) for v in self.regions["region"]]
 
     def regions_in(self, crs: Any) -> gpd.GeoDataFrame:
-        """The regions in ``crs`` (densified, then reprojected; cached per CRS)."""
+        """The regions in ``crs`` (densified, then reprojected; cached per CRS).
+
+        Args:
+            crs: The target CRS in any spelling.
+
+        Returns:
+            The regions GeoDataFrame in ``crs``.
+        """
         key = crs_key(crs)
         if key not in self._cache:
             if same_crs(crs, self.regions.crs):
@@ -369,12 +424,21 @@ def load_regions(
 ) -> gpd.GeoDataFrame:
     """Read a regions file (any vector format GDAL reads) and check it.
 
-    Returns a GeoDataFrame with ``region_id`` (0..K-1, by sorted name), ``region`` (str) and
-    polygonal geometry (multi-part kept), in the file's CRS, or reprojected to
-    ``dataset_crs`` (logged) when that is given. Raises :class:`InputError` for a missing or
-    unreadable file or layer, a missing name column, no CRS, empty or non-polygon geometries,
-    missing or duplicate names. Invalid geometries are repaired with ``make_valid`` and named
-    in a WARNING.
+    Invalid geometries are repaired with ``make_valid`` and named in a WARNING.
+
+    Args:
+        path: The vector file.
+        column: The column holding the region names.
+        layer: The layer to read (default: the first, with a WARNING when there are several).
+        dataset_crs: When given, the regions are reprojected to it (logged).
+
+    Returns:
+        ``region_id`` (0..K-1, by sorted name), ``region`` (str) and polygonal geometry
+        (multi-part kept), in the file's CRS or in ``dataset_crs``.
+
+    Raises:
+        InputError: For a missing or unreadable file or layer, a missing name column, no CRS,
+            empty or non-polygon geometries, missing or duplicate names.
     """
     path = Path(path)
     gdf, where = _read_regions_layer(path, layer)
@@ -401,9 +465,20 @@ def check_overlap(
 ) -> gpd.GeoDataFrame:
     """Reproject ``regions`` to the study ``crs`` and check they overlap the scenes.
 
-    ``extent_geom`` is the area covered by the scenes (or their tiles) in ``crs``. Raises
-    :class:`InputError` when no region overlaps it (the usual cause is a wrong CRS); logs a
-    WARNING naming regions that overlap no scene (they stay, but will have no data).
+    Regions that overlap no scene stay (they will have no data) and are named in a WARNING.
+
+    Args:
+        regions: The regions, as :func:`load_regions` returns them.
+        extent_geom: The area covered by the scenes (or their tiles) in ``crs``.
+        crs: The study CRS.
+        source: How to name the regions in messages (usually the file).
+
+    Returns:
+        The regions in ``crs``.
+
+    Raises:
+        InputError: If the regions cannot be transformed to ``crs`` or none overlaps the scenes
+            (the usual cause is a wrong CRS).
     """
     original_crs = regions.crs
     original_bounds = tuple(np.round(regions.total_bounds, 6))
@@ -481,10 +556,21 @@ def kmeans_partitioning(
     *,
     seed: int = 0,
 ) -> Partitioning | None:
-    """``kmeans_<k>``: Voronoi cells of the k-means centroids of tile centres, within extent.
+    """``kmeans_<k>``: Voronoi cells of the k-means centroids of tile centres.
 
-    Returns None (with a WARNING) when there are fewer distinct tile centres than ``k``.
-    Fitted on a deterministic sample of at most 20 000 centres (enough to place k centroids).
+    Fitted (scikit-learn, seeded) on a deterministic sample of at most 20 000 centres, enough to
+    place k centroids; the cells are clipped to ``extent``.
+
+    Args:
+        tile_centres: (N, 2) tile centres in ``crs``.
+        k: Number of regions.
+        extent: (xmin, ymin, xmax, ymax) in ``crs``.
+        crs: The study CRS.
+        seed: Random seed of the sample and of k-means.
+
+    Returns:
+        The partitioning, or None (with a WARNING) when there are fewer distinct tile centres
+        than ``k``.
     """
     pts = np.asarray(tile_centres, dtype=np.float64).reshape(-1, 2)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -500,8 +586,14 @@ def kmeans_partitioning(
 
 
 def scene_boxes(index: gpd.GeoDataFrame) -> pd.DataFrame:
-    """Bounding box (study CRS) of each scene's tiles: columns xmin, ymin, xmax, ymax, one row
-    per scene in order of first appearance."""
+    """Bounding box (study CRS) of each scene's tiles.
+
+    Args:
+        index: The tile index (``scene`` column, footprints in the study CRS).
+
+    Returns:
+        Columns xmin, ymin, xmax, ymax; one row per scene, in order of first appearance.
+    """
     b = shapely.bounds(index.geometry.values)
     frame = pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
     frame["scene"] = index["scene"].astype(str).to_numpy()
@@ -514,9 +606,17 @@ def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float
     """Extents of the clusters of nearby scenes (single linkage on the scene boxes).
 
     Two scenes (or clusters) join when their boxes are at most ``gap`` times the median scene
-    side (the longer side of a box) apart; the clusters' boxes are merged until no two are
-    that close, so the returned extents are disjoint. Ordered north to south, then west to
-    east. One box, or boxes that touch or overlap in a chain: one cluster.
+    side (the longer side of a box) apart; the clusters' boxes are merged until no two are that
+    close, so the returned extents are disjoint. One box, or boxes that touch or overlap in a
+    chain, give one cluster.
+
+    Args:
+        boxes: (n, 4) scene boxes (xmin, ymin, xmax, ymax), e.g. :func:`scene_boxes`.
+        gap: Joining distance as a multiple of the median scene side
+            (``partitions.cluster_gap``).
+
+    Returns:
+        The clusters' extents, north to south, then west to east.
     """
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     if len(b) == 0:
@@ -586,18 +686,30 @@ def generate_partitionings(
     seed: int = 0,
     clusters: Sequence[Sequence[float]] | None = None,
 ) -> list[Partitioning]:
-    """Generate the standard partitionings of ``extent`` (xmin, ymin, xmax, ymax) in ``crs``.
+    """Generate the standard partitionings of ``extent`` in ``crs``.
 
     * every ``grid_<r>x<c>`` with 1 <= r, c <= ``grid_max`` except 1x1 (24 for 5), r = rows,
-      drawn within each of ``clusters`` (extents of nearby scenes, :func:`scene_clusters`;
-      default: one cluster, ``extent``);
-    * ``offset_grid_<i>`` for i < ``offset_grids``: a random r x c grid (2..grid_max) shifted
-      by a random fraction (0.05..0.95) of a cell and grown by one cell in each direction so
-      that it still covers the cluster, i.e. (r+1) x (c+1) cells per cluster;
-    * ``kmeans_<k>`` for every k, from ``tile_centres`` (N, 2) in ``crs`` (none without them),
-      Voronoi cells within ``extent``.
+      drawn within each of ``clusters``;
+    * ``offset_grid_<i>`` for i < ``offset_grids``: a random r x c grid (2..grid_max) shifted by
+      a random fraction (0.05..0.95) of a cell and grown by one cell in each direction so that
+      it still covers the cluster, i.e. (r+1) x (c+1) cells per cluster;
+    * ``kmeans_<k>`` for every k, Voronoi cells within ``extent``.
 
-    Deterministic for a given ``seed``.
+    Args:
+        extent: (xmin, ymin, xmax, ymax) of the study area in ``crs``.
+        crs: The study CRS.
+        grid_max: Largest number of grid rows and columns (``partitions.grid_max``).
+        offset_grids: Number of offset grids (``partitions.offset_grids``).
+        kmeans: The k of every k-means partitioning (``partitions.kmeans``).
+        tile_centres: (N, 2) tile centres in ``crs``; without them no k-means is made.
+        seed: Random seed (offset grids, k-means); the result is deterministic for it.
+        clusters: Extents of nearby scenes (:func:`scene_clusters`); default: one, ``extent``.
+
+    Returns:
+        The partitionings: grids, offset grids, then k-means.
+
+    Raises:
+        InputError: If ``extent`` has no area.
     """
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
     if not (xmax > xmin and ymax > ymin):
@@ -645,11 +757,20 @@ def region_ids(
     height: int,
     width: int,
 ) -> np.ndarray:
-    """Region id of every pixel centre of a (height, width) window; int32, -1 = no region.
+    """Region id of every pixel centre of a (height, width) window.
 
-    ``transform`` is the window's affine transform in ``crs``. Grids in the same CRS are
-    evaluated arithmetically; everything else is rasterized from the regions reprojected to
-    ``crs`` (cached per CRS), using only regions that intersect the window.
+    Grids in the same CRS are evaluated arithmetically; everything else is rasterized from the
+    regions reprojected to ``crs`` (cached per CRS), using only regions that intersect the window.
+
+    Args:
+        partitioning: The partitioning.
+        crs: The raster's CRS.
+        transform: The window's affine transform in ``crs``.
+        height: Window rows.
+        width: Window columns.
+
+    Returns:
+        int32 (height, width) region ids; -1 = no region.
     """
     height, width = int(height), int(width)
     t = transform
@@ -675,7 +796,14 @@ def region_ids(
 
 
 def tile_centres(index: gpd.GeoDataFrame) -> np.ndarray:
-    """(N, 2) centres of the tile footprints (bounding-box midpoints, in the index CRS)."""
+    """Centres of the tile footprints (bounding-box midpoints, in the index CRS).
+
+    Args:
+        index: The tile index.
+
+    Returns:
+        (N, 2) float array of x, y.
+    """
     if len(index) == 0:
         return np.empty((0, 2))
     b = shapely.bounds(index.geometry.values)
@@ -683,11 +811,18 @@ def tile_centres(index: gpd.GeoDataFrame) -> np.ndarray:
 
 
 def assign_tiles(index: gpd.GeoDataFrame, parts: Iterable[Partitioning]) -> pd.DataFrame:
-    """Region id of every tile centre for each partitioning (columns ``region__<name>``).
+    """Region id of every tile centre for each partitioning.
 
-    Tile centres are the midpoints of the footprints (``index`` geometry, study CRS); -1 where
-    a centre falls in no region. Grids use arithmetic, other partitionings a spatial index.
-    The result has ``index``'s index.
+    Tile centres are the midpoints of the footprints (``index`` geometry, study CRS). Grids use
+    arithmetic, other partitionings a spatial index.
+
+    Args:
+        index: The tile index.
+        parts: The partitionings.
+
+    Returns:
+        One column ``region__<name>`` per partitioning (-1 where a centre falls in no region),
+        with ``index``'s index.
     """
     xy = tile_centres(index)
     out = {}
@@ -723,7 +858,15 @@ def assign_tiles(index: gpd.GeoDataFrame, parts: Iterable[Partitioning]) -> pd.D
 
 
 def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
-    """Write one GeoPackage layer per partitioning (``region_id``, ``region``, geometry)."""
+    """Write one GeoPackage layer per partitioning (``region_id``, ``region``, geometry).
+
+    Args:
+        parts: The partitionings; their names become the layer names.
+        path: The GeoPackage to write (atomically).
+
+    Raises:
+        InputError: If two partitionings share a name.
+    """
     layers: dict[str, gpd.GeoDataFrame] = {}
     for part in parts:
         if part.name in layers:
@@ -798,11 +941,20 @@ def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | ClusterGrids |
 
 
 def read_partitions(path: str | Path) -> dict[str, Partitioning]:
-    """Read every layer of a partitions.gpkg into :class:`Partitioning` objects, file order.
+    """Read every layer of a partitions.gpkg into :class:`Partitioning` objects.
 
     Grid specs are recovered from the cell names (``r<row>c<col>``, per cluster
     ``g<k>/r<row>c<col>``) and the cells' bounds; an offset grid of several clusters (cells
     clipped to their cluster) stays ``offset_grid`` without a spec.
+
+    Args:
+        path: The GeoPackage :func:`write_partitions` (or the partition stage) wrote.
+
+    Returns:
+        The partitionings by name, in file order.
+
+    Raises:
+        InputError: If the file is missing or a layer lacks ``region_id``/``region``.
     """
     path = Path(path)
     if not path.exists():
@@ -854,11 +1006,20 @@ def scene_region_chunks(
     scene_meta: Mapping[str, Any],
     tile_size: int,
 ) -> Iterator[np.ndarray]:
-    """Yield int16 (k, T, T) region-id chips of ``tiles`` windows, in the rows' order.
+    """Region-id chips of a scene's tile windows, in the rows' order.
 
-    ``tiles`` are the scene's rows of the tile index sorted by ``store_index``. Pixels past the
-    scene edge (padding) are -1. Ids are computed strip by strip (a row of tiles at a time,
-    at most ``_STRIP_MAX_COLS`` wide), so memory stays bounded for any scene size.
+    Ids are computed strip by strip (a row of tiles at a time, at most 8192 pixels wide), so
+    memory stays bounded for any scene size.
+
+    Args:
+        part: The partitioning.
+        tiles: The scene's rows of the tile index, sorted by ``store_index``.
+        scene_meta: The scene's entry in store.json (``crs``, ``transform``, ``height``,
+            ``width``).
+        tile_size: The tile side in pixels.
+
+    Yields:
+        int16 (k, T, T) chips; pixels past the scene edge (padding) are -1.
     """
     crs = scene_meta["crs"]
     transform = Affine(*scene_meta["transform"][:6])
