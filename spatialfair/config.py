@@ -39,9 +39,18 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-def load_schema() -> dict:
-    """Return the configuration JSON Schema as a dict."""
+@functools.cache
+def _parsed_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def load_schema() -> dict:
+    """The configuration JSON Schema.
+
+    Returns:
+        A fresh copy of the schema as a dict (parsed once per process).
+    """
+    return copy.deepcopy(_parsed_schema())
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
