@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import InputError
+from .errors import DependencyError, InputError
 from .settings import ModelSettings, section_defaults
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,14 @@ class UNet(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores of a batch.
+
+        Args:
+            x: (B, bands, H, W) normalised images; H and W divisible by ``2**depth``.
+
+        Returns:
+            (B, num_classes, H, W) logits.
+        """
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(self.pool(skips[-1])))
@@ -107,8 +115,18 @@ def _smp_name(arch: str) -> str | None:
     return arch.split(":", 1)[1] if arch.lower().startswith("smp:") else None
 
 
-def model_stride(model_config: Mapping[str, Any] | None) -> int:
-    """Total down-sampling factor of the configured network (tile sides must divide by it)."""
+def model_stride(model_config: Mapping[str, Any] | ModelSettings | None) -> int:
+    """Total down-sampling factor of the configured network (tile sides must divide by it).
+
+    Args:
+        model_config: The ``model`` settings (a dict or :class:`~spatialfair.settings.ModelSettings`); missing keys take the schema's defaults.
+
+    Returns:
+        The stride: ``2**depth`` for ``unet``, 32 for segmentation-models-pytorch networks.
+
+    Raises:
+        InputError: If the architecture is unknown.
+    """
     cfg = _model_config(model_config)
     if _smp_name(cfg["arch"]) is not None:
         return SMP_STRIDE
@@ -120,8 +138,16 @@ def model_stride(model_config: Mapping[str, Any] | None) -> int:
     return 2 ** int(cfg["depth"])
 
 
-def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | None) -> None:
-    """Raise :class:`InputError` when ``tile_size`` is not a multiple of the model's stride."""
+def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | ModelSettings | None) -> None:
+    """Check that ``tile_size`` is a multiple of the model's stride.
+
+    Args:
+        tile_size: The tile side in pixels.
+        model_config: The ``model`` settings (a dict or :class:`~spatialfair.settings.ModelSettings`); missing keys take the schema's defaults.
+
+    Raises:
+        InputError: If it is not, with the tile sizes that would fit.
+    """
     stride = model_stride(model_config)
     if tile_size % stride == 0:
         return
@@ -146,9 +172,9 @@ def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Mo
     try:
         import segmentation_models_pytorch as smp
     except ImportError as exc:
-        raise InputError(
-            "config: model.arch", f"'{cfg['arch']}' needs segmentation-models-pytorch",
-            "install the extra (`pip install 'spatialfair[smp]'`) or use arch: unet",
+        raise DependencyError(
+            f"config: model.arch: '{cfg['arch']}' needs segmentation-models-pytorch. Fix: "
+            "install the extra (`pip install 'spatialfair[smp]'`) or use arch: unet"
         ) from exc
     cls = getattr(smp, name, None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
@@ -176,9 +202,22 @@ def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Mo
     return model
 
 
-def build_model(model_config: Mapping[str, Any] | None, in_channels: int,
+def build_model(model_config: Mapping[str, Any] | ModelSettings | None, in_channels: int,
                 num_classes: int) -> nn.Module:
-    """Build the network described by the config's ``model`` block."""
+    """Build the network described by the ``model`` settings.
+
+    Args:
+        model_config: The ``model`` settings (a dict or :class:`~spatialfair.settings.ModelSettings`); missing keys take the schema's defaults.
+        in_channels: Number of image bands.
+        num_classes: Number of classes.
+
+    Returns:
+        The untrained network.
+
+    Raises:
+        InputError: If the architecture is unknown or its settings are out of range.
+        DependencyError: If an ``smp:`` network is asked for without segmentation-models-pytorch.
+    """
     cfg = _model_config(model_config)
     model_stride(cfg)  # validates arch
     if _smp_name(cfg["arch"]) is not None:
@@ -187,7 +226,14 @@ def build_model(model_config: Mapping[str, Any] | None, in_channels: int,
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel/DataParallel wrappers."""
+    """The plain module inside DistributedDataParallel/DataParallel wrappers.
+
+    Args:
+        model: A module, wrapped or not.
+
+    Returns:
+        The innermost module.
+    """
     return model.module if hasattr(model, "module") else model
 
 
@@ -205,10 +251,18 @@ def _cpu(obj: Any) -> Any:
 
 def save_bundle(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
                 **meta: Any) -> Path:
-    """Write ``model.pt`` atomically: the weights (on CPU) plus the bundle fields in ``meta``.
+    """Write ``model.pt`` atomically: the weights (on CPU) plus the bundle fields.
 
-    ``meta`` must hold every key of :data:`BUNDLE_KEYS`; ``model`` is a module (wrappers are
-    unwrapped) or a state dict.
+    Args:
+        path: Where to write the bundle.
+        model: A module (wrappers are unwrapped) or a state dict.
+        **meta: Every key of :data:`BUNDLE_KEYS` (see docs/ARCHITECTURE.md), and optional extras.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: If a bundle field is missing.
     """
     missing = [k for k in BUNDLE_KEYS if k not in meta]
     if missing:
@@ -225,7 +279,15 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu"
                 ) -> tuple[nn.Module, dict[str, Any]]:
     """Read a bundle written by :func:`save_bundle`.
 
-    Returns (model in eval mode on ``device``, bundle dict).
+    Args:
+        path: The ``model.pt`` file.
+        device: Where to put the model.
+
+    Returns:
+        (model in eval mode on ``device``, bundle dict).
+
+    Raises:
+        InputError: If the file is missing, unreadable or not a spatialfair model bundle.
     """
     path = Path(path)
     if not path.is_file():
@@ -246,10 +308,18 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu"
 
 def normalize(x: torch.Tensor | np.ndarray, bundle: Mapping[str, Any],
               valid: torch.Tensor | np.ndarray | None = None) -> torch.Tensor | np.ndarray:
-    """Per-band ``(x - mean) / std`` with the bundle's statistics; channels on axis -3.
+    """Per-band ``(x - mean) / std`` with the bundle's statistics; bands on axis -3.
 
-    Non-finite values, and pixels where ``valid`` (shape of x without the band axis) is False,
-    become 0 after normalisation, i.e. the training mean. Returns float32 of the input's kind.
+    Non-finite values, and pixels where ``valid`` is False, become 0 after normalisation, i.e.
+    the training mean.
+
+    Args:
+        x: Images (..., bands, H, W), torch or numpy.
+        bundle: The model bundle (``norm_mean``, ``norm_std``).
+        valid: Optional mask of usable pixels, the shape of ``x`` without the band axis.
+
+    Returns:
+        float32 of the input's kind.
     """
     mean, std = bundle["norm_mean"], bundle["norm_std"]
     if isinstance(x, np.ndarray):
@@ -270,7 +340,14 @@ def normalize(x: torch.Tensor | np.ndarray, bundle: Mapping[str, Any],
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters.
+
+    Args:
+        model: A module.
+
+    Returns:
+        The count.
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -28,9 +28,19 @@ def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = No
                ) -> pd.DataFrame:
     """Per tile: ``scene``, block row ``brow``, block column ``bcol`` and block id ``block``.
 
-    A block is ``block_tiles`` x ``block_tiles`` grid cells of ``stride`` pixels (default: the
-    tile height, right for tiles without overlap) of one scene; ids run 0..n_blocks-1 in
-    scene, block row, block column order.
+    A block is ``block_tiles`` x ``block_tiles`` grid cells of ``stride`` pixels of one scene;
+    ids run 0..n_blocks-1 in scene, block row, block column order.
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        block_tiles: Tiles per block side (``split.block_tiles``).
+        stride: Pixels between tile origins (default: the tile height, right without overlap).
+
+    Returns:
+        The four columns, with ``index``'s index.
+
+    Raises:
+        InputError: If ``block_tiles`` is below 1.
     """
     if block_tiles < 1:
         raise InputError("config: split.block_tiles", f"block_tiles is {block_tiles}",
@@ -49,7 +59,16 @@ def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = No
 
 def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
                    ) -> np.ndarray:
-    """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile."""
+    """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile.
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        block_tiles: Tiles per block side.
+        stride: Pixels between tile origins (default: the tile height).
+
+    Returns:
+        int block ids, in the rows' order.
+    """
     return block_keys(index, block_tiles=block_tiles, stride=stride)["block"].to_numpy()
 
 
@@ -111,12 +130,25 @@ def assign_splits(
     strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
 ) -> pd.Series:
-    """'train' | 'val' | 'test' for every tile of ``index`` (rules in the module docstring).
+    """'train' | 'val' | 'test' for every tile, whole blocks at a time, stratified by region.
 
-    ``index`` needs columns ``scene``, ``row_off``, ``col_off`` (and ``height`` when
-    ``stride`` is not given); ``strata`` holds each tile's region id (-1 = none), aligned with
-    ``index``. Fractions are of tiles and honoured approximately (whole blocks, and at least
-    one block per region where the rules above require it).
+    Fractions are of tiles and honoured approximately (whole blocks, and at least one block per
+    region where the rules require it; the rules are in docs/preparation.md).
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        block_tiles: Tiles per block side (``split.block_tiles``).
+        val: Fraction of tiles for validation (``split.val``).
+        test: Fraction of tiles for test (``split.test``).
+        seed: Split seed (``split.seed``).
+        strata: Each tile's region id (-1 = none), aligned with ``index``.
+        stride: Pixels between tile origins (default: the tile height).
+
+    Returns:
+        The split of every tile, with ``index``'s index.
+
+    Raises:
+        InputError: If the fractions are not fractions with ``val + test < 1``.
     """
     if not (0 <= val <= 1 and 0 <= test <= 1 and val + test < 1):
         raise InputError("config: split", f"val={val} and test={test} are not fractions with "
@@ -191,7 +223,7 @@ def assign_folds(
     index: pd.DataFrame,
     *,
     n_folds: int,
-    block_tiles: int = 2,
+    block_tiles: int,
     seed: int = 0,
     strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
@@ -200,8 +232,22 @@ def assign_folds(
 
     Blocks are stratified by their majority region (as in :func:`assign_splits`): within each
     stratum they are shuffled (seeded per stratum) and each goes to the fold holding the fewest
-    of that stratum's tiles so far (ties: the fold with the fewest tiles overall), so every
-    region is spread over the folds as evenly as whole blocks allow.
+    of that stratum's tiles so far (ties: the fold with the fewest tiles overall), so every region
+    is spread over the folds as evenly as whole blocks allow.
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        n_folds: Number of folds (``replicates.folds``).
+        block_tiles: Tiles per block side.
+        seed: Split seed.
+        strata: Each tile's region id (-1 = none), aligned with ``index``.
+        stride: Pixels between tile origins (default: the tile height).
+
+    Returns:
+        int fold of every tile.
+
+    Raises:
+        InputError: If ``n_folds`` is below 2.
     """
     if n_folds < 2:
         raise InputError("config: replicates.folds", f"{n_folds} fold(s)",
@@ -263,9 +309,23 @@ def fold_split(
 ) -> pd.Series:
     """'train' | 'val' | 'test' | 'buffer' of every tile for one fold of a spatial K-fold.
 
-    Test is the fold's blocks; ``buffer`` the other blocks within ``buffer_blocks`` blocks of
-    a test block in the same scene (used by no split); validation is drawn from the remaining
+    Test is the fold's blocks; ``buffer`` the other blocks within ``buffer_blocks`` blocks of a
+    test block in the same scene (used by no split); validation is drawn from the remaining
     blocks, ``val`` of their tiles, stratified by region as in :func:`assign_splits`.
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        folds: The fold of every tile (:func:`assign_folds`).
+        fold: The fold that is test.
+        buffer_blocks: Buffer width in blocks (``replicates.buffer_blocks``).
+        block_tiles: Tiles per block side.
+        stride: Pixels between tile origins (default: the tile height).
+        val: Fraction of the remaining tiles for validation.
+        strata: Each tile's region id (-1 = none), aligned with ``index``.
+        seed: Split seed.
+
+    Returns:
+        The split of every tile, with ``index``'s index.
     """
     keys = block_keys(index, block_tiles=block_tiles, stride=stride)
     keys.index = np.arange(len(keys))
@@ -294,8 +354,17 @@ def replicate_splits(
     """One split column per replicate of ``settings`` (empty without replication).
 
     Replicate r of K folds uses split seed ``split.seed + r``: with K = 1 its column is the
-    train/val/test split drawn with that seed; with K > 1 every block is in test in exactly
-    one of the seed's K columns.
+    train/val/test split drawn with that seed; with K > 1 every block is in test in exactly one
+    of the seed's K columns.
+
+    Args:
+        index: The tile index (``scene``, ``row_off``, ``col_off``; ``height`` without ``stride``).
+        settings: Reads ``settings.split`` and ``settings.replicates``.
+        strata: Each tile's region id (-1 = none), aligned with ``index``.
+        stride: Pixels between tile origins (default: the tile height).
+
+    Returns:
+        One column per replicate (``split__s<seed>_f<fold>``), with ``index``'s index.
     """
     from .layout import is_replicated, replicates, replication
 

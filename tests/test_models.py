@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spatialfair.errors import InputError
+from spatialfair.errors import DependencyError, InputError
 from spatialfair.models import (
     BUNDLE_KEYS,
     build_model,
@@ -57,7 +57,7 @@ def test_model_stride_and_tile_check():
 
 def test_smp_missing_gives_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
-    with pytest.raises(InputError, match="spatialfair\\[smp\\]"):
+    with pytest.raises(DependencyError, match="spatialfair\\[smp\\]"):
         build_model({"arch": "smp:Unet"}, 3, 2)
 
 
