@@ -39,9 +39,19 @@ def tile_table(store: TileStore | str | Path, split: str | None = None,
                ) -> pd.DataFrame:
     """The tile index as a plain DataFrame (no geometries), optionally one split only.
 
-    ``split`` None or ``'all'`` keeps every tile. ``split_column`` names the index column that
-    holds the split (``split``, or a replicate's ``split__s<seed>_f<fold>``, whose ``buffer``
-    tiles belong to no split). Rows are sorted by ``tile_id``.
+    Args:
+        store: A tile store or its folder.
+        split: 'train', 'val', 'test', or None / 'all' for every tile (a replicate's ``buffer``
+            tiles belong to no split).
+        columns: Only these columns (default: all but the geometry).
+        split_column: The index column holding the split (``split``, or a replicate's
+            ``split__s<seed>_f<fold>``).
+
+    Returns:
+        The rows, sorted by ``tile_id``.
+
+    Raises:
+        InputError: If ``split`` is not a split name.
     """
     store = _store(store)
     path = store.index_path
@@ -68,7 +78,14 @@ def tile_table(store: TileStore | str | Path, split: str | None = None,
 
 
 def partitionings_in(table: pd.DataFrame) -> list[str]:
-    """Names of the partitionings with a ``region__<name>`` column in the tile table."""
+    """Names of the partitionings with a ``region__<name>`` column in the tile table.
+
+    Args:
+        table: A tile table (:func:`tile_table`).
+
+    Returns:
+        The partitioning names, in column order.
+    """
     return [c.removeprefix("region__") for c in table.columns if c.startswith("region__")]
 
 
@@ -92,6 +109,15 @@ def band_stats(store: TileStore | str | Path, split: str = "train",
 
     Streams chunks of tiles (float64 accumulation with Chan's parallel update, so there is no
     cancellation for large offsets such as dB values). A band with zero spread gets std 1.
+
+    Args:
+        store: A tile store or its folder.
+        split: The split whose tiles count (``train``: statistics never see test data).
+        split_column: The index column holding the split (``split``, or a replicate's
+            ``split__s<seed>_f<fold>``).
+
+    Returns:
+        (means, standard deviations), one per band.
     """
     store = _store(store)
     table = tile_table(store, split, ["tile_id", "scene", "store_index"],
@@ -134,15 +160,27 @@ def band_stats(store: TileStore | str | Path, split: str = "train",
 def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
                         split: str = "train", partitioning: str = "regions", *,
                         split_column: str = "split", by_class: bool = False) -> np.ndarray:
-    """Labelled pixels per region of ``partitioning`` over ``split`` tiles (int64, length K).
-
-    With ``num_regions`` None, K is one more than the largest region id found. ``by_class``
-    counts (region, class) groups instead: length ``K * C``, group ``region * C + class``
-    (needs ``num_regions``).
+    """Labelled pixels per region of ``partitioning`` over ``split`` tiles.
 
     Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
-    ``region__<partitioning>`` for all its pixels (see :class:`TileDataset`). Also checks that
-    every label is a class id or the ignore value.
+    ``region__<partitioning>`` for all its pixels. Also checks that every label is a class id or
+    the ignore value.
+
+    Args:
+        store: A tile store or its folder.
+        num_regions: K; None: one more than the largest region id found.
+        split: The split whose tiles count.
+        partitioning: The partitioning whose regions are counted.
+        split_column: The index column holding the split (``split``, or a replicate's
+            ``split__s<seed>_f<fold>``).
+        by_class: Count (region, class) groups instead: length ``K * C``, group
+            ``region * C + class`` (needs ``num_regions``).
+
+    Returns:
+        int64 counts of length K (or K * C).
+
+    Raises:
+        InputError: If a label is neither a class nor the ignore value.
     """
     store = _store(store)
     source = _region_source(store, partitioning)
@@ -203,7 +241,16 @@ def _region_source(store: TileStore, partitioning: str) -> str:
 
 
 def augment_params(seed: int, epoch: int, tile_id: int) -> tuple[int, bool]:
-    """(number of 90-degree rotations, horizontal flip) for one tile in one epoch."""
+    """The augmentation of one tile in one epoch (the same in every worker and after a resume).
+
+    Args:
+        seed: The training seed.
+        epoch: The epoch within the phase.
+        tile_id: The tile.
+
+    Returns:
+        (number of 90-degree rotations, horizontal flip).
+    """
     rng = np.random.default_rng([int(seed), int(epoch), int(tile_id)])
     return int(rng.integers(4)), bool(rng.integers(2))
 
@@ -302,7 +349,11 @@ class TileDataset(Dataset):
         return self.mean.ravel().tolist(), self.std.ravel().tolist()
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation of this epoch (call before iterating)."""
+        """Select the augmentation of this epoch (call before iterating).
+
+        Args:
+            epoch: The epoch within the phase.
+        """
         self.epoch = int(epoch)
 
     def _map(self, scene: str, kind: str) -> np.ndarray:
@@ -355,6 +406,11 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:  # same interface as DistributedSampler
+        """Ignored: evaluation order does not depend on the epoch (DistributedSampler's interface).
+
+        Args:
+            epoch: The epoch.
+        """
         pass
 
 
@@ -389,6 +445,11 @@ class BalancedSampler(Sampler[int]):
         self.per_rank = math.ceil(total / world_size)
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the draw of this epoch (call before iterating).
+
+        Args:
+            epoch: The epoch within the phase.
+        """
         self.epoch = int(epoch)
 
     def draw(self) -> np.ndarray:
@@ -408,12 +469,25 @@ def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int
                 world_size: int = 1, balanced: float | None = None) -> DataLoader:
     """DataLoader for training (shuffled by ``(seed, epoch)``) or evaluation (in order).
 
-    Training uses a ``DistributedSampler`` (also with one process) so that the order depends
-    only on seed and epoch: call ``loader.sampler.set_epoch(epoch)`` and
-    ``dataset.set_epoch(epoch)`` every epoch. With ``balanced`` (a power, 1 = every region
-    equally likely) training draws tiles with :class:`BalancedSampler` over the dataset's
-    ``tile_region`` instead. Evaluation shards tiles over ranks without the padding
-    DistributedSampler adds, so no tile is counted twice. Pinned memory on CUDA.
+    Training uses a ``DistributedSampler`` (also with one process) so that the order depends only
+    on seed and epoch: call ``loader.sampler.set_epoch(epoch)`` and ``dataset.set_epoch(epoch)``
+    every epoch. Evaluation shards tiles over ranks without the padding DistributedSampler adds,
+    so no tile is counted twice. Pinned memory on CUDA.
+
+    Args:
+        dataset: The tiles.
+        batch_size: Tiles per batch (per process).
+        train: Shuffle (training) or keep the order (evaluation).
+        seed: The training seed.
+        num_workers: Data-loader worker processes.
+        device: Where the batches go (pinned memory for CUDA).
+        rank: This process's rank.
+        world_size: Number of processes.
+        balanced: Draw training tiles with :class:`BalancedSampler` over the dataset's
+            ``tile_region`` with this power (1 = every region equally likely).
+
+    Returns:
+        The DataLoader.
     """
     if train and balanced is not None:
         if dataset.tile_region is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,7 +40,14 @@ class DistContext:
 
 
 def init_distributed(use_cuda: bool) -> DistContext:
-    """Join the process group when launched by torchrun with more than one process."""
+    """Join the process group when launched by torchrun with more than one process.
+
+    Args:
+        use_cuda: Use NCCL (GPUs) rather than Gloo.
+
+    Returns:
+        This process's rank, local rank and world size (one process: rank 0 of 1).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
@@ -58,7 +66,11 @@ def init_distributed(use_cuda: bool) -> DistContext:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group if :func:`init_distributed` created it."""
+    """Leave the process group if :func:`init_distributed` created it.
+
+    Args:
+        ctx: The context :func:`init_distributed` returned.
+    """
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -77,13 +89,26 @@ class Reducer:
 
 
 def barrier(ctx: DistContext) -> None:
-    """Wait for every rank (no-op in a single process)."""
+    """Wait for every rank (no-op in a single process).
+
+    Args:
+        ctx: The distributed context.
+    """
     if ctx.distributed:
         dist.barrier()
 
 
-def broadcast_object(obj, ctx: DistContext, src: int = 0):
-    """Send a picklable object from ``src`` to every rank (identity in a single process)."""
+def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
+    """Send a picklable object from ``src`` to every rank (identity in a single process).
+
+    Args:
+        obj: The object (used on ``src`` only).
+        ctx: The distributed context.
+        src: The sending rank.
+
+    Returns:
+        The object, on every rank.
+    """
     if not ctx.distributed:
         return obj
     box = [obj]

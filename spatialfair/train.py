@@ -54,7 +54,18 @@ SPAD_PARTITIONINGS = "grid_*"
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if available, else Apple MPS, else CPU; or the named device."""
+    """The device to train on.
+
+    Args:
+        preference: ``auto`` (CUDA if available, else Apple MPS, else CPU) or a device name.
+        local_rank: This process's GPU under torchrun.
+
+    Returns:
+        The device.
+
+    Raises:
+        InputError: If the named device is not available.
+    """
     pref = (preference or "auto").lower()
     if pref == "auto":
         if torch.cuda.is_available():
@@ -138,7 +149,20 @@ def _confusion_by_region(regions: torch.Tensor, target: torch.Tensor, pred: torc
 
 def evaluate(model: nn.Module, loader, device: torch.device, num_regions: int,
              num_classes: int, autocast=None, reduce: Reducer | None = None) -> np.ndarray:
-    """Validation confusion matrices (K+1, C, C), int64, summed over ranks; row 0 = no region."""
+    """Validation confusion matrices, summed over ranks.
+
+    Args:
+        model: The network (unwrapped).
+        loader: The validation loader.
+        device: Where the model is.
+        num_regions: K, regions of the training partitioning.
+        num_classes: C.
+        autocast: Mixed-precision context factory, or None.
+        reduce: Sums tensors over ranks under DDP, or None.
+
+    Returns:
+        int64 (K+1, C, C) matrices (true, predicted); row 0 = no region.
+    """
     model.eval()
     total = torch.zeros(num_regions + 1, num_classes, num_classes, dtype=torch.long,
                         device=device)
@@ -157,7 +181,15 @@ def evaluate(model: nn.Module, loader, device: torch.device, num_regions: int,
 
 
 def selection_score(overall: float, worst: float) -> float:
-    """The model-selection criterion: overall + worst-region headline metric (NaN -> -inf)."""
+    """The model-selection criterion: overall + worst-region headline metric.
+
+    Args:
+        overall: The overall headline metric.
+        worst: The worst region's headline metric.
+
+    Returns:
+        Their sum; -inf when either is NaN.
+    """
     value = overall + worst
     return value if math.isfinite(value) else -math.inf
 
@@ -165,7 +197,20 @@ def selection_score(overall: float, worst: float) -> float:
 def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
                          region_names: list[str], min_pixels: int,
                          min_class_pixels: int = 1) -> dict[str, Any]:
-    """Overall and per-region validation metrics from (K+1, C, C) confusion matrices."""
+    """Overall and per-region validation metrics from confusion matrices.
+
+    Args:
+        conf: (K+1, C, C) matrices from :func:`evaluate`.
+        classes: Class names.
+        headline: The headline metric, e.g. ``iou_water``.
+        region_names: The K region names.
+        min_pixels: Labelled pixels a region needs to be the worst region.
+        min_class_pixels: Pixels of the metric's class a region needs, for class metrics.
+
+    Returns:
+        ``overall`` (every metric), ``headline``, ``by_region``, ``worst``, ``worst_region``,
+        ``difference`` and ``score``.
+    """
     overall = {k: float(v) for k, v in metric_arrays(conf.sum(0), classes).items()}
     if headline not in overall:
         raise InputError("config: headline_metric", f"unknown metric '{headline}'",
@@ -344,8 +389,16 @@ def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
     """One-cycle LR schedule (20 % warm-up, cosine annealing) valid for any number of steps.
 
     torch's OneCycleLR divides by the length of its warm-up phase, ``pct_start * total - 1``,
-    which is zero when the warm-up is exactly one step (5 steps in all: a small real dataset
-    with one epoch); the warm-up is then made two steps long.
+    which is zero when the warm-up is exactly one step (5 steps in all); the warm-up is then made
+    two steps long.
+
+    Args:
+        optimizer: The optimiser.
+        lr: The peak learning rate.
+        total_steps: Optimiser steps in the phase.
+
+    Returns:
+        The scheduler (step it after every optimiser step).
     """
     total = max(1, int(total_steps))
     pct = WARMUP_FRACTION
@@ -356,8 +409,18 @@ def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
 
 
 def final_layer(model: nn.Module) -> nn.Module:
-    """The network's final classifier layer: ``model.head`` (the built-in U-Net), else the
-    last ``Conv2d`` in module order (an smp model's segmentation head)."""
+    """The network's final classifier layer.
+
+    Args:
+        model: The network.
+
+    Returns:
+        ``model.head`` (the built-in U-Net), else the last ``Conv2d`` in module order (an smp
+        model's segmentation head).
+
+    Raises:
+        ValueError: If the network has no ``Conv2d`` layer.
+    """
     model = unwrap(model)
     head = getattr(model, "head", None)
     if isinstance(head, nn.Module):
@@ -369,7 +432,14 @@ def final_layer(model: nn.Module) -> nn.Module:
 
 
 def freeze_all_but_final_layer(model: nn.Module) -> list[nn.Parameter]:
-    """Set ``requires_grad`` False everywhere except the final layer; return its parameters."""
+    """Set ``requires_grad`` False everywhere except the final layer.
+
+    Args:
+        model: The network.
+
+    Returns:
+        The final layer's parameters (what the optimiser updates).
+    """
     for p in model.parameters():
         p.requires_grad_(False)
     params = list(final_layer(model).parameters())
@@ -458,8 +528,19 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 def tile_errors(model: nn.Module, loader, tile_ids: torch.Tensor, device: torch.device,
                 autocast=None, reduce: Reducer | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Misclassified and labelled pixels per tile (float64, aligned with sorted ``tile_ids``),
-    summed over ranks: JTT's error set comes from these."""
+    """Misclassified and labelled pixels per tile, summed over ranks (JTT's error set).
+
+    Args:
+        model: The network.
+        loader: An in-order loader over the training tiles.
+        tile_ids: The tiles, sorted.
+        device: Where the model is.
+        autocast: Mixed-precision context factory, or None.
+        reduce: Sums tensors over ranks under DDP, or None.
+
+    Returns:
+        float64 (errors, labelled pixels), aligned with ``tile_ids``.
+    """
     model.eval()
     ids = tile_ids.to(device)
     out = torch.zeros(2, len(ids), dtype=torch.float64, device=device)
