@@ -77,8 +77,21 @@ def inspect_raster(
     """Open ``path``, check it is a usable georeferenced raster and return its header.
 
     Checks: the file exists and GDAL reads it (also its last block, which catches truncated
-    files), it has a CRS and a real geotransform (not a bare pixel grid), at least
-    ``min_bands`` bands, and a single data type.
+    files), it has a CRS and a real geotransform (not a bare pixel grid), at least ``min_bands``
+    bands, and a single data type.
+
+    Args:
+        path: The raster.
+        role: How to name it in messages (``image``, ``label``, ...).
+        min_bands: Fewest bands it must have.
+        require_crs: Fail without a CRS.
+        check_last_block: Read the last block to catch truncated files.
+
+    Returns:
+        The raster's header.
+
+    Raises:
+        InputError: If any check fails.
     """
     path = Path(path)
     if not path.exists():
@@ -139,7 +152,15 @@ def inspect_raster(
 
 
 def check_same_grid(image: RasterInfo, label: RasterInfo) -> None:
-    """Raise :class:`InputError` listing every way the label grid differs from the image grid."""
+    """Check that a label raster lies on its image's grid.
+
+    Args:
+        image: The image's header.
+        label: The label's header.
+
+    Raises:
+        InputError: Listing every way the grids differ (CRS, transform, shape).
+    """
     diffs = []
     if image.crs != label.crs:
         diffs.append(f"CRS {label.crs} vs image {image.crs}")
@@ -157,15 +178,30 @@ def check_same_grid(image: RasterInfo, label: RasterInfo) -> None:
 
 
 def effective_nodata(info: RasterInfo, override: float | None = None) -> float | None:
-    """The nodata value to honour: the user's override, else the file's."""
+    """The nodata value to honour: the user's override, else the file's.
+
+    Args:
+        info: The raster's header.
+        override: The configured nodata value, or None.
+
+    Returns:
+        The nodata value, or None.
+    """
     return info.nodata if override is None else override
 
 
 def invalid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Boolean (H, W) mask of pixels that are not valid image data.
+    """Pixels that are not valid image data.
 
     A pixel is invalid when any band is NaN or infinite, or when every band equals ``nodata``
     (one band legitimately at the nodata value, such as a dark water pixel, is kept).
+
+    Args:
+        data: (bands, H, W) image data.
+        nodata: The nodata value, or None.
+
+    Returns:
+        Boolean (H, W) mask, True where invalid.
     """
     bad = np.zeros(data.shape[-2:], dtype=bool)
     if np.issubdtype(data.dtype, np.floating):
@@ -183,10 +219,19 @@ def read_padded(
     fill: float = 0,
     masked_invalid: bool = False,
 ) -> np.ndarray:
-    """Read ``window`` (which may extend past the raster) padding outside pixels with ``fill``.
+    """Read ``window`` (which may extend past the raster), padding outside pixels.
 
-    Returns (bands, h, w) for a list/None of indexes or (h, w) for a single index. Only the part
-    inside the raster is read from disk.
+    Only the part inside the raster is read from disk.
+
+    Args:
+        src: An open raster.
+        window: The window, possibly past the edges.
+        indexes: Bands to read (1-based): a list, one index, or None for all.
+        fill: Value of the pixels outside the raster.
+        masked_invalid: Also fill pixels GDAL's mask marks invalid.
+
+    Returns:
+        (bands, h, w) for a list or None, (h, w) for a single index.
     """
     row0, col0 = int(window.row_off), int(window.col_off)
     h, w = int(window.height), int(window.width)
@@ -204,7 +249,15 @@ def read_padded(
 
 
 def hex_colormap(colors: Sequence[str], nodata: int | None = IGNORE_INDEX) -> dict[int, tuple[int, ...]]:
-    """GDAL colour table from '#rrggbb' strings (class id = position); nodata is transparent."""
+    """GDAL colour table from '#rrggbb' strings (class id = position); nodata is transparent.
+
+    Args:
+        colors: One colour per class.
+        nodata: The value drawn transparent, or None.
+
+    Returns:
+        Value -> (r, g, b, alpha).
+    """
     cmap = {}
     for i, c in enumerate(colors):
         c = c.lstrip("#")
@@ -303,7 +356,12 @@ class GeoTiffWriter:
         return self
 
     def write(self, data: np.ndarray, window: Window) -> None:
-        """Write (bands, h, w) or (h, w) ``data`` at ``window`` (clipped to the raster)."""
+        """Write ``data`` at ``window`` (clipped to the raster).
+
+        Args:
+            data: (bands, h, w) or (h, w) values.
+            window: Where they go.
+        """
         if data.ndim == 2:
             data = data[None]
         row0, col0 = int(window.row_off), int(window.col_off)
@@ -343,7 +401,13 @@ class GeoTiffWriter:
 def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path) -> None:  # noqa: F821
     """Write several GeoDataFrames as layers of one GeoPackage, atomically.
 
-    Every layer must have a CRS: a vector without one is useless in QGIS next to rasters.
+    Args:
+        layers: Layer name -> features; every layer must have a CRS (a vector without one is
+            useless in QGIS next to rasters).
+        path: The GeoPackage.
+
+    Raises:
+        InputError: If a layer has no CRS.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -366,9 +430,21 @@ def reproject_to_grid(
 ) -> Path:
     """Reproject ``src_path`` onto ``grid`` (CRS, transform, shape), window by window.
 
-    Used only when the user asked for it (e.g. ``reproject_labels: true``); the action is
-    logged at WARNING level so it is never silent. ``dst_nodata`` (default: the source's
-    nodata) fills pixels the source does not cover, e.g. the ignore value for labels.
+    Used only when the user asked for it (e.g. ``reproject_labels: true``); the action is logged
+    at WARNING level so it is never silent.
+
+    Args:
+        src_path: The raster to reproject.
+        grid: The header of the raster whose grid to take.
+        dst_path: Where to write the result.
+        resampling: The resampling method.
+        categorical: Class values (nearest, colour table kept) rather than measurements.
+        reason: Why, for the log.
+        dst_nodata: Value of pixels the source does not cover (default: the source's nodata),
+            e.g. the ignore value for labels.
+
+    Returns:
+        ``dst_path``.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
     log.warning("Reprojecting %s onto the grid of %s (%s resampling)%s", src_path, grid.path,

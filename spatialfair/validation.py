@@ -41,8 +41,16 @@ def scan_windows(info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTE
                  ) -> Iterator[Window]:
     """Windows covering the raster, aligned to its blocks, each at most ``budget`` bytes.
 
-    Row bands are a whole number of block rows; a band wider than the budget is split into
-    column chunks that are a whole number of blocks wide.
+    Row bands are a whole number of block rows; a band wider than the budget is split into column
+    chunks that are a whole number of blocks wide.
+
+    Args:
+        info: The raster's header.
+        bytes_per_pixel: Bytes of one pixel over the bands read.
+        budget: Upper bound of the bytes of one window.
+
+    Yields:
+        The windows, top to bottom, left to right.
     """
     bh, bw = (max(1, b) for b in info.block_shape)
     row_bytes = max(1, info.width * bytes_per_pixel)
@@ -59,12 +67,20 @@ def scan_windows(info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTE
 def select_bands(info: RasterInfo, names: Sequence[str] | None) -> list[int]:
     """1-based band indexes to read from ``info`` for the configured band ``names``.
 
-    Bands are matched by description (case-insensitive) when the file describes every
-    configured band. When the file names all its bands but some configured name is not among
-    them, that is an error (the same rule as prediction, :func:`spatialfair.predict.match_bands`):
-    silently reading other bands would train on the wrong data. Files without band names use
-    their first ``len(names)`` bands (logged when the file has more). Without configured names
-    every band is used.
+    Bands are matched by description (case-insensitive) when the file describes every configured
+    band. When the file names all its bands but a configured name is not among them, that is an
+    error (as in prediction): silently reading other bands would train on the wrong data. Files
+    without band names use their first ``len(names)`` bands (logged when the file has more).
+
+    Args:
+        info: The raster's header.
+        names: The configured band names, or None for every band.
+
+    Returns:
+        The band indexes.
+
+    Raises:
+        InputError: If a configured band is missing.
     """
     if not names:
         return list(range(1, info.count + 1))
@@ -88,14 +104,30 @@ def select_bands(info: RasterInfo, names: Sequence[str] | None) -> list[int]:
 
 def band_names(info: RasterInfo, names: Sequence[str] | None, indexes: Sequence[int]
                ) -> list[str]:
-    """Names of the selected bands: the configured ones, else the file's descriptions."""
+    """Names of the selected bands: the configured ones, else the file's descriptions.
+
+    Args:
+        info: The raster's header.
+        names: The configured band names, or None.
+        indexes: The selected band indexes (1-based).
+
+    Returns:
+        One name per selected band.
+    """
     if names:
         return list(names)
     return [info.descriptions[i - 1] or f"band_{i}" for i in indexes]
 
 
 def check_image_dtype(info: RasterInfo) -> None:
-    """Reject image data types the pipeline cannot use (complex SAR data, for example)."""
+    """Reject image data types the pipeline cannot use (complex SAR data, for example).
+
+    Args:
+        info: The raster's header.
+
+    Raises:
+        InputError: If the data type is not usable.
+    """
     if info.dtype not in SUPPORTED_IMAGE_DTYPES:
         raise InputError(
             info.path, f"image data type {info.dtype} is not supported",
@@ -105,7 +137,14 @@ def check_image_dtype(info: RasterInfo) -> None:
 
 
 def check_label_raster(info: RasterInfo) -> None:
-    """A label raster must have exactly one band of integer class ids."""
+    """Check that a label raster has exactly one band of integer class ids.
+
+    Args:
+        info: The raster's header.
+
+    Raises:
+        InputError: If it has more bands or a non-integer type.
+    """
     if info.count != 1:
         raise InputError(
             info.path, f"label raster has {info.count} bands, expected 1 band of class ids",
@@ -121,8 +160,16 @@ def check_label_raster(info: RasterInfo) -> None:
 def label_ignore_values(info: RasterInfo, num_classes: int, ignore_index: int) -> list[int]:
     """Label values read as 'not labelled': ``ignore_index`` and the file's nodata value.
 
-    A label nodata value that is also a class id is kept as that class (and logged), because
-    many label files mark class 0 as nodata by accident.
+    A label nodata value that is also a class id is kept as that class (and logged), because many
+    label files mark class 0 as nodata by accident.
+
+    Args:
+        info: The raster's header.
+        num_classes: Number of classes.
+        ignore_index: The configured ignore value.
+
+    Returns:
+        The values.
     """
     values = [int(ignore_index)]
     nd = info.nodata
@@ -140,7 +187,16 @@ def label_ignore_values(info: RasterInfo, num_classes: int, ignore_index: int) -
 
 def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequence[int]
                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Values (and their pixel counts) that are neither a class id nor in ``allowed_extra``."""
+    """Values (and their pixel counts) that are neither a class id nor in ``allowed_extra``.
+
+    Args:
+        labels: Label values.
+        num_classes: Number of classes.
+        allowed_extra: Values read as 'not labelled'.
+
+    Returns:
+        (values, pixel counts).
+    """
     bad = (labels < 0) | (labels >= num_classes) if labels.dtype.kind == "i" else (
         labels >= num_classes)
     for v in allowed_extra:
@@ -153,7 +209,18 @@ def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequen
 
 def label_values_error(path: Path | str, values: np.ndarray, counts: np.ndarray,
                        classes: Sequence[str], ignore_index: int) -> InputError:
-    """The error for label values outside the configured classes."""
+    """The error for label values outside the configured classes.
+
+    Args:
+        path: The label raster.
+        values: The offending values.
+        counts: Their pixel counts.
+        classes: The configured classes.
+        ignore_index: The configured ignore value.
+
+    Returns:
+        The error to raise.
+    """
     shown = ", ".join(f"{v} ({c} px)" for v, c in list(zip(values, counts))[:10])
     more = f" and {len(values) - 10} more" if len(values) > 10 else ""
     return InputError(
@@ -166,7 +233,15 @@ def label_values_error(path: Path | str, values: np.ndarray, counts: np.ndarray,
 
 
 def all_invalid_error(path: Path | str, nodata: float | None) -> InputError:
-    """The error for an image in which no pixel is valid."""
+    """The error for an image in which no pixel is valid.
+
+    Args:
+        path: The image.
+        nodata: The nodata value in use.
+
+    Returns:
+        The error to raise.
+    """
     return InputError(
         path, f"every pixel of the image is invalid (nodata {nodata}, NaN/inf or masked)",
         "check the file and the dataset's `nodata` override; remove the scene if it is empty",
@@ -176,7 +251,16 @@ def all_invalid_error(path: Path | str, nodata: float | None) -> InputError:
 def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: int) -> int:
     """Scan the label raster window by window; fail on values outside the classes.
 
-    Returns the number of labelled pixels (a class id, not an ignore value).
+    Args:
+        info: The raster's header.
+        classes: The configured classes.
+        ignore_index: The configured ignore value.
+
+    Returns:
+        The number of labelled pixels (a class id, not an ignore value).
+
+    Raises:
+        InputError: If a value is neither a class nor an ignore value.
     """
     allowed = label_ignore_values(info, len(classes), ignore_index)
     found: dict[int, int] = {}
@@ -204,9 +288,16 @@ def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]], *,
     """Labels without any labelled pixel: a WARNING per scene, an error when all are empty.
 
     A scene without labels still gets predicted, it only adds nothing to training and
-    evaluation (a partly labelled dataset is legitimate); a dataset without any labelled
-    pixel cannot be trained on, which tiling would otherwise find out only at its end.
-    ``fail=False`` (one scene of a dataset checked alone) only warns.
+    evaluation; a dataset without any labelled pixel cannot be trained on, which tiling would
+    otherwise find out only at its end.
+
+    Args:
+        ds: The dataset.
+        counts: (label raster, labelled pixels) of every scene checked.
+        fail: Raise when no scene has labels; False (one scene checked alone) only warns.
+
+    Raises:
+        InputError: If no scene has a labelled pixel and ``fail`` is set.
     """
     empty = [path for path, n in counts if n == 0]
     if fail and counts and len(empty) == len(counts):
@@ -227,8 +318,18 @@ def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *
                full: bool = True) -> dict[str, int]:
     """Count invalid pixels of an image; fail if every pixel is invalid.
 
-    With ``full=False`` the scan stops at the first window holding a valid pixel (enough to
-    rule out an empty scene). Returns ``{"pixels", "invalid", "nonfinite", "scanned"}``.
+    Args:
+        info: The raster's header.
+        indexes: The bands used (1-based).
+        nodata: The nodata value in use.
+        full: Scan everything; False stops at the first window holding a valid pixel (enough to
+            rule out an empty scene).
+
+    Returns:
+        ``{"pixels", "invalid", "nonfinite", "scanned"}`` counts.
+
+    Raises:
+        InputError: If no pixel is valid.
     """
     stats = {"pixels": info.width * info.height, "invalid": 0, "nonfinite": 0, "scanned": 0}
     is_float = np.issubdtype(np.dtype(info.dtype), np.floating)
@@ -259,7 +360,20 @@ def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *
 
 def inspect_pair(ds: DatasetConfig, image: Path, label: Path, *, check_grid: bool = True
                  ) -> tuple[RasterInfo, RasterInfo, list[int]]:
-    """Header checks of one image/label pair; returns their infos and the band indexes."""
+    """Header checks of one image/label pair.
+
+    Args:
+        ds: The dataset.
+        image: The image raster.
+        label: The label raster.
+        check_grid: Also require the label on the image's grid.
+
+    Returns:
+        (image header, label header, band indexes to read).
+
+    Raises:
+        InputError: If a check fails.
+    """
     img = inspect_raster(image, role="image", min_bands=len(ds.bands) if ds.bands else 1)
     check_image_dtype(img)
     indexes = select_bands(img, ds.bands)
@@ -271,7 +385,14 @@ def inspect_pair(ds: DatasetConfig, image: Path, label: Path, *, check_grid: boo
 
 
 def check_consistent(pairs: Sequence[tuple[RasterInfo, list[int]]]) -> None:
-    """All images of a dataset must share data type and number of used bands."""
+    """Check that all images of a dataset share data type and number of used bands.
+
+    Args:
+        pairs: (image header, band indexes) of every scene.
+
+    Raises:
+        InputError: Naming the first image that differs.
+    """
     first, first_idx = pairs[0]
     for info, idx in pairs[1:]:
         if info.dtype != first.dtype:
@@ -287,7 +408,14 @@ def check_consistent(pairs: Sequence[tuple[RasterInfo, list[int]]]) -> None:
 
 
 def check_scene_names(ds: DatasetConfig) -> None:
-    """Scene names (image file stems) name the store files, so they must be unique."""
+    """Check that scene names (image file stems), which name the store files, are unique.
+
+    Args:
+        ds: The dataset.
+
+    Raises:
+        InputError: If two images share a name.
+    """
     seen: dict[str, Path] = {}
     for p in ds.images:
         if p.stem in seen:
@@ -299,15 +427,28 @@ def check_scene_names(ds: DatasetConfig) -> None:
 
 
 def check_tile_size(settings: Settings) -> None:
-    """Tile sides must divide by the network's total stride: checked now, not in a forward
-    pass (the rule lives in :func:`spatialfair.models.check_tile_size`)."""
+    """Check now, not in a forward pass, that tile sides divide by the network's stride.
+
+    Args:
+        settings: Reads ``settings.tiling.size`` and ``settings.model``.
+
+    Raises:
+        InputError: If the tile size does not fit the network.
+    """
     from .models import check_tile_size as model_check
 
     model_check(int(settings.tiling.size), settings.section("model"))
 
 
 def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS]:
-    """Union of the scenes' footprints in the study CRS (as the tile index will use)."""
+    """Union of the scenes' footprints in the study CRS (as the tile index will use).
+
+    Args:
+        infos: The images' headers.
+
+    Returns:
+        (footprint, study CRS).
+    """
     from .crs import study_crs
 
     crs = study_crs([i.crs for i in infos])
@@ -322,11 +463,17 @@ def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS
 
 
 def check_regions(ds: DatasetConfig, infos: Sequence[RasterInfo]) -> None:
-    """The dataset's regions file must load as named polygons with a CRS overlapping a scene.
+    """Check that the regions file loads as named polygons with a CRS overlapping a scene.
 
-    Uses the partition step's own loader and overlap check (:func:`spatialfair.partitions.
-    load_regions`, :func:`~spatialfair.partitions.check_overlap`), so that what passes here
-    also passes there; names that are empty or only spaces are rejected as well.
+    Uses the partition stage's own loader and overlap check, so that what passes here also passes
+    there; names that are empty or only spaces are rejected as well.
+
+    Args:
+        ds: The dataset (its ``regions``, ``region_column``, ``regions_layer``).
+        infos: The images' headers.
+
+    Raises:
+        InputError: If the regions file is not usable.
     """
     if ds.regions is None:
         return
@@ -352,17 +499,28 @@ def validate_dataset(
     scan_images: bool = True,
     dataset_checks: bool = True,
 ) -> list[tuple[RasterInfo, RasterInfo]]:
-    """Check every image/label pair of ``ds``; return their (image, label) headers.
+    """Check every image/label pair of ``ds`` before any expensive work.
 
-    Header checks for every file come first, then the regions file, then the cheap label
-    value scan (with the count of labelled pixels), then (if the
-    dataset sets ``reproject_labels`` and a grid differs) reprojection of those labels into
-    ``reproject_dir`` (logged; without a folder the reprojection is only announced and the
-    original label is returned), then the image pixel scan. ``scan_images=False`` stops the
-    image scan at the first valid pixel (the tiler counts invalid pixels itself).
-    ``dataset_checks=False`` (a per-scene tiling job, after the workflow validated the whole
-    dataset) skips the regions file and the tile size check and reports a scene without
-    labels as a warning only.
+    Header checks for every file come first, then the regions file, then the label value scan
+    (with the count of labelled pixels), then (if the dataset sets ``reproject_labels`` and a grid
+    differs) reprojection of those labels into ``reproject_dir`` (logged; without a folder the
+    reprojection is only announced and the original label is returned), then the image pixel scan.
+
+    Args:
+        ds: The dataset.
+        settings: Reads ``settings.tiling`` and ``settings.model`` (tile size check).
+        reproject_dir: Where reprojected labels go.
+        scan_images: Scan every image pixel; False stops at the first valid pixel (the tiler
+            counts invalid pixels itself).
+        dataset_checks: False (a per-scene tiling job, after the whole dataset was validated)
+            skips the regions file and the tile size check and only warns about a scene without
+            labels.
+
+    Returns:
+        (image header, label header) of every scene; the label may be a reprojected copy.
+
+    Raises:
+        InputError: For the first problem found, naming the file, the problem and the fix.
     """
     check_scene_names(ds)
     if dataset_checks:  # imports torch (1-2 s): once per dataset, not in every scene's job
