@@ -301,7 +301,14 @@ def _write_regions(regions_utm, path: Path) -> None:
 
 
 def region_summary(info: dict[str, Any]) -> list[str]:
-    """One human-readable line per region of a :func:`make_demo` result (for logs)."""
+    """One human-readable line per region of a :func:`make_demo` result (for logs).
+
+    Args:
+        info: The description :func:`make_demo` returned.
+
+    Returns:
+        The lines.
+    """
     lines = []
     for r in info["region_settings"]:
         counts = r["class_counts"]

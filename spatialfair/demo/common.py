@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rasterio.transform import Affine
 
 from ..constants import IGNORE_INDEX
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 TASKS = ("flood", "crop")
 
@@ -71,6 +74,14 @@ class Layout:
         return math.ceil(self.n_scenes / self.ncols)
 
     def transform(self, i: int) -> Affine:
+        """Affine transform of scene ``i`` (scenes fill the mosaic row by row).
+
+        Args:
+            i: Scene number.
+
+        Returns:
+            The scene's transform in the task's CRS.
+        """
         r, c = divmod(i, self.ncols)
         x0, y0 = self.origin
         span = self.size * self.res
@@ -84,7 +95,14 @@ class Layout:
         return (x0, y0 - self.nrows * span, x0 + self.ncols * span, y0)
 
     def pixel_centres(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Map x (1, W) and y (H, 1) of the pixel centres of scene ``i``."""
+        """Map coordinates of the pixel centres of scene ``i``.
+
+        Args:
+            i: Scene number.
+
+        Returns:
+            (x of shape (1, W), y of shape (H, 1)).
+        """
         t = self.transform(i)
         cols = np.arange(self.size) + 0.5
         xs = (t.c + cols * t.a)[None, :]
@@ -113,7 +131,17 @@ class CoarseGrid:
 
     def sample(self, grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, order: int = 1
                ) -> np.ndarray:
-        """Interpolate ``grid`` (values at cell centres) at map coordinates (broadcast)."""
+        """Interpolate ``grid`` (values at cell centres) at map coordinates.
+
+        Args:
+            grid: (height, width) values on this coarse grid.
+            xs: Map x (broadcast with ``ys``).
+            ys: Map y.
+            order: Spline order (0 nearest, 1 linear, 3 cubic).
+
+        Returns:
+            The values, in the broadcast shape of ``xs`` and ``ys``.
+        """
         from scipy.ndimage import map_coordinates
 
         xs, ys = np.broadcast_arrays(xs, ys)
@@ -125,7 +153,16 @@ class CoarseGrid:
 
 
 def smooth_noise(rng: np.random.Generator, grid: CoarseGrid, scale: float) -> np.ndarray:
-    """Gaussian random field on ``grid`` with correlation length ``scale`` (m), std 1."""
+    """Gaussian random field on ``grid`` with correlation length ``scale`` (m), std 1.
+
+    Args:
+        rng: The random stream.
+        grid: The coarse grid.
+        scale: Correlation length in metres.
+
+    Returns:
+        (height, width) field with mean 0 and standard deviation 1.
+    """
     from scipy.ndimage import gaussian_filter
 
     noise = rng.standard_normal((grid.height, grid.width))
@@ -140,6 +177,15 @@ def region_grid(rng: np.random.Generator, layout: Layout, specs: tuple[RegionSpe
     Seeds are spread by best-candidate sampling; additive weights are adjusted so that each
     region's share of the study area approaches its ``area_share``; boundaries are warped by a
     smooth random displacement so that regions look like natural or administrative units.
+
+    Args:
+        rng: The random stream of the regions.
+        layout: The mosaic.
+        specs: The region designs.
+        grid: The coarse grid.
+
+    Returns:
+        int32 (height, width) region ids.
     """
     w, s, e, n = layout.bounds
     k = len(specs)
@@ -180,9 +226,20 @@ def region_grid(rng: np.random.Generator, layout: Layout, specs: tuple[RegionSpe
 
 
 def region_polygons(region_grid: np.ndarray, grid: CoarseGrid, specs: tuple[RegionSpec, ...],
-                     crs: str):
-    """Polygonize the coarse region grid into one (multi)polygon per region, simplified so that
-    neighbours still share their edges."""
+                    crs: str) -> gpd.GeoDataFrame:
+    """Polygonize the coarse region grid into one (multi)polygon per region.
+
+    The polygons are simplified so that neighbours still share their edges.
+
+    Args:
+        region_grid: Region id per coarse cell.
+        grid: The coarse grid.
+        specs: The region designs (names, roles, descriptions).
+        crs: The scenes' CRS.
+
+    Returns:
+        ``region_id``, ``region``, ``role``, ``description`` and geometry, in ``crs``.
+    """
     import geopandas as gpd
     import rasterio.features
     import shapely
@@ -203,7 +260,17 @@ def region_polygons(region_grid: np.ndarray, grid: CoarseGrid, specs: tuple[Regi
     )
 
 
-def rasterize_regions(regions, transform: Affine, size: int) -> np.ndarray:
+def rasterize_regions(regions: gpd.GeoDataFrame, transform: Affine, size: int) -> np.ndarray:
+    """Region id of every pixel of a scene.
+
+    Args:
+        regions: The region polygons in the scene's CRS.
+        transform: The scene's transform.
+        size: The scene's side in pixels.
+
+    Returns:
+        int16 (size, size) region ids; -1 outside every region.
+    """
     import rasterio.features
 
     return rasterio.features.rasterize(
@@ -213,10 +280,17 @@ def rasterize_regions(regions, transform: Affine, size: int) -> np.ndarray:
 
 
 def param_grids(region_grid: np.ndarray, params: list[dict[str, Any]], key: str,
-                 sigma_cells: float) -> np.ndarray:
-    """Per-region parameter ``key`` painted on the coarse grid and softly blended at borders.
+                sigma_cells: float) -> np.ndarray:
+    """Per-region setting ``key`` painted on the coarse grid and softly blended at borders.
 
-    Returns (C, H, W) for vector parameters and (1, H, W) for scalars.
+    Args:
+        region_grid: Region id per coarse cell.
+        params: Settings of every region, in region-id order.
+        key: The setting.
+        sigma_cells: Blur (Gaussian sigma) in cells.
+
+    Returns:
+        (C, H, W) for vector settings, (1, H, W) for scalars.
     """
     from scipy.ndimage import gaussian_filter
 
@@ -227,11 +301,21 @@ def param_grids(region_grid: np.ndarray, params: list[dict[str, Any]], key: str,
 
 
 def pixel_params(rid: np.ndarray, params: list[dict[str, Any]], defaults: dict[str, Any],
-                  key: str, sigma_px: float = 0.0) -> np.ndarray:
-    """Region setting ``key`` per pixel (C, H, W) from the region-id raster ``rid``.
+                 key: str, sigma_px: float = 0.0) -> np.ndarray:
+    """Region setting ``key`` per pixel from the region-id raster ``rid``.
 
-    Continuous settings (haze, gains, offsets, noise) are blurred by ``sigma_px`` so they
-    change over a few pixels at region borders; switches (late sowing) use ``sigma_px=0``.
+    Continuous settings (haze, gains, offsets, noise) are blurred by ``sigma_px`` so they change
+    over a few pixels at region borders; switches (late sowing) use ``sigma_px=0``.
+
+    Args:
+        rid: Region id per pixel (-1 outside every region).
+        params: Settings of every region, in region-id order.
+        defaults: Settings outside every region.
+        key: The setting.
+        sigma_px: Blur (Gaussian sigma) in pixels.
+
+    Returns:
+        (C, H, W) values (C = 1 for scalars).
     """
     from scipy.ndimage import gaussian_filter
 
@@ -242,12 +326,20 @@ def pixel_params(rid: np.ndarray, params: list[dict[str, Any]], defaults: dict[s
         out = np.stack([gaussian_filter(band, sigma_px, mode="nearest") for band in out])
     return out
 
-def apply_unlabelled(label: np.ndarray, survey: np.ndarray, fraction: np.ndarray,
-                      gaps: np.ndarray) -> None:
-    """Set pixels outside the 'surveyed' part of each region, and small gap patches, to 255.
 
-    ``survey`` is a smooth standard-normal field; keeping ``survey < q(fraction)`` keeps about
-    that fraction of pixels, in compact blobs as field campaigns would.
+def apply_unlabelled(label: np.ndarray, survey: np.ndarray, fraction: np.ndarray,
+                     gaps: np.ndarray) -> None:
+    """Remove the labels outside the surveyed part of each region, and in small gaps.
+
+    ``survey`` is a smooth standard-normal field; keeping ``survey < q(fraction)`` keeps about that
+    fraction of pixels, in compact blobs as field campaigns would. Removed labels become
+    IGNORE_INDEX, in place.
+
+    Args:
+        label: (H, W) labels, changed in place.
+        survey: Smooth standard-normal field per pixel.
+        fraction: Labelled fraction per pixel (the region's ``label_fraction``).
+        gaps: Smooth standard-normal field; its highest values become gaps.
     """
     from scipy.special import ndtri
 
@@ -257,7 +349,15 @@ def apply_unlabelled(label: np.ndarray, survey: np.ndarray, fraction: np.ndarray
 
 
 def wedge(i: int, size: int) -> np.ndarray:
-    """A triangular no-data wedge at one corner of scene ``i`` (as at a swath edge)."""
+    """A triangular no-data wedge at one corner of scene ``i`` (as at a swath edge).
+
+    Args:
+        i: Scene number (picks the corner).
+        size: Scene side in pixels.
+
+    Returns:
+        Boolean (size, size) mask, True inside the wedge.
+    """
     r = np.arange(size)[:, None]
     c = np.arange(size)[None, :]
     corner = i % 4

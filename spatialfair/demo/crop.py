@@ -98,7 +98,20 @@ def prepare(ctx: dict[str, Any], seed: int, layout: Layout, region_grid: np.ndar
 
 def make_scene(i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image (5, H, W) uint16 reflectance x 10000 and label (H, W) uint8 of crop scene ``i``."""
+    """Image and labels of scene ``i``.
+
+    Args:
+        i: Scene number.
+        layout: The mosaic.
+        ctx: The generation context (coarse grid, fields, region settings and the task's
+            features from ``prepare``).
+        seed: The demo's seed (the scene's noise stream).
+        rid: Region id per pixel of the scene.
+
+    Returns:
+        (image (5, H, W) uint16 reflectance x 10000,
+        labels (H, W) uint8 with IGNORE_INDEX where not labelled).
+    """
     size = layout.size
     xs, ys = layout.pixel_centres(i)
     grid: CoarseGrid = ctx["grid"]

@@ -132,7 +132,20 @@ def _flood_wetness(ctx: dict[str, Any], region_grid: np.ndarray, params: list[di
 
 def make_scene(i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Image (2, H, W) float32 dB and label (H, W) uint8 of flood scene ``i``."""
+    """Image and labels of scene ``i``.
+
+    Args:
+        i: Scene number.
+        layout: The mosaic.
+        ctx: The generation context (coarse grid, fields, region settings and the task's
+            features from ``prepare``).
+        seed: The demo's seed (the scene's noise stream).
+        rid: Region id per pixel of the scene.
+
+    Returns:
+        (image (2, H, W) float32 VV, VH in dB,
+        labels (H, W) uint8 with IGNORE_INDEX where not labelled).
+    """
     import rasterio.features
 
     size, res = layout.size, layout.res
