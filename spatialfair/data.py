@@ -269,15 +269,23 @@ def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
 class TileDataset(Dataset):
     """One split of a tile store as a torch Dataset.
 
-    Items are dicts: ``image`` float32 (bands, T, T), normalised with ``norm`` = (mean, std)
-    (by default the statistics of the store's training tiles), invalid pixels 0; ``label``
-    int64 (T, T), 255 where not labelled; ``valid`` bool (T, T) = labelled; ``regions`` int64
-    (T, T), region id of every pixel in ``partitioning`` (-1 = none); ``tile_regions`` int64
-    (P,), the tile's region in each of ``tile_partitionings`` (from the index columns
-    ``region__<name>``); ``tile_id`` int64.
+    Items are dicts: ``image`` float32 (bands, T, T), normalised, invalid pixels 0; ``label``
+    int64 (T, T), IGNORE_INDEX where not labelled; ``valid`` bool (T, T) = labelled; ``regions``
+    int64 (T, T), region id of every pixel in ``partitioning`` (-1 = none); ``tile_regions``
+    int64 (P,), the tile's region in each of ``tile_partitionings`` (from the index columns
+    ``region__<name>``); ``tile_id`` int64. Per-pixel regions come from ``<scene>.regions.bin``
+    when it holds ``partitioning``; otherwise every pixel of a tile gets the tile's region (its
+    centre's), which is logged.
 
-    Per-pixel regions come from ``<scene>.regions.bin`` when it holds ``partitioning``;
-    otherwise every pixel of a tile gets the tile's region (its centre's), which is logged.
+    Args:
+        store_dir: A tile store or its folder.
+        split: 'train', 'val', 'test', or None for every tile.
+        partitioning: The partitioning of the per-pixel ``regions``.
+        tile_partitionings: The partitionings of ``tile_regions`` (SPAD).
+        norm: (means, standard deviations) per band (default: the store's training tiles).
+        augment: Flip and rotate by (seed, epoch, tile).
+        seed: The training seed.
+        split_column: The index column holding the split.
     """
 
     def __init__(self, store_dir: str | Path | TileStore, split: str | None,
@@ -394,7 +402,13 @@ class TileDataset(Dataset):
 
 
 class ShardSampler(Sampler[int]):
-    """Every ``world_size``-th index from ``rank``, in order, without padding (evaluation)."""
+    """Every ``world_size``-th index from ``rank``, in order, without padding (evaluation).
+
+    Args:
+        n: Number of items.
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
 
     def __init__(self, n: int, rank: int = 0, world_size: int = 1) -> None:
         self.indices = list(range(rank, n, world_size))
@@ -418,11 +432,22 @@ class BalancedSampler(Sampler[int]):
     """Region-balanced sampling of tiles with replacement (Idrissi et al. 2022).
 
     Tile ``i`` of region ``g`` is drawn with probability proportional to ``n_g ** -power``
-    (``n_g`` tiles in region g): with power 1 every region is equally likely, with 0 every
-    tile. Tiles outside every region (id < 0) are not drawn, unless no tile has a region.
-    Each epoch draws as many tiles as there are (rounded up to a multiple of ``world_size``)
-    from ``(seed, epoch)`` only; every rank computes the same draw and keeps every
-    ``world_size``-th index from ``rank``, as DistributedSampler shards.
+    (``n_g`` tiles in region g): with power 1 every region is equally likely, with 0 every tile.
+    Tiles outside every region (id < 0) are not drawn, unless no tile has a region. Each epoch
+    draws as many tiles as there are (rounded up to a multiple of ``world_size``) from
+    ``(seed, epoch)`` only; every rank computes the same draw and keeps every ``world_size``-th
+    index from ``rank``, as DistributedSampler shards.
+
+    Args:
+        groups: The region of every tile.
+        power: Balancing power (1 = regions equally likely, 0 = tiles equally likely).
+        seed: The training seed.
+        rank: This process's rank.
+        world_size: Number of processes.
+        num_samples: Tiles per epoch (default: as many as there are).
+
+    Raises:
+        StateError: If there are no tiles.
     """
 
     def __init__(self, groups: Sequence[int] | np.ndarray, *, power: float = 1.0,

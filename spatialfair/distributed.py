@@ -23,7 +23,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DistContext:
-    """Where this process stands in a (possibly single-process) run."""
+    """Where this process stands in a (possibly single-process) run.
+
+    Attributes:
+        world_size: Number of processes.
+        rank: This process's rank.
+        local_rank: This process's GPU on its node.
+        owns_group: Whether :func:`init_distributed` created the process group.
+    """
 
     world_size: int = 1
     rank: int = 0
@@ -76,7 +83,12 @@ def shutdown(ctx: DistContext) -> None:
 
 
 class Reducer:
-    """Callable that returns the sum of a detached tensor over all ranks (a new tensor)."""
+    """Callable that returns the sum of a detached tensor over all ranks (a new tensor).
+
+    Args:
+        world_size: Number of processes (default: the process group's).
+        group: The process group (default: the global one).
+    """
 
     def __init__(self, world_size: int | None = None, group: dist.ProcessGroup | None = None):
         self.group = group

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -38,7 +39,21 @@ GTIFF_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": 256, "BLOCKYSIZE": 256, "COMPRESS
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What we need to know about a raster, read once from its header."""
+    """What we need to know about a raster, read once from its header.
+
+    Attributes:
+        path: The file.
+        crs: Its CRS, or None.
+        transform: Its affine transform.
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: The data type.
+        nodata: The nodata value, or None.
+        descriptions: Band descriptions (None where absent).
+        block_shape: (rows, columns) of one internal block.
+        has_mask: Whether the file has an internal mask.
+    """
 
     path: Path
     crs: rasterio.crs.CRS | None
@@ -296,16 +311,34 @@ class GeoTiffWriter:
             dst.write(block, Window(col, row, bw, bh))
 
     The data go to a tiled intermediate GeoTIFF (so memory stays bounded), which GDAL's COG
-    driver then copies with overviews (NEAREST for categorical rasters or MODE if asked,
-    AVERAGE for continuous ones). Nothing appears under ``path`` unless the whole write
-    succeeded.
+    driver then copies with overviews (NEAREST for categorical rasters or MODE if asked, AVERAGE
+    for continuous ones). Nothing appears under ``path`` unless the whole write succeeded.
+
+    Args:
+        path: The final file.
+        crs: Its CRS (required).
+        transform: Its affine transform.
+        width: Columns.
+        height: Rows.
+        count: Bands.
+        dtype: The data type.
+        nodata: The nodata value, or None.
+        descriptions: One description per band.
+        colormap: A colour table (single-band class rasters).
+        categorical: Class values (NEAREST overviews) rather than measurements.
+        overview_resampling: Overview resampling instead of the default (e.g. ``MODE``).
+        cog: Publish a Cloud-Optimized GeoTIFF (else the tiled GeoTIFF).
+        tags: Metadata tags.
+
+    Raises:
+        InputError: Without a CRS, or with a description count that does not match the bands.
     """
 
     def __init__(
         self,
         path: str | Path,
         *,
-        crs,
+        crs: Any,
         transform: Affine,
         width: int,
         height: int,

@@ -50,7 +50,12 @@ def _groups(channels: int, max_groups: int = 8) -> int:
 
 
 class ConvBlock(nn.Sequential):
-    """Two 3x3 convolutions, each followed by GroupNorm and ReLU."""
+    """Two 3x3 convolutions, each followed by GroupNorm and ReLU.
+
+    Args:
+        c_in: Input channels.
+        c_out: Output channels.
+    """
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__(
@@ -68,6 +73,15 @@ class UNet(nn.Module):
 
     Input (B, in_channels, H, W) with H and W divisible by ``2 ** depth``; output logits
     (B, num_classes, H, W).
+
+    Args:
+        in_channels: Image bands.
+        num_classes: Classes (at least 2).
+        width: Channels at the first level (``model.width``), doubled at every step down.
+        depth: Down-sampling steps (``model.depth``).
+
+    Raises:
+        InputError: If a setting is out of range.
     """
 
     def __init__(self, in_channels: int, num_classes: int, *, width: int, depth: int) -> None:

@@ -52,7 +52,17 @@ _LIST_MAX = 20
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A regular grid of ``rows`` x ``cols`` cells over ``bounds`` (xmin, ymin, xmax, ymax)."""
+    """A regular grid of ``rows`` x ``cols`` cells over ``bounds``.
+
+    Attributes:
+        rows: Number of rows (row 0 is the northern one).
+        cols: Number of columns.
+        bounds: (xmin, ymin, xmax, ymax) in ``crs``.
+        crs: The grid's CRS.
+
+    Raises:
+        InputError: If the grid has no cells or no area.
+    """
 
     rows: int
     cols: int
@@ -164,8 +174,14 @@ class ClusterGrids:
     """One :class:`GridSpec` per cluster of scenes (disjoint extents, same CRS).
 
     Cluster ``k``'s cell ``(row, col)`` has region id ``offset_k + row * cols + col`` (offsets:
-    the cell counts of the clusters before it) and name ``g<k>/r<row>c<col>``. Where grids
-    overlap (they should not), the lowest id wins.
+    the cell counts of the clusters before it) and name ``g<k>/r<row>c<col>``. Where grids overlap
+    (they should not), the lowest id wins.
+
+    Attributes:
+        grids: The grids, one per cluster (at least two).
+
+    Raises:
+        InputError: If there are fewer than two grids or they are in different CRSs.
     """
 
     grids: tuple[GridSpec, ...]
@@ -241,9 +257,16 @@ class ClusterGrids:
 class Partitioning:
     """One way of cutting the study area into regions.
 
-    ``regions`` has columns ``region_id`` (0..K-1, equal to the row position), ``region``
-    (name) and geometry in the study CRS; ``grid`` is set for grids (regions = its cells),
-    which lets :func:`region_ids` use arithmetic instead of rasterizing.
+    Attributes:
+        name: The partitioning's name (``regions``, ``grid_2x3``, ``kmeans_4``, ...).
+        kind: One of ``regions``, ``grid``, ``offset_grid``, ``kmeans``.
+        regions: ``region_id`` (0..K-1, equal to the row position), ``region`` (name) and
+            geometry in the study CRS.
+        grid: The grid whose cells the regions are, for grids; lets :func:`region_ids` use
+            arithmetic instead of rasterizing.
+
+    Raises:
+        InputError: If the kind is unknown, the regions have no CRS or the ids are not 0..K-1.
     """
 
     name: str

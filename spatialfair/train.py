@@ -17,7 +17,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pyogrio
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .atomic import atomic_path
@@ -147,8 +149,9 @@ def _confusion_by_region(regions: torch.Tensor, target: torch.Tensor, pred: torc
     return counts.view(num_regions + 1, c, c)
 
 
-def evaluate(model: nn.Module, loader, device: torch.device, num_regions: int,
-             num_classes: int, autocast=None, reduce: Reducer | None = None) -> np.ndarray:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_regions: int,
+             num_classes: int, autocast: Callable[[], ContextManager] | None = None,
+             reduce: Reducer | None = None) -> np.ndarray:
     """Validation confusion matrices, summed over ranks.
 
     Args:
@@ -525,9 +528,9 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[2:]
 
 
-def tile_errors(model: nn.Module, loader, tile_ids: torch.Tensor, device: torch.device,
-                autocast=None, reduce: Reducer | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def tile_errors(model: nn.Module, loader: DataLoader, tile_ids: torch.Tensor,
+                device: torch.device, autocast: Callable[[], ContextManager] | None = None,
+                reduce: Reducer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Misclassified and labelled pixels per tile, summed over ranks (JTT's error set).
 
     Args:
