@@ -1,6 +1,7 @@
 # Shared helpers: validate the config once (schema with defaults, from the package), resolve
 # datasets, scenes and strategy runs, and build the list of final outputs.
 
+import functools
 import os
 from pathlib import Path
 
@@ -71,7 +72,11 @@ def sync_config_file():
 sync_config_file()
 
 
+@functools.lru_cache(maxsize=None)
 def _dataset(name):
+    """The resolved dataset, once per workflow read: rules ask for it thousands of times and
+    each resolution globs the dataset's files (the workflow has no checkpoints, so the files
+    cannot change while the DAG is built)."""
     return dataset_config(config, name, require_files=False)
 
 
