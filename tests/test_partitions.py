@@ -660,7 +660,7 @@ def _spad_run(total_steps, steps_per_epoch, n_parts=24, **kw):
 
 @pytest.mark.parametrize("total_steps,steps_per_epoch", [(100, 25), (24, 6), (400, 10)])
 def test_spad_visits_every_partitioning_in_a_run(total_steps, steps_per_epoch):
-    # a short run of 4 epochs used to switch once per epoch after warm-up: 3 of 24 visited
+    # even a short run (4 epochs) visits every one of the 24 partitionings
     s = _spad_run(total_steps, steps_per_epoch)
     visited = [p for _, p in s.history]
     assert len(visited) >= 24 and sorted(set(visited)) == list(range(24))
