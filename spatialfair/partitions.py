@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .config import DatasetConfig
 from .crs import as_crs, crs_key, crs_name, reproject_polygons, same_crs
-from .errors import InputError
+from .errors import InputError, StateError
 from .io import write_layers
 from .settings import Settings
 from .store import TileStore
@@ -977,11 +977,13 @@ def read_partitions(path: str | Path) -> dict[str, Partitioning]:
         The partitionings by name, in file order.
 
     Raises:
-        InputError: If the file is missing or a layer lacks ``region_id``/``region``.
+        StateError: If the file is missing (the partition stage has not run).
+        InputError: If a layer lacks ``region_id``/``region``.
     """
     path = Path(path)
     if not path.exists():
-        raise InputError(path, "partitions file not found", "run `spatialfair partition` first")
+        raise StateError(f"{path}: partitions file not found. Fix: run `spatialfair partition` "
+                         "first")
     out: dict[str, Partitioning] = {}
     for name in (str(row[0]) for row in pyogrio.list_layers(path)):
         gdf = gpd.read_file(path, layer=name, engine="pyogrio")

@@ -37,7 +37,7 @@ from .config import DatasetConfig, StrategyRun
 from .constants import IGNORE_INDEX
 from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
-from .errors import InputError
+from .errors import InputError, StateError
 from .fairness import STRATEGIES, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
@@ -324,9 +324,11 @@ class _Plan:
         self.table = tile_table(store, "all")
         if col not in self.table.columns:
             have = [c for c in self.table.columns if c == "split" or c.startswith("split__")]
+            if not have:
+                raise StateError(f"{store.path}: the tile index has no split column '{col}'. "
+                                 "Fix: run `spatialfair split` first")
             raise InputError(store.path, f"the tile index has no split column '{col}'",
-                             "run `spatialfair split` first" if not have
-                             else f"use one of {have} (--split-column)")
+                             f"use one of {have} (--split-column)")
         for split in ("train", "val"):
             if not (self.table[col] == split).any():
                 raise InputError(store.index_path, f"no '{split}' tiles in column '{col}'",

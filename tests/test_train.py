@@ -15,7 +15,7 @@ import torch
 from spatialfair import cli
 from spatialfair.config import dataset_config, strategy_runs, validate_config
 from spatialfair.data import TileDataset, band_stats, make_loader
-from spatialfair.errors import InputError
+from spatialfair.errors import InputError, StateError
 from spatialfair.metrics import confusion_by_region
 from spatialfair.models import load_bundle
 from spatialfair.store import TileStore
@@ -480,3 +480,13 @@ def test_balanced_and_region_class_runs(store, tmp_path):
     path = train(store, tmp_path / "c", dataset=ds, strategy=_run(config, "cvar"), settings=Settings.from_config(config))
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
 
+
+
+def test_training_before_the_split_stage_is_a_state_error(tmp_path):
+    unsplit = make_store(tmp_path / "tiles", tiles_per_scene=4, split=False)
+    config = _config()
+    ds = dataset_config(config, "d", require_files=False)
+    with pytest.raises(StateError, match="run `spatialfair split` first"):
+        train(unsplit, tmp_path / "run", dataset=ds, strategy=_run(config, "erm"),
+              settings=Settings.from_config(config))
+    assert not (tmp_path / "run").exists()
