@@ -46,7 +46,12 @@ MAX_BINS = 1 << 22
 
 
 def audit_defaults() -> dict[str, Any]:
-    """Every audit setting's default, read from the config schema (the one source)."""
+    """Every audit setting's default, read from the config schema (the one source).
+
+    Returns:
+        The ``audit`` block's defaults plus ``evaluation``, ``partitions``, ``seed``,
+        ``ignore_index`` and ``region_column``.
+    """
     from .config import load_schema
 
     schema = load_schema()
@@ -286,7 +291,19 @@ def _windows(info, side: int) -> list[Window]:
 
 def scan(scenes: Sequence[_Scene], parts: Mapping[str, Any], value_map: ValueMap,
          num_classes: int, ignore: int, window_side: int = WINDOW_SIDE) -> _Counts:
-    """The one pass: read every label window and its prediction, count per block and region."""
+    """The one pass: read every label window and its prediction, count per block and region.
+
+    Args:
+        scenes: The checked label/prediction pairs with their bootstrap blocks.
+        parts: Partitionings by name.
+        value_map: How prediction values become classes.
+        num_classes: Number of classes.
+        ignore: Label value of unlabelled pixels.
+        window_side: Target window side in pixels.
+
+    Returns:
+        Confusion counts per (block, region) of every partitioning.
+    """
     counts = _Counts(dict(parts), num_classes)
     for sc in scenes:
         grids, others = _separable(parts, sc.pair.label)
@@ -589,15 +606,48 @@ def audit_map(
 ):
     """Audit prediction raster(s) against label raster(s), per region; no training.
 
-    ``predictions``/``labels``: files (a VRT mosaic works), paired by file name or one map for
-    all labels. Only labelled pixels count (``ignore_index`` and the label file's nodata are
-    not labelled). ``task`` picks the class names and headline ``metric`` unless given.
-    Every ``None`` setting takes its default from the config schema (:func:`audit_defaults`;
-    ``evaluation``/``partitions`` are partial overrides of those config blocks). With
-    ``out_dir``, writes ``metrics.json``, ``by_region.csv`` and (``maps``) ``fairness.gpkg``,
-    ``fairness_<metric>.tif``, ``map.png`` and ``regions.png`` there. Returns the
-    :class:`~spatialfair.evaluate.EvaluationResult`. ``check_only``: stop after the checks
-    of every input (files, grids, settings, regions) and return None.
+    Only labelled pixels count (``ignore_index`` and the label file's nodata are not
+    labelled). Every ``None`` setting takes its default from the config schema
+    (:func:`audit_defaults`).
+
+    Args:
+        predictions: Prediction file(s) (a VRT mosaic works): paired with the labels by file
+            name, or one map for all labels.
+        labels: Label raster file(s).
+        out_dir: Where to write ``metrics.json``, ``by_region.csv`` and the maps; None writes
+            nothing.
+        regions: The user's regions (a vector file), audited beside the generated
+            partitionings.
+        region_column: Column of ``regions`` with the region names.
+        regions_layer: Layer of ``regions`` (multi-layer files).
+        task: Task preset; picks the class names and headline metric unless given.
+        classes: Class names in label-id order.
+        metric: Headline metric (e.g. ``iou_water``).
+        class_map: Product value -> class, e.g. ``"0:land,1:water,3:nodata"``, or a mapping.
+        threshold: For a probability raster (two classes): value >= threshold is class 1.
+        band: Band of the prediction rasters (1-based).
+        align: ``none`` (a grid mismatch is an error) or ``nearest`` (resample).
+        block_size: Side in metres of the bootstrap blocks.
+        n_boot: Block-bootstrap replicates (0 = no intervals).
+        confidence: Level of the confidence intervals.
+        ignore_index: Label value of unlabelled pixels.
+        evaluation: Partial override of the config's ``evaluation`` block.
+        partitions: Partial override of the config's ``partitions`` block.
+        seed: Seed of the partitionings and the bootstrap.
+        dataset: Dataset name recorded in the outputs.
+        run: Run name recorded in the outputs.
+        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.tif``, ``map.png`` and
+            ``regions.png``.
+        max_raster_size: Largest side of the fairness raster in pixels.
+        window_side: Target side in pixels of a window of the pass.
+        check_only: Stop after checking every input (files, grids, settings, regions).
+
+    Returns:
+        The :class:`~spatialfair.evaluate.EvaluationResult`, or None with ``check_only``.
+
+    Raises:
+        InputError: An input or setting is unusable (the message says which and how to fix
+            it).
     """
     t0 = time.perf_counter()
     classes, metric = _classes(task, classes, metric)
@@ -646,8 +696,23 @@ def _write(result, out_dir: Path, maps: bool, max_raster_size: int | None) -> No
 
 def audit_dataset(config: dict, name: str, out_dir: str | Path, base: str | Path = ".",
                   **overrides: Any):
-    """Audit dataset ``name`` of a validated config (its ``predictions``, ``labels``,
-    ``regions`` and ``audit`` block); keyword ``overrides`` win over the config."""
+    """Audit dataset ``name`` of a validated config.
+
+    Args:
+        config: A validated config.
+        name: The dataset; its ``predictions``, ``labels``, ``regions`` and ``audit`` block
+            are used.
+        out_dir: Where to write the outputs.
+        base: Directory that relative paths of the config are resolved against.
+        **overrides: Keyword settings of :func:`audit_map`; those not None win over the
+            config.
+
+    Returns:
+        The :class:`~spatialfair.evaluate.EvaluationResult`.
+
+    Raises:
+        InputError: The dataset has no ``predictions``, or an input is unusable.
+    """
     from .config import _expand, dataset_config
 
     ds = dataset_config(config, name, base=base, require_files=False)

@@ -33,7 +33,18 @@ _LUT_DTYPES = {"uint8": np.uint8, "int8": np.uint8, "uint16": np.uint16, "int16"
 
 
 def pair_files(predictions: Sequence[Path], labels: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(label, prediction) pairs: by file stem, or one prediction mosaic for every label."""
+    """Pair every label file with its prediction file.
+
+    Args:
+        predictions: Prediction files.
+        labels: Label files.
+
+    Returns:
+        (label, prediction) pairs: by file stem, or one prediction mosaic for every label.
+
+    Raises:
+        InputError: No files, two predictions with one name, or labels without a match.
+    """
     predictions, labels = [Path(p) for p in predictions], [Path(p) for p in labels]
     if not predictions:
         raise InputError("predictions", "no prediction file given (or the glob matches none)",
@@ -59,9 +70,19 @@ def pair_files(predictions: Sequence[Path], labels: Sequence[Path]) -> list[tupl
 
 def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
                     ) -> dict[float, int] | None:
-    """``"1:water,2:water,0:land,3:nodata"`` (or a dict) -> {product value: class id}.
+    """Parse a class map such as ``"1:water,2:water,0:land,3:nodata"``.
 
-    Targets are class names or ids; ``nodata`` (or ``ignore``) means "no prediction" (255).
+    Args:
+        spec: The class map as text or a mapping, product value -> target. Targets are class
+            names or ids; ``nodata`` (or ``ignore``) means "no prediction".
+        classes: Class names in class-id order.
+
+    Returns:
+        {product value: class id} (``IGNORE_INDEX`` for no prediction), or None when
+        ``spec`` is empty.
+
+    Raises:
+        InputError: An entry is malformed, names an unknown class, or maps a value twice.
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return None
@@ -96,7 +117,7 @@ def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
 
 @dataclass
 class ValueMap:
-    """How raw prediction values become class ids (uint8, 255 = no prediction)."""
+    """How raw prediction values become class ids (uint8, ``IGNORE_INDEX`` = no prediction)."""
 
     num_classes: int
     mapping: dict[float, int] | None = None
@@ -126,7 +147,16 @@ class ValueMap:
         return self._luts[name]
 
     def apply(self, raw: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-        """Class ids of ``raw`` where ``valid`` (else 255); UNMAPPED where not named."""
+        """Class ids of raw prediction values.
+
+        Args:
+            raw: Raw prediction values.
+            valid: Mask of the pixels with a prediction (None: all).
+
+        Returns:
+            uint8 class ids; ``IGNORE_INDEX`` where not ``valid``, ``UNMAPPED`` for values the
+            map does not name.
+        """
         if self.threshold is not None:
             with np.errstate(invalid="ignore"):
                 out = (raw >= self.threshold).astype(np.uint8)
@@ -174,7 +204,23 @@ def _grid_text(info: RasterInfo) -> str:
 
 def check_pair(label_path: Path, pred_path: Path, *, band: int, num_classes: int,
                value_map: ValueMap, align: str) -> Pair:
-    """Header checks of one label/prediction pair before any pixel is read."""
+    """Header checks of one label/prediction pair before any pixel is read.
+
+    Args:
+        label_path: The label raster.
+        pred_path: The prediction raster.
+        band: Band of the prediction to audit (1-based).
+        num_classes: Number of classes.
+        value_map: How prediction values become classes.
+        align: ``none`` (the grids must match up to a whole-pixel offset) or ``nearest``.
+
+    Returns:
+        The pair, with the label origin's offset in the prediction grid (None: warped).
+
+    Raises:
+        InputError: A raster is unreadable or unusable, or the grids differ without
+            ``align="nearest"``.
+    """
     label = inspect_raster(label_path, role="label", check_last_block=False)
     pred = inspect_raster(pred_path, role="prediction", check_last_block=False)
     if label.count != 1 or not np.issubdtype(np.dtype(label.dtype), np.integer):
@@ -236,10 +282,22 @@ class PredictionReader:
         self.floating = np.issubdtype(np.dtype(pair.pred.dtype), np.floating)
 
     def close(self) -> None:
+        """Close the prediction file (and its warped view)."""
         self._stack.close()
 
     def read(self, window: Window) -> np.ndarray:
-        """uint8 class ids of ``window`` (label grid); 255 = no prediction there."""
+        """Class ids of the prediction in a window of the label grid.
+
+        Args:
+            window: Window of the label raster.
+
+        Returns:
+            uint8 class ids; ``IGNORE_INDEX`` where there is no prediction.
+
+        Raises:
+            InputError: The window holds values that are not class ids or not in the class
+                map.
+        """
         b = self.pair.band
         h, w = int(window.height), int(window.width)
         if self.pair.offset is None:
@@ -282,7 +340,20 @@ class PredictionReader:
 
 
 def read_labels(src, info: RasterInfo, window: Window, ignore: int) -> np.ndarray:
-    """uint8 label window with the file's nodata (and masked pixels) set to ``ignore``."""
+    """Read a label window with the file's nodata and masked pixels set to ``ignore``.
+
+    Args:
+        src: The open label dataset.
+        info: Header of the label raster.
+        window: Window to read.
+        ignore: Label value of unlabelled pixels.
+
+    Returns:
+        uint8 labels of the window.
+
+    Raises:
+        InputError: Label values outside 0..255.
+    """
     y = src.read(1, window=window)
     if info.nodata is not None and not (isinstance(info.nodata, float) and
                                         math.isnan(info.nodata)) and info.nodata != ignore:

@@ -31,8 +31,16 @@ def region_loss_sums(
     """Per-region sum of ``pixel_loss`` and count of valid pixels, in one ``scatter_add``.
 
     Pixels that are not ``valid`` or whose region id is outside ``0..num_regions-1`` (e.g. -1)
-    are dropped (they go to a spare bucket that is cut off). The sums keep the gradient.
-    Returns two float32 tensors of length ``num_regions``.
+    are dropped. The sums keep the gradient.
+
+    Args:
+        pixel_loss: Unreduced per-pixel loss, any shape.
+        regions: Region id of every pixel (same number of elements; -1 for none).
+        valid: Boolean mask of the labelled pixels (same number of elements).
+        num_regions: Number of regions ``K``.
+
+    Returns:
+        (sums, counts): two float32 tensors of length ``num_regions``.
     """
     k = int(num_regions)
     reg = regions.reshape(-1).long()
@@ -86,12 +94,23 @@ class Strategy:
     needs_tile_ids = False
 
     def phases(self, epochs: int) -> list[tuple[str, int]]:
-        """Training phases as (kind, epochs): ``train`` (ordinary, model selection),
-        ``identify`` (JTT's first ERM pass, not selected) or ``head`` (last layer only)."""
+        """Training phases the trainer runs in order.
+
+        Args:
+            epochs: The configured number of training epochs.
+
+        Returns:
+            (kind, epochs) pairs; kind is ``train`` (ordinary, with model selection),
+            ``identify`` (JTT's first ERM pass, not selected) or ``head`` (last layer only).
+        """
         return [("train", int(epochs))]
 
     def sampler_power(self) -> float:
-        """Balancing power of the ``balanced`` sampler (1 = every region equally likely)."""
+        """Balancing power of the ``balanced`` sampler (1 = every region equally likely).
+
+        Returns:
+            The power (1.0 unless a strategy samples by region).
+        """
         return 1.0
 
     def __init__(self, num_regions: int, strength: float | None = None, *,
@@ -116,13 +135,25 @@ class Strategy:
         return {"ema_loss": self.ema_loss, "seen": self.seen}
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue training (saved in checkpoints and the bundle)."""
+        """Everything needed to continue training (saved in checkpoints and the bundle).
+
+        Returns:
+            Detached CPU tensors plus ``name``, ``strength``, ``step`` and ``num_regions``.
+        """
         state = {k: v.detach().cpu().clone() for k, v in self._tensor_state().items()}
         state.update(name=self.name, strength=self.strength, step=self.step,
                      num_regions=self.num_regions)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state saved by :meth:`state_dict`.
+
+        Args:
+            state: A state from :meth:`state_dict` of the same strategy.
+
+        Raises:
+            StateError: The state is for another strategy or number of regions.
+        """
         if state.get("name") != self.name or state.get("num_regions") != self.num_regions:
             raise StateError(
                 f"strategy state is for {state.get('name')} with {state.get('num_regions')} "
@@ -142,7 +173,18 @@ class Strategy:
     def region_stats(self, pixel_loss: torch.Tensor, valid: torch.Tensor, regions: torch.Tensor,
                      reduce: Reduce | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                     torch.Tensor]:
-        """(local sums with grad, global counts, global mean losses, present mask); updates EMA."""
+        """Region loss statistics of one batch, summed over ranks; updates the EMA.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss.
+            valid: Boolean mask of the labelled pixels.
+            regions: Region id of every pixel (-1 for none).
+            reduce: Sum over ranks (None when single-process).
+
+        Returns:
+            (local sums with gradient, global counts, global mean losses, present mask),
+            each of length ``num_regions``.
+        """
         sums, counts = region_loss_sums(pixel_loss, regions, valid, self.num_regions)
         packed = _global(torch.cat([sums, counts]), reduce)
         g_sums, g_counts = packed[: self.num_regions], packed[self.num_regions:]
@@ -156,7 +198,15 @@ class Strategy:
         return sums, g_counts, mean, present
 
     def estimates(self, mean: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """Region losses: this batch's where present, the EMA elsewhere (0 if never seen)."""
+        """Region loss estimates: this batch's where present, the EMA elsewhere.
+
+        Args:
+            mean: This batch's global mean loss per region.
+            present: Mask of the regions with labelled pixels in the batch.
+
+        Returns:
+            Loss per region (0 for a region never seen).
+        """
         return torch.where(present, mean, self.ema_loss)
 
     def _objective(self, est: torch.Tensor, present: torch.Tensor, g_counts: torch.Tensor
@@ -168,7 +218,22 @@ class Strategy:
              logits: torch.Tensor | None = None, target: torch.Tensor | None = None,
              tile_regions: torch.Tensor | None = None, reduce: Reduce | None = None
              ) -> torch.Tensor:
-        """The training loss for one batch (see the module docstring for the arguments)."""
+        """The training loss of one batch.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss, (B, H, W).
+            valid: Boolean mask of the labelled pixels, (B, H, W).
+            regions: Region id of every pixel in the training partitioning (-1 for none).
+            logits: Network output (B, C, H, W); used by ``spad``.
+            target: True class of every pixel; used by ``spad`` and ``region_class`` groups.
+            tile_regions: Region id of every tile in each partitioning (B, P); used by
+                ``spad``.
+            reduce: Sum over ranks under DDP (None when single-process).
+
+        Returns:
+            A scalar whose value is the global objective and whose gradient, averaged over
+            ranks, is the objective's gradient.
+        """
         sums, g_counts, mean, present = self.region_stats(pixel_loss, valid, regions, reduce)
         est = self.estimates(mean, present)
         coef, value = self._objective(est, present, g_counts)
@@ -195,13 +260,27 @@ class Strategy:
         return surrogate + (value - surrogate.detach())
 
     def on_epoch_end(self, epoch: int, reduce: Reduce | None = None) -> None:
-        """Hook called after every epoch (no-op unless a strategy needs it)."""
+        """Hook called after every epoch (no-op unless a strategy needs it).
+
+        Args:
+            epoch: The epoch just finished.
+            reduce: Sum over ranks under DDP (None when single-process).
+        """
 
     def region_weights(self) -> torch.Tensor | None:
-        """Current per-region weights, for logging (None when not meaningful)."""
+        """Current per-region weights, for logging.
+
+        Returns:
+            One weight per region, or None when not meaningful.
+        """
         return None
 
     def describe(self) -> str:
+        """Short label for logs, e.g. ``groupdro(strength=0.01)``.
+
+        Returns:
+            The strategy name with its strength, if any.
+        """
         return self.name if self.strength is None else f"{self.name}(strength={self.strength:g})"
 
 
@@ -213,6 +292,20 @@ class ERM(Strategy):
 
     def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
              tile_regions=None, reduce=None):
+        """Mean loss over all valid pixels, averaged over ranks.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss.
+            valid: Boolean mask of the labelled pixels.
+            regions: Unused.
+            logits: Unused.
+            target: Unused.
+            tile_regions: Unused.
+            reduce: Sum over ranks under DDP (None when single-process).
+
+        Returns:
+            The scalar loss.
+        """
         valid = valid.bool()
         local = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float())).sum()
         packed = _global(torch.stack([local, valid.sum().float()]), reduce)
@@ -253,7 +346,18 @@ class GroupedStrategy(Strategy):
         super().__init__(num_regions, strength, region_counts=region_counts, **kw)
 
     def group_ids(self, regions: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Group id of every pixel (-1 = no group): the region, or ``region * C + class``."""
+        """Group id of every pixel: the region, or ``region * C + class``.
+
+        Args:
+            regions: Region id of every pixel (-1 for none).
+            target: True class of every pixel (needed for ``region_class`` groups).
+
+        Returns:
+            Group ids (-1 for no group).
+
+        Raises:
+            ValueError: ``region_class`` groups without ``target``.
+        """
         if self.groups == "region":
             return regions
         if target is None:
@@ -265,13 +369,37 @@ class GroupedStrategy(Strategy):
 
     def loss(self, pixel_loss, valid, regions, *, logits=None, target=None,
              tile_regions=None, reduce=None):
+        """The training loss of one batch over the strategy's groups.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss.
+            valid: Boolean mask of the labelled pixels.
+            regions: Region id of every pixel (-1 for none).
+            logits: Network output (passed on).
+            target: True class of every pixel (needed for ``region_class`` groups).
+            tile_regions: Region ids per tile (passed on).
+            reduce: Sum over ranks under DDP (None when single-process).
+
+        Returns:
+            The scalar loss (see :meth:`Strategy.loss`).
+        """
         return super().loss(pixel_loss, valid, self.group_ids(regions, target), logits=logits,
                             target=target, tile_regions=tile_regions, reduce=reduce)
 
     def state_dict(self):
+        """The base state plus ``groups``.
+
+        Returns:
+            The state dictionary.
+        """
         return {**super().state_dict(), "groups": self.groups}
 
     def describe(self) -> str:
+        """Short label for logs; ``[region_class]`` is added for class groups.
+
+        Returns:
+            The label.
+        """
         base = super().describe()
         return base if self.groups == "region" else f"{base}[{self.groups}]"
 
@@ -300,6 +428,11 @@ class Reweight(GroupedStrategy):
         return coef, (coef * est * present).sum()
 
     def region_weights(self):
+        """The fixed group weights.
+
+        Returns:
+            One weight per group.
+        """
         return self.weights
 
 
@@ -327,6 +460,11 @@ class VarianceREx(Strategy):
         self.warmup_strength = float(warmup_strength)
 
     def current_lambda(self) -> float:
+        """The penalty weight lambda at the current step (warm-up, ramp, then ``strength``).
+
+        Returns:
+            lambda.
+        """
         if self.step < self.warmup_steps:
             return self.warmup_strength
         done = min(1.0, (self.step - self.warmup_steps + 1) / self.ramp_steps)
@@ -373,6 +511,11 @@ class GroupDRO(GroupedStrategy):
         return self.q, (self.q * est).sum()
 
     def region_weights(self):
+        """The current group weights q.
+
+        Returns:
+            One weight per group, summing to 1.
+        """
         return self.q
 
 
@@ -381,7 +524,15 @@ def cvar_weights(losses: torch.Tensor, present: torch.Tensor, alpha: float) -> t
 
     The dual form ``min_eta eta + 1/(alpha m) sum_g relu(L_g - eta)`` (m present groups) is
     minimised at a breakpoint; its value weights the worst groups ``1/(alpha m)`` each until
-    the weights reach 1 (the last one fractional). Absent groups get 0.
+    the weights reach 1 (the last one fractional).
+
+    Args:
+        losses: Loss per group.
+        present: Mask of the groups present in the batch.
+        alpha: CVaR level in (0, 1]; smaller puts more weight on the worst groups.
+
+    Returns:
+        float32 weights summing to 1 over the present groups; 0 for absent groups.
     """
     m = present.sum().float()
     ranked = torch.where(present, losses, torch.full_like(losses, -math.inf))
@@ -413,6 +564,11 @@ class WorstCVaR(GroupedStrategy):
         return coef, (coef * est).sum()
 
     def region_weights(self):
+        """The group weights of the last step.
+
+        Returns:
+            One weight per group (0 for absent groups).
+        """
         return self.coef
 
 
@@ -425,6 +581,11 @@ class Balanced(ERM):
     sampler = "balanced"
 
     def sampler_power(self) -> float:
+        """Balancing power of the sampler: ``strength``.
+
+        Returns:
+            The power (1 = every region equally likely).
+        """
         return float(self.strength)
 
 
@@ -461,24 +622,54 @@ class JTT(ERM):
         self.marked = False
 
     def phases(self, epochs):
+        """An ``identify`` phase of ``first_epochs``, then ``train``.
+
+        Args:
+            epochs: The configured number of training epochs (of the second phase).
+
+        Returns:
+            (kind, epochs) pairs.
+        """
         return [("identify", self.first_epochs), ("train", int(epochs))]
 
     def _tensor_state(self):
         return {**super()._tensor_state(), "error_tiles": self.error_tiles}
 
     def state_dict(self):
+        """The base state plus the error set and its threshold.
+
+        Returns:
+            The state dictionary.
+        """
         return {**super().state_dict(), "marked": self.marked,
                 "threshold_used": self.threshold_used}
 
     def load_state_dict(self, state):
+        """Restore the state saved by :meth:`state_dict`.
+
+        Args:
+            state: A state from :meth:`state_dict` of a ``jtt`` strategy.
+
+        Raises:
+            StateError: The state is for another strategy or number of regions.
+        """
         super().load_state_dict(state)
         self.marked = bool(state["marked"])
         self.threshold_used = float(state["threshold_used"])
 
     def mark_errors(self, tile_ids: torch.Tensor, errors: torch.Tensor,
                     counts: torch.Tensor) -> torch.Tensor:
-        """Error set: tiles whose pixel error rate exceeds the threshold (default: the overall
-        training error rate). Returns the sorted tile ids."""
+        """Set the error set: tiles whose pixel error rate exceeds the threshold.
+
+        Args:
+            tile_ids: Id of every training tile.
+            errors: Misclassified labelled pixels per tile.
+            counts: Labelled pixels per tile.
+
+        Returns:
+            The sorted ids of the error tiles. The threshold is ``error_threshold``, or the
+            overall training error rate when that is not set.
+        """
         errors, counts = errors.double().cpu(), counts.double().cpu()
         rate = errors / counts.clamp(min=1.0)
         thr = (self.error_threshold if self.error_threshold is not None
@@ -492,6 +683,24 @@ class JTT(ERM):
 
     def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
              tile_regions=None, reduce=None, tile_ids=None):
+        """ERM before :meth:`mark_errors`; then error tiles weigh ``strength``, others 1.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss, (B, H, W).
+            valid: Boolean mask of the labelled pixels.
+            regions: Unused.
+            logits: Unused.
+            target: Unused.
+            tile_regions: Unused.
+            reduce: Sum over ranks under DDP (None when single-process).
+            tile_ids: Id of every tile of the batch (needed after the first phase).
+
+        Returns:
+            The scalar loss.
+
+        Raises:
+            ValueError: ``tile_ids`` missing after the error set is marked.
+        """
         if not self.marked:
             return super().loss(pixel_loss, valid, regions, reduce=reduce)
         if tile_ids is None:
@@ -522,6 +731,14 @@ class LastLayer(ERM):
         self.head_epochs = int(head_epochs)
 
     def phases(self, epochs):
+        """A ``train`` phase, then ``head`` (last layer only) for ``head_epochs``.
+
+        Args:
+            epochs: The configured number of training epochs (of the first phase).
+
+        Returns:
+            (kind, epochs) pairs.
+        """
         return [("train", int(epochs)), ("head", self.head_epochs)]
 
 
@@ -531,6 +748,15 @@ def spad_weights(f_region: torch.Tensor, f_global: float | torch.Tensor, strengt
 
     Zero (plus eps) for regions at or above the global level, proportional to the shortfall
     otherwise, ``strength + eps`` for the worst region.
+
+    Args:
+        f_region: Score per region (NaN for a region without labelled pixels).
+        f_global: Score over all regions together.
+        strength: Weight of the worst region.
+        eps: Floor added to every weight.
+
+    Returns:
+        float32 weight per region.
     """
     f_region = torch.as_tensor(f_region, dtype=torch.float32)
     gap = torch.relu(torch.as_tensor(f_global, dtype=torch.float32) - f_region)
@@ -543,8 +769,17 @@ def spad_weights(f_region: torch.Tensor, f_global: float | torch.Tensor, strengt
 def confusion_f_score(conf: torch.Tensor, metric: str = "f1") -> torch.Tensor:
     """Support-weighted F1 / IoU, or accuracy, of confusion matrices ``(..., C, C)`` (true, pred).
 
-    Matrices without any labelled pixel give NaN. Support-weighted F1 is what the public code of
-    "Fairness by 'Where'" uses per region.
+    Support-weighted F1 is what the public code of "Fairness by 'Where'" uses per region.
+
+    Args:
+        conf: Confusion counts, true class by predicted class, in the last two dimensions.
+        metric: ``f1``, ``iou`` or ``accuracy``.
+
+    Returns:
+        float32 score per matrix; NaN for a matrix without any labelled pixel.
+
+    Raises:
+        InputError: Unknown ``metric``.
     """
     conf = conf.float() if conf.device.type == "mps" else conf.double()
     tp = torch.diagonal(conf, dim1=-2, dim2=-1)
@@ -627,12 +862,25 @@ class SPAD(Strategy):
         return {**super()._tensor_state(), "conf": self.conf, "weights": self.weights}
 
     def state_dict(self):
+        """The base state plus the schedule (current partitioning, order, RNG, history).
+
+        Returns:
+            The state dictionary.
+        """
         state = super().state_dict()
         state.update(current=self.current, order=list(self.order),
                      rng=self.rng.bit_generator.state, history=list(self.history))
         return state
 
     def load_state_dict(self, state):
+        """Restore the state saved by :meth:`state_dict`.
+
+        Args:
+            state: A state from :meth:`state_dict` of a ``spad`` strategy.
+
+        Raises:
+            StateError: The state is for another strategy or number of regions.
+        """
         super().load_state_dict(state)
         self.current, self.order = int(state["current"]), list(state["order"])
         self.rng.bit_generator.state = state["rng"]
@@ -673,6 +921,24 @@ class SPAD(Strategy):
 
     def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
              tile_regions=None, reduce=None):
+        """Accumulate confusion counts, switch partitioning on schedule, weight the tiles.
+
+        Args:
+            pixel_loss: Unreduced per-pixel loss, (B, H, W).
+            valid: Boolean mask of the labelled pixels.
+            regions: Unused (the regions come from ``tile_regions``).
+            logits: Network output (B, C, H, W).
+            target: True class of every pixel.
+            tile_regions: Region id of every tile in each partitioning (B, P).
+            reduce: Sum over ranks under DDP (None when single-process).
+
+        Returns:
+            The scalar loss: tile weight ``1 + w_r`` of the tile's region in the current
+            partitioning (1 during the warm-up).
+
+        Raises:
+            ValueError: ``logits``, ``target`` or ``tile_regions`` missing.
+        """
         if logits is None or target is None or tile_regions is None:
             raise ValueError("spad needs logits, target and tile_regions")
         self._to(pixel_loss.device)
@@ -691,6 +957,11 @@ class SPAD(Strategy):
         return self._tile_weighted(pixel_loss, valid, tile_w, reduce)
 
     def region_weights(self):
+        """The weights of the current partitioning's regions.
+
+        Returns:
+            One weight per region, or None during the warm-up.
+        """
         if self.current < 0:
             return None
         return self.weights[: self.partition_sizes[self.current]]
@@ -707,10 +978,20 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
                   **opts: Any) -> Strategy:
     """Build strategy ``name`` (one of :data:`STRATEGIES`).
 
-    ``opts`` are the strategy's own options (e.g. ``C`` for groupdro, ``warmup_steps``) plus
-    context the trainer passes: ``region_counts``, ``total_steps``, ``steps_per_epoch``,
-    ``partition_sizes``, ``num_classes``, ``seed``, ``region_class_counts``, ``epochs``. Context
-    a strategy does not use is dropped.
+    Args:
+        name: Strategy name.
+        num_regions: Regions of the training partitioning.
+        strength: The strategy's knob (None: its default).
+        **opts: The strategy's own options (e.g. ``C`` for groupdro, ``warmup_steps``) plus
+            context the trainer passes: ``region_counts``, ``total_steps``,
+            ``steps_per_epoch``, ``partition_sizes``, ``num_classes``, ``seed``,
+            ``region_class_counts``, ``epochs``. Context a strategy does not use is dropped.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        InputError: Unknown strategy name or option.
     """
     if name not in STRATEGIES:
         raise InputError("config: strategies", f"unknown strategy '{name}'",
