@@ -1,9 +1,9 @@
 """Built-in synthetic demo scenes (flood and crop) whose difficulty varies by region, by design.
 
-The workflow can so show, in minutes and without downloads, that a plain (ERM) model is worse
-in some places than in others, and whether fairness-aware training narrows the gap. Every
-region's difficulty is a documented setting, written to ``demo.json``; the designs and the
-output layout are described in docs/demo.md.
+With them the workflow shows, in minutes and without downloads, that a plain (ERM) model is
+worse in some places than in others, and whether fairness-aware training narrows the gap.
+Every region's difficulty is a documented setting, written to ``demo.json``; the designs and
+the output layout are described in docs/demo.md.
 """
 
 from __future__ import annotations
