@@ -193,9 +193,9 @@ def _count_window(sc: _Scene, plan: tuple[list, list], counts: _Counts, y: np.nd
         for k, batch in enumerate(batches):
             _count_batch(sc, grids, others, hits, batch, k == 0, counts, pairs, cell, wt,
                          (row_keys, col_keys), reuse=len(batches) > 1)
-    except ValueError as exc:
-        raise InputError(sc.pair.label.path if "y_true" in str(exc) else sc.pair.pred.path,
-                         f"{exc} (window at row {r0}, col {c0})",
+    except InputError as exc:
+        raise InputError(sc.pair.label.path if exc.where == "y_true" else sc.pair.pred.path,
+                         f"{exc.where}: {exc.problem} (window at row {r0}, col {c0})",
                          "labels must hold class ids 0..C-1 or the ignore value") from None
 
 

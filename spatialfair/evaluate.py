@@ -232,11 +232,11 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     try:
         pairs = _PixelPairs(y, pred, acc.c, ignore)  # shared by the tiles and every partitioning
         per_tile = pairs.confusion(local_px, len(cand))
-    except ValueError as exc:
-        raise InputError(sc.label.path if "y_true" in str(exc) else sc.pred.path,
-                         f"{exc} (window {window})",
+    except InputError as exc:
+        raise InputError(sc.label.path if exc.where == "y_true" else sc.pred.path,
+                         f"{exc.where}: {exc.problem} (window {window})",
                          "labels and predictions must hold class ids 0..C-1, the ignore "
-                         "value or 255 (no prediction)") from None
+                         f"value or {IGNORE_INDEX} (no prediction)") from None
     slots = tiles["slot"][cand]
     acc.tile_cm[slots[used]] += per_tile[1:][used]
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .constants import IGNORE_INDEX
+from .errors import InputError
 
 #: Largest number of classes the combined code supports (pair codes fit in uint16).
 MAX_CLASSES = 180
@@ -67,16 +68,18 @@ def _as_class_array(
     if flat.dtype == np.uint8 and (skip is None or num_classes <= skip <= 255):
         return flat, False
     if not np.issubdtype(flat.dtype, np.integer):
-        raise ValueError(f"{what} must be an integer array, got dtype {flat.dtype}")
+        raise InputError(what, f"dtype {flat.dtype} is not an integer type",
+                         "pass integer class ids (e.g. uint8)")
     valid = (flat >= 0) & (flat < num_classes)
     if skip is not None:
         valid &= flat != skip
     skipped = ~valid if skip is None else (flat == skip)
     bad = ~valid & ~skipped
     if bad.any():
-        raise ValueError(
-            f"{what} has {int(bad.sum())} value(s) outside 0..{num_classes - 1} that are not the "
-            f"skip value {skip} (e.g. {flat[bad][:5].tolist()})"
+        raise InputError(
+            what, f"{int(bad.sum())} value(s) outside 0..{num_classes - 1} that are not the "
+            f"skip value {skip} (e.g. {flat[bad][:5].tolist()})",
+            f"use class ids 0..{num_classes - 1} or the skip value"
         )
     return np.where(valid, flat, num_classes).astype(np.uint8), True
 
@@ -94,12 +97,13 @@ class _PixelPairs:
     def __init__(self, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
                  ignore_index: int | None, pred_nodata: int | None = IGNORE_INDEX) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
-            raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
+            raise InputError("num_classes", f"{num_classes} is outside 1..{MAX_CLASSES}",
+                             f"use 1 to {MAX_CLASSES} classes")
         t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
         p8, p_checked = _as_class_array(y_pred, num_classes, pred_nodata, "y_pred")
         if t8.size != p8.size:
-            raise ValueError(f"y_true and y_pred must have the same number of pixels "
-                             f"({t8.size}, {p8.size})")
+            raise InputError("y_true, y_pred", f"not the same number of pixels ({t8.size}, "
+                             f"{p8.size})", "pass one prediction per label pixel")
         self.c = num_classes
         c1 = num_classes + 1
         self.b = c1 * c1
@@ -140,19 +144,22 @@ class _PixelPairs:
         b, n = self.b, self.n
         r_flat = np.ravel(regions)
         if r_flat.size != n:
-            raise ValueError(f"regions, y_true and y_pred must have the same number of pixels "
-                             f"({r_flat.size}, {n}, {n})")
+            raise InputError("regions", f"not the same number of pixels as y_true and y_pred "
+                             f"({r_flat.size}, {n}, {n})", "pass one region id per pixel")
         if not np.issubdtype(r_flat.dtype, np.integer):
-            raise ValueError(f"regions must be an integer array, got dtype {r_flat.dtype}")
+            raise InputError("regions", f"dtype {r_flat.dtype} is not an integer type",
+                             "pass integer region ids (-1 = no region)")
         if num_regions < 0:
-            raise ValueError(f"num_regions must be >= 0, got {num_regions}")
+            raise InputError("num_regions", f"{num_regions} is below 0",
+                             "pass the number of regions (0 or more)")
         if (num_regions + 1) * b >= 2**31:
-            raise ValueError(f"{num_regions} regions x {self.c} classes is too many for one "
-                             "confusion array; evaluate fewer regions at a time")
+            raise InputError("num_regions", f"{num_regions} regions x {self.c} classes is too "
+                             "many for one confusion array", "evaluate fewer regions at a time")
         if r_flat.dtype.itemsize > 4 or r_flat.dtype == np.uint32:
             # Wide ids would wrap in the int32 code arithmetic below: check them here instead.
             if r_flat.size and (int(r_flat.min()) < -1 or int(r_flat.max()) >= num_regions):
-                raise ValueError(f"region ids must be in -1..{num_regions - 1} (-1 = no region)")
+                raise InputError("regions", f"region ids outside -1..{num_regions - 1}",
+                                 "use ids 0..num_regions-1, or -1 for no region")
         size = (num_regions + 1) * b
         # Count block by block: each block's codes stay in cache while ``np.bincount`` reads
         # them (one 8-byte code per pixel of a whole 4-Mpx window is 32 MB, which would go
@@ -193,12 +200,11 @@ class _PixelPairs:
             try:
                 part = np.bincount(code[:be - bs], minlength=size)
             except ValueError as exc:  # negative code: a region id below -1
-                raise ValueError(f"region ids must be >= -1 (-1 = no region): {exc}") from None
+                raise InputError("regions", f"region ids below -1 ({exc})",
+                                 "use region ids >= -1 (-1 = no region)") from None
             if part.size > size:
-                raise ValueError(
-                    f"region ids must be < num_regions={num_regions}; found pixels with a "
-                    "larger id"
-                )
+                raise InputError("regions", "pixels with a region id >= num_regions="
+                                 f"{num_regions}", "use region ids < num_regions")
             counts += part
         counts = counts.reshape(num_regions + 1, self.c + 1, self.c + 1)
         while self._pending:
@@ -223,9 +229,10 @@ def _check_skipped(
     n_high = int(counts[:, num_classes, :].sum() if axis == 1 else counts[:, :, num_classes].sum())
     n_skip = int(np.count_nonzero(array8 == skip)) if skip is not None and skip >= num_classes else 0
     if n_high != n_skip:
-        raise ValueError(
-            f"{what} has {n_high - n_skip} pixel(s) with a value outside 0..{num_classes - 1} "
-            f"that is not the skip value {skip}"
+        raise InputError(
+            what, f"{n_high - n_skip} pixel(s) with a value outside 0..{num_classes - 1} "
+            f"that is not the skip value {skip}",
+            f"use class ids 0..{num_classes - 1} or the skip value"
         )
 
 
@@ -253,7 +260,7 @@ def confusion_by_region(
 ) -> np.ndarray:
     """Confusion matrix of every region, ``cm[r, true, pred]``.
 
-    Skipped: labels equal to ``ignore_index``, predictions equal to the ignore value (255) and
+    Skipped: labels equal to ``ignore_index``, predictions equal to ``IGNORE_INDEX`` and
     region ids of -1. Any other value outside ``0..num_classes-1`` (labels, predictions) or
     ``-1..num_regions-1`` (regions) is an error: a wrong class id is a bug to fix, not a pixel
     to drop silently.
@@ -270,7 +277,7 @@ def confusion_by_region(
         An int64 array of shape (R, C, C).
 
     Raises:
-        ValueError: If the arrays differ in size, are not integer, or hold values out of range.
+        InputError: If the arrays differ in size, are not integer, or hold values out of range.
     """
     return _confusion_all(regions, y_true, y_pred, num_regions, num_classes, ignore_index)[1:]
 
@@ -292,13 +299,14 @@ def metric_arrays(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, np.nd
         docs/evaluation.md).
 
     Raises:
-        ValueError: If the matrices do not match the class names.
+        InputError: If the matrices do not match the class names.
     """
     cm = np.asarray(cm, dtype=np.float64)
     c = cm.shape[-1]
     if cm.shape[-2] != c or len(class_names) != c:
-        raise ValueError(f"confusion matrices of shape {cm.shape} do not match "
-                         f"{len(class_names)} class names")
+        raise InputError("confusion matrices", f"shape {cm.shape} does not match "
+                         f"{len(class_names)} class names", "pass (..., C, C) matrices and C "
+                         "class names")
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     true_n = cm.sum(axis=-1)
     pred_n = cm.sum(axis=-2)
@@ -337,11 +345,12 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[s
         ``f1_<c>``, ``iou_<c>`` as floats; undefined values are NaN (see docs/evaluation.md).
 
     Raises:
-        ValueError: If ``cm`` is not one (C, C) matrix matching the class names.
+        InputError: If ``cm`` is not one (C, C) matrix matching the class names.
     """
     cm = np.asarray(cm)
     if cm.ndim != 2:
-        raise ValueError(f"expected one (C, C) confusion matrix, got shape {cm.shape}")
+        raise InputError("confusion matrix", f"shape {cm.shape} is not (C, C)",
+                         "pass one matrix (metric_arrays takes a stack)")
     return {k: float(v) for k, v in metric_arrays(cm, class_names).items()}
 
 
@@ -491,7 +500,7 @@ def region_metrics(
     Args:
         regions: Integer region id per pixel (any shape), -1 for none.
         y_true: Integer labels, same number of pixels.
-        y_pred: Integer predictions (255 = no prediction), same number of pixels.
+        y_pred: Integer predictions (``IGNORE_INDEX`` = no prediction), same number of pixels.
         class_names: The classes, in label-id order.
         num_regions: Number of regions (default: largest id + 1).
         region_names: A name per region (default: the ids).
@@ -503,7 +512,7 @@ def region_metrics(
         The dict described above.
 
     Raises:
-        ValueError: If the names do not match the regions, or the arrays do not fit together.
+        InputError: If the names do not match the regions, or the arrays do not fit together.
     """
     regions = np.asarray(regions)
     if num_regions is None:
@@ -511,7 +520,8 @@ def region_metrics(
         num_regions = max(num_regions, len(region_names or []))
     names = list(region_names) if region_names is not None else [str(i) for i in range(num_regions)]
     if len(names) != num_regions:
-        raise ValueError(f"{len(names)} region names for {num_regions} regions")
+        raise InputError("region_names", f"{len(names)} names for {num_regions} regions",
+                         "give one name per region")
     cm_all = _confusion_all(regions, y_true, y_pred, num_regions, len(class_names), ignore_index)
     cm = cm_all[1:]
     overall = metrics_from_confusion(cm_all.sum(axis=0), class_names)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spatialfair.errors import InputError
 from spatialfair.metrics import (
     confusion_by_region,
     has_class_support,
@@ -100,7 +101,7 @@ def test_counting_block_by_block_equals_one_count(monkeypatch, reuse):
     np.add.at(expected, (regions[keep], y_true[keep], y_pred[keep]), 1)
     assert np.array_equal(cm, expected)
     regions[n - 5] = 4
-    with pytest.raises(ValueError, match="< num_regions"):
+    with pytest.raises(InputError, match="id >= num_regions"):
         metrics._PixelPairs(y_true, y_pred, 3, 255).confusion(regions, 4, reuse=reuse)
 
 
@@ -111,15 +112,15 @@ def test_bad_values_raise():
     bad = t.copy()
     bad[0, 0] = 7
     bad[1, 1] = 255
-    with pytest.raises(ValueError, match="y_true has 1 pixel"):
+    with pytest.raises(InputError, match="y_true: 1 pixel"):
         confusion_by_region(r, bad, p, 2, 3)
-    with pytest.raises(ValueError, match="y_pred"):
+    with pytest.raises(InputError, match="y_pred"):
         confusion_by_region(r, t, np.full((4, 4), 9, np.uint8), 2, 3)
-    with pytest.raises(ValueError, match="< num_regions"):
+    with pytest.raises(InputError, match="id >= num_regions"):
         confusion_by_region(np.full((4, 4), 2, np.int32), t, p, 2, 3)
-    with pytest.raises(ValueError, match=">= -1"):
+    with pytest.raises(InputError, match="below -1"):
         confusion_by_region(np.full((4, 4), -2, np.int32), t, p, 2, 3)
-    with pytest.raises(ValueError, match="same number of pixels"):
+    with pytest.raises(InputError, match="same number of pixels"):
         confusion_by_region(r[:2], t, p, 2, 3)
 
 
