@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..constants import IGNORE_INDEX
+
 HELP = ("audit a map made anywhere against reference labels per region (metrics.json, "
         "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png) with "
         "block-bootstrap confidence intervals")
@@ -34,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probability raster: value >= T is class 1")
     p.add_argument("--band", type=int, default=None, help="band of the prediction rasters")
     p.add_argument("--ignore-index", type=int, default=None,
-                   help="label value meaning 'not labelled' (default 255)")
+                   help=f"label value meaning 'not labelled' (default {IGNORE_INDEX})")
     p.add_argument("--metric", default=None, help="headline metric (default: task preset)")
     p.add_argument("--align", choices=["none", "nearest"], default=None,
                    help="'nearest': read predictions on another grid/CRS onto the label grid")

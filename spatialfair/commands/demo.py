@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..demo import DEFAULT_N_SCENES, DEFAULT_SIZE, TASKS
+from ..demo import DEFAULT_N_SCENES, TASKS
 
 HELP = "generate the built-in demo scenes (flood or crop) with regions of uneven difficulty"
 log = logging.getLogger(__name__)
@@ -21,12 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     Args:
         p: The sub-command's parser.
     """
+    from ..config import _dataset_default
+    from ..settings import section_defaults
+
+    seed, size = section_defaults("seed")["seed"], _dataset_default("demo_size")
     p.add_argument("task", choices=TASKS, help="which demo: flood (SAR water) or crop (optical)")
     p.add_argument("--out", required=True,
                    help="output folder; receives images/, labels/, regions.gpkg, demo.json")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                   help=f"side of each square scene in pixels (default {DEFAULT_SIZE})")
+    p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
+    p.add_argument("--size", type=int, default=size,
+                   help=f"side of each square scene in pixels (default {size})")
     p.add_argument("--scenes", type=int, default=DEFAULT_N_SCENES,
                    help=f"number of adjacent scenes (default {DEFAULT_N_SCENES})")
 
