@@ -90,7 +90,15 @@ def _describe_error(err: jsonschema.ValidationError, source: str) -> InputError:
 def validate_config(config: dict, source: str = "config") -> dict:
     """Validate ``config`` against the schema and return a copy with defaults filled in.
 
-    Raises :class:`InputError` naming the first offending key and the fix.
+    Args:
+        config: The config as read (None counts as empty).
+        source: What to name in an error message (e.g. the file).
+
+    Returns:
+        A validated copy with every default filled in.
+
+    Raises:
+        InputError: The config breaks the schema; names the first offending key and the fix.
     """
     schema = load_schema()
     config = copy.deepcopy(config) if config is not None else {}
@@ -104,7 +112,17 @@ def validate_config(config: dict, source: str = "config") -> dict:
 
 
 def load_config(path: str | Path) -> dict:
-    """Read a YAML config file, validate it and fill defaults."""
+    """Read a YAML config file, validate it and fill defaults.
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        The validated config with defaults filled in.
+
+    Raises:
+        InputError: The file is missing, is not valid YAML or breaks the schema.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "config file not found", "pass the path of an existing YAML file")
@@ -129,6 +147,12 @@ def strategy_runs(config: dict) -> list[StrategyRun]:
 
     Names are checked by the schema, whose enums follow ``spatialfair.fairness.STRATEGIES``
     (the one registry; not imported here, so reading a config does not load torch).
+
+    Args:
+        config: A validated config (without ``strategies``: the schema's default list).
+
+    Returns:
+        One run per strategy, then one per sweep value, named ``<strategy>-<value>``.
     """
     spec = config.get("strategies") or load_schema()["properties"]["strategies"]["default"]
     if isinstance(spec, list):
@@ -214,8 +238,18 @@ def dataset_config(
 ) -> DatasetConfig:
     """Resolve dataset ``name`` of a validated config.
 
-    Globs are expanded relative to ``base``; labels are matched to images by file stem. With
-    ``require_files`` (the default) an empty glob or an image without a label is an error.
+    Args:
+        config: A validated config.
+        name: The dataset's name.
+        base: Directory that globs and relative paths are expanded against.
+        require_files: Make an empty image glob, an image without a label (matched by file
+            stem) or a missing image file an error.
+
+    Returns:
+        The dataset with its files resolved and the task preset applied.
+
+    Raises:
+        InputError: Unknown dataset, too few colours, or (``require_files``) missing files.
     """
     base = Path(base)
     if name not in config["datasets"]:

@@ -113,7 +113,11 @@ class ResultsLayout:
     root: str | Path
 
     def dataset(self, dataset: str) -> Path:
-        """``<root>/<dataset>``: everything of one dataset."""
+        """``<root>/<dataset>``: everything of one dataset.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return Path(self.root) / dataset
 
     def config_copy(self) -> Path:
@@ -121,64 +125,138 @@ class ResultsLayout:
         return Path(self.root) / ".config.yaml"
 
     def tiles(self, dataset: str) -> Path:
-        """The tile store folder."""
+        """The tile store folder.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.dataset(dataset) / "tiles"
 
     def tile_parts(self, dataset: str) -> Path:
-        """Per-scene parts of a tile store tiled one scene per job."""
+        """Per-scene parts of a tile store tiled one scene per job.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.tiles(dataset) / "parts"
 
     def tile_index(self, dataset: str) -> Path:
-        """The split tile index (``tiles.gpkg``), written by the split stage."""
+        """The split tile index (``tiles.gpkg``), written by the split stage.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.tiles(dataset) / "tiles.gpkg"
 
     def tile_grid(self, dataset: str) -> Path:
-        """The tile index as tiled, before partitions and splits (``tile_grid.gpkg``)."""
+        """The tile index as tiled, before partitions and splits (``tile_grid.gpkg``).
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.tiles(dataset) / "tile_grid.gpkg"
 
     def store_meta(self, dataset: str) -> Path:
-        """The tile store's ``store.json``, written last by the tile stage."""
+        """The tile store's ``store.json``, written last by the tile stage.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.tiles(dataset) / "store.json"
 
     def partitions(self, dataset: str) -> Path:
-        """The partitionings (``partitions.gpkg``)."""
+        """The partitionings (``partitions.gpkg``).
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.dataset(dataset) / "partitions.gpkg"
 
     def comparison(self, dataset: str, suffix: str = ".csv") -> Path:
-        """The strategy comparison table (``.csv``) or plot (``.png``)."""
+        """The strategy comparison table (``.csv``) or plot (``.png``).
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            suffix: ``.csv`` for the table, ``.png`` for the plot.
+        """
         return self.dataset(dataset) / f"comparison{suffix}"
 
     def audit(self, dataset: str) -> Path:
-        """The fairness outputs of an audited map."""
+        """The fairness outputs of an audited map.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+        """
         return self.dataset(dataset) / "audit"
 
     def run(self, dataset: str, run: str) -> Path:
-        """``<root>/<dataset>/<run>``: everything one strategy run produced."""
+        """``<root>/<dataset>/<run>``: everything one strategy run produced.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+        """
         return self.dataset(dataset) / run
 
     def replicate(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """Folder of one replicate's model, log and predictions (the run folder if None)."""
+        """Folder of one replicate's model, log and predictions (the run folder if None).
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
+        """
         base = self.run(dataset, run)
         return base if rep is None else base / "reps" / rep
 
     def model(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The trained model bundle."""
+        """The trained model bundle.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
+        """
         return self.replicate(dataset, run, rep) / "model.pt"
 
     def train_log(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The per-epoch training log."""
+        """The per-epoch training log.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
+        """
         return self.replicate(dataset, run, rep) / "train_log.csv"
 
     def predictions(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The class COGs of the held-out scenes."""
+        """The class COGs of the held-out scenes.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
+        """
         return self.replicate(dataset, run, rep) / "predictions"
 
     def probabilities(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The probability COGs of the held-out scenes."""
+        """The probability COGs of the held-out scenes.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
+        """
         return self.replicate(dataset, run, rep) / "probabilities"
 
     def fairness(self, dataset: str, run: str, seed: int | str | None = None) -> Path:
-        """A run's fairness outputs, or (``seed`` given) one seed's pooled evaluation."""
+        """A run's fairness outputs, or (``seed`` given) one seed's pooled evaluation.
+
+        Args:
+            dataset: Dataset name (or a wildcard such as ``{dataset}``).
+            run: Run name, e.g. ``groupdro``.
+            seed: The seed whose pooled evaluation is meant; None for the run's own.
+        """
         base = self.run(dataset, run)
         return base / "fairness" if seed is None else base / "reps" / f"s{seed}" / "fairness"
 
@@ -197,7 +275,14 @@ def fairness_files(folder: str | Path, metric: str) -> list[Path]:
 
 
 def seed_metrics(run_path: str | Path) -> dict[int, Path]:
-    """Each seed's ``metrics.json`` of a run folder, replicated or not, keyed by seed."""
+    """Each seed's ``metrics.json`` of a run folder, replicated or not.
+
+    Args:
+        run_path: A run folder.
+
+    Returns:
+        Seed -> path of its ``metrics.json``, by ascending seed; empty when none exists.
+    """
     run_path = Path(run_path)
     reps = run_path / "reps"
     found: dict[int, Path] = {}
@@ -216,7 +301,15 @@ def seed_metrics(run_path: str | Path) -> dict[int, Path]:
 
 
 def replicate_dirs(run_path: str | Path, seed: int) -> list[Path]:
-    """The fold folders of one seed (each with ``train_log.csv``), in fold order."""
+    """The fold folders of one seed (each with ``train_log.csv``), in fold order.
+
+    Args:
+        run_path: A run folder.
+        seed: The seed.
+
+    Returns:
+        The folders; ``[run_path]`` for a run without replicates.
+    """
     run_path = Path(run_path)
     reps = run_path / "reps"
     if not reps.is_dir():

@@ -4,6 +4,10 @@ import argparse
 
 
 def add_dataset_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``--config`` and ``--dataset`` options every per-dataset sub-command takes."""
+    """Add the ``--config`` and ``--dataset`` options every per-dataset sub-command takes.
+
+    Args:
+        p: The sub-command's parser.
+    """
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--dataset", required=True, help="dataset name in the config")

@@ -70,7 +70,18 @@ def run(args: argparse.Namespace) -> None:
 
 
 def one_scene(ds, scene: str):
-    """``ds`` restricted to the image/label pair of ``scene``."""
+    """A dataset restricted to the image/label pair of one scene.
+
+    Args:
+        ds: The resolved dataset.
+        scene: The scene's image file stem.
+
+    Returns:
+        A copy of ``ds`` with that one image and label.
+
+    Raises:
+        InputError: No image has that stem.
+    """
     for image, label in zip(ds.images, ds.labels):
         if image.stem == scene:
             return dataclasses.replace(ds, images=[image], labels=[label])
