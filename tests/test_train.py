@@ -171,7 +171,7 @@ def test_input_errors_before_training(store, tmp_path):
     with pytest.raises(InputError, match="tiling.size"):
         train(store, tmp_path / "a", dataset=ds, strategy=_run(deep, "erm"), settings=Settings.from_config(deep))
     unsplit = make_store(tmp_path / "unsplit", split=False, regions=False)
-    with pytest.raises(InputError, match="split"):
+    with pytest.raises(StateError, match="run `spatialfair split` first"):
         train(unsplit, tmp_path / "b", dataset=ds, strategy=_run(config, "erm"), settings=Settings.from_config(config))
     wrong = validate_config({**config, "training": {**config["training"],
                                                     "partitioning": "grid_7x7"}})
@@ -479,14 +479,3 @@ def test_balanced_and_region_class_runs(store, tmp_path):
     assert plan.region_class_counts.sum() == plan.region_counts.sum()
     path = train(store, tmp_path / "c", dataset=ds, strategy=_run(config, "cvar"), settings=Settings.from_config(config))
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
-
-
-
-def test_training_before_the_split_stage_is_a_state_error(tmp_path):
-    unsplit = make_store(tmp_path / "tiles", tiles_per_scene=4, split=False)
-    config = _config()
-    ds = dataset_config(config, "d", require_files=False)
-    with pytest.raises(StateError, match="run `spatialfair split` first"):
-        train(unsplit, tmp_path / "run", dataset=ds, strategy=_run(config, "erm"),
-              settings=Settings.from_config(config))
-    assert not (tmp_path / "run").exists()
