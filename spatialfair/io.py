@@ -111,6 +111,13 @@ def inspect_raster(
     path = Path(path)
     if not path.exists():
         raise InputError(path, f"{role} raster not found", "check the path or glob in the config")
+    info = _read_header(path, role, check_last_block)
+    _check_georeferencing(info, role, require_crs, min_bands)
+    return info
+
+
+def _read_header(path: Path, role: str, check_last_block: bool) -> RasterInfo:
+    """The raster's header; reads the last block too when asked (catches truncated files)."""
     try:
         with rasterio.open(path) as src:
             info = RasterInfo(
@@ -143,6 +150,13 @@ def inspect_raster(
             path, f"GDAL cannot read this {role} raster ({exc})",
             "re-download or re-export the file; it may be truncated or not a GeoTIFF",
         ) from exc
+    return info
+
+
+def _check_georeferencing(info: RasterInfo, role: str, require_crs: bool,
+                          min_bands: int) -> None:
+    """A CRS (when required), a north-up geotransform and enough bands."""
+    path = info.path
     if require_crs and info.crs is None:
         raise InputError(
             path, f"{role} raster has no CRS",
@@ -163,7 +177,6 @@ def inspect_raster(
             path, f"{role} raster has {info.count} band(s) but {min_bands} are configured",
             "check the `bands` list of the dataset or use the right file",
         )
-    return info
 
 
 def check_same_grid(image: RasterInfo, label: RasterInfo) -> None:
