@@ -329,13 +329,13 @@ class GeoTiffWriter:
 
     Args:
         path: The final file.
-        crs: Its CRS (required).
-        transform: Its affine transform.
-        width: Columns.
-        height: Rows.
-        count: Bands.
-        dtype: The data type.
-        nodata: The nodata value, or None.
+        crs: CRS of the raster to write (required).
+        transform: Affine transform of the raster to write.
+        width: Number of columns.
+        height: Number of rows.
+        count: Number of bands.
+        dtype: Data type of every band.
+        nodata: Value marking missing data, or None.
         descriptions: One description per band.
         colormap: A colour table (single-band class rasters).
         categorical: Class values (NEAREST overviews) rather than measurements.

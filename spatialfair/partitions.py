@@ -227,12 +227,12 @@ class ClusterGrids:
         return self._combine(g.region_of(x, y) for g in self.grids)
 
     def window_ids(self, t: Affine, height: int, width: int) -> np.ndarray:
-        """Region id of every pixel centre of a north-up window.
+        """Region id of every pixel centre of a north-up window, over the clusters' grids.
 
         Args:
-            t: The window's affine transform in this grid's CRS.
-            height: Window rows.
-            width: Window columns.
+            t: Affine transform of the window, in the grids' CRS.
+            height: Number of rows of the window.
+            width: Number of columns of the window.
 
         Returns:
             int64 (height, width) region ids; -1 outside every grid.

@@ -224,9 +224,9 @@ def assign_folds(
     *,
     n_folds: int,
     block_tiles: int,
-    seed: int = 0,
-    strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
+    strata: pd.Series | np.ndarray | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
     """Spatial K-fold: the fold (0..n_folds-1) of every tile, whole blocks per fold.
 

@@ -191,23 +191,21 @@ class TileStore:
         return self._memmap(scene, "image", self.meta["dtype"], (len(self.bands), t, t))
 
     def labels(self, scene: str) -> np.ndarray:
-        """Read-only uint8 label chips of ``scene`` (``ignore_index`` = not usable).
+        """Read-only uint8 label chips of ``scene``, (n_tiles, T, T).
+
+        ``ignore_index`` marks pixels without a usable label. Errors as for :meth:`images`.
 
         Args:
             scene: A scene name.
 
         Returns:
-            A (n_tiles, T, T) memory map.
-
-        Raises:
-            InputError: If the scene is unknown or its chip file has the wrong size.
-            StateError: If the chip file is missing.
+            A memory map of the chips.
         """
         t = self.tile_size
         return self._memmap(scene, "label", np.uint8, (t, t))
 
     def regions(self, scene: str) -> np.ndarray:
-        """Read-only int16 region ids of the training partitioning (-1 = none).
+        """Read-only int16 region ids of the training partitioning (-1 = none), per pixel.
 
         Args:
             scene: A scene name.
@@ -216,8 +214,8 @@ class TileStore:
             A (n_tiles, T, T) memory map.
 
         Raises:
-            InputError: If the scene is unknown or the file has the wrong size.
-            StateError: If the partition stage has not written the file yet.
+            StateError: If the partition stage has not written the file yet (other errors as
+                for :meth:`images`).
         """
         t = self.tile_size
         return self._memmap(scene, "regions", np.int16, (t, t))

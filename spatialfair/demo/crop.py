@@ -97,16 +97,15 @@ def prepare(ctx: dict[str, Any], seed: int, layout: Layout, region_grid: np.ndar
 
 
 def make_scene(i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Image and labels of scene ``i``.
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Reflectance and crop labels of scene ``i``: each pixel takes its nearest parcel's class.
 
     Args:
-        i: Scene number.
-        layout: The mosaic.
-        ctx: The generation context (coarse grid, fields, region settings and the task's
-            features from ``prepare``).
-        seed: The demo's seed (the scene's noise stream).
-        rid: Region id per pixel of the scene.
+        i: Which scene of the mosaic (also picks its no-data corner).
+        layout: Where the scenes lie.
+        ctx: Coarse grid, smooth fields, region settings, and the parcels and their search tree.
+        seed: Seeds the scene's pixel noise.
+        rid: The region of every pixel.
 
     Returns:
         (image (5, H, W) uint16 reflectance x 10000,

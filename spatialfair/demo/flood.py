@@ -131,16 +131,15 @@ def _flood_wetness(ctx: dict[str, Any], region_grid: np.ndarray, params: list[di
 
 
 def make_scene(i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Image and labels of scene ``i``.
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Backscatter and water labels of scene ``i``: channels, wet ground, speckle.
 
     Args:
-        i: Scene number.
-        layout: The mosaic.
-        ctx: The generation context (coarse grid, fields, region settings and the task's
-            features from ``prepare``).
-        seed: The demo's seed (the scene's noise stream).
-        rid: Region id per pixel of the scene.
+        i: Scene number in the mosaic (also picks the corner of its no-data wedge).
+        layout: The mosaic of scenes.
+        ctx: Coarse grid, smooth fields, region settings, rivers, wetness and thresholds.
+        seed: Seeds the scene's speckle.
+        rid: Region id of each pixel.
 
     Returns:
         (image (2, H, W) float32 VV, VH in dB,
