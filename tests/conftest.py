@@ -41,6 +41,27 @@ def real_data() -> Path:
     return REAL_DATA
 
 
+def tiny_flood_workflow_config(dataset: str = "flood-tiny") -> dict:
+    """A workflow config small enough for end-to-end tests: a 128-px flood demo, ERM and
+    Group DRO, 2 epochs of a width-8 U-Net (a fresh dict each call)."""
+    return {
+        "results": "results",
+        "seed": 0,
+        "datasets": {dataset: {
+            "task": "flood", "demo": "flood", "demo_size": 128,
+            "images": "data/flood/images/*.tif", "labels": "data/flood/labels/*.tif",
+            "regions": "data/flood/regions.gpkg"}},
+        "strategies": {"erm": {}, "groupdro": {}},
+        "tiling": {"size": 32},
+        "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
+        "split": {"block_tiles": 1},
+        "model": {"width": 8, "depth": 2},
+        "training": {"epochs": 2, "batch_size": 8},
+        "prediction": {"window": 64, "overlap": 16},
+        "evaluation": {"min_region_pixels": 100, "n_simulations": 19},
+    }
+
+
 def train_predict_evaluate(cfg: Path, run: Path, tiles: Path, parts: Path,
                            images: list[Path]) -> tuple[list[Path], dict]:
     """ERM through the CLI on a tiled, partitioned, split dataset ``d``: train into ``run``,

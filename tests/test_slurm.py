@@ -21,27 +21,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_flood_workflow_config
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-SMALL = {
-    "results": "results",
-    "seed": 0,
-    "datasets": {"flood-small": {
-        "task": "flood", "demo": "flood", "demo_size": 128,
-        "images": "data/flood/images/*.tif", "labels": "data/flood/labels/*.tif",
-        "regions": "data/flood/regions.gpkg"}},
-    "strategies": {"erm": {}, "groupdro": {}},
-    "tiling": {"size": 32},
-    "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
-    "split": {"block_tiles": 1},
-    "model": {"width": 8, "depth": 2},
-    "training": {"epochs": 2, "batch_size": 8},
-    "prediction": {"window": 64, "overlap": 16},
-    "evaluation": {"min_region_pixels": 100, "n_simulations": 19},
-}
+SMALL = tiny_flood_workflow_config("flood-small")
 
 
 def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:

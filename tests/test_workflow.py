@@ -19,30 +19,11 @@ import pytest
 import rasterio
 import yaml
 
+from tests.conftest import tiny_flood_workflow_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "results": "results",
-    "seed": 0,
-    "datasets": {
-        "flood-tiny": {
-            "task": "flood",
-            "demo": "flood",
-            "demo_size": 128,
-            "images": "data/flood/images/*.tif",
-            "labels": "data/flood/labels/*.tif",
-            "regions": "data/flood/regions.gpkg",
-        }
-    },
-    "strategies": {"erm": {}, "groupdro": {}},
-    "tiling": {"size": 32},
-    "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
-    "split": {"block_tiles": 1},
-    "model": {"width": 8, "depth": 2},
-    "training": {"epochs": 2, "batch_size": 8},
-    "prediction": {"window": 64, "overlap": 16},
-    "evaluation": {"min_region_pixels": 100, "n_simulations": 19},
-}
+TINY = tiny_flood_workflow_config("flood-tiny")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
