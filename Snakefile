@@ -30,6 +30,6 @@ include: "workflow/rules/audit.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

@@ -25,13 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def fold_config(data: Path, chips: list[str], results: Path, epochs: int) -> dict:
     return {
-        "results": str(results), "seed": 0,
-        "datasets": {"train": {
-            "task": "flood",
-            "images": [str(data / "images" / f"{c}.tif") for c in chips],
-            "labels": [str(data / "labels" / f"{c}.tif") for c in chips],
-            "regions": str(data / "regions.gpkg"), "regions_layer": "regions",
-            "region_column": "region", "bands": ["VV", "VH"]}},
+        "results": str(results),
+        "seed": 0,
+        "datasets": {
+            "train": {
+                "task": "flood",
+                "images": [str(data / "images" / f"{c}.tif") for c in chips],
+                "labels": [str(data / "labels" / f"{c}.tif") for c in chips],
+                "regions": str(data / "regions.gpkg"),
+                "regions_layer": "regions",
+                "region_column": "region",
+                "bands": ["VV", "VH"],
+            }
+        },
         "strategies": ["erm"],
         "tiling": {"size": 128},
         "model": {"arch": "unet", "width": 16, "depth": 4},
@@ -40,19 +46,44 @@ def fold_config(data: Path, chips: list[str], results: Path, epochs: int) -> dic
     }
 
 
-def train_and_predict(data: Path, train: list[str], test: list[str], work: Path,
-                      epochs: int) -> list[Path]:
+def train_and_predict(
+    data: Path, train: list[str], test: list[str], work: Path, epochs: int
+) -> list[Path]:
     """Train ERM on ``train`` chips through the workflow, predict ``test`` chips."""
     work.mkdir(parents=True, exist_ok=True)
     cfg = work / "config.yaml"
     cfg.write_text(yaml.safe_dump(fold_config(data, train, work / "results", epochs)))
     model = work / "results" / "train" / "erm" / "model.pt"
-    subprocess.run(["snakemake", str(model), "-s", str(REPO / "Snakefile"), "--configfile",
-                    str(cfg), "--cores", "2"], check=True, cwd=work)
+    subprocess.run(
+        [
+            "snakemake",
+            str(model),
+            "-s",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(cfg),
+            "--cores",
+            "2",
+        ],
+        check=True,
+        cwd=work,
+    )
     preds = [work / "predictions" / f"{c}.tif" for c in test]
-    subprocess.run(["spatialfair", "predict", "--config", str(cfg), "--model", str(model),
-                    "--image", *[str(data / "images" / f"{c}.tif") for c in test],
-                    "--out-classes", *map(str, preds)], check=True)
+    subprocess.run(
+        [
+            "spatialfair",
+            "predict",
+            "--config",
+            str(cfg),
+            "--model",
+            str(model),
+            "--image",
+            *[str(data / "images" / f"{c}.tif") for c in test],
+            "--out-classes",
+            *map(str, preds),
+        ],
+        check=True,
+    )
     return preds
 
 
@@ -74,16 +105,37 @@ def main(argv: list[str] | None = None) -> None:
         preds += train_and_predict(data, train, test, work / f"fold{k}", args.epochs)
     from spatialfair.audit import audit_map
 
-    r = audit_map(sorted(preds), [data / "labels" / f"{p.stem}.tif" for p in sorted(preds)],
-                  regions=data / "regions.gpkg", region_column="region",
-                  regions_layer="regions", out_dir=args.out, dataset="flood-sen1floods11",
-                  run="erm-other-chips")
+    r = audit_map(
+        sorted(preds),
+        [data / "labels" / f"{p.stem}.tif" for p in sorted(preds)],
+        regions=data / "regions.gpkg",
+        region_column="region",
+        regions_layer="regions",
+        out_dir=args.out,
+        dataset="flood-sen1floods11",
+        run="erm-other-chips",
+    )
     t = r.tables["regions"]
-    print(f"overall iou_water {r.metrics['overall']['iou_water']:.3f}, "
-          f"{r.metrics['n_blocks']} blocks")
-    print(t[["region", "n_pixels", "n_units", "absent", "iou_water", "deviation",
-             "deviation_ci_low", "deviation_ci_high", "ci_excludes_zero", "p_value",
-             "significant"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"overall iou_water {r.metrics['overall']['iou_water']:.3f}, {r.metrics['n_blocks']} blocks"
+    )
+    print(
+        t[
+            [
+                "region",
+                "n_pixels",
+                "n_units",
+                "absent",
+                "iou_water",
+                "deviation",
+                "deviation_ci_low",
+                "deviation_ci_high",
+                "ci_excludes_zero",
+                "p_value",
+                "significant",
+            ]
+        ].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
 
 
 if __name__ == "__main__":

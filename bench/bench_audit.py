@@ -49,26 +49,46 @@ def write_inputs(d: Path, n: int) -> None:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    profile = dict(driver="GTiff", width=n, height=n, count=1, dtype="uint8",
-                   crs="EPSG:32633", transform=from_origin(X0, Y0, RES, RES), tiled=True,
-                   blockxsize=256, blockysize=256, compress="deflate", nodata=255)
+    profile = dict(
+        driver="GTiff",
+        width=n,
+        height=n,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(X0, Y0, RES, RES),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+        nodata=255,
+    )
     rng = np.random.default_rng(0)
-    with rasterio.open(d / "lab.tif", "w", **profile) as lab, \
-            rasterio.open(d / "pred.tif", "w", **profile) as pred:
+    with (
+        rasterio.open(d / "lab.tif", "w", **profile) as lab,
+        rasterio.open(d / "pred.tif", "w", **profile) as pred,
+    ):
         for r0 in range(0, n, 1024):
             for c0 in range(0, n, 1024):
                 h, w = min(1024, n - r0), min(1024, n - c0)
-                y = np.kron((rng.random((16, 16)) < 0.4).astype(np.uint8),
-                            np.ones((64, 64), np.uint8))[:h, :w]
+                y = np.kron(
+                    (rng.random((16, 16)) < 0.4).astype(np.uint8), np.ones((64, 64), np.uint8)
+                )[:h, :w]
                 rate = np.where(c0 + np.arange(w) >= 2 * n // 3, 0.25, 0.05)[None, :]
                 err = rng.random((h, w)) < rate
                 win = Window(c0, r0, w, h)
                 lab.write(y, 1, window=win)
                 pred.write(np.where(err, 1 - y, y).astype(np.uint8), 1, window=win)
     side = n * RES / 3
-    gpd.GeoDataFrame({"name": [f"r{i}c{j}" for i in range(3) for j in range(3)]}, geometry=[
-        shapely.box(X0 + j * side, Y0 - (i + 1) * side, X0 + (j + 1) * side, Y0 - i * side)
-        for i in range(3) for j in range(3)], crs="EPSG:32633").to_file(d / "reg.gpkg")
+    gpd.GeoDataFrame(
+        {"name": [f"r{i}c{j}" for i in range(3) for j in range(3)]},
+        geometry=[
+            shapely.box(X0 + j * side, Y0 - (i + 1) * side, X0 + (j + 1) * side, Y0 - i * side)
+            for i in range(3)
+            for j in range(3)
+        ],
+        crs="EPSG:32633",
+    ).to_file(d / "reg.gpkg")
 
 
 def rss_mib() -> float:
@@ -83,13 +103,19 @@ def worker(d: Path) -> dict:
 
     out: dict = {"rss_start_mib": rss_mib()}
     t0 = time.perf_counter()
-    audit.audit_map(d / "pred.tif", d / "lab.tif", regions=d / "reg.gpkg", region_column="name",
-                    out_dir=None)
+    audit.audit_map(
+        d / "pred.tif", d / "lab.tif", regions=d / "reg.gpkg", region_column="name", out_dir=None
+    )
     out["statistics_s"] = time.perf_counter() - t0
     out["rss_no_outputs_mib"] = rss_mib()
     t0 = time.perf_counter()
-    result = audit.audit_map(d / "pred.tif", d / "lab.tif", regions=d / "reg.gpkg",
-                             region_column="name", out_dir=d / "out")
+    result = audit.audit_map(
+        d / "pred.tif",
+        d / "lab.tif",
+        regions=d / "reg.gpkg",
+        region_column="name",
+        out_dir=d / "out",
+    )
     out["audit_s"] = time.perf_counter() - t0
     out["rss_after_audit_mib"] = rss_mib()
     out["n_partitionings"] = len(result.partitionings)
@@ -97,8 +123,11 @@ def worker(d: Path) -> dict:
     # the pass alone, on the same prepared inputs
     s = audit._settings({})
     vmap = audit.ValueMap(2)
-    pairs = [audit.check_pair(d / "lab.tif", d / "pred.tif", band=1, num_classes=2,
-                              value_map=vmap, align="none")]
+    pairs = [
+        audit.check_pair(
+            d / "lab.tif", d / "pred.tif", band=1, num_classes=2, value_map=vmap, align="none"
+        )
+    ]
     scenes = audit._scenes(pairs, float(s["block_size"]))
     times = []
     for _ in range(3):
@@ -152,23 +181,49 @@ def real_flood(root: Path, out: Path) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory() as tmp:
         preds = vv_threshold_product(root, Path(tmp))
-        r = audit_map(preds, sorted((root / "labels").glob("*.tif")),
-                      regions=root / "regions.gpkg", region_column="region", out_dir=out,
-                      dataset="flood-sen1floods11", run="vv-threshold")
+        r = audit_map(
+            preds,
+            sorted((root / "labels").glob("*.tif")),
+            regions=root / "regions.gpkg",
+            region_column="region",
+            out_dir=out,
+            dataset="flood-sen1floods11",
+            run="vv-threshold",
+        )
     t = r.tables["regions"]
-    print(f"overall iou_water {r.metrics['overall']['iou_water']:.3f}, "
-          f"{r.metrics['n_blocks']} blocks")
-    print(t[["region", "n_pixels", "n_units", "small", "absent", "iou_water", "deviation",
-             "deviation_ci_low", "deviation_ci_high", "ci_excludes_zero", "p_value",
-             "significant"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"overall iou_water {r.metrics['overall']['iou_water']:.3f}, {r.metrics['n_blocks']} blocks"
+    )
+    print(
+        t[
+            [
+                "region",
+                "n_pixels",
+                "n_units",
+                "small",
+                "absent",
+                "iou_water",
+                "deviation",
+                "deviation_ci_low",
+                "deviation_ci_high",
+                "ci_excludes_zero",
+                "p_value",
+                "significant",
+            ]
+        ].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
-    ap.add_argument("--real-flood", default=None, metavar="DIR",
-                    help="instead: audit the VV-threshold product of the Sen1Floods11 chips "
-                         "in DIR (written to a temporary folder) into --out")
+    ap.add_argument(
+        "--real-flood",
+        default=None,
+        metavar="DIR",
+        help="instead: audit the VV-threshold product of the Sen1Floods11 chips "
+        "in DIR (written to a temporary folder) into --out",
+    )
     ap.add_argument("--out", default="results-real/audit/flood-vv-threshold")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -178,23 +233,31 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         print(json.dumps(worker(Path(args.worker))))
         return
-    print(f"{'pixels':>12} {'bincount s':>10} {'read+bincount s':>15} {'pass s':>7} "
-          f"{'no-outputs s':>12} {'audit s':>8} {'pass/bincount':>13} {'pass/read+bc':>12} "
-          f"{'audit/bincount':>14} {'peak RSS MiB: start, no outputs, audit':>40}")
+    print(
+        f"{'pixels':>12} {'bincount s':>10} {'read+bincount s':>15} {'pass s':>7} "
+        f"{'no-outputs s':>12} {'audit s':>8} {'pass/bincount':>13} {'pass/read+bc':>12} "
+        f"{'audit/bincount':>14} {'peak RSS MiB: start, no outputs, audit':>40}"
+    )
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             write_inputs(Path(tmp), n)
-            res = subprocess.run([sys.executable, __file__, "--worker", tmp], check=True,
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [sys.executable, __file__, "--worker", tmp],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             m = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{n * n:>12,} {m['bincount_s']:>10.3f} {m['read_bincount_s']:>15.3f} "
-              f"{m['pass_s']:>7.2f} {m['statistics_s']:>12.2f} {m['audit_s']:>8.2f} "
-              f"{m['pass_s'] / m['bincount_s']:>13.1f} "
-              f"{m['pass_s'] / m['read_bincount_s']:>12.2f} "
-              f"{m['audit_s'] / m['bincount_s']:>14.1f} "
-              f"{m['rss_start_mib']:>24.0f}, {m['rss_no_outputs_mib']:.0f}, "
-              f"{m['rss_after_audit_mib']:.0f}"
-              f"   ({m['n_partitionings']} partitionings, {m['n_blocks']} blocks)")
+        print(
+            f"{n * n:>12,} {m['bincount_s']:>10.3f} {m['read_bincount_s']:>15.3f} "
+            f"{m['pass_s']:>7.2f} {m['statistics_s']:>12.2f} {m['audit_s']:>8.2f} "
+            f"{m['pass_s'] / m['bincount_s']:>13.1f} "
+            f"{m['pass_s'] / m['read_bincount_s']:>12.2f} "
+            f"{m['audit_s'] / m['bincount_s']:>14.1f} "
+            f"{m['rss_start_mib']:>24.0f}, {m['rss_no_outputs_mib']:.0f}, "
+            f"{m['rss_after_audit_mib']:.0f}"
+            f"   ({m['n_partitionings']} partitionings, {m['n_blocks']} blocks)"
+        )
 
 
 if __name__ == "__main__":

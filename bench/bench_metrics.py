@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(0)
     r, c = args.regions, args.classes
     print(f"regions={r} classes={c} (10% ignore labels, 2% no prediction, 5% outside regions)")
-    print(f"{'pixels':>10} {'bincount(labels) ms':>20} {'bincount(codes) ms':>19} "
-          f"{'confusion_by_region ms':>23} {'ratio/labels':>13} {'ratio/codes':>12}")
+    print(
+        f"{'pixels':>10} {'bincount(labels) ms':>20} {'bincount(codes) ms':>19} "
+        f"{'confusion_by_region ms':>23} {'ratio/labels':>13} {'ratio/codes':>12}"
+    )
     for n in args.pixels:
         regions = rng.integers(0, r, n).astype(np.int32)
         regions[rng.random(n) < 0.05] = -1
@@ -54,12 +56,20 @@ def main(argv: list[str] | None = None) -> None:
         y_pred = rng.integers(0, c, n).astype(np.uint8)
         y_pred[rng.random(n) < 0.02] = 255
         codes = (regions.astype(np.int64) + 1) * (c + 1) ** 2
-        t_labels = best_time(lambda: np.bincount(y_true, minlength=256), args.repeat)
-        t_codes = best_time(lambda: np.bincount(codes, minlength=(r + 1) * (c + 1) ** 2),
-                            args.repeat)
-        t_cm = best_time(lambda: confusion_by_region(regions, y_true, y_pred, r, c), args.repeat)
-        print(f"{n:>10} {t_labels * 1e3:>20.3f} {t_codes * 1e3:>19.3f} {t_cm * 1e3:>23.3f} "
-              f"{t_cm / t_labels:>13.2f} {t_cm / t_codes:>12.2f}")
+        t_labels = best_time(lambda y_true=y_true: np.bincount(y_true, minlength=256), args.repeat)
+        t_codes = best_time(
+            lambda codes=codes: np.bincount(codes, minlength=(r + 1) * (c + 1) ** 2), args.repeat
+        )
+        t_cm = best_time(
+            lambda regions=regions, y_true=y_true, y_pred=y_pred: confusion_by_region(
+                regions, y_true, y_pred, r, c
+            ),
+            args.repeat,
+        )
+        print(
+            f"{n:>10} {t_labels * 1e3:>20.3f} {t_codes * 1e3:>19.3f} {t_cm * 1e3:>23.3f} "
+            f"{t_cm / t_labels:>13.2f} {t_cm / t_codes:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -64,13 +64,29 @@ def make_scene(path: Path, size: int, seed: int = 0) -> None:
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:256, 0:size].astype(np.float32)
-    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=4,
-                       dtype="uint16", crs="EPSG:32633",
-                       transform=from_origin(500000, 4200000, 10, 10), tiled=True,
-                       blockxsize=256, blockysize=256, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=4,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4200000, 10, 10),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    ) as dst:
         for r in range(0, size, 256):
-            fields = [1500 + 800 * np.sin((xx + k * 97) / (60 + 20 * k)) *
-                      np.cos((yy + r + k * 53) / (80 + 10 * k)) for k in range(4)]
+            fields = [
+                1500
+                + 800
+                * np.sin((xx + k * 97) / (60 + 20 * k))
+                * np.cos((yy + r + k * 53) / (80 + 10 * k))
+                for k in range(4)
+            ]
             data = np.stack(fields) + rng.normal(0, 150, (4, 256, size))
             dst.write(np.clip(data, 0, 10000).astype(np.uint16), window=Window(0, r, size, 256))
         for i, b in enumerate(BANDS, start=1):
@@ -84,12 +100,27 @@ def make_bundle(path: Path) -> None:
 
     torch.manual_seed(0)
     model = build_model(MODEL_CONFIG, len(BANDS), len(CLASSES))
-    save_bundle(path, model, model_config=MODEL_CONFIG, in_channels=len(BANDS),
-                num_classes=len(CLASSES), classes=CLASSES,
-                colors=["#d9d9d9", "#f1c40f", "#e67e22", "#27ae60", "#8e44ad"], bands=BANDS,
-                norm_mean=[1500.0] * 4, norm_std=[600.0] * 4, tile_size=256, task="crop",
-                ignore_index=255, nodata=None, strategy="bench", strategy_state={}, config={},
-                epoch=0, val_metrics={})
+    save_bundle(
+        path,
+        model,
+        model_config=MODEL_CONFIG,
+        in_channels=len(BANDS),
+        num_classes=len(CLASSES),
+        classes=CLASSES,
+        colors=["#d9d9d9", "#f1c40f", "#e67e22", "#27ae60", "#8e44ad"],
+        bands=BANDS,
+        norm_mean=[1500.0] * 4,
+        norm_std=[600.0] * 4,
+        tile_size=256,
+        task="crop",
+        ignore_index=255,
+        nodata=None,
+        strategy="bench",
+        strategy_state={},
+        config={},
+        epoch=0,
+        val_metrics={},
+    )
 
 
 def child_predict(args: argparse.Namespace) -> dict:
@@ -103,11 +134,25 @@ def child_predict(args: argparse.Namespace) -> dict:
     base = rss_mb()
     out = Path(args.out)
     t, c = time.perf_counter(), cpu_seconds()
-    res = predict_scene(model, bundle, args.image, out / "classes.tif", out / "probs.tif",
-                        window=args.window, overlap=args.overlap, batch_size=args.batch_size,
-                        device="cpu", background_io=not args.no_background_io)
-    return {"seconds": time.perf_counter() - t, "cpu_seconds": cpu_seconds() - c,
-            "peak_rss_mb": peak_rss_mb(), "rss_before_mb": base, "n_windows": res.n_windows}
+    res = predict_scene(
+        model,
+        bundle,
+        args.image,
+        out / "classes.tif",
+        out / "probs.tif",
+        window=args.window,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device="cpu",
+        background_io=not args.no_background_io,
+    )
+    return {
+        "seconds": time.perf_counter() - t,
+        "cpu_seconds": cpu_seconds() - c,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": base,
+        "n_windows": res.n_windows,
+    }
 
 
 def child_forward(args: argparse.Namespace) -> dict:
@@ -128,8 +173,10 @@ def child_forward(args: argparse.Namespace) -> dict:
         batches = []
         for r in rows:
             for i in range(0, len(cols), args.batch_size):
-                tiles = [normalize(read_padded(src, Window(c, r, w, w)), bundle)
-                         for c in cols[i : i + args.batch_size]]
+                tiles = [
+                    normalize(read_padded(src, Window(c, r, w, w)), bundle)
+                    for c in cols[i : i + args.batch_size]
+                ]
                 batches.append(torch.from_numpy(np.stack(tiles)))
     with torch.inference_mode():
         model(batches[0][:1])  # warm-up (first-call allocations), not timed
@@ -159,8 +206,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2, help="interleaved repetitions (best kept)")
     p.add_argument("--workdir", help="keep generated files here (default: a temp dir)")
-    p.add_argument("--no-background-io", action="store_true",
-                   help="also time prediction without the reader/writer threads")
+    p.add_argument(
+        "--no-background-io",
+        action="store_true",
+        help="also time prediction without the reader/writer threads",
+    )
     p.add_argument("--child", choices=["predict", "forward"], help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--image", help=argparse.SUPPRESS)
@@ -176,8 +226,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model = work / "model.pt"
     make_bundle(model)
-    common = dict(model=model, window=args.window, overlap=args.overlap,
-                  batch_size=args.batch_size)
+    common = dict(model=model, window=args.window, overlap=args.overlap, batch_size=args.batch_size)
     results = {}
     for size in args.sizes:
         image = work / f"scene_{size}.tif"
@@ -193,8 +242,9 @@ def main() -> None:
             preds.append(run_child("predict", image=image, out=out, **common))
             fwds.append(run_child("forward", image=image, **common))
             if args.no_background_io:
-                serial.append(run_child("predict", image=image, out=out, no_background_io=True,
-                                        **common))
+                serial.append(
+                    run_child("predict", image=image, out=out, no_background_io=True, **common)
+                )
         pred = min(preds, key=lambda d: d["seconds"])
         pred["peak_rss_mb"] = max(d["peak_rss_mb"] for d in preds)
         fwd = min(fwds, key=lambda d: d["seconds"])
@@ -202,25 +252,35 @@ def main() -> None:
         if serial:
             row["predict_serial"] = min(serial, key=lambda d: d["seconds"])
         results[size] = row
-        print(f"{size}x{size}: {pred['n_windows']} windows, predict {pred['seconds']:.1f} s "
-              f"(CPU {pred['cpu_seconds']:.1f} s), forward {fwd['seconds']:.1f} s "
-              f"(CPU {fwd['cpu_seconds']:.1f} s), ratio {pred['seconds'] / fwd['seconds']:.2f}, "
-              f"peak RSS {pred['peak_rss_mb']:.0f} MB (after model load "
-              f"{pred['rss_before_mb']:.0f} MB)"
-              + (f", serial I/O {row['predict_serial']['seconds']:.1f} s"
-                 if args.no_background_io else ""), flush=True)
+        print(
+            f"{size}x{size}: {pred['n_windows']} windows, predict {pred['seconds']:.1f} s "
+            f"(CPU {pred['cpu_seconds']:.1f} s), forward {fwd['seconds']:.1f} s "
+            f"(CPU {fwd['cpu_seconds']:.1f} s), ratio {pred['seconds'] / fwd['seconds']:.2f}, "
+            f"peak RSS {pred['peak_rss_mb']:.0f} MB (after model load "
+            f"{pred['rss_before_mb']:.0f} MB)"
+            + (
+                f", serial I/O {row['predict_serial']['seconds']:.1f} s"
+                if args.no_background_io
+                else ""
+            ),
+            flush=True,
+        )
     print(f"load average after the run: {os.getloadavg()}")
     sizes = sorted(results)
     if len(sizes) >= 2:
         a, b = results[sizes[0]]["predict"], results[sizes[-1]]["predict"]
         area = (sizes[-1] / sizes[0]) ** 2
-        print(f"(a) peak RSS {sizes[0]}^2 {a['peak_rss_mb']:.0f} MB -> {sizes[-1]}^2 "
-              f"{b['peak_rss_mb']:.0f} MB for {area:.0f}x the area: "
-              f"+{100 * (b['peak_rss_mb'] / a['peak_rss_mb'] - 1):.1f} % (target < 25 %)")
+        print(
+            f"(a) peak RSS {sizes[0]}^2 {a['peak_rss_mb']:.0f} MB -> {sizes[-1]}^2 "
+            f"{b['peak_rss_mb']:.0f} MB for {area:.0f}x the area: "
+            f"+{100 * (b['peak_rss_mb'] / a['peak_rss_mb'] - 1):.1f} % (target < 25 %)"
+        )
     for s in sizes:
         p, f = results[s]["predict"], results[s]["forward"]
-        print(f"(b) {s}^2: prediction / forward wall time = {p['seconds'] / f['seconds']:.2f} "
-              f"(target <= 1.3); CPU time ratio {p['cpu_seconds'] / f['cpu_seconds']:.2f}")
+        print(
+            f"(b) {s}^2: prediction / forward wall time = {p['seconds'] / f['seconds']:.2f} "
+            f"(target <= 1.3); CPU time ratio {p['cpu_seconds'] / f['cpu_seconds']:.2f}"
+        )
     if tmp is not None:
         tmp.cleanup()
 

@@ -36,8 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_scale")
 
 
-def write_scene(images: Path, labels: Path, i: int, size: int, rng: np.random.Generator,
-                per_row: int) -> None:
+def write_scene(
+    images: Path, labels: Path, i: int, size: int, rng: np.random.Generator, per_row: int
+) -> None:
     """One 2-band float32 scene (water where a smooth field is low) and its label."""
     x0 = 500000 + (i % per_row) * size * 10
     y0 = 5800000 - (i // per_row) * size * 10
@@ -47,14 +48,13 @@ def write_scene(images: Path, labels: Path, i: int, size: int, rng: np.random.Ge
     water = field < -0.3
     vv = np.where(water, -20, -8) + rng.normal(0, 1.5, (size, size))
     vh = vv - 7 + rng.normal(0, 1, (size, size))
-    common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633",
-                  transform=transform)
-    with rasterio.open(images / f"s{i:05d}.tif", "w", count=2, dtype="float32",
-                       **common) as dst:
+    common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633", transform=transform)
+    with rasterio.open(images / f"s{i:05d}.tif", "w", count=2, dtype="float32", **common) as dst:
         dst.write(np.stack([vv, vh]).astype("float32"))
         dst.descriptions = ("VV", "VH")
-    with rasterio.open(labels / f"s{i:05d}.tif", "w", count=1, dtype="uint8", nodata=255,
-                       **common) as dst:
+    with rasterio.open(
+        labels / f"s{i:05d}.tif", "w", count=1, dtype="uint8", nodata=255, **common
+    ) as dst:
         dst.write(water.astype("uint8")[None])
 
 
@@ -67,10 +67,15 @@ def write_regions(path: Path, n: int, size: int, per_row: int) -> None:
     x0, x1 = 500000, 500000 + per_row * size * 10
     y1, y0 = 5800000, 5800000 - rows * size * 10
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
-    boxes = [shapely.box(x0, ym, xm, y1), shapely.box(xm, ym, x1, y1),
-             shapely.box(x0, y0, xm, ym), shapely.box(xm, y0, x1, ym)]
-    gpd.GeoDataFrame({"region": ["NW", "NE", "SW", "SE"]}, geometry=boxes,
-                     crs="EPSG:32633").to_file(path, layer="regions", engine="pyogrio")
+    boxes = [
+        shapely.box(x0, ym, xm, y1),
+        shapely.box(xm, ym, x1, y1),
+        shapely.box(x0, y0, xm, ym),
+        shapely.box(xm, y0, x1, ym),
+    ]
+    gpd.GeoDataFrame(
+        {"region": ["NW", "NE", "SW", "SE"]}, geometry=boxes, crs="EPSG:32633"
+    ).to_file(path, layer="regions", engine="pyogrio")
 
 
 def make_dataset(work: Path, n: int, size: int) -> Path:
@@ -84,10 +89,17 @@ def make_dataset(work: Path, n: int, size: int) -> Path:
         write_scene(images, labels, i, size, rng, per_row)
     write_regions(work / "data" / "regions.gpkg", n, size, per_row)
     config = {
-        "results": "results", "seed": 0,
-        "datasets": {"scale": {"task": "flood", "images": "data/images/*.tif",
-                               "labels": "data/labels/*.tif",
-                               "regions": "data/regions.gpkg", "bands": ["VV", "VH"]}},
+        "results": "results",
+        "seed": 0,
+        "datasets": {
+            "scale": {
+                "task": "flood",
+                "images": "data/images/*.tif",
+                "labels": "data/labels/*.tif",
+                "regions": "data/regions.gpkg",
+                "bands": ["VV", "VH"],
+            }
+        },
         "strategies": {"erm": {}},
         "tiling": {"size": 32},
         "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
@@ -104,8 +116,16 @@ def make_dataset(work: Path, n: int, size: int) -> Path:
 
 def snakemake(work: Path, *args: str) -> tuple[float, str]:
     """Run snakemake in ``work``; (wall seconds, combined output)."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(work), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        *args,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -167,19 +187,24 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True)
     t0 = time.perf_counter()
     config = make_dataset(args.work, args.scenes, args.size)
-    log.info("generated %d scenes of %d px in %.1f s", args.scenes, args.size,
-             time.perf_counter() - t0)
+    log.info(
+        "generated %d scenes of %d px in %.1f s", args.scenes, args.size, time.perf_counter() - t0
+    )
     dag, text = snakemake(args.work, "-n", "--cores", str(args.cores))
     n_jobs = re.search(r"^total\s+(\d+)", text, re.M)
-    print(f"| scenes | jobs | `snakemake -n` (s) |\n|---|---|---|\n"
-          f"| {args.scenes} | {n_jobs.group(1) if n_jobs else '?'} | {dag:.1f} |")
+    print(
+        f"| scenes | jobs | `snakemake -n` (s) |\n|---|---|---|\n"
+        f"| {args.scenes} | {n_jobs.group(1) if n_jobs else '?'} | {dag:.1f} |"
+    )
     if not args.run:
         return
     wall, text = snakemake(args.work, "--cores", str(args.cores))
     durations = job_durations(text)
     total = sum(sum(v) for v in durations.values())
-    print(f"\nworkflow wall {wall:.1f} s on {args.cores} cores; sum of job durations "
-          f"{total:.0f} s (ideal wall at {args.cores} cores: {total / args.cores:.0f} s)\n")
+    print(
+        f"\nworkflow wall {wall:.1f} s on {args.cores} cores; sum of job durations "
+        f"{total:.0f} s (ideal wall at {args.cores} cores: {total / args.cores:.0f} s)\n"
+    )
     print("| rule | jobs | sum (s) | mean (s) |\n|---|---|---|---|")
     for rule, v in sorted(durations.items(), key=lambda kv: -sum(kv[1])):
         print(f"| {rule} | {len(v)} | {sum(v):.0f} | {np.mean(v):.2f} |")
@@ -187,9 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     per_scene = durations.get("tile_scene", [])
     if per_scene:
         overhead = (sum(per_scene) - compute) / len(per_scene)
-        print(f"\ntiling: {len(per_scene)} per-scene jobs took {sum(per_scene):.0f} s in all, "
-              f"one process {compute:.1f} s: overhead {overhead:.2f} s per job "
-              f"({(sum(per_scene) - compute) / compute:.0%} of compute)")
+        print(
+            f"\ntiling: {len(per_scene)} per-scene jobs took {sum(per_scene):.0f} s in all, "
+            f"one process {compute:.1f} s: overhead {overhead:.2f} s per job "
+            f"({(sum(per_scene) - compute) / compute:.0%} of compute)"
+        )
 
 
 if __name__ == "__main__":

@@ -55,21 +55,31 @@ def bench_step(args: argparse.Namespace) -> None:
     y[torch.rand(b, t, t, generator=g) < 0.1] = 255
     valid = y != 255
     regions = torch.randint(-1, args.regions, (b, t, t), generator=g)
-    sizes = [r * c for r in range(1, args.grids + 1) for c in range(1, args.grids + 1)
-             if r * c > 1]
+    sizes = [r * c for r in range(1, args.grids + 1) for c in range(1, args.grids + 1) if r * c > 1]
     tile_regions = torch.stack([torch.randint(0, k, (b,), generator=g) for k in sizes], dim=1)
     y, valid, regions, tile_regions = (a.to(device) for a in (y, valid, regions, tile_regions))
 
     torch.manual_seed(0)
-    model = build_model({"width": args.width, "depth": args.depth}, args.bands,
-                        args.classes).to(device)
+    model = build_model({"width": args.width, "depth": args.depth}, args.bands, args.classes).to(
+        device
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    counts = torch.bincount(regions[valid & (regions >= 0)].flatten().cpu(),
-                            minlength=args.regions).double() * 100
+    counts = (
+        torch.bincount(
+            regions[valid & (regions >= 0)].flatten().cpu(), minlength=args.regions
+        ).double()
+        * 100
+    )
     own = {"variance": {"warmup_steps": 1}, "spad": {"warmup_steps": 1, "switch_every": 5}}
     strategies = {
-        name: make_strategy(name, args.regions, region_counts=counts, partition_sizes=sizes,
-                            num_classes=args.classes, **own.get(name, {}))
+        name: make_strategy(
+            name,
+            args.regions,
+            region_counts=counts,
+            partition_sizes=sizes,
+            num_classes=args.classes,
+            **own.get(name, {}),
+        )
         for name in STRATEGIES
     }
 
@@ -80,8 +90,9 @@ def bench_step(args: argparse.Namespace) -> None:
     clock = time.perf_counter
     if args.clock == "cpu":
         if device.type != "cpu" or torch.get_num_threads() != 1:
-            raise SystemExit("--clock cpu measures this process's CPU time: use --threads 1 "
-                             "on the CPU")
+            raise SystemExit(
+                "--clock cpu measures this process's CPU time: use --threads 1 on the CPU"
+            )
         clock = time.process_time
 
     def step(strategy) -> tuple[float, float]:
@@ -91,8 +102,7 @@ def bench_step(args: argparse.Namespace) -> None:
         pl = F.cross_entropy(logits, y, ignore_index=255, reduction="none")
         sync()
         t1 = clock()
-        loss = strategy.loss(pl, valid, regions, logits=logits, target=y,
-                             tile_regions=tile_regions)
+        loss = strategy.loss(pl, valid, regions, logits=logits, target=y, tile_regions=tile_regions)
         sync()
         t2 = clock()
         opt.zero_grad(set_to_none=True)
@@ -112,18 +122,22 @@ def bench_step(args: argparse.Namespace) -> None:
 
     base = statistics.median(r["erm"][0] for r in rounds)
     base_loss = statistics.median(r["erm"][1] for r in rounds)
-    print(f"device {device}, threads {torch.get_num_threads()}, batch {b}x{args.bands}x{t}x{t}, "
-          f"{args.classes} classes, U-Net width {args.width} depth {args.depth}, "
-          f"{args.regions} regions, {len(sizes)} SPAD partitionings, {args.rounds} rounds, "
-          f"{args.clock} clock")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, batch {b}x{args.bands}x{t}x{t}, "
+        f"{args.classes} classes, U-Net width {args.width} depth {args.depth}, "
+        f"{args.regions} regions, {len(sizes)} SPAD partitionings, {args.rounds} rounds, "
+        f"{args.clock} clock"
+    )
     print("| strategy | step ms | ratio to ERM | loss ms | loss overhead / ERM step |")
     print("|---|---:|---:|---:|---:|")
     for name in strategies:
         step_ms = statistics.median(r[name][0] for r in rounds) * 1e3
         ratio = statistics.median(r[name][0] / r["erm"][0] for r in rounds)
         loss_s = statistics.median(r[name][1] for r in rounds)
-        print(f"| {name} | {step_ms:.1f} | {ratio:.3f} | {loss_s * 1e3:.2f} | "
-              f"{(loss_s - base_loss) / base:+.2%} |")
+        print(
+            f"| {name} | {step_ms:.1f} | {ratio:.3f} | {loss_s * 1e3:.2f} | "
+            f"{(loss_s - base_loss) / base:+.2%} |"
+        )
 
 
 def bench_demo(args: argparse.Namespace) -> None:
@@ -146,8 +160,12 @@ def bench_demo(args: argparse.Namespace) -> None:
     name = f"{args.task}-demo"
     work = Path(args.work) / args.task
     data = work / "data"
-    block = {**raw["datasets"][name], "images": str(data / "images" / "*.tif"),
-             "labels": str(data / "labels" / "*.tif"), "regions": str(data / "regions.gpkg")}
+    block = {
+        **raw["datasets"][name],
+        "images": str(data / "images" / "*.tif"),
+        "labels": str(data / "labels" / "*.tif"),
+        "regions": str(data / "regions.gpkg"),
+    }
     block.pop("demo", None)
     raw["datasets"] = {name: block}
     if args.epochs:
@@ -160,7 +178,12 @@ def bench_demo(args: argparse.Namespace) -> None:
         make_demo(args.task, data, seed=int(config["seed"]))
         ds = dataset_config(config, name)
         tile_dataset(ds, res / "tiles", settings=Settings.from_config(config))
-        build_partitions(res / "tiles", res / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))
+        build_partitions(
+            res / "tiles",
+            res / "partitions.gpkg",
+            dataset=ds,
+            settings=Settings.from_config(config),
+        )
         split_tiles(res / "tiles", res / "partitions.gpkg", settings=Settings.from_config(config))
     ds = dataset_config(config, name)
     headline = ds.headline_metric
@@ -174,37 +197,64 @@ def bench_demo(args: argparse.Namespace) -> None:
         if args.reuse and path.exists():
             seconds = math.nan
         else:
-            path = train(res / "tiles", res / run.name, dataset=ds, strategy=run, settings=Settings.from_config(config))
+            path = train(
+                res / "tiles",
+                res / run.name,
+                dataset=ds,
+                strategy=run,
+                settings=Settings.from_config(config),
+            )
             seconds = time.perf_counter() - t0
         model, bundle = load_bundle(path)
-        test = TileDataset(res / "tiles", "test", config["training"]["partitioning"],
-                           norm=(bundle["norm_mean"], bundle["norm_std"]))
+        test = TileDataset(
+            res / "tiles",
+            "test",
+            config["training"]["partitioning"],
+            norm=(bundle["norm_mean"], bundle["norm_std"]),
+        )
         k = len(bundle["region_names"])
-        conf = evaluate(model, make_loader(test, 16, train=False), torch.device("cpu"), k,
-                        ds.num_classes)
+        conf = evaluate(
+            model, make_loader(test, 16, train=False), torch.device("cpu"), k, ds.num_classes
+        )
         overall = float(metric_arrays(conf.sum(0), ds.classes)[headline])
         per = metric_arrays(conf[1:], ds.classes)[headline]
         n = conf[1:].sum(axis=(1, 2))
         ok = np.isfinite(per) & (n >= min_px) & _has_class(conf[1:], ds.classes, headline)
         vals = per[ok]
-        rows.append((run.name, overall, float(vals.min()), float(vals.max() - vals.min()),
-                     float(vals.std()), float(np.abs(vals - overall).mean()), int(ok.sum()),
-                     bundle["epoch"], seconds))
-    print(f"{name}: test tiles, headline {headline}, regions with >= {min_px} labelled test "
-          f"pixels, {config['training']['epochs']} epochs, threads {torch.get_num_threads()}")
-    print("| run | overall | worst region | difference | std | mad | regions | kept epoch "
-          "| train s |")
+        rows.append(
+            (
+                run.name,
+                overall,
+                float(vals.min()),
+                float(vals.max() - vals.min()),
+                float(vals.std()),
+                float(np.abs(vals - overall).mean()),
+                int(ok.sum()),
+                bundle["epoch"],
+                seconds,
+            )
+        )
+    print(
+        f"{name}: test tiles, headline {headline}, regions with >= {min_px} labelled test "
+        f"pixels, {config['training']['epochs']} epochs, threads {torch.get_num_threads()}"
+    )
+    print(
+        "| run | overall | worst region | difference | std | mad | regions | kept epoch | train s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.4f} | {r[4]:.4f} | {r[5]:.4f} | "
-              f"{r[6]} | {r[7]} | {r[8]:.0f} |")
+        print(
+            f"| {r[0]} | {r[1]:.4f} | {r[2]:.4f} | {r[3]:.4f} | {r[4]:.4f} | {r[5]:.4f} | "
+            f"{r[6]} | {r[7]} | {r[8]:.0f} |"
+        )
     if not math.isfinite(rows[0][1]):
         raise SystemExit("overall metric undefined")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="mode")
     s = sub.add_parser("step", help="time a training step of every strategy vs ERM")
     s.add_argument("--batch", type=int, default=16)
@@ -219,16 +269,23 @@ def main() -> None:
     s.add_argument("--warmup", type=int, default=3)
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     s.add_argument("--device", default="cpu")
-    s.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="cpu: process CPU time (with --threads 1), robust to other load")
+    s.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: process CPU time (with --threads 1), robust to other load",
+    )
     d = sub.add_parser("demo", help="train every strategy on a demo, evaluate on test tiles")
     d.add_argument("--task", choices=["flood", "crop"], default="flood")
     d.add_argument("--work", default="/tmp/spatialfair-bench-demo")
     d.add_argument("--epochs", type=int, default=None, help="override training.epochs")
     d.add_argument("--only", nargs="*", help="only these runs")
-    d.add_argument("--strategies", default=None,
-                   help="YAML replacing the config's strategies, e.g. "
-                        "'{erm: {}, groupdro: {sweep: [0.1, 1]}}'")
+    d.add_argument(
+        "--strategies",
+        default=None,
+        help="YAML replacing the config's strategies, e.g. "
+        "'{erm: {}, groupdro: {sweep: [0.1, 1]}}'",
+    )
     d.add_argument("--threads", type=int, default=None)
     d.add_argument("--reuse", action="store_true", help="evaluate existing models, no training")
     d.add_argument("-v", "--verbose", action="store_true")

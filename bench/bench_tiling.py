@@ -45,27 +45,41 @@ def generate(folder: Path, size: int, bands: int = 4, seed: int = 0) -> tuple[Pa
     img_path, lab_path = folder / "img" / "scene.tif", folder / "lab" / "scene.tif"
     img_path.parent.mkdir(parents=True, exist_ok=True)
     lab_path.parent.mkdir(parents=True, exist_ok=True)
-    common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633",
-                  transform=from_origin(400000, 5000000, 10, 10), tiled=True,
-                  blockxsize=BLOCK, blockysize=BLOCK, compress="DEFLATE")
+    common = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        crs="EPSG:32633",
+        transform=from_origin(400000, 5000000, 10, 10),
+        tiled=True,
+        blockxsize=BLOCK,
+        blockysize=BLOCK,
+        compress="DEFLATE",
+    )
     rng = np.random.default_rng(seed)
     cols = np.arange(size)
-    with rasterio.open(img_path, "w", count=bands, dtype="uint16", nodata=0,
-                       predictor=2, **common) as img, \
-            rasterio.open(lab_path, "w", count=1, dtype="uint8", nodata=255, **common) as lab:
+    with (
+        rasterio.open(
+            img_path, "w", count=bands, dtype="uint16", nodata=0, predictor=2, **common
+        ) as img,
+        rasterio.open(lab_path, "w", count=1, dtype="uint8", nodata=255, **common) as lab,
+    ):
         for r0 in range(0, size, BLOCK):
             rows = np.arange(r0, min(r0 + BLOCK, size))[:, None]
-            field = (np.sin(rows / 300.0) + np.cos(cols[None, :] / 420.0)
-                     + 0.5 * np.sin((rows + cols[None, :]) / 97.0))      # smooth, -2.5..2.5
+            field = (
+                np.sin(rows / 300.0)
+                + np.cos(cols[None, :] / 420.0)
+                + 0.5 * np.sin((rows + cols[None, :]) / 97.0)
+            )  # smooth, -2.5..2.5
             data = np.empty((bands, len(rows), size), dtype=np.uint16)
             for b in range(bands):
                 noise = rng.integers(0, 200, size=(len(rows), size))
                 data[b] = (3000 + 800 * (b + 1) * field + noise).astype(np.uint16)
-            swath = cols[None, :] < (size // 4 - rows // 3)                 # empty corner
+            swath = cols[None, :] < (size // 4 - rows // 3)  # empty corner
             data[:, swath] = 0
-            label = np.digitize(field, [-0.8, 0.9]).astype(np.uint8) % 2   # land / water
+            label = np.digitize(field, [-0.8, 0.9]).astype(np.uint8) % 2  # land / water
             label[swath] = 255
-            label[(rows // 512 + cols[None, :] // 512) % 7 == 0] = 255      # unlabelled patches
+            label[(rows // 512 + cols[None, :] // 512) % 7 == 0] = 255  # unlabelled patches
             img.write(data, window=rasterio.windows.Window(0, r0, size, len(rows)))
             lab.write(label, 1, window=rasterio.windows.Window(0, r0, size, len(rows)))
     return img_path, lab_path
@@ -87,13 +101,20 @@ def child(mode: str, folder: Path, out: Path, tile: int) -> None:
     from spatialfair.settings import Settings
     from spatialfair.tiling import READ_BYTES, tile_dataset
 
-    cfg = validate_config({"datasets": {"bench": {"task": "flood", "images": "img/*.tif",
-                                                  "labels": "lab/*.tif"}}})
+    cfg = validate_config(
+        {"datasets": {"bench": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}}}
+    )
     ds = dataset_config(cfg, "bench", base=folder)
     shutil.rmtree(out, ignore_errors=True)  # a fresh store: no old files to replace
     c0, t0 = time.process_time(), time.perf_counter()
     if mode == "tile":
-        store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=tile, overlap=0, min_valid_fraction=0.05)}))
+        store = tile_dataset(
+            ds,
+            out,
+            settings=Settings.from_config(
+                {"tiling": dict(size=tile, overlap=0, min_valid_fraction=0.05)}
+            ),
+        )
     elif mode == "read":
         read_all_blocks(ds.images[0], ds.labels[0])
     elif mode == "read_small_cache":  # read with the tiler's GDAL cache size
@@ -109,15 +130,27 @@ def child(mode: str, folder: Path, out: Path, tile: int) -> None:
     mode = mode.split(":")[0]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     extra = {"tiles": len(store.index)} if mode == "tile" else {}
-    print(json.dumps({"mode": mode, "seconds": seconds, "cpu_seconds": cpu,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      **extra}))
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "seconds": seconds,
+                "cpu_seconds": cpu,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                **extra,
+            }
+        )
+    )
 
 
 def measure(mode: str, folder: Path, out: Path, tile: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--tile", str(tile), "--child", mode,
-                           str(folder), str(out)], check=True, capture_output=True, text=True,
-                          env={**os.environ, "TQDM_DISABLE": "1"})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--tile", str(tile), "--child", mode, str(folder), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -139,8 +172,7 @@ def main() -> None:
             generate(folder, args.size)
         gen_s = time.perf_counter() - t0
         gen_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        runs: dict[str, list[dict]] = {"read": [], "read_small_cache": [], "tile": [],
-                                       "write": []}
+        runs: dict[str, list[dict]] = {"read": [], "read_small_cache": [], "tile": [], "write": []}
         for _ in range(args.repeat):  # interleaved, so load changes hit all alike
             for mode in runs:
                 out = folder / "tiles" if mode == "tile" else folder / "scratch"
@@ -166,11 +198,14 @@ def main() -> None:
             "ratio_cpu": round(min(r["cpu_seconds"] for r in tile_runs) / base_cpu, 2),
             "ratio_cpu_vs_read_plus_write": round(
                 min(r["cpu_seconds"] for r in tile_runs)
-                / (base_cpu + min(r["cpu_seconds"] for r in runs["write"])), 2),
+                / (base_cpu + min(r["cpu_seconds"] for r in runs["write"])),
+                2,
+            ),
             "tile_peak_rss_mb": round(max(r["peak_rss_mb"] for r in tile_runs), 1),
             "read_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["read"]), 1),
-            "store_mb": round(sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-                              / 2**20, 1),
+            "store_mb": round(
+                sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 2**20, 1
+            ),
         }
         print(json.dumps(report, indent=1))
 

@@ -30,33 +30,41 @@ def _fmt(value, digits: int = 3) -> str:
 
 def strategy_table(comparison: pd.DataFrame) -> str:
     """Markdown table of every run's summary (one row per run of comparison.csv)."""
-    lines = ["| run | strength | overall | worst region | difference | std | SPAD score | "
-             "Δ overall vs ERM | Δ difference vs ERM |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| run | strength | overall | worst region | difference | std | SPAD score | "
+        "Δ overall vs ERM | Δ difference vs ERM |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for _, r in comparison.iterrows():
         strength = "-" if pd.isna(r["strength"]) else f"{r['strength']:g}"
         lines.append(
             f"| {r['run']} | {strength} | {_fmt(r['overall'])} | {r['worst_region']} "
             f"({_fmt(r['worst_value'])}) | {_fmt(r['difference'])} | {_fmt(r['std'])} | "
             f"{_fmt(r['spad_score'])} | {r['delta_overall_vs_erm']:+.3f} | "
-            f"{r['delta_difference_vs_erm']:+.3f} |")
+            f"{r['delta_difference_vs_erm']:+.3f} |"
+        )
     return "\n".join(lines)
 
 
 def region_table(dataset_dir: Path, runs: list[str]) -> str:
     """Markdown table of the headline metric of every region (rows) for every run (columns)."""
-    docs = {run: json.loads((dataset_dir / run / "fairness" / "metrics.json").read_text())
-            for run in runs}
+    docs = {
+        run: json.loads((dataset_dir / run / "fairness" / "metrics.json").read_text())
+        for run in runs
+    }
     first = docs[runs[0]]
     headline, part = first["headline_metric"], first["primary_partitioning"]
     regions = first["partitionings"][part]["regions"]
-    lines = ["| region | test px |" + "".join(f" {run} |" for run in runs),
-             "|---|---:|" + "---:|" * len(runs)]
+    lines = [
+        "| region | test px |" + "".join(f" {run} |" for run in runs),
+        "|---|---:|" + "---:|" * len(runs),
+    ]
     for i, reg in enumerate(regions):
         flags = [f for f in ("small", "absent") if reg.get(f)]
         name = reg["name"] + (f" ({', '.join(flags)})" if flags else "")
-        values = "".join(f" {_fmt(docs[run]['partitionings'][part]['regions'][i][headline])} |"
-                         for run in runs)
+        values = "".join(
+            f" {_fmt(docs[run]['partitionings'][part]['regions'][i][headline])} |" for run in runs
+        )
         lines.append(f"| {name} | {reg['n_pixels']} |{values}")
     return "\n".join(lines)
 

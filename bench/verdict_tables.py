@@ -25,14 +25,19 @@ def _f(value, digits: int = 3, sign: bool = False) -> str:
 
 
 def _ci(row: pd.Series, name: str, sign: bool = False) -> str:
-    return (f"{_f(row[f'{name}_mean'], sign=sign)} "
-            f"[{_f(row[f'{name}_ci_low'], sign=sign)}, {_f(row[f'{name}_ci_high'], sign=sign)}]")
+    return (
+        f"{_f(row[f'{name}_mean'], sign=sign)} "
+        f"[{_f(row[f'{name}_ci_low'], sign=sign)}, {_f(row[f'{name}_ci_high'], sign=sign)}]"
+    )
 
 
 def verdict_table(comparison: pd.DataFrame) -> str:
     """One Markdown row per verdict row of comparison.csv."""
-    lines = ["| run | seeds | overall | difference | Δ overall vs ERM | Δ difference vs ERM | "
-             "Holm p (difference) | verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| run | seeds | overall | difference | Δ overall vs ERM | Δ difference vs ERM | "
+        "Holm p (difference) | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for _, r in comparison.iterrows():
         if r.get("role") == "sweep":
             continue
@@ -42,7 +47,8 @@ def verdict_table(comparison: pd.DataFrame) -> str:
             f"| {r['run']} | {int(r['n_seeds'])} | {_ci(r, 'overall')} | {_ci(r, 'difference')} | "
             f"{'' if base else _ci(r, 'delta_overall', True)} | "
             f"{'' if base else _ci(r, 'delta_difference', True)} | "
-            f"{'' if base else _f(r['delta_difference_p_holm'])} | {verdict} |")
+            f"{'' if base else _f(r['delta_difference_p_holm'])} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -55,9 +61,12 @@ def region_lines(dataset_dir: Path, runs: list[str]) -> str:
             continue
         m = json.loads(path.read_text())
         part = m["partitionings"][m["primary_partitioning"]]
-        sig = [f"{r['name']} {_f(r['deviation'], sign=True)} "
-               f"[{_f(r['deviation_ci_low'], sign=True)}, {_f(r['deviation_ci_high'], sign=True)}]"
-               for r in part["regions"] if r.get("ci_excludes_zero")]
+        sig = [
+            f"{r['name']} {_f(r['deviation'], sign=True)} "
+            f"[{_f(r['deviation_ci_low'], sign=True)}, {_f(r['deviation_ci_high'], sign=True)}]"
+            for r in part["regions"]
+            if r.get("ci_excludes_zero")
+        ]
         out.append(f"- {run}: {'; '.join(sig) if sig else 'none'}")
     return "\n".join(out)
 
@@ -69,8 +78,10 @@ def main() -> None:
     for csv in sorted(args.results.glob("*/comparison.csv")):
         comparison = pd.read_csv(csv)
         metric = comparison["headline_metric"].iloc[0]
-        print(f"### {csv.parent.name} ({metric}, partitioning "
-              f"'{comparison['partitioning'].iloc[0]}', test {comparison['test'].iloc[0]})\n")
+        print(
+            f"### {csv.parent.name} ({metric}, partitioning "
+            f"'{comparison['partitioning'].iloc[0]}', test {comparison['test'].iloc[0]})\n"
+        )
         print(verdict_table(comparison))
         print(f"\nRegions whose 95 % interval of the mean {metric} deviation excludes 0:\n")
         print(region_lines(csv.parent, comparison["run"].tolist()))

@@ -53,7 +53,17 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DependencyError", "InputError", "Project", "Report", "ResultsLayout", "Settings",
-    "SpatialfairError", "StateError", "__version__", "dataset_config", "load_config",
-    "strategy_runs", *_STAGES,
+    "DependencyError",
+    "InputError",
+    "Project",
+    "Report",
+    "ResultsLayout",
+    "Settings",
+    "SpatialfairError",
+    "StateError",
+    "__version__",
+    "dataset_config",
+    "load_config",
+    "strategy_runs",
+    *_STAGES,
 ]

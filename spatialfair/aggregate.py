@@ -36,8 +36,11 @@ _TEST_COLUMNS = ["statistic", "p_value", "significant", "direction"]
 def _read_seed(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     csv = path.parent / "by_region.csv"
     if not path.exists() or not csv.exists():
-        raise InputError(path.parent, "a seed's metrics.json or by_region.csv is missing",
-                         "run the evaluation of every replicate seed first")
+        raise InputError(
+            path.parent,
+            "a seed's metrics.json or by_region.csv is missing",
+            "run the evaluation of every replicate seed first",
+        )
     return json.loads(path.read_text()), pd.read_csv(csv)
 
 
@@ -49,39 +52,60 @@ def _region_table(frames: Sequence[pd.DataFrame], metric_names: list[str]) -> pd
         dev = grp["deviation"].to_numpy(dtype=float)
         mean, low, high = t_interval(dev)
         n = int(np.isfinite(dev).sum())
-        p = (float(stats.ttest_1samp(dev[np.isfinite(dev)], 0.0).pvalue)
-             if n >= 2 and np.nanstd(dev) > 0 else math.nan)
+        p = (
+            float(stats.ttest_1samp(dev[np.isfinite(dev)], 0.0).pvalue)
+            if n >= 2 and np.nanstd(dev) > 0
+            else math.nan
+        )
         flags = {f: bool(grp[f].astype(bool).any()) for f in _FLAGS}
         if any(flags.values()):  # too few pixels or no support in some seed: not tested
             p = math.nan
         excludes = bool(n >= 2 and not any(flags.values()) and (low > 0 or high < 0))
         row = dict(zip(_KEYS, key))
-        row.update(region=str(grp["region"].iloc[0]),
-                   n_pixels=int(round(grp["n_pixels"].mean())),
-                   n_tiles=int(round(grp["n_tiles"].mean())),
-                   **flags,
-                   **{m: float(grp[m].mean()) for m in metric_names},
-                   deviation=mean, deviation_ci_low=low, deviation_ci_high=high,
-                   n_replicates=n, ci_excludes_zero=excludes,
-                   n_seeds_significant=int(grp["significant"].astype(bool).sum()),
-                   statistic=math.nan, p_value=p, significant=excludes,
-                   direction=int(np.sign(mean)) if excludes else 0)
+        row.update(
+            region=str(grp["region"].iloc[0]),
+            n_pixels=int(round(grp["n_pixels"].mean())),
+            n_tiles=int(round(grp["n_tiles"].mean())),
+            **flags,
+            **{m: float(grp[m].mean()) for m in metric_names},
+            deviation=mean,
+            deviation_ci_low=low,
+            deviation_ci_high=high,
+            n_replicates=n,
+            ci_excludes_zero=excludes,
+            n_seeds_significant=int(grp["significant"].astype(bool).sum()),
+            statistic=math.nan,
+            p_value=p,
+            significant=excludes,
+            direction=int(np.sign(mean)) if excludes else 0,
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _summaries(table: pd.DataFrame, overall: dict[str, float], names: list[str],
-               min_px: int) -> dict[str, Any]:
+def _summaries(
+    table: pd.DataFrame, overall: dict[str, float], names: list[str], min_px: int
+) -> dict[str, Any]:
     """Fairness summaries of the per-region means (regions flagged in any seed left out)."""
     out = {}
     counts = dict(enumerate(table["n_pixels"].tolist()))
     absent = np.flatnonzero(table["absent"].to_numpy(bool)).tolist()
     regions = table["region"].tolist()
     for m in names:
-        s = summarize(dict(enumerate(table[m].tolist())), overall[m], counts, min_px,
-                      absent=absent)
-        out[m] = {k: s[k] for k in ("overall", "group_min", "group_max", "difference",
-                                    "ratio", "std", "mad", "n_regions")}
+        s = summarize(dict(enumerate(table[m].tolist())), overall[m], counts, min_px, absent=absent)
+        out[m] = {
+            k: s[k]
+            for k in (
+                "overall",
+                "group_min",
+                "group_max",
+                "difference",
+                "ratio",
+                "std",
+                "mad",
+                "n_regions",
+            )
+        }
         out[m]["worst_region"] = regions[s["argmin"]] if s["argmin"] is not None else None
         out[m]["best_region"] = regions[s["argmax"]] if s["argmax"] is not None else None
     return out
@@ -95,48 +119,93 @@ def _seed_spread(docs: Sequence[dict[str, Any]], primary: str, headline: str) ->
         vals = np.array([math.nan if v is None else v for v in vals], dtype=float)
         mean, low, high = t_interval(vals)
         out[key] = {"mean": mean, "ci_low": low, "ci_high": high, "values": vals.tolist()}
-    spad = np.array([math.nan if d["spad_score"].get(headline) is None
-                     else d["spad_score"][headline] for d in docs], dtype=float)
+    spad = np.array(
+        [
+            math.nan if d["spad_score"].get(headline) is None else d["spad_score"][headline]
+            for d in docs
+        ],
+        dtype=float,
+    )
     mean, low, high = t_interval(spad)
     out["spad_score"] = {"mean": mean, "ci_low": low, "ci_high": high, "values": spad.tolist()}
     return out
 
 
-def _document(docs: Sequence[dict[str, Any]], seeds: Sequence[int],
-              tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+def _document(
+    docs: Sequence[dict[str, Any]], seeds: Sequence[int], tables: dict[str, pd.DataFrame]
+) -> dict[str, Any]:
     """The run's metrics.json: means over seeds in the single-run layout, plus the spread."""
     first = docs[0]
     names = list(first["overall"])
     headline, primary = first["headline_metric"], first["primary_partitioning"]
-    overall = {m: float(np.nanmean([math.nan if d["overall"][m] is None else d["overall"][m]
-                                    for d in docs])) for m in names}
+    overall = {
+        m: float(
+            np.nanmean([math.nan if d["overall"][m] is None else d["overall"][m] for d in docs])
+        )
+        for m in names
+    }
     min_px = int(first["min_region_pixels"])
     parts = {}
     for pname, table in tables.items():
-        cols = ["id", "name", "n_pixels", "n_tiles", "small", "absent", *names, "deviation",
-                "deviation_ci_low", "deviation_ci_high", "n_replicates", "ci_excludes_zero",
-                "p_value", "significant", "direction"]
+        cols = [
+            "id",
+            "name",
+            "n_pixels",
+            "n_tiles",
+            "small",
+            "absent",
+            *names,
+            "deviation",
+            "deviation_ci_low",
+            "deviation_ci_high",
+            "n_replicates",
+            "ci_excludes_zero",
+            "p_value",
+            "significant",
+            "direction",
+        ]
         regions = table.rename(columns={"region_id": "id", "region": "name"})[cols]
         parts[pname] = {
-            "kind": str(table["kind"].iloc[0]), "n_regions": len(table),
+            "kind": str(table["kind"].iloc[0]),
+            "n_regions": len(table),
             "regions": regions.to_dict(orient="records"),
             "summaries": _summaries(table, overall, names, min_px),
             "significant_regions": table.loc[table["significant"], "region"].tolist(),
         }
     grids = list(first.get("spad_partitionings") or [])
-    spad = {m: spad_score({g: parts[g]["summaries"][m]["mad"] for g in grids if g in parts})
-            for m in names}
+    spad = {
+        m: spad_score({g: parts[g]["summaries"][m]["mad"] for g in grids if g in parts})
+        for m in names
+    }
     folds = int((first.get("replicate") or {}).get("folds", 1))
     return {
-        **{k: first[k] for k in ("dataset", "task", "run", "split", "classes",
-                                 "headline_metric", "primary_partitioning",
-                                 "min_region_pixels", "min_class_pixels") if k in first},
+        **{
+            k: first[k]
+            for k in (
+                "dataset",
+                "task",
+                "run",
+                "split",
+                "classes",
+                "headline_metric",
+                "primary_partitioning",
+                "min_region_pixels",
+                "min_class_pixels",
+            )
+            if k in first
+        },
         "format": FORMAT,
-        "replicates": {"seeds": list(seeds), "folds": folds, "confidence": CONFIDENCE,
-                       "interval": "t-interval of the mean over seeds",
-                       "per_seed": _seed_spread(docs, primary, headline)},
-        "significance": {"method": f"t-interval of the mean over {len(docs)} seed(s) "
-                                   f"excludes 0", "alpha": round(1 - CONFIDENCE, 6)},
+        "replicates": {
+            "seeds": list(seeds),
+            "folds": folds,
+            "confidence": CONFIDENCE,
+            "interval": "t-interval of the mean over seeds",
+            "per_seed": _seed_spread(docs, primary, headline),
+        },
+        "significance": {
+            "method": f"t-interval of the mean over {len(docs)} seed(s) excludes 0",
+            "alpha": round(1 - CONFIDENCE, 6),
+        },
         "overall": overall,
         "n_pixels": int(np.mean([d["n_pixels"] for d in docs])),
         "spad_partitionings": grids,
@@ -147,8 +216,12 @@ def _document(docs: Sequence[dict[str, Any]], seeds: Sequence[int],
     }
 
 
-def aggregate_replicates(seed_metrics: dict[int, str | Path], store_dir: str | Path,
-                         partitions_gpkg: str | Path, out_dir: str | Path) -> EvaluationResult:
+def aggregate_replicates(
+    seed_metrics: dict[int, str | Path],
+    store_dir: str | Path,
+    partitions_gpkg: str | Path,
+    out_dir: str | Path,
+) -> EvaluationResult:
     """Aggregate each seed's evaluation into the run's ``metrics.json`` and ``by_region.csv``.
 
     Args:
@@ -173,26 +246,48 @@ def aggregate_replicates(seed_metrics: dict[int, str | Path], store_dir: str | P
     docs, frames = [p[0] for p in pairs], [p[1] for p in pairs]
     shapes = {len(f) for f in frames}
     if len(shapes) != 1:
-        raise InputError(out_dir, f"seed evaluations have different region counts {shapes}",
-                         "evaluate every seed with the same partitions.gpkg")
+        raise InputError(
+            out_dir,
+            f"seed evaluations have different region counts {shapes}",
+            "evaluate every seed with the same partitions.gpkg",
+        )
     names = list(docs[0]["overall"])
     table = _region_table(frames, names)
-    tables = {p: t.drop(columns=["partitioning"]).reset_index(drop=True)
-              for p, t in table.groupby("partitioning", sort=False)}
+    tables = {
+        p: t.drop(columns=["partitioning"]).reset_index(drop=True)
+        for p, t in table.groupby("partitioning", sort=False)
+    }
     doc = _document(docs, seeds, tables)
     parts = read_partitions(partitions_gpkg)
     missing = [p for p in tables if p not in parts]
     if missing:
-        raise InputError(partitions_gpkg, f"partitionings {missing} of the evaluation are "
-                         "not in the partitions file", "re-run the evaluation")
+        raise InputError(
+            partitions_gpkg,
+            f"partitionings {missing} of the evaluation are not in the partitions file",
+            "re-run the evaluation",
+        )
     for p, t in tables.items():
         tables[p] = t.drop(columns=["kind"])
     meta = TileStore(store_dir).meta
-    grids = [{"name": s, "crs": e["crs"], "transform": e["transform"], "width": e["width"],
-              "height": e["height"]} for s, e in meta["scenes"].items()]
-    result = EvaluationResult(_json_value(doc), tables, {p: parts[p] for p in tables},
-                              docs[0]["primary_partitioning"], docs[0]["headline_metric"],
-                              CRS.from_user_input(meta["study_crs"]), grids)
+    grids = [
+        {
+            "name": s,
+            "crs": e["crs"],
+            "transform": e["transform"],
+            "width": e["width"],
+            "height": e["height"],
+        }
+        for s, e in meta["scenes"].items()
+    ]
+    result = EvaluationResult(
+        _json_value(doc),
+        tables,
+        {p: parts[p] for p in tables},
+        docs[0]["primary_partitioning"],
+        docs[0]["headline_metric"],
+        CRS.from_user_input(meta["study_crs"]),
+        grids,
+    )
     write_outputs(result, out_dir)
     log.info("aggregated %d seed(s) into %s", len(seeds), out_dir)
     return result

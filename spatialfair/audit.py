@@ -61,10 +61,14 @@ def audit_defaults() -> dict[str, Any]:
     def defaults(block: dict) -> dict[str, Any]:
         return {k: v.get("default") for k, v in block["properties"].items()}
 
-    return {**defaults(ds["audit"]), "evaluation": defaults(props["evaluation"]),
-            "partitions": defaults(props["partitions"]), "seed": props["seed"]["default"],
-            "ignore_index": ds["ignore_index"]["default"],
-            "region_column": ds["region_column"]["default"]}
+    return {
+        **defaults(ds["audit"]),
+        "evaluation": defaults(props["evaluation"]),
+        "partitions": defaults(props["partitions"]),
+        "seed": props["seed"]["default"],
+        "ignore_index": ds["ignore_index"]["default"],
+        "region_column": ds["region_column"]["default"],
+    }
 
 
 @dataclass
@@ -164,8 +168,16 @@ def _batches(hits: list, n_cells: int, max_atoms: int) -> list[list[int]]:
     return batches
 
 
-def _count_window(sc: _Scene, plan: tuple[list, list], counts: _Counts, y: np.ndarray,
-                  pred: np.ndarray, r0: int, c0: int, ignore: int) -> None:
+def _count_window(
+    sc: _Scene,
+    plan: tuple[list, list],
+    counts: _Counts,
+    y: np.ndarray,
+    pred: np.ndarray,
+    r0: int,
+    c0: int,
+    ignore: int,
+) -> None:
     """Add one window's labelled pixels to ``counts``: split into quarters while its atoms
     are too many, then one count per batch of varying partitionings (usually one)."""
     grids, others = plan
@@ -186,21 +198,39 @@ def _count_window(sc: _Scene, plan: tuple[list, list], counts: _Counts, y: np.nd
                 _count_window(sc, plan, counts, y[sub], pred[sub], r0 + dr, c0 + dc, ignore)
         return
     cell = np.empty((h, w), np.int32)
-    np.add((row_run * len(col_keys)).astype(np.int32)[:, None],
-           col_run.astype(np.int32)[None, :], out=cell)
+    np.add(
+        (row_run * len(col_keys)).astype(np.int32)[:, None],
+        col_run.astype(np.int32)[None, :],
+        out=cell,
+    )
     try:
         pairs = _PixelPairs(y, pred, counts.c, ignore)
         for k, batch in enumerate(batches):
-            _count_batch(sc, grids, others, hits, batch, k == 0, counts, pairs, cell, wt,
-                         (row_keys, col_keys), reuse=len(batches) > 1)
+            _count_batch(
+                sc,
+                grids,
+                others,
+                hits,
+                batch,
+                k == 0,
+                counts,
+                pairs,
+                cell,
+                wt,
+                (row_keys, col_keys),
+                reuse=len(batches) > 1,
+            )
     except InputError as exc:
-        raise InputError(sc.pair.label.path if exc.where == "y_true" else sc.pair.pred.path,
-                         f"{exc.where}: {exc.problem} (window at row {r0}, col {c0})",
-                         "labels must hold class ids 0..C-1 or the ignore value") from None
+        raise InputError(
+            sc.pair.label.path if exc.where == "y_true" else sc.pair.pred.path,
+            f"{exc.where}: {exc.problem} (window at row {r0}, col {c0})",
+            "labels must hold class ids 0..C-1 or the ignore value",
+        ) from None
 
 
-def _count_batch(sc, grids, others, hits, batch, first, counts, pairs, cell, wt, keys, *,
-                 reuse: bool) -> None:
+def _count_batch(
+    sc, grids, others, hits, batch, first, counts, pairs, cell, wt, keys, *, reuse: bool
+) -> None:
     """One ``bincount`` of atoms = cells x the regions of the batch's partitionings."""
     from .partitions import region_ids
 
@@ -222,12 +252,10 @@ def _count_batch(sc, grids, others, hits, batch, first, counts, pairs, cell, wt,
     cm = raw[:, :c, :c]
     nz = np.flatnonzero(cm.sum(axis=(1, 2)))
     if len(nz):
-        _decode(sc, grids if first else [], others, hits, batch, first, counts, nz, cm[nz],
-                *keys)
+        _decode(sc, grids if first else [], others, hits, batch, first, counts, nz, cm[nz], *keys)
 
 
-def _decode(sc, grids, others, hits, batch, first, counts, atoms, cm, row_keys, col_keys
-            ) -> None:
+def _decode(sc, grids, others, hits, batch, first, counts, atoms, cm, row_keys, col_keys) -> None:
     """Turn atom ids back into (block, region) keys of every partitioning and store them:
     the batch's varying partitionings, and with ``first`` the blocks, grids and constants."""
     rem = atoms.astype(np.int64)
@@ -270,8 +298,14 @@ def _separable(parts: Mapping[str, Any], info) -> tuple[list, list]:
         elif isinstance(spec, GridSpec):
             grids.append((p, spec, 0))
         else:
-            hit = [k for k, g in enumerate(spec.grids) if g.bounds[0] <= east and
-                   g.bounds[2] >= west and g.bounds[1] <= north and g.bounds[3] >= south]
+            hit = [
+                k
+                for k, g in enumerate(spec.grids)
+                if g.bounds[0] <= east
+                and g.bounds[2] >= west
+                and g.bounds[1] <= north
+                and g.bounds[3] >= south
+            ]
             if len(hit) == 1:
                 grids.append((p, spec.grids[hit[0]], int(spec.offsets[hit[0]])))
             else:
@@ -285,12 +319,21 @@ def _windows(info, side: int) -> list[Window]:
     bh, bw = info.block_shape
     wh = side // bh * bh if bh <= side else side
     ww = side // bw * bw if bw <= side else side
-    return [Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
-            for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
+    return [
+        Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
+        for r in range(0, info.height, wh)
+        for c in range(0, info.width, ww)
+    ]
 
 
-def scan(scenes: Sequence[_Scene], parts: Mapping[str, Any], value_map: ValueMap,
-         num_classes: int, ignore: int, window_side: int = WINDOW_SIDE) -> _Counts:
+def scan(
+    scenes: Sequence[_Scene],
+    parts: Mapping[str, Any],
+    value_map: ValueMap,
+    num_classes: int,
+    ignore: int,
+    window_side: int = WINDOW_SIDE,
+) -> _Counts:
     """The one pass: read every label window and its prediction, count per block and region.
 
     Args:
@@ -310,14 +353,27 @@ def scan(scenes: Sequence[_Scene], parts: Mapping[str, Any], value_map: ValueMap
         reader = PredictionReader(sc.pair, value_map)
         try:
             with rasterio.open(sc.pair.label.path) as lsrc:
-                for win in tqdm(_windows(sc.pair.label, window_side), desc=f"audit {sc.name}",
-                                unit="window", disable=None, leave=False):
+                for win in tqdm(
+                    _windows(sc.pair.label, window_side),
+                    desc=f"audit {sc.name}",
+                    unit="window",
+                    disable=None,
+                    leave=False,
+                ):
                     y = read_labels(lsrc, sc.pair.label, win, ignore)
                     if not (y != ignore).any():
                         continue
                     pred = reader.read(win)
-                    _count_window(sc, (grids, others), counts, y, pred, int(win.row_off),
-                                  int(win.col_off), ignore)
+                    _count_window(
+                        sc,
+                        (grids, others),
+                        counts,
+                        y,
+                        pred,
+                        int(win.row_off),
+                        int(win.col_off),
+                        ignore,
+                    )
         finally:
             reader.close()
         for name in counts.keys:
@@ -369,8 +425,9 @@ def _block_centres(scenes: Sequence[_Scene], crs: CRS) -> np.ndarray:
     return np.concatenate(pts)
 
 
-def _partitionings(scenes, crs, regions, region_column, regions_layer, part_opts, seed
-                   ) -> dict[str, Any]:
+def _partitionings(
+    scenes, crs, regions, region_column, regions_layer, part_opts, seed
+) -> dict[str, Any]:
     """The user's regions (if any) and the generated partitionings over the labels' extent."""
     from .partitions import (
         Partitioning,
@@ -387,18 +444,26 @@ def _partitionings(scenes, crs, regions, region_column, regions_layer, part_opts
         gdf = load_regions(regions, region_column, regions_layer)
         gdf = check_overlap(gdf, extent, crs, source=regions)
         parts["regions"] = Partitioning("regions", "regions", gdf)
-    clusters = scene_clusters(np.array([f.bounds for f in foot]),
-                              float(part_opts.get("cluster_gap", 1.0)))
-    for p in generate_partitionings(extent.bounds, crs, grid_max=part_opts["grid_max"],
-                                    offset_grids=part_opts["offset_grids"],
-                                    kmeans=part_opts["kmeans"],
-                                    tile_centres=_block_centres(scenes, crs), seed=seed,
-                                    clusters=clusters):
+    clusters = scene_clusters(
+        np.array([f.bounds for f in foot]), float(part_opts.get("cluster_gap", 1.0))
+    )
+    for p in generate_partitionings(
+        extent.bounds,
+        crs,
+        grid_max=part_opts["grid_max"],
+        offset_grids=part_opts["offset_grids"],
+        kmeans=part_opts["kmeans"],
+        tile_centres=_block_centres(scenes, crs),
+        seed=seed,
+        clusters=clusters,
+    ):
         parts[p.name] = p
     if not parts:
-        raise InputError("partitions", "no regions and no generated partitioning to audit by",
-                         "pass --regions, or allow grids (partitions.grid_max >= 2), offset "
-                         "grids or k-means")
+        raise InputError(
+            "partitions",
+            "no regions and no generated partitioning to audit by",
+            "pass --regions, or allow grids (partitions.grid_max >= 2), offset grids or k-means",
+        )
     return parts
 
 
@@ -411,8 +476,16 @@ def _scenes(pairs: Sequence[Pair], block_size: float) -> list[_Scene]:
         name = info.path.stem if info.path.stem not in names else str(info.path)
         names.add(name)
         scenes.append(_Scene(name, pair, (bh, bw), nbc, offset))
-        log.info("%s: %dx%d px, blocks of %dx%d px (%g m), %d blocks", name, info.width,
-                 info.height, bw, bh, block_size, nbr * nbc)
+        log.info(
+            "%s: %dx%d px, blocks of %dx%d px (%g m), %d blocks",
+            name,
+            info.width,
+            info.height,
+            bw,
+            bh,
+            block_size,
+            nbr * nbc,
+        )
         offset += nbr * nbc
     return scenes
 
@@ -420,8 +493,7 @@ def _scenes(pairs: Sequence[Pair], block_size: float) -> list[_Scene]:
 # --------------------------------------------------------------------------- results
 
 
-def _block_groups(bi: np.ndarray, reg: np.ndarray, cms: np.ndarray, n_blocks: int
-                  ) -> np.ndarray:
+def _block_groups(bi: np.ndarray, reg: np.ndarray, cms: np.ndarray, n_blocks: int) -> np.ndarray:
     """Region of every block for the significance test: the one with most of its pixels."""
     groups = np.full(n_blocks, -1, np.int64)
     if len(bi):
@@ -452,9 +524,15 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
     """Bootstrap CIs of every region's deviation into the tables and the JSON document."""
     from .evaluate import _json_value
 
-    cis = block_bootstrap(bcm, {name: (*entries[name], p.n_regions) for name, p in parts.items()},
-                          classes, headline, n_boot=s["n_boot"], confidence=s["confidence"],
-                          seed=s["seed"])
+    cis = block_bootstrap(
+        bcm,
+        {name: (*entries[name], p.n_regions) for name, p in parts.items()},
+        classes,
+        headline,
+        n_boot=s["n_boot"],
+        confidence=s["confidence"],
+        seed=s["seed"],
+    )
     for name, ci in cis.items():
         t = result.tables[name]
         left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
@@ -464,56 +542,112 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
         t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
         doc = result.metrics["partitionings"][name]
         for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
-            entry.update(_json_value({k: row[k] for k in (
-                "deviation_ci_low", "deviation_ci_high", "n_boot", "ci_excludes_zero")}))
+            entry.update(
+                _json_value(
+                    {
+                        k: row[k]
+                        for k in (
+                            "deviation_ci_low",
+                            "deviation_ci_high",
+                            "n_boot",
+                            "ci_excludes_zero",
+                        )
+                    }
+                )
+            )
         doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
 
 
-def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, run, inputs
-            ) -> Any:
+def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, run, inputs) -> Any:
     """Metrics, significance on blocks and bootstrap CIs, as an EvaluationResult."""
     from .evaluate import _assemble, _json_value, _Rules, _Scope, _Units
     from .significance import unit_values
 
     bkeys, bcm, cm_parts, entries, groups = _tables_and_units(counts, parts, classes)
     if bcm.sum() == 0:
-        raise InputError(inputs["labels"][0], "no labelled pixel has a prediction",
-                         "check that the labels hold class ids where the map has values, and "
-                         "the ignore/nodata values")
+        raise InputError(
+            inputs["labels"][0],
+            "no labelled pixel has a prediction",
+            "check that the labels hold class ids where the map has values, and "
+            "the ignore/nodata values",
+        )
     unit_vals, unit_pix = unit_values(bcm, classes, headline)
     min_unit = max(1, int(0.05 * min(sc.block[0] * sc.block[1] for sc in scenes)))
     acc = SimpleNamespace(overall=bcm.sum(axis=0), cm=cm_parts)
-    blocks_per_region = {name: np.bincount(g[g >= 0], minlength=parts[name].n_regions)
-                         for name, g in groups.items()}
-    units = _Units(kind="block", values=unit_vals, n_pixels=unit_pix, region=groups,
-                   tiles_per_region=blocks_per_region, block_tiles=None)
-    meta = {"study_crs": crs.to_wkt(), "scenes": {
-        sc.name: {"crs": sc.pair.label.crs.to_wkt(), "transform": list(sc.pair.label.transform)[:6],
-                  "width": sc.pair.label.width, "height": sc.pair.label.height}
-        for sc in scenes}}
+    blocks_per_region = {
+        name: np.bincount(g[g >= 0], minlength=parts[name].n_regions) for name, g in groups.items()
+    }
+    units = _Units(
+        kind="block",
+        values=unit_vals,
+        n_pixels=unit_pix,
+        region=groups,
+        tiles_per_region=blocks_per_region,
+        block_tiles=None,
+    )
+    meta = {
+        "study_crs": crs.to_wkt(),
+        "scenes": {
+            sc.name: {
+                "crs": sc.pair.label.crs.to_wkt(),
+                "transform": list(sc.pair.label.transform)[:6],
+                "width": sc.pair.label.width,
+                "height": sc.pair.label.height,
+            }
+            for sc in scenes
+        },
+    }
     ev = s["evaluation"]
-    rules = _Rules(min_region_pixels=int(ev["min_region_pixels"]),
-                   min_class_pixels=int(ev["min_class_pixels"]), method=ev["significance"],
-                   n_simulations=int(ev["n_simulations"]), alpha=float(ev["alpha"]))
-    scope = _Scope(dataset=SimpleNamespace(name=dataset, task=task), run=run, split="audit",
-                   classes=list(classes), headline=headline, n_tiles=len(bkeys),
-                   min_unit_pixels=min_unit, seed=int(s["seed"]))
+    rules = _Rules(
+        min_region_pixels=int(ev["min_region_pixels"]),
+        min_class_pixels=int(ev["min_class_pixels"]),
+        method=ev["significance"],
+        n_simulations=int(ev["n_simulations"]),
+        alpha=float(ev["alpha"]),
+    )
+    scope = _Scope(
+        dataset=SimpleNamespace(name=dataset, task=task),
+        run=run,
+        split="audit",
+        classes=list(classes),
+        headline=headline,
+        n_tiles=len(bkeys),
+        min_unit_pixels=min_unit,
+        seed=int(s["seed"]),
+    )
     primary = "regions" if "regions" in parts else next(iter(parts))
-    result = _assemble(acc=acc, parts=dict(parts), units=units, scope=scope, rules=rules,
-                       primary=primary, meta=meta)
+    result = _assemble(
+        acc=acc,
+        parts=dict(parts),
+        units=units,
+        scope=scope,
+        rules=rules,
+        primary=primary,
+        meta=meta,
+    )
     doc = result.metrics
     doc["n_blocks"] = doc.pop("n_tiles")
     doc["significance"]["block_size_m"] = s["block_size"]
-    doc["bootstrap"] = {"method": "spatial block bootstrap, percentile interval",
-                        "statistic": f"{headline} of the region - overall {headline}",
-                        "n_boot": s["n_boot"], "confidence": s["confidence"],
-                        "block_size_m": s["block_size"], "n_blocks": int(len(bkeys)),
-                        "seed": s["seed"]}
-    doc["audit"] = _json_value({
-        **inputs, "class_map": s["class_map"], "threshold": s["threshold"], "band": s["band"],
-        "align": s["align"], "n_unpredicted": counts.n_unpredicted,
-        "blocks": {sc.name: {"rows_px": sc.block[0], "cols_px": sc.block[1]} for sc in scenes},
-    })
+    doc["bootstrap"] = {
+        "method": "spatial block bootstrap, percentile interval",
+        "statistic": f"{headline} of the region - overall {headline}",
+        "n_boot": s["n_boot"],
+        "confidence": s["confidence"],
+        "block_size_m": s["block_size"],
+        "n_blocks": int(len(bkeys)),
+        "seed": s["seed"],
+    }
+    doc["audit"] = _json_value(
+        {
+            **inputs,
+            "class_map": s["class_map"],
+            "threshold": s["threshold"],
+            "band": s["band"],
+            "align": s["align"],
+            "n_unpredicted": counts.n_unpredicted,
+            "blocks": {sc.name: {"rows_px": sc.block[0], "cols_px": sc.block[1]} for sc in scenes},
+        }
+    )
     _add_intervals(result, entries, bcm, parts, classes, headline, s)
     return result
 
@@ -534,14 +668,15 @@ def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
     if s["align"] not in ("none", "nearest"):
         raise InputError("align", f"unknown alignment {s['align']!r}", "use 'none' or 'nearest'")
     if s["block_size"] <= 0 or s["n_boot"] < 0 or not 0 < s["confidence"] < 1:
-        raise InputError("audit settings", f"block_size {s['block_size']}, n_boot "
-                         f"{s['n_boot']}, confidence {s['confidence']}",
-                         "block_size > 0 metres, n_boot >= 0, 0 < confidence < 1")
+        raise InputError(
+            "audit settings",
+            f"block_size {s['block_size']}, n_boot {s['n_boot']}, confidence {s['confidence']}",
+            "block_size > 0 metres, n_boot >= 0, 0 < confidence < 1",
+        )
     return s
 
 
-def _classes(task: str, classes: Sequence[str] | None, metric: str | None
-             ) -> tuple[list[str], str]:
+def _classes(task: str, classes: Sequence[str] | None, metric: str | None) -> tuple[list[str], str]:
     from .config import TASK_PRESETS
 
     if task not in TASK_PRESETS:
@@ -549,11 +684,15 @@ def _classes(task: str, classes: Sequence[str] | None, metric: str | None
     preset = TASK_PRESETS[task]
     classes = list(classes or preset["classes"])
     if not 2 <= len(classes) <= MAX_CLASSES or len(set(classes)) < len(classes):
-        raise InputError("classes", f"{classes} are not 2..{MAX_CLASSES} distinct names",
-                         "name every class once, in label-id order")
+        raise InputError(
+            "classes",
+            f"{classes} are not 2..{MAX_CLASSES} distinct names",
+            "name every class once, in label-id order",
+        )
     names = metric_names(classes)
-    metric = metric or (preset["headline_metric"] if preset["headline_metric"] in names
-                        else "accuracy")
+    metric = metric or (
+        preset["headline_metric"] if preset["headline_metric"] in names else "accuracy"
+    )
     if metric not in names:
         raise InputError("metric", f"unknown metric {metric!r}", f"use one of {names}")
     return classes, metric
@@ -566,12 +705,17 @@ def _paths(files: Sequence[str | Path] | str | Path) -> list[Path]:
 def _value_map(s: Mapping[str, Any], classes: Sequence[str]) -> ValueMap:
     """How prediction values become classes: class ids, a class map, or a threshold."""
     if s["class_map"] is not None and s["threshold"] is not None:
-        raise InputError("class map / threshold", "both given",
-                         "use --threshold for a probability raster or --class-map for coded "
-                         "values, not both")
+        raise InputError(
+            "class map / threshold",
+            "both given",
+            "use --threshold for a probability raster or --class-map for coded values, not both",
+        )
     if s["threshold"] is not None and len(classes) != 2:
-        raise InputError("threshold", f"a threshold needs two classes, got {list(classes)}",
-                         "use --class-map for a multi-class product")
+        raise InputError(
+            "threshold",
+            f"a threshold needs two classes, got {list(classes)}",
+            "use --class-map for a multi-class product",
+        )
     return ValueMap(len(classes), parse_class_map(s["class_map"], classes), s["threshold"])
 
 
@@ -651,37 +795,81 @@ def audit_map(
     """
     t0 = time.perf_counter()
     classes, metric = _classes(task, classes, metric)
-    s = _settings(dict(region_column=region_column, class_map=class_map, threshold=threshold,
-                       band=band, align=align, block_size=block_size, n_boot=n_boot,
-                       confidence=confidence, ignore_index=ignore_index, evaluation=evaluation,
-                       partitions=partitions, seed=seed))
+    s = _settings(
+        dict(
+            region_column=region_column,
+            class_map=class_map,
+            threshold=threshold,
+            band=band,
+            align=align,
+            block_size=block_size,
+            n_boot=n_boot,
+            confidence=confidence,
+            ignore_index=ignore_index,
+            evaluation=evaluation,
+            partitions=partitions,
+            seed=seed,
+        )
+    )
     preds, labs = _paths(predictions), _paths(labels)
     vmap = _value_map(s, classes)
-    pairs = [check_pair(lab, pred, band=s["band"], num_classes=len(classes), value_map=vmap,
-                        align=s["align"]) for lab, pred in pair_files(preds, labs)]
+    pairs = [
+        check_pair(
+            lab, pred, band=s["band"], num_classes=len(classes), value_map=vmap, align=s["align"]
+        )
+        for lab, pred in pair_files(preds, labs)
+    ]
     scenes = _scenes(pairs, float(s["block_size"]))
     crs = _study_crs(scenes)
-    parts = _partitionings(scenes, crs, regions, s["region_column"], regions_layer,
-                           s["partitions"], s["seed"])
+    parts = _partitionings(
+        scenes, crs, regions, s["region_column"], regions_layer, s["partitions"], s["seed"]
+    )
     if check_only:
         return None
-    log.info("auditing %d label raster(s) against %d prediction file(s): %d partitionings, "
-             "headline %s", len(labs), len(set(preds)), len(parts), metric)
+    log.info(
+        "auditing %d label raster(s) against %d prediction file(s): %d partitionings, headline %s",
+        len(labs),
+        len(set(preds)),
+        len(parts),
+        metric,
+    )
     t1 = time.perf_counter()
     counts = scan(scenes, parts, vmap, len(classes), int(s["ignore_index"]), window_side)
     t2 = time.perf_counter()
     if counts.n_unpredicted:
-        log.warning("%d labelled pixel(s) have no prediction (outside the map or its nodata) "
-                    "and were not counted", counts.n_unpredicted)
-    inputs = {"predictions": [str(p) for p in preds], "labels": [str(p) for p in labs],
-              "regions": str(regions) if regions is not None else None}
-    result = _finish(counts, parts, scenes, crs, classes, metric, s, dataset=dataset,
-                     task=task, run=run, inputs=inputs)
+        log.warning(
+            "%d labelled pixel(s) have no prediction (outside the map or its nodata) "
+            "and were not counted",
+            counts.n_unpredicted,
+        )
+    inputs = {
+        "predictions": [str(p) for p in preds],
+        "labels": [str(p) for p in labs],
+        "regions": str(regions) if regions is not None else None,
+    }
+    result = _finish(
+        counts,
+        parts,
+        scenes,
+        crs,
+        classes,
+        metric,
+        s,
+        dataset=dataset,
+        task=task,
+        run=run,
+        inputs=inputs,
+    )
     t3 = time.perf_counter()
     if out_dir is not None:
         _write(result, Path(out_dir), maps, max_raster_size)
-    log.info("audit: setup %.1f s, pass %.1f s, statistics %.1f s, outputs %.1f s", t1 - t0,
-             t2 - t1, t3 - t2, time.perf_counter() - t3)
+    log.info(
+        "audit: setup %.1f s, pass %.1f s, statistics %.1f s, outputs %.1f s",
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        time.perf_counter() - t3,
+    )
     return result
 
 
@@ -694,8 +882,9 @@ def _write(result, out_dir: Path, maps: bool, max_raster_size: int | None) -> No
         write_maps(result, out_dir, max_size=max_raster_size or MAX_RASTER_SIZE)
 
 
-def audit_dataset(config: dict, name: str, out_dir: str | Path, base: str | Path = ".",
-                  **overrides: Any):
+def audit_dataset(
+    config: dict, name: str, out_dir: str | Path, base: str | Path = ".", **overrides: Any
+):
     """Audit dataset ``name`` of a validated config.
 
     Args:
@@ -718,15 +907,26 @@ def audit_dataset(config: dict, name: str, out_dir: str | Path, base: str | Path
     ds = dataset_config(config, name, base=base, require_files=False)
     block = config["datasets"][name]
     if not block.get("predictions"):
-        raise InputError(f"config: datasets.{name}", "no `predictions` to audit",
-                         "add `predictions: <glob or list>` to the dataset")
+        raise InputError(
+            f"config: datasets.{name}",
+            "no `predictions` to audit",
+            "add `predictions: <glob or list>` to the dataset",
+        )
     opts = {**block.get("audit", {}), **{k: v for k, v in overrides.items() if v is not None}}
     settings = dict(
-        regions=ds.regions, region_column=ds.region_column, regions_layer=ds.regions_layer,
-        task=ds.task, classes=ds.classes, metric=ds.headline_metric,
-        ignore_index=ds.ignore_index, evaluation=config.get("evaluation"),
-        partitions=config.get("partitions"), seed=config.get("seed"), dataset=name,
+        regions=ds.regions,
+        region_column=ds.region_column,
+        regions_layer=ds.regions_layer,
+        task=ds.task,
+        classes=ds.classes,
+        metric=ds.headline_metric,
+        ignore_index=ds.ignore_index,
+        evaluation=config.get("evaluation"),
+        partitions=config.get("partitions"),
+        seed=config.get("seed"),
+        dataset=name,
     )
     settings.update(opts)
-    return audit_map(_expand(block["predictions"], Path(base)), ds.labels, out_dir=out_dir,
-                     **settings)
+    return audit_map(
+        _expand(block["predictions"], Path(base)), ds.labels, out_dir=out_dir, **settings
+    )

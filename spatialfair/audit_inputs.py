@@ -47,29 +47,41 @@ def pair_files(predictions: Sequence[Path], labels: Sequence[Path]) -> list[tupl
     """
     predictions, labels = [Path(p) for p in predictions], [Path(p) for p in labels]
     if not predictions:
-        raise InputError("predictions", "no prediction file given (or the glob matches none)",
-                         "pass --predictions FILE [FILE ...] (a glob must match files)")
+        raise InputError(
+            "predictions",
+            "no prediction file given (or the glob matches none)",
+            "pass --predictions FILE [FILE ...] (a glob must match files)",
+        )
     if not labels:
-        raise InputError("labels", "no label file given (or the glob matches none)",
-                         "pass --labels FILE [FILE ...] (a glob must match files)")
+        raise InputError(
+            "labels",
+            "no label file given (or the glob matches none)",
+            "pass --labels FILE [FILE ...] (a glob must match files)",
+        )
     by_stem = {p.stem: p for p in predictions}
     if len(by_stem) < len(predictions):
-        raise InputError("predictions", "two prediction files share a file name",
-                         "give every scene's prediction a distinct file name")
+        raise InputError(
+            "predictions",
+            "two prediction files share a file name",
+            "give every scene's prediction a distinct file name",
+        )
     if all(lab.stem in by_stem for lab in labels):
         return [(lab, by_stem[lab.stem]) for lab in labels]
     if len(predictions) == 1:
         return [(lab, predictions[0]) for lab in labels]
     missing = [lab.name for lab in labels if lab.stem not in by_stem]
     raise InputError(
-        "predictions", f"{len(predictions)} prediction files and {len(labels)} label files, "
+        "predictions",
+        f"{len(predictions)} prediction files and {len(labels)} label files, "
         f"and no prediction has the name of label(s) {missing[:5]}",
         "name each prediction like its label file (same stem), or pass one mosaic, e.g. a "
-        "VRT built with `gdalbuildvrt map.vrt predictions/*.tif`")
+        "VRT built with `gdalbuildvrt map.vrt predictions/*.tif`",
+    )
 
 
-def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
-                    ) -> dict[float, int] | None:
+def parse_class_map(
+    spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
+) -> dict[float, int] | None:
     """Parse a class map such as ``"1:water,2:water,0:land,3:nodata"``.
 
     Args:
@@ -86,19 +98,28 @@ def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
     """
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return None
-    items = (list(spec.items()) if isinstance(spec, Mapping)
-             else [part.split(":", 1) for part in str(spec).split(",") if part.strip()])
+    items = (
+        list(spec.items())
+        if isinstance(spec, Mapping)
+        else [part.split(":", 1) for part in str(spec).split(",") if part.strip()]
+    )
     out: dict[float, int] = {}
     for item in items:
         if len(item) != 2:
-            raise InputError("class map", f"entry {item!r} is not 'value:class'",
-                             "write it as e.g. '0:land,1:water,2:water'")
+            raise InputError(
+                "class map",
+                f"entry {item!r} is not 'value:class'",
+                "write it as e.g. '0:land,1:water,2:water'",
+            )
         key, target = str(item[0]).strip(), str(item[1]).strip()
         try:
             value = float(key)
         except ValueError:
-            raise InputError("class map", f"product value {key!r} is not a number",
-                             "the left side of each 'value:class' is a raster value") from None
+            raise InputError(
+                "class map",
+                f"product value {key!r} is not a number",
+                "the left side of each 'value:class' is a raster value",
+            ) from None
         if target.lower() in ("nodata", "ignore"):
             cls = IGNORE_INDEX
         elif target in classes:
@@ -106,11 +127,17 @@ def parse_class_map(spec: str | Mapping[Any, Any] | None, classes: Sequence[str]
         elif target.isdigit() and int(target) < len(classes):
             cls = int(target)
         else:
-            raise InputError("class map", f"unknown class {target!r} for value {key}",
-                             f"use one of the classes {list(classes)}, a class id, or 'nodata'")
+            raise InputError(
+                "class map",
+                f"unknown class {target!r} for value {key}",
+                f"use one of the classes {list(classes)}, a class id, or 'nodata'",
+            )
         if out.get(value, cls) != cls:
-            raise InputError("class map", f"value {key} is mapped twice, to different classes",
-                             "map each product value once")
+            raise InputError(
+                "class map",
+                f"value {key} is mapped twice, to different classes",
+                "map each product value once",
+            )
         out[value] = cls
     return out
 
@@ -198,12 +225,21 @@ def _aligned_offset(pred: RasterInfo, label: RasterInfo) -> tuple[int, int] | No
 
 def _grid_text(info: RasterInfo) -> str:
     t = info.transform
-    return (f"CRS {info.crs}, pixel {t.a:g} x {abs(t.e):g}, origin ({t.c:g}, {t.f:g}), "
-            f"{info.width}x{info.height} px")
+    return (
+        f"CRS {info.crs}, pixel {t.a:g} x {abs(t.e):g}, origin ({t.c:g}, {t.f:g}), "
+        f"{info.width}x{info.height} px"
+    )
 
 
-def check_pair(label_path: Path, pred_path: Path, *, band: int, num_classes: int,
-               value_map: ValueMap, align: str) -> Pair:
+def check_pair(
+    label_path: Path,
+    pred_path: Path,
+    *,
+    band: int,
+    num_classes: int,
+    value_map: ValueMap,
+    align: str,
+) -> Pair:
     """Header checks of one label/prediction pair before any pixel is read.
 
     Args:
@@ -224,42 +260,62 @@ def check_pair(label_path: Path, pred_path: Path, *, band: int, num_classes: int
     label = inspect_raster(label_path, role="label", check_last_block=False)
     pred = inspect_raster(pred_path, role="prediction", check_last_block=False)
     if label.count != 1 or not np.issubdtype(np.dtype(label.dtype), np.integer):
-        raise InputError(label.path, f"labels must be one band of integer class ids, got "
-                         f"{label.count} band(s) of {label.dtype}",
-                         "export the reference as a single-band integer raster")
+        raise InputError(
+            label.path,
+            f"labels must be one band of integer class ids, got "
+            f"{label.count} band(s) of {label.dtype}",
+            "export the reference as a single-band integer raster",
+        )
     if band > pred.count:
-        raise InputError(pred.path, f"band {band} asked for, the raster has {pred.count}",
-                         "choose the band with --band (audit.band)")
+        raise InputError(
+            pred.path,
+            f"band {band} asked for, the raster has {pred.count}",
+            "choose the band with --band (audit.band)",
+        )
     if pred.count > 1:
         log.info("%s has %d bands; auditing band %d", pred.path, pred.count, band)
     floating = np.issubdtype(np.dtype(pred.dtype), np.floating)
     if floating and value_map.identity:
-        raise InputError(pred.path, f"prediction holds {pred.dtype} values (a probability?), "
-                         "not class ids",
-                         "pass --threshold T (audit.threshold) to turn a probability into "
-                         "classes, or --class-map for coded values")
+        raise InputError(
+            pred.path,
+            f"prediction holds {pred.dtype} values (a probability?), not class ids",
+            "pass --threshold T (audit.threshold) to turn a probability into "
+            "classes, or --class-map for coded values",
+        )
     offset = _aligned_offset(pred, label)
     if offset is None:
         if align != "nearest":
             raise InputError(
-                pred.path, f"prediction grid ({_grid_text(pred)}) differs from the label grid "
+                pred.path,
+                f"prediction grid ({_grid_text(pred)}) differs from the label grid "
                 f"of {label.path.name} ({_grid_text(label)})",
                 "export the prediction on the label grid, or pass --align nearest "
                 "(audit.align: nearest) to read it onto the label grid with nearest "
-                "neighbour resampling")
-        log.warning("reading %s onto the grid of %s with nearest-neighbour resampling "
-                    "(--align nearest): %s -> %s", pred.path, label.path, _grid_text(pred),
-                    _grid_text(label))
+                "neighbour resampling",
+            )
+        log.warning(
+            "reading %s onto the grid of %s with nearest-neighbour resampling "
+            "(--align nearest): %s -> %s",
+            pred.path,
+            label.path,
+            _grid_text(pred),
+            _grid_text(label),
+        )
     else:
         dr, dc = offset
-        if dr >= pred.height or dc >= pred.width or dr + label.height <= 0 or \
-                dc + label.width <= 0:
-            raise InputError(pred.path, f"the prediction does not cover label {label.path.name} "
-                             "at all", "pass the map that covers these labels, or drop the "
-                             "label file")
+        if dr >= pred.height or dc >= pred.width or dr + label.height <= 0 or dc + label.width <= 0:
+            raise InputError(
+                pred.path,
+                f"the prediction does not cover label {label.path.name} at all",
+                "pass the map that covers these labels, or drop the label file",
+            )
         if offset != (0, 0) or (pred.height, pred.width) != (label.height, label.width):
-            log.info("%s: prediction read through a window offset by %s px (same grid "
-                     "spacing, no resampling)", label.path.name, offset)
+            log.info(
+                "%s: prediction read through a window offset by %s px (same grid "
+                "spacing, no resampling)",
+                label.path.name,
+                offset,
+            )
     return Pair(label, pred, band, offset)
 
 
@@ -273,10 +329,17 @@ class PredictionReader:
         if pair.offset is None:
             lab = pair.label
             # without a nodata value, an alpha band is what marks where the map ends
-            self.src = self._stack.enter_context(WarpedVRT(
-                self.src, crs=lab.crs, transform=lab.transform, width=lab.width,
-                height=lab.height, resampling=Resampling.nearest,
-                add_alpha=self.src.nodata is None))
+            self.src = self._stack.enter_context(
+                WarpedVRT(
+                    self.src,
+                    crs=lab.crs,
+                    transform=lab.transform,
+                    width=lab.width,
+                    height=lab.height,
+                    resampling=Resampling.nearest,
+                    add_alpha=self.src.nodata is None,
+                )
+            )
         nd = pair.pred.nodata
         self.nodata = None if nd is None or (isinstance(nd, float) and math.isnan(nd)) else nd
         self.floating = np.issubdtype(np.dtype(pair.pred.dtype), np.floating)
@@ -312,12 +375,18 @@ class PredictionReader:
         out = self.map.apply(raw, valid)
         if (out == UNMAPPED).any():
             bad = np.unique(raw[out == UNMAPPED])[:10].tolist()
-            what = (f"not class ids 0..{self.map.num_classes - 1}" if self.map.identity
-                    else "not in the class map")
-            raise InputError(self.pair.pred.path, f"values {bad} in window {window} are {what}",
-                             "map every product value to a class with --class-map (e.g. "
-                             "'3:land', or '3:nodata' for no prediction), or set the "
-                             "raster's nodata value")
+            what = (
+                f"not class ids 0..{self.map.num_classes - 1}"
+                if self.map.identity
+                else "not in the class map"
+            )
+            raise InputError(
+                self.pair.pred.path,
+                f"values {bad} in window {window} are {what}",
+                "map every product value to a class with --class-map (e.g. "
+                "'3:land', or '3:nodata' for no prediction), or set the "
+                "raster's nodata value",
+            )
         return out
 
     def _read_shifted(self, window: Window, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -355,15 +424,21 @@ def read_labels(src, info: RasterInfo, window: Window, ignore: int) -> np.ndarra
         InputError: Label values outside 0..255.
     """
     y = src.read(1, window=window)
-    if info.nodata is not None and not (isinstance(info.nodata, float) and
-                                        math.isnan(info.nodata)) and info.nodata != ignore:
+    if (
+        info.nodata is not None
+        and not (isinstance(info.nodata, float) and math.isnan(info.nodata))
+        and info.nodata != ignore
+    ):
         y[y == np.asarray(info.nodata).astype(y.dtype)] = ignore
     if info.has_mask:
         y[src.read_masks(1, window=window) == 0] = ignore
     if y.dtype != np.uint8:
         bad = (y < 0) | (y > 255)
         if bad.any():
-            raise InputError(info.path, f"label values outside 0..255 in window {window}",
-                             "labels must be class ids 0..C-1 or the ignore value")
+            raise InputError(
+                info.path,
+                f"label values outside 0..255 in window {window}",
+                "labels must be class ids 0..C-1 or the ignore value",
+            )
         y = y.astype(np.uint8)
     return y

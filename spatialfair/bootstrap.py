@@ -44,8 +44,7 @@ class BootstrapCI:
 
 def _replicate_weights(rng: np.random.Generator, n_blocks: int, n: int) -> np.ndarray:
     """(n, n_blocks) float64: how often each block is drawn in each of n replicates."""
-    return rng.multinomial(n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=n).astype(
-        np.float64)
+    return rng.multinomial(n_blocks, np.full(n_blocks, 1.0 / n_blocks), size=n).astype(np.float64)
 
 
 def _region_matrix(entries, n_blocks: int, c2: int) -> sp.csr_matrix:
@@ -56,8 +55,9 @@ def _region_matrix(entries, n_blocks: int, c2: int) -> sp.csr_matrix:
     rows = np.asarray(bi)[keep]
     cols = np.asarray(reg)[keep][:, None] * c2 + np.arange(c2)[None, :]
     vals = np.asarray(cm, dtype=np.float64)[keep].reshape(-1, c2)
-    return sp.csr_matrix((vals.ravel(), (np.repeat(rows, c2), cols.ravel())),
-                         shape=(n_blocks, n_regions * c2))
+    return sp.csr_matrix(
+        (vals.ravel(), (np.repeat(rows, c2), cols.ravel())), shape=(n_blocks, n_regions * c2)
+    )
 
 
 def block_bootstrap(
@@ -96,9 +96,17 @@ def block_bootstrap(
     n_blocks, c = block_cm.shape[0], block_cm.shape[-1]
     c2 = c * c
     if n_boot <= 0 or n_blocks == 0:
-        return {name: BootstrapCI(np.full(e[3], np.nan), np.full(e[3], np.nan),
-                                  np.zeros(e[3], np.int64), 0, confidence, n_blocks)
-                for name, e in entries.items()}
+        return {
+            name: BootstrapCI(
+                np.full(e[3], np.nan),
+                np.full(e[3], np.nan),
+                np.zeros(e[3], np.int64),
+                0,
+                confidence,
+                n_blocks,
+            )
+            for name, e in entries.items()
+        }
     mats = {name: _region_matrix(e, n_blocks, c2) for name, e in entries.items()}
     widest = max([m.shape[1] for m in mats.values()] + [1])
     total = block_cm.reshape(n_blocks, c2)
@@ -113,13 +121,12 @@ def block_bootstrap(
         for name, m in mats.items():
             region_cm = np.asarray((m.T @ w.T).T).reshape(b, -1, c, c)
             per = metric_arrays(region_cm, class_names)[metric]
-            dev[name][done:done + b] = per - overall[:, None]
+            dev[name][done : done + b] = per - overall[:, None]
         done += b
     return {name: _percentiles(d, n_boot, confidence, n_blocks) for name, d in dev.items()}
 
 
-def _percentiles(dev: np.ndarray, n_boot: int, confidence: float, n_blocks: int
-                 ) -> BootstrapCI:
+def _percentiles(dev: np.ndarray, n_boot: int, confidence: float, n_blocks: int) -> BootstrapCI:
     tail = 100.0 * (1.0 - confidence) / 2.0
     n_valid = np.isfinite(dev).sum(axis=0)
     low = np.full(dev.shape[1], np.nan)
@@ -127,12 +134,12 @@ def _percentiles(dev: np.ndarray, n_boot: int, confidence: float, n_blocks: int
     has = n_valid > 0
     if has.any():
         low[has], high[has] = np.nanpercentile(dev[:, has], [tail, 100.0 - tail], axis=0)
-    return BootstrapCI(low, high, n_valid.astype(np.int64), int(n_boot), float(confidence),
-                       int(n_blocks))
+    return BootstrapCI(
+        low, high, n_valid.astype(np.int64), int(n_boot), float(confidence), int(n_blocks)
+    )
 
 
-def block_pixels(crs, transform, width: int, height: int, block_size: float
-                 ) -> tuple[int, int]:
+def block_pixels(crs, transform, width: int, height: int, block_size: float) -> tuple[int, int]:
     """(rows, cols) in pixels of a ``block_size``-metre block on a raster grid.
 
     Projected CRS: the pixel size times the CRS's linear unit in metres. Geographic CRS

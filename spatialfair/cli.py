@@ -15,8 +15,19 @@ import sys
 from .errors import SpatialfairError
 
 #: Sub-commands in pipeline order; each is a module in spatialfair.commands.
-COMMANDS = ["demo", "tile", "partition", "split", "train", "predict", "evaluate", "aggregate",
-            "compare", "audit", "validate"]
+COMMANDS = [
+    "demo",
+    "tile",
+    "partition",
+    "split",
+    "train",
+    "predict",
+    "evaluate",
+    "aggregate",
+    "compare",
+    "audit",
+    "validate",
+]
 
 log = logging.getLogger("spatialfair")
 

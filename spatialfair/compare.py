@@ -28,24 +28,62 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 #: Per-run columns of the single-run table (kept for old readers; means over seeds).
-COLUMNS = ["run", "strategy", "strength", "headline_metric", "partitioning", "overall",
-           "worst_region", "worst_value", "best_region", "best_value", "difference", "ratio",
-           "std", "mad", "spad_score", "spad_score_mean", "n_significant",
-           "n_significant_worse", "delta_overall_vs_erm", "delta_worst_vs_erm",
-           "delta_difference_vs_erm", "delta_spad_vs_erm", "pareto"]
+COLUMNS = [
+    "run",
+    "strategy",
+    "strength",
+    "headline_metric",
+    "partitioning",
+    "overall",
+    "worst_region",
+    "worst_value",
+    "best_region",
+    "best_value",
+    "difference",
+    "ratio",
+    "std",
+    "mad",
+    "spad_score",
+    "spad_score_mean",
+    "n_significant",
+    "n_significant_worse",
+    "delta_overall_vs_erm",
+    "delta_worst_vs_erm",
+    "delta_difference_vs_erm",
+    "delta_spad_vs_erm",
+    "pareto",
+]
 #: Measures compared with ERM: name in the new columns -> per-run column.
-MEASURES = {"overall": "overall", "worst": "worst_value", "difference": "difference",
-            "std": "std", "spad": "spad_score"}
+MEASURES = {
+    "overall": "overall",
+    "worst": "worst_value",
+    "difference": "difference",
+    "std": "std",
+    "spad": "spad_score",
+}
 #: The measure whose change decides the verdict, and the one reported as its cost.
 GAP, COST = "difference", "overall"
 SELECTED = ":selected"
-VERDICT_COLUMNS = (["n_seeds", "n_paired", "role", "verdict"]
-                   + [f"{m}_{s}" for m in MEASURES for s in ("mean", "ci_low", "ci_high")]
-                   + [f"delta_{m}_{s}" for m in MEASURES
-                      for s in ("mean", "ci_low", "ci_high", "p", "p_holm")]
-                   + ["test", "alpha", "selected_runs"])
-_NUMERIC = ["strength", "overall", "worst_value", "best_value", "difference", "ratio", "std",
-            "mad", "spad_score", "spad_score_mean", "n_significant", "n_significant_worse"]
+VERDICT_COLUMNS = (
+    ["n_seeds", "n_paired", "role", "verdict"]
+    + [f"{m}_{s}" for m in MEASURES for s in ("mean", "ci_low", "ci_high")]
+    + [f"delta_{m}_{s}" for m in MEASURES for s in ("mean", "ci_low", "ci_high", "p", "p_holm")]
+    + ["test", "alpha", "selected_runs"]
+)
+_NUMERIC = [
+    "strength",
+    "overall",
+    "worst_value",
+    "best_value",
+    "difference",
+    "ratio",
+    "std",
+    "mad",
+    "spad_score",
+    "spad_score_mean",
+    "n_significant",
+    "n_significant_worse",
+]
 _TEXT = ["headline_metric", "partitioning", "worst_region", "best_region"]
 _TEST_NAMES = {"signflip": "sign-flip", "t": "t-test"}
 
@@ -80,33 +118,51 @@ def pareto_front(overall: np.ndarray, gap: np.ndarray) -> np.ndarray:
     ok = np.isfinite(overall) & np.isfinite(gap)
     front = np.zeros(len(overall), dtype=bool)
     for i in np.flatnonzero(ok):
-        dominated = ok & (overall >= overall[i]) & (gap <= gap[i]) & (
-            (overall > overall[i]) | (gap < gap[i]))
+        dominated = (
+            ok
+            & (overall >= overall[i])
+            & (gap <= gap[i])
+            & ((overall > overall[i]) | (gap < gap[i]))
+        )
         front[i] = not dominated.any()
     return front
 
 
-def _row(doc: dict[str, Any], name: str, strategy: str, strength: float | None,
-         partitioning: str | None) -> dict[str, Any]:
+def _row(
+    doc: dict[str, Any], name: str, strategy: str, strength: float | None, partitioning: str | None
+) -> dict[str, Any]:
     h = doc["headline_metric"]
     part = partitioning or doc.get("primary_partitioning") or next(iter(doc["partitionings"]))
     if part not in doc["partitionings"]:
-        raise InputError(f"run {name}", f"no partitioning '{part}' in its metrics.json",
-                         f"use one of {sorted(doc['partitionings'])}")
+        raise InputError(
+            f"run {name}",
+            f"no partitioning '{part}' in its metrics.json",
+            f"use one of {sorted(doc['partitionings'])}",
+        )
     p = doc["partitionings"][part]
     s = p["summaries"][h]
     regions = p["regions"]
     return {
-        "run": name, "strategy": strategy, "strength": strength, "headline_metric": h,
-        "partitioning": part, "overall": doc["overall"].get(h),
-        "worst_region": s.get("worst_region"), "worst_value": s.get("group_min"),
-        "best_region": s.get("best_region"), "best_value": s.get("group_max"),
-        "difference": s.get("difference"), "ratio": s.get("ratio"), "std": s.get("std"),
-        "mad": s.get("mad"), "spad_score": doc.get("spad_score", {}).get(h),
+        "run": name,
+        "strategy": strategy,
+        "strength": strength,
+        "headline_metric": h,
+        "partitioning": part,
+        "overall": doc["overall"].get(h),
+        "worst_region": s.get("worst_region"),
+        "worst_value": s.get("group_min"),
+        "best_region": s.get("best_region"),
+        "best_value": s.get("group_max"),
+        "difference": s.get("difference"),
+        "ratio": s.get("ratio"),
+        "std": s.get("std"),
+        "mad": s.get("mad"),
+        "spad_score": doc.get("spad_score", {}).get(h),
         "spad_score_mean": doc.get("spad_score_mean", {}).get(h),
         "n_significant": sum(bool(r.get("significant")) for r in regions),
-        "n_significant_worse": sum(bool(r.get("significant")) and (r.get("direction") or 0) < 0
-                                   for r in regions),
+        "n_significant_worse": sum(
+            bool(r.get("significant")) and (r.get("direction") or 0) < 0 for r in regions
+        ),
     }
 
 
@@ -114,12 +170,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc})", "re-run `spatialfair evaluate`"
-                         ) from exc
+        raise InputError(path, f"not valid JSON ({exc})", "re-run `spatialfair evaluate`") from exc
 
 
-def seed_rows(dataset_dir: str | Path, runs: Sequence[Any],
-              partitioning: str | None = None) -> pd.DataFrame:
+def seed_rows(
+    dataset_dir: str | Path, runs: Sequence[Any], partitioning: str | None = None
+) -> pd.DataFrame:
     """One row per run and seed, read from each seed's metrics.json; runs in the given order.
 
     Args:
@@ -139,21 +195,28 @@ def seed_rows(dataset_dir: str | Path, runs: Sequence[Any],
     if not parsed:
         raise InputError(dataset_dir, "no run to compare", "pass at least one run name")
     found = {name: seed_metrics(dataset_dir / name) for name, _, _ in parsed}
-    missing = [str(dataset_dir / n / "fairness" / "metrics.json") for n, _, _ in parsed
-               if not found[n]]
+    missing = [
+        str(dataset_dir / n / "fairness" / "metrics.json") for n, _, _ in parsed if not found[n]
+    ]
     if missing:
-        raise InputError(missing[0], f"metrics of {len(missing)} run(s) missing: {missing}",
-                         "run `spatialfair evaluate` for every run (and seed) first")
+        raise InputError(
+            missing[0],
+            f"metrics of {len(missing)} run(s) missing: {missing}",
+            "run `spatialfair evaluate` for every run (and seed) first",
+        )
     rows = []
     for name, strategy, strength in parsed:
         for seed, path in found[name].items():
-            rows.append({**_row(_read_json(path), name, strategy, strength, partitioning),
-                         "seed": seed})
+            rows.append(
+                {**_row(_read_json(path), name, strategy, strength, partitioning), "seed": seed}
+            )
     table = pd.DataFrame(rows)
     if table["headline_metric"].nunique() > 1:
-        raise InputError(dataset_dir, "runs use different headline metrics "
-                         f"{sorted(table['headline_metric'].unique())}",
-                         "evaluate every run with the same config")
+        raise InputError(
+            dataset_dir,
+            f"runs use different headline metrics {sorted(table['headline_metric'].unique())}",
+            "evaluate every run with the same config",
+        )
     return table.astype({c: float for c in _NUMERIC})
 
 
@@ -181,8 +244,11 @@ def validation_score(run_dir: str | Path, seed: int) -> float:
             return math.nan
         logdf = pd.read_csv(path)
         if not {"score", "selected"} <= set(logdf.columns):
-            raise InputError(path, "no 'score' or 'selected' column",
-                             "re-train the run with this version of spatialfair")
+            raise InputError(
+                path,
+                "no 'score' or 'selected' column",
+                "re-train the run with this version of spatialfair",
+            )
         chosen = logdf[logdf["selected"] == 1]
         if chosen.empty:
             return math.nan
@@ -225,13 +291,23 @@ def select_by_validation(dataset_dir: str | Path, rows: pd.DataFrame) -> pd.Data
             if not np.isfinite(scores).any():
                 continue
             best = cand.iloc[int(np.nanargmax(scores))]
-            picked.append({**best.to_dict(), "run": strategy + SELECTED, "strength": math.nan,
-                           "picked": best["run"]})
+            picked.append(
+                {
+                    **best.to_dict(),
+                    "run": strategy + SELECTED,
+                    "strength": math.nan,
+                    "picked": best["run"],
+                }
+            )
         if picked:
             out.extend(picked)
         else:
-            log.warning("no validation scores (train_log.csv) for the %s sweep %s: no %s row",
-                        strategy, names, strategy + SELECTED)
+            log.warning(
+                "no validation scores (train_log.csv) for the %s sweep %s: no %s row",
+                strategy,
+                names,
+                strategy + SELECTED,
+            )
     return pd.DataFrame(out)
 
 
@@ -243,8 +319,9 @@ def _with_selected(rows: pd.DataFrame, selected: pd.DataFrame) -> pd.DataFrame:
     for i, name in enumerate(order):
         parts.append(rows[rows["run"] == name])
         strategy = rows.loc[rows["run"] == name, "strategy"].iloc[0]
-        later = [n for n in order[i + 1:]
-                 if rows.loc[rows["run"] == n, "strategy"].iloc[0] == strategy]
+        later = [
+            n for n in order[i + 1 :] if rows.loc[rows["run"] == n, "strategy"].iloc[0] == strategy
+        ]
         if not later:
             parts.append(selected[selected["run"] == str(strategy) + SELECTED])
     return pd.concat(parts, ignore_index=True)
@@ -259,8 +336,15 @@ def _roles(rows: pd.DataFrame) -> tuple[str | None, dict[str, str]]:
     swept = {r[: -len(SELECTED)] for r in runs["run"] if str(r).endswith(SELECTED)}
     roles = {}
     for run, strategy in zip(runs["run"], runs["strategy"]):
-        roles[run] = ("baseline" if run == baseline else "selected" if str(run).endswith(SELECTED)
-                      else "sweep" if strategy in swept else "strategy")
+        roles[run] = (
+            "baseline"
+            if run == baseline
+            else "selected"
+            if str(run).endswith(SELECTED)
+            else "sweep"
+            if strategy in swept
+            else "strategy"
+        )
     return baseline, roles
 
 
@@ -276,30 +360,40 @@ def _mode(values: pd.Series) -> Any:
 def _run_summary(sub: pd.DataFrame, level: float) -> dict[str, Any]:
     """Per-run columns of one run's seed rows: means (numbers), most frequent (names), CIs."""
     first = sub.iloc[0]
-    out: dict[str, Any] = {c: first[c] for c in ("run", "strategy", "headline_metric",
-                                                 "partitioning")}
+    out: dict[str, Any] = {
+        c: first[c] for c in ("run", "strategy", "headline_metric", "partitioning")
+    }
     out.update({c: float(sub[c].mean()) for c in _NUMERIC})
     out["strength"] = first["strength"]
     out.update({c: _mode(sub[c]) for c in ("worst_region", "best_region")})
     out["n_seeds"] = len(sub)
     for m, col in MEASURES.items():
         out[f"{m}_mean"], out[f"{m}_ci_low"], out[f"{m}_ci_high"] = stats.t_interval(
-            sub[col], level)
+            sub[col], level
+        )
     picked = sub["picked"] if "picked" in sub else pd.Series(dtype=object)
-    out["selected_runs"] = (" ".join(f"s{int(s)}:{p}" for s, p in zip(sub["seed"], picked))
-                            if picked.notna().any() else None)
+    out["selected_runs"] = (
+        " ".join(f"s{int(s)}:{p}" for s, p in zip(sub["seed"], picked))
+        if picked.notna().any()
+        else None
+    )
     return out
 
 
-def _deltas(sub: pd.DataFrame, base: pd.DataFrame, test: str, level: float
-            ) -> dict[str, Any]:
+def _deltas(sub: pd.DataFrame, base: pd.DataFrame, test: str, level: float) -> dict[str, Any]:
     """Paired differences to the baseline over the seeds both have, per measure."""
     merged = sub.merge(base, on="seed", suffixes=("", "__base"))
     out: dict[str, Any] = {"n_paired": len(merged)}
     for m, col in MEASURES.items():
         r = stats.paired(merged[col], merged[col + "__base"], test=test, level=level)
-        out.update({f"delta_{m}_mean": r.mean, f"delta_{m}_ci_low": r.ci_low,
-                    f"delta_{m}_ci_high": r.ci_high, f"delta_{m}_p": r.p})
+        out.update(
+            {
+                f"delta_{m}_mean": r.mean,
+                f"delta_{m}_ci_low": r.ci_low,
+                f"delta_{m}_ci_high": r.ci_high,
+                f"delta_{m}_p": r.p,
+            }
+        )
     return out
 
 
@@ -342,13 +436,20 @@ def verdict(row: dict[str, Any] | pd.Series, alpha: float, test: str) -> str:
         return "one run: no evidence possible"
     g = {k: row[f"delta_{GAP}_{k}"] for k in ("mean", "ci_low", "ci_high", "p_holm")}
     significant = bool(g["p_holm"] < alpha)
-    word = ("fairer" if significant and g["ci_high"] < 0 else
-            "less fair" if significant and g["ci_low"] > 0 else "no evidence")
+    word = (
+        "fairer"
+        if significant and g["ci_high"] < 0
+        else "less fair"
+        if significant and g["ci_low"] > 0
+        else "no evidence"
+    )
     c = [row[f"delta_{COST}_{k}"] for k in ("mean", "ci_low", "ci_high")]
-    text = (f"{word} ({GAP} {_fmt_ci(g['mean'], g['ci_low'], g['ci_high'])}, "
-            f"Holm p={g['p_holm']:.2g}); {COST} {_fmt_ci(*c)}; {n} seeds")
+    text = (
+        f"{word} ({GAP} {_fmt_ci(g['mean'], g['ci_low'], g['ci_high'])}, "
+        f"Holm p={g['p_holm']:.2g}); {COST} {_fmt_ci(*c)}; {n} seeds"
+    )
     if word == "no evidence" and stats.min_p(n, test) >= alpha:
-        text += (f" (the {_TEST_NAMES[test]} test cannot reach p < {alpha:g} with {n} seeds)")
+        text += f" (the {_TEST_NAMES[test]} test cannot reach p < {alpha:g} with {n} seeds)"
     return text
 
 
@@ -367,8 +468,9 @@ def verdict_kind(text: str) -> str:
     return "none" if not str(text).startswith("one run") else "no evidence"
 
 
-def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
-                  level: float = stats.CONFIDENCE) -> pd.DataFrame:
+def verdict_table(
+    rows: pd.DataFrame, *, alpha: float, test: str, level: float = stats.CONFIDENCE
+) -> pd.DataFrame:
     """The comparison table from per-seed rows.
 
     Args:
@@ -389,8 +491,7 @@ def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
     baseline, roles = _roles(rows)
     base = rows[rows["run"] == baseline] if baseline else None
     if baseline is None:
-        log.warning("no ERM run among %s: no changes against the baseline reported",
-                    list(roles))
+        log.warning("no ERM run among %s: no changes against the baseline reported", list(roles))
     records = []
     for run, role in roles.items():
         sub = rows[rows["run"] == run]
@@ -398,15 +499,25 @@ def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
         if base is not None and role != "baseline":
             rec.update(_deltas(sub, base[["seed", *MEASURES.values()]], test, level))
             if rec["n_paired"] < len(sub):
-                log.warning("%s: %d of its %d seeds also ran for %s; only those are paired",
-                            run, rec["n_paired"], len(sub), baseline)
+                log.warning(
+                    "%s: %d of its %d seeds also ran for %s; only those are paired",
+                    run,
+                    rec["n_paired"],
+                    len(sub),
+                    baseline,
+                )
         records.append(rec)
-    table = pd.DataFrame(records).reindex(columns=list(dict.fromkeys(
-        [c for c in COLUMNS if c in records[0]] + VERDICT_COLUMNS)))
+    table = pd.DataFrame(records).reindex(
+        columns=list(dict.fromkeys([c for c in COLUMNS if c in records[0]] + VERDICT_COLUMNS))
+    )
     table["n_paired"] = table["n_paired"].astype(float)
     _holm_columns(table)
-    old = {"overall": "delta_overall_vs_erm", "worst_value": "delta_worst_vs_erm",
-           "difference": "delta_difference_vs_erm", "spad_score": "delta_spad_vs_erm"}
+    old = {
+        "overall": "delta_overall_vs_erm",
+        "worst_value": "delta_worst_vs_erm",
+        "difference": "delta_difference_vs_erm",
+        "spad_score": "delta_spad_vs_erm",
+    }
     b = table[table["role"] == "baseline"]
     for col, new in old.items():
         table[new] = table[col] - b[col].iloc[0] if len(b) else np.nan
@@ -415,15 +526,24 @@ def verdict_table(rows: pd.DataFrame, *, alpha: float, test: str,
     table["verdict"] = [verdict(r, alpha, test) for _, r in table.iterrows()]
     short = table[(table["n_paired"] >= 2) & (table["role"] != "baseline")]
     if len(short) and stats.min_p(int(short["n_paired"].min()), test) >= alpha:
-        log.warning("with %d seeds the %s test cannot give p < %g: every verdict reads "
-                    "'no evidence'; run more seeds (docs/verdicts.md says how many)",
-                    int(short["n_paired"].min()), _TEST_NAMES[test], alpha)
+        log.warning(
+            "with %d seeds the %s test cannot give p < %g: every verdict reads "
+            "'no evidence'; run more seeds (docs/verdicts.md says how many)",
+            int(short["n_paired"].min()),
+            _TEST_NAMES[test],
+            alpha,
+        )
     return table[COLUMNS + VERDICT_COLUMNS]
 
 
-def comparison_table(dataset_dir: str | Path, runs: Sequence[Any],
-                     partitioning: str | None = None, *, alpha: float,
-                     test: str) -> pd.DataFrame:
+def comparison_table(
+    dataset_dir: str | Path,
+    runs: Sequence[Any],
+    partitioning: str | None = None,
+    *,
+    alpha: float,
+    test: str,
+) -> pd.DataFrame:
     """Read every run's per-seed metrics (and the train logs of sweeps) and build the table.
 
     Args:
@@ -447,8 +567,12 @@ def comparison_table(dataset_dir: str | Path, runs: Sequence[Any],
 
 
 #: Marker face and shape per verdict kind in the plot.
-_STYLE = {"fairer": ("o", True), "less fair": ("X", True), "no evidence": ("o", False),
-          "none": ("o", False)}
+_STYLE = {
+    "fairer": ("o", True),
+    "less fair": ("X", True),
+    "no evidence": ("o", False),
+    "none": ("o", False),
+}
 
 
 def _errorbars(ax: Any, sub: pd.DataFrame, ycol: str, color: Any) -> None:
@@ -458,8 +582,18 @@ def _errorbars(ax: Any, sub: pd.DataFrame, ycol: str, color: Any) -> None:
     yerr = np.abs(np.vstack([y - sub[f"{ycol}_ci_low"], sub[f"{ycol}_ci_high"] - y]))
     ok = np.isfinite(xerr).all(axis=0) & np.isfinite(yerr).all(axis=0)
     if ok.any():
-        ax.errorbar(x[ok], y[ok], xerr=xerr[:, ok], yerr=yerr[:, ok], fmt="none",
-                    ecolor=color, elinewidth=1, capsize=2, alpha=0.7, zorder=3)
+        ax.errorbar(
+            x[ok],
+            y[ok],
+            xerr=xerr[:, ok],
+            yerr=yerr[:, ok],
+            fmt="none",
+            ecolor=color,
+            elinewidth=1,
+            capsize=2,
+            alpha=0.7,
+            zorder=3,
+        )
 
 
 def _draw_strategy(ax: Any, sub: pd.DataFrame, ycol: str, color: Any, label: str) -> None:
@@ -467,22 +601,36 @@ def _draw_strategy(ax: Any, sub: pd.DataFrame, ycol: str, color: Any, label: str
     runs = sub[sub["role"] != "selected"]
     runs = runs.assign(_k=runs["strength"].fillna(-np.inf)).sort_values("_k")
     if len(runs) > 1:
-        ax.plot(runs["overall_mean"], runs[f"{ycol}_mean"], "-", color=color, alpha=0.6,
-                linewidth=1.2)
+        ax.plot(
+            runs["overall_mean"], runs[f"{ycol}_mean"], "-", color=color, alpha=0.6, linewidth=1.2
+        )
     _errorbars(ax, sub, ycol, color)
     for i, (_, r) in enumerate(sub.iterrows()):
         marker, filled = _STYLE[verdict_kind(r["verdict"])]
         selected = r["role"] == "selected"
-        ax.scatter([r["overall_mean"]], [r[f"{ycol}_mean"]], s=110 if selected else 55,
-                   marker="D" if selected and marker == "o" else marker,
-                   facecolor=color if filled else "white", edgecolor=color if not filled
-                   else "black", linewidth=1.6 if selected else 1.2, zorder=4,
-                   label=label if i == 0 else None)
-        tag = "selected" if selected else (f"{r['strength']:g}" if pd.notna(r["strength"])
-                                           else None)
+        ax.scatter(
+            [r["overall_mean"]],
+            [r[f"{ycol}_mean"]],
+            s=110 if selected else 55,
+            marker="D" if selected and marker == "o" else marker,
+            facecolor=color if filled else "white",
+            edgecolor=color if not filled else "black",
+            linewidth=1.6 if selected else 1.2,
+            zorder=4,
+            label=label if i == 0 else None,
+        )
+        tag = (
+            "selected" if selected else (f"{r['strength']:g}" if pd.notna(r["strength"]) else None)
+        )
         if tag and np.isfinite([r["overall_mean"], r[f"{ycol}_mean"]]).all():
-            ax.annotate(tag, (r["overall_mean"], r[f"{ycol}_mean"]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+            ax.annotate(
+                tag,
+                (r["overall_mean"], r[f"{ycol}_mean"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=color,
+            )
 
 
 def _legend(ax: Any) -> None:
@@ -490,12 +638,28 @@ def _legend(ax: Any) -> None:
 
     handles, labels = ax.get_legend_handles_labels()
     grey = "#555555"
-    extra = [Line2D([], [], marker="o", ls="", color=grey, label="filled: fairer (significant)"),
-             Line2D([], [], marker="o", ls="", markerfacecolor="white", color=grey,
-                    label="open: no evidence"),
-             Line2D([], [], marker="X", ls="", color=grey, label="X: less fair (significant)"),
-             Line2D([], [], marker="D", ls="", markerfacecolor="white", color=grey,
-                    label="diamond: strength chosen on validation")]
+    extra = [
+        Line2D([], [], marker="o", ls="", color=grey, label="filled: fairer (significant)"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            ls="",
+            markerfacecolor="white",
+            color=grey,
+            label="open: no evidence",
+        ),
+        Line2D([], [], marker="X", ls="", color=grey, label="X: less fair (significant)"),
+        Line2D(
+            [],
+            [],
+            marker="D",
+            ls="",
+            markerfacecolor="white",
+            color=grey,
+            label="diamond: strength chosen on validation",
+        ),
+    ]
     ax.legend(handles + extra, labels + [h.get_label() for h in extra], fontsize=7, loc="best")
 
 
@@ -518,9 +682,13 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
     import matplotlib.pyplot as plt
 
     h = table["headline_metric"].iloc[0]
-    panels = [("difference", f"difference of {h} between regions\n"
-                             f"('{table['partitioning'].iloc[0]}', best − worst)"),
-              ("spad", f"SPAD score of {h}\n(sum of MAD over generated grids)")]
+    panels = [
+        (
+            "difference",
+            f"difference of {h} between regions\n('{table['partitioning'].iloc[0]}', best − worst)",
+        ),
+        ("spad", f"SPAD score of {h}\n(sum of MAD over generated grids)"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), dpi=120)
     strategies = list(dict.fromkeys(table["strategy"]))
     cmap = plt.get_cmap("tab10")
@@ -531,24 +699,42 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
             sub = table[table["strategy"] == s]
             if s == "erm":
                 _errorbars(ax, sub, col, "black")
-                ax.scatter(sub["overall_mean"], sub[f"{col}_mean"], marker="*", s=260,
-                           color="black", zorder=5, label="ERM (baseline)")
+                ax.scatter(
+                    sub["overall_mean"],
+                    sub[f"{col}_mean"],
+                    marker="*",
+                    s=260,
+                    color="black",
+                    zorder=5,
+                    label="ERM (baseline)",
+                )
                 continue
             _draw_strategy(ax, sub, col, colors[s], s)
         x, y = points["overall_mean"].to_numpy(float), points[f"{col}_mean"].to_numpy(float)
         front = pareto_front(x, y)
         if front.any():
             order = np.argsort(x[front])
-            ax.step(x[front][order], y[front][order], where="post", color="#777777",
-                    linestyle="--", linewidth=1, label="Pareto frontier (means)", zorder=2)
+            ax.step(
+                x[front][order],
+                y[front][order],
+                where="post",
+                color="#777777",
+                linestyle="--",
+                linewidth=1,
+                label="Pareto frontier (means)",
+                zorder=2,
+            )
         ax.set_xlabel(f"overall {h} (higher is better)")
         ax.set_ylabel(label + " (lower is fairer)")
         ax.grid(alpha=0.3)
     _legend(axes[0])
     n = int(table["n_seeds"].max())
-    fig.suptitle((title or "Fairness vs accuracy per strategy (lower right is better)")
-                 + f"\nmeans over up to {n} seed(s); bars: 95 % CI over seeds; "
-                 "verdict on the difference against ERM", fontsize=10)
+    fig.suptitle(
+        (title or "Fairness vs accuracy per strategy (lower right is better)")
+        + f"\nmeans over up to {n} seed(s); bars: 95 % CI over seeds; "
+        "verdict on the difference against ERM",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -556,9 +742,15 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
     return Path(path)
 
 
-def compare_strategies(dataset_dir: str | Path, runs: Sequence[Any], out_csv: str | Path,
-                       out_png: str | Path, *, settings: Settings,
-                       partitioning: str | None = None) -> pd.DataFrame:
+def compare_strategies(
+    dataset_dir: str | Path,
+    runs: Sequence[Any],
+    out_csv: str | Path,
+    out_png: str | Path,
+    *,
+    settings: Settings,
+    partitioning: str | None = None,
+) -> pd.DataFrame:
     """Write ``comparison.csv`` and ``comparison.png`` for ``runs`` of one dataset.
 
     ``runs`` are run names (folders under ``dataset_dir``, e.g. ``erm``, ``groupdro-0.1``) or
@@ -583,11 +775,14 @@ def compare_strategies(dataset_dir: str | Path, runs: Sequence[Any], out_csv: st
         InputError: If a run has no metrics or the test is unknown.
     """
     ev = settings.evaluation
-    table = comparison_table(dataset_dir, runs, partitioning, alpha=ev.alpha,
-                             test=ev.verdict_test)
+    table = comparison_table(dataset_dir, runs, partitioning, alpha=ev.alpha, test=ev.verdict_test)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
-    plot_comparison(table, out_png, title=f"{Path(dataset_dir).name}: fairness vs "
-                    f"{table['headline_metric'].iloc[0]} per strategy (lower right is better)")
+    plot_comparison(
+        table,
+        out_png,
+        title=f"{Path(dataset_dir).name}: fairness vs "
+        f"{table['headline_metric'].iloc[0]} per strategy (lower right is better)",
+    )
     log.info("compared %d run(s): %s, %s", len(table), out_csv, out_png)
     return table

@@ -39,6 +39,7 @@ TASK_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+
 @functools.cache
 def _parsed_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
@@ -218,7 +219,8 @@ def demo_folder(config: dict, name: str) -> Path:
 def _dataset_default(key: str) -> Any:
     """The schema's default of a dataset block's ``key`` (for configs not yet validated)."""
     return load_schema()["properties"]["datasets"]["additionalProperties"]["properties"][key][
-        "default"]
+        "default"
+    ]
 
 
 def _expand(spec: str | list[str], base: Path) -> list[Path]:
@@ -254,7 +256,8 @@ def dataset_config(
     base = Path(base)
     if name not in config["datasets"]:
         raise InputError(
-            f"config: datasets.{name}", "no such dataset",
+            f"config: datasets.{name}",
+            "no such dataset",
             f"use one of {sorted(config['datasets'])}",
         )
     block = config["datasets"][name]
@@ -263,7 +266,8 @@ def dataset_config(
     colors = block.get("colors") or preset["colors"][: len(classes)]
     if len(colors) < len(classes):
         raise InputError(
-            f"config: datasets.{name}.colors", f"{len(colors)} colours for {len(classes)} classes",
+            f"config: datasets.{name}.colors",
+            f"{len(colors)} colours for {len(classes)} classes",
             "give one '#rrggbb' colour per class",
         )
     images = _expand(block.get("images") or [], base)  # none for an audit dataset
@@ -271,7 +275,8 @@ def dataset_config(
     if require_files:
         if not images:
             raise InputError(
-                f"config: datasets.{name}.images", f"'{block['images']}' matches no file",
+                f"config: datasets.{name}.images",
+                f"'{block['images']}' matches no file",
                 "check the glob (relative to the working directory) or list the files",
             )
         by_stem = {p.stem: p for p in labels}
@@ -290,8 +295,10 @@ def dataset_config(
     regions_path = None
     if regions:
         regions_path = Path(regions) if Path(regions).is_absolute() else base / regions
-    positive = preset["positive_class"] if classes == preset["classes"] else (
-        1 if block["task"] == "flood" else None
+    positive = (
+        preset["positive_class"]
+        if classes == preset["classes"]
+        else (1 if block["task"] == "flood" else None)
     )
     return DatasetConfig(
         name=name,

@@ -34,9 +34,12 @@ def _store(store: TileStore | str | Path) -> TileStore:
     return store if isinstance(store, TileStore) else TileStore(store)
 
 
-def tile_table(store: TileStore | str | Path, split: str | None = None,
-               columns: Sequence[str] | None = None, split_column: str = "split"
-               ) -> pd.DataFrame:
+def tile_table(
+    store: TileStore | str | Path,
+    split: str | None = None,
+    columns: Sequence[str] | None = None,
+    split_column: str = "split",
+) -> pd.DataFrame:
     """The tile index as a plain DataFrame (no geometries), optionally one split only.
 
     Args:
@@ -56,23 +59,33 @@ def tile_table(store: TileStore | str | Path, split: str | None = None,
     store = _store(store)
     path = store.index_path
     if not path.exists():
-        raise InputError(store.path, "the tile store has no tile index",
-                         "run `spatialfair tile` (and `split`) first")
+        raise InputError(
+            store.path,
+            "the tile store has no tile index",
+            "run `spatialfair tile` (and `split`) first",
+        )
     if split not in (None, "all") and path.name != "tiles.gpkg":
-        raise InputError(store.path, "tiles.gpkg (with the train/val/test split) is missing",
-                         "run `spatialfair split` for this dataset first")
+        raise InputError(
+            store.path,
+            "tiles.gpkg (with the train/val/test split) is missing",
+            "run `spatialfair split` for this dataset first",
+        )
     filtered = split not in (None, "all")
     if filtered and split not in SPLITS:
         raise InputError("split", f"unknown split {split!r}", f"use one of {SPLITS} or 'all'")
     if columns and filtered and split_column not in columns:
         columns = [*columns, split_column]
-    table = pyogrio.read_dataframe(path, layer="tiles", read_geometry=False,
-                                   columns=list(columns) if columns else None)
+    table = pyogrio.read_dataframe(
+        path, layer="tiles", read_geometry=False, columns=list(columns) if columns else None
+    )
     if filtered:
         if split_column not in table.columns:
             have = [c for c in table.columns if c == "split" or c.startswith("split__")]
-            raise InputError(path, f"the tile index has no split column '{split_column}'",
-                             f"use one of {have} or re-run `spatialfair split`")
+            raise InputError(
+                path,
+                f"the tile index has no split column '{split_column}'",
+                f"use one of {have} or re-run `spatialfair split`",
+            )
         table = table[table[split_column] == split]
     return table.sort_values("tile_id").reset_index(drop=True)
 
@@ -100,11 +113,12 @@ def _chunks(table: pd.DataFrame, tile_bytes: int) -> Iterator[tuple[str, np.ndar
     for scene, rows in table.groupby("scene", sort=False):
         idx = np.sort(rows["store_index"].to_numpy())
         for i in range(0, len(idx), step):
-            yield str(scene), idx[i:i + step]
+            yield str(scene), idx[i : i + step]
 
 
-def band_stats(store: TileStore | str | Path, split: str = "train",
-               split_column: str = "split") -> tuple[list[float], list[float]]:
+def band_stats(
+    store: TileStore | str | Path, split: str = "train", split_column: str = "split"
+) -> tuple[list[float], list[float]]:
     """Per-band mean and standard deviation over the valid pixels of ``split`` tiles.
 
     Streams chunks of tiles (float64 accumulation with Chan's parallel update, so there is no
@@ -120,11 +134,13 @@ def band_stats(store: TileStore | str | Path, split: str = "train",
         (means, standard deviations), one per band.
     """
     store = _store(store)
-    table = tile_table(store, split, ["tile_id", "scene", "store_index"],
-                       split_column=split_column)
+    table = tile_table(store, split, ["tile_id", "scene", "store_index"], split_column=split_column)
     if table.empty:
-        raise InputError(store.path, f"no '{split}' tiles to compute band statistics from",
-                         "check the split settings (split.val, split.test)")
+        raise InputError(
+            store.path,
+            f"no '{split}' tiles to compute band statistics from",
+            "check the split settings (split.val, split.test)",
+        )
     nb, t = len(store.bands), store.tile_size
     count = 0.0
     mean = np.zeros(nb)
@@ -146,20 +162,31 @@ def band_stats(store: TileStore | str | Path, split: str = "train",
         m2 = m2 + c_m2 + delta**2 * count * n / total
         count = total
     if count == 0:
-        raise InputError(store.path, f"the '{split}' tiles have no valid pixel",
-                         "check the images' nodata and the labels")
+        raise InputError(
+            store.path,
+            f"the '{split}' tiles have no valid pixel",
+            "check the images' nodata and the labels",
+        )
     std = np.sqrt(m2 / count)
     flat = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
     if flat.any():
-        log.warning("band(s) %s are constant over the training tiles; their std is set to 1",
-                    [store.bands[i] for i in np.flatnonzero(flat)])
+        log.warning(
+            "band(s) %s are constant over the training tiles; their std is set to 1",
+            [store.bands[i] for i in np.flatnonzero(flat)],
+        )
         std[flat] = 1.0
     return mean.tolist(), std.tolist()
 
 
-def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
-                        split: str = "train", partitioning: str = "regions", *,
-                        split_column: str = "split", by_class: bool = False) -> np.ndarray:
+def region_pixel_counts(
+    store: TileStore | str | Path,
+    num_regions: int | None,
+    split: str = "train",
+    partitioning: str = "regions",
+    *,
+    split_column: str = "split",
+    by_class: bool = False,
+) -> np.ndarray:
     """Labelled pixels per region of ``partitioning`` over ``split`` tiles.
 
     Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
@@ -214,12 +241,16 @@ def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
             known = labelled & (lab < c)
             code = reg[known] * c + lab[known].astype(np.int64)
             class_counts += np.bincount(code, minlength=(cap + 1) * c)
-    bad = [int(v) for v in np.flatnonzero(hist)
-           if v >= store.num_classes and v != store.ignore_index]
+    bad = [
+        int(v) for v in np.flatnonzero(hist) if v >= store.num_classes and v != store.ignore_index
+    ]
     if bad:
-        raise InputError(store.path, f"labels hold values {bad} that are neither class ids "
-                         f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
-                         "fix the label rasters or the dataset's classes, then re-tile")
+        raise InputError(
+            store.path,
+            f"labels hold values {bad} that are neither class ids "
+            f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
+            "fix the label rasters or the dataset's classes, then re-tile",
+        )
     if class_counts is not None:
         return class_counts[: num_regions * c]
     if num_regions is None:
@@ -231,8 +262,9 @@ def region_pixel_counts(store: TileStore | str | Path, num_regions: int | None,
 def _region_source(store: TileStore, partitioning: str) -> str:
     """'pixel' (regions.bin holds it), 'tile' (index column) or 'none'."""
     held = store.meta.get("regions_partitioning") or "regions"
-    if held == partitioning and all((store.path / f"{s}.regions.bin").exists()
-                                    for s in store.scenes):
+    if held == partitioning and all(
+        (store.path / f"{s}.regions.bin").exists() for s in store.scenes
+    ):
         return "pixel"
     names = pyogrio.read_info(store.index_path, layer="tiles")["fields"]
     if f"region__{partitioning}" in list(names):
@@ -288,10 +320,17 @@ class TileDataset(Dataset):
         split_column: The index column holding the split.
     """
 
-    def __init__(self, store_dir: str | Path | TileStore, split: str | None,
-                 partitioning: str = "regions", tile_partitionings: Sequence[str] | None = None,
-                 norm: tuple[Sequence[float], Sequence[float]] | None = None,
-                 augment: bool = False, seed: int = 0, split_column: str = "split") -> None:
+    def __init__(
+        self,
+        store_dir: str | Path | TileStore,
+        split: str | None,
+        partitioning: str = "regions",
+        tile_partitionings: Sequence[str] | None = None,
+        norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        split_column: str = "split",
+    ) -> None:
         self.store = _store(store_dir)
         self.split, self.partitioning = split, partitioning
         self.split_column = split_column
@@ -299,48 +338,72 @@ class TileDataset(Dataset):
         self.tile_partitionings = list(tile_partitionings or [])
         self.region_source = _region_source(self.store, partitioning)
         if self.region_source == "tile":
-            log.info("%s: regions.bin does not hold partitioning '%s'; each pixel gets its "
-                     "tile's region", self.store.path, partitioning)
+            log.info(
+                "%s: regions.bin does not hold partitioning '%s'; each pixel gets its "
+                "tile's region",
+                self.store.path,
+                partitioning,
+            )
         elif self.region_source == "none":
-            log.warning("%s: no region ids for partitioning '%s' (run `spatialfair partition` "
-                        "and `split`); every pixel is outside every region", self.store.path,
-                        partitioning)
+            log.warning(
+                "%s: no region ids for partitioning '%s' (run `spatialfair partition` "
+                "and `split`); every pixel is outside every region",
+                self.store.path,
+                partitioning,
+            )
         needed = [f"region__{p}" for p in self.tile_partitionings]
         if self.region_source == "tile":
             needed.append(f"region__{partitioning}")
         table = tile_table(self.store, split, split_column=split_column)
         missing = [c for c in needed if c not in table.columns]
         if missing:
-            raise InputError(self.store.index_path, f"no column(s) {missing} in the tile index",
-                             f"use partitionings from {partitionings_in(table)} or re-run "
-                             "`spatialfair partition` and `split`")
+            raise InputError(
+                self.store.index_path,
+                f"no column(s) {missing} in the tile index",
+                f"use partitionings from {partitionings_in(table)} or re-run "
+                "`spatialfair partition` and `split`",
+            )
         if table.empty:
-            raise InputError(self.store.path, f"no '{split}' tiles",
-                             "check the split settings (split.val, split.test)")
+            raise InputError(
+                self.store.path,
+                f"no '{split}' tiles",
+                "check the split settings (split.val, split.test)",
+            )
         scenes = self.store.scenes
         unknown = set(table["scene"]) - set(scenes)
         if unknown:
-            raise InputError(self.store.index_path, f"tiles of unknown scenes {sorted(unknown)}",
-                             "re-run `spatialfair tile`")
+            raise InputError(
+                self.store.index_path,
+                f"tiles of unknown scenes {sorted(unknown)}",
+                "re-run `spatialfair tile`",
+            )
         self.scene_names = scenes
         self.scene_of = table["scene"].map({s: i for i, s in enumerate(scenes)}).to_numpy()
         self.store_index = table["store_index"].to_numpy(np.int64)
         self.tile_ids = table["tile_id"].to_numpy(np.int64)
-        self.tile_regions = (table[[f"region__{p}" for p in self.tile_partitionings]]
-                             .to_numpy(np.int64) if self.tile_partitionings
-                             else np.zeros((len(table), 0), np.int64))
-        self.pixel_tile_region = (table[f"region__{partitioning}"].to_numpy(np.int64)
-                                  if self.region_source == "tile" else None)
+        self.tile_regions = (
+            table[[f"region__{p}" for p in self.tile_partitionings]].to_numpy(np.int64)
+            if self.tile_partitionings
+            else np.zeros((len(table), 0), np.int64)
+        )
+        self.pixel_tile_region = (
+            table[f"region__{partitioning}"].to_numpy(np.int64)
+            if self.region_source == "tile"
+            else None
+        )
         col = f"region__{partitioning}"
         #: Region of every tile (its centre's) in ``partitioning``, for balanced sampling.
-        self.tile_region = (table[col].to_numpy(np.int64) if col in table.columns else None)
+        self.tile_region = table[col].to_numpy(np.int64) if col in table.columns else None
         if norm is None:
             norm = band_stats(self.store, "train", split_column)
         self.mean = np.asarray(norm[0], np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(norm[1], np.float32).reshape(-1, 1, 1)
         if self.mean.shape[0] != len(self.store.bands):
-            raise InputError(self.store.path, f"normalisation has {self.mean.shape[0]} bands, "
-                             f"the store {len(self.store.bands)}", "use the store's statistics")
+            raise InputError(
+                self.store.path,
+                f"normalisation has {self.mean.shape[0]} bands, the store {len(self.store.bands)}",
+                "use the store's statistics",
+            )
         self.ignore = self.store.ignore_index
         self._maps: dict[tuple[str, str], np.ndarray] | None = None
 
@@ -450,13 +513,22 @@ class BalancedSampler(Sampler[int]):
         StateError: If there are no tiles.
     """
 
-    def __init__(self, groups: Sequence[int] | np.ndarray, *, power: float = 1.0,
-                 seed: int = 0, rank: int = 0, world_size: int = 1,
-                 num_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        groups: Sequence[int] | np.ndarray,
+        *,
+        power: float = 1.0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_samples: int | None = None,
+    ) -> None:
         groups = np.asarray(groups, dtype=np.int64)
         if groups.size == 0:
-            raise StateError("BalancedSampler: no tiles to draw from; check that the split "
-                             "has training tiles (`spatialfair split`)")
+            raise StateError(
+                "BalancedSampler: no tiles to draw from; check that the split "
+                "has training tiles (`spatialfair split`)"
+            )
         ok = groups >= 0
         weights = np.zeros(groups.size)
         if ok.any():
@@ -483,15 +555,24 @@ class BalancedSampler(Sampler[int]):
         return rng.choice(self.p.size, size=self.per_rank * self.world_size, p=self.p)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.draw()[self.rank::self.world_size].tolist())
+        return iter(self.draw()[self.rank :: self.world_size].tolist())
 
     def __len__(self) -> int:
         return self.per_rank
 
 
-def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int = 0,
-                num_workers: int = 0, device: str | torch.device = "cpu", rank: int = 0,
-                world_size: int = 1, balanced: float | None = None) -> DataLoader:
+def make_loader(
+    dataset: TileDataset,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    balanced: float | None = None,
+) -> DataLoader:
     """DataLoader for training (shuffled by ``(seed, epoch)``) or evaluation (in order).
 
     Training uses a ``DistributedSampler`` (also with one process) so that the order depends only
@@ -516,23 +597,41 @@ def make_loader(dataset: TileDataset, batch_size: int, *, train: bool, seed: int
     """
     if train and balanced is not None:
         if dataset.tile_region is None:
-            raise InputError(dataset.store.index_path, "no column "
-                             f"region__{dataset.partitioning} for region-balanced sampling",
-                             "run `spatialfair partition` and `split`")
-        sampler: Sampler[int] = BalancedSampler(dataset.tile_region, power=balanced, seed=seed,
-                                                rank=rank, world_size=world_size)
+            raise InputError(
+                dataset.store.index_path,
+                f"no column region__{dataset.partitioning} for region-balanced sampling",
+                "run `spatialfair partition` and `split`",
+            )
+        sampler: Sampler[int] = BalancedSampler(
+            dataset.tile_region, power=balanced, seed=seed, rank=rank, world_size=world_size
+        )
     elif train:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                     shuffle=True, seed=seed, drop_last=False)
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=False
+        )
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
     cuda = torch.device(device).type == "cuda"
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      pin_memory=cuda, drop_last=False, persistent_workers=False,
-                      prefetch_factor=4 if num_workers > 0 else None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        drop_last=False,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
 
 
 __all__ = [
-    "BalancedSampler", "ShardSampler", "TileDataset", "augment_params", "band_stats",
-    "make_loader", "partitionings_in", "region_pixel_counts", "tile_table",
+    "BalancedSampler",
+    "ShardSampler",
+    "TileDataset",
+    "augment_params",
+    "band_stats",
+    "make_loader",
+    "partitionings_in",
+    "region_pixel_counts",
+    "tile_table",
 ]

@@ -68,8 +68,9 @@ def init_distributed(use_cuda: bool) -> DistContext:
         dist.init_process_group(backend=backend)
         owns = True
         log.info("rank %d/%d joined the %s process group", rank, world, backend)
-    return DistContext(world_size=dist.get_world_size(), rank=dist.get_rank(), local_rank=local,
-                       owns_group=owns)
+    return DistContext(
+        world_size=dist.get_world_size(), rank=dist.get_rank(), local_rank=local, owns_group=owns
+    )
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -128,5 +129,4 @@ def broadcast_object(obj: Any, ctx: DistContext, src: int = 0) -> Any:
     return box[0]
 
 
-__all__ = ["DistContext", "Reducer", "barrier", "broadcast_object", "init_distributed",
-           "shutdown"]
+__all__ = ["DistContext", "Reducer", "barrier", "broadcast_object", "init_distributed", "shutdown"]

@@ -96,50 +96,81 @@ def _json_value(v: Any) -> Any:
     return v
 
 
-def _check_scene(store_meta: dict, scene: str, ds: DatasetConfig, predictions_dir: Path,
-                 tiles: pd.DataFrame) -> _Scene:
+def _check_scene(
+    store_meta: dict, scene: str, ds: DatasetConfig, predictions_dir: Path, tiles: pd.DataFrame
+) -> _Scene:
     """Header checks of one scene's prediction, label and image (cheap; before any pass)."""
     from .validation import label_ignore_values, select_bands
 
     entry = store_meta["scenes"][scene]
     pred_path = predictions_dir / f"{scene}.tif"
     if not pred_path.exists():
-        raise InputError(pred_path, f"no prediction for scene '{scene}'",
-                         "run `spatialfair predict` for this run first")
+        raise InputError(
+            pred_path,
+            f"no prediction for scene '{scene}'",
+            "run `spatialfair predict` for this run first",
+        )
     pred = inspect_raster(pred_path, role="prediction", check_last_block=False)
     if pred.count != 1 or pred.dtype != "uint8":
-        raise InputError(pred_path, f"prediction must be one uint8 band of class ids, got "
-                         f"{pred.count} band(s) of {pred.dtype}",
-                         "use the predictions written by `spatialfair predict`")
+        raise InputError(
+            pred_path,
+            f"prediction must be one uint8 band of class ids, got "
+            f"{pred.count} band(s) of {pred.dtype}",
+            "use the predictions written by `spatialfair predict`",
+        )
     image = inspect_raster(entry["image"], role="image", check_last_block=False)
     label = inspect_raster(entry["label"], role="label", check_last_block=False)
-    want = (CRS.from_user_input(entry["crs"]), tuple(entry["transform"])[:6],
-            int(entry["height"]), int(entry["width"]))
+    want = (
+        CRS.from_user_input(entry["crs"]),
+        tuple(entry["transform"])[:6],
+        int(entry["height"]),
+        int(entry["width"]),
+    )
     for info, role in ((pred, "prediction"), (image, "image"), (label, "label")):
         got = (info.crs, tuple(info.transform)[:6], info.height, info.width)
-        if (got[0] != want[0] or got[2:] != want[2:]
-                or not np.allclose(got[1], want[1], rtol=0, atol=1e-9 * max(info.res))):
+        if (
+            got[0] != want[0]
+            or got[2:] != want[2:]
+            or not np.allclose(got[1], want[1], rtol=0, atol=1e-9 * max(info.res))
+        ):
             raise InputError(
-                info.path, f"{role} grid (CRS {got[0]}, {got[3]}x{got[2]} px, transform "
+                info.path,
+                f"{role} grid (CRS {got[0]}, {got[3]}x{got[2]} px, transform "
                 f"{got[1]}) differs from the tiled scene '{scene}' (CRS {want[0]}, "
                 f"{want[3]}x{want[2]} px, transform {want[1]})",
                 "evaluate predictions made on the tiled scene grid; re-run `spatialfair "
-                "predict` (and `tile` if the inputs changed)")
+                "predict` (and `tile` if the inputs changed)",
+            )
     if pred.nodata is not None and int(pred.nodata) != IGNORE_INDEX:
-        log.warning("%s: prediction nodata is %s, expected %d; pixels with value %d are "
-                    "still treated as 'no prediction'", pred_path, pred.nodata, IGNORE_INDEX,
-                    IGNORE_INDEX)
-    return _Scene(scene, pred, image, label, select_bands(image, ds.bands),
-                  effective_nodata(image, ds.nodata),
-                  label_ignore_values(label, ds.num_classes, ds.ignore_index), tiles)
+        log.warning(
+            "%s: prediction nodata is %s, expected %d; pixels with value %d are "
+            "still treated as 'no prediction'",
+            pred_path,
+            pred.nodata,
+            IGNORE_INDEX,
+            IGNORE_INDEX,
+        )
+    return _Scene(
+        scene,
+        pred,
+        image,
+        label,
+        select_bands(image, ds.bands),
+        effective_nodata(image, ds.nodata),
+        label_ignore_values(label, ds.num_classes, ds.ignore_index),
+        tiles,
+    )
 
 
 def _windows(info: RasterInfo, side: int) -> list[Window]:
     bh, bw = info.block_shape
     wh = max(bh, side // bh * bh)
     ww = max(bw, side // bw * bw)
-    return [Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
-            for r in range(0, info.height, wh) for c in range(0, info.width, ww)]
+    return [
+        Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
+        for r in range(0, info.height, wh)
+        for c in range(0, info.width, ww)
+    ]
 
 
 class _Accumulator:
@@ -153,16 +184,24 @@ class _Accumulator:
     def __init__(self, parts: dict[str, Any], num_classes: int, n_tiles: int) -> None:
         self.parts = parts
         self.c = num_classes
-        self.cm = {name: np.zeros((p.n_regions + 1, num_classes, num_classes), np.int64)
-                   for name, p in parts.items()}
+        self.cm = {
+            name: np.zeros((p.n_regions + 1, num_classes, num_classes), np.int64)
+            for name, p in parts.items()
+        }
         self.overall = np.zeros((num_classes, num_classes), np.int64)
         self.tile_cm = np.zeros((n_tiles, num_classes, num_classes), np.int64)
         self.selected = np.zeros(n_tiles, dtype=bool)
         self.region_px: dict[str, list[tuple[np.ndarray, ...]]] = {name: [] for name in parts}
         self.n_missing_pred = 0
 
-    def add_region_pixels(self, name: str, n_regions: int, slots: np.ndarray,
-                          px_tile: np.ndarray, px_region: np.ndarray) -> None:
+    def add_region_pixels(
+        self,
+        name: str,
+        n_regions: int,
+        slots: np.ndarray,
+        px_tile: np.ndarray,
+        px_region: np.ndarray,
+    ) -> None:
         """Count evaluated pixels per (tile, region): ``px_tile`` indexes ``slots`` (the
         window's tiles' index rows), ``px_region`` is -1 outside every region."""
         ok = px_region >= 0
@@ -186,8 +225,15 @@ class _Accumulator:
         return majority_regions(owner_of_tile[tile], region, count, n_owners)
 
 
-def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore: int,
-                    tiles: dict[str, np.ndarray], crs) -> None:
+def _process_window(
+    sc: _Scene,
+    acc: _Accumulator,
+    srcs,
+    window: Window,
+    ignore: int,
+    tiles: dict[str, np.ndarray],
+    crs,
+) -> None:
     """Accumulate one window's counts into ``acc`` (regions and tiles)."""
     psrc, lsrc, isrc = srcs
     r0, c0 = int(window.row_off), int(window.col_off)
@@ -199,8 +245,11 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
     if label.dtype != np.uint8:
         bad = (label < 0) | (label > 255)
         if bad.any():
-            raise InputError(sc.label.path, f"label values outside 0..255 in window {window}",
-                             "labels must be class ids 0..C-1 or the ignore value")
+            raise InputError(
+                sc.label.path,
+                f"label values outside 0..255 in window {window}",
+                "labels must be class ids 0..C-1 or the ignore value",
+            )
         label = label.astype(np.uint8)
     data = isrc.read(sc.indexes, window=window)
     invalid = invalid_mask(data, sc.nodata)
@@ -209,8 +258,12 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
         invalid |= isrc.read_masks(1, window=window) == 0
 
     # tiles intersecting the window; later tiles (store order) own shared pixels
-    cand = np.flatnonzero((tiles["row_off"] < r0 + h) & (tiles["row_off"] + tiles["height"] > r0)
-                          & (tiles["col_off"] < c0 + w) & (tiles["col_off"] + tiles["width"] > c0))
+    cand = np.flatnonzero(
+        (tiles["row_off"] < r0 + h)
+        & (tiles["row_off"] + tiles["height"] > r0)
+        & (tiles["col_off"] < c0 + w)
+        & (tiles["col_off"] + tiles["width"] > c0)
+    )
     owner = np.full((h, w), -1, dtype=np.int32)
     for j, k in enumerate(cand):
         ra = max(int(tiles["row_off"][k]) - r0, 0)
@@ -233,10 +286,12 @@ def _process_window(sc: _Scene, acc: _Accumulator, srcs, window: Window, ignore:
         pairs = _PixelPairs(y, pred, acc.c, ignore)  # shared by the tiles and every partitioning
         per_tile = pairs.confusion(local_px, len(cand))
     except InputError as exc:
-        raise InputError(sc.label.path if exc.where == "y_true" else sc.pred.path,
-                         f"{exc.where}: {exc.problem} (window {window})",
-                         "labels and predictions must hold class ids 0..C-1, the ignore "
-                         f"value or {IGNORE_INDEX} (no prediction)") from None
+        raise InputError(
+            sc.label.path if exc.where == "y_true" else sc.pred.path,
+            f"{exc.where}: {exc.problem} (window {window})",
+            "labels and predictions must hold class ids 0..C-1, the ignore "
+            f"value or {IGNORE_INDEX} (no prediction)",
+        ) from None
     slots = tiles["slot"][cand]
     acc.tile_cm[slots[used]] += per_tile[1:][used]
 
@@ -266,9 +321,14 @@ def _log_reprojections(parts: dict[str, Any], scenes: Sequence[_Scene]) -> None:
     for sc in scenes:
         moved = [n for n, p in parts.items() if not same_crs(p.crs, sc.pred.crs)]
         if moved:
-            log.info("scene %s is in %s: regions of %d partitioning(s) (%s) are reprojected to "
-                     "it to assign pixels", sc.name, sc.pred.crs, len(moved),
-                     ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""))
+            log.info(
+                "scene %s is in %s: regions of %d partitioning(s) (%s) are reprojected to "
+                "it to assign pixels",
+                sc.name,
+                sc.pred.crs,
+                len(moved),
+                ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""),
+            )
 
 
 def _primary_partitioning(settings: Settings, parts: dict[str, Any]) -> str:
@@ -287,16 +347,20 @@ def _sources(predictions: str | Path | Sequence[tuple[str, str | Path]]) -> list
         return [("split", Path(predictions))]
     out = [(str(c), Path(d)) for c, d in predictions]
     if not out:
-        raise InputError("predictions", "no predictions to evaluate",
-                         "pass a predictions folder or (split column, folder) pairs")
+        raise InputError(
+            "predictions",
+            "no predictions to evaluate",
+            "pass a predictions folder or (split column, folder) pairs",
+        )
     return out
 
 
 def _scene_tiles(index: pd.DataFrame, scene: str) -> pd.DataFrame:
     """One scene's tiles in store order (the order the pixel-ownership rule relies on)."""
     t = index.iloc[np.flatnonzero(index["scene"].astype(str).to_numpy() == scene)]
-    order = np.lexsort((t["col_off"].to_numpy(), t["row_off"].to_numpy(),
-                        t["store_index"].to_numpy()))
+    order = np.lexsort(
+        (t["col_off"].to_numpy(), t["row_off"].to_numpy(), t["store_index"].to_numpy())
+    )
     return t.iloc[order]
 
 
@@ -304,14 +368,22 @@ def _selection(t: pd.DataFrame, column: str, split: str, store_dir: Path) -> np.
     if split == "all":
         return np.ones(len(t), dtype=bool)
     if column not in t.columns:
-        raise InputError(store_dir / "tiles.gpkg", f"the tile index has no '{column}' column",
-                         "run `spatialfair split` with this config first, or evaluate with "
-                         "split 'all'")
+        raise InputError(
+            store_dir / "tiles.gpkg",
+            f"the tile index has no '{column}' column",
+            "run `spatialfair split` with this config first, or evaluate with split 'all'",
+        )
     return t[column].astype(str).to_numpy() == split
 
 
-def _plan(meta: dict, index: pd.DataFrame, sources: list[Source], split: str, ds: DatasetConfig,
-          store_dir: Path) -> list[tuple[_Scene, np.ndarray]]:
+def _plan(
+    meta: dict,
+    index: pd.DataFrame,
+    sources: list[Source],
+    split: str,
+    ds: DatasetConfig,
+    store_dir: Path,
+) -> list[tuple[_Scene, np.ndarray]]:
     """Header-checked (scene, selected tiles) passes: every scene of a single source, or the
     scenes holding selected tiles of each fold's source."""
     passes = []
@@ -323,27 +395,41 @@ def _plan(meta: dict, index: pd.DataFrame, sources: list[Source], split: str, ds
                 continue
             passes.append((_check_scene(meta, scene, ds, folder, t), mask))
     if not any(mask.any() for _, mask in passes):
-        raise InputError(store_dir / "tiles.gpkg", f"no tile is in split '{split}'",
-                         "check the split fractions in the config (split.val/test) and re-run "
-                         "`spatialfair split`")
+        raise InputError(
+            store_dir / "tiles.gpkg",
+            f"no tile is in split '{split}'",
+            "check the split fractions in the config (split.val/test) and re-run "
+            "`spatialfair split`",
+        )
     return passes
 
 
-def _scene_pass(sc: _Scene, mask: np.ndarray, acc: _Accumulator, rows: np.ndarray,
-                ignore: int, window_side: int) -> None:
+def _scene_pass(
+    sc: _Scene, mask: np.ndarray, acc: _Accumulator, rows: np.ndarray, ignore: int, window_side: int
+) -> None:
     """Stream one scene's prediction window by window into ``acc``; ``rows`` are the scene
     tiles' rows in the tile index, ``mask`` the tiles evaluated in this pass."""
     t = sc.tiles
     tiles = {
-        "row_off": t["row_off"].to_numpy(np.int64), "col_off": t["col_off"].to_numpy(np.int64),
-        "height": t["height"].to_numpy(np.int64), "width": t["width"].to_numpy(np.int64),
+        "row_off": t["row_off"].to_numpy(np.int64),
+        "col_off": t["col_off"].to_numpy(np.int64),
+        "height": t["height"].to_numpy(np.int64),
+        "width": t["width"].to_numpy(np.int64),
         "slot": np.where(mask, rows, -1),
     }
     acc.selected[rows[mask]] = True
-    with rasterio.open(sc.pred.path) as psrc, rasterio.open(sc.label.path) as lsrc, \
-            rasterio.open(sc.image.path) as isrc:
-        for window in tqdm(_windows(sc.pred, window_side), desc=f"evaluate {sc.name}",
-                           unit="window", disable=None, leave=False):
+    with (
+        rasterio.open(sc.pred.path) as psrc,
+        rasterio.open(sc.label.path) as lsrc,
+        rasterio.open(sc.image.path) as isrc,
+    ):
+        for window in tqdm(
+            _windows(sc.pred, window_side),
+            desc=f"evaluate {sc.name}",
+            unit="window",
+            disable=None,
+            leave=False,
+        ):
             _process_window(sc, acc, (psrc, lsrc, isrc), window, ignore, tiles, sc.pred.crs)
 
 
@@ -358,8 +444,11 @@ def _unit_of_tiles(index: pd.DataFrame, unit: str, block_tiles: int, stride: int
         from .splits import spatial_blocks
 
         return spatial_blocks(index, block_tiles=block_tiles, stride=stride).astype(np.int64)
-    raise InputError("config: evaluation.significance_unit",
-                     f"unknown significance unit '{unit}'", "use block, scene or tile")
+    raise InputError(
+        "config: evaluation.significance_unit",
+        f"unknown significance unit '{unit}'",
+        "use block, scene or tile",
+    )
 
 
 @dataclass
@@ -375,8 +464,15 @@ class _Units:
     block_tiles: int | None
 
 
-def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, settings: Settings,
-           stride: int, classes: list[str], headline: str) -> _Units:
+def _units(
+    acc: _Accumulator,
+    parts: dict[str, Any],
+    index: pd.DataFrame,
+    settings: Settings,
+    stride: int,
+    classes: list[str],
+    headline: str,
+) -> _Units:
     """Group the evaluated tiles into units (``evaluation.significance_unit``); a unit's value
     comes from the sum of its tiles' confusions, its region is the one holding most of its
     evaluated pixels."""
@@ -387,30 +483,39 @@ def _units(acc: _Accumulator, parts: dict[str, Any], index: pd.DataFrame, settin
     ids, inverse = np.unique(raw, return_inverse=True)
     unit_of_tile = np.full(len(index), -1, dtype=np.int64)
     unit_of_tile[rows] = inverse.ravel()
-    values, n_pixels = unit_values(unit_confusion(acc.tile_cm, unit_of_tile, len(ids)), classes,
-                                   headline)
+    values, n_pixels = unit_values(
+        unit_confusion(acc.tile_cm, unit_of_tile, len(ids)), classes, headline
+    )
     region, tiles_per_region = {}, {}
     identity = np.arange(len(index), dtype=np.int64)
     for name, part in parts.items():
         region[name] = acc.majority(name, unit_of_tile, len(ids))
         tile_region = acc.majority(name, identity, len(index))[rows]
-        tiles_per_region[name] = np.bincount(tile_region[tile_region >= 0],
-                                             minlength=part.n_regions)[: part.n_regions]
-    return _Units(kind, values, n_pixels, region, tiles_per_region,
-                  block_tiles if kind == "block" else None)
+        tiles_per_region[name] = np.bincount(
+            tile_region[tile_region >= 0], minlength=part.n_regions
+        )[: part.n_regions]
+    return _Units(
+        kind, values, n_pixels, region, tiles_per_region, block_tiles if kind == "block" else None
+    )
 
 
 def _check_classes(meta: dict, ds: DatasetConfig, store_dir: Path) -> tuple[list[str], str]:
     """The dataset's classes and headline metric, checked against the tile store."""
     classes = list(ds.classes)
     if list(meta["classes"]) != classes:
-        raise InputError(store_dir / "store.json", f"tile store classes {meta['classes']} "
-                         f"differ from the config's {classes}", "re-run `spatialfair tile`")
+        raise InputError(
+            store_dir / "store.json",
+            f"tile store classes {meta['classes']} differ from the config's {classes}",
+            "re-run `spatialfair tile`",
+        )
     headline = ds.headline_metric
     names = metric_names(classes)
     if headline not in names:
-        raise InputError(f"config: datasets.{ds.name}.headline_metric",
-                         f"unknown metric '{headline}'", f"use one of {names}")
+        raise InputError(
+            f"config: datasets.{ds.name}.headline_metric",
+            f"unknown metric '{headline}'",
+            f"use one of {names}",
+        )
     return classes, headline
 
 
@@ -420,23 +525,32 @@ def _read_parts(partitions_gpkg: str | Path) -> dict[str, Any]:
 
     parts = read_partitions(partitions_gpkg)
     if not parts:
-        raise InputError(partitions_gpkg, "no partitioning layers",
-                         "run `spatialfair partition` first")
+        raise InputError(
+            partitions_gpkg, "no partitioning layers", "run `spatialfair partition` first"
+        )
     return parts
 
 
-def _accumulate(passes: list[tuple[_Scene, np.ndarray]], parts: dict[str, Any],
-                num_classes: int, index: pd.DataFrame, ignore: int, window_side: int
-                ) -> _Accumulator:
+def _accumulate(
+    passes: list[tuple[_Scene, np.ndarray]],
+    parts: dict[str, Any],
+    num_classes: int,
+    index: pd.DataFrame,
+    ignore: int,
+    window_side: int,
+) -> _Accumulator:
     """Run every scene pass into one accumulator; warn about unpredicted labelled pixels."""
     acc = _Accumulator(parts, num_classes, len(index))
     for sc, mask in passes:
         rows = index.index.get_indexer(sc.tiles.index)
         _scene_pass(sc, mask, acc, rows, ignore, window_side)
     if acc.n_missing_pred:
-        log.warning("%d labelled, valid pixel(s) have no prediction (%d) and were not "
-                    "evaluated; check the prediction rasters", acc.n_missing_pred,
-                    IGNORE_INDEX)
+        log.warning(
+            "%d labelled, valid pixel(s) have no prediction (%d) and were not "
+            "evaluated; check the prediction rasters",
+            acc.n_missing_pred,
+            IGNORE_INDEX,
+        )
     return acc
 
 
@@ -496,28 +610,46 @@ def evaluate_dataset(
     ignore = int(ds.ignore_index)
     parts = _read_parts(partitions_gpkg)
     tsize = int(meta["tile_size"])
-    min_unit_pixels = (max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None
-                       else int(min_unit_pixels))
+    min_unit_pixels = (
+        max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None else int(min_unit_pixels)
+    )
     passes = _plan(meta, store.index, sources, split, ds, store_dir)
     n_tiles = int(sum(mask.sum() for _, mask in passes))
     _log_reprojections(parts, [sc for sc, _ in passes])
-    log.info("evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
-             "headline %s", len(passes), len(sources), n_tiles, split, len(parts), headline)
+    log.info(
+        "evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
+        "headline %s",
+        len(passes),
+        len(sources),
+        n_tiles,
+        split,
+        len(parts),
+        headline,
+    )
 
     index = store.index
     acc = _accumulate(passes, parts, len(classes), index, ignore, window_side)
     if acc.overall.sum() == 0:
-        raise InputError(sources[0][1], f"no labelled pixel to evaluate in split '{split}'",
-                         "check the split and that labels and predictions overlap")
+        raise InputError(
+            sources[0][1],
+            f"no labelled pixel to evaluate in split '{split}'",
+            "check the split and that labels and predictions overlap",
+        )
 
     units = _units(acc, parts, index, settings, store.stride, classes, headline)
-    scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels,
-                   int(settings.seed))
-    result = _assemble(acc=acc, parts=parts, units=units, scope=scope,
-                       rules=_Rules.from_settings(settings),
-                       primary=_primary_partitioning(settings, parts), meta=meta)
-    result.metrics["replicate"] = dict(replicate or {"seed": int(settings.seed),
-                                                     "folds": len(sources)})
+    scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels, int(settings.seed))
+    result = _assemble(
+        acc=acc,
+        parts=parts,
+        units=units,
+        scope=scope,
+        rules=_Rules.from_settings(settings),
+        primary=_primary_partitioning(settings, parts),
+        meta=meta,
+    )
+    result.metrics["replicate"] = dict(
+        replicate or {"seed": int(settings.seed), "folds": len(sources)}
+    )
     write_outputs(result, out_dir)
     return result
 
@@ -549,22 +681,40 @@ class _Rules:
     @classmethod
     def from_settings(cls, settings: Settings) -> _Rules:
         ev = settings.evaluation
-        return cls(int(ev.min_region_pixels), int(ev.min_class_pixels), ev.significance,
-                   int(ev.n_simulations), float(ev.alpha))
+        return cls(
+            int(ev.min_region_pixels),
+            int(ev.min_class_pixels),
+            ev.significance,
+            int(ev.n_simulations),
+            float(ev.alpha),
+        )
 
 
-def _region_table(part, cm: np.ndarray, per: dict[str, np.ndarray], absent: np.ndarray,
-                  n_units: np.ndarray, n_tiles: np.ndarray, deviation: np.ndarray, test,
-                  min_px: int, names: list[str]) -> pd.DataFrame:
+def _region_table(
+    part,
+    cm: np.ndarray,
+    per: dict[str, np.ndarray],
+    absent: np.ndarray,
+    n_units: np.ndarray,
+    n_tiles: np.ndarray,
+    deviation: np.ndarray,
+    test,
+    min_px: int,
+    names: list[str],
+) -> pd.DataFrame:
     """One partitioning's per-region table: counts, flags, metrics, deviation, test."""
     n_pix = cm.sum(axis=(1, 2))
-    table = pd.DataFrame({
-        "region_id": np.arange(part.n_regions), "region": part.names,
-        "n_pixels": n_pix.astype(np.int64),
-        "n_tiles": n_tiles.astype(np.int64),
-        "n_units": n_units.astype(np.int64),
-        "small": n_pix < min_px, "absent": absent,
-    })
+    table = pd.DataFrame(
+        {
+            "region_id": np.arange(part.n_regions),
+            "region": part.names,
+            "n_pixels": n_pix.astype(np.int64),
+            "n_tiles": n_tiles.astype(np.int64),
+            "n_units": n_units.astype(np.int64),
+            "small": n_pix < min_px,
+            "absent": absent,
+        }
+    )
     for m in names:
         table[m] = per[m]
     table["deviation"] = deviation
@@ -581,22 +731,40 @@ def _region_table(part, cm: np.ndarray, per: dict[str, np.ndarray], absent: np.n
     return table
 
 
-def _summaries(part, per: dict[str, np.ndarray], overall: dict[str, float], n_pix: np.ndarray,
-               absent: dict[str, np.ndarray], min_px: int, names: list[str]) -> dict[str, Any]:
+def _summaries(
+    part,
+    per: dict[str, np.ndarray],
+    overall: dict[str, float],
+    n_pix: np.ndarray,
+    absent: dict[str, np.ndarray],
+    min_px: int,
+    names: list[str],
+) -> dict[str, Any]:
     """Fairness summary of every metric over one partitioning's regions, by region name."""
     summaries = {}
     for m in names:
-        s = summarize(dict(enumerate(per[m].tolist())), overall[m],
-                      dict(enumerate(n_pix.tolist())), min_px,
-                      absent=np.flatnonzero(absent[m]).tolist())
+        s = summarize(
+            dict(enumerate(per[m].tolist())),
+            overall[m],
+            dict(enumerate(n_pix.tolist())),
+            min_px,
+            absent=np.flatnonzero(absent[m]).tolist(),
+        )
         summaries[m] = {
-            k: s[k] for k in ("overall", "group_min", "group_max", "difference", "ratio",
-                              "std", "mad", "n_regions")
+            k: s[k]
+            for k in (
+                "overall",
+                "group_min",
+                "group_max",
+                "difference",
+                "ratio",
+                "std",
+                "mad",
+                "n_regions",
+            )
         }
-        summaries[m]["worst_region"] = (part.names[s["argmin"]] if s["argmin"] is not None
-                                        else None)
-        summaries[m]["best_region"] = (part.names[s["argmax"]] if s["argmax"] is not None
-                                       else None)
+        summaries[m]["worst_region"] = part.names[s["argmin"]] if s["argmin"] is not None else None
+        summaries[m]["best_region"] = part.names[s["argmax"]] if s["argmax"] is not None else None
         summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
         summaries[m]["absent_regions"] = [part.names[r] for r in s["absent"]]
     return summaries
@@ -606,21 +774,39 @@ def _region_records(table: pd.DataFrame, names: list[str]) -> list[dict[str, Any
     """The rows of a region table as metrics.json region entries."""
     records = []
     for row in table.to_dict(orient="records"):
-        records.append({
-            "id": row["region_id"], "name": row["region"], "n_pixels": row["n_pixels"],
-            "n_tiles": row["n_tiles"], "n_units": row["n_units"], "small": row["small"],
-            "absent": row["absent"],
-            **{m: row[m] for m in names},
-            "deviation": row["deviation"], "statistic": row["statistic"],
-            "p_value": row["p_value"], "significant": row["significant"],
-            "direction": row["direction"],
-        })
+        records.append(
+            {
+                "id": row["region_id"],
+                "name": row["region"],
+                "n_pixels": row["n_pixels"],
+                "n_tiles": row["n_tiles"],
+                "n_units": row["n_units"],
+                "small": row["small"],
+                "absent": row["absent"],
+                **{m: row[m] for m in names},
+                "deviation": row["deviation"],
+                "statistic": row["statistic"],
+                "p_value": row["p_value"],
+                "significant": row["significant"],
+                "direction": row["direction"],
+            }
+        )
     return records
 
 
-def _evaluate_partitioning(part, cm: np.ndarray, i: int, *, pname: str, units: _Units,
-                           usable: np.ndarray, success: np.ndarray, overall: dict[str, float],
-                           scope: _Scope, rules: _Rules) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _evaluate_partitioning(
+    part,
+    cm: np.ndarray,
+    i: int,
+    *,
+    pname: str,
+    units: _Units,
+    usable: np.ndarray,
+    success: np.ndarray,
+    overall: dict[str, float],
+    scope: _Scope,
+    rules: _Rules,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Region table and metrics.json entry of partitioning number ``i``.
 
     Regions whose truth lacks a class metric's class (e.g. no water) are left out of that
@@ -636,17 +822,27 @@ def _evaluate_partitioning(part, cm: np.ndarray, i: int, *, pname: str, units: _
     absent = {m: ~has_class_support(cm, classes, m, rules.min_class_pixels) for m in names}
     tested = ~((n_pix < rules.min_region_pixels) | absent[headline])
     options = RegionTestOptions(rules.n_simulations, rules.alpha, scope.seed + i)
-    test = test_regions(rules.method, units.values, success, groups, part.n_regions, options,
-                        tested=tested)
-    table = _region_table(part, cm, per, absent[headline], n_units,
-                          units.tiles_per_region[pname], per[headline] - overall[headline],
-                          test, rules.min_region_pixels, names)
+    test = test_regions(
+        rules.method, units.values, success, groups, part.n_regions, options, tested=tested
+    )
+    table = _region_table(
+        part,
+        cm,
+        per,
+        absent[headline],
+        n_units,
+        units.tiles_per_region[pname],
+        per[headline] - overall[headline],
+        test,
+        rules.min_region_pixels,
+        names,
+    )
     sig_names = table.loc[table["significant"], "region"].tolist()
     entry = {
-        "kind": part.kind, "n_regions": part.n_regions,
+        "kind": part.kind,
+        "n_regions": part.n_regions,
         "regions": _region_records(table, names),
-        "summaries": _summaries(part, per, overall, n_pix, absent, rules.min_region_pixels,
-                                names),
+        "summaries": _summaries(part, per, overall, n_pix, absent, rules.min_region_pixels, names),
         "significance": test.to_dict() if test is not None else {"method": "none"},
         "significant_regions": sig_names,
     }
@@ -657,36 +853,57 @@ def _significance_doc(units: _Units, scope: _Scope, rules: _Rules) -> dict[str, 
     """The ``significance`` block of metrics.json: how the region tests were run."""
     kind, headline = units.kind, scope.headline
     return {
-        "method": rules.method, "n_simulations": rules.n_simulations, "alpha": rules.alpha,
-        "seed": scope.seed, "unit": kind, "block_tiles": units.block_tiles,
+        "method": rules.method,
+        "n_simulations": rules.n_simulations,
+        "alpha": rules.alpha,
+        "seed": scope.seed,
+        "unit": kind,
+        "block_tiles": units.block_tiles,
         "n_units": int(len(units.values)),
         "unit_region": "the region holding most of the unit's evaluated pixels",
         "min_unit_pixels": int(scope.min_unit_pixels),
         "success": f"{kind} {headline} >= overall {headline} (undefined per-class "
-                   f"value in a {kind}, class absent from truth and prediction, "
-                   f"counts as 1.0)",
+        f"value in a {kind}, class absent from truth and prediction, "
+        f"counts as 1.0)",
         "tested": "regions neither small nor absent (others: p_value null)",
         "conditional": "Monte Carlo worlds keep the observed number of successes",
     }
 
 
-def _assemble(*, acc: _Accumulator, parts: dict[str, Any], units: _Units, scope: _Scope,
-              rules: _Rules, primary: str, meta: dict) -> EvaluationResult:
+def _assemble(
+    *,
+    acc: _Accumulator,
+    parts: dict[str, Any],
+    units: _Units,
+    scope: _Scope,
+    rules: _Rules,
+    primary: str,
+    meta: dict,
+) -> EvaluationResult:
     """Metrics, summaries and tests of every partitioning from the accumulated counts."""
     classes, headline = scope.classes, scope.headline
     names = metric_names(classes)
     overall = metrics_from_confusion(acc.overall, classes)
-    success, usable = unit_outcomes(units.values, units.n_pixels, overall[headline],
-                                    scope.min_unit_pixels)
+    success, usable = unit_outcomes(
+        units.values, units.n_pixels, overall[headline], scope.min_unit_pixels
+    )
     tables: dict[str, pd.DataFrame] = {}
     doc_parts: dict[str, Any] = {}
     for i, (pname, part) in enumerate(parts.items()):
         tables[pname], doc_parts[pname] = _evaluate_partitioning(
-            part, acc.cm[pname][1:], i, pname=pname, units=units, usable=usable,
-            success=success, overall=overall, scope=scope, rules=rules)
+            part,
+            acc.cm[pname][1:],
+            i,
+            pname=pname,
+            units=units,
+            usable=usable,
+            success=success,
+            overall=overall,
+            scope=scope,
+            rules=rules,
+        )
     grids = [n for n, p in parts.items() if p.kind == "grid"]
-    spad = {m: spad_score({g: doc_parts[g]["summaries"][m]["mad"] for g in grids})
-            for m in names}
+    spad = {m: spad_score({g: doc_parts[g]["summaries"][m]["mad"] for g in grids}) for m in names}
     doc = {
         "format": FORMAT,
         "dataset": scope.dataset.name,
@@ -711,11 +928,24 @@ def _assemble(*, acc: _Accumulator, parts: dict[str, Any], units: _Units, scope:
         "significant_regions": {p: d["significant_regions"] for p, d in doc_parts.items()},
     }
     scene_grids = [
-        {"name": s, "crs": e["crs"], "transform": e["transform"], "width": e["width"],
-         "height": e["height"]} for s, e in meta["scenes"].items()
+        {
+            "name": s,
+            "crs": e["crs"],
+            "transform": e["transform"],
+            "width": e["width"],
+            "height": e["height"],
+        }
+        for s, e in meta["scenes"].items()
     ]
-    return EvaluationResult(_json_value(doc), tables, parts, primary, headline,
-                            CRS.from_user_input(meta["study_crs"]), scene_grids)
+    return EvaluationResult(
+        _json_value(doc),
+        tables,
+        parts,
+        primary,
+        headline,
+        CRS.from_user_input(meta["study_crs"]),
+        scene_grids,
+    )
 
 
 def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
@@ -727,8 +957,9 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "metrics.json",
-                      json.dumps(result.metrics, indent=1, allow_nan=False))
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(result.metrics, indent=1, allow_nan=False)
+    )
     frames = []
     for name, table in result.tables.items():
         t = table.copy()

@@ -63,8 +63,13 @@ def _global(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
     return reduce(t.clone()) if reduce is not None else t
 
 
-def _attach(coef: torch.Tensor, local_sums: torch.Tensor, global_counts: torch.Tensor,
-            value: torch.Tensor, world: int) -> torch.Tensor:
+def _attach(
+    coef: torch.Tensor,
+    local_sums: torch.Tensor,
+    global_counts: torch.Tensor,
+    value: torch.Tensor,
+    world: int,
+) -> torch.Tensor:
     """Loss with value ``value`` and gradient ``world * sum_r coef_r * d(local_sums_r) / N_r``.
 
     ``N_r`` are the global counts.
@@ -113,18 +118,28 @@ class Strategy:
         """
         return 1.0
 
-    def __init__(self, num_regions: int, strength: float | None = None, *,
-                 region_counts: Sequence[float] | torch.Tensor | None = None,
-                 ema: float = 0.1, **opts: Any) -> None:
+    def __init__(
+        self,
+        num_regions: int,
+        strength: float | None = None,
+        *,
+        region_counts: Sequence[float] | torch.Tensor | None = None,
+        ema: float = 0.1,
+        **opts: Any,
+    ) -> None:
         if opts:
-            raise InputError(f"config: strategies.{self.name}", f"unknown options {sorted(opts)}",
-                             "see docs/strategies.md for the options of each strategy")
+            raise InputError(
+                f"config: strategies.{self.name}",
+                f"unknown options {sorted(opts)}",
+                "see docs/strategies.md for the options of each strategy",
+            )
         self.num_regions = int(num_regions)
         knob = self.default_strength if strength is None else strength
         self.strength = None if knob is None else float(knob)
         self.ema_momentum = float(ema)
-        self.region_counts = (None if region_counts is None
-                              else torch.as_tensor(region_counts, dtype=torch.float32))
+        self.region_counts = (
+            None if region_counts is None else torch.as_tensor(region_counts, dtype=torch.float32)
+        )
         self.ema_loss = torch.zeros(self.num_regions)
         self.seen = torch.zeros(self.num_regions, dtype=torch.bool)
         self.step = 0
@@ -141,8 +156,9 @@ class Strategy:
             Detached CPU tensors plus ``name``, ``strength``, ``step`` and ``num_regions``.
         """
         state = {k: v.detach().cpu().clone() for k, v in self._tensor_state().items()}
-        state.update(name=self.name, strength=self.strength, step=self.step,
-                     num_regions=self.num_regions)
+        state.update(
+            name=self.name, strength=self.strength, step=self.step, num_regions=self.num_regions
+        )
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -170,9 +186,13 @@ class Strategy:
                 setattr(self, key, value.to(device))
 
     # ------------------------------------------------------------------ step
-    def region_stats(self, pixel_loss: torch.Tensor, valid: torch.Tensor, regions: torch.Tensor,
-                     reduce: Reduce | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                    torch.Tensor]:
+    def region_stats(
+        self,
+        pixel_loss: torch.Tensor,
+        valid: torch.Tensor,
+        regions: torch.Tensor,
+        reduce: Reduce | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Region loss statistics of one batch, summed over ranks; updates the EMA.
 
         Args:
@@ -187,7 +207,7 @@ class Strategy:
         """
         sums, counts = region_loss_sums(pixel_loss, regions, valid, self.num_regions)
         packed = _global(torch.cat([sums, counts]), reduce)
-        g_sums, g_counts = packed[: self.num_regions], packed[self.num_regions:]
+        g_sums, g_counts = packed[: self.num_regions], packed[self.num_regions :]
         present = g_counts > 0
         mean = g_sums / g_counts.clamp(min=1.0)
         self._to(mean.device)
@@ -209,15 +229,23 @@ class Strategy:
         """
         return torch.where(present, mean, self.ema_loss)
 
-    def _objective(self, est: torch.Tensor, present: torch.Tensor, g_counts: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _objective(
+        self, est: torch.Tensor, present: torch.Tensor, g_counts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(coef_r = dF/dL_r for present regions, value F) from the region loss estimates."""
         raise NotImplementedError
 
-    def loss(self, pixel_loss: torch.Tensor, valid: torch.Tensor, regions: torch.Tensor, *,
-             logits: torch.Tensor | None = None, target: torch.Tensor | None = None,
-             tile_regions: torch.Tensor | None = None, reduce: Reduce | None = None
-             ) -> torch.Tensor:
+    def loss(
+        self,
+        pixel_loss: torch.Tensor,
+        valid: torch.Tensor,
+        regions: torch.Tensor,
+        *,
+        logits: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        tile_regions: torch.Tensor | None = None,
+        reduce: Reduce | None = None,
+    ) -> torch.Tensor:
         """The training loss of one batch.
 
         Args:
@@ -242,8 +270,13 @@ class Strategy:
         self.last_value = value.detach()
         return _attach(coef, sums, g_counts, value, _world_size(reduce))
 
-    def _tile_weighted(self, pixel_loss: torch.Tensor, valid: torch.Tensor,
-                       tile_w: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+    def _tile_weighted(
+        self,
+        pixel_loss: torch.Tensor,
+        valid: torch.Tensor,
+        tile_w: torch.Tensor,
+        reduce: Reduce | None,
+    ) -> torch.Tensor:
         """Mean pixel loss with per-tile weights, normalised over all ranks (one all-reduce).
 
         The returned value equals the global weighted mean; its gradient is this rank's share,
@@ -290,8 +323,17 @@ class ERM(Strategy):
     name = "erm"
     uses_regions = False
 
-    def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
-             tile_regions=None, reduce=None):
+    def loss(
+        self,
+        pixel_loss,
+        valid,
+        regions=None,
+        *,
+        logits=None,
+        target=None,
+        tile_regions=None,
+        reduce=None,
+    ):
         """Mean loss over all valid pixels, averaged over ranks.
 
         Args:
@@ -328,13 +370,23 @@ class GroupedStrategy(Strategy):
     ``region_counts``.
     """
 
-    def __init__(self, num_regions, strength=None, *, groups: str = "region",
-                 num_classes: int | None = None,
-                 region_class_counts: Sequence[float] | torch.Tensor | None = None,
-                 region_counts: Sequence[float] | torch.Tensor | None = None, **kw):
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        groups: str = "region",
+        num_classes: int | None = None,
+        region_class_counts: Sequence[float] | torch.Tensor | None = None,
+        region_counts: Sequence[float] | torch.Tensor | None = None,
+        **kw,
+    ):
         if groups not in GROUPINGS:
-            raise InputError(f"config: strategies.{self.name}.groups", f"unknown groups {groups!r}",
-                             f"use one of {GROUPINGS}")
+            raise InputError(
+                f"config: strategies.{self.name}.groups",
+                f"unknown groups {groups!r}",
+                f"use one of {GROUPINGS}",
+            )
         self.groups = groups
         self.num_classes = None if num_classes is None else int(num_classes)
         self.num_region_ids = int(num_regions)
@@ -367,8 +419,17 @@ class GroupedStrategy(Strategy):
         ok = (reg >= 0) & (reg < self.num_region_ids) & (t >= 0) & (t < c)
         return torch.where(ok, reg * c + t.clamp(0, c - 1), torch.full_like(reg, -1))
 
-    def loss(self, pixel_loss, valid, regions, *, logits=None, target=None,
-             tile_regions=None, reduce=None):
+    def loss(
+        self,
+        pixel_loss,
+        valid,
+        regions,
+        *,
+        logits=None,
+        target=None,
+        tile_regions=None,
+        reduce=None,
+    ):
         """The training loss of one batch over the strategy's groups.
 
         Args:
@@ -383,8 +444,15 @@ class GroupedStrategy(Strategy):
         Returns:
             The scalar loss (see :meth:`Strategy.loss`).
         """
-        return super().loss(pixel_loss, valid, self.group_ids(regions, target), logits=logits,
-                            target=target, tile_regions=tile_regions, reduce=reduce)
+        return super().loss(
+            pixel_loss,
+            valid,
+            self.group_ids(regions, target),
+            logits=logits,
+            target=target,
+            tile_regions=tile_regions,
+            reduce=reduce,
+        )
 
     def state_dict(self):
         """The base state plus ``groups``.
@@ -447,14 +515,26 @@ class VarianceREx(Strategy):
     name = "variance"
     default_strength = 10.0
 
-    def __init__(self, num_regions, strength=None, *, warmup_steps: int | None = None,
-                 ramp_steps: int | None = None, warmup_strength: float = 1.0,
-                 total_steps: int | None = None, steps_per_epoch: int | None = None, **kw):
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        warmup_steps: int | None = None,
+        ramp_steps: int | None = None,
+        warmup_strength: float = 1.0,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        **kw,
+    ):
         super().__init__(num_regions, strength, **kw)
         if warmup_steps is None:
             tenth = 0 if total_steps is None else round(0.1 * total_steps)
-            warmup_steps = (500 if total_steps is None and steps_per_epoch is None
-                            else max(1, int(steps_per_epoch or 0), tenth))
+            warmup_steps = (
+                500
+                if total_steps is None and steps_per_epoch is None
+                else max(1, int(steps_per_epoch or 0), tenth)
+            )
         self.warmup_steps = int(warmup_steps)
         self.ramp_steps = max(1, int(self.warmup_steps if ramp_steps is None else ramp_steps))
         self.warmup_strength = float(warmup_strength)
@@ -497,8 +577,7 @@ class GroupDRO(GroupedStrategy):
         self.C = float(C)
         if self.C and self.region_counts is None:
             raise ValueError("groupdro with C > 0 needs region_counts")
-        n = (self.region_counts if self.region_counts is not None
-             else torch.ones(self.num_regions))
+        n = self.region_counts if self.region_counts is not None else torch.ones(self.num_regions)
         self.adjust = torch.where(n > 0, self.C / n.clamp(min=1).sqrt(), torch.zeros_like(n))
         self.q = torch.full((self.num_regions,), 1.0 / self.num_regions)
 
@@ -554,8 +633,11 @@ class WorstCVaR(GroupedStrategy):
     def __init__(self, num_regions, strength=None, **kw):
         super().__init__(num_regions, strength, **kw)
         if not 0 < self.strength <= 1:
-            raise InputError("config: strategies.cvar.strength", f"CVaR alpha {self.strength} is "
-                             "outside (0, 1]", "use e.g. 0.2 (smaller is stronger)")
+            raise InputError(
+                "config: strategies.cvar.strength",
+                f"CVaR alpha {self.strength} is outside (0, 1]",
+                "use e.g. 0.2 (smaller is stronger)",
+            )
         self.coef = torch.zeros(self.num_regions)
 
     def _objective(self, est, present, g_counts):
@@ -603,18 +685,31 @@ class JTT(ERM):
     uses_regions = False
     needs_tile_ids = True
 
-    def __init__(self, num_regions, strength=None, *, first_epochs: int | None = None,
-                 error_threshold: float | None = None, epochs: int | None = None, **kw):
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        first_epochs: int | None = None,
+        error_threshold: float | None = None,
+        epochs: int | None = None,
+        **kw,
+    ):
         super().__init__(num_regions, strength, **kw)
         if first_epochs is None:
             first_epochs = max(1, math.ceil((epochs or 3) / 3))
         if int(first_epochs) < 1:
-            raise InputError("config: strategies.jtt.first_epochs",
-                             f"first_epochs {first_epochs} is below 1", "use 1 or more")
+            raise InputError(
+                "config: strategies.jtt.first_epochs",
+                f"first_epochs {first_epochs} is below 1",
+                "use 1 or more",
+            )
         if error_threshold is not None and not 0 <= float(error_threshold) < 1:
-            raise InputError("config: strategies.jtt.error_threshold",
-                             f"error_threshold {error_threshold} is outside [0, 1)",
-                             "use a pixel error rate such as 0.1")
+            raise InputError(
+                "config: strategies.jtt.error_threshold",
+                f"error_threshold {error_threshold} is outside [0, 1)",
+                "use a pixel error rate such as 0.1",
+            )
         self.first_epochs = int(first_epochs)
         self.error_threshold = None if error_threshold is None else float(error_threshold)
         self.error_tiles = torch.zeros(0, dtype=torch.long)
@@ -641,8 +736,11 @@ class JTT(ERM):
         Returns:
             The state dictionary.
         """
-        return {**super().state_dict(), "marked": self.marked,
-                "threshold_used": self.threshold_used}
+        return {
+            **super().state_dict(),
+            "marked": self.marked,
+            "threshold_used": self.threshold_used,
+        }
 
     def load_state_dict(self, state):
         """Restore the state saved by :meth:`state_dict`.
@@ -657,8 +755,9 @@ class JTT(ERM):
         self.marked = bool(state["marked"])
         self.threshold_used = float(state["threshold_used"])
 
-    def mark_errors(self, tile_ids: torch.Tensor, errors: torch.Tensor,
-                    counts: torch.Tensor) -> torch.Tensor:
+    def mark_errors(
+        self, tile_ids: torch.Tensor, errors: torch.Tensor, counts: torch.Tensor
+    ) -> torch.Tensor:
         """Set the error set: tiles whose pixel error rate exceeds the threshold.
 
         Args:
@@ -672,17 +771,35 @@ class JTT(ERM):
         """
         errors, counts = errors.double().cpu(), counts.double().cpu()
         rate = errors / counts.clamp(min=1.0)
-        thr = (self.error_threshold if self.error_threshold is not None
-               else float(errors.sum() / counts.sum().clamp(min=1.0)))
+        thr = (
+            self.error_threshold
+            if self.error_threshold is not None
+            else float(errors.sum() / counts.sum().clamp(min=1.0))
+        )
         chosen = tile_ids.cpu().long()[(rate > thr) & (counts > 0)]
         self.error_tiles = torch.sort(chosen).values
         self.threshold_used, self.marked = float(thr), True
-        log.info("jtt: %d of %d training tiles above error rate %.4f are up-weighted x%g",
-                 len(self.error_tiles), len(tile_ids), thr, self.strength)
+        log.info(
+            "jtt: %d of %d training tiles above error rate %.4f are up-weighted x%g",
+            len(self.error_tiles),
+            len(tile_ids),
+            thr,
+            self.strength,
+        )
         return self.error_tiles
 
-    def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
-             tile_regions=None, reduce=None, tile_ids=None):
+    def loss(
+        self,
+        pixel_loss,
+        valid,
+        regions=None,
+        *,
+        logits=None,
+        target=None,
+        tile_regions=None,
+        reduce=None,
+        tile_ids=None,
+    ):
         """ERM before :meth:`mark_errors`; then error tiles weigh ``strength``, others 1.
 
         Args:
@@ -717,17 +834,30 @@ class LastLayer(ERM):
     name = "lastlayer"
     uses_regions = True
 
-    def __init__(self, num_regions, strength=None, *, head_epochs: int | None = None,
-                 epochs: int | None = None, **kw):
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        head_epochs: int | None = None,
+        epochs: int | None = None,
+        **kw,
+    ):
         super().__init__(num_regions, strength, **kw)
         if strength is not None:
-            raise InputError("config: strategies.lastlayer.strength", "lastlayer has no strength "
-                             "knob", "remove strength; set head_epochs instead")
+            raise InputError(
+                "config: strategies.lastlayer.strength",
+                "lastlayer has no strength knob",
+                "remove strength; set head_epochs instead",
+            )
         if head_epochs is None:
             head_epochs = max(1, math.ceil((epochs or 4) / 4))
         if int(head_epochs) < 1:
-            raise InputError("config: strategies.lastlayer.head_epochs",
-                             f"head_epochs {head_epochs} is below 1", "use 1 or more")
+            raise InputError(
+                "config: strategies.lastlayer.head_epochs",
+                f"head_epochs {head_epochs} is below 1",
+                "use 1 or more",
+            )
         self.head_epochs = int(head_epochs)
 
     def phases(self, epochs):
@@ -742,8 +872,9 @@ class LastLayer(ERM):
         return [("train", int(epochs)), ("head", self.head_epochs)]
 
 
-def spad_weights(f_region: torch.Tensor, f_global: float | torch.Tensor, strength: float,
-                 eps: float = 1e-3) -> torch.Tensor:
+def spad_weights(
+    f_region: torch.Tensor, f_global: float | torch.Tensor, strength: float, eps: float = 1e-3
+) -> torch.Tensor:
     """``w_r = strength * ReLU(F - F_r) / max_q ReLU(F - F_q) + eps`` (NaN F_r -> eps).
 
     Zero (plus eps) for regions at or above the global level, proportional to the shortfall
@@ -794,8 +925,11 @@ def confusion_f_score(conf: torch.Tensor, metric: str = "f1") -> torch.Tensor:
         elif metric == "iou":
             per_class = tp / (support + predicted - tp)
         else:
-            raise InputError("config: strategies.spad.metric", f"unknown SPAD metric '{metric}'",
-                         "use f1, iou or accuracy")
+            raise InputError(
+                "config: strategies.spad.metric",
+                f"unknown SPAD metric '{metric}'",
+                "use f1, iou or accuracy",
+            )
         per_class = torch.nan_to_num(per_class, nan=0.0)
         score = (per_class * support).sum(-1) / total
     return torch.where(total > 0, score, torch.full_like(score, math.nan)).float()
@@ -820,11 +954,22 @@ class SPAD(Strategy):
     name = "spad"
     default_strength = 1.0
 
-    def __init__(self, num_regions, strength=None, *, partition_sizes: Sequence[int] | None = None,
-                 num_classes: int | None = None, metric: str = "f1", eps: float = 1e-3,
-                 warmup_steps: int | None = None, switch_every: int | None = None,
-                 total_steps: int | None = None, steps_per_epoch: int | None = None,
-                 seed: int = 0, **kw):
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        partition_sizes: Sequence[int] | None = None,
+        num_classes: int | None = None,
+        metric: str = "f1",
+        eps: float = 1e-3,
+        warmup_steps: int | None = None,
+        switch_every: int | None = None,
+        total_steps: int | None = None,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        **kw,
+    ):
         super().__init__(num_regions, strength, **kw)
         if not partition_sizes:
             raise ValueError("spad needs partition_sizes (regions per multi-scale partitioning)")
@@ -836,17 +981,28 @@ class SPAD(Strategy):
         self.metric, self.eps = metric, float(eps)
         n_parts = len(self.partition_sizes)
         if warmup_steps is None:  # a quarter of the run, but leave a step per partitioning
-            warmup_steps = 500 if total_steps is None else min(
-                max(1, round(0.25 * total_steps)), max(0, total_steps - n_parts))
+            warmup_steps = (
+                500
+                if total_steps is None
+                else min(max(1, round(0.25 * total_steps)), max(0, total_steps - n_parts))
+            )
         if switch_every is None:  # visit every partitioning (a seeded permutation) in the run
-            switch_every = (max(1, (total_steps - warmup_steps) // n_parts)
-                            if total_steps is not None else steps_per_epoch or 100)
+            switch_every = (
+                max(1, (total_steps - warmup_steps) // n_parts)
+                if total_steps is not None
+                else steps_per_epoch or 100
+            )
         if total_steps is not None:
             visits = max(0, -(-(total_steps - warmup_steps) // max(1, int(switch_every))))
             if visits < n_parts:
-                log.warning("spad: %d step(s) after warm-up switch to %d of the %d "
-                            "partitionings (the first of a seeded permutation); train longer "
-                            "to visit all", total_steps - warmup_steps, visits, n_parts)
+                log.warning(
+                    "spad: %d step(s) after warm-up switch to %d of the %d "
+                    "partitionings (the first of a seeded permutation); train longer "
+                    "to visit all",
+                    total_steps - warmup_steps,
+                    visits,
+                    n_parts,
+                )
         self.warmup_steps, self.switch_every = int(warmup_steps), max(1, int(switch_every))
         self.decay = 1.0 - 1.0 / max(2, steps_per_epoch or self.switch_every)
         p, kmax, c = len(self.partition_sizes), max(self.partition_sizes), self.num_classes
@@ -868,8 +1024,12 @@ class SPAD(Strategy):
             The state dictionary.
         """
         state = super().state_dict()
-        state.update(current=self.current, order=list(self.order),
-                     rng=self.rng.bit_generator.state, history=list(self.history))
+        state.update(
+            current=self.current,
+            order=list(self.order),
+            rng=self.rng.bit_generator.state,
+            history=list(self.history),
+        )
         return state
 
     def load_state_dict(self, state):
@@ -886,8 +1046,13 @@ class SPAD(Strategy):
         self.rng.bit_generator.state = state["rng"]
         self.history = [tuple(h) for h in state["history"]]
 
-    def _accumulate(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                    tile_regions: torch.Tensor) -> None:
+    def _accumulate(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        valid: torch.Tensor,
+        tile_regions: torch.Tensor,
+    ) -> None:
         c, b = self.num_classes, target.shape[0]
         pred = logits.detach().max(1).indices  # argmax(1) is ~25x slower on CPU
         t = target.long().clamp(0, c - 1)
@@ -916,11 +1081,25 @@ class SPAD(Strategy):
         w[:k] = spad_weights(f_region, f_global, self.strength, self.eps)
         self.weights = w.to(self.conf.device)
         self.history.append((self.step, self.current))
-        log.debug("spad step %d: partitioning %d, F=%.3f, weights %s", self.step, self.current,
-                  float(f_global), w[:k].tolist())
+        log.debug(
+            "spad step %d: partitioning %d, F=%.3f, weights %s",
+            self.step,
+            self.current,
+            float(f_global),
+            w[:k].tolist(),
+        )
 
-    def loss(self, pixel_loss, valid, regions=None, *, logits=None, target=None,
-             tile_regions=None, reduce=None):
+    def loss(
+        self,
+        pixel_loss,
+        valid,
+        regions=None,
+        *,
+        logits=None,
+        target=None,
+        tile_regions=None,
+        reduce=None,
+    ):
         """Accumulate confusion counts, switch partitioning on schedule, weight the tiles.
 
         Args:
@@ -945,13 +1124,15 @@ class SPAD(Strategy):
         valid = valid.bool()
         self._accumulate(logits, target, valid, tile_regions)
         if self.step >= self.warmup_steps and (
-                (self.step - self.warmup_steps) % self.switch_every == 0):
+            (self.step - self.warmup_steps) % self.switch_every == 0
+        ):
             self._switch(reduce)
         if self.current >= 0:
             reg = tile_regions[:, self.current].long()
             ok = reg >= 0
-            tile_w = 1.0 + torch.where(ok, self.weights[reg.clamp(min=0)],
-                                       torch.zeros_like(reg, dtype=torch.float32))
+            tile_w = 1.0 + torch.where(
+                ok, self.weights[reg.clamp(min=0)], torch.zeros_like(reg, dtype=torch.float32)
+            )
         else:
             tile_w = torch.ones(pixel_loss.shape[0], device=pixel_loss.device)
         return self._tile_weighted(pixel_loss, valid, tile_w, reduce)
@@ -969,13 +1150,14 @@ class SPAD(Strategy):
 
 #: The one registry of strategy names (the config schema's enums are checked against it).
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (ERM, Reweight, VarianceREx, GroupDRO, WorstCVaR, SPAD, Balanced,
-                              JTT, LastLayer)
+    cls.name: cls
+    for cls in (ERM, Reweight, VarianceREx, GroupDRO, WorstCVaR, SPAD, Balanced, JTT, LastLayer)
 }
 
 
-def make_strategy(name: str, num_regions: int, strength: float | None = None,
-                  **opts: Any) -> Strategy:
+def make_strategy(
+    name: str, num_regions: int, strength: float | None = None, **opts: Any
+) -> Strategy:
     """Build strategy ``name`` (one of :data:`STRATEGIES`).
 
     Args:
@@ -994,11 +1176,20 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
         InputError: Unknown strategy name or option.
     """
     if name not in STRATEGIES:
-        raise InputError("config: strategies", f"unknown strategy '{name}'",
-                         f"use one of {sorted(STRATEGIES)}")
+        raise InputError(
+            "config: strategies", f"unknown strategy '{name}'", f"use one of {sorted(STRATEGIES)}"
+        )
     cls = STRATEGIES[name]
-    context = {"region_counts", "region_class_counts", "total_steps", "steps_per_epoch",
-               "partition_sizes", "num_classes", "seed", "epochs"}
+    context = {
+        "region_counts",
+        "region_class_counts",
+        "total_steps",
+        "steps_per_epoch",
+        "partition_sizes",
+        "num_classes",
+        "seed",
+        "epochs",
+    }
     accepted = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
@@ -1008,7 +1199,22 @@ def make_strategy(name: str, num_regions: int, strength: float | None = None,
 
 
 __all__ = [
-    "ERM", "GROUPINGS", "JTT", "Balanced", "GroupDRO", "GroupedStrategy",
-    "LastLayer", "Reweight", "SPAD", "STRATEGIES", "Strategy", "VarianceREx", "WorstCVaR",
-    "confusion_f_score", "cvar_weights", "make_strategy", "region_loss_sums", "spad_weights",
+    "ERM",
+    "GROUPINGS",
+    "JTT",
+    "Balanced",
+    "GroupDRO",
+    "GroupedStrategy",
+    "LastLayer",
+    "Reweight",
+    "SPAD",
+    "STRATEGIES",
+    "Strategy",
+    "VarianceREx",
+    "WorstCVaR",
+    "confusion_f_score",
+    "cvar_weights",
+    "make_strategy",
+    "region_loss_sums",
+    "spad_weights",
 ]

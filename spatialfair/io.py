@@ -33,8 +33,13 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 #: GDAL creation options shared by every GeoTIFF we write.
-GTIFF_OPTIONS = {"TILED": "YES", "BLOCKXSIZE": 256, "BLOCKYSIZE": 256, "COMPRESS": "DEFLATE",
-                 "BIGTIFF": "IF_SAFER"}
+GTIFF_OPTIONS = {
+    "TILED": "YES",
+    "BLOCKXSIZE": 256,
+    "BLOCKYSIZE": 256,
+    "COMPRESS": "DEFLATE",
+    "BIGTIFF": "IF_SAFER",
+}
 
 
 @dataclass(frozen=True)
@@ -136,8 +141,11 @@ def _read_header(path: Path, role: str, check_last_block: bool) -> RasterInfo:
                 ),
             )
             if len(set(src.dtypes)) > 1:
-                raise InputError(path, f"bands have mixed data types {src.dtypes}",
-                                 "write all bands with one data type")
+                raise InputError(
+                    path,
+                    f"bands have mixed data types {src.dtypes}",
+                    "write all bands with one data type",
+                )
             if check_last_block:
                 bh, bw = info.block_shape
                 r0 = max(0, (info.height - 1) // bh * bh)
@@ -147,34 +155,38 @@ def _read_header(path: Path, role: str, check_last_block: bool) -> RasterInfo:
         raise
     except (RasterioError, OSError) as exc:
         raise InputError(
-            path, f"GDAL cannot read this {role} raster ({exc})",
+            path,
+            f"GDAL cannot read this {role} raster ({exc})",
             "re-download or re-export the file; it may be truncated or not a GeoTIFF",
         ) from exc
     return info
 
 
-def _check_georeferencing(info: RasterInfo, role: str, require_crs: bool,
-                          min_bands: int) -> None:
+def _check_georeferencing(info: RasterInfo, role: str, require_crs: bool, min_bands: int) -> None:
     """A CRS (when required), a north-up geotransform and enough bands."""
     path = info.path
     if require_crs and info.crs is None:
         raise InputError(
-            path, f"{role} raster has no CRS",
+            path,
+            f"{role} raster has no CRS",
             "assign the correct CRS, e.g. `gdal_edit.py -a_srs EPSG:32633 FILE`",
         )
     if info.transform.is_identity or info.transform == Affine(1, 0, 0, 0, 1, 0):
         raise InputError(
-            path, f"{role} raster has no geotransform (a bare pixel grid)",
+            path,
+            f"{role} raster has no geotransform (a bare pixel grid)",
             "georeference it (e.g. `gdal_edit.py -a_ullr ...` or `-a_srs` with a transform)",
         )
     if info.transform.b != 0 or info.transform.d != 0:
         raise InputError(
-            path, f"{role} raster is rotated (transform {tuple(info.transform)[:6]})",
+            path,
+            f"{role} raster is rotated (transform {tuple(info.transform)[:6]})",
             "warp it to a north-up grid with gdalwarp first",
         )
     if info.count < min_bands:
         raise InputError(
-            path, f"{role} raster has {info.count} band(s) but {min_bands} are configured",
+            path,
+            f"{role} raster has {info.count} band(s) but {min_bands} are configured",
             "check the `bands` list of the dataset or use the right file",
         )
 
@@ -195,7 +207,9 @@ def check_same_grid(image: RasterInfo, label: RasterInfo) -> None:
     if (image.height, image.width) != (label.height, label.width):
         diffs.append(f"shape {label.height}x{label.width} vs image {image.height}x{image.width}")
     if not image.transform.almost_equals(label.transform, precision=1e-9 * max(image.res)):
-        diffs.append(f"transform {tuple(label.transform)[:6]} vs image {tuple(image.transform)[:6]}")
+        diffs.append(
+            f"transform {tuple(label.transform)[:6]} vs image {tuple(image.transform)[:6]}"
+        )
     if diffs:
         raise InputError(
             label.path,
@@ -276,7 +290,9 @@ def read_padded(
     return out[0] if single else out
 
 
-def hex_colormap(colors: Sequence[str], nodata: int | None = IGNORE_INDEX) -> dict[int, tuple[int, ...]]:
+def hex_colormap(
+    colors: Sequence[str], nodata: int | None = IGNORE_INDEX
+) -> dict[int, tuple[int, ...]]:
     """GDAL colour table from '#rrggbb' strings (class id = position); nodata is transparent.
 
     Args:
@@ -366,16 +382,29 @@ class GeoTiffWriter:
         tags: Mapping[str, str] | None = None,
     ) -> None:
         if crs is None:
-            raise InputError(path, "refusing to write a raster without a CRS",
-                             "georeference the input rasters (e.g. gdal_edit.py -a_srs)")
+            raise InputError(
+                path,
+                "refusing to write a raster without a CRS",
+                "georeference the input rasters (e.g. gdal_edit.py -a_srs)",
+            )
         if len(descriptions) != count:
-            raise InputError(path, f"{count} bands but {len(descriptions)} descriptions",
-                             "give one description per band")
+            raise InputError(
+                path,
+                f"{count} bands but {len(descriptions)} descriptions",
+                "give one description per band",
+            )
         self.path = Path(path)
         self.cog = cog
         self.profile = dict(
-            driver="GTiff", crs=crs, transform=transform, width=width, height=height,
-            count=count, dtype=dtype, nodata=nodata, **GTIFF_OPTIONS,
+            driver="GTiff",
+            crs=crs,
+            transform=transform,
+            width=width,
+            height=height,
+            count=count,
+            dtype=dtype,
+            nodata=nodata,
+            **GTIFF_OPTIONS,
         )
         # The intermediate file is re-encoded by the final copy, so compress it fast.
         self.profile["ZLEVEL"] = 1
@@ -417,8 +446,9 @@ class GeoTiffWriter:
         if r1 <= r0 or c1 <= c0:
             return
         part = data[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
-        self._dst.write(part.astype(self.profile["dtype"], copy=False),
-                        window=Window(c0, r0, c1 - c0, r1 - r0))
+        self._dst.write(
+            part.astype(self.profile["dtype"], copy=False), window=Window(c0, r0, c1 - c0, r1 - r0)
+        )
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -428,15 +458,20 @@ class GeoTiffWriter:
             with atomic_path(self.path) as final_tmp:
                 if self.cog:
                     rasterio.shutil.copy(
-                        self._tmp, final_tmp, driver="COG", COMPRESS="DEFLATE",
-                        BLOCKSIZE=256, OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=self.resampling,
-                        RESAMPLING=self.resampling, BIGTIFF="IF_SAFER",
+                        self._tmp,
+                        final_tmp,
+                        driver="COG",
+                        COMPRESS="DEFLATE",
+                        BLOCKSIZE=256,
+                        OVERVIEWS="AUTO",
+                        OVERVIEW_RESAMPLING=self.resampling,
+                        RESAMPLING=self.resampling,
+                        BIGTIFF="IF_SAFER",
                         NUM_THREADS=str(compression_threads()),
                         **({"PREDICTOR": "YES"} if "PREDICTOR" in self.profile else {}),
                     )
                 else:
-                    rasterio.shutil.copy(self._tmp, final_tmp, driver="GTiff",
-                                         **GTIFF_OPTIONS)
+                    rasterio.shutil.copy(self._tmp, final_tmp, driver="GTiff", **GTIFF_OPTIONS)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
@@ -459,8 +494,11 @@ def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path)
     with atomic_path(path) as tmp:
         for name, gdf in layers.items():
             if gdf.crs is None:
-                raise InputError(path, f"layer '{name}' has no CRS; refusing to write it",
-                                 "set the CRS of the layer (GeoDataFrame.set_crs)")
+                raise InputError(
+                    path,
+                    f"layer '{name}' has no CRS; refusing to write it",
+                    "set the CRS of the layer (GeoDataFrame.set_crs)",
+                )
             gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
 
 
@@ -493,20 +531,41 @@ def reproject_to_grid(
         ``dst_path``.
     """
     src_path, dst_path = Path(src_path), Path(dst_path)
-    log.warning("Reprojecting %s onto the grid of %s (%s resampling)%s", src_path, grid.path,
-                resampling.name, f": {reason}" if reason else "")
-    with rasterio.open(src_path) as src, WarpedVRT(
-        src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-        resampling=resampling, nodata=src.nodata if dst_nodata is None else dst_nodata,
-    ) as vrt:
+    log.warning(
+        "Reprojecting %s onto the grid of %s (%s resampling)%s",
+        src_path,
+        grid.path,
+        resampling.name,
+        f": {reason}" if reason else "",
+    )
+    with (
+        rasterio.open(src_path) as src,
+        WarpedVRT(
+            src,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=resampling,
+            nodata=src.nodata if dst_nodata is None else dst_nodata,
+        ) as vrt,
+    ):
         colormap = None
         with contextlib.suppress(ValueError):
             colormap = src.colormap(1)
         with GeoTiffWriter(
-            dst_path, crs=grid.crs, transform=grid.transform, width=grid.width,
-            height=grid.height, count=src.count, dtype=src.dtypes[0], nodata=vrt.nodata,
+            dst_path,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=vrt.nodata,
             descriptions=[d or f"band_{i + 1}" for i, d in enumerate(src.descriptions)],
-            colormap=colormap, categorical=categorical, cog=False,
+            colormap=colormap,
+            categorical=categorical,
+            cog=False,
         ) as dst:
             for _, window in vrt.block_windows(1):
                 dst.write(vrt.read(window=window), window)

@@ -80,8 +80,11 @@ def replicates(settings: Settings) -> list[Replicate]:
     split_base = int(settings.split.seed)
     if seeds * folds == 1:
         return [Replicate(base, 0, split_base, 1, SPLIT_COLUMN)]
-    return [Replicate(base + r, f, split_base + r, folds, f"split__s{base + r}_f{f}")
-            for r in range(seeds) for f in range(folds)]
+    return [
+        Replicate(base + r, f, split_base + r, folds, f"split__s{base + r}_f{f}")
+        for r in range(seeds)
+        for f in range(folds)
+    ]
 
 
 def replicate_seeds(settings: Settings) -> list[int]:
@@ -97,8 +100,14 @@ def replicate_seeds(settings: Settings) -> list[int]:
 
 
 #: The six fairness outputs of an evaluation folder (``{metric}``: the headline metric).
-FAIRNESS_FILES = ("metrics.json", "by_region.csv", "fairness.gpkg", "fairness_{metric}.tif",
-                  "map.png", "regions.png")
+FAIRNESS_FILES = (
+    "metrics.json",
+    "by_region.csv",
+    "fairness.gpkg",
+    "fairness_{metric}.tif",
+    "map.png",
+    "regions.png",
+)
 
 
 @dataclass(frozen=True)
@@ -314,6 +323,9 @@ def replicate_dirs(run_path: str | Path, seed: int) -> list[Path]:
     reps = run_path / "reps"
     if not reps.is_dir():
         return [run_path]
-    dirs = [(int(m.group(2)), d) for d in reps.iterdir()
-            if (m := _REP_DIR.match(d.name)) and int(m.group(1)) == seed]
+    dirs = [
+        (int(m.group(2)), d)
+        for d in reps.iterdir()
+        if (m := _REP_DIR.match(d.name)) and int(m.group(1)) == seed
+    ]
     return [d for _, d in sorted(dirs)]

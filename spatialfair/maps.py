@@ -53,14 +53,17 @@ def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
         regions = result.partitionings[name].regions
         gdf = gpd.GeoDataFrame(
             table.drop(columns=["region"]).assign(region=table["region"].astype(str)),
-            geometry=regions.geometry.values, crs=regions.crs)
+            geometry=regions.geometry.values,
+            crs=regions.crs,
+        )
         gdf["small"] = gdf["small"].astype(bool)
         gdf["absent"] = gdf["absent"].astype(bool)
         gdf["significant"] = gdf["significant"].astype(bool)
         if "ci_excludes_zero" in gdf:
             gdf["ci_excludes_zero"] = gdf["ci_excludes_zero"].astype(bool)
-        cols = ["region_id", "region"] + [c for c in gdf.columns
-                                          if c not in ("region_id", "region", "geometry")]
+        cols = ["region_id", "region"] + [
+            c for c in gdf.columns if c not in ("region_id", "region", "geometry")
+        ]
         layers[name] = gdf[cols + ["geometry"]]
     return layers
 
@@ -89,11 +92,16 @@ def write_fairness_gpkg(result, path: str | Path) -> Path:
         styles = {}
         for name, gdf in layers.items():
             dev = gdf["deviation"].to_numpy(dtype=float)
-            desc = (f"{result.headline} deviation from overall "
-                    f"({overall:.4g}) per region of partitioning {name}; red = worse, "
-                    f"blue = better; thick outline = significant ({result.metrics['significance']['method']})")
-            styles[name] = (graduated_qml("deviation", dev), graduated_sld(name, "deviation", dev),
-                            desc)
+            desc = (
+                f"{result.headline} deviation from overall "
+                f"({overall:.4g}) per region of partitioning {name}; red = worse, "
+                f"blue = better; thick outline = significant ({result.metrics['significance']['method']})"
+            )
+            styles[name] = (
+                graduated_qml("deviation", dev),
+                graduated_sld(name, "deviation", dev),
+                desc,
+            )
         write_layer_styles(tmp, styles)
     log.info("wrote %s (%d layers with default QGIS styles)", path, len(layers))
     return path
@@ -108,10 +116,14 @@ def _scene_footprints(result) -> list[shapely.Geometry]:
         box = shapely.box(min(xs), min(ys), max(xs), max(ys))
         crs = CRS.from_user_input(g["crs"])
         if crs != result.study_crs:
-            box = shapely.segmentize(box, max_segment_length=max(box.bounds[2] - box.bounds[0],
-                                                                 box.bounds[3] - box.bounds[1]) / 16)
-            box = shapely.geometry.shape(transform_geom(crs, result.study_crs,
-                                                        shapely.geometry.mapping(box)))
+            box = shapely.segmentize(
+                box,
+                max_segment_length=max(box.bounds[2] - box.bounds[0], box.bounds[3] - box.bounds[1])
+                / 16,
+            )
+            box = shapely.geometry.shape(
+                transform_geom(crs, result.study_crs, shapely.geometry.mapping(box))
+            )
         out.append(box)
     return out
 
@@ -138,8 +150,9 @@ def raster_grid(result, max_size: int = MAX_RASTER_SIZE) -> tuple[Affine, int, i
     return from_origin(xmin, ymax, res, res), width, height
 
 
-def write_fairness_raster(result, path: str | Path, metric: str | None = None,
-                          max_size: int = MAX_RASTER_SIZE) -> Path:
+def write_fairness_raster(
+    result, path: str | Path, metric: str | None = None, max_size: int = MAX_RASTER_SIZE
+) -> Path:
     """Write ``fairness_<metric>.tif``: each pixel holds its region's deviation from overall.
 
     One float32 band per partitioning (band description ``<partitioning>: <metric> - overall``),
@@ -164,24 +177,36 @@ def write_fairness_raster(result, path: str | Path, metric: str | None = None,
     luts = {}
     for name in names:
         dev = result.tables[name][metric].to_numpy(dtype=np.float64) - (
-            overall if overall is not None else np.nan)
+            overall if overall is not None else np.nan
+        )
         lut = np.concatenate([[RASTER_NODATA], np.where(np.isfinite(dev), dev, RASTER_NODATA)])
         luts[name] = lut.astype(np.float32)
     with GeoTiffWriter(
-        path, crs=result.study_crs, transform=transform, width=width, height=height,
-        count=len(names), dtype="float32", nodata=RASTER_NODATA,
+        path,
+        crs=result.study_crs,
+        transform=transform,
+        width=width,
+        height=height,
+        count=len(names),
+        dtype="float32",
+        nodata=RASTER_NODATA,
         descriptions=[f"{n}: {metric} - overall" for n in names],
-        tags={"metric": metric, "overall": f"{overall}", "meaning":
-              f"deviation of the region's {metric} from the overall value (region - overall)",
-              "run": str(result.metrics.get("run")), "split": str(result.metrics.get("split"))},
+        tags={
+            "metric": metric,
+            "overall": f"{overall}",
+            "meaning": f"deviation of the region's {metric} from the overall value (region - overall)",
+            "run": str(result.metrics.get("run")),
+            "split": str(result.metrics.get("split")),
+        },
     ) as dst:
         for r0 in range(0, height, _WINDOW):
             for c0 in range(0, width, _WINDOW):
                 win = Window(c0, r0, min(_WINDOW, width - c0), min(_WINDOW, height - r0))
                 h, w = int(win.height), int(win.width)
                 wt = window_transform(win, transform)
-                inside = rasterize(((g, 1) for g in foot), out_shape=(h, w), transform=wt,
-                                   fill=0, dtype="uint8").astype(bool)
+                inside = rasterize(
+                    ((g, 1) for g in foot), out_shape=(h, w), transform=wt, fill=0, dtype="uint8"
+                ).astype(bool)
                 block = np.full((len(names), h, w), RASTER_NODATA, np.float32)
                 if inside.any():
                     for b, name in enumerate(names):
@@ -196,8 +221,9 @@ def write_fairness_raster(result, path: str | Path, metric: str | None = None,
 def _plot_frame(result) -> gpd.GeoDataFrame:
     name = result.primary
     regions = result.partitionings[name].regions
-    return gpd.GeoDataFrame(result.tables[name].copy(), geometry=regions.geometry.values,
-                            crs=regions.crs)
+    return gpd.GeoDataFrame(
+        result.tables[name].copy(), geometry=regions.geometry.values, crs=regions.crs
+    )
 
 
 #: A region whose bounding box is shorter than this fraction of the map's diagonal is drawn
@@ -248,16 +274,18 @@ def _deviation_norm(dev: np.ndarray):
     return TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
 
 
-def _draw_regions(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray,
-                  ci: np.ndarray) -> None:
+def _draw_regions(
+    ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray, ci: np.ndarray
+) -> None:
     """Choropleth of the deviation, hatching, significance and interval outlines."""
     defined = gdf[np.isfinite(dev)]
     undefined = gdf[~np.isfinite(dev)]
     if len(undefined):
         undefined.plot(ax=ax, color="#dddddd", edgecolor="#777777", linewidth=0.4)
     if len(defined):
-        defined.plot(ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444",
-                     linewidth=0.5)
+        defined.plot(
+            ax=ax, column="deviation", cmap="RdBu", norm=norm, edgecolor="#444444", linewidth=0.5
+        )
     small = gdf[left_out]
     if len(small):
         small.plot(ax=ax, facecolor="none", edgecolor="#555555", hatch="///", linewidth=0)
@@ -268,8 +296,9 @@ def _draw_regions(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np
         gdf[ci].boundary.plot(ax=ax, color="#6a3d9a", linewidth=1.6, linestyle="--")
 
 
-def _draw_tiny(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray,
-               tiny: np.ndarray) -> None:
+def _draw_tiny(
+    ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.ndarray, tiny: np.ndarray
+) -> None:
     """A circle in its colour on each region too small to see at the map's scale."""
     import matplotlib.pyplot as plt
 
@@ -280,10 +309,16 @@ def _draw_tiny(ax, gdf: gpd.GeoDataFrame, dev: np.ndarray, norm, left_out: np.nd
     face = [cmap(norm(v)) if math.isfinite(v) else "#dddddd" for v in t_dev]
     for hatch, sel in (("", ~t_out), ("////", t_out)):
         if sel.any():
-            ax.scatter(pts.x[sel], pts.y[sel], s=110, zorder=3, hatch=hatch,
-                       c=[face[i] for i in np.flatnonzero(sel)],
-                       edgecolors=["black" if s else "#444444" for s in t_sig[sel]],
-                       linewidths=[2.2 if s else 0.6 for s in t_sig[sel]])
+            ax.scatter(
+                pts.x[sel],
+                pts.y[sel],
+                s=110,
+                zorder=3,
+                hatch=hatch,
+                c=[face[i] for i in np.flatnonzero(sel)],
+                edgecolors=["black" if s else "#444444" for s in t_sig[sel]],
+                linewidths=[2.2 if s else 0.6 for s in t_sig[sel]],
+            )
 
 
 def _label_regions(ax, gdf: gpd.GeoDataFrame, tiny: np.ndarray, ci: np.ndarray) -> None:
@@ -294,24 +329,31 @@ def _label_regions(ax, gdf: gpd.GeoDataFrame, tiny: np.ndarray, ci: np.ndarray) 
     for (x, y), (_, row), is_tiny, c in zip(zip(pts.x, pts.y), gdf.iterrows(), tiny, ci):
         val = "n/a" if not math.isfinite(row["deviation"]) else f"{row['deviation']:+.3f}"
         mark = (" *" if row["significant"] else "") + (" †" if c else "")
-        ax.annotate(f"{row['region']}\n{val}{mark}",
-                    (x, y), xytext=(0, 16 if is_tiny else 0), textcoords="offset points",
-                    ha="center", va="center", fontsize=7,
-                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7))
+        ax.annotate(
+            f"{row['region']}\n{val}{mark}",
+            (x, y),
+            xytext=(0, 16 if is_tiny else 0),
+            textcoords="offset points",
+            ha="center",
+            va="center",
+            fontsize=7,
+            bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.7),
+        )
 
 
 def _map_title(result, gdf: gpd.GeoDataFrame, ci: np.ndarray, title: str | None) -> str:
     """Title and subtitle of ``map.png``: scope, significance test, SPAD score."""
     meta = result.metrics
     spad = meta["spad_score"].get(result.headline)
-    sub = (f"partitioning '{result.primary}', {_scope(meta)}; outlined/*: significant "
-           f"({meta['significance']['method']}, α={meta['significance']['alpha']})")
+    sub = (
+        f"partitioning '{result.primary}', {_scope(meta)}; outlined/*: significant "
+        f"({meta['significance']['method']}, α={meta['significance']['alpha']})"
+    )
     if ci.any() or "ci_excludes_zero" in gdf:
         sub += "\ndashed/†: confidence interval of the deviation excludes 0"
     if spad is not None:
         sub += f"; SPAD score {spad:.3f}"
-    return (title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region") \
-        + "\n" + sub
+    return (title or f"{meta['dataset']} / {meta['run']}: {result.headline} by region") + "\n" + sub
 
 
 def plot_map(result: EvaluationResult, path: str | Path, title: str | None = None) -> Path:
@@ -397,8 +439,9 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
             colors.append("#9e9e9e")
     fig, ax = plt.subplots(figsize=(8, max(3.0, 0.28 * len(t) + 1.5)), dpi=120)
     vals = t[h].to_numpy(dtype=float)
-    bars = ax.barh(np.arange(len(t)), np.nan_to_num(vals), color=colors, edgecolor="#333333",
-                   linewidth=0.4)
+    bars = ax.barh(
+        np.arange(len(t)), np.nan_to_num(vals), color=colors, edgecolor="#333333", linewidth=0.4
+    )
     for bar, small in zip(bars, _left_out(t)):
         if small:
             bar.set_hatch("///")
@@ -413,26 +456,38 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
         if p is not None and isinstance(p, float) and math.isfinite(p):
             txt += f"  p={p:.3g}"
         if "deviation_ci_low" in t and np.isfinite(t["deviation_ci_low"].iloc[i]):
-            txt += (f"  dev CI [{t['deviation_ci_low'].iloc[i]:+.3f}, "
-                    f"{t['deviation_ci_high'].iloc[i]:+.3f}]" + (" †" if ci[i] else ""))
+            txt += (
+                f"  dev CI [{t['deviation_ci_low'].iloc[i]:+.3f}, "
+                f"{t['deviation_ci_high'].iloc[i]:+.3f}]" + (" †" if ci[i] else "")
+            )
         ax.text(np.nan_to_num(v) + 0.005, i, txt, va="center", fontsize=6)
     ax.set_xlabel(h)
     hi = np.nanmax(np.append(vals, overall)) if np.isfinite(np.append(vals, overall)).any() else 1
     ax.set_xlim(0, max(1.0, hi * 1.15))
-    ax.legend(handles=[
-        plt.Line2D([0], [0], color="black", linestyle="--", label=f"overall {overall:.3f}"),
-        Patch(color="#b2182b", label="significantly worse"),
-        Patch(color="#2166ac", label="significantly better"),
-        Patch(color="#9e9e9e", label="not significant"),
-        Patch(facecolor="white", edgecolor="#333333", hatch="///",
-              label="left out of min/max: small, or no pixel of the class"),
-    ], fontsize=7, loc="lower right")
+    ax.legend(
+        handles=[
+            plt.Line2D([0], [0], color="black", linestyle="--", label=f"overall {overall:.3f}"),
+            Patch(color="#b2182b", label="significantly worse"),
+            Patch(color="#2166ac", label="significantly better"),
+            Patch(color="#9e9e9e", label="not significant"),
+            Patch(
+                facecolor="white",
+                edgecolor="#333333",
+                hatch="///",
+                label="left out of min/max: small, or no pixel of the class",
+            ),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
     meta = result.metrics
     unit = "blocks" if "audit" in meta else "tiles"
-    ax.set_title(f"{meta['dataset']} / {meta['run']}: {h} per region of '{result.primary}' "
-                 f"({_scope(meta)}, n = {unit})" + ("; †: CI of the deviation excludes 0"
-                                                    if "ci_excludes_zero" in t else ""),
-                 fontsize=9)
+    ax.set_title(
+        f"{meta['dataset']} / {meta['run']}: {h} per region of '{result.primary}' "
+        f"({_scope(meta)}, n = {unit})"
+        + ("; †: CI of the deviation excludes 0" if "ci_excludes_zero" in t else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -440,8 +495,7 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     return Path(path)
 
 
-def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE
-               ) -> dict[str, Path]:
+def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE) -> dict[str, Path]:
     """Write ``fairness.gpkg``, ``fairness_<headline>.tif``, ``map.png`` and ``regions.png``.
 
     Args:
@@ -455,8 +509,9 @@ def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE
     out_dir = Path(out_dir)
     out: dict[str, Any] = {}
     out["gpkg"] = write_fairness_gpkg(result, out_dir / "fairness.gpkg")
-    out["raster"] = write_fairness_raster(result, out_dir / f"fairness_{result.headline}.tif",
-                                          max_size=max_size)
+    out["raster"] = write_fairness_raster(
+        result, out_dir / f"fairness_{result.headline}.tif", max_size=max_size
+    )
     out["map"] = plot_map(result, out_dir / "map.png")
     out["regions"] = plot_regions(result, out_dir / "regions.png")
     return out

@@ -68,8 +68,11 @@ def _as_class_array(
     if flat.dtype == np.uint8 and (skip is None or num_classes <= skip <= 255):
         return flat, False
     if not np.issubdtype(flat.dtype, np.integer):
-        raise InputError(what, f"dtype {flat.dtype} is not an integer type",
-                         "pass integer class ids (e.g. uint8)")
+        raise InputError(
+            what,
+            f"dtype {flat.dtype} is not an integer type",
+            "pass integer class ids (e.g. uint8)",
+        )
     valid = (flat >= 0) & (flat < num_classes)
     if skip is not None:
         valid &= flat != skip
@@ -77,9 +80,10 @@ def _as_class_array(
     bad = ~valid & ~skipped
     if bad.any():
         raise InputError(
-            what, f"{int(bad.sum())} value(s) outside 0..{num_classes - 1} that are not the "
+            what,
+            f"{int(bad.sum())} value(s) outside 0..{num_classes - 1} that are not the "
             f"skip value {skip} (e.g. {flat[bad][:5].tolist()})",
-            f"use class ids 0..{num_classes - 1} or the skip value"
+            f"use class ids 0..{num_classes - 1} or the skip value",
         )
     return np.where(valid, flat, num_classes).astype(np.uint8), True
 
@@ -94,16 +98,28 @@ class _PixelPairs:
     classes).
     """
 
-    def __init__(self, y_true: np.ndarray, y_pred: np.ndarray, num_classes: int,
-                 ignore_index: int | None, pred_nodata: int | None = IGNORE_INDEX) -> None:
+    def __init__(
+        self,
+        y_true: np.ndarray,
+        y_pred: np.ndarray,
+        num_classes: int,
+        ignore_index: int | None,
+        pred_nodata: int | None = IGNORE_INDEX,
+    ) -> None:
         if not 1 <= num_classes <= MAX_CLASSES:
-            raise InputError("num_classes", f"{num_classes} is outside 1..{MAX_CLASSES}",
-                             f"use 1 to {MAX_CLASSES} classes")
+            raise InputError(
+                "num_classes",
+                f"{num_classes} is outside 1..{MAX_CLASSES}",
+                f"use 1 to {MAX_CLASSES} classes",
+            )
         t8, t_checked = _as_class_array(y_true, num_classes, ignore_index, "y_true")
         p8, p_checked = _as_class_array(y_pred, num_classes, pred_nodata, "y_pred")
         if t8.size != p8.size:
-            raise InputError("y_true, y_pred", f"not the same number of pixels ({t8.size}, "
-                             f"{p8.size})", "pass one prediction per label pixel")
+            raise InputError(
+                "y_true, y_pred",
+                f"not the same number of pixels ({t8.size}, {p8.size})",
+                "pass one prediction per label pixel",
+            )
         self.c = num_classes
         c1 = num_classes + 1
         self.b = c1 * c1
@@ -144,22 +160,35 @@ class _PixelPairs:
         b, n = self.b, self.n
         r_flat = np.ravel(regions)
         if r_flat.size != n:
-            raise InputError("regions", f"not the same number of pixels as y_true and y_pred "
-                             f"({r_flat.size}, {n}, {n})", "pass one region id per pixel")
+            raise InputError(
+                "regions",
+                f"not the same number of pixels as y_true and y_pred ({r_flat.size}, {n}, {n})",
+                "pass one region id per pixel",
+            )
         if not np.issubdtype(r_flat.dtype, np.integer):
-            raise InputError("regions", f"dtype {r_flat.dtype} is not an integer type",
-                             "pass integer region ids (-1 = no region)")
+            raise InputError(
+                "regions",
+                f"dtype {r_flat.dtype} is not an integer type",
+                "pass integer region ids (-1 = no region)",
+            )
         if num_regions < 0:
-            raise InputError("num_regions", f"{num_regions} is below 0",
-                             "pass the number of regions (0 or more)")
+            raise InputError(
+                "num_regions", f"{num_regions} is below 0", "pass the number of regions (0 or more)"
+            )
         if (num_regions + 1) * b >= 2**31:
-            raise InputError("num_regions", f"{num_regions} regions x {self.c} classes is too "
-                             "many for one confusion array", "evaluate fewer regions at a time")
+            raise InputError(
+                "num_regions",
+                f"{num_regions} regions x {self.c} classes is too many for one confusion array",
+                "evaluate fewer regions at a time",
+            )
         if r_flat.dtype.itemsize > 4 or r_flat.dtype == np.uint32:
             # Wide ids would wrap in the int32 code arithmetic below: check them here instead.
             if r_flat.size and (int(r_flat.min()) < -1 or int(r_flat.max()) >= num_regions):
-                raise InputError("regions", f"region ids outside -1..{num_regions - 1}",
-                                 "use ids 0..num_regions-1, or -1 for no region")
+                raise InputError(
+                    "regions",
+                    f"region ids outside -1..{num_regions - 1}",
+                    "use ids 0..num_regions-1, or -1 for no region",
+                )
         size = (num_regions + 1) * b
         # Count block by block: each block's codes stay in cache while ``np.bincount`` reads
         # them (one 8-byte code per pixel of a whole 4-Mpx window is 32 MB, which would go
@@ -185,7 +214,7 @@ class _PixelPairs:
             for s in range(bs, be, k):
                 e = min(be, s + k)
                 m = e - s
-                r, out = reg[:m], code[s - bs:e - bs]
+                r, out = reg[:m], code[s - bs : e - bs]
                 np.multiply(r_flat[s:e], bb, out=r, casting="unsafe")
                 if fused:
                     a, q, w = a0[:m], q0[:m], w0[:m]
@@ -198,13 +227,19 @@ class _PixelPairs:
                     w = self.pair[s:e]
                 np.add(r, w, out=out, casting="unsafe")
             try:
-                part = np.bincount(code[:be - bs], minlength=size)
+                part = np.bincount(code[: be - bs], minlength=size)
             except ValueError as exc:  # negative code: a region id below -1
-                raise InputError("regions", f"region ids below -1 ({exc})",
-                                 "use region ids >= -1 (-1 = no region)") from None
+                raise InputError(
+                    "regions",
+                    f"region ids below -1 ({exc})",
+                    "use region ids >= -1 (-1 = no region)",
+                ) from None
             if part.size > size:
-                raise InputError("regions", "pixels with a region id >= num_regions="
-                                 f"{num_regions}", "use region ids < num_regions")
+                raise InputError(
+                    "regions",
+                    f"pixels with a region id >= num_regions={num_regions}",
+                    "use region ids < num_regions",
+                )
             counts += part
         counts = counts.reshape(num_regions + 1, self.c + 1, self.c + 1)
         while self._pending:
@@ -212,27 +247,33 @@ class _PixelPairs:
             _check_skipped(counts, array8, skip, self.c, axis, what)
         return counts
 
-    def confusion(self, regions: np.ndarray, num_regions: int, reuse: bool = True
-                  ) -> np.ndarray:
+    def confusion(self, regions: np.ndarray, num_regions: int, reuse: bool = True) -> np.ndarray:
         """(R + 1, C, C) int64 confusion matrices; index 0 holds pixels outside every region."""
         c = self.c
         return self.counts(regions, num_regions, reuse)[:, :c, :c].astype(np.int64)
 
 
 def _check_skipped(
-    counts: np.ndarray, array8: np.ndarray, skip: int | None, num_classes: int, axis: int,
+    counts: np.ndarray,
+    array8: np.ndarray,
+    skip: int | None,
+    num_classes: int,
+    axis: int,
     what: str,
 ) -> None:
     """Raise if ``array8`` had values >= C other than the skip value (uint8 fast path)."""
     if array8.size == 0 or int(array8.max()) < num_classes:
         return
     n_high = int(counts[:, num_classes, :].sum() if axis == 1 else counts[:, :, num_classes].sum())
-    n_skip = int(np.count_nonzero(array8 == skip)) if skip is not None and skip >= num_classes else 0
+    n_skip = (
+        int(np.count_nonzero(array8 == skip)) if skip is not None and skip >= num_classes else 0
+    )
     if n_high != n_skip:
         raise InputError(
-            what, f"{n_high - n_skip} pixel(s) with a value outside 0..{num_classes - 1} "
+            what,
+            f"{n_high - n_skip} pixel(s) with a value outside 0..{num_classes - 1} "
             f"that is not the skip value {skip}",
-            f"use class ids 0..{num_classes - 1} or the skip value"
+            f"use class ids 0..{num_classes - 1} or the skip value",
         )
 
 
@@ -304,9 +345,11 @@ def metric_arrays(cm: np.ndarray, class_names: Sequence[str]) -> dict[str, np.nd
     cm = np.asarray(cm, dtype=np.float64)
     c = cm.shape[-1]
     if cm.shape[-2] != c or len(class_names) != c:
-        raise InputError("confusion matrices", f"shape {cm.shape} does not match "
-                         f"{len(class_names)} class names", "pass (..., C, C) matrices and C "
-                         "class names")
+        raise InputError(
+            "confusion matrices",
+            f"shape {cm.shape} does not match {len(class_names)} class names",
+            "pass (..., C, C) matrices and C class names",
+        )
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     true_n = cm.sum(axis=-1)
     pred_n = cm.sum(axis=-2)
@@ -349,13 +392,17 @@ def metrics_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[s
     """
     cm = np.asarray(cm)
     if cm.ndim != 2:
-        raise InputError("confusion matrix", f"shape {cm.shape} is not (C, C)",
-                         "pass one matrix (metric_arrays takes a stack)")
+        raise InputError(
+            "confusion matrix",
+            f"shape {cm.shape} is not (C, C)",
+            "pass one matrix (metric_arrays takes a stack)",
+        )
     return {k: float(v) for k, v in metric_arrays(cm, class_names).items()}
 
 
-def has_class_support(cm: np.ndarray, class_names: Sequence[str], metric: str,
-                      min_pixels: int = 1) -> np.ndarray:
+def has_class_support(
+    cm: np.ndarray, class_names: Sequence[str], metric: str, min_pixels: int = 1
+) -> np.ndarray:
     """Which regions can judge ``metric``: boolean array of shape ``cm.shape[:-2]``.
 
     For a class metric whose denominator includes the true pixels of class c (``iou_<c>``,
@@ -432,8 +479,16 @@ def summarize(
         "absent": absent_list,
     }
     if values.size == 0:
-        out.update(group_min=math.nan, group_max=math.nan, argmin=None, argmax=None,
-                   difference=math.nan, ratio=math.nan, std=math.nan, mad=math.nan)
+        out.update(
+            group_min=math.nan,
+            group_max=math.nan,
+            argmin=None,
+            argmax=None,
+            difference=math.nan,
+            ratio=math.nan,
+            std=math.nan,
+            mad=math.nan,
+        )
         return out
     lo, hi = float(values.min()), float(values.max())
     if hi > 0:
@@ -520,8 +575,11 @@ def region_metrics(
         num_regions = max(num_regions, len(region_names or []))
     names = list(region_names) if region_names is not None else [str(i) for i in range(num_regions)]
     if len(names) != num_regions:
-        raise InputError("region_names", f"{len(names)} names for {num_regions} regions",
-                         "give one name per region")
+        raise InputError(
+            "region_names",
+            f"{len(names)} names for {num_regions} regions",
+            "give one name per region",
+        )
     cm_all = _confusion_all(regions, y_true, y_pred, num_regions, len(class_names), ignore_index)
     cm = cm_all[1:]
     overall = metrics_from_confusion(cm_all.sum(axis=0), class_names)
@@ -529,16 +587,32 @@ def region_metrics(
     n_pix = cm.sum(axis=(1, 2))
     rows = []
     for i, name in enumerate(names):
-        row = {"id": i, "name": name, "n_pixels": int(n_pix[i]), "small": bool(n_pix[i] < min_pixels)}
+        row = {
+            "id": i,
+            "name": name,
+            "n_pixels": int(n_pix[i]),
+            "small": bool(n_pix[i] < min_pixels),
+        }
         row.update({m: float(v[i]) for m, v in per.items()})
         rows.append(row)
     counts = {name: int(n_pix[i]) for i, name in enumerate(names)}
     summaries = {
-        m: summarize({name: float(per[m][i]) for i, name in enumerate(names)}, overall[m],
-                     counts, min_pixels,
-                     absent=[names[i] for i in np.flatnonzero(
-                         ~has_class_support(cm, class_names, m, min_class_pixels))])
+        m: summarize(
+            {name: float(per[m][i]) for i, name in enumerate(names)},
+            overall[m],
+            counts,
+            min_pixels,
+            absent=[
+                names[i]
+                for i in np.flatnonzero(~has_class_support(cm, class_names, m, min_class_pixels))
+            ],
+        )
         for m in per
     }
-    return {"overall": overall, "n_pixels": int(cm_all.sum()), "regions": rows,
-            "summaries": summaries, "confusion": cm}
+    return {
+        "overall": overall,
+        "n_pixels": int(cm_all.sum()),
+        "regions": rows,
+        "summaries": summaries,
+        "confusion": cm,
+    }

@@ -28,9 +28,23 @@ BUNDLE_FORMAT = "spatialfair-model/1"
 
 #: Keys every bundle carries (see docs/ARCHITECTURE.md, "Model bundle").
 BUNDLE_KEYS = (
-    "model_config", "in_channels", "num_classes", "classes", "colors", "bands", "norm_mean",
-    "norm_std", "tile_size", "task", "ignore_index", "nodata", "strategy", "strategy_state",
-    "config", "epoch", "val_metrics",
+    "model_config",
+    "in_channels",
+    "num_classes",
+    "classes",
+    "colors",
+    "bands",
+    "norm_mean",
+    "norm_std",
+    "tile_size",
+    "task",
+    "ignore_index",
+    "nodata",
+    "strategy",
+    "strategy_state",
+    "config",
+    "epoch",
+    "val_metrics",
 )
 
 #: Total stride of segmentation-models-pytorch encoders (5 down-sampling steps).
@@ -88,9 +102,11 @@ class UNet(nn.Module):
         super().__init__()
         if in_channels < 1 or num_classes < 2 or width < 1 or depth < 1:
             raise InputError(
-                "config: model", f"UNet needs in_channels>=1, num_classes>=2, width>=1, "
+                "config: model",
+                f"UNet needs in_channels>=1, num_classes>=2, width>=1, "
                 f"depth>=1; got {in_channels}, {num_classes}, {width}, {depth}",
-                "set model.width and model.depth to at least 1 (and use 2 or more classes)")
+                "set model.width and model.depth to at least 1 (and use 2 or more classes)",
+            )
         self.depth = depth
         chans = [width * 2**i for i in range(depth + 1)]
         self.stem = ConvBlock(in_channels, chans[0])
@@ -146,7 +162,8 @@ def model_stride(model_config: Mapping[str, Any] | ModelSettings | None) -> int:
         return SMP_STRIDE
     if cfg["arch"] != "unet":
         raise InputError(
-            "config: model.arch", f"unknown architecture '{cfg['arch']}'",
+            "config: model.arch",
+            f"unknown architecture '{cfg['arch']}'",
             "use 'unet' or 'smp:<Architecture>' (e.g. 'smp:Unet', needs the smp extra)",
         )
     return 2 ** int(cfg["depth"])
@@ -177,8 +194,9 @@ def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | ModelSetti
         fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
         if deepest >= 1:
             fix += f", or lower model.depth to at most {deepest}"
-    raise InputError("config: tiling.size / model.depth",
-                     f"tile side {tile_size} is not divisible by {why}", fix)
+    raise InputError(
+        "config: tiling.size / model.depth", f"tile side {tile_size} is not divisible by {why}", fix
+    )
 
 
 def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
@@ -192,8 +210,11 @@ def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Mo
         ) from exc
     cls = getattr(smp, name, None)
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise InputError("config: model.arch", f"smp has no architecture '{name}'",
-                         "use one such as smp:Unet, smp:UnetPlusPlus, smp:FPN, smp:DeepLabV3Plus")
+        raise InputError(
+            "config: model.arch",
+            f"smp has no architecture '{name}'",
+            "use one such as smp:Unet, smp:UnetPlusPlus, smp:FPN, smp:DeepLabV3Plus",
+        )
     weights = cfg.get("encoder_weights")
     state = None
     if weights:
@@ -207,17 +228,26 @@ def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Mo
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
-    model = cls(encoder_name=cfg["encoder"], encoder_weights=None, in_channels=in_channels,
-                classes=num_classes)
+    model = cls(
+        encoder_name=cfg["encoder"],
+        encoder_weights=None,
+        in_channels=in_channels,
+        classes=num_classes,
+    )
     if state is not None:
         missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-        log.info("loaded encoder weights from %s (%d missing, %d unexpected keys)",
-                 weights, len(missing), len(unexpected))
+        log.info(
+            "loaded encoder weights from %s (%d missing, %d unexpected keys)",
+            weights,
+            len(missing),
+            len(unexpected),
+        )
     return model
 
 
-def build_model(model_config: Mapping[str, Any] | ModelSettings | None, in_channels: int,
-                num_classes: int) -> nn.Module:
+def build_model(
+    model_config: Mapping[str, Any] | ModelSettings | None, in_channels: int, num_classes: int
+) -> nn.Module:
     """Build the network described by the ``model`` settings.
 
     Args:
@@ -263,8 +293,9 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def save_bundle(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
-                **meta: Any) -> Path:
+def save_bundle(
+    path: str | Path, model: nn.Module | Mapping[str, torch.Tensor], **meta: Any
+) -> Path:
     """Write ``model.pt`` atomically: the weights (on CPU) plus the bundle fields.
 
     Args:
@@ -289,8 +320,9 @@ def save_bundle(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor],
     return path
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu"
-                ) -> tuple[nn.Module, dict[str, Any]]:
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Read a bundle written by :func:`save_bundle`.
 
     Args:
@@ -309,19 +341,26 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu"
     try:
         bundle = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling problem means a bad file
-        raise InputError(path, f"cannot read the model bundle ({exc})",
-                         "re-run training; the file may be truncated") from exc
+        raise InputError(
+            path,
+            f"cannot read the model bundle ({exc})",
+            "re-run training; the file may be truncated",
+        ) from exc
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise InputError(path, f"not a {BUNDLE_FORMAT} bundle",
-                         "pass a model.pt written by spatialfair train")
+        raise InputError(
+            path, f"not a {BUNDLE_FORMAT} bundle", "pass a model.pt written by spatialfair train"
+        )
     model = build_model(bundle["model_config"], bundle["in_channels"], bundle["num_classes"])
     model.load_state_dict(bundle["state_dict"])
     model.to(device).eval()
     return model, bundle
 
 
-def normalize(x: torch.Tensor | np.ndarray, bundle: Mapping[str, Any],
-              valid: torch.Tensor | np.ndarray | None = None) -> torch.Tensor | np.ndarray:
+def normalize(
+    x: torch.Tensor | np.ndarray,
+    bundle: Mapping[str, Any],
+    valid: torch.Tensor | np.ndarray | None = None,
+) -> torch.Tensor | np.ndarray:
     """Per-band ``(x - mean) / std`` with the bundle's statistics; bands on axis -3.
 
     Non-finite values, and pixels where ``valid`` is False, become 0 after normalisation, i.e.
@@ -339,7 +378,8 @@ def normalize(x: torch.Tensor | np.ndarray, bundle: Mapping[str, Any],
     if isinstance(x, np.ndarray):
         shape = (len(mean), 1, 1)
         out = (x.astype(np.float32) - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(
-            std, np.float32).reshape(shape)
+            std, np.float32
+        ).reshape(shape)
         out[~np.isfinite(out)] = 0.0
         if valid is not None:
             out *= np.asarray(valid, dtype=bool)[..., None, :, :]
@@ -366,6 +406,15 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "BUNDLE_FORMAT", "BUNDLE_KEYS", "UNet", "build_model", "check_tile_size", "count_parameters",
-    "load_bundle", "model_stride", "normalize", "save_bundle", "unwrap",
+    "BUNDLE_FORMAT",
+    "BUNDLE_KEYS",
+    "UNet",
+    "build_model",
+    "check_tile_size",
+    "count_parameters",
+    "load_bundle",
+    "model_stride",
+    "normalize",
+    "save_bundle",
+    "unwrap",
 ]

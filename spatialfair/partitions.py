@@ -76,15 +76,20 @@ class GridSpec:
         object.__setattr__(self, "crs", as_crs(self.crs))
         xmin, ymin, xmax, ymax = self.bounds
         if self.rows < 1 or self.cols < 1 or not (xmax > xmin and ymax > ymin):
-            raise InputError(f"grid {self.rows}x{self.cols}", f"degenerate grid over {self.bounds}",
-                             "use at least one row and column over an extent with an area")
+            raise InputError(
+                f"grid {self.rows}x{self.cols}",
+                f"degenerate grid over {self.bounds}",
+                "use at least one row and column over an extent with an area",
+            )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GridSpec):
             return NotImplemented
-        return ((self.rows, self.cols) == (other.rows, other.cols)
-                and np.allclose(self.bounds, other.bounds, rtol=0, atol=1e-9 * self._scale())
-                and same_crs(self.crs, other.crs))
+        return (
+            (self.rows, self.cols) == (other.rows, other.cols)
+            and np.allclose(self.bounds, other.bounds, rtol=0, atol=1e-9 * self._scale())
+            and same_crs(self.crs, other.crs)
+        )
 
     def __hash__(self) -> int:
         return hash((self.rows, self.cols))
@@ -163,9 +168,12 @@ class GridSpec:
         r, c = np.divmod(np.arange(self.rows * self.cols), self.cols)
         geoms = shapely.box(xs[c], ys[r + 1], xs[c + 1], ys[r])
         return gpd.GeoDataFrame(
-            {"region_id": offset + np.arange(self.rows * self.cols, dtype=np.int64),
-             "region": [f"{prefix}r{i}c{j}" for i, j in zip(r, c)]},
-            geometry=geoms, crs=self.crs,
+            {
+                "region_id": offset + np.arange(self.rows * self.cols, dtype=np.int64),
+                "region": [f"{prefix}r{i}c{j}" for i, j in zip(r, c)],
+            },
+            geometry=geoms,
+            crs=self.crs,
         )
 
 
@@ -189,11 +197,15 @@ class ClusterGrids:
     def __post_init__(self) -> None:
         object.__setattr__(self, "grids", tuple(self.grids))
         if len(self.grids) < 2:
-            raise InputError("ClusterGrids", f"{len(self.grids)} grid(s)",
-                             "give at least two grids (for one grid use GridSpec)")
+            raise InputError(
+                "ClusterGrids",
+                f"{len(self.grids)} grid(s)",
+                "give at least two grids (for one grid use GridSpec)",
+            )
         if not all(same_crs(g.crs, self.grids[0].crs) for g in self.grids):
-            raise InputError("ClusterGrids", "the grids are in different CRSs",
-                             "give every grid the same CRS")
+            raise InputError(
+                "ClusterGrids", "the grids are in different CRSs", "give every grid the same CRS"
+            )
 
     @property
     def crs(self) -> pyproj.CRS:
@@ -238,19 +250,27 @@ class ClusterGrids:
             int64 (height, width) region ids; -1 outside every grid.
         """
         x0, y0, x1, y1 = _window_bounds(t, height, width)
-        hit = [g for g in self.grids if g.bounds[0] <= x1 and g.bounds[2] >= x0
-               and g.bounds[1] <= y1 and g.bounds[3] >= y0]
+        hit = [
+            g
+            for g in self.grids
+            if g.bounds[0] <= x1 and g.bounds[2] >= x0 and g.bounds[1] <= y1 and g.bounds[3] >= y0
+        ]
         if not hit:
             return np.full((height, width), -1, np.int64)
-        return self._combine(g.window_ids(t, height, width) if g in hit
-                             else np.full((height, width), -1, np.int64) for g in self.grids)
+        return self._combine(
+            g.window_ids(t, height, width) if g in hit else np.full((height, width), -1, np.int64)
+            for g in self.grids
+        )
 
     def to_regions(self) -> gpd.GeoDataFrame:
         """Every cluster's cells, in cluster order (names ``g<k>/r<row>c<col>``)."""
-        frames = [g.to_regions(f"g{k}/", int(off))
-                  for k, (g, off) in enumerate(zip(self.grids, self.offsets))]
-        return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry",
-                                crs=self.crs)
+        frames = [
+            g.to_regions(f"g{k}/", int(off))
+            for k, (g, off) in enumerate(zip(self.grids, self.offsets))
+        ]
+        return gpd.GeoDataFrame(
+            pd.concat(frames, ignore_index=True), geometry="geometry", crs=self.crs
+        )
 
 
 @dataclass(eq=False)
@@ -277,15 +297,22 @@ class Partitioning:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise InputError(f"partitioning {self.name!r}", f"unknown kind {self.kind!r}",
-                             f"use one of {KINDS}")
+            raise InputError(
+                f"partitioning {self.name!r}", f"unknown kind {self.kind!r}", f"use one of {KINDS}"
+            )
         if self.regions.crs is None:
-            raise InputError(f"partitioning {self.name!r}", "the regions have no CRS",
-                             "set the CRS of the regions (GeoDataFrame.set_crs)")
+            raise InputError(
+                f"partitioning {self.name!r}",
+                "the regions have no CRS",
+                "set the CRS of the regions (GeoDataFrame.set_crs)",
+            )
         ids = np.asarray(self.regions["region_id"])
         if not np.array_equal(ids, np.arange(len(ids))):
-            raise InputError(f"partitioning {self.name!r}", "region_id is not 0..K-1 in row order",
-                             "sort the regions and number them 0..K-1")
+            raise InputError(
+                f"partitioning {self.name!r}",
+                "region_id is not 0..K-1 in row order",
+                "sort the regions and number them 0..K-1",
+            )
 
     @property
     def n_regions(self) -> int:
@@ -313,8 +340,12 @@ class Partitioning:
             if same_crs(crs, self.regions.crs):
                 self._cache[key] = self.regions
             else:
-                log.debug("reprojecting partitioning %s from %s to %s", self.name,
-                          crs_name(self.crs), crs_name(crs))
+                log.debug(
+                    "reprojecting partitioning %s from %s to %s",
+                    self.name,
+                    crs_name(self.crs),
+                    crs_name(crs),
+                )
                 self._cache[key] = reproject_polygons(self.regions, as_crs(crs))
         return self._cache[key]
 
@@ -340,61 +371,87 @@ def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
 def _read_regions_layer(path: Path, layer: str | None) -> tuple[gpd.GeoDataFrame, str | Path]:
     """Read ``layer`` (default: the first) of a vector file; return it and how to name it."""
     if not path.exists():
-        raise InputError(path, "regions file not found",
-                         "check `regions` of the dataset in the config")
+        raise InputError(
+            path, "regions file not found", "check `regions` of the dataset in the config"
+        )
     try:
         layers = [str(row[0]) for row in pyogrio.list_layers(path)]
     except Exception as exc:  # pyogrio raises several error types for unreadable files
-        raise InputError(path, f"GDAL cannot read this regions file ({exc})",
-                         "export it as GeoPackage or Shapefile (e.g. with ogr2ogr or QGIS)"
-                         ) from exc
+        raise InputError(
+            path,
+            f"GDAL cannot read this regions file ({exc})",
+            "export it as GeoPackage or Shapefile (e.g. with ogr2ogr or QGIS)",
+        ) from exc
     if not layers:
         raise InputError(path, "regions file has no layers", "use a file with a polygon layer")
     if layer is None:
         layer = layers[0]
         if len(layers) > 1:
-            log.warning("%s has %d layers (%s); using the first, '%s'. Set `regions_layer` to "
-                        "choose another", path, len(layers), _listing(layers), layer)
+            log.warning(
+                "%s has %d layers (%s); using the first, '%s'. Set `regions_layer` to "
+                "choose another",
+                path,
+                len(layers),
+                _listing(layers),
+                layer,
+            )
     elif layer not in layers:
-        raise InputError(path, f"no layer '{layer}' (layers: {_listing(layers)})",
-                         "set `regions_layer` to one of the layers")
+        raise InputError(
+            path,
+            f"no layer '{layer}' (layers: {_listing(layers)})",
+            "set `regions_layer` to one of the layers",
+        )
     try:
         gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
     except Exception as exc:
-        raise InputError(path, f"cannot read layer '{layer}' ({exc})",
-                         "re-export the regions file (e.g. with ogr2ogr or QGIS)") from exc
+        raise InputError(
+            path,
+            f"cannot read layer '{layer}' ({exc})",
+            "re-export the regions file (e.g. with ogr2ogr or QGIS)",
+        ) from exc
     return gdf, (f"{path} (layer '{layer}')" if len(layers) > 1 else path)
 
 
-def _check_regions_table(gdf: gpd.GeoDataFrame, where: str | Path, column: str,
-                         path: Path) -> None:
+def _check_regions_table(gdf: gpd.GeoDataFrame, where: str | Path, column: str, path: Path) -> None:
     """Check that the layer has geometry, the name column, features and a CRS."""
     if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
-        raise InputError(where, "layer has no geometry (an attribute table?)",
-                         "point `regions_layer` at a polygon layer")
+        raise InputError(
+            where,
+            "layer has no geometry (an attribute table?)",
+            "point `regions_layer` at a polygon layer",
+        )
     if column not in gdf.columns or column == gdf.geometry.name:
         cols = [c for c in gdf.columns if c != gdf.geometry.name]
-        raise InputError(where, f"no column '{column}' (columns: {_listing(cols) or 'none'})",
-                         "set `region_column` of the dataset to the column holding region names")
+        raise InputError(
+            where,
+            f"no column '{column}' (columns: {_listing(cols) or 'none'})",
+            "set `region_column` of the dataset to the column holding region names",
+        )
     if len(gdf) == 0:
         raise InputError(where, "regions file has no features", "use a file with regions in it")
     if gdf.crs is None:
-        raise InputError(where, "regions file has no CRS",
-                         "assign the CRS it was drawn in, e.g. "
-                         f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {path.name}` or in QGIS "
-                         "(Layer > Set CRS), or gdf.set_crs(...) in GeoPandas")
+        raise InputError(
+            where,
+            "regions file has no CRS",
+            "assign the CRS it was drawn in, e.g. "
+            f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {path.name}` or in QGIS "
+            "(Layer > Set CRS), or gdf.set_crs(...) in GeoPandas",
+        )
 
 
-def _sorted_by_name(gdf: gpd.GeoDataFrame, where: str | Path, column: str
-                    ) -> tuple[gpd.GeoDataFrame, pd.Series]:
+def _sorted_by_name(
+    gdf: gpd.GeoDataFrame, where: str | Path, column: str
+) -> tuple[gpd.GeoDataFrame, pd.Series]:
     """Features sorted by region name (numbers as numbers) and the names as text; checks that
     every feature has a name and no name repeats."""
     names = gdf[column]
     if names.isna().any():
         rows = list(np.flatnonzero(names.isna().to_numpy()))
-        raise InputError(where, f"features without a region name in '{column}' "
-                         f"(rows {_listing(rows)})",
-                         "give every feature a name or delete the unnamed ones")
+        raise InputError(
+            where,
+            f"features without a region name in '{column}' (rows {_listing(rows)})",
+            "give every feature a name or delete the unnamed ones",
+        )
     if pd.api.types.is_float_dtype(names) and np.all(np.mod(names.to_numpy(), 1) == 0):
         names = names.astype(np.int64)
     try:  # numeric codes sort as numbers, names as text
@@ -405,10 +462,13 @@ def _sorted_by_name(gdf: gpd.GeoDataFrame, where: str | Path, column: str
     names = names.iloc[order].astype(str).reset_index(drop=True)
     dup = names[names.duplicated(keep=False)].unique()
     if len(dup):
-        raise InputError(where, f"duplicate region names in '{column}': {_listing(dup)}",
-                         "dissolve features of the same region into one multi-part feature "
-                         "(QGIS: Vector > Geoprocessing > Dissolve by the column; GeoPandas: "
-                         "gdf.dissolve(column)) or rename them")
+        raise InputError(
+            where,
+            f"duplicate region names in '{column}': {_listing(dup)}",
+            "dissolve features of the same region into one multi-part feature "
+            "(QGIS: Vector > Geoprocessing > Dissolve by the column; GeoPandas: "
+            "gdf.dissolve(column)) or rename them",
+        )
     return gdf, names
 
 
@@ -417,25 +477,37 @@ def _polygon_geometries(geoms: np.ndarray, names: pd.Series, where: str | Path) 
     region has a polygon with an area."""
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     if empty.any():
-        raise InputError(where, f"regions with empty geometry: {_listing(names[empty])}",
-                         "delete these features or draw their polygons")
+        raise InputError(
+            where,
+            f"regions with empty geometry: {_listing(names[empty])}",
+            "delete these features or draw their polygons",
+        )
     kinds = shapely.get_type_id(geoms)
     not_poly = ~np.isin(kinds, [3, 6, 7])  # Polygon, MultiPolygon, GeometryCollection
     if not_poly.any():
-        raise InputError(where, f"regions are not polygons ({_listing(names[not_poly])})",
-                         "regions must be polygons or multipolygons")
+        raise InputError(
+            where,
+            f"regions are not polygons ({_listing(names[not_poly])})",
+            "regions must be polygons or multipolygons",
+        )
     invalid = ~shapely.is_valid(geoms)
     if invalid.any():
-        log.warning("%s: repairing invalid geometries of region(s) %s with make_valid (%s)",
-                    where, _listing(names[invalid]),
-                    _listing([shapely.is_valid_reason(g) for g in geoms[invalid]]))
+        log.warning(
+            "%s: repairing invalid geometries of region(s) %s with make_valid (%s)",
+            where,
+            _listing(names[invalid]),
+            _listing([shapely.is_valid_reason(g) for g in geoms[invalid]]),
+        )
         geoms = np.array(geoms, dtype=object)
         geoms[invalid] = [_polygonal(g) for g in shapely.make_valid(geoms[invalid])]
     geoms = np.array([_polygonal(g) for g in geoms], dtype=object)
     degenerate = shapely.is_empty(geoms) | (shapely.area(geoms) <= 0)
     if degenerate.any():
-        raise InputError(where, f"regions with no area: {_listing(names[degenerate])}",
-                         "fix or delete these polygons")
+        raise InputError(
+            where,
+            f"regions with no area: {_listing(names[degenerate])}",
+            "fix or delete these polygons",
+        )
     return geoms
 
 
@@ -470,7 +542,8 @@ def load_regions(
     geoms = _polygon_geometries(gdf.geometry.values, names, where)
     out = gpd.GeoDataFrame(
         {"region_id": np.arange(len(gdf), dtype=np.int64), "region": names.to_numpy(dtype=object)},
-        geometry=gpd.GeoSeries(list(geoms), crs=gdf.crs), crs=gdf.crs,
+        geometry=gpd.GeoSeries(list(geoms), crs=gdf.crs),
+        crs=gdf.crs,
     )
     log.info("loaded %d regions from %s (CRS %s)", len(out), where, crs_name(out.crs))
     if dataset_crs is not None and not same_crs(out.crs, dataset_crs):
@@ -510,9 +583,12 @@ def check_overlap(
         try:
             regions = reproject_polygons(regions, as_crs(crs))
         except pyproj.exceptions.ProjError as exc:
-            raise InputError(source, f"cannot transform regions from {crs_name(original_crs)} "
-                             f"to {crs_name(crs)} ({exc})",
-                             "save the regions in a standard CRS (e.g. EPSG:4326)") from exc
+            raise InputError(
+                source,
+                f"cannot transform regions from {crs_name(original_crs)} "
+                f"to {crs_name(crs)} ({exc})",
+                "save the regions in a standard CRS (e.g. EPSG:4326)",
+            ) from exc
     geoms = regions.geometry.values
     overlaps = shapely.intersects(geoms, extent_geom) & ~shapely.touches(geoms, extent_geom)
     if not overlaps.any():
@@ -528,8 +604,12 @@ def check_overlap(
         )
     if not overlaps.all():
         names = regions["region"].to_numpy()[~overlaps]
-        log.warning("%s: %d region(s) overlap no scene and will have no data: %s", source,
-                    len(names), _listing(names))
+        log.warning(
+            "%s: %d region(s) overlap no scene and will have no data: %s",
+            source,
+            len(names),
+            _listing(names),
+        )
     return regions
 
 
@@ -554,8 +634,9 @@ def _voronoi_regions(centroids: np.ndarray, extent: Sequence[float], crs: Any) -
     order = np.lexsort((centroids[:, 0], -centroids[:, 1]))
     centroids = centroids[order]
     box = shapely.box(*extent)
-    cells = shapely.get_parts(shapely.voronoi_polygons(shapely.multipoints(centroids),
-                                                       extend_to=box))
+    cells = shapely.get_parts(
+        shapely.voronoi_polygons(shapely.multipoints(centroids), extend_to=box)
+    )
     points = shapely.points(centroids)
     tree = shapely.STRtree(cells)
     pt_idx, cell_idx = tree.query(points, predicate="within")
@@ -565,9 +646,12 @@ def _voronoi_regions(centroids: np.ndarray, extent: Sequence[float], crs: Any) -
         raise RuntimeError("Voronoi cells do not match the k-means centroids one to one")
     geoms = shapely.intersection(cells[owner], box)
     return gpd.GeoDataFrame(
-        {"region_id": np.arange(len(centroids), dtype=np.int64),
-         "region": [f"k{i}" for i in range(len(centroids))]},
-        geometry=geoms, crs=as_crs(crs),
+        {
+            "region_id": np.arange(len(centroids), dtype=np.int64),
+            "region": [f"k{i}" for i in range(len(centroids))],
+        },
+        geometry=geoms,
+        crs=as_crs(crs),
     )
 
 
@@ -621,11 +705,13 @@ def scene_boxes(index: gpd.GeoDataFrame) -> pd.DataFrame:
     frame = pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
     frame["scene"] = index["scene"].astype(str).to_numpy()
     return frame.groupby("scene", sort=False).agg(
-        {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
+        {"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"}
+    )
 
 
-def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float
-                   ) -> list[tuple[float, float, float, float]]:
+def scene_clusters(
+    boxes: pd.DataFrame | np.ndarray, gap: float
+) -> list[tuple[float, float, float, float]]:
     """Extents of the clusters of nearby scenes (single linkage on the scene boxes).
 
     Two scenes (or clusters) join when their boxes are at most ``gap`` times the median scene
@@ -651,12 +737,14 @@ def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float
     distance = float(gap) * float(np.median(side))
     label = np.arange(len(b))
     while True:
-        ext = (pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"]).assign(label=label)
-               .groupby("label").agg({"xmin": "min", "ymin": "min", "xmax": "max",
-                                      "ymax": "max"}))
+        ext = (
+            pd.DataFrame(b, columns=["xmin", "ymin", "xmax", "ymax"])
+            .assign(label=label)
+            .groupby("label")
+            .agg({"xmin": "min", "ymin": "min", "xmax": "max", "ymax": "max"})
+        )
         geoms = shapely.box(ext.xmin, ext.ymin, ext.xmax, ext.ymax)
-        left, right = shapely.STRtree(geoms).query(geoms, predicate="dwithin",
-                                                   distance=distance)
+        left, right = shapely.STRtree(geoms).query(geoms, predicate="dwithin", distance=distance)
         n = len(geoms)
         graph = coo_matrix((np.ones(len(left)), (left, right)), shape=(n, n))
         n_comp, comp = connected_components(graph, directed=False)
@@ -667,14 +755,22 @@ def scene_clusters(boxes: pd.DataFrame | np.ndarray, gap: float
     return [tuple(float(v) for v in ext.iloc[i]) for i in order]
 
 
-def _grids_over(clusters: Sequence[Sequence[float]], rows: int, cols: int, crs: pyproj.CRS
-                ) -> GridSpec | ClusterGrids:
+def _grids_over(
+    clusters: Sequence[Sequence[float]], rows: int, cols: int, crs: pyproj.CRS
+) -> GridSpec | ClusterGrids:
     specs = [GridSpec(rows, cols, tuple(c), crs) for c in clusters]
     return specs[0] if len(specs) == 1 else ClusterGrids(tuple(specs))
 
 
-def _offset_grid(name: str, clusters: Sequence[Sequence[float]], rows: int, cols: int,
-                 fx: float, fy: float, crs: pyproj.CRS) -> Partitioning:
+def _offset_grid(
+    name: str,
+    clusters: Sequence[Sequence[float]],
+    rows: int,
+    cols: int,
+    fx: float,
+    fy: float,
+    crs: pyproj.CRS,
+) -> Partitioning:
     """``offset_grid_<i>``: per cluster a rows x cols grid shifted by (fx, fy) of a cell and
     grown by one cell. One cluster: the grid as it is; several: cells clipped to their
     cluster's extent (so no cell reaches into another cluster), stored as polygons."""
@@ -682,18 +778,21 @@ def _offset_grid(name: str, clusters: Sequence[Sequence[float]], rows: int, cols
     for xmin, ymin, xmax, ymax in clusters:
         cw, ch = (xmax - xmin) / cols, (ymax - ymin) / rows
         x0, y1 = xmin - fx * cw, ymax + fy * ch
-        specs.append(GridSpec(rows + 1, cols + 1,
-                              (x0, y1 - (rows + 1) * ch, x0 + (cols + 1) * cw, y1), crs))
+        specs.append(
+            GridSpec(rows + 1, cols + 1, (x0, y1 - (rows + 1) * ch, x0 + (cols + 1) * cw, y1), crs)
+        )
     if len(specs) == 1:
         return _grid_partitioning(name, "offset_grid", specs[0])
     frames = []
     for k, (spec, box) in enumerate(zip(specs, clusters)):
         cells = spec.to_regions(f"g{k}/")
         cells = cells.set_geometry(shapely.clip_by_rect(cells.geometry.values, *box), crs=crs)
-        frames.append(cells[~shapely.is_empty(cells.geometry.values)
-                            & (shapely.area(cells.geometry.values) > 0)])
-    regions = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry",
-                               crs=crs)
+        frames.append(
+            cells[
+                ~shapely.is_empty(cells.geometry.values) & (shapely.area(cells.geometry.values) > 0)
+            ]
+        )
+    regions = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="geometry", crs=crs)
     regions["region_id"] = np.arange(len(regions), dtype=np.int64)
     return Partitioning(name, "offset_grid", regions)
 
@@ -736,17 +835,22 @@ def generate_partitionings(
     """
     xmin, ymin, xmax, ymax = (float(v) for v in extent)
     if not (xmax > xmin and ymax > ymin):
-        raise InputError("tile index", f"empty study extent {extent}",
-                         "check that the tiles cover an area (re-run `spatialfair tile`)")
+        raise InputError(
+            "tile index",
+            f"empty study extent {extent}",
+            "check that the tiles cover an area (re-run `spatialfair tile`)",
+        )
     crs = as_crs(crs)
-    clusters = [tuple(float(v) for v in c) for c in clusters] if clusters else [
-        (xmin, ymin, xmax, ymax)]
+    clusters = (
+        [tuple(float(v) for v in c) for c in clusters] if clusters else [(xmin, ymin, xmax, ymax)]
+    )
     parts: list[Partitioning] = []
     for r in range(1, grid_max + 1):
         for c in range(1, grid_max + 1):
             if (r, c) != (1, 1):
-                parts.append(_grid_partitioning(f"grid_{r}x{c}", "grid",
-                                                _grids_over(clusters, r, c, crs)))
+                parts.append(
+                    _grid_partitioning(f"grid_{r}x{c}", "grid", _grids_over(clusters, r, c, crs))
+                )
     rng = np.random.default_rng([seed, 1])
     top = max(2, grid_max)
     for i in range(offset_grids):
@@ -808,14 +912,20 @@ def region_ids(
     hits = np.sort(hits)[::-1]  # burn the lowest id last, so it wins on overlaps
     # clip to the window (plus a pixel) first: rasterize cost grows with the vertex count
     pad = abs(t.a) + abs(t.b) + abs(t.d) + abs(t.e)
-    geoms = shapely.clip_by_rect(regions.geometry.values[hits], xmin - pad, ymin - pad,
-                                 xmax + pad, ymax + pad)
+    geoms = shapely.clip_by_rect(
+        regions.geometry.values[hits], xmin - pad, ymin - pad, xmax + pad, ymax + pad
+    )
     keep = ~shapely.is_empty(geoms)
     if not keep.any():
         return np.full((height, width), -1, dtype=np.int32)
     geoms, ids = geoms[keep], regions["region_id"].to_numpy()[hits][keep]
-    return rasterize(list(zip(geoms, ids.tolist())), out_shape=(height, width), transform=t,
-                     fill=-1, dtype="int32")
+    return rasterize(
+        list(zip(geoms, ids.tolist())),
+        out_shape=(height, width),
+        transform=t,
+        fill=-1,
+        dtype="int32",
+    )
 
 
 def tile_centres(index: gpd.GeoDataFrame) -> np.ndarray:
@@ -855,8 +965,12 @@ def assign_tiles(index: gpd.GeoDataFrame, parts: Iterable[Partitioning]) -> pd.D
         key = crs_key(part.regions.crs)
         if key not in coords:
             if len(xy) and not same_crs(index.crs, part.regions.crs):
-                log.info("transforming tile centres from %s to %s for partitioning %s",
-                         crs_name(index.crs), crs_name(part.crs), part.name)
+                log.info(
+                    "transforming tile centres from %s to %s for partitioning %s",
+                    crs_name(index.crs),
+                    crs_name(part.crs),
+                    part.name,
+                )
                 tr = pyproj.Transformer.from_crs(as_crs(index.crs), part.crs, always_xy=True)
                 coords[key] = np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))
             else:
@@ -893,8 +1007,11 @@ def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
     layers: dict[str, gpd.GeoDataFrame] = {}
     for part in parts:
         if part.name in layers:
-            raise InputError(path, f"two partitionings named {part.name!r}",
-                             "give every partitioning its own name")
+            raise InputError(
+                path,
+                f"two partitionings named {part.name!r}",
+                "give every partitioning its own name",
+            )
         gdf = part.regions[["region_id", "region", part.regions.geometry.name]].copy()
         gdf["region_id"] = gdf["region_id"].astype(np.int64)
         gdf["region"] = gdf["region"].astype(str)
@@ -922,8 +1039,12 @@ def _cells(gdf: gpd.GeoDataFrame) -> np.ndarray | None:
     cells = [_CELL_NAME.match(str(n)) for n in gdf["region"]]
     if not cells or not all(cells):
         return None
-    return np.array([[int(m.group(1)) if m.group(1) is not None else -1, int(m.group(2)),
-                      int(m.group(3))] for m in cells])
+    return np.array(
+        [
+            [int(m.group(1)) if m.group(1) is not None else -1, int(m.group(2)), int(m.group(3))]
+            for m in cells
+        ]
+    )
 
 
 def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | ClusterGrids | None:
@@ -942,19 +1063,27 @@ def _recover_grid(name: str, gdf: gpd.GeoDataFrame) -> GridSpec | ClusterGrids |
         sel = cells[:, 0] == k
         r, c = cells[sel, 1], cells[sel, 2]
         b = bounds[sel]
-        specs.append(GridSpec(r.max() + 1, c.max() + 1, (b[:, 0].min(), b[:, 1].min(),
-                                                         b[:, 2].max(), b[:, 3].max()), gdf.crs))
+        specs.append(
+            GridSpec(
+                r.max() + 1,
+                c.max() + 1,
+                (b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()),
+                gdf.crs,
+            )
+        )
     spec = specs[0] if plain else ClusterGrids(tuple(specs))
     expected = spec.to_regions()
     scale = max(g._scale() for g in specs)
-    ok = (len(gdf) == len(expected)
-          and list(gdf["region"].astype(str)) == list(expected["region"])
-          and np.array_equal(gdf["region_id"].to_numpy(), expected["region_id"].to_numpy())
-          and np.allclose(bounds, shapely.bounds(expected.geometry.values), rtol=0,
-                          atol=1e-9 * scale))
+    ok = (
+        len(gdf) == len(expected)
+        and list(gdf["region"].astype(str)) == list(expected["region"])
+        and np.array_equal(gdf["region_id"].to_numpy(), expected["region_id"].to_numpy())
+        and np.allclose(bounds, shapely.bounds(expected.geometry.values), rtol=0, atol=1e-9 * scale)
+    )
     if not ok:
-        log.warning("layer %s looks like a grid but its cells do not match; treating it as "
-                    "polygons", name)
+        log.warning(
+            "layer %s looks like a grid but its cells do not match; treating it as polygons", name
+        )
         return None
     m = _GRID_NAME.match(name)
     if m and any((int(m.group(1)), int(m.group(2))) != (g.rows, g.cols) for g in specs):
@@ -982,22 +1111,25 @@ def read_partitions(path: str | Path) -> dict[str, Partitioning]:
     """
     path = Path(path)
     if not path.exists():
-        raise StateError(f"{path}: partitions file not found. Fix: run `spatialfair partition` "
-                         "first")
+        raise StateError(
+            f"{path}: partitions file not found. Fix: run `spatialfair partition` first"
+        )
     out: dict[str, Partitioning] = {}
     for name in (str(row[0]) for row in pyogrio.list_layers(path)):
         gdf = gpd.read_file(path, layer=name, engine="pyogrio")
         if not {"region_id", "region"} <= set(gdf.columns):
-            raise InputError(path, f"layer '{name}' lacks region_id/region columns",
-                             "re-run `spatialfair partition`")
+            raise InputError(
+                path,
+                f"layer '{name}' lacks region_id/region columns",
+                "re-run `spatialfair partition`",
+            )
         gdf = gdf.sort_values("region_id", kind="stable").reset_index(drop=True)
         gdf["region_id"] = gdf["region_id"].astype(np.int64)
         gdf["region"] = gdf["region"].astype(str)
         kind = _kind_of(name)
         cells = _cells(gdf) if kind == "offset_grid" else None
         clipped = cells is not None and bool((cells[:, 0] >= 0).all())  # several clusters
-        grid = (_recover_grid(name, gdf) if kind in ("grid", "offset_grid") and not clipped
-                else None)
+        grid = _recover_grid(name, gdf) if kind in ("grid", "offset_grid") and not clipped else None
         if grid is None and kind in ("grid", "offset_grid") and not clipped:
             kind = "regions"
         out[name] = Partitioning(name, kind, gdf, grid)
@@ -1018,8 +1150,12 @@ def _strip_runs(row_off: np.ndarray, col_off: np.ndarray, tile: int) -> list[tup
     runs = []
     start = 0
     for i in range(1, len(row_off) + 1):
-        if (i == len(row_off) or row_off[i] != row_off[start] or col_off[i] < col_off[i - 1]
-                or col_off[i] + tile - col_off[start] > max(_STRIP_MAX_COLS, tile)):
+        if (
+            i == len(row_off)
+            or row_off[i] != row_off[start]
+            or col_off[i] < col_off[i - 1]
+            or col_off[i] + tile - col_off[start] > max(_STRIP_MAX_COLS, tile)
+        ):
             runs.append((start, i))
             start = i
     return runs
@@ -1055,8 +1191,8 @@ def scene_region_chunks(
         r0, c0 = int(row_off[a]), int(col_off[a])
         span = int(col_off[b - 1]) + T - c0
         strip = region_ids(part, crs, transform * Affine.translation(c0, r0), T, span)
-        strip[max(0, H - r0):, :] = -1
-        strip[:, max(0, W - c0):] = -1
+        strip[max(0, H - r0) :, :] = -1
+        strip[:, max(0, W - c0) :] = -1
         cols = (col_off[a:b] - c0)[:, None] + np.arange(T)[None, :]  # (n, T)
         yield np.ascontiguousarray(strip[:, cols].transpose(1, 0, 2), dtype=np.int16)
 
@@ -1109,33 +1245,50 @@ def _study_crs_of(store: TileStore) -> pyproj.CRS:
     """The study CRS of a tile store; checks that the index has tiles and is in that CRS."""
     meta, index = store.meta, store.index
     if len(index) == 0:
-        raise InputError(store.path, "the tile index has no tiles",
-                         "lower `tiling.min_valid_fraction` or check the images' nodata")
+        raise InputError(
+            store.path,
+            "the tile index has no tiles",
+            "lower `tiling.min_valid_fraction` or check the images' nodata",
+        )
     study_crs = as_crs(meta.get("study_crs") or index.crs)
     if index.crs is None or not same_crs(index.crs, study_crs):
-        raise InputError(store.path, f"tile index CRS {crs_name(index.crs)} differs from the "
-                         f"study CRS {crs_name(study_crs)} in store.json",
-                         "re-run `spatialfair tile`")
+        raise InputError(
+            store.path,
+            f"tile index CRS {crs_name(index.crs)} differs from the "
+            f"study CRS {crs_name(study_crs)} in store.json",
+            "re-run `spatialfair tile`",
+        )
     return study_crs
 
 
-def _all_partitionings(index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: DatasetConfig,
-                       settings: Settings) -> list[Partitioning]:
+def _all_partitionings(
+    index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: DatasetConfig, settings: Settings
+) -> list[Partitioning]:
     """The user's regions (or a stand-in), then the grids, offset grids and k-means."""
     pcfg = settings.partitions
     clusters = scene_clusters(scene_boxes(index), float(pcfg.cluster_gap))
-    log.info("%d scene(s) in %d cluster(s) (gap %g x the median scene side): grids are drawn "
-             "within each cluster", index["scene"].nunique(), len(clusters),
-             float(pcfg.cluster_gap))
+    log.info(
+        "%d scene(s) in %d cluster(s) (gap %g x the median scene side): grids are drawn "
+        "within each cluster",
+        index["scene"].nunique(),
+        len(clusters),
+        float(pcfg.cluster_gap),
+    )
     parts: list[Partitioning] = []
     if ds.regions:
         user = load_regions(ds.regions, ds.region_column, ds.regions_layer)
         user = check_overlap(user, _scene_extent(index), study_crs, source=ds.regions)
         parts.append(Partitioning("regions", "regions", user.reset_index(drop=True)))
     generated = generate_partitionings(
-        tuple(float(v) for v in index.total_bounds), study_crs, grid_max=int(pcfg.grid_max),
-        offset_grids=int(pcfg.offset_grids), kmeans=list(pcfg.kmeans),
-        tile_centres=tile_centres(index), seed=int(settings.seed), clusters=clusters)
+        tuple(float(v) for v in index.total_bounds),
+        study_crs,
+        grid_max=int(pcfg.grid_max),
+        offset_grids=int(pcfg.offset_grids),
+        kmeans=list(pcfg.kmeans),
+        tile_centres=tile_centres(index),
+        seed=int(settings.seed),
+        clusters=clusters,
+    )
     if not parts:
         parts.append(_stand_in_regions(generated, ds.name))
     return parts + generated
@@ -1144,35 +1297,48 @@ def _all_partitionings(index: gpd.GeoDataFrame, study_crs: pyproj.CRS, ds: Datas
 def _stand_in_regions(generated: list[Partitioning], dataset_name: str) -> Partitioning:
     """Without a regions file, the first k-means (else grid) partitioning as ``regions``."""
     source = next((p for p in generated if p.kind == "kmeans"), None) or next(
-        (p for p in generated if p.kind == "grid"), None)
+        (p for p in generated if p.kind == "grid"), None
+    )
     if source is None:
-        raise InputError(f"config: datasets.{dataset_name}",
-                         "no regions file and no k-means or grid partitioning to use instead",
-                         "set `regions` for the dataset or `partitions.kmeans`")
+        raise InputError(
+            f"config: datasets.{dataset_name}",
+            "no regions file and no k-means or grid partitioning to use instead",
+            "set `regions` for the dataset or `partitions.kmeans`",
+        )
     log.info("dataset has no regions file: using %s as 'regions'", source.name)
     return Partitioning("regions", "regions", source.regions.copy(), source.grid)
 
 
-def _training_partitioning(parts: list[Partitioning], train_name: str,
-                           index: gpd.GeoDataFrame) -> Partitioning:
+def _training_partitioning(
+    parts: list[Partitioning], train_name: str, index: gpd.GeoDataFrame
+) -> Partitioning:
     """The partitioning named ``train_name``; logs how many tiles each region holds."""
     by_name = {p.name: p for p in parts}
     if train_name not in by_name:
-        raise InputError("config: training.partitioning", f"no partitioning '{train_name}'",
-                         f"use one of {_listing(list(by_name))}")
+        raise InputError(
+            "config: training.partitioning",
+            f"no partitioning '{train_name}'",
+            f"use one of {_listing(list(by_name))}",
+        )
     train = by_name[train_name]
     if train.n_regions > MAX_REGIONS:
-        raise InputError(f"partitioning {train_name}", f"{train.n_regions} regions do not fit "
-                         f"int16 region ids (at most {MAX_REGIONS})",
-                         "train on a coarser partitioning (dissolve regions)")
-    counts = np.bincount(assign_tiles(index, [train])[f"region__{train.name}"].to_numpy() + 1,
-                         minlength=train.n_regions + 1)
+        raise InputError(
+            f"partitioning {train_name}",
+            f"{train.n_regions} regions do not fit int16 region ids (at most {MAX_REGIONS})",
+            "train on a coarser partitioning (dissolve regions)",
+        )
+    counts = np.bincount(
+        assign_tiles(index, [train])[f"region__{train.name}"].to_numpy() + 1,
+        minlength=train.n_regions + 1,
+    )
     empty = [n for n, c in zip(train.names, counts[1:]) if c == 0]
-    log.info("%s: %d regions; %d tile(s) outside every region", train_name, train.n_regions,
-             counts[0])
+    log.info(
+        "%s: %d regions; %d tile(s) outside every region", train_name, train.n_regions, counts[0]
+    )
     if empty:
-        log.warning("%s: %d region(s) contain no tile centre: %s", train_name, len(empty),
-                    _listing(empty))
+        log.warning(
+            "%s: %d region(s) contain no tile centre: %s", train_name, len(empty), _listing(empty)
+        )
     return train
 
 
@@ -1183,20 +1349,29 @@ def _tiles_per_scene(store: TileStore) -> dict[str, pd.DataFrame]:
     scenes = meta["scenes"]
     unknown = set(index["scene"].unique()) - set(scenes)
     if unknown:
-        raise InputError(store.path, f"tiles of unknown scenes {_listing(sorted(unknown))}",
-                         "re-run `spatialfair tile`")
+        raise InputError(
+            store.path,
+            f"tiles of unknown scenes {_listing(sorted(unknown))}",
+            "re-run `spatialfair tile`",
+        )
     bad = (index["height"].to_numpy() != tile_size) | (index["width"].to_numpy() != tile_size)
     if bad.any():
-        raise InputError(store.path, f"{int(bad.sum())} tile window(s) are not {tile_size} px",
-                         "re-run `spatialfair tile`")
+        raise InputError(
+            store.path,
+            f"{int(bad.sum())} tile window(s) are not {tile_size} px",
+            "re-run `spatialfair tile`",
+        )
     groups = dict(tuple(index.groupby("scene", sort=False)))
     per_scene = {}
     for scene, smeta in scenes.items():
         tiles = groups.get(scene, index.iloc[:0]).sort_values("store_index")
         n = int(smeta.get("n_tiles", len(tiles)))
         if not np.array_equal(tiles["store_index"].to_numpy(), np.arange(n)):
-            raise InputError(store.path, f"scene {scene}: tile index rows do not match its "
-                             f"{n} stored tiles", "re-run `spatialfair tile`")
+            raise InputError(
+                store.path,
+                f"scene {scene}: tile index rows do not match its {n} stored tiles",
+                "re-run `spatialfair tile`",
+            )
         per_scene[scene] = tiles
     return per_scene
 
@@ -1205,8 +1380,9 @@ def _write_region_bins(store: TileStore, train: Partitioning) -> None:
     """Write ``<scene>.regions.bin`` of every scene for the training partitioning."""
     per_scene = _tiles_per_scene(store)  # every scene is checked before anything is written
     scenes, tile_size = store.meta["scenes"], int(store.meta["tile_size"])
-    with tqdm(total=len(store.index), desc=f"regions.bin ({train.name})", unit="tile",
-              disable=None) as bar:
+    with tqdm(
+        total=len(store.index), desc=f"regions.bin ({train.name})", unit="tile", disable=None
+    ) as bar:
         for scene, tiles in per_scene.items():  # the store's writer checks the count
             chunks = scene_region_chunks(train, tiles, scenes[scene], tile_size)
             store.write_regions(scene, _counted(chunks, bar), partitioning=train.name)

@@ -97,8 +97,9 @@ def blend_weights(window: int, overlap: int) -> np.ndarray:
     return np.outer(w1, w1)
 
 
-def gdal_cache_size(width: int, window: int, batch_size: int, n_bands: int, in_itemsize: int,
-                    out_bytes_per_px: int) -> int:
+def gdal_cache_size(
+    width: int, window: int, batch_size: int, n_bands: int, in_itemsize: int, out_bytes_per_px: int
+) -> int:
     """GDAL block cache (MB) that holds what one strip needs, at least 64 MB.
 
     The input blocks under one batch of windows (plus one block row) and two block rows of
@@ -148,8 +149,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device", f"device '{device}' requested but CUDA is not available",
-                         "use --device cpu or --device auto")
+        raise InputError(
+            "--device",
+            f"device '{device}' requested but CUDA is not available",
+            "use --device cpu or --device auto",
+        )
     return dev
 
 
@@ -193,11 +197,17 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
     wanted = [str(b) for b in (bundle.get("bands") or [])]
     n_in = int(bundle.get("in_channels") or len(wanted))
     if wanted and len(wanted) != n_in:
-        raise InputError("model bundle", f"lists {len(wanted)} bands {wanted} but the network "
-                         f"takes {n_in} input channels", "re-export the model bundle")
+        raise InputError(
+            "model bundle",
+            f"lists {len(wanted)} bands {wanted} but the network takes {n_in} input channels",
+            "re-export the model bundle",
+        )
     names = [d for d in info.descriptions]
-    named = all(names) and len(set(names)) == len(names) and not all(
-        _GENERIC_BAND.match(n) for n in names)
+    named = (
+        all(names)
+        and len(set(names)) == len(names)
+        and not all(_GENERIC_BAND.match(n) for n in names)
+    )
     wanted_named = wanted and not all(_GENERIC_BAND.match(w) for w in wanted)
     if named and wanted_named:
         lower = [n.casefold() for n in names]
@@ -205,16 +215,19 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
         if missing:
             raise InputError(
                 info.path,
-                f"image bands {names} do not match the model's bands {wanted} "
-                f"(missing {missing})",
+                f"image bands {names} do not match the model's bands {wanted} (missing {missing})",
                 "predict an image with the bands the model was trained on (same names, any "
                 "order), or set the band descriptions of this file to those names if they are "
                 "the same bands",
             )
         indexes = [lower.index(w.casefold()) + 1 for w in wanted]
         if indexes != list(range(1, n_in + 1)):
-            log.info("%s: using bands %s (by name) for the model's bands %s",
-                     info.path.name, indexes, wanted)
+            log.info(
+                "%s: using bands %s (by name) for the model's bands %s",
+                info.path.name,
+                indexes,
+                wanted,
+            )
         return indexes
     if info.count < n_in:
         raise InputError(
@@ -223,8 +236,13 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
             "predict an image with the bands the model was trained on",
         )
     if info.count > n_in:
-        log.warning("%s has %d bands and no band names; using the first %d for the model's "
-                    "bands %s", info.path, info.count, n_in, wanted)
+        log.warning(
+            "%s has %d bands and no band names; using the first %d for the model's bands %s",
+            info.path,
+            info.count,
+            n_in,
+            wanted,
+        )
     return list(range(1, n_in + 1))
 
 
@@ -266,24 +284,31 @@ def probability_bands(bundle: Mapping[str, Any], probabilities: str) -> list[str
 
 def _check_args(window: int, overlap: int, batch_size: int, probabilities: str) -> None:
     if window < 1:
-        raise InputError("prediction.window", f"window {window} must be positive",
-                         "use e.g. 256")
+        raise InputError("prediction.window", f"window {window} must be positive", "use e.g. 256")
     if not 0 <= overlap < window:
-        raise InputError("prediction.overlap", f"overlap {overlap} must be >= 0 and smaller "
-                         f"than the window {window}", "use e.g. window 256, overlap 32")
+        raise InputError(
+            "prediction.overlap",
+            f"overlap {overlap} must be >= 0 and smaller than the window {window}",
+            "use e.g. window 256, overlap 32",
+        )
     if batch_size < 1:
-        raise InputError("prediction.batch_size", f"batch size {batch_size} must be >= 1",
-                         "use e.g. 8")
+        raise InputError(
+            "prediction.batch_size", f"batch size {batch_size} must be >= 1", "use e.g. 8"
+        )
     if probabilities not in ("max", "all"):
-        raise InputError("prediction.probabilities", f"unknown value '{probabilities}'",
-                         "use 'max' or 'all'")
+        raise InputError(
+            "prediction.probabilities", f"unknown value '{probabilities}'", "use 'max' or 'all'"
+        )
 
 
 def _check_norm(bundle: Mapping[str, Any], n_in: int) -> None:
     mean, std = bundle.get("norm_mean"), bundle.get("norm_std")
     if mean is None or std is None or len(mean) != n_in or len(std) != n_in:
-        raise InputError("model bundle", f"norm_mean/norm_std must list one value per band "
-                         f"({n_in}), got {mean} / {std}", "re-export the model bundle")
+        raise InputError(
+            "model bundle",
+            f"norm_mean/norm_std must list one value per band ({n_in}), got {mean} / {std}",
+            "re-export the model bundle",
+        )
 
 
 # --------------------------------------------------------------------------- the core
@@ -292,8 +317,9 @@ def _check_norm(bundle: Mapping[str, Any], n_in: int) -> None:
 class _Forward:
     """Run a batch of windows on the device and return class probabilities (float32 numpy)."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, num_classes: int,
-                 amp: bool) -> None:
+    def __init__(
+        self, model: torch.nn.Module, device: torch.device, num_classes: int, amp: bool
+    ) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.num_classes = num_classes
@@ -315,18 +341,22 @@ class _Forward:
                 out = out[0]
             out = out.float()
             if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:]:
-                raise InputError("model", f"returned shape {tuple(out.shape)} for input "
-                                 f"{tuple(x.shape)}", "return logits of shape (batch, classes, "
-                                 "height, width)")
+                raise InputError(
+                    "model",
+                    f"returned shape {tuple(out.shape)} for input {tuple(x.shape)}",
+                    "return logits of shape (batch, classes, height, width)",
+                )
             if out.shape[1] == self.num_classes:
                 p = torch.softmax(out, dim=1)
             elif out.shape[1] == 1 and self.num_classes == 2:
                 p1 = torch.sigmoid(out)
                 p = torch.cat([1 - p1, p1], dim=1)
             else:
-                raise InputError("model", f"returned {out.shape[1]} channels for "
-                                 f"{self.num_classes} classes", "return one channel per class "
-                                 "(or one for two classes)")
+                raise InputError(
+                    "model",
+                    f"returned {out.shape[1]} channels for {self.num_classes} classes",
+                    "return one channel per class (or one for two classes)",
+                )
             return p.cpu().numpy()
 
 
@@ -349,8 +379,9 @@ class _Job:
     tags: dict[str, str]
 
 
-def _input_nodata(nodata: float | None, bundle: Mapping[str, Any], info: RasterInfo
-                  ) -> float | None:
+def _input_nodata(
+    nodata: float | None, bundle: Mapping[str, Any], info: RasterInfo
+) -> float | None:
     """The override, else the bundle's nodata, else the file's."""
     if nodata is None:
         nodata = bundle.get("nodata")
@@ -363,40 +394,65 @@ def _input_nodata(nodata: float | None, bundle: Mapping[str, Any], info: RasterI
     return nodata
 
 
-def _gdal_env(info: RasterInfo, window: int, batch_size: int, n_bands: int, n_prob: int,
-              gdal_cache_mb: int | None) -> dict[str, Any]:
+def _gdal_env(
+    info: RasterInfo,
+    window: int,
+    batch_size: int,
+    n_bands: int,
+    n_prob: int,
+    gdal_cache_mb: int | None,
+) -> dict[str, Any]:
     """rasterio.Env options: the GDAL cache cap unless the environment sets GDAL_CACHEMAX."""
     env: dict[str, Any] = {}
     if gdal_cache_mb is None and "GDAL_CACHEMAX" not in os.environ:
-        gdal_cache_mb = gdal_cache_size(info.width, window, batch_size, n_bands,
-                                        np.dtype(info.dtype).itemsize, 1 + 4 * n_prob)
+        gdal_cache_mb = gdal_cache_size(
+            info.width, window, batch_size, n_bands, np.dtype(info.dtype).itemsize, 1 + 4 * n_prob
+        )
     if gdal_cache_mb:
         env["GDAL_CACHEMAX"] = int(gdal_cache_mb)
     return env
 
 
-def _prepare(model: torch.nn.Module, bundle: Mapping[str, Any], image_path: Path,
-             out_classes: Path, out_probs: Path | None, *, window: int, overlap: int,
-             batch_size: int, probabilities: str, nodata: float | None,
-             gdal_cache_mb: int | None) -> _Job:
+def _prepare(
+    model: torch.nn.Module,
+    bundle: Mapping[str, Any],
+    image_path: Path,
+    out_classes: Path,
+    out_probs: Path | None,
+    *,
+    window: int,
+    overlap: int,
+    batch_size: int,
+    probabilities: str,
+    nodata: float | None,
+    gdal_cache_mb: int | None,
+) -> _Job:
     """Check the arguments, the image and the bundle; plan windows and outputs."""
     _check_args(window, overlap, batch_size, probabilities)
     if out_probs is not None and out_probs.resolve() == out_classes.resolve():
-        raise InputError(out_probs, "the class and probability outputs are the same file",
-                         "give two different output paths")
+        raise InputError(
+            out_probs,
+            "the class and probability outputs are the same file",
+            "give two different output paths",
+        )
     classes = [str(c) for c in bundle["classes"]]
     nc = len(classes)
     if nc > IGNORE_INDEX:
-        raise InputError("model bundle", f"{nc} classes do not fit a uint8 class raster with "
-                         f"nodata {IGNORE_INDEX}", f"use at most {IGNORE_INDEX} classes")
+        raise InputError(
+            "model bundle",
+            f"{nc} classes do not fit a uint8 class raster with nodata {IGNORE_INDEX}",
+            f"use at most {IGNORE_INDEX} classes",
+        )
     info = inspect_raster(image_path, role="image")
     indexes = match_bands(info, bundle)
     stride = model_stride(bundle)
     if window % stride:
         good = max(stride, window // stride * stride)
-        raise InputError("prediction.window", f"window {window} is not divisible by the "
-                         f"model's total stride {stride}", f"use a multiple of {stride}, e.g. "
-                         f"--window {good}")
+        raise InputError(
+            "prediction.window",
+            f"window {window} is not divisible by the model's total stride {stride}",
+            f"use a multiple of {stride}, e.g. --window {good}",
+        )
     nodata = _input_nodata(nodata, bundle, info)
     _check_norm(bundle, len(indexes))
     prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []
@@ -404,19 +460,30 @@ def _prepare(model: torch.nn.Module, bundle: Mapping[str, Any], image_path: Path
     colormap = hex_colormap(colors, IGNORE_INDEX) if colors and len(colors) >= nc else None
     if colormap is None:
         log.warning("model bundle has no colour per class; the class raster gets no colour table")
-    tags = {"SPATIALFAIR_CLASSES": ",".join(classes),
-            "SPATIALFAIR_TASK": str(bundle.get("task", "")),
-            "SPATIALFAIR_STRATEGY": str(bundle.get("strategy", "")),
-            "SPATIALFAIR_WINDOW": f"{window}/{overlap}"}
-    return _Job(image_path, out_classes, out_probs, info, indexes, nodata, classes, prob_desc,
-                colormap, window_offsets(info.height, window, overlap),
-                window_offsets(info.width, window, overlap),
-                _gdal_env(info, window, batch_size, len(indexes), len(prob_desc),
-                          gdal_cache_mb), tags)
+    tags = {
+        "SPATIALFAIR_CLASSES": ",".join(classes),
+        "SPATIALFAIR_TASK": str(bundle.get("task", "")),
+        "SPATIALFAIR_STRATEGY": str(bundle.get("strategy", "")),
+        "SPATIALFAIR_WINDOW": f"{window}/{overlap}",
+    }
+    return _Job(
+        image_path,
+        out_classes,
+        out_probs,
+        info,
+        indexes,
+        nodata,
+        classes,
+        prob_desc,
+        colormap,
+        window_offsets(info.height, window, overlap),
+        window_offsets(info.width, window, overlap),
+        _gdal_env(info, window, batch_size, len(indexes), len(prob_desc), gdal_cache_mb),
+        tags,
+    )
 
 
-def _drain(strips: _Strips, emit: _Emitter, bar: tqdm, pool: ThreadPoolExecutor | None
-           ) -> None:
+def _drain(strips: _Strips, emit: _Emitter, bar: tqdm, pool: ThreadPoolExecutor | None) -> None:
     """Emit every finished block; with ``pool``, one block is written while the next runs."""
     pending = None
     for block, bad, win, strip_done in strips:
@@ -431,32 +498,85 @@ def _drain(strips: _Strips, emit: _Emitter, bar: tqdm, pool: ThreadPoolExecutor 
         pending.result()
 
 
-def _run(job: _Job, forward: _Forward, bundle: Mapping[str, Any], counts: np.ndarray, *,
-         window: int, overlap: int, batch_size: int, probabilities: str,
-         background_io: bool) -> None:
+def _run(
+    job: _Job,
+    forward: _Forward,
+    bundle: Mapping[str, Any],
+    counts: np.ndarray,
+    *,
+    window: int,
+    overlap: int,
+    batch_size: int,
+    probabilities: str,
+    background_io: bool,
+) -> None:
     """Predict the scene strip by strip and write both rasters; ``counts`` gets class counts."""
     info, nc = job.info, len(job.classes)
-    common = dict(crs=info.crs, transform=info.transform, width=info.width, height=info.height,
-                  tags=job.tags)
-    with rasterio.Env(**job.env), rasterio.open(job.image_path) as src, \
-            contextlib.ExitStack() as stack:
-        cls_w = stack.enter_context(GeoTiffWriter(
-            job.out_classes, count=1, dtype="uint8", nodata=IGNORE_INDEX,
-            descriptions=["class"], colormap=job.colormap, categorical=True, **common))
+    common = dict(
+        crs=info.crs, transform=info.transform, width=info.width, height=info.height, tags=job.tags
+    )
+    with (
+        rasterio.Env(**job.env),
+        rasterio.open(job.image_path) as src,
+        contextlib.ExitStack() as stack,
+    ):
+        cls_w = stack.enter_context(
+            GeoTiffWriter(
+                job.out_classes,
+                count=1,
+                dtype="uint8",
+                nodata=IGNORE_INDEX,
+                descriptions=["class"],
+                colormap=job.colormap,
+                categorical=True,
+                **common,
+            )
+        )
         prob_w = None
         if job.out_probs is not None:
-            prob_w = stack.enter_context(GeoTiffWriter(
-                job.out_probs, count=len(job.prob_desc), dtype="float32", nodata=PROB_NODATA,
-                descriptions=job.prob_desc, categorical=False, **common))
-        strips = _Strips(src, info, job.indexes, job.nodata, bundle, window, overlap,
-                         batch_size, job.rows, job.cols, forward, nc, prefetch=background_io)
+            prob_w = stack.enter_context(
+                GeoTiffWriter(
+                    job.out_probs,
+                    count=len(job.prob_desc),
+                    dtype="float32",
+                    nodata=PROB_NODATA,
+                    descriptions=job.prob_desc,
+                    categorical=False,
+                    **common,
+                )
+            )
+        strips = _Strips(
+            src,
+            info,
+            job.indexes,
+            job.nodata,
+            bundle,
+            window,
+            overlap,
+            batch_size,
+            job.rows,
+            job.cols,
+            forward,
+            nc,
+            prefetch=background_io,
+        )
         emit = _Emitter(cls_w, prob_w, nc, probabilities, bundle, counts)
-        bar = stack.enter_context(tqdm(total=len(job.rows), unit="strip", disable=None,
-                                       desc=job.image_path.stem, leave=False))
+        bar = stack.enter_context(
+            tqdm(
+                total=len(job.rows),
+                unit="strip",
+                disable=None,
+                desc=job.image_path.stem,
+                leave=False,
+            )
+        )
         # The writer thread's executor is entered after the writers, so it is drained before
         # they close.
-        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sf-write")) \
-            if background_io else None
+        pool = (
+            stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="sf-write"))
+            if background_io
+            else None
+        )
         _drain(strips, emit, bar, pool)
 
 
@@ -466,6 +586,7 @@ def _withdraw_unpaired(job: _Job, t_publish: int) -> None:
     GeoTiffWriter publishes each file on a clean exit only, so a file at a final path always
     comes from a complete run; this keeps the pair consistent too.
     """
+
     def fresh(path: Path) -> bool:
         return path.exists() and path.stat().st_mtime_ns >= t_publish
 
@@ -530,45 +651,92 @@ def predict_scene(
     """
     t_start = time.perf_counter()
     window, overlap, batch_size, probabilities = _with_defaults(
-        window=window, overlap=overlap, batch_size=batch_size, probabilities=probabilities)
+        window=window, overlap=overlap, batch_size=batch_size, probabilities=probabilities
+    )
     out_probs = Path(out_probs) if out_probs is not None else None
-    job = _prepare(model, bundle, Path(image_path), Path(out_classes), out_probs,
-                   window=window, overlap=overlap, batch_size=batch_size,
-                   probabilities=probabilities, nodata=nodata, gdal_cache_mb=gdal_cache_mb)
+    job = _prepare(
+        model,
+        bundle,
+        Path(image_path),
+        Path(out_classes),
+        out_probs,
+        window=window,
+        overlap=overlap,
+        batch_size=batch_size,
+        probabilities=probabilities,
+        nodata=nodata,
+        gdal_cache_mb=gdal_cache_mb,
+    )
     dev = resolve_device(device)
     info = job.info
     n_windows = len(job.rows) * len(job.cols)
-    log.info("predicting %s (%d x %d, bands %s) with %d windows of %d px (overlap %d) on %s",
-             job.image_path.name, info.height, info.width, job.indexes, n_windows, window,
-             overlap, dev)
+    log.info(
+        "predicting %s (%d x %d, bands %s) with %d windows of %d px (overlap %d) on %s",
+        job.image_path.name,
+        info.height,
+        info.width,
+        job.indexes,
+        n_windows,
+        window,
+        overlap,
+        dev,
+    )
     forward = _Forward(model, dev, len(job.classes), amp)
     counts = np.zeros(IGNORE_INDEX + 1, dtype=np.int64)
     t_publish = time.time_ns()
     try:
-        _run(job, forward, bundle, counts, window=window, overlap=overlap,
-             batch_size=batch_size, probabilities=probabilities, background_io=background_io)
+        _run(
+            job,
+            forward,
+            bundle,
+            counts,
+            window=window,
+            overlap=overlap,
+            batch_size=batch_size,
+            probabilities=probabilities,
+            background_io=background_io,
+        )
     except BaseException:
         _withdraw_unpaired(job, t_publish)
         raise
     result = PredictionResult(
-        classes_path=job.out_classes, probs_path=job.out_probs, height=info.height,
-        width=info.width, n_windows=n_windows,
+        classes_path=job.out_classes,
+        probs_path=job.out_probs,
+        height=info.height,
+        width=info.width,
+        n_windows=n_windows,
         class_counts={c: int(counts[i]) for i, c in enumerate(job.classes)},
-        n_invalid=int(counts[IGNORE_INDEX]), seconds=time.perf_counter() - t_start,
+        n_invalid=int(counts[IGNORE_INDEX]),
+        seconds=time.perf_counter() - t_start,
     )
-    log.info("wrote %s%s in %.1f s (%d invalid px)", job.out_classes,
-             f" and {job.out_probs}" if job.out_probs else "", result.seconds, result.n_invalid)
+    log.info(
+        "wrote %s%s in %.1f s (%d invalid px)",
+        job.out_classes,
+        f" and {job.out_probs}" if job.out_probs else "",
+        result.seconds,
+        result.n_invalid,
+    )
     return result
 
 
 class _Emitter:
     """Turn finished accumulator blocks into class/probability values and write them."""
 
-    def __init__(self, cls_w: GeoTiffWriter, prob_w: GeoTiffWriter | None, nc: int,
-                 probabilities: str, bundle: Mapping[str, Any], counts: np.ndarray) -> None:
+    def __init__(
+        self,
+        cls_w: GeoTiffWriter,
+        prob_w: GeoTiffWriter | None,
+        nc: int,
+        probabilities: str,
+        bundle: Mapping[str, Any],
+        counts: np.ndarray,
+    ) -> None:
         self.cls_w, self.prob_w, self.nc, self.counts = cls_w, prob_w, nc, counts
-        self.mode = probabilities if probabilities == "all" else (
-            "positive" if bundle.get("task") == "flood" else "max")
+        self.mode = (
+            probabilities
+            if probabilities == "all"
+            else ("positive" if bundle.get("task") == "flood" else "max")
+        )
         self.pos = positive_class(bundle)
 
     def __call__(self, block: np.ndarray, bad: np.ndarray, win: Window) -> None:
@@ -605,10 +773,22 @@ class _Strips:
     this is the strip's last block (for progress bars); ``len()`` is the number of strips.
     """
 
-    def __init__(self, src, info: RasterInfo, indexes: Sequence[int], nodata: float | None,
-                 bundle: Mapping[str, Any], window: int, overlap: int, batch_size: int,
-                 rows: list[int], cols: list[int], forward: _Forward, nc: int,
-                 prefetch: bool = True) -> None:
+    def __init__(
+        self,
+        src,
+        info: RasterInfo,
+        indexes: Sequence[int],
+        nodata: float | None,
+        bundle: Mapping[str, Any],
+        window: int,
+        overlap: int,
+        batch_size: int,
+        rows: list[int],
+        cols: list[int],
+        forward: _Forward,
+        nc: int,
+        prefetch: bool = True,
+    ) -> None:
         from .models import normalize  # the same normalisation as in training
 
         self.src, self.info, self.indexes, self.nodata = src, info, list(indexes), nodata
@@ -624,8 +804,8 @@ class _Strips:
         info, win = self.info, Window(c0, r, width, self.window)
         raw = read_padded(self.src, win, indexes=self.indexes, fill=0)
         bad = invalid_mask(raw, self.nodata)
-        bad[max(0, info.height - r):, :] = True  # padding below the scene
-        bad[:, max(0, info.width - c0):] = True  # padding right of the scene
+        bad[max(0, info.height - r) :, :] = True  # padding below the scene
+        bad[:, max(0, info.width - c0) :] = True  # padding right of the scene
         if info.has_mask:
             h, w = min(self.window, info.height - r), min(width, info.width - c0)
             mask = self.src.dataset_mask(window=Window(c0, r, w, h))
@@ -654,8 +834,9 @@ class _Strips:
         nc, win, ov = self.nc, self.window, self.overlap
         stride = win - ov
         total_w = self.cols[-1] + win
-        batches = [self.cols[i : i + self.batch_size]
-                   for i in range(0, len(self.cols), self.batch_size)]
+        batches = [
+            self.cols[i : i + self.batch_size] for i in range(0, len(self.cols), self.batch_size)
+        ]
         inputs = self._inputs([(r, bcols) for r in self.rows for bcols in batches])
         carry = np.zeros((nc + 1, ov, total_w))  # partial sums of the next strip's top rows
         for k, r in enumerate(self.rows):
@@ -718,7 +899,12 @@ def predict_scene_from_bundle(
         What was written.
     """
     return predict_scenes_from_bundle(
-        model_path, [image_path], [out_classes], [out_probs], settings=settings, device=device,
+        model_path,
+        [image_path],
+        [out_classes],
+        [out_probs],
+        settings=settings,
+        device=device,
         **kwargs,
     )[0]
 
@@ -758,38 +944,60 @@ def predict_scenes_from_bundle(
         InputError: If the bundle is missing or an image does not fit it.
     """
     p = settings.prediction
-    kwargs = {"window": p.window, "overlap": p.overlap, "batch_size": p.batch_size,
-              "probabilities": p.probabilities, **kwargs}
+    kwargs = {
+        "window": p.window,
+        "overlap": p.overlap,
+        "batch_size": p.batch_size,
+        "probabilities": p.probabilities,
+        **kwargs,
+    }
     from .models import load_bundle  # noqa: PLC0415 (torch model code loads lazily)
 
     model_path = Path(model_path)
     if not model_path.exists():
-        raise InputError(model_path, "model bundle not found",
-                         "train a model first (spatialfair train) or fix the path")
+        raise InputError(
+            model_path,
+            "model bundle not found",
+            "train a model first (spatialfair train) or fix the path",
+        )
     out_probs = list(out_probs) if out_probs else [None] * len(image_paths)
     if not len(image_paths) == len(out_classes) == len(out_probs):
-        raise InputError("predict", "the numbers of images and outputs differ",
-                         "give one class output (and probability output) per image")
+        raise InputError(
+            "predict",
+            "the numbers of images and outputs differ",
+            "give one class output (and probability output) per image",
+        )
     dev = resolve_device(device)
     model, bundle = load_bundle(model_path, dev)
     for image in image_paths:
         match_bands(inspect_raster(image, role="image"), bundle)
     if resume_dir is None:
-        return [predict_scene(model, bundle, image, classes, probs, device=dev, **kwargs)
-                for image, classes, probs in zip(image_paths, out_classes, out_probs)]
+        return [
+            predict_scene(model, bundle, image, classes, probs, device=dev, **kwargs)
+            for image, classes, probs in zip(image_paths, out_classes, out_probs)
+        ]
     cache = _ResumeCache(Path(resume_dir), model_path)
     results = []
     for image, classes, probs in zip(image_paths, out_classes, out_probs):
         outs = [Path(p) for p in (classes, probs) if p is not None]
         if cache.restore(outs):
-            log.info("%s: finished before an interruption, taken from %s", outs[0].name,
-                     cache.folder)
+            log.info(
+                "%s: finished before an interruption, taken from %s", outs[0].name, cache.folder
+            )
             results.append(None)
             continue
         staged = cache.staging(outs)
-        results.append(predict_scene(model, bundle, image, staged[0],
-                                     staged[1] if probs is not None else None, device=dev,
-                                     **kwargs))
+        results.append(
+            predict_scene(
+                model,
+                bundle,
+                image,
+                staged[0],
+                staged[1] if probs is not None else None,
+                device=dev,
+                **kwargs,
+            )
+        )
         cache.restore(outs)
     cache.clear()
     return results
@@ -850,8 +1058,9 @@ def store_scenes(store_dir: str | Path) -> dict[str, Path]:
     return {s: Path(e["image"]) for s, e in TileStore(store_dir).meta["scenes"].items()}
 
 
-def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test"
-                    ) -> dict[str, Path]:
+def held_out_scenes(
+    store_dir: str | Path, split_column: str, split: str = "test"
+) -> dict[str, Path]:
     """Scenes of a tile store with tiles in one split of a split column.
 
     A fold's model is judged only on its held-out tiles, so only these scenes need it.
@@ -872,7 +1081,10 @@ def held_out_scenes(store_dir: str | Path, split_column: str, split: str = "test
     store = TileStore(store_dir)
     index = store.index
     if split_column not in index.columns:
-        raise InputError(store.path / "tiles.gpkg", f"no split column '{split_column}'",
-                         "re-run `spatialfair split` with the replicated config")
+        raise InputError(
+            store.path / "tiles.gpkg",
+            f"no split column '{split_column}'",
+            "re-run `spatialfair split` with the replicated config",
+        )
     held = set(index.loc[index[split_column].astype(str) == split, "scene"].astype(str))
     return {s: Path(e["image"]) for s, e in store.meta["scenes"].items() if s in held}

@@ -31,8 +31,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def checked_for_tiling(dataset: DatasetConfig, out_dir: str | Path, *, settings: Settings,
-                      scene_job: bool = False) -> DatasetConfig:
+def checked_for_tiling(
+    dataset: DatasetConfig, out_dir: str | Path, *, settings: Settings, scene_job: bool = False
+) -> DatasetConfig:
     """Check a dataset (or one scene of it) before ``spatialfair tile`` tiles it.
 
     Labels on another grid are reprojected into ``<out_dir>/reprojected_labels/`` when the
@@ -53,9 +54,13 @@ def checked_for_tiling(dataset: DatasetConfig, out_dir: str | Path, *, settings:
     """
     from .validation import validate_dataset
 
-    pairs = validate_dataset(dataset, settings=settings,
-                             reproject_dir=Path(out_dir) / "reprojected_labels",
-                             scan_images=False, dataset_checks=not scene_job)
+    pairs = validate_dataset(
+        dataset,
+        settings=settings,
+        reproject_dir=Path(out_dir) / "reprojected_labels",
+        scan_images=False,
+        dataset_checks=not scene_job,
+    )
     return dataclasses.replace(dataset, labels=[label.path for _, label in pairs])
 
 
@@ -72,8 +77,13 @@ class Project:
         InputError: If the config is invalid or has no such dataset.
     """
 
-    def __init__(self, config: str | Path | dict[str, Any], dataset: str,
-                 out: str | Path | None = None, base: str | Path = ".") -> None:
+    def __init__(
+        self,
+        config: str | Path | dict[str, Any],
+        dataset: str,
+        out: str | Path | None = None,
+        base: str | Path = ".",
+    ) -> None:
         if isinstance(config, dict):
             config = validate_config(config)
         else:
@@ -98,8 +108,11 @@ class Project:
 
     def _run(self, strategy: str) -> StrategyRun:
         if strategy not in self.runs:
-            raise InputError(f"strategy {strategy}", "no such run in the config's strategies",
-                             f"use one of {sorted(self.runs)}")
+            raise InputError(
+                f"strategy {strategy}",
+                "no such run in the config's strategies",
+                f"use one of {sorted(self.runs)}",
+            )
         return self.runs[strategy]
 
     def _rep_ids(self) -> list[tuple[Any, str | None]]:
@@ -115,8 +128,12 @@ class Project:
         from .demo import make_demo
 
         size = self.config["datasets"][self.name]["demo_size"]
-        make_demo(ds.demo, self.base / demo_folder(self.config, self.name),
-                  seed=self.settings.seed, size=size)
+        make_demo(
+            ds.demo,
+            self.base / demo_folder(self.config, self.name),
+            seed=self.settings.seed,
+            size=size,
+        )
 
     def prepare(self) -> None:
         """Demo data (if a demo), validation, tiles, partitionings and the spatial split."""
@@ -145,11 +162,19 @@ class Project:
         from .train import train
 
         run = self._run(strategy)
-        return [train(self.tiles, self.layout.replicate(self.name, strategy, rep_id),
-                      dataset=self.dataset, strategy=run, settings=self.settings,
-                      seed=rep.seed if rep_id else None, resume=resume,
-                      split_column=rep.column)
-                for rep, rep_id in self._rep_ids()]
+        return [
+            train(
+                self.tiles,
+                self.layout.replicate(self.name, strategy, rep_id),
+                dataset=self.dataset,
+                strategy=run,
+                settings=self.settings,
+                seed=rep.seed if rep_id else None,
+                resume=resume,
+                split_column=rep.column,
+            )
+            for rep, rep_id in self._rep_ids()
+        ]
 
     def predict(self, strategy: str) -> list[Path]:
         """Predict the held-out scenes with each replicate's model.
@@ -164,16 +189,19 @@ class Project:
 
         folders = []
         for rep, rep_id in self._rep_ids():
-            scenes = (held_out_scenes(self.tiles, rep.column) if rep_id
-                      else store_scenes(self.tiles))
+            scenes = held_out_scenes(self.tiles, rep.column) if rep_id else store_scenes(self.tiles)
             classes = self.layout.predictions(self.name, strategy, rep_id)
             probs = self.layout.probabilities(self.name, strategy, rep_id)
             for folder in (classes, probs):
                 folder.mkdir(parents=True, exist_ok=True)
             predict_scenes_from_bundle(
-                self.layout.model(self.name, strategy, rep_id), list(scenes.values()),
-                [classes / f"{s}.tif" for s in scenes], [probs / f"{s}.tif" for s in scenes],
-                settings=self.settings, resume_dir=classes.parent / ".resume")
+                self.layout.model(self.name, strategy, rep_id),
+                list(scenes.values()),
+                [classes / f"{s}.tif" for s in scenes],
+                [probs / f"{s}.tif" for s in scenes],
+                settings=self.settings,
+                resume_dir=classes.parent / ".resume",
+            )
             folders.append(classes)
         return folders
 
@@ -194,16 +222,26 @@ class Project:
         out = self.layout.fairness(self.name, strategy)
         if not is_replicated(self.settings):
             preds = self.layout.predictions(self.name, strategy)
-            result = evaluate_dataset(self.tiles, preds, out, **kw,
-                                      replicate={"seed": self.settings.seed, "folds": 1})
+            result = evaluate_dataset(
+                self.tiles, preds, out, **kw, replicate={"seed": self.settings.seed, "folds": 1}
+            )
         else:
             per_seed = {}
             for seed in sorted({rep.seed for rep, _ in self._rep_ids()}):
-                folds = [(rep.column, self.layout.predictions(self.name, strategy, rep_id))
-                         for rep, rep_id in self._rep_ids() if rep.seed == seed]
+                folds = [
+                    (rep.column, self.layout.predictions(self.name, strategy, rep_id))
+                    for rep, rep_id in self._rep_ids()
+                    if rep.seed == seed
+                ]
                 seed_out = self.layout.fairness(self.name, strategy, seed)
-                evaluate_dataset(self.tiles, folds, seed_out, **kw, run=strategy,
-                                 replicate={"seed": seed, "folds": len(folds)})
+                evaluate_dataset(
+                    self.tiles,
+                    folds,
+                    seed_out,
+                    **kw,
+                    run=strategy,
+                    replicate={"seed": seed, "folds": len(folds)},
+                )
                 per_seed[seed] = seed_out / "metrics.json"
             result = aggregate_replicates(per_seed, self.tiles, self.partitions, out)
         write_maps(result, out, max_size=MAX_RASTER_SIZE)
@@ -232,10 +270,13 @@ class Project:
         from .compare import compare_strategies
 
         runs = [self._run(s) for s in strategies] if strategies else list(self.runs.values())
-        return compare_strategies(self.layout.dataset(self.name), runs,
-                                  self.layout.comparison(self.name, ".csv"),
-                                  self.layout.comparison(self.name, ".png"),
-                                  settings=self.settings)
+        return compare_strategies(
+            self.layout.dataset(self.name),
+            runs,
+            self.layout.comparison(self.name, ".csv"),
+            self.layout.comparison(self.name, ".png"),
+            settings=self.settings,
+        )
 
 
 __all__ = ["Project", "checked_for_tiling"]

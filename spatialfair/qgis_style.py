@@ -21,9 +21,20 @@ import pyogrio
 from .errors import InputError
 
 #: Column order of QGIS's own ``layer_styles`` table (after its ``id`` primary key).
-LAYER_STYLES_COLUMNS = ("f_table_catalog", "f_table_schema", "f_table_name",
-                        "f_geometry_column", "styleName", "styleQML", "styleSLD",
-                        "useAsDefault", "description", "owner", "ui", "update_time")
+LAYER_STYLES_COLUMNS = (
+    "f_table_catalog",
+    "f_table_schema",
+    "f_table_name",
+    "f_geometry_column",
+    "styleName",
+    "styleQML",
+    "styleSLD",
+    "useAsDefault",
+    "description",
+    "owner",
+    "ui",
+    "update_time",
+)
 
 
 def symmetric_breaks(values: Sequence[float], n_classes: int = 7) -> np.ndarray:
@@ -78,16 +89,25 @@ def _label(lo: float, hi: float) -> str:
 def _fill_symbol(name: str, rgb: tuple[int, int, int], width_expr: str | None) -> str:
     color = f"{rgb[0]},{rgb[1]},{rgb[2]},255"
     props = {
-        "border_width_map_unit_scale": "3x:0,0,0,0,0,0", "color": color, "joinstyle": "bevel",
-        "offset": "0,0", "offset_map_unit_scale": "3x:0,0,0,0,0,0", "offset_unit": "MM",
-        "outline_color": "60,60,60,255", "outline_style": "solid", "outline_width": "0.26",
-        "outline_width_unit": "MM", "style": "solid",
+        "border_width_map_unit_scale": "3x:0,0,0,0,0,0",
+        "color": color,
+        "joinstyle": "bevel",
+        "offset": "0,0",
+        "offset_map_unit_scale": "3x:0,0,0,0,0,0",
+        "offset_unit": "MM",
+        "outline_color": "60,60,60,255",
+        "outline_style": "solid",
+        "outline_width": "0.26",
+        "outline_width_unit": "MM",
+        "style": "solid",
     }
     options = "".join(f'<Option name="{k}" value="{v}" type="QString"/>' for k, v in props.items())
     prop_tags = "".join(f'<prop k="{k}" v="{v}"/>' for k, v in props.items())
-    ddp = ('<data_defined_properties><Option type="Map"><Option name="name" value="" '
-           'type="QString"/><Option name="properties"/><Option name="type" value="collection" '
-           'type="QString"/></Option></data_defined_properties>')
+    ddp = (
+        '<data_defined_properties><Option type="Map"><Option name="name" value="" '
+        'type="QString"/><Option name="properties"/><Option name="type" value="collection" '
+        'type="QString"/></Option></data_defined_properties>'
+    )
     layer_ddp = ddp
     if width_expr:
         layer_ddp = (
@@ -97,10 +117,13 @@ def _fill_symbol(name: str, rgb: tuple[int, int, int], width_expr: str | None) -
             f'type="bool"/><Option name="expression" value={quoteattr(width_expr)} '
             'type="QString"/><Option name="type" value="3" type="int"/></Option></Option>'
             '<Option name="type" value="collection" type="QString"/></Option>'
-            '</data_defined_properties>')
-    return (f'<symbol name="{escape(name)}" type="fill" alpha="1" clip_to_extent="1" '
-            f'force_rhr="0">{ddp}<layer class="SimpleFill" enabled="1" locked="0" pass="0">'
-            f'<Option type="Map">{options}</Option>{prop_tags}{layer_ddp}</layer></symbol>')
+            "</data_defined_properties>"
+        )
+    return (
+        f'<symbol name="{escape(name)}" type="fill" alpha="1" clip_to_extent="1" '
+        f'force_rhr="0">{ddp}<layer class="SimpleFill" enabled="1" locked="0" pass="0">'
+        f'<Option type="Map">{options}</Option>{prop_tags}{layer_ddp}</layer></symbol>'
+    )
 
 
 def graduated_qml(
@@ -127,27 +150,33 @@ def graduated_qml(
     """
     breaks = symmetric_breaks(values, n_classes)
     colors = ramp_colors(n_classes, cmap)
-    width_expr = (f'CASE WHEN "{significant_field}" THEN 0.9 ELSE 0.26 END'
-                  if significant_field else None)
+    width_expr = (
+        f'CASE WHEN "{significant_field}" THEN 0.9 ELSE 0.26 END' if significant_field else None
+    )
     ranges = "".join(
         f'<range symbol="{i}" lower="{_fmt(breaks[i])}" upper="{_fmt(breaks[i + 1])}" '
         f'label={quoteattr(_label(breaks[i], breaks[i + 1]))} render="true"/>'
-        for i in range(n_classes))
+        for i in range(n_classes)
+    )
     symbols = "".join(_fill_symbol(str(i), colors[i], width_expr) for i in range(n_classes))
     stops = ":".join(
-        f"{(i + 0.5) / n_classes:.4f};{r},{g},{b},255" for i, (r, g, b) in enumerate(colors)
-        if 0 < i < n_classes - 1)
+        f"{(i + 0.5) / n_classes:.4f};{r},{g},{b},255"
+        for i, (r, g, b) in enumerate(colors)
+        if 0 < i < n_classes - 1
+    )
     c1 = "{},{},{},255".format(*colors[0])
     c2 = "{},{},{},255".format(*colors[-1])
-    ramp = (f'<colorramp name="[source]" type="gradient"><Option type="Map">'
-            f'<Option name="color1" value="{c1}" type="QString"/>'
-            f'<Option name="color2" value="{c2}" type="QString"/>'
-            f'<Option name="discrete" value="0" type="QString"/>'
-            f'<Option name="rampType" value="gradient" type="QString"/>'
-            f'<Option name="stops" value="{stops}" type="QString"/></Option>'
-            f'<prop k="color1" v="{c1}"/><prop k="color2" v="{c2}"/><prop k="discrete" v="0"/>'
-            f'<prop k="rampType" v="gradient"/><prop k="stops" v="{stops}"/></colorramp>')
-    label_expr = f"\"{label_field}\" || '\\n' || format_number(\"{field}\", 3)"
+    ramp = (
+        f'<colorramp name="[source]" type="gradient"><Option type="Map">'
+        f'<Option name="color1" value="{c1}" type="QString"/>'
+        f'<Option name="color2" value="{c2}" type="QString"/>'
+        f'<Option name="discrete" value="0" type="QString"/>'
+        f'<Option name="rampType" value="gradient" type="QString"/>'
+        f'<Option name="stops" value="{stops}" type="QString"/></Option>'
+        f'<prop k="color1" v="{c1}"/><prop k="color2" v="{c2}"/><prop k="discrete" v="0"/>'
+        f'<prop k="rampType" v="gradient"/><prop k="stops" v="{stops}"/></colorramp>'
+    )
+    label_expr = f'"{label_field}" || \'\\n\' || format_number("{field}", 3)'
     labeling = (
         '<labeling type="simple"><settings calloutType="simple">'
         f'<text-style fieldName={quoteattr(label_expr)} isExpression="1" fontSize="9" '
@@ -162,25 +191,28 @@ def graduated_qml(
         'priority="5" offsetType="0" dist="0"/>'
         '<rendering obstacle="1" displayAll="0" upsidedownLabels="0" scaleVisibility="0" '
         'fontLimitPixelSize="0" limitNumLabels="0" mergeLines="0" drawLabels="1"/>'
-        '</settings></labeling>')
+        "</settings></labeling>"
+    )
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
         '<qgis version="3.22.0" styleCategories="Symbology|Labeling" labelsEnabled="1">'
         f'<renderer-v2 type="graduatedSymbol" attr={quoteattr(field)} '
         'graduatedMethod="GraduatedColor" symbollevels="0" enableorderby="0" '
         'forceraster="0" referencescale="-1">'
-        f'<ranges>{ranges}</ranges><symbols>{symbols}</symbols>'
-        f'<source-symbol>{_fill_symbol("0", colors[n_classes // 2], None)}</source-symbol>'
+        f"<ranges>{ranges}</ranges><symbols>{symbols}</symbols>"
+        f"<source-symbol>{_fill_symbol('0', colors[n_classes // 2], None)}</source-symbol>"
         f'{ramp}<classificationMethod id="Fixed"><symmetricMode enabled="1" '
         'symmetrypoint="0" astride="1"/><labelFormat format="%1 - %2" precision="3" '
         'trimtrailingzeroes="1"/><parameters><Option/></parameters><extraInformation/>'
-        '</classificationMethod><rotation/><sizescale/></renderer-v2>'
-        f'{labeling}<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode>'
-        '<layerOpacity>1</layerOpacity></qgis>\n')
+        "</classificationMethod><rotation/><sizescale/></renderer-v2>"
+        f"{labeling}<blendMode>0</blendMode><featureBlendMode>0</featureBlendMode>"
+        "<layerOpacity>1</layerOpacity></qgis>\n"
+    )
 
 
-def graduated_sld(layer: str, field: str, values: Sequence[float], *, n_classes: int = 7,
-                  cmap: str = "RdBu") -> str:
+def graduated_sld(
+    layer: str, field: str, values: Sequence[float], *, n_classes: int = 7, cmap: str = "RdBu"
+) -> str:
     """OGC SLD 1.1 with the same classes and colours as :func:`graduated_qml`.
 
     Args:
@@ -207,10 +239,11 @@ def graduated_sld(layer: str, field: str, values: Sequence[float], *, n_classes:
             f"<ogc:PropertyIsLessThanOrEqualTo><ogc:PropertyName>{escape(field)}"
             f"</ogc:PropertyName><ogc:Literal>{hi!r}</ogc:Literal>"
             f"</ogc:PropertyIsLessThanOrEqualTo></ogc:And></ogc:Filter>"
-            f"<se:PolygonSymbolizer><se:Fill><se:SvgParameter name=\"fill\">{hexc}"
-            f"</se:SvgParameter></se:Fill><se:Stroke><se:SvgParameter name=\"stroke\">#3c3c3c"
-            f"</se:SvgParameter><se:SvgParameter name=\"stroke-width\">1</se:SvgParameter>"
-            f"</se:Stroke></se:PolygonSymbolizer></se:Rule>")
+            f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{hexc}'
+            f'</se:SvgParameter></se:Fill><se:Stroke><se:SvgParameter name="stroke">#3c3c3c'
+            f'</se:SvgParameter><se:SvgParameter name="stroke-width">1</se:SvgParameter>'
+            f"</se:Stroke></se:PolygonSymbolizer></se:Rule>"
+        )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         '<StyledLayerDescriptor xmlns="http://www.opengis.net/sld" '
@@ -219,7 +252,8 @@ def graduated_sld(layer: str, field: str, values: Sequence[float], *, n_classes:
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" version="1.1.0">'
         f"<NamedLayer><se:Name>{escape(layer)}</se:Name><UserStyle><se:Name>{escape(layer)}"
         f"</se:Name><se:FeatureTypeStyle>{''.join(rules)}</se:FeatureTypeStyle></UserStyle>"
-        "</NamedLayer></StyledLayerDescriptor>")
+        "</NamedLayer></StyledLayerDescriptor>"
+    )
 
 
 def geometry_columns(gpkg: str | Path) -> dict[str, str]:
@@ -258,16 +292,29 @@ def write_layer_styles(
     geom = geometry_columns(gpkg)
     missing = [layer for layer in styles if layer not in geom]
     if missing:
-        raise InputError(gpkg, f"no spatial layer(s) {missing} to style",
-                         "write the layers before their styles")
+        raise InputError(
+            gpkg, f"no spatial layer(s) {missing} to style", "write the layers before their styles"
+        )
     now = pd.Timestamp.now(tz="UTC").floor("ms")  # written as YYYY-MM-DDTHH:MM:SS.SSSZ
-    rows = [{
-        "f_table_catalog": "", "f_table_schema": "", "f_table_name": layer,
-        "f_geometry_column": geom[layer], "styleName": style_name, "styleQML": qml,
-        "styleSLD": sld, "useAsDefault": True, "description": description, "owner": "",
-        "ui": None, "update_time": now,
-    } for layer, (qml, sld, description) in styles.items()]
+    rows = [
+        {
+            "f_table_catalog": "",
+            "f_table_schema": "",
+            "f_table_name": layer,
+            "f_geometry_column": geom[layer],
+            "styleName": style_name,
+            "styleQML": qml,
+            "styleSLD": sld,
+            "useAsDefault": True,
+            "description": description,
+            "owner": "",
+            "ui": None,
+            "update_time": now,
+        }
+        for layer, (qml, sld, description) in styles.items()
+    ]
     frame = pd.DataFrame(rows, columns=list(LAYER_STYLES_COLUMNS))
     frame["ui"] = frame["ui"].astype(object)
-    pyogrio.write_dataframe(frame, gpkg, layer="layer_styles", driver="GPKG",
-                            layer_options={"FID": "id"})
+    pyogrio.write_dataframe(
+        frame, gpkg, layer="layer_styles", driver="GPKG", layer_options={"FID": "id"}
+    )

@@ -17,9 +17,24 @@ import pandas as pd
 from .errors import InputError
 
 #: Columns of a region record that are not metric values.
-_REGION_FIELDS = ("id", "name", "n_pixels", "n_tiles", "n_units", "small", "absent",
-                  "deviation", "deviation_ci_low", "deviation_ci_high", "n_replicates",
-                  "ci_excludes_zero", "statistic", "p_value", "significant", "direction")
+_REGION_FIELDS = (
+    "id",
+    "name",
+    "n_pixels",
+    "n_tiles",
+    "n_units",
+    "small",
+    "absent",
+    "deviation",
+    "deviation_ci_low",
+    "deviation_ci_high",
+    "n_replicates",
+    "ci_excludes_zero",
+    "statistic",
+    "p_value",
+    "significant",
+    "direction",
+)
 
 
 class Report:
@@ -77,19 +92,24 @@ class Report:
     def _partitioning(self, partitioning: str | None) -> dict[str, Any]:
         name = partitioning or self.primary
         if name not in self.metrics["partitionings"]:
-            raise InputError(self.path or "report", f"no partitioning '{name}'",
-                             f"use one of {self.partitionings}")
+            raise InputError(
+                self.path or "report",
+                f"no partitioning '{name}'",
+                f"use one of {self.partitionings}",
+            )
         return self.metrics["partitionings"][name]
 
     def _metric(self, metric: str | None) -> str:
         name = metric or self.headline
         if name not in self.metrics["overall"]:
-            raise InputError(self.path or "report", f"no metric '{name}'",
-                             f"use one of {self.metric_names}")
+            raise InputError(
+                self.path or "report", f"no metric '{name}'", f"use one of {self.metric_names}"
+            )
         return name
 
-    def by_region(self, partitioning: str | None = None, *,
-                  metric: str | None = None) -> pd.DataFrame | pd.Series:
+    def by_region(
+        self, partitioning: str | None = None, *, metric: str | None = None
+    ) -> pd.DataFrame | pd.Series:
         """Per-region values, one row per region of a partitioning.
 
         Args:
@@ -176,8 +196,9 @@ class Report:
         """
         return self._summary("ratio", metric, partitioning)
 
-    def worst_region(self, metric: str | None = None, *,
-                     partitioning: str | None = None) -> str | None:
+    def worst_region(
+        self, metric: str | None = None, *, partitioning: str | None = None
+    ) -> str | None:
         """Name of the region with :meth:`group_min`.
 
         Args:
@@ -191,9 +212,11 @@ class Report:
 
     def __repr__(self) -> str:
         m = self.metrics
-        return (f"Report({m.get('dataset')}/{m.get('run')}: {self.headline} overall "
-                f"{self.overall(metric=self.headline):.4f}, difference over "
-                f"'{self.primary}' {self.difference():.4f})")
+        return (
+            f"Report({m.get('dataset')}/{m.get('run')}: {self.headline} overall "
+            f"{self.overall(metric=self.headline):.4f}, difference over "
+            f"'{self.primary}' {self.difference():.4f})"
+        )
 
 
 __all__ = ["Report"]

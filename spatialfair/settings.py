@@ -192,8 +192,7 @@ class Settings:
         """
         config = config or {}
         top = {key: config.get(key, section_defaults(key)[key]) for key in ("seed", "results")}
-        sections = {name: _section(kind, name, config.get(name))
-                    for name, kind in SECTIONS.items()}
+        sections = {name: _section(kind, name, config.get(name)) for name, kind in SECTIONS.items()}
         return cls(seed=int(top["seed"]), results=str(top["results"]), **sections)
 
     def section(self, name: str) -> dict[str, Any]:
@@ -214,10 +213,23 @@ class Settings:
         Returns:
             ``seed``, ``results`` and one dict per section of :data:`SECTIONS`.
         """
-        return {"seed": self.seed, "results": self.results,
-                **{name: self.section(name) for name in SECTIONS}}
+        return {
+            "seed": self.seed,
+            "results": self.results,
+            **{name: self.section(name) for name in SECTIONS},
+        }
 
 
-__all__ = ["SECTIONS", "EvaluationSettings", "ModelSettings", "PartitionSettings",
-           "PredictionSettings", "ReplicateSettings", "Settings", "SplitSettings",
-           "TilingSettings", "TrainingSettings", "section_defaults"]
+__all__ = [
+    "SECTIONS",
+    "EvaluationSettings",
+    "ModelSettings",
+    "PartitionSettings",
+    "PredictionSettings",
+    "ReplicateSettings",
+    "Settings",
+    "SplitSettings",
+    "TilingSettings",
+    "TrainingSettings",
+    "section_defaults",
+]

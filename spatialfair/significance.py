@@ -43,10 +43,17 @@ class RegionTest:
         Returns:
             Method, alpha, resamples, unit and significant-region counts, and the ``extra`` values.
         """
-        return {"method": self.method, "alpha": self.alpha, "n_resamples": self.n_resamples,
-                "n_units": int(self.n_units.sum()), "n_significant": int(self.significant.sum()),
-                **{k: (float(v) if isinstance(v, (float, np.floating)) else v)
-                   for k, v in self.extra.items()}}
+        return {
+            "method": self.method,
+            "alpha": self.alpha,
+            "n_resamples": self.n_resamples,
+            "n_units": int(self.n_units.sum()),
+            "n_significant": int(self.significant.sum()),
+            **{
+                k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                for k, v in self.extra.items()
+            },
+        }
 
 
 def unit_values(
@@ -124,8 +131,7 @@ def tile_outcomes(
     return values, success, usable
 
 
-def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: int
-                   ) -> np.ndarray:
+def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: int) -> np.ndarray:
     """Confusion matrix of each unit: the sum of its tiles'.
 
     Args:
@@ -144,8 +150,9 @@ def unit_confusion(tile_confusion: np.ndarray, tile_unit: np.ndarray, n_units: i
     return out
 
 
-def majority_regions(owner: np.ndarray, region: np.ndarray, count: np.ndarray,
-                     n_owners: int) -> np.ndarray:
+def majority_regions(
+    owner: np.ndarray, region: np.ndarray, count: np.ndarray, n_owners: int
+) -> np.ndarray:
     """Region holding most pixels of each owner (unit or tile); ties go to the lowest region id.
 
     Args:
@@ -164,8 +171,9 @@ def majority_regions(owner: np.ndarray, region: np.ndarray, count: np.ndarray,
     keep = (owner >= 0) & (region >= 0) & (count > 0)
     if not keep.any():
         return out
-    pairs, inverse = np.unique(np.column_stack([owner[keep], region[keep]]), axis=0,
-                               return_inverse=True)
+    pairs, inverse = np.unique(
+        np.column_stack([owner[keep], region[keep]]), axis=0, return_inverse=True
+    )
     totals = np.bincount(inverse.ravel(), weights=count[keep], minlength=len(pairs))
     order = np.lexsort((pairs[:, 1], -totals, pairs[:, 0]))  # owner, most pixels, lowest id
     first = np.ones(len(order), dtype=bool)
@@ -175,8 +183,9 @@ def majority_regions(owner: np.ndarray, region: np.ndarray, count: np.ndarray,
     return out
 
 
-def _groups(groups: np.ndarray, num_regions: int, n: int,
-            tested: np.ndarray | None = None) -> np.ndarray:
+def _groups(
+    groups: np.ndarray, num_regions: int, n: int, tested: np.ndarray | None = None
+) -> np.ndarray:
     """Region label per unit, checked; -1 for units of regions that are not ``tested``."""
     groups = np.asarray(groups).ravel()
     if groups.size != n:
@@ -206,8 +215,9 @@ def _untested(test: RegionTest, tested: np.ndarray | None) -> RegionTest:
     return test
 
 
-def scan_statistic(p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float,
-                   big_n: float) -> np.ndarray:
+def scan_statistic(
+    p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float, big_n: float
+) -> np.ndarray:
     """Bernoulli likelihood-ratio statistic ``l1 - l0`` (broadcasting over any shape).
 
     Edge cases: 0 log 0 = 0, and a region with no units or all units has statistic 0.
@@ -230,8 +240,12 @@ def scan_statistic(p: np.ndarray, n: np.ndarray, big_p: np.ndarray | float,
         rho_in = np.where(n > 0, p / np.where(n > 0, n, 1), 0.0)
         rho_out = np.where(out_n > 0, (big_p - p) / np.where(out_n > 0, out_n, 1), 0.0)
     l0 = xlogy(big_p, rho) + xlogy(big_n - big_p, 1 - rho)
-    l1 = (xlogy(p, rho_in) + xlogy(n - p, 1 - rho_in)
-          + xlogy(big_p - p, rho_out) + xlogy(out_n - big_p + p, 1 - rho_out))
+    l1 = (
+        xlogy(p, rho_in)
+        + xlogy(n - p, 1 - rho_in)
+        + xlogy(big_p - p, rho_out)
+        + xlogy(out_n - big_p + p, 1 - rho_out)
+    )
     stat = l1 - l0
     stat = np.where((n > 0) & (out_n > 0), stat, 0.0)
     return np.maximum(stat, 0.0)  # l1 >= l0 mathematically; clip rounding noise
@@ -290,9 +304,14 @@ class RegionTestOptions:
     seed: int
 
 
-def bernoulli_scan(success: np.ndarray, groups: np.ndarray, num_regions: int,
-                   options: RegionTestOptions, *, tested: np.ndarray | None = None
-                   ) -> RegionTest:
+def bernoulli_scan(
+    success: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    options: RegionTestOptions,
+    *,
+    tested: np.ndarray | None = None,
+) -> RegionTest:
     """Kulldorff Bernoulli scan over the regions of one partitioning.
 
     The Monte Carlo worlds keep the observed number of successes (outcomes permuted across
@@ -322,28 +341,44 @@ def bernoulli_scan(success: np.ndarray, groups: np.ndarray, num_regions: int,
     rho = big_p / big_n if big_n > 0 else 0.0
     if big_n > 0 and num_regions:
         # conditional on the total: the P successes fall on P of the N units at random
-        sim_p = rng.multivariate_hypergeometric(n_r.astype(np.int64), int(big_p),
-                                                size=n_simulations)
+        sim_p = rng.multivariate_hypergeometric(
+            n_r.astype(np.int64), int(big_p), size=n_simulations
+        )
     else:
         sim_p = np.zeros((n_simulations, num_regions), dtype=np.int64)
     sim_max = scan_statistic(sim_p, n_r[None, :], big_p, big_n).max(axis=1, initial=0.0)
-    threshold = float(np.quantile(sim_max, 1 - alpha, method="higher")) if n_simulations else math.inf
+    threshold = (
+        float(np.quantile(sim_max, 1 - alpha, method="higher")) if n_simulations else math.inf
+    )
     exceed = (sim_max[None, :] >= stat[:, None] * (1 - 1e-12)).sum(axis=1)
     p_value = (1.0 + exceed) / (1.0 + n_simulations)
     significant = (stat > threshold) & (stat > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         rho_in = np.where(n_r > 0, p_r / np.where(n_r > 0, n_r, 1), np.nan)
-        rho_out = np.where(big_n - n_r > 0, (big_p - p_r) / np.where(big_n - n_r > 0, big_n - n_r, 1),
-                           np.nan)
+        rho_out = np.where(
+            big_n - n_r > 0, (big_p - p_r) / np.where(big_n - n_r > 0, big_n - n_r, 1), np.nan
+        )
     direction = np.nan_to_num(np.sign(rho_in - rho_out)).astype(np.int8)
-    return _untested(RegionTest(
-        method="scan", statistic=stat, p_value=p_value, significant=significant,
-        direction=direction, n_units=n_r.astype(np.int64), alpha=alpha,
-        n_resamples=n_simulations,
-        extra={"rho": rho, "threshold": threshold, "sbi": _sbi(n_r, p_r, big_n, big_p),
-               "conditional": True,
-               "success_rate_by_region": np.round(np.nan_to_num(rho_in, nan=-1), 6).tolist()},
-    ), tested)
+    return _untested(
+        RegionTest(
+            method="scan",
+            statistic=stat,
+            p_value=p_value,
+            significant=significant,
+            direction=direction,
+            n_units=n_r.astype(np.int64),
+            alpha=alpha,
+            n_resamples=n_simulations,
+            extra={
+                "rho": rho,
+                "threshold": threshold,
+                "sbi": _sbi(n_r, p_r, big_n, big_p),
+                "conditional": True,
+                "success_rate_by_region": np.round(np.nan_to_num(rho_in, nan=-1), 6).tolist(),
+            },
+        ),
+        tested,
+    )
 
 
 class _Standardiser:
@@ -372,8 +407,9 @@ class _Standardiser:
         return z
 
 
-def _exceedances(v: np.ndarray, z_of: _Standardiser, abs_obs: np.ndarray,
-                 n_permutations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _exceedances(
+    v: np.ndarray, z_of: _Standardiser, abs_obs: np.ndarray, n_permutations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per region, permutations whose |z| (raw) or max |z| (adjusted) reach the observed."""
     big_n, present, starts = v.size, z_of.present, z_of.starts
     rng = np.random.default_rng(seed)
@@ -394,9 +430,14 @@ def _exceedances(v: np.ndarray, z_of: _Standardiser, abs_obs: np.ndarray,
     return exceed_raw, exceed_max
 
 
-def permutation_test(values: np.ndarray, groups: np.ndarray, num_regions: int,
-                     options: RegionTestOptions, *, tested: np.ndarray | None = None
-                     ) -> RegionTest:
+def permutation_test(
+    values: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    options: RegionTestOptions,
+    *,
+    tested: np.ndarray | None = None,
+) -> RegionTest:
     """Permutation test of unit outcome values across region labels (two-sided).
 
     Statistic per region: ``(S_r - n_r * mean) / (sd * sqrt(n_r (N - n_r) / N))`` with S_r the
@@ -421,15 +462,17 @@ def permutation_test(values: np.ndarray, groups: np.ndarray, num_regions: int,
     """
     n_permutations, alpha = options.n_resamples, options.alpha
     if n_permutations < 199:
-        raise InputError("config: evaluation.n_simulations",
-                         f"{n_permutations} permutations are too few", "use at least 199")
+        raise InputError(
+            "config: evaluation.n_simulations",
+            f"{n_permutations} permutations are too few",
+            "use at least 199",
+        )
     values = np.asarray(values, dtype=np.float64).ravel()
     groups = _groups(groups, num_regions, values.size, tested)
     keep = (groups >= 0) & np.isfinite(values)
     v, g = values[keep], groups[keep]
     z_of = _Standardiser(v, g, num_regions)
-    z_obs = z_of(np.add.reduceat(v[z_of.order], z_of.starts) if z_of.present.size
-                 else np.zeros(0))
+    z_obs = z_of(np.add.reduceat(v[z_of.order], z_of.starts) if z_of.present.size else np.zeros(0))
     abs_obs = np.abs(z_obs) * (1 - 1e-12)
     exceed_raw, exceed_max = _exceedances(v, z_of, abs_obs, n_permutations, options.seed)
     p_raw = (1.0 + exceed_raw) / (1.0 + n_permutations)
@@ -439,17 +482,32 @@ def permutation_test(values: np.ndarray, groups: np.ndarray, num_regions: int,
     significant = (p_adj <= alpha) & z_of.testable
     if tested is not None:
         p_raw = np.where(np.asarray(tested, dtype=bool), p_raw, np.nan)
-    return _untested(RegionTest(
-        method="permutation", statistic=z_obs, p_value=p_adj, significant=significant,
-        direction=np.sign(z_obs).astype(np.int8), n_units=z_of.n_r.astype(np.int64),
-        alpha=alpha, n_resamples=n_permutations,
-        extra={"p_raw": p_raw.tolist(), "mean": float(z_of.mean)},
-    ), tested)
+    return _untested(
+        RegionTest(
+            method="permutation",
+            statistic=z_obs,
+            p_value=p_adj,
+            significant=significant,
+            direction=np.sign(z_obs).astype(np.int8),
+            n_units=z_of.n_r.astype(np.int64),
+            alpha=alpha,
+            n_resamples=n_permutations,
+            extra={"p_raw": p_raw.tolist(), "mean": float(z_of.mean)},
+        ),
+        tested,
+    )
 
 
-def test_regions(method: str, values: np.ndarray, success: np.ndarray, groups: np.ndarray,
-                 num_regions: int, options: RegionTestOptions, *,
-                 tested: np.ndarray | None = None) -> RegionTest | None:
+def test_regions(
+    method: str,
+    values: np.ndarray,
+    success: np.ndarray,
+    groups: np.ndarray,
+    num_regions: int,
+    options: RegionTestOptions,
+    *,
+    tested: np.ndarray | None = None,
+) -> RegionTest | None:
     """Run the configured region test over the ``tested`` regions (default all).
 
     Args:
@@ -475,8 +533,11 @@ def test_regions(method: str, values: np.ndarray, success: np.ndarray, groups: n
     if method == "permutation":
         options = replace(options, n_resamples=max(options.n_resamples, 199))
         return permutation_test(values, groups, num_regions, options, tested=tested)
-    raise InputError("config: evaluation.significance", f"unknown significance method '{method}'",
-                     "use scan, permutation or none")
+    raise InputError(
+        "config: evaluation.significance",
+        f"unknown significance method '{method}'",
+        "use scan, permutation or none",
+    )
 
 
 test_regions.__test__ = False  # not a pytest test despite its name

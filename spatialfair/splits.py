@@ -24,8 +24,7 @@ SPLITS = ("train", "val", "test")
 _TRAIN, _VAL, _TEST = 0, 1, 2
 
 
-def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
-               ) -> pd.DataFrame:
+def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None) -> pd.DataFrame:
     """Per tile: ``scene``, block row ``brow``, block column ``bcol`` and block id ``block``.
 
     A block is ``block_tiles`` x ``block_tiles`` grid cells of ``stride`` pixels of one scene;
@@ -43,22 +42,26 @@ def block_keys(index: pd.DataFrame, *, block_tiles: int, stride: int | None = No
         InputError: If ``block_tiles`` is below 1.
     """
     if block_tiles < 1:
-        raise InputError("config: split.block_tiles", f"block_tiles is {block_tiles}",
-                         "use a whole number >= 1")
+        raise InputError(
+            "config: split.block_tiles", f"block_tiles is {block_tiles}", "use a whole number >= 1"
+        )
     if stride is None:
         stride = int(index["height"].iloc[0]) if len(index) else 1
     side = int(stride) * int(block_tiles)
-    keys = pd.DataFrame({
-        "scene": index["scene"].astype(str).to_numpy(),
-        "brow": index["row_off"].to_numpy() // side,
-        "bcol": index["col_off"].to_numpy() // side,
-    })
+    keys = pd.DataFrame(
+        {
+            "scene": index["scene"].astype(str).to_numpy(),
+            "brow": index["row_off"].to_numpy() // side,
+            "bcol": index["col_off"].to_numpy() // side,
+        }
+    )
     keys["block"] = keys.groupby(["scene", "brow", "bcol"], sort=True).ngroup().to_numpy()
     return keys
 
 
-def spatial_blocks(index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
-                   ) -> np.ndarray:
+def spatial_blocks(
+    index: pd.DataFrame, *, block_tiles: int, stride: int | None = None
+) -> np.ndarray:
     """Block id (0..n_blocks-1, ordered by scene, block row, block column) of every tile.
 
     Args:
@@ -81,15 +84,21 @@ def _take(sizes: np.ndarray, target: float, minimum: int, maximum: int) -> int:
     return count
 
 
-def _majority(block: np.ndarray, strata: np.ndarray, n_blocks: int) -> tuple[np.ndarray,
-                                                                            pd.DataFrame]:
+def _majority(
+    block: np.ndarray, strata: np.ndarray, n_blocks: int
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Majority stratum per block (regions before -1) and the (block, region, n) table."""
-    counts = (pd.DataFrame({"block": block, "region": strata})
-              .groupby(["block", "region"], sort=True).size().rename("n").reset_index())
+    counts = (
+        pd.DataFrame({"block": block, "region": strata})
+        .groupby(["block", "region"], sort=True)
+        .size()
+        .rename("n")
+        .reset_index()
+    )
     counts["none"] = counts["region"] < 0
-    best = (counts.sort_values(["block", "none", "n", "region"],
-                               ascending=[True, True, False, True])
-            .drop_duplicates("block"))
+    best = counts.sort_values(
+        ["block", "none", "n", "region"], ascending=[True, True, False, True]
+    ).drop_duplicates("block")
     majority = np.full(n_blocks, -1, dtype=np.int64)
     majority[best["block"].to_numpy()] = best["region"].to_numpy()
     return majority, counts[~counts["none"]].drop(columns="none")
@@ -98,20 +107,24 @@ def _majority(block: np.ndarray, strata: np.ndarray, n_blocks: int) -> tuple[np.
 def _repair(assign: np.ndarray, incidence: pd.DataFrame, val: float, test: float) -> None:
     """Move train blocks so every region touching enough blocks appears in val and test."""
     regions_of: dict[int, dict[int, int]] = defaultdict(dict)  # block -> {region: n tiles}
-    blocks_of: dict[int, list[int]] = defaultdict(list)          # region -> blocks
+    blocks_of: dict[int, list[int]] = defaultdict(list)  # region -> blocks
     for b, r, n in incidence[["block", "region", "n"]].itertuples(index=False):
         regions_of[int(b)][int(r)] = int(n)
         blocks_of[int(r)].append(int(b))
     n_train = {r: sum(assign[b] == _TRAIN for b in bs) for r, bs in blocks_of.items()}
     for r in sorted(blocks_of):
         bs = blocks_of[r]
-        wanted = [(s, need) for s, frac, need in ((_TEST, test, 2), (_VAL, val, 3))
-                  if frac > 0 and len(bs) >= need]
+        wanted = [
+            (s, need)
+            for s, frac, need in ((_TEST, test, 2), (_VAL, val, 3))
+            if frac > 0 and len(bs) >= need
+        ]
         for split, _ in wanted:
             if any(assign[b] == split for b in bs):
                 continue
-            candidates = [b for b in bs if assign[b] == _TRAIN
-                          and all(n_train[q] >= 2 for q in regions_of[b])]
+            candidates = [
+                b for b in bs if assign[b] == _TRAIN and all(n_train[q] >= 2 for q in regions_of[b])
+            ]
             if not candidates:
                 continue
             b = min(candidates, key=lambda c: (-regions_of[c][r], c))
@@ -151,8 +164,11 @@ def assign_splits(
         InputError: If the fractions are not fractions with ``val + test < 1``.
     """
     if not (0 <= val <= 1 and 0 <= test <= 1 and val + test < 1):
-        raise InputError("config: split", f"val={val} and test={test} are not fractions with "
-                         "val + test < 1", "use e.g. val: 0.2 and test: 0.2")
+        raise InputError(
+            "config: split",
+            f"val={val} and test={test} are not fractions with val + test < 1",
+            "use e.g. val: 0.2 and test: 0.2",
+        )
     n = len(index)
     if n == 0:
         return pd.Series([], index=index.index, name="split", dtype=object)
@@ -175,7 +191,7 @@ def assign_splits(
         n_test = _take(sizes, test * sizes.sum(), need_test, max(0, nb - 1 - need_val))
         n_val = _take(sizes[n_test:], val * sizes.sum(), need_val, max(0, nb - n_test - 1))
         assign[order[:n_test]] = _TEST
-        assign[order[n_test:n_test + n_val]] = _VAL
+        assign[order[n_test : n_test + n_val]] = _VAL
     _repair(assign, incidence, val, test)
     labels = np.array(SPLITS, dtype=object)[assign[block]]
     result = pd.Series(labels, index=index.index, name="split")
@@ -183,25 +199,33 @@ def assign_splits(
     return result
 
 
-def _log_summary(split: pd.Series, block: np.ndarray, strata: np.ndarray, val: float,
-                 test: float) -> None:
+def _log_summary(
+    split: pd.Series, block: np.ndarray, strata: np.ndarray, val: float, test: float
+) -> None:
     counts = split.value_counts()
-    log.info("split: %s tiles in %d blocks", ", ".join(
-        f"{k} {counts.get(k, 0)} ({counts.get(k, 0) / len(split):.0%})" for k in SPLITS),
-        len(np.unique(block)))
+    log.info(
+        "split: %s tiles in %d blocks",
+        ", ".join(f"{k} {counts.get(k, 0)} ({counts.get(k, 0) / len(split):.0%})" for k in SPLITS),
+        len(np.unique(block)),
+    )
     df = pd.DataFrame({"split": split.to_numpy(), "region": strata, "block": block})
     df = df[df["region"] >= 0]
     if df.empty:
         return
     present = df.groupby("region")["split"].agg(set)
     nblk = df.groupby("region")["block"].nunique()
-    missing = [f"{r} ({nblk[r]} block(s); not in "
-               f"{'/'.join(x for x, f in (('val', val), ('test', test)) if f > 0 and x not in sp)})"
-               for r, sp in present.items()
-               if (test > 0 and "test" not in sp) or (val > 0 and "val" not in sp)]
+    missing = [
+        f"{r} ({nblk[r]} block(s); not in "
+        f"{'/'.join(x for x, f in (('val', val), ('test', test)) if f > 0 and x not in sp)})"
+        for r, sp in present.items()
+        if (test > 0 and "test" not in sp) or (val > 0 and "val" not in sp)
+    ]
     if missing:
-        log.warning("regions without held-out tiles in every split: %s. A smaller "
-                    "`split.block_tiles` gives small regions more blocks", "; ".join(missing))
+        log.warning(
+            "regions without held-out tiles in every split: %s. A smaller "
+            "`split.block_tiles` gives small regions more blocks",
+            "; ".join(missing),
+        )
 
 
 def _strata_array(index: pd.DataFrame, strata: pd.Series | np.ndarray | None) -> np.ndarray:
@@ -250,8 +274,7 @@ def assign_folds(
         InputError: If ``n_folds`` is below 2.
     """
     if n_folds < 2:
-        raise InputError("config: replicates.folds", f"{n_folds} fold(s)",
-                         "use at least 2 folds")
+        raise InputError("config: replicates.folds", f"{n_folds} fold(s)", "use at least 2 folds")
     n = len(index)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -261,8 +284,11 @@ def assign_folds(
     size = np.bincount(block, minlength=n_blocks)
     majority, _ = _majority(block, s, n_blocks)
     if n_blocks < n_folds:
-        raise InputError("tile index", f"{n_blocks} spatial block(s) for {n_folds} folds",
-                         "lower `replicates.folds` or `split.block_tiles`")
+        raise InputError(
+            "tile index",
+            f"{n_blocks} spatial block(s) for {n_folds} folds",
+            "lower `replicates.folds` or `split.block_tiles`",
+        )
     fold_of = np.zeros(n_blocks, dtype=np.int64)
     total = np.zeros(n_folds, dtype=np.int64)
     for stratum in np.unique(majority):
@@ -338,8 +364,15 @@ def fold_split(
     if rest.any():
         s = _strata_array(index, strata)
         sub = index.iloc[np.flatnonzero(rest)]
-        inner = assign_splits(sub, block_tiles=block_tiles, val=val, test=0.0, seed=seed,
-                              strata=s[rest], stride=stride)
+        inner = assign_splits(
+            sub,
+            block_tiles=block_tiles,
+            val=val,
+            test=0.0,
+            seed=seed,
+            strata=s[rest],
+            stride=stride,
+        )
         out[rest] = inner.to_numpy()
     return pd.Series(out, index=index.index, name="split")
 
@@ -377,19 +410,42 @@ def replicate_splits(
     folds_by_seed: dict[int, np.ndarray] = {}
     for rep in replicates(settings):
         if n_folds == 1:
-            columns[rep.column] = assign_splits(index, block_tiles=block_tiles, val=val,
-                                                test=test, seed=rep.split_seed, strata=strata,
-                                                stride=stride)
+            columns[rep.column] = assign_splits(
+                index,
+                block_tiles=block_tiles,
+                val=val,
+                test=test,
+                seed=rep.split_seed,
+                strata=strata,
+                stride=stride,
+            )
             continue
         if rep.split_seed not in folds_by_seed:
             folds_by_seed[rep.split_seed] = assign_folds(
-                index, n_folds=n_folds, block_tiles=block_tiles, seed=rep.split_seed,
-                strata=strata, stride=stride)
+                index,
+                n_folds=n_folds,
+                block_tiles=block_tiles,
+                seed=rep.split_seed,
+                strata=strata,
+                stride=stride,
+            )
         columns[rep.column] = fold_split(
-            index, folds_by_seed[rep.split_seed], rep.fold, val=val, block_tiles=block_tiles,
-            buffer_blocks=buffer_blocks, seed=rep.split_seed, strata=strata, stride=stride)
-    log.info("replicate splits: %d column(s) (%d fold(s) per seed, buffer %d block(s))",
-             len(columns), n_folds, buffer_blocks)
+            index,
+            folds_by_seed[rep.split_seed],
+            rep.fold,
+            val=val,
+            block_tiles=block_tiles,
+            buffer_blocks=buffer_blocks,
+            seed=rep.split_seed,
+            strata=strata,
+            stride=stride,
+        )
+    log.info(
+        "replicate splits: %d column(s) (%d fold(s) per seed, buffer %d block(s))",
+        len(columns),
+        n_folds,
+        buffer_blocks,
+    )
     return pd.DataFrame({k: v.to_numpy() for k, v in columns.items()}, index=index.index)
 
 
@@ -433,32 +489,47 @@ def split_tiles(
         regions = assign_tiles(grid, read_partitions(partitions_gpkg).values())
     regions = pd.DataFrame(regions)
     if len(regions) != len(grid):
-        raise StateError(f"{len(regions)} region rows for the {len(grid)} tiles of "
-                         f"{store.path}: re-run `spatialfair partition` after `spatialfair tile`")
+        raise StateError(
+            f"{len(regions)} region rows for the {len(grid)} tiles of "
+            f"{store.path}: re-run `spatialfair partition` after `spatialfair tile`"
+        )
     regions.index = grid.index
     name = settings.split.partitioning
     column = f"region__{name}"
     if column not in regions.columns:
-        have = sorted(c.removeprefix("region__") for c in regions.columns
-                      if c.startswith("region__"))
-        raise InputError(partitions_gpkg or "region columns", f"no partitioning '{name}' "
-                         f"to stratify the split by", f"set `split.partitioning` to one of {have}")
+        have = sorted(
+            c.removeprefix("region__") for c in regions.columns if c.startswith("region__")
+        )
+        raise InputError(
+            partitions_gpkg or "region columns",
+            f"no partitioning '{name}' to stratify the split by",
+            f"set `split.partitioning` to one of {have}",
+        )
     if store.overlap:
-        log.warning("tiles overlap by %d px: tiles on either side of a block border share "
-                    "pixels, which leaks a little between splits; use overlap 0 to avoid it",
-                    store.overlap)
-    split = assign_splits(grid, block_tiles=settings.split.block_tiles,
-                          val=settings.split.val, test=settings.split.test,
-                          seed=settings.split.seed, strata=regions[column],
-                          stride=store.stride)
+        log.warning(
+            "tiles overlap by %d px: tiles on either side of a block border share "
+            "pixels, which leaks a little between splits; use overlap 0 to avoid it",
+            store.overlap,
+        )
+    split = assign_splits(
+        grid,
+        block_tiles=settings.split.block_tiles,
+        val=settings.split.val,
+        test=settings.split.test,
+        seed=settings.split.seed,
+        strata=regions[column],
+        stride=store.stride,
+    )
     reps = replicate_splits(grid, settings, strata=regions[column], stride=store.stride)
-    base = grid.drop(columns=[c for c in grid.columns
-                              if c.startswith(("region__", "split")) or c == "geometry"])
+    base = grid.drop(
+        columns=[c for c in grid.columns if c.startswith(("region__", "split")) or c == "geometry"]
+    )
     region_cols = regions[[c for c in regions.columns if c.startswith("region__")]]
     out = gpd.GeoDataFrame(
         pd.concat([base, region_cols.astype(np.int64), split, reps], axis=1),
-        geometry=grid.geometry, crs=grid.crs)
+        geometry=grid.geometry,
+        crs=grid.crs,
+    )
     store.write_index(out)
-    log.info("wrote %s (%d tiles, stratified by '%s')", store.path / "tiles.gpkg", len(out),
-             name)
+    log.info("wrote %s (%d tiles, stratified by '%s')", store.path / "tiles.gpkg", len(out), name)
     return out

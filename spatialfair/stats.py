@@ -64,8 +64,9 @@ def t_interval(x: Sequence[float], level: float = CONFIDENCE) -> tuple[float, fl
     return mean, mean - half, mean + half
 
 
-def sign_flip_p(d: Sequence[float], *, max_exact: int = MAX_EXACT,
-                n_resamples: int = N_RESAMPLES, seed: int = 0) -> float:
+def sign_flip_p(
+    d: Sequence[float], *, max_exact: int = MAX_EXACT, n_resamples: int = N_RESAMPLES, seed: int = 0
+) -> float:
     """Two-sided p-value of the paired sign-flip permutation test of mean(d) = 0.
 
     Under the null each difference is as likely positive as negative, so every sign pattern
@@ -87,7 +88,7 @@ def sign_flip_p(d: Sequence[float], *, max_exact: int = MAX_EXACT,
     observed = abs(d.sum())
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     if n <= max_exact:
-        bits = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
         sums = np.abs((1 - 2 * bits) @ d)
         return float(np.mean(sums >= observed - tol))
     rng = np.random.default_rng(seed)
@@ -147,15 +148,17 @@ def paired_test(d: Sequence[float], test: str = "signflip") -> float:
         InputError: If ``test`` is unknown.
     """
     if test not in TESTS:
-        raise InputError("config: evaluation.verdict_test", f"unknown test {test!r}",
-                         f"use one of {TESTS}")
+        raise InputError(
+            "config: evaluation.verdict_test", f"unknown test {test!r}", f"use one of {TESTS}"
+        )
     if len(_finite(d)) < 2:
         return math.nan
     return sign_flip_p(d) if test == "signflip" else t_test_p(d)
 
 
-def paired(a: Sequence[float], b: Sequence[float], *, test: str = "signflip",
-           level: float = CONFIDENCE) -> Paired:
+def paired(
+    a: Sequence[float], b: Sequence[float], *, test: str = "signflip", level: float = CONFIDENCE
+) -> Paired:
     """Mean, t confidence interval and test p-value of the paired differences ``a - b``.
 
     Args:

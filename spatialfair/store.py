@@ -25,8 +25,17 @@ from .io import write_layers
 
 STORE_FORMAT = "spatialfair-tiles/1"
 #: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
-BASE_COLUMNS = ("tile_id", "scene", "store_index", "row_off", "col_off", "height", "width",
-                "valid_fraction", "n_valid")
+BASE_COLUMNS = (
+    "tile_id",
+    "scene",
+    "store_index",
+    "row_off",
+    "col_off",
+    "height",
+    "width",
+    "valid_fraction",
+    "n_valid",
+)
 
 
 @contextlib.contextmanager
@@ -109,12 +118,18 @@ class TileStore:
         self.path = Path(path)
         meta_path = self.path / "store.json"
         if not meta_path.exists():
-            raise InputError(self.path, "no tile store here (store.json is missing)",
-                             "run `spatialfair tile` for this dataset first")
+            raise InputError(
+                self.path,
+                "no tile store here (store.json is missing)",
+                "run `spatialfair tile` for this dataset first",
+            )
         self.meta: dict = json.loads(meta_path.read_text())
         if self.meta.get("format") != STORE_FORMAT:
-            raise InputError(meta_path, f"unknown store format {self.meta.get('format')!r}",
-                             f"re-run `spatialfair tile` (this version writes {STORE_FORMAT})")
+            raise InputError(
+                meta_path,
+                f"unknown store format {self.meta.get('format')!r}",
+                f"re-run `spatialfair tile` (this version writes {STORE_FORMAT})",
+            )
         self._index: gpd.GeoDataFrame | None = None
 
     scenes = _meta_field("scenes", list, "Scene names (list of str), in tiling order.")
@@ -123,8 +138,9 @@ class TileStore:
     classes = _meta_field("classes", list, "Class names (list of str); the id is the position.")
     num_classes = _meta_field("classes", len, "Number of classes (int).")
     bands = _meta_field("bands", list, "Band names of the image chips (list of str).")
-    ignore_index = _meta_field("ignore_index", int,
-                               "Label value of pixels without a usable label (int).")
+    ignore_index = _meta_field(
+        "ignore_index", int, "Label value of pixels without a usable label (int)."
+    )
 
     @property
     def stride(self) -> int:
@@ -154,22 +170,32 @@ class TileStore:
         try:
             return self.meta["scenes"][scene]
         except KeyError:
-            raise InputError(self.path, f"scene {scene!r} is not in this tile store "
-                             f"(scenes: {self.scenes})",
-                             "use one of its scenes, or re-run `spatialfair tile` with this "
-                             "scene among the images") from None
+            raise InputError(
+                self.path,
+                f"scene {scene!r} is not in this tile store (scenes: {self.scenes})",
+                "use one of its scenes, or re-run `spatialfair tile` with this "
+                "scene among the images",
+            ) from None
 
     def _memmap(self, scene: str, kind: str, dtype, shape_tail: tuple[int, ...]) -> np.ndarray:
         n = self.n_tiles(scene)
         path = self.path / f"{scene}.{kind}.bin"
         if not path.exists():
-            raise StateError(f"{path} is missing: "
-                             + ("run `spatialfair partition` first" if kind == "regions"
-                                else "the store is damaged; re-run `spatialfair tile`"))
+            raise StateError(
+                f"{path} is missing: "
+                + (
+                    "run `spatialfair partition` first"
+                    if kind == "regions"
+                    else "the store is damaged; re-run `spatialfair tile`"
+                )
+            )
         expected = n * int(np.prod(shape_tail)) * np.dtype(dtype).itemsize
         if path.stat().st_size != expected:
-            raise InputError(path, f"size {path.stat().st_size} B, expected {expected} B for "
-                             f"{n} tiles", "the store is damaged; re-run `spatialfair tile`")
+            raise InputError(
+                path,
+                f"size {path.stat().st_size} B, expected {expected} B for {n} tiles",
+                "the store is damaged; re-run `spatialfair tile`",
+            )
         if n == 0:
             return np.empty((0, *shape_tail), dtype=dtype)
         return np.memmap(path, dtype=dtype, mode="r", shape=(n, *shape_tail))
@@ -247,12 +273,17 @@ class TileStore:
         """
         missing = [c for c in BASE_COLUMNS if c not in index.columns]
         if missing:
-            raise InputError(self.path / "tiles.gpkg", f"the tile index lacks columns {missing}",
-                             "pass the store's index with its columns (TileStore.index)")
+            raise InputError(
+                self.path / "tiles.gpkg",
+                f"the tile index lacks columns {missing}",
+                "pass the store's index with its columns (TileStore.index)",
+            )
         if index.crs is None or CRS.from_user_input(index.crs) != self.study_crs:
-            raise InputError(self.path / "tiles.gpkg", f"tile index CRS {index.crs} is not the "
-                             f"store's study CRS {self.meta['study_crs']}",
-                             "keep the index in the study CRS (TileStore.study_crs)")
+            raise InputError(
+                self.path / "tiles.gpkg",
+                f"tile index CRS {index.crs} is not the store's study CRS {self.meta['study_crs']}",
+                "keep the index in the study CRS (TileStore.study_crs)",
+            )
         path = self.path / "tiles.gpkg"
         write_layers({"tiles": index}, path)
         self._index = None
@@ -276,8 +307,9 @@ class TileStore:
             yield writer
             writer.finish()
 
-    def write_regions(self, scene: str, chunks: Iterable[np.ndarray], *,
-                      partitioning: str | None = None) -> Path:
+    def write_regions(
+        self, scene: str, chunks: Iterable[np.ndarray], *, partitioning: str | None = None
+    ) -> Path:
         """Write ``<scene>.regions.bin`` from (k, T, T) chunks in store order.
 
         Args:
@@ -338,5 +370,6 @@ class RegionsWriter:
             ValueError: If fewer or more chips were written.
         """
         if self.written != self.n_tiles:
-            raise ValueError(f"{self.written} region chips written, the store has "
-                             f"{self.n_tiles} tiles")
+            raise ValueError(
+                f"{self.written} region chips written, the store has {self.n_tiles} tiles"
+            )

@@ -35,9 +35,16 @@ from .errors import InputError
 from .io import RasterInfo, effective_nodata, invalid_mask
 from .settings import Settings
 from .store import STORE_FORMAT, TileStore, publish_store, stage_index, staging
-from .validation import (all_invalid_error, band_names, bad_label_values, check_consistent,
-                         check_scene_names, inspect_pair, label_ignore_values,
-                         label_values_error)
+from .validation import (
+    all_invalid_error,
+    bad_label_values,
+    band_names,
+    check_consistent,
+    check_scene_names,
+    inspect_pair,
+    label_ignore_values,
+    label_values_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +59,21 @@ def _tiling(settings: Settings) -> tuple[int, int, float]:
 
 def _check_tiling(size: int, overlap: int, min_valid_fraction: float = 0.0) -> None:
     if int(size) < 1:
-        raise InputError("config: tiling.size", f"tile size {size} must be positive",
-                         "use e.g. 64 or 256")
+        raise InputError(
+            "config: tiling.size", f"tile size {size} must be positive", "use e.g. 64 or 256"
+        )
     if not 0 <= int(overlap) < int(size):
-        raise InputError("config: tiling.overlap", f"overlap {overlap} must be >= 0 and "
-                         f"smaller than the tile size {size}", "use e.g. overlap 0")
+        raise InputError(
+            "config: tiling.overlap",
+            f"overlap {overlap} must be >= 0 and smaller than the tile size {size}",
+            "use e.g. overlap 0",
+        )
     if not 0 <= float(min_valid_fraction) <= 1:
-        raise InputError("config: tiling.min_valid_fraction",
-                         f"{min_valid_fraction} is not a fraction", "use a value in [0, 1]")
+        raise InputError(
+            "config: tiling.min_valid_fraction",
+            f"{min_valid_fraction} is not a fraction",
+            "use a value in [0, 1]",
+        )
 
 
 def tile_offsets(length: int, size: int, overlap: int = 0) -> np.ndarray:
@@ -103,8 +117,15 @@ def tile_windows(height: int, width: int, size: int, overlap: int = 0) -> list[W
     return [Window(int(c), int(r), size, size) for r in rows for c in cols]
 
 
-def _plan_units(n_rows: int, n_cols: int, size: int, stride: int, block_shape: tuple[int, int],
-                bytes_per_pixel: int, budget: int) -> list[tuple[int, int, int, int]]:
+def _plan_units(
+    n_rows: int,
+    n_cols: int,
+    size: int,
+    stride: int,
+    block_shape: tuple[int, int],
+    bytes_per_pixel: int,
+    budget: int,
+) -> list[tuple[int, int, int, int]]:
     """Group the tile grid into reads: (tile row start, stop, tile col start, stop).
 
     A read covers one row of tiles, or ``ceil(block height / stride)`` rows when tiles are
@@ -129,16 +150,22 @@ def _plan_units(n_rows: int, n_cols: int, size: int, stride: int, block_shape: t
             k = k // m * m
     else:
         k = n_cols
-    return [(i, min(i + g, n_rows), j, min(j + k, n_cols))
-            for i in range(0, n_rows, g) for j in range(0, n_cols, k)]
+    return [
+        (i, min(i + g, n_rows), j, min(j + k, n_cols))
+        for i in range(0, n_rows, g)
+        for j in range(0, n_cols, k)
+    ]
 
 
 def _tile_view(a: np.ndarray, n_r: int, n_c: int, size: int, stride: int) -> np.ndarray:
     """Read-only (n_r, n_c, ..., size, size) view of the tiles of ``a`` (..., h, w)."""
     s = a.strides
     return np.lib.stride_tricks.as_strided(
-        a, shape=(n_r, n_c, *a.shape[:-2], size, size),
-        strides=(s[-2] * stride, s[-1] * stride, *s[:-2], s[-2], s[-1]), writeable=False)
+        a,
+        shape=(n_r, n_c, *a.shape[:-2], size, size),
+        strides=(s[-2] * stride, s[-1] * stride, *s[:-2], s[-2], s[-1]),
+        writeable=False,
+    )
 
 
 def _tile_sums(mask: np.ndarray, n_r: int, n_c: int, size: int, stride: int) -> np.ndarray:
@@ -152,8 +179,9 @@ def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(k, num_classes) pixel count of every class in each of k label chips."""
     flat = labels.reshape(len(labels), -1)
     if num_classes <= 16:  # one comparison pass per class beats bincount's int64 copy
-        return np.stack([np.count_nonzero(flat == c, axis=1) for c in range(num_classes)],
-                        axis=1).astype(np.int64)
+        return np.stack(
+            [np.count_nonzero(flat == c, axis=1) for c in range(num_classes)], axis=1
+        ).astype(np.int64)
     keys = flat + (np.arange(len(flat), dtype=np.int64) * 256)[:, None]
     counts = np.bincount(keys.ravel(), minlength=len(flat) * 256).reshape(len(flat), 256)
     return counts[:, :num_classes]
@@ -167,7 +195,8 @@ def _gdal_cache(read_bytes: int):
     (page faults); two reads' worth covers blocks shared by neighbouring reads.
     """
     user = "GDAL_CACHEMAX" in os.environ or (
-        rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv())
+        rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()
+    )
     if user:
         return contextlib.nullcontext()
     return rasterio.Env(GDAL_CACHEMAX=2 * int(read_bytes) + 16 * 2**20)
@@ -182,8 +211,9 @@ class _ChipWriter:
     the caller at the next call.
     """
 
-    def __init__(self, image_file, label_file, buffers: list[tuple[np.ndarray, np.ndarray]]
-                 ) -> None:
+    def __init__(
+        self, image_file, label_file, buffers: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         self.files = (image_file, label_file)
         self.free: queue.Queue = queue.Queue()
         for b in buffers:
@@ -231,9 +261,18 @@ class _ChipWriter:
 class _SceneTiler:
     """Tiles one scene into open binary files and returns its index columns."""
 
-    def __init__(self, ds: DatasetConfig, image: RasterInfo, label: RasterInfo,
-                 indexes: list[int], *, size: int, overlap: int, min_valid_fraction: float,
-                 budget: int) -> None:
+    def __init__(
+        self,
+        ds: DatasetConfig,
+        image: RasterInfo,
+        label: RasterInfo,
+        indexes: list[int],
+        *,
+        size: int,
+        overlap: int,
+        min_valid_fraction: float,
+        budget: int,
+    ) -> None:
         self.ds, self.image, self.label, self.indexes = ds, image, label, indexes
         self.size, self.stride = size, size - overlap
         self.min_valid_fraction = min_valid_fraction
@@ -242,8 +281,9 @@ class _SceneTiler:
         self.rows = tile_offsets(image.height, size, overlap)
         self.cols = tile_offsets(image.width, size, overlap)
         bpp = np.dtype(image.dtype).itemsize * len(indexes) + 2  # + label and mask bytes
-        self.units = _plan_units(len(self.rows), len(self.cols), size, self.stride,
-                                 image.block_shape, bpp, budget)
+        self.units = _plan_units(
+            len(self.rows), len(self.cols), size, self.stride, image.block_shape, bpp, budget
+        )
 
     def _buffers(self) -> dict:
         """Buffers reused for every read of the scene (no fresh allocation per strip)."""
@@ -257,8 +297,12 @@ class _SceneTiler:
             "label": np.empty((h, w), dtype=self.label.dtype),
         }
         bufs["chip_sets"] = [
-            (np.empty((n_r * n_c, bands, size, size), dtype=self.image.dtype),
-             np.empty((n_r * n_c, size, size), dtype=np.uint8)) for _ in range(2)]
+            (
+                np.empty((n_r * n_c, bands, size, size), dtype=self.image.dtype),
+                np.empty((n_r * n_c, size, size), dtype=np.uint8),
+            )
+            for _ in range(2)
+        ]
         if self.image.has_mask:
             bufs["mask"] = np.empty((h, w), dtype=np.uint8)
         return bufs
@@ -266,8 +310,9 @@ class _SceneTiler:
     def run(self, image_file, label_file) -> dict[str, np.ndarray]:
         """Tile the scene, appending chips to the open files; return its index columns."""
         img, nc = self.image, self.ds.num_classes
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in
-                                              ("row_off", "col_off", "n_valid", "counts")}
+        parts: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("row_off", "col_off", "n_valid", "counts")
+        }
         bufs = self._buffers()
         writer = _ChipWriter(image_file, label_file, bufs["chip_sets"])
         try:
@@ -278,23 +323,31 @@ class _SceneTiler:
         if n_invalid >= n_pixels:
             raise all_invalid_error(img.path, self.nodata)
         n_kept = sum(len(v) for v in parts["row_off"])
-        log.info("scene %s: kept %d of %d tiles; %.2f%% of pixels invalid", img.path.stem,
-                 n_kept, len(self.rows) * len(self.cols), 100 * n_invalid / n_pixels)
+        log.info(
+            "scene %s: kept %d of %d tiles; %.2f%% of pixels invalid",
+            img.path.stem,
+            n_kept,
+            len(self.rows) * len(self.cols),
+            100 * n_invalid / n_pixels,
+        )
         if n_kept == 0:
-            return {"row_off": np.empty(0, np.int64), "col_off": np.empty(0, np.int64),
-                    "n_valid": np.empty(0, np.int64),
-                    "counts": np.empty((0, nc), np.int64)}
+            return {
+                "row_off": np.empty(0, np.int64),
+                "col_off": np.empty(0, np.int64),
+                "n_valid": np.empty(0, np.int64),
+                "counts": np.empty((0, nc), np.int64),
+            }
         return {k: np.concatenate(v) for k, v in parts.items()}
 
-    def _loop(self, bufs: dict, writer: _ChipWriter, parts: dict[str, list[np.ndarray]]
-              ) -> int:
+    def _loop(self, bufs: dict, writer: _ChipWriter, parts: dict[str, list[np.ndarray]]) -> int:
         """Read, clean and cut every unit; returns the number of invalid scene pixels."""
         ds, img, size, stride = self.ds, self.image, self.size, self.stride
         ignore, nc = ds.ignore_index, ds.num_classes
         n_invalid = 0
         with rasterio.open(img.path) as isrc, rasterio.open(self.label.path) as lsrc:
-            for i0, i1, j0, j1 in tqdm(self.units, desc=img.path.stem, unit="read",
-                                       disable=None, leave=False):
+            for i0, i1, j0, j1 in tqdm(
+                self.units, desc=img.path.stem, unit="read", disable=None, leave=False
+            ):
                 n_r, n_c = i1 - i0, j1 - j0
                 r0, c0 = int(self.rows[i0]), int(self.cols[j0])
                 h, w = (n_r - 1) * stride + size, (n_c - 1) * stride + size
@@ -354,8 +407,15 @@ class _SceneTiler:
         return n_invalid
 
 
-def _scene_index(scene: str, crs: CRS, t, cols: dict[str, np.ndarray], size: int,
-                 classes: Sequence[str], target_crs: CRS) -> gpd.GeoDataFrame:
+def _scene_index(
+    scene: str,
+    crs: CRS,
+    t,
+    cols: dict[str, np.ndarray],
+    size: int,
+    classes: Sequence[str],
+    target_crs: CRS,
+) -> gpd.GeoDataFrame:
     """Index rows of one scene (in ``crs`` with transform ``t``), footprints in
     ``target_crs``."""
     n = len(cols["row_off"])
@@ -377,8 +437,15 @@ def _scene_index(scene: str, crs: CRS, t, cols: dict[str, np.ndarray], size: int
     }
     for k in range(len(classes)):
         data[f"count_{k}"] = cols["counts"][:, k].astype(np.int64)
-    data.update({"scene_crs": np.full(n, crs_string(crs), dtype=object),
-                 "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax})
+    data.update(
+        {
+            "scene_crs": np.full(n, crs_string(crs), dtype=object),
+            "xmin": xmin,
+            "ymin": ymin,
+            "xmax": xmax,
+            "ymax": ymax,
+        }
+    )
     geoms = shapely.box(xmin, ymin, xmax, ymax)
     if crs == target_crs:
         return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=crs))
@@ -387,39 +454,62 @@ def _scene_index(scene: str, crs: CRS, t, cols: dict[str, np.ndarray], size: int
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(geoms, crs=crs).to_crs(target_crs))
 
 
-def _scene_meta(img: RasterInfo, lab: RasterInfo, idx: list[int], n_tiles: int,
-                nodata: float | None) -> dict:
+def _scene_meta(
+    img: RasterInfo, lab: RasterInfo, idx: list[int], n_tiles: int, nodata: float | None
+) -> dict:
     """A scene's entry in store.json."""
     return {
-        "image": str(img.path), "label": str(lab.path), "crs": crs_string(img.crs),
-        "transform": list(img.transform)[:6], "width": img.width,
-        "height": img.height, "n_tiles": n_tiles,
-        "nodata": None if nodata is None else float(nodata), "band_indexes": idx,
+        "image": str(img.path),
+        "label": str(lab.path),
+        "crs": crs_string(img.crs),
+        "transform": list(img.transform)[:6],
+        "width": img.width,
+        "height": img.height,
+        "n_tiles": n_tiles,
+        "nodata": None if nodata is None else float(nodata),
+        "band_indexes": idx,
     }
 
 
-def _store_meta(ds: DatasetConfig, size: int, overlap: int, min_valid_fraction: float,
-                bands: list[str], dtype: str, target: CRS, scenes_meta: dict) -> dict:
+def _store_meta(
+    ds: DatasetConfig,
+    size: int,
+    overlap: int,
+    min_valid_fraction: float,
+    bands: list[str],
+    dtype: str,
+    target: CRS,
+    scenes_meta: dict,
+) -> dict:
     """The content of store.json."""
     return {
-        "format": STORE_FORMAT, "task": ds.task, "tile_size": size, "overlap": overlap,
+        "format": STORE_FORMAT,
+        "task": ds.task,
+        "tile_size": size,
+        "overlap": overlap,
         "min_valid_fraction": float(min_valid_fraction),
-        "bands": bands, "dtype": dtype,
-        "classes": list(ds.classes), "colors": list(ds.colors),
-        "ignore_index": ds.ignore_index, "study_crs": crs_string(target),
-        "scenes": scenes_meta, "regions_partitioning": None,
+        "bands": bands,
+        "dtype": dtype,
+        "classes": list(ds.classes),
+        "colors": list(ds.colors),
+        "ignore_index": ds.ignore_index,
+        "study_crs": crs_string(target),
+        "scenes": scenes_meta,
+        "regions_partitioning": None,
     }
 
 
-def _full_index(ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS,
-                min_valid_fraction: float) -> gpd.GeoDataFrame:
+def _full_index(
+    ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS, min_valid_fraction: float
+) -> gpd.GeoDataFrame:
     """Concatenate the scenes' index rows, number the tiles; error when no tile was kept."""
     index = pd.concat(frames, ignore_index=True)
     if len(index) == 0:
         raise InputError(
-            f"dataset {ds.name}", f"no tile has at least {min_valid_fraction:.0%} valid "
-            "labelled pixels", "check the labels and nodata, or lower "
-            "`tiling.min_valid_fraction`")
+            f"dataset {ds.name}",
+            f"no tile has at least {min_valid_fraction:.0%} valid labelled pixels",
+            "check the labels and nodata, or lower `tiling.min_valid_fraction`",
+        )
     index.insert(0, "tile_id", np.arange(len(index), dtype=np.int64))
     return gpd.GeoDataFrame(index, geometry="geometry", crs=target)
 
@@ -427,8 +517,11 @@ def _full_index(ds: DatasetConfig, frames: list[gpd.GeoDataFrame], target: CRS,
 def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list[int]]]:
     """Header checks of every (image, label) pair, before anything is read or written."""
     if not ds.images:
-        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
-                         "check the glob or list the files")
+        raise InputError(
+            f"config: datasets.{ds.name}.images",
+            "no image files",
+            "check the glob or list the files",
+        )
     check_scene_names(ds)
     checked = []
     for image, label in zip(ds.images, ds.labels):
@@ -436,9 +529,13 @@ def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list
             checked.append(inspect_pair(ds, image, label))
         except InputError as exc:
             if ds.reproject_labels and exc.problem.startswith("label grid differs"):
-                raise InputError(exc.where, exc.problem, "tile the labels reprojected by "
-                                 "`validate_dataset(ds, settings=..., reproject_dir=...)`, as "
-                                 "`spatialfair tile` does") from exc
+                raise InputError(
+                    exc.where,
+                    exc.problem,
+                    "tile the labels reprojected by "
+                    "`validate_dataset(ds, settings=..., reproject_dir=...)`, as "
+                    "`spatialfair tile` does",
+                ) from exc
             raise
     check_consistent([(img, idx) for img, _, idx in checked])
     return checked
@@ -481,35 +578,60 @@ def tile_dataset(
     checked = _checked_pairs(ds)
     target = study_crs([img.crs for img, _, _ in checked])
     if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
-        log.info("scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
-                 "CRS are kept in xmin..ymax)", crs_string(target))
+        log.info(
+            "scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
+            "CRS are kept in xmin..ymax)",
+            crs_string(target),
+        )
     first, _, first_idx = checked[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     scenes_meta = {}
     with staging() as staged:
-        for img, lab, idx in tqdm(checked, desc=f"tiling {ds.name}", unit="scene",
-                                  disable=None):
+        for img, lab, idx in tqdm(checked, desc=f"tiling {ds.name}", unit="scene", disable=None):
             scene = img.path.stem
             finals = (out_dir / f"{scene}.image.bin", out_dir / f"{scene}.label.bin")
             tmps = tuple(partial_path(f) for f in finals)
             staged.extend(zip(tmps, finals))
-            tiler = _SceneTiler(ds, img, lab, idx, size=size, overlap=overlap,
-                                min_valid_fraction=min_valid_fraction, budget=read_bytes)
+            tiler = _SceneTiler(
+                ds,
+                img,
+                lab,
+                idx,
+                size=size,
+                overlap=overlap,
+                min_valid_fraction=min_valid_fraction,
+                budget=read_bytes,
+            )
             with _gdal_cache(read_bytes), open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
                 cols = tiler.run(fi, fl)
-            frames.append(_scene_index(scene, img.crs, img.transform, cols, size, ds.classes,
-                                       target))
-            scenes_meta[scene] = _scene_meta(img, lab, idx, len(cols["row_off"]),
-                                             effective_nodata(img, ds.nodata))
+            frames.append(
+                _scene_index(scene, img.crs, img.transform, cols, size, ds.classes, target)
+            )
+            scenes_meta[scene] = _scene_meta(
+                img, lab, idx, len(cols["row_off"]), effective_nodata(img, ds.nodata)
+            )
         index = _full_index(ds, frames, target, min_valid_fraction)
         staged.append(stage_index(out_dir, index))
-        meta = _store_meta(ds, size, overlap, min_valid_fraction,
-                           band_names(first, ds.bands, first_idx), first.dtype, target,
-                           scenes_meta)
+        meta = _store_meta(
+            ds,
+            size,
+            overlap,
+            min_valid_fraction,
+            band_names(first, ds.bands, first_idx),
+            first.dtype,
+            target,
+            scenes_meta,
+        )
     publish_store(out_dir, staged, meta)
-    log.info("dataset %s: %d tiles of %d px from %d scene(s) in %s", ds.name, len(index), size,
-             len(scenes_meta), out_dir)
+    log.info(
+        "dataset %s: %d tiles of %d px from %d scene(s) in %s",
+        ds.name,
+        len(index),
+        size,
+        len(scenes_meta),
+        out_dir,
+    )
     return TileStore(out_dir)
 
 
@@ -525,13 +647,23 @@ def part_paths(parts_dir: str | Path, scene: str) -> dict[str, Path]:
         (``<scene>.part.json``, written last).
     """
     d = Path(parts_dir)
-    return {"image": d / f"{scene}.image.bin", "label": d / f"{scene}.label.bin",
-            "cols": d / f"{scene}.cols.npz", "meta": d / f"{scene}.part.json"}
+    return {
+        "image": d / f"{scene}.image.bin",
+        "label": d / f"{scene}.label.bin",
+        "cols": d / f"{scene}.cols.npz",
+        "meta": d / f"{scene}.part.json",
+    }
 
 
-def tile_scene(ds: DatasetConfig, image: str | Path, label: str | Path,
-               parts_dir: str | Path, *, settings: Settings,
-               read_bytes: int = READ_BYTES) -> Path:
+def tile_scene(
+    ds: DatasetConfig,
+    image: str | Path,
+    label: str | Path,
+    parts_dir: str | Path,
+    *,
+    settings: Settings,
+    read_bytes: int = READ_BYTES,
+) -> Path:
     """Tile one scene into ``parts_dir`` (one cluster job per scene).
 
     The chips are those :func:`tile_dataset` writes for the scene; the index columns stay in
@@ -556,17 +688,34 @@ def tile_scene(ds: DatasetConfig, image: str | Path, label: str | Path,
     size, overlap = int(size), int(overlap)
     img, lab, idx = inspect_pair(ds, Path(image), Path(label))
     paths = part_paths(parts_dir, img.path.stem)
-    tiler = _SceneTiler(ds, img, lab, idx, size=size, overlap=overlap,
-                        min_valid_fraction=min_valid_fraction, budget=read_bytes)
-    with atomic_path(paths["image"]) as ti, atomic_path(paths["label"]) as tl, \
-            _gdal_cache(read_bytes), open(ti, "wb") as fi, open(tl, "wb") as fl:
+    tiler = _SceneTiler(
+        ds,
+        img,
+        lab,
+        idx,
+        size=size,
+        overlap=overlap,
+        min_valid_fraction=min_valid_fraction,
+        budget=read_bytes,
+    )
+    with (
+        atomic_path(paths["image"]) as ti,
+        atomic_path(paths["label"]) as tl,
+        _gdal_cache(read_bytes),
+        open(ti, "wb") as fi,
+        open(tl, "wb") as fl,
+    ):
         cols = tiler.run(fi, fl)
     with atomic_path(paths["cols"]) as tc, open(tc, "wb") as f:
         np.savez(f, **cols)
-    part = {"size": size, "overlap": overlap, "min_valid_fraction": float(min_valid_fraction),
-            "dtype": img.dtype, "bands": band_names(img, ds.bands, idx),
-            "scene": _scene_meta(img, lab, idx, len(cols["row_off"]),
-                                 effective_nodata(img, ds.nodata))}
+    part = {
+        "size": size,
+        "overlap": overlap,
+        "min_valid_fraction": float(min_valid_fraction),
+        "dtype": img.dtype,
+        "bands": band_names(img, ds.bands, idx),
+        "scene": _scene_meta(img, lab, idx, len(cols["row_off"]), effective_nodata(img, ds.nodata)),
+    }
     atomic_write_text(paths["meta"], json.dumps(part, indent=1))
     return paths["meta"]
 
@@ -578,24 +727,35 @@ def _read_parts(ds: DatasetConfig, parts_dir: Path, settings: tuple) -> dict[str
         scene = image.stem
         meta = part_paths(parts_dir, scene)["meta"]
         if not meta.exists():
-            raise InputError(meta, f"scene {scene} is not tiled yet",
-                             f"run `spatialfair tile --scene {scene}` for it first")
+            raise InputError(
+                meta,
+                f"scene {scene} is not tiled yet",
+                f"run `spatialfair tile --scene {scene}` for it first",
+            )
         part = json.loads(meta.read_text())
         if (part["size"], part["overlap"], part["min_valid_fraction"]) != settings:
-            raise InputError(meta, "scene tiled with other tiling settings "
-                             f"{(part['size'], part['overlap'], part['min_valid_fraction'])}, "
-                             f"now {settings}", f"re-run `spatialfair tile --scene {scene}`")
+            raise InputError(
+                meta,
+                "scene tiled with other tiling settings "
+                f"{(part['size'], part['overlap'], part['min_valid_fraction'])}, "
+                f"now {settings}",
+                f"re-run `spatialfair tile --scene {scene}`",
+            )
         parts[scene] = part
     first_scene, first = next(iter(parts.items()))
     for part in parts.values():
         if part["dtype"] != first["dtype"]:
-            raise InputError(part["scene"]["image"], f"image data type {part['dtype']} "
-                             f"differs from {first['dtype']} of {first_scene}",
-                             "write all images of a dataset with one data type")
+            raise InputError(
+                part["scene"]["image"],
+                f"image data type {part['dtype']} differs from {first['dtype']} of {first_scene}",
+                "write all images of a dataset with one data type",
+            )
         if len(part["bands"]) != len(first["bands"]):
-            raise InputError(part["scene"]["image"], f"image has {len(part['bands'])} "
-                             f"band(s), {first_scene} has {len(first['bands'])}",
-                             "use the same bands in every image, or configure `bands`")
+            raise InputError(
+                part["scene"]["image"],
+                f"image has {len(part['bands'])} band(s), {first_scene} has {len(first['bands'])}",
+                "use the same bands in every image, or configure `bands`",
+            )
     return parts
 
 
@@ -608,8 +768,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, *,
-                 settings: Settings) -> TileStore:
+def gather_tiles(
+    ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, *, settings: Settings
+) -> TileStore:
     """Assemble the tile store in ``out_dir`` from the scenes :func:`tile_scene` wrote.
 
     The result is the store :func:`tile_dataset` writes in one job (the same chips, tile index
@@ -632,8 +793,11 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
     _check_tiling(size, overlap, min_valid_fraction)
     size, overlap, parts_dir, out_dir = int(size), int(overlap), Path(parts_dir), Path(out_dir)
     if not ds.images:
-        raise InputError(f"config: datasets.{ds.name}.images", "no image files",
-                         "check the glob or list the files")
+        raise InputError(
+            f"config: datasets.{ds.name}.images",
+            "no image files",
+            "check the glob or list the files",
+        )
     check_scene_names(ds)
     parts = _read_parts(ds, parts_dir, (size, overlap, float(min_valid_fraction)))
     crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
@@ -641,14 +805,23 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     with staging() as staged:
-        for scene, part in tqdm(parts.items(), desc=f"gathering {ds.name}", unit="scene",
-                                disable=None):
+        for scene, part in tqdm(
+            parts.items(), desc=f"gathering {ds.name}", unit="scene", disable=None
+        ):
             paths = part_paths(parts_dir, scene)
             with np.load(paths["cols"]) as z:
                 cols = {k: z[k] for k in z.files}
-            frames.append(_scene_index(scene, crss[scene],
-                                       rasterio.Affine(*part["scene"]["transform"]), cols,
-                                       size, ds.classes, target))
+            frames.append(
+                _scene_index(
+                    scene,
+                    crss[scene],
+                    rasterio.Affine(*part["scene"]["transform"]),
+                    cols,
+                    size,
+                    ds.classes,
+                    target,
+                )
+            )
             for kind in ("image", "label"):
                 final = out_dir / f"{scene}.{kind}.bin"
                 staged.append((partial_path(final), final))
@@ -656,9 +829,23 @@ def gather_tiles(ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, 
         index = _full_index(ds, frames, target, min_valid_fraction)
         staged.append(stage_index(out_dir, index))
         first = next(iter(parts.values()))
-        meta = _store_meta(ds, size, overlap, min_valid_fraction, first["bands"],
-                           first["dtype"], target, {s: p["scene"] for s, p in parts.items()})
+        meta = _store_meta(
+            ds,
+            size,
+            overlap,
+            min_valid_fraction,
+            first["bands"],
+            first["dtype"],
+            target,
+            {s: p["scene"] for s, p in parts.items()},
+        )
     publish_store(out_dir, staged, meta)
-    log.info("dataset %s: %d tiles of %d px from %d scene(s) gathered in %s", ds.name,
-             len(index), size, len(parts), out_dir)
+    log.info(
+        "dataset %s: %d tiles of %d px from %d scene(s) gathered in %s",
+        ds.name,
+        len(index),
+        size,
+        len(parts),
+        out_dir,
+    )
     return TileStore(out_dir)

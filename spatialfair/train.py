@@ -79,18 +79,28 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
     try:
         device = torch.device(pref)
     except RuntimeError as exc:
-        raise InputError("config: training.device", f"unknown device '{preference}'",
-                         "use auto, cpu, cuda, cuda:N or mps") from exc
+        raise InputError(
+            "config: training.device",
+            f"unknown device '{preference}'",
+            "use auto, cpu, cuda, cuda:N or mps",
+        ) from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError("config: training.device", "CUDA was asked for but is not available",
-                             "use device: auto or cpu, or install a CUDA build of PyTorch")
+            raise InputError(
+                "config: training.device",
+                "CUDA was asked for but is not available",
+                "use device: auto or cpu, or install a CUDA build of PyTorch",
+            )
         if device.index is None:
             device = torch.device("cuda", local_rank)
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
-                                     and torch.backends.mps.is_available()):
-        raise InputError("config: training.device", "MPS was asked for but is not available",
-                         "use device: auto or cpu")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise InputError(
+            "config: training.device",
+            "MPS was asked for but is not available",
+            "use device: auto or cpu",
+        )
     return device
 
 
@@ -101,8 +111,11 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -126,14 +139,21 @@ def _partition_names(partitions: Path | None, name: str) -> list[str] | None:
     table = pyogrio.read_dataframe(partitions, layer=name, read_geometry=False)
     table = table.sort_values("region_id")
     if not np.array_equal(table["region_id"].to_numpy(), np.arange(len(table))):
-        raise InputError(partitions, f"layer {name}: region_id is not 0..K-1",
-                         "re-run `spatialfair partition`")
+        raise InputError(
+            partitions, f"layer {name}: region_id is not 0..K-1", "re-run `spatialfair partition`"
+        )
     col = "region" if "region" in table.columns else "region_id"
     return [str(v) for v in table[col]]
 
 
-def _confusion_by_region(regions: torch.Tensor, target: torch.Tensor, pred: torch.Tensor,
-                         valid: torch.Tensor, num_regions: int, num_classes: int) -> torch.Tensor:
+def _confusion_by_region(
+    regions: torch.Tensor,
+    target: torch.Tensor,
+    pred: torch.Tensor,
+    valid: torch.Tensor,
+    num_regions: int,
+    num_classes: int,
+) -> torch.Tensor:
     """(K+1, C, C) counts on the device; row 0 holds pixels outside every region.
 
     One ``bincount`` over the code ``(region + 1) * C * C + true * C + pred``. (Device-side
@@ -149,9 +169,15 @@ def _confusion_by_region(regions: torch.Tensor, target: torch.Tensor, pred: torc
     return counts.view(num_regions + 1, c, c)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_regions: int,
-             num_classes: int, autocast: Callable[[], ContextManager] | None = None,
-             reduce: Reducer | None = None) -> np.ndarray:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    num_regions: int,
+    num_classes: int,
+    autocast: Callable[[], ContextManager] | None = None,
+    reduce: Reducer | None = None,
+) -> np.ndarray:
     """Validation confusion matrices, summed over ranks.
 
     Args:
@@ -167,17 +193,21 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, num_reg
         int64 (K+1, C, C) matrices (true, predicted); row 0 = no region.
     """
     model.eval()
-    total = torch.zeros(num_regions + 1, num_classes, num_classes, dtype=torch.long,
-                        device=device)
+    total = torch.zeros(num_regions + 1, num_classes, num_classes, dtype=torch.long, device=device)
     with torch.no_grad():
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
             with autocast() if autocast else nullcontext():
                 logits = model(x)
             pred = logits.max(1).indices  # same as argmax(1), much faster on CPU
-            total += _confusion_by_region(batch["regions"].to(device), batch["label"].to(device),
-                                          pred, batch["valid"].to(device), num_regions,
-                                          num_classes)
+            total += _confusion_by_region(
+                batch["regions"].to(device),
+                batch["label"].to(device),
+                pred,
+                batch["valid"].to(device),
+                num_regions,
+                num_classes,
+            )
     if reduce is not None:
         total = reduce(total)
     return total.cpu().numpy().astype(np.int64)
@@ -197,9 +227,14 @@ def selection_score(overall: float, worst: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
-def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
-                         region_names: list[str], min_pixels: int,
-                         min_class_pixels: int = 1) -> dict[str, Any]:
+def summarize_validation(
+    conf: np.ndarray,
+    classes: list[str],
+    headline: str,
+    region_names: list[str],
+    min_pixels: int,
+    min_class_pixels: int = 1,
+) -> dict[str, Any]:
     """Overall and per-region validation metrics from confusion matrices.
 
     Args:
@@ -216,12 +251,18 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
     """
     overall = {k: float(v) for k, v in metric_arrays(conf.sum(0), classes).items()}
     if headline not in overall:
-        raise InputError("config: headline_metric", f"unknown metric '{headline}'",
-                         f"use one of {sorted(overall)}")
+        raise InputError(
+            "config: headline_metric",
+            f"unknown metric '{headline}'",
+            f"use one of {sorted(overall)}",
+        )
     per_region = metric_arrays(conf[1:], classes)[headline]
     n = conf[1:].sum(axis=(1, 2))
-    eligible = (np.isfinite(per_region) & (n >= min_pixels)
-                & has_class_support(conf[1:], classes, headline, min_class_pixels))
+    eligible = (
+        np.isfinite(per_region)
+        & (n >= min_pixels)
+        & has_class_support(conf[1:], classes, headline, min_class_pixels)
+    )
     if not eligible.any():
         eligible = np.isfinite(per_region) & (n > 0)
     if eligible.any():
@@ -232,13 +273,21 @@ def summarize_validation(conf: np.ndarray, classes: list[str], headline: str,
         worst_name = region_names[worst_i]
     else:
         worst, difference, worst_name = math.nan, math.nan, ""
-    return {"overall": overall, "headline": overall[headline], "by_region": per_region.tolist(),
-            "region_pixels": n.tolist(), "worst": worst, "worst_region": worst_name,
-            "difference": difference, "score": selection_score(overall[headline], worst)}
+    return {
+        "overall": overall,
+        "headline": overall[headline],
+        "by_region": per_region.tolist(),
+        "region_pixels": n.tolist(),
+        "worst": worst,
+        "worst_region": worst_name,
+        "difference": difference,
+        "score": selection_score(overall[headline], worst),
+    }
 
 
-def _fingerprint(settings: Settings, run: StrategyRun, store: TileStore, seed: int,
-                 split_column: str) -> str:
+def _fingerprint(
+    settings: Settings, run: StrategyRun, store: TileStore, seed: int, split_column: str
+) -> str:
     """Hash of what determines the training, to refuse resuming a different run.
 
     Besides the model, training and strategy settings, the seed and the split column in use,
@@ -248,12 +297,20 @@ def _fingerprint(settings: Settings, run: StrategyRun, store: TileStore, seed: i
     therefore starts training afresh instead of resuming weights learnt from other tiles; a job
     restarted on an untouched store (a preempted or timed-out SLURM job) resumes.
     """
-    files = sorted(p for p in store.path.iterdir()
-                   if p.suffix == ".bin" or p.name in ("tiles.gpkg", "tile_grid.gpkg"))
-    keys = {"model": settings.section("model"), "training": settings.section("training"),
-            "seed": int(seed), "split_column": split_column,
-            "strategy": [run.name, run.strategy, run.options], "store": store.meta,
-            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+    files = sorted(
+        p
+        for p in store.path.iterdir()
+        if p.suffix == ".bin" or p.name in ("tiles.gpkg", "tile_grid.gpkg")
+    )
+    keys = {
+        "model": settings.section("model"),
+        "training": settings.section("training"),
+        "seed": int(seed),
+        "split_column": split_column,
+        "strategy": [run.name, run.strategy, run.options],
+        "store": store.meta,
+        "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files],
+    }
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -281,17 +338,27 @@ def _autocast_factory(device: torch.device, amp: bool):
 class _Plan:
     """Everything :func:`train` resolves and checks before it builds a model."""
 
-    def __init__(self, settings: Settings, ds: DatasetConfig, run: StrategyRun, store_dir: Path,
-                 partitions: Path | None, seed: int | None = None,
-                 split_column: str = "split") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ds: DatasetConfig,
+        run: StrategyRun,
+        store_dir: Path,
+        partitions: Path | None,
+        seed: int | None = None,
+        split_column: str = "split",
+    ) -> None:
         self.settings = settings
         self.tcfg = settings.training
         self.mcfg = settings.section("model")
         self.seed = int(settings.seed) if seed is None else int(seed)
         self.split_column = split_column
         if run.strategy not in STRATEGIES:
-            raise InputError(f"config: strategies.{run.name}", f"unknown strategy "
-                             f"'{run.strategy}'", f"use one of {sorted(STRATEGIES)}")
+            raise InputError(
+                f"config: strategies.{run.name}",
+                f"unknown strategy '{run.strategy}'",
+                f"use one of {sorted(STRATEGIES)}",
+            )
         self.store = TileStore(store_dir)
         self._check_store(ds)
         self.partitioning = self.tcfg.partitioning
@@ -303,8 +370,13 @@ class _Plan:
         self.region_class_counts = None
         if opts.get("groups") == "region_class":
             self.region_class_counts = region_pixel_counts(
-                self.store, self.num_regions, "train", self.partitioning,
-                split_column=split_column, by_class=True)
+                self.store,
+                self.num_regions,
+                "train",
+                self.partitioning,
+                split_column=split_column,
+                by_class=True,
+            )
         self.strategy_options = opts
         self.run = run
         self.ds = ds
@@ -314,25 +386,38 @@ class _Plan:
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
         if store.num_classes != ds.num_classes or store.classes != ds.classes:
-            raise InputError(store.path, f"the tile store has classes {store.classes}, the "
-                             f"dataset {ds.classes}", "re-run `spatialfair tile`")
+            raise InputError(
+                store.path,
+                f"the tile store has classes {store.classes}, the dataset {ds.classes}",
+                "re-run `spatialfair tile`",
+            )
         check_tile_size(store.tile_size, self.mcfg)
         if ds.headline_metric not in metric_names(ds.classes):
-            raise InputError(f"config: datasets.{ds.name}.headline_metric",
-                             f"'{ds.headline_metric}' is not a metric of classes {ds.classes}",
-                             f"use one of {metric_names(ds.classes)}")
+            raise InputError(
+                f"config: datasets.{ds.name}.headline_metric",
+                f"'{ds.headline_metric}' is not a metric of classes {ds.classes}",
+                f"use one of {metric_names(ds.classes)}",
+            )
         self.table = tile_table(store, "all")
         if col not in self.table.columns:
             have = [c for c in self.table.columns if c == "split" or c.startswith("split__")]
             if not have:
-                raise StateError(f"{store.path}: the tile index has no split column '{col}'. "
-                                 "Fix: run `spatialfair split` first")
-            raise InputError(store.path, f"the tile index has no split column '{col}'",
-                             f"use one of {have} (--split-column)")
+                raise StateError(
+                    f"{store.path}: the tile index has no split column '{col}'. "
+                    "Fix: run `spatialfair split` first"
+                )
+            raise InputError(
+                store.path,
+                f"the tile index has no split column '{col}'",
+                f"use one of {have} (--split-column)",
+            )
         for split in ("train", "val"):
             if not (self.table[col] == split).any():
-                raise InputError(store.index_path, f"no '{split}' tiles in column '{col}'",
-                                 "check the split settings (split.val, split.test)")
+                raise InputError(
+                    store.index_path,
+                    f"no '{split}' tiles in column '{col}'",
+                    "check the split settings (split.val, split.test)",
+                )
 
     def _regions(self, run: StrategyRun) -> None:
         store, col = self.store, f"region__{self.partitioning}"
@@ -340,32 +425,45 @@ class _Plan:
         if names is None:
             if col not in self.table.columns:
                 have = [c[8:] for c in self.table.columns if c.startswith("region__")]
-                raise InputError(store.index_path, f"no partitioning '{self.partitioning}' "
-                                 "(config training.partitioning)",
-                                 "run `spatialfair partition` and `split`, or set "
-                                 f"training.partitioning to one of {have}")
+                raise InputError(
+                    store.index_path,
+                    f"no partitioning '{self.partitioning}' (config training.partitioning)",
+                    "run `spatialfair partition` and `split`, or set "
+                    f"training.partitioning to one of {have}",
+                )
             k = int(self.table[col].max()) + 1
-            counts = region_pixel_counts(store, None, "train", self.partitioning,
-                                         split_column=self.split_column)
+            counts = region_pixel_counts(
+                store, None, "train", self.partitioning, split_column=self.split_column
+            )
             k = max(k, len(counts), 1)
             names = [str(i) for i in range(k)]
         self.region_names = names
         self.num_regions = len(names)
-        self.region_counts = region_pixel_counts(store, self.num_regions, "train",
-                                                 self.partitioning,
-                                                 split_column=self.split_column)
+        self.region_counts = region_pixel_counts(
+            store, self.num_regions, "train", self.partitioning, split_column=self.split_column
+        )
         labelled = int(self.region_counts.sum())
         train_rows = self.table[self.split_column] == "train"
-        total = int(self.table.loc[train_rows, "n_valid"].sum()) \
-            if "n_valid" in self.table.columns else labelled
+        total = (
+            int(self.table.loc[train_rows, "n_valid"].sum())
+            if "n_valid" in self.table.columns
+            else labelled
+        )
         uses = STRATEGIES[run.strategy].uses_regions
         if labelled == 0 and uses:
-            raise InputError(store.path, f"no labelled training pixel lies in a region of "
-                             f"'{self.partitioning}'", "check the regions file covers the scenes")
+            raise InputError(
+                store.path,
+                f"no labelled training pixel lies in a region of '{self.partitioning}'",
+                "check the regions file covers the scenes",
+            )
         if total and labelled < 0.95 * total and uses:
-            log.warning("%.0f%% of labelled training pixels lie outside every region of '%s'; "
-                        "strategy %s ignores them", 100 * (1 - labelled / total),
-                        self.partitioning, run.strategy)
+            log.warning(
+                "%.0f%% of labelled training pixels lie outside every region of '%s'; "
+                "strategy %s ignores them",
+                100 * (1 - labelled / total),
+                self.partitioning,
+                run.strategy,
+            )
 
     def _spad_partitionings(self, run: StrategyRun, pattern: str | list[str]) -> None:
         self.tile_partitionings: list[str] = []
@@ -376,21 +474,25 @@ class _Plan:
         pats = [pattern] if isinstance(pattern, str) else list(pattern)
         chosen = [p for p in have if any(fnmatch.fnmatch(p, q) for q in pats)]
         if not chosen:
-            raise InputError(f"config: strategies.{run.name}.partitionings",
-                             f"no partitioning matches {pats} in the tile index",
-                             f"use names or patterns from {have}")
+            raise InputError(
+                f"config: strategies.{run.name}.partitionings",
+                f"no partitioning matches {pats} in the tile index",
+                f"use names or patterns from {have}",
+            )
         self.tile_partitionings = chosen
         for p in chosen:
             pn = _partition_names(self.partitions, p)
-            self.partition_sizes.append(len(pn) if pn is not None
-                                        else int(self.table[f"region__{p}"].max()) + 1)
+            self.partition_sizes.append(
+                len(pn) if pn is not None else int(self.table[f"region__{p}"].max()) + 1
+            )
 
 
 WARMUP_FRACTION = 0.2
 
 
-def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
-                        total_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+def one_cycle_scheduler(
+    optimizer: torch.optim.Optimizer, lr: float, total_steps: int
+) -> torch.optim.lr_scheduler.OneCycleLR:
     """One-cycle LR schedule (20 % warm-up, cosine annealing) valid for any number of steps.
 
     torch's OneCycleLR divides by the length of its warm-up phase, ``pct_start * total - 1``,
@@ -409,8 +511,9 @@ def one_cycle_scheduler(optimizer: torch.optim.Optimizer, lr: float,
     pct = WARMUP_FRACTION
     if math.isclose(pct * total, 1.0):
         pct = 2.0 / total
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total,
-                                               pct_start=pct, anneal_strategy="cos")
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=total, pct_start=pct, anneal_strategy="cos"
+    )
 
 
 def final_layer(model: nn.Module) -> nn.Module:
@@ -453,10 +556,19 @@ def freeze_all_but_final_layer(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def train(store_dir: str | Path, out_dir: str | Path, *, dataset: DatasetConfig,
-          strategy: StrategyRun, settings: Settings, seed: int | None = None,
-          resume: bool = False, partitions: str | Path | None = None,
-          stop_after_epoch: int | None = None, split_column: str = "split") -> Path:
+def train(
+    store_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    dataset: DatasetConfig,
+    strategy: StrategyRun,
+    settings: Settings,
+    seed: int | None = None,
+    resume: bool = False,
+    partitions: str | Path | None = None,
+    stop_after_epoch: int | None = None,
+    split_column: str = "split",
+) -> Path:
     """Train ``strategy`` on the tile store and write ``out_dir/model.pt``; return its path.
 
     ``partitions`` is ``partitions.gpkg`` (region names and counts; default: beside the tile
@@ -493,8 +605,15 @@ def train(store_dir: str | Path, out_dir: str | Path, *, dataset: DatasetConfig,
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     if partitions is None and (store_dir.parent / "partitions.gpkg").exists():
         partitions = store_dir.parent / "partitions.gpkg"
-    plan = _Plan(settings, ds, run, store_dir, Path(partitions) if partitions else None,
-                 seed=seed, split_column=split_column)
+    plan = _Plan(
+        settings,
+        ds,
+        run,
+        store_dir,
+        Path(partitions) if partitions else None,
+        seed=seed,
+        split_column=split_column,
+    )
     tcfg = plan.tcfg
     ctx = DistContext()
     try:
@@ -516,9 +635,12 @@ def _deterministic(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    prev = (torch.are_deterministic_algorithms_enabled(),
-            torch.is_deterministic_algorithms_warn_only_enabled(),
-            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
@@ -530,9 +652,14 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = prev[2:]
 
 
-def tile_errors(model: nn.Module, loader: DataLoader, tile_ids: torch.Tensor,
-                device: torch.device, autocast: Callable[[], ContextManager] | None = None,
-                reduce: Reducer | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def tile_errors(
+    model: nn.Module,
+    loader: DataLoader,
+    tile_ids: torch.Tensor,
+    device: torch.device,
+    autocast: Callable[[], ContextManager] | None = None,
+    reduce: Reducer | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Misclassified and labelled pixels per tile, summed over ranks (JTT's error set).
 
     Args:
@@ -580,8 +707,7 @@ class _Session:
     entered, also after a resume, so resumed and uninterrupted runs stay identical.
     """
 
-    def __init__(self, plan: _Plan, out_dir: Path, device: torch.device,
-                 ctx: DistContext) -> None:
+    def __init__(self, plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext) -> None:
         self.plan, self.out_dir, self.device, self.ctx = plan, out_dir, device, ctx
         self.reduce = Reducer(ctx.world_size) if ctx.distributed else None
         self.epochs = int(plan.tcfg.epochs)
@@ -590,59 +716,100 @@ class _Session:
         self.history: list[dict[str, Any]] = []
         self.best = _no_selection()
         if ctx.is_main:
-            log.info("%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
-                     "%d epochs %s", plan.ds.name, plan.run.name, type(self.model).__name__,
-                     device, count_parameters(self.model), len(self.train_ds), len(self.val_ds),
-                     plan.num_regions, plan.partitioning, self.total, self.phases)
+            log.info(
+                "%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
+                "%d epochs %s",
+                plan.ds.name,
+                plan.run.name,
+                type(self.model).__name__,
+                device,
+                count_parameters(self.model),
+                len(self.train_ds),
+                len(self.val_ds),
+                plan.num_regions,
+                plan.partitioning,
+                self.total,
+                self.phases,
+            )
 
     def _build_data(self) -> None:
         """Normalisation statistics, the train and validation datasets and loaders."""
         plan, tcfg, ctx = self.plan, self.plan.tcfg, self.ctx
         seed, col = plan.seed, plan.split_column
         self.norm = band_stats(plan.store, "train", col)
-        self.train_ds = TileDataset(plan.store, "train", plan.partitioning,
-                                    plan.tile_partitionings, norm=self.norm,
-                                    augment=bool(tcfg.augment), seed=seed, split_column=col)
-        self.val_ds = TileDataset(plan.store, "val", plan.partitioning, norm=self.norm,
-                                  split_column=col)
+        self.train_ds = TileDataset(
+            plan.store,
+            "train",
+            plan.partitioning,
+            plan.tile_partitionings,
+            norm=self.norm,
+            augment=bool(tcfg.augment),
+            seed=seed,
+            split_column=col,
+        )
+        self.val_ds = TileDataset(
+            plan.store, "val", plan.partitioning, norm=self.norm, split_column=col
+        )
         self.batch, self.workers = int(tcfg.batch_size), int(tcfg.num_workers)
-        self.val_loader = make_loader(self.val_ds, self.batch, train=False,
-                                      num_workers=self.workers, device=self.device,
-                                      rank=ctx.rank, world_size=ctx.world_size)
+        self.val_loader = make_loader(
+            self.val_ds,
+            self.batch,
+            train=False,
+            num_workers=self.workers,
+            device=self.device,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+        )
         self.steps_per_epoch = len(self._loader(None))
 
     def _build_model(self) -> None:
         """The seeded network (and its initial weights), mixed precision and the strategy."""
         plan, device = self.plan, self.device
         _seed_everything(plan.seed)
-        self.model = build_model(plan.mcfg, len(plan.store.bands),
-                                 plan.ds.num_classes).to(device)
+        self.model = build_model(plan.mcfg, len(plan.store.bands), plan.ds.num_classes).to(device)
         self.init_state = copy.deepcopy(self.model.state_dict())
-        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device,
-                                                                       bool(plan.tcfg.amp))
+        self.autocast, self.scaler, self.amp_dtype = _autocast_factory(device, bool(plan.tcfg.amp))
         self.strategy = self._strategy()
         self.phases = self.strategy.phases(self.epochs)
         self.total = sum(n for _, n in self.phases)
 
     def _loader(self, balanced: float | None):
-        return make_loader(self.train_ds, self.batch, train=True, seed=self.plan.seed,
-                           num_workers=self.workers, device=self.device, rank=self.ctx.rank,
-                           world_size=self.ctx.world_size, balanced=balanced)
+        return make_loader(
+            self.train_ds,
+            self.batch,
+            train=True,
+            seed=self.plan.seed,
+            num_workers=self.workers,
+            device=self.device,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+            balanced=balanced,
+        )
 
     def _strategy(self):
         plan = self.plan
         counts = plan.region_class_counts
         try:
             return make_strategy(
-                plan.run.strategy, plan.num_regions, plan.strength, **plan.strategy_options,
+                plan.run.strategy,
+                plan.num_regions,
+                plan.strength,
+                **plan.strategy_options,
                 region_counts=plan.region_counts.astype(np.float64),
                 region_class_counts=None if counts is None else counts.astype(np.float64),
                 total_steps=self.epochs * self.steps_per_epoch,
-                steps_per_epoch=self.steps_per_epoch, partition_sizes=plan.partition_sizes,
-                num_classes=plan.ds.num_classes, seed=plan.seed, epochs=self.epochs)
+                steps_per_epoch=self.steps_per_epoch,
+                partition_sizes=plan.partition_sizes,
+                num_classes=plan.ds.num_classes,
+                seed=plan.seed,
+                epochs=self.epochs,
+            )
         except (ValueError, TypeError) as exc:
-            raise InputError(f"config: strategies.{plan.run.name}", str(exc),
-                             "see the strategy's options in docs/strategies.md") from exc
+            raise InputError(
+                f"config: strategies.{plan.run.name}",
+                str(exc),
+                "see the strategy's options in docs/strategies.md",
+            ) from exc
 
     # ------------------------------------------------------------------ phases
     def _phase_at(self, epoch: int) -> tuple[int, int]:
@@ -666,11 +833,12 @@ class _Session:
         self.ddp_model = self.model
         if self.ctx.distributed:
             self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         lr = float(self.plan.tcfg.lr)
-        self.optimizer = torch.optim.AdamW(params, lr=lr,
-                                           weight_decay=float(self.plan.tcfg.weight_decay))
+        self.optimizer = torch.optim.AdamW(
+            params, lr=lr, weight_decay=float(self.plan.tcfg.weight_decay)
+        )
         self.scheduler = one_cycle_scheduler(self.optimizer, lr, n * self.steps_per_epoch)
         balanced = None
         if kind == "head":
@@ -682,14 +850,26 @@ class _Session:
     def _transition(self, kind: str) -> None:
         if kind == "train":  # after JTT's identification pass
             plan = self.plan
-            ds = TileDataset(plan.store, "train", plan.partitioning, norm=self.norm,
-                             split_column=plan.split_column)
-            loader = make_loader(ds, self.batch, train=False, num_workers=self.workers,
-                                 device=self.device, rank=self.ctx.rank,
-                                 world_size=self.ctx.world_size)
+            ds = TileDataset(
+                plan.store,
+                "train",
+                plan.partitioning,
+                norm=self.norm,
+                split_column=plan.split_column,
+            )
+            loader = make_loader(
+                ds,
+                self.batch,
+                train=False,
+                num_workers=self.workers,
+                device=self.device,
+                rank=self.ctx.rank,
+                world_size=self.ctx.world_size,
+            )
             ids = torch.from_numpy(ds.tile_ids.copy())
-            errors, counts = tile_errors(self.model, loader, ids, self.device, self.autocast,
-                                         self.reduce)
+            errors, counts = tile_errors(
+                self.model, loader, ids, self.device, self.autocast, self.reduce
+            )
             self.strategy.mark_errors(ids, errors, counts)
             self.model.load_state_dict(self.init_state)
         elif kind == "head":  # DFR: the kept ERM model's features, a new selection
@@ -727,11 +907,16 @@ class _Session:
                 log.info("no checkpoint in %s: training from scratch", self.out_dir)
             return 0, None
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        if (ckpt.get("format") != CHECKPOINT_FORMAT
-                or ckpt.get("fingerprint") != self._fingerprint()):
+        if (
+            ckpt.get("format") != CHECKPOINT_FORMAT
+            or ckpt.get("fingerprint") != self._fingerprint()
+        ):
             if main:
-                log.warning("%s belongs to a different run (config, strategy or tiles changed):"
-                            " training from scratch", path)
+                log.warning(
+                    "%s belongs to a different run (config, strategy or tiles changed):"
+                    " training from scratch",
+                    path,
+                )
             return 0, None
         self.model.load_state_dict(ckpt["model"])
         self.strategy.load_state_dict(ckpt["strategy"])
@@ -758,9 +943,16 @@ class _Session:
             logits = self.ddp_model(x)
         logits = logits.float()
         pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
-        loss = strategy.loss(pixel_loss, valid, b["regions"].to(dev, non_blocking=True),
-                             logits=logits, target=y, reduce=self.reduce,
-                             tile_regions=b["tile_regions"].to(dev, non_blocking=True), **extra)
+        loss = strategy.loss(
+            pixel_loss,
+            valid,
+            b["regions"].to(dev, non_blocking=True),
+            logits=logits,
+            target=y,
+            reduce=self.reduce,
+            tile_regions=b["tile_regions"].to(dev, non_blocking=True),
+            **extra,
+        )
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -777,8 +969,9 @@ class _Session:
             self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
-            return torch.stack([loss.detach().double(), pixel_loss.detach().double().sum(),
-                                valid.sum().double()])
+            return torch.stack(
+                [loss.detach().double(), pixel_loss.detach().double().sum(), valid.sum().double()]
+            )
 
     def _epoch(self, epoch: int) -> None:
         t0, ctx, name = time.perf_counter(), self.ctx, self.plan.run.name
@@ -791,8 +984,13 @@ class _Session:
         else:
             self.ddp_model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for b in tqdm(self.train_loader, desc=f"{name} epoch {epoch + 1}/{self.total}",
-                      unit="batch", leave=False, disable=None if ctx.is_main else True):
+        for b in tqdm(
+            self.train_loader,
+            desc=f"{name} epoch {epoch + 1}/{self.total}",
+            unit="batch",
+            leave=False,
+            disable=None if ctx.is_main else True,
+        ):
             sums += self._train_step(b)
         self.strategy.on_epoch_end(epoch, self.reduce)
         if self.reduce is not None:
@@ -805,49 +1003,87 @@ class _Session:
     def _validate(self, epoch: int, sums: torch.Tensor, t0: float) -> dict[str, Any]:
         plan, ds = self.plan, self.plan.ds
         headline = ds.headline_metric
-        conf = evaluate(unwrap(self.ddp_model), self.val_loader, self.device, plan.num_regions,
-                        ds.num_classes, self.autocast, self.reduce)
-        val = summarize_validation(conf, ds.classes, headline, plan.region_names,
-                                   plan.min_pixels, plan.min_class_pixels)
-        row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": float(sums[0] / (self.steps_per_epoch * self.ctx.world_size)),
-               "train_ce": float(sums[1] / sums[2].clamp(min=1)),
-               f"val_{headline}": val["headline"], "val_worst_region": val["worst_region"],
-               f"val_worst_{headline}": val["worst"], "val_difference": val["difference"],
-               "score": val["score"], "seconds": round(time.perf_counter() - t0, 2)}
-        row.update({f"val_{headline}__{name}": v
-                    for name, v in zip(plan.region_names, val["by_region"])})
+        conf = evaluate(
+            unwrap(self.ddp_model),
+            self.val_loader,
+            self.device,
+            plan.num_regions,
+            ds.num_classes,
+            self.autocast,
+            self.reduce,
+        )
+        val = summarize_validation(
+            conf, ds.classes, headline, plan.region_names, plan.min_pixels, plan.min_class_pixels
+        )
+        row = {
+            "epoch": epoch + 1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": float(sums[0] / (self.steps_per_epoch * self.ctx.world_size)),
+            "train_ce": float(sums[1] / sums[2].clamp(min=1)),
+            f"val_{headline}": val["headline"],
+            "val_worst_region": val["worst_region"],
+            f"val_worst_{headline}": val["worst"],
+            "val_difference": val["difference"],
+            "score": val["score"],
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        row.update(
+            {f"val_{headline}__{name}": v for name, v in zip(plan.region_names, val["by_region"])}
+        )
         if len(self.phases) > 1:
             row["phase"] = self.kind
         self._select(epoch, val, headline)
         row["selected"] = int(self.best["epoch"] == epoch + 1)
         self.history.append(row)
         if self.ctx.is_main:
-            log.info("%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
-                     plan.run.name, epoch + 1, self.total, row["train_loss"], headline,
-                     val["headline"], val["worst_region"], val["worst"], val["score"],
-                     " (best)" if row["selected"] else "")
+            log.info(
+                "%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
+                plan.run.name,
+                epoch + 1,
+                self.total,
+                row["train_loss"],
+                headline,
+                val["headline"],
+                val["worst_region"],
+                val["worst"],
+                val["score"],
+                " (best)" if row["selected"] else "",
+            )
         return row
 
     def _select(self, epoch: int, val: Mapping[str, Any], headline: str) -> None:
         """Keep this epoch's weights when its validation score beats the best so far."""
         if self.kind == "identify" or not val["score"] > self.best["score"]:
             return
-        self.best = {"score": val["score"], "epoch": epoch + 1,
-                     "state": copy.deepcopy({k: v.detach().cpu()
-                                             for k, v in self.model.state_dict().items()}),
-                     "metrics": {**val["overall"], "worst_region": val["worst_region"],
-                                 f"worst_{headline}": val["worst"],
-                                 "difference": val["difference"], "score": val["score"]}}
+        self.best = {
+            "score": val["score"],
+            "epoch": epoch + 1,
+            "state": copy.deepcopy(
+                {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            ),
+            "metrics": {
+                **val["overall"],
+                "worst_region": val["worst_region"],
+                f"worst_{headline}": val["worst"],
+                "difference": val["difference"],
+                "score": val["score"],
+            },
+        }
 
     def _checkpoint(self, epoch: int, row: dict[str, Any]) -> None:
-        ckpt = {"format": CHECKPOINT_FORMAT, "fingerprint": self._fingerprint(),
-                "epoch": epoch + 1, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "strategy": self.strategy.state_dict(), "rng": _rng_state(),
-                "history": self.history, "best": self.best}
+        ckpt = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self._fingerprint(),
+            "epoch": epoch + 1,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "strategy": self.strategy.state_dict(),
+            "rng": _rng_state(),
+            "history": self.history,
+            "best": self.best,
+        }
         with atomic_path(self.out_dir / CHECKPOINT) as tmp:
             torch.save(ckpt, tmp)
         _write_log(self.history, self.out_dir / LOG)
@@ -861,26 +1097,60 @@ class _Session:
                 # checkpoint (a workflow manager deletes a job's outputs before re-running it).
                 _write_log(self.history, self.out_dir / LOG)
             if best["state"] is None:  # resumed a finished run without history: keep weights
-                best = {**best, "state": self.model.state_dict(), "epoch": self.total,
-                        "metrics": {}}
+                best = {
+                    **best,
+                    "state": self.model.state_dict(),
+                    "epoch": self.total,
+                    "metrics": {},
+                }
             run = plan.run
             save_bundle(
-                model_path, best["state"], model_config=dict(plan.mcfg),
-                in_channels=len(plan.store.bands), num_classes=ds.num_classes,
-                classes=ds.classes, colors=ds.colors, bands=plan.store.bands,
-                norm_mean=self.norm[0], norm_std=self.norm[1], tile_size=plan.store.tile_size,
-                task=ds.task, ignore_index=ds.ignore_index, nodata=ds.nodata, strategy=run.name,
-                strategy_state={**self.strategy.state_dict(), "strategy": run.strategy,
-                                "options": dict(run.options)},
-                config={**plan.settings.as_config(), "seed": plan.seed}, epoch=best["epoch"],
-                val_metrics=best["metrics"], region_names=plan.region_names,
-                partitioning=plan.partitioning, amp_dtype=self.amp_dtype, seed=plan.seed,
-                split_column=plan.split_column)
-            log.info("%s: kept epoch %d (score %.4f) -> %s", run.name, best["epoch"],
-                     best["score"], model_path)
+                model_path,
+                best["state"],
+                model_config=dict(plan.mcfg),
+                in_channels=len(plan.store.bands),
+                num_classes=ds.num_classes,
+                classes=ds.classes,
+                colors=ds.colors,
+                bands=plan.store.bands,
+                norm_mean=self.norm[0],
+                norm_std=self.norm[1],
+                tile_size=plan.store.tile_size,
+                task=ds.task,
+                ignore_index=ds.ignore_index,
+                nodata=ds.nodata,
+                strategy=run.name,
+                strategy_state={
+                    **self.strategy.state_dict(),
+                    "strategy": run.strategy,
+                    "options": dict(run.options),
+                },
+                config={**plan.settings.as_config(), "seed": plan.seed},
+                epoch=best["epoch"],
+                val_metrics=best["metrics"],
+                region_names=plan.region_names,
+                partitioning=plan.partitioning,
+                amp_dtype=self.amp_dtype,
+                seed=plan.seed,
+                split_column=plan.split_column,
+            )
+            log.info(
+                "%s: kept epoch %d (score %.4f) -> %s",
+                run.name,
+                best["epoch"],
+                best["score"],
+                model_path,
+            )
         barrier(self.ctx)
         return model_path
 
 
-__all__ = ["evaluate", "final_layer", "resolve_device", "selection_score",
-           "summarize_validation", "tile_errors", "train"]
+__all__ = [
+    "evaluate",
+    "final_layer",
+    "resolve_device",
+    "selection_score",
+    "summarize_validation",
+    "tile_errors",
+    "train",
+]

@@ -9,8 +9,8 @@ which repeats the cheap checks. What is checked: docs/preparation.md.
 from __future__ import annotations
 
 import logging
-import re
 import math
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,23 +22,40 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from .config import DatasetConfig
-from .settings import Settings
 from .errors import InputError
-from .io import (RasterInfo, check_same_grid, effective_nodata, inspect_raster, invalid_mask,
-                 reproject_to_grid)
+from .io import (
+    RasterInfo,
+    check_same_grid,
+    effective_nodata,
+    inspect_raster,
+    invalid_mask,
+    reproject_to_grid,
+)
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Image data types the pipeline reads (the model works in float32 after normalisation).
-SUPPORTED_IMAGE_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64",
-                          "uint64", "float32", "float64")
+SUPPORTED_IMAGE_DTYPES = (
+    "uint8",
+    "int8",
+    "uint16",
+    "int16",
+    "uint32",
+    "int32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+)
 
 #: Upper bound of one read during a pixel scan (bytes of the decoded window).
 SCAN_BYTES = 32 * 2**20
 
 
-def scan_windows(info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTES
-                 ) -> Iterator[Window]:
+def scan_windows(
+    info: RasterInfo, bytes_per_pixel: int, budget: int = SCAN_BYTES
+) -> Iterator[Window]:
     """Windows covering the raster, aligned to its blocks, each at most ``budget`` bytes.
 
     Row bands are a whole number of block rows; a band wider than the budget is split into column
@@ -91,19 +108,22 @@ def select_bands(info: RasterInfo, names: Sequence[str] | None) -> list[int]:
         missing = [n for n in names if n.lower() not in desc]
         raise InputError(
             info.path,
-            f"configured bands {missing} are not among the file's bands "
-            f"{list(info.descriptions)}",
+            f"configured bands {missing} are not among the file's bands {list(info.descriptions)}",
             "list the dataset's `bands` by the names in the file's band descriptions",
         )
     if info.count > len(names):
-        log.warning("%s: %d bands, %d configured (%s) and not all named in the file; "
-                    "using bands 1-%d", info.path, info.count, len(names), ", ".join(names),
-                    len(names))
+        log.warning(
+            "%s: %d bands, %d configured (%s) and not all named in the file; using bands 1-%d",
+            info.path,
+            info.count,
+            len(names),
+            ", ".join(names),
+            len(names),
+        )
     return list(range(1, len(names) + 1))
 
 
-def band_names(info: RasterInfo, names: Sequence[str] | None, indexes: Sequence[int]
-               ) -> list[str]:
+def band_names(info: RasterInfo, names: Sequence[str] | None, indexes: Sequence[int]) -> list[str]:
     """Names of the selected bands: the configured ones, else the file's descriptions.
 
     Args:
@@ -130,7 +150,8 @@ def check_image_dtype(info: RasterInfo) -> None:
     """
     if info.dtype not in SUPPORTED_IMAGE_DTYPES:
         raise InputError(
-            info.path, f"image data type {info.dtype} is not supported",
+            info.path,
+            f"image data type {info.dtype} is not supported",
             "convert it to a real-valued type, e.g. intensity in dB as float32 "
             "(`gdal_translate -ot Float32`)",
         )
@@ -147,12 +168,14 @@ def check_label_raster(info: RasterInfo) -> None:
     """
     if info.count != 1:
         raise InputError(
-            info.path, f"label raster has {info.count} bands, expected 1 band of class ids",
+            info.path,
+            f"label raster has {info.count} bands, expected 1 band of class ids",
             "write the class ids as a single-band raster (e.g. `gdal_translate -b 1`)",
         )
     if not np.issubdtype(np.dtype(info.dtype), np.integer):
         raise InputError(
-            info.path, f"label raster has data type {info.dtype}; class ids must be integers",
+            info.path,
+            f"label raster has data type {info.dtype}; class ids must be integers",
             "convert it, e.g. `gdal_translate -ot Byte -a_nodata 255 IN OUT`",
         )
 
@@ -179,14 +202,20 @@ def label_ignore_values(info: RasterInfo, num_classes: int, ignore_index: int) -
     if nd == ignore_index:
         return values
     if 0 <= nd < num_classes:
-        log.warning("%s: label nodata value %d is also a class id; counting it as class %d, "
-                    "not as unlabelled", info.path, nd, nd)
+        log.warning(
+            "%s: label nodata value %d is also a class id; counting it as class %d, "
+            "not as unlabelled",
+            info.path,
+            nd,
+            nd,
+        )
         return values
     return values + [nd]
 
 
-def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequence[int]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def bad_label_values(
+    labels: np.ndarray, num_classes: int, allowed_extra: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Values (and their pixel counts) that are neither a class id nor in ``allowed_extra``.
 
     Args:
@@ -197,8 +226,11 @@ def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequen
     Returns:
         (values, pixel counts).
     """
-    bad = (labels < 0) | (labels >= num_classes) if labels.dtype.kind == "i" else (
-        labels >= num_classes)
+    bad = (
+        (labels < 0) | (labels >= num_classes)
+        if labels.dtype.kind == "i"
+        else (labels >= num_classes)
+    )
     for v in allowed_extra:
         bad &= labels != v
     if not bad.any():
@@ -207,8 +239,13 @@ def bad_label_values(labels: np.ndarray, num_classes: int, allowed_extra: Sequen
     return values.astype(np.int64), counts.astype(np.int64)
 
 
-def label_values_error(path: Path | str, values: np.ndarray, counts: np.ndarray,
-                       classes: Sequence[str], ignore_index: int) -> InputError:
+def label_values_error(
+    path: Path | str,
+    values: np.ndarray,
+    counts: np.ndarray,
+    classes: Sequence[str],
+    ignore_index: int,
+) -> InputError:
     """The error for label values outside the configured classes.
 
     Args:
@@ -243,7 +280,8 @@ def all_invalid_error(path: Path | str, nodata: float | None) -> InputError:
         The error to raise.
     """
     return InputError(
-        path, f"every pixel of the image is invalid (nodata {nodata}, NaN/inf or masked)",
+        path,
+        f"every pixel of the image is invalid (nodata {nodata}, NaN/inf or masked)",
         "check the file and the dataset's `nodata` override; remove the scene if it is empty",
     )
 
@@ -271,20 +309,25 @@ def check_label_values(info: RasterInfo, classes: Sequence[str], ignore_index: i
             values, counts = bad_label_values(data, len(classes), allowed)
             for v, c in zip(values.tolist(), counts.tolist()):
                 found[v] = found.get(v, 0) + c
-            is_class = (data >= 0) & (data < len(classes)) if data.dtype.kind == "i" else (
-                data < len(classes))
+            is_class = (
+                (data >= 0) & (data < len(classes))
+                if data.dtype.kind == "i"
+                else (data < len(classes))
+            )
             for v in allowed:
                 is_class &= data != v
             labelled += int(np.count_nonzero(is_class))
     if found:
         values = np.array(sorted(found))
-        raise label_values_error(info.path, values, np.array([found[v] for v in values]),
-                                 classes, ignore_index)
+        raise label_values_error(
+            info.path, values, np.array([found[v] for v in values]), classes, ignore_index
+        )
     return labelled
 
 
-def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]], *,
-                   fail: bool = True) -> None:
+def check_labelled(
+    ds: DatasetConfig, counts: Sequence[tuple[Path, int]], *, fail: bool = True
+) -> None:
     """Labels without any labelled pixel: a WARNING per scene, an error when all are empty.
 
     A scene without labels still gets predicted, it only adds nothing to training and
@@ -310,12 +353,17 @@ def check_labelled(ds: DatasetConfig, counts: Sequence[tuple[Path, int]], *,
             f"stored as 0..{len(ds.classes) - 1} ({', '.join(ds.classes)})",
         )
     for path in empty:
-        log.warning("%s: no labelled pixel (every value is ignore/nodata); scene %s adds "
-                    "nothing to training or evaluation", path, Path(path).stem)
+        log.warning(
+            "%s: no labelled pixel (every value is ignore/nodata); scene %s adds "
+            "nothing to training or evaluation",
+            path,
+            Path(path).stem,
+        )
 
 
-def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *,
-               full: bool = True) -> dict[str, int]:
+def scan_image(
+    info: RasterInfo, indexes: Sequence[int], nodata: float | None, *, full: bool = True
+) -> dict[str, int]:
     """Count invalid pixels of an image; fail if every pixel is invalid.
 
     Args:
@@ -351,15 +399,24 @@ def scan_image(info: RasterInfo, indexes: Sequence[int], nodata: float | None, *
         raise all_invalid_error(info.path, nodata)
     if full:
         if stats["nonfinite"]:
-            log.info("%s: %d pixel(s) (%.2f%%) have NaN/inf in some band; treated as nodata",
-                     info.path, stats["nonfinite"], 100 * stats["nonfinite"] / stats["pixels"])
-        log.info("%s: %.2f%% of pixels invalid (nodata %s, NaN/inf or masked)", info.path,
-                 100 * stats["invalid"] / stats["pixels"], nodata)
+            log.info(
+                "%s: %d pixel(s) (%.2f%%) have NaN/inf in some band; treated as nodata",
+                info.path,
+                stats["nonfinite"],
+                100 * stats["nonfinite"] / stats["pixels"],
+            )
+        log.info(
+            "%s: %.2f%% of pixels invalid (nodata %s, NaN/inf or masked)",
+            info.path,
+            100 * stats["invalid"] / stats["pixels"],
+            nodata,
+        )
     return stats
 
 
-def inspect_pair(ds: DatasetConfig, image: Path, label: Path, *, check_grid: bool = True
-                 ) -> tuple[RasterInfo, RasterInfo, list[int]]:
+def inspect_pair(
+    ds: DatasetConfig, image: Path, label: Path, *, check_grid: bool = True
+) -> tuple[RasterInfo, RasterInfo, list[int]]:
     """Header checks of one image/label pair.
 
     Args:
@@ -397,13 +454,15 @@ def check_consistent(pairs: Sequence[tuple[RasterInfo, list[int]]]) -> None:
     for info, idx in pairs[1:]:
         if info.dtype != first.dtype:
             raise InputError(
-                info.path, f"image data type {info.dtype} differs from {first.dtype} of "
-                f"{first.path.name}", "write all images of a dataset with one data type",
+                info.path,
+                f"image data type {info.dtype} differs from {first.dtype} of {first.path.name}",
+                "write all images of a dataset with one data type",
             )
         if len(idx) != len(first_idx):
             raise InputError(
-                info.path, f"image has {len(idx)} band(s), {first.path.name} has "
-                f"{len(first_idx)}", "use the same bands in every image, or configure `bands`",
+                info.path,
+                f"image has {len(idx)} band(s), {first.path.name} has {len(first_idx)}",
+                "use the same bands in every image, or configure `bands`",
             )
 
 
@@ -420,7 +479,8 @@ def check_scene_names(ds: DatasetConfig) -> None:
     for p in ds.images:
         if p.stem in seen:
             raise InputError(
-                p, f"two images share the scene name '{p.stem}' (also {seen[p.stem]})",
+                p,
+                f"two images share the scene name '{p.stem}' (also {seen[p.stem]})",
                 "give every image file a unique name",
             )
         seen[p.stem] = p
@@ -482,13 +542,14 @@ def check_regions(ds: DatasetConfig, infos: Sequence[RasterInfo]) -> None:
     regions = load_regions(ds.regions, ds.region_column, ds.regions_layer)
     blank = regions["region"].astype(str).str.strip() == ""
     if blank.any():
-        raise InputError(ds.regions, f"{int(blank.sum())} feature(s) with an empty region "
-                         f"name in '{ds.region_column}'",
-                         "give every feature a name or delete the unnamed ones")
+        raise InputError(
+            ds.regions,
+            f"{int(blank.sum())} feature(s) with an empty region name in '{ds.region_column}'",
+            "give every feature a name or delete the unnamed ones",
+        )
     extent, crs = scene_footprints(infos)
     check_overlap(regions, extent, crs, source=ds.regions)
-    log.info("dataset %s: %d regions in %s overlap the scenes", ds.name, len(regions),
-             ds.regions)
+    log.info("dataset %s: %d regions in %s overlap the scenes", ds.name, len(regions), ds.regions)
 
 
 def validate_dataset(
@@ -529,14 +590,18 @@ def validate_dataset(
     for image, label in zip(ds.images, ds.labels):
         img, lab, idx = inspect_pair(ds, image, label, check_grid=not ds.reproject_labels)
         if ds.reproject_labels and lab.crs is None:
-            raise InputError(lab.path, "label raster has no CRS, so it cannot be reprojected",
-                             "assign its CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`")
+            raise InputError(
+                lab.path,
+                "label raster has no CRS, so it cannot be reprojected",
+                "assign its CRS with `gdal_edit.py -a_srs EPSG:XXXX FILE`",
+            )
         checked.append((img, lab, idx))
     check_consistent([(img, idx) for img, _, idx in checked])
     if dataset_checks:
         check_regions(ds, [img for img, _, _ in checked])
-    counts = [(lab.path, check_label_values(lab, ds.classes, ds.ignore_index))
-              for _, lab, _ in checked]
+    counts = [
+        (lab.path, check_label_values(lab, ds.classes, ds.ignore_index)) for _, lab, _ in checked
+    ]
     check_labelled(ds, counts, fail=dataset_checks)
     pairs = []
     for img, lab, idx in checked:
@@ -545,13 +610,20 @@ def validate_dataset(
                 check_same_grid(img, lab)
             except InputError as exc:
                 if reproject_dir is None:
-                    log.warning("%s; it will be reprojected (nearest) because the dataset sets "
-                                "reproject_labels", exc.problem)
+                    log.warning(
+                        "%s; it will be reprojected (nearest) because the dataset sets "
+                        "reproject_labels",
+                        exc.problem,
+                    )
                 else:
                     out = Path(reproject_dir) / f"{img.path.stem}.tif"
-                    reproject_to_grid(lab.path, img, out, dst_nodata=ds.ignore_index,
-                                      reason="reproject_labels is set for dataset "
-                                      f"'{ds.name}'")
+                    reproject_to_grid(
+                        lab.path,
+                        img,
+                        out,
+                        dst_nodata=ds.ignore_index,
+                        reason=f"reproject_labels is set for dataset '{ds.name}'",
+                    )
                     lab = inspect_raster(out, role="label")
         scan_image(img, idx, effective_nodata(img, ds.nodata), full=scan_images)
         pairs.append((img, lab))

@@ -19,8 +19,16 @@ def write_tif(path, data, *, crs="EPSG:32633", transform=None, nodata=None, desc
         data = data[None]
     transform = transform or from_origin(500000, 5800000, 10, 10)
     with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-        count=data.shape[0], dtype=data.dtype, crs=crs, transform=transform, nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
     ) as dst:
         dst.write(data)
         for i, d in enumerate(descriptions or [], start=1):
@@ -47,10 +55,16 @@ def tiny_flood_workflow_config(dataset: str = "flood-tiny") -> dict:
     return {
         "results": "results",
         "seed": 0,
-        "datasets": {dataset: {
-            "task": "flood", "demo": "flood", "demo_size": 128,
-            "images": "data/flood/images/*.tif", "labels": "data/flood/labels/*.tif",
-            "regions": "data/flood/regions.gpkg"}},
+        "datasets": {
+            dataset: {
+                "task": "flood",
+                "demo": "flood",
+                "demo_size": 128,
+                "images": "data/flood/images/*.tif",
+                "labels": "data/flood/labels/*.tif",
+                "regions": "data/flood/regions.gpkg",
+            }
+        },
         "strategies": {"erm": {}, "groupdro": {}},
         "tiling": {"size": 32},
         "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
@@ -62,8 +76,9 @@ def tiny_flood_workflow_config(dataset: str = "flood-tiny") -> dict:
     }
 
 
-def train_predict_evaluate(cfg: Path, run: Path, tiles: Path, parts: Path,
-                           images: list[Path]) -> tuple[list[Path], dict]:
+def train_predict_evaluate(
+    cfg: Path, run: Path, tiles: Path, parts: Path, images: list[Path]
+) -> tuple[list[Path], dict]:
     """ERM through the CLI on a tiled, partitioned, split dataset ``d``: train into ``run``,
     predict ``images`` into ``run/predictions``, evaluate into ``run/fairness``; return the
     prediction paths and the parsed metrics.json."""
@@ -71,13 +86,59 @@ def train_predict_evaluate(cfg: Path, run: Path, tiles: Path, parts: Path,
 
     from spatialfair import cli
 
-    assert cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
-                     "--tiles", str(tiles), "--out", str(run)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--strategy",
+                "erm",
+                "--tiles",
+                str(tiles),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     preds = [run / "predictions" / p.name for p in images]
-    assert cli.main(["predict", "--config", str(cfg), "--model", str(run / "model.pt"),
-                     "--image", *map(str, images), "--out-classes", *map(str, preds)]) == 0
-    assert cli.main(["evaluate", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--partitions", str(parts), "--predictions", str(run / "predictions"),
-                     "--out", str(run / "fairness")]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                "--config",
+                str(cfg),
+                "--model",
+                str(run / "model.pt"),
+                "--image",
+                *map(str, images),
+                "--out-classes",
+                *map(str, preds),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--tiles",
+                str(tiles),
+                "--partitions",
+                str(parts),
+                "--predictions",
+                str(run / "predictions"),
+                "--out",
+                str(run / "fairness"),
+            ]
+        )
+        == 0
+    )
     return preds, json.loads((run / "fairness" / "metrics.json").read_text())
-

@@ -12,19 +12,34 @@ from spatialfair.aggregate import _region_table
 
 
 def _seed_frame(dev_a, dev_b, small_b=False, absent_a=False):
-    return pd.DataFrame({
-        "partitioning": ["regions", "regions"], "kind": ["user", "user"],
-        "region_id": [0, 1], "region": ["north", "south"], "n_pixels": [5000, 800],
-        "n_tiles": [10, 2], "small": [False, small_b], "absent": [absent_a, False],
-        "iou_water": [0.8 + dev_a, 0.8 + dev_b], "deviation": [dev_a, dev_b],
-        "statistic": [1.0, 1.0], "p_value": [0.01, 0.5], "significant": [True, False],
-        "direction": [-1, 0]})
+    return pd.DataFrame(
+        {
+            "partitioning": ["regions", "regions"],
+            "kind": ["user", "user"],
+            "region_id": [0, 1],
+            "region": ["north", "south"],
+            "n_pixels": [5000, 800],
+            "n_tiles": [10, 2],
+            "small": [False, small_b],
+            "absent": [absent_a, False],
+            "iou_water": [0.8 + dev_a, 0.8 + dev_b],
+            "deviation": [dev_a, dev_b],
+            "statistic": [1.0, 1.0],
+            "p_value": [0.01, 0.5],
+            "significant": [True, False],
+            "direction": [-1, 0],
+        }
+    )
 
 
 def test_region_table_marks_a_consistent_deficit_and_not_noise():
     rng = np.random.default_rng(0)
-    frames = [_seed_frame(-0.10 + 0.01 * rng.standard_normal(), 0.02 * rng.standard_normal(),
-                          small_b=(i == 2)) for i in range(5)]
+    frames = [
+        _seed_frame(
+            -0.10 + 0.01 * rng.standard_normal(), 0.02 * rng.standard_normal(), small_b=(i == 2)
+        )
+        for i in range(5)
+    ]
     t = _region_table(frames, ["iou_water"]).set_index("region")
     north, south = t.loc["north"], t.loc["south"]
     assert north["deviation"] == pytest.approx(np.mean([f["deviation"][0] for f in frames]))

@@ -20,17 +20,23 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = {
     "results": "results",
     "seed": 0,
-    "datasets": {"flood-demo": {
-        "task": "flood", "demo": "flood", "demo_size": 128,
-        "images": "data/demo/flood/images/*.tif", "labels": "data/demo/flood/labels/*.tif",
-        "regions": "data/demo/flood/regions.gpkg", "region_column": "region"}},
+    "datasets": {
+        "flood-demo": {
+            "task": "flood",
+            "demo": "flood",
+            "demo_size": 128,
+            "images": "data/demo/flood/images/*.tif",
+            "labels": "data/demo/flood/labels/*.tif",
+            "regions": "data/demo/flood/regions.gpkg",
+            "region_column": "region",
+        }
+    },
     "strategies": {"erm": {}, "groupdro": {}},
     "tiling": {"size": 32},
     "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [3]},
     "split": {"block_tiles": 1},
     "model": {"width": 4, "depth": 2},
-    "training": {"epochs": 2, "batch_size": 8, "device": "cpu",
-                 "selection_min_region_pixels": 0},
+    "training": {"epochs": 2, "batch_size": 8, "device": "cpu", "selection_min_region_pixels": 0},
     "prediction": {"window": 64, "overlap": 16},
     "evaluation": {"min_region_pixels": 0, "n_simulations": 19},
 }
@@ -39,8 +45,9 @@ TINY = {
 def readme_snippet() -> str:
     """The Python block between the README's api-snippet markers."""
     text = README.read_text()
-    block = re.search(r"<!-- api-snippet -->\s*```python\n(.*?)```\s*<!-- /api-snippet -->",
-                      text, re.S)
+    block = re.search(
+        r"<!-- api-snippet -->\s*```python\n(.*?)```\s*<!-- /api-snippet -->", text, re.S
+    )
     assert block, "README.md has no <!-- api-snippet --> python block"
     return block.group(1)
 
@@ -48,8 +55,9 @@ def readme_snippet() -> str:
 def test_readme_snippet_is_short_public_api():
     code = [line for line in readme_snippet().splitlines() if line.strip()]
     assert len(code) <= 8
-    assert all(line.startswith(("import spatialfair", "cfg", "run", "report", "print"))
-               for line in code)
+    assert all(
+        line.startswith(("import spatialfair", "cfg", "run", "report", "print")) for line in code
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +74,17 @@ def snippet_run(tmp_path_factory):
 def test_snippet_writes_georeferenced_results(snippet_run):
     folder, ns = snippet_run
     base = folder / "results" / "flood-demo"
-    for path in ("tiles/tiles.gpkg", "partitions.gpkg", "groupdro/model.pt",
-                 "groupdro/train_log.csv", "groupdro/fairness/metrics.json",
-                 "groupdro/fairness/by_region.csv", "groupdro/fairness/fairness.gpkg",
-                 "groupdro/fairness/fairness_iou_water.tif", "groupdro/fairness/map.png"):
+    for path in (
+        "tiles/tiles.gpkg",
+        "partitions.gpkg",
+        "groupdro/model.pt",
+        "groupdro/train_log.csv",
+        "groupdro/fairness/metrics.json",
+        "groupdro/fairness/by_region.csv",
+        "groupdro/fairness/fairness.gpkg",
+        "groupdro/fairness/fairness_iou_water.tif",
+        "groupdro/fairness/map.png",
+    ):
         assert (base / path).is_file(), path
     predictions = sorted((base / "groupdro" / "predictions").glob("*.tif"))
     images = sorted((folder / "data/demo/flood/images").glob("*.tif"))
@@ -100,8 +115,7 @@ def test_report_accessors_match_the_written_tables(snippet_run):
     # the same numbers as the by_region.csv the workflow reads (written to 6 digits)
     csv = pd.read_csv(folder / "results/flood-demo/groupdro/fairness/by_region.csv")
     primary = csv[csv["partitioning"] == report.primary].set_index("region")["iou_water"]
-    assert primary.sort_index().to_numpy() == pytest.approx(
-        iou.sort_index().to_numpy(), rel=1e-5)
+    assert primary.sort_index().to_numpy() == pytest.approx(iou.sort_index().to_numpy(), rel=1e-5)
     again = sf.Report.load(folder / "results/flood-demo/groupdro/fairness/metrics.json")
     assert again.difference() == report.difference()
     for name in ("grid_1x2", "kmeans_3"):

@@ -27,8 +27,7 @@ FAST = dict(n_boot=199, partitions={"grid_max": 2, "offset_grids": 1, "kmeans": 
 def truth(n: int, rng) -> np.ndarray:
     """Patchy water/land truth (10-px patches), like a real flood map's structure."""
     k = -(-n // 10)
-    return np.kron((rng.random((k, k)) < 0.4).astype(np.uint8),
-                   np.ones((10, 10), np.uint8))[:n, :n]
+    return np.kron((rng.random((k, k)) < 0.4).astype(np.uint8), np.ones((10, 10), np.uint8))[:n, :n]
 
 
 def flip(y: np.ndarray, rate: np.ndarray | float, rng) -> np.ndarray:
@@ -44,8 +43,9 @@ def regions_file(path: Path, n: int, k: int = 3, crs: str = "EPSG:32633") -> Pat
     geoms, names = [], []
     for i in range(k):
         for j in range(k):
-            geoms.append(shapely.box(X0 + j * side, Y0 - (i + 1) * side, X0 + (j + 1) * side,
-                                     Y0 - i * side))
+            geoms.append(
+                shapely.box(X0 + j * side, Y0 - (i + 1) * side, X0 + (j + 1) * side, Y0 - i * side)
+            )
             names.append(f"r{i}c{j}")
     gpd.GeoDataFrame({"name": names}, geometry=geoms, crs=crs).to_file(path)
     return path
@@ -64,11 +64,20 @@ def planted(tmp_path_factory):
     t = from_origin(X0, Y0, RES, RES)
     write_tif(d / "lab.tif", y, transform=t, nodata=255)
     write_tif(d / "pred.tif", p, transform=t)
-    gpd.GeoDataFrame({"name": ["west", "middle", "east"]}, geometry=[
-        shapely.box(X0 + i * 1000, Y0 - 3000, X0 + (i + 1) * 1000, Y0) for i in range(3)],
-        crs="EPSG:32633").to_file(d / "reg.gpkg")
-    result = audit_map(d / "pred.tif", d / "lab.tif", regions=d / "reg.gpkg",
-                       region_column="name", out_dir=d / "out", block_size=300, n_boot=499)
+    gpd.GeoDataFrame(
+        {"name": ["west", "middle", "east"]},
+        geometry=[shapely.box(X0 + i * 1000, Y0 - 3000, X0 + (i + 1) * 1000, Y0) for i in range(3)],
+        crs="EPSG:32633",
+    ).to_file(d / "reg.gpkg")
+    result = audit_map(
+        d / "pred.tif",
+        d / "lab.tif",
+        regions=d / "reg.gpkg",
+        region_column="name",
+        out_dir=d / "out",
+        block_size=300,
+        n_boot=499,
+    )
     return d, y, p, result
 
 
@@ -84,8 +93,7 @@ def test_planted_regional_error_found_with_sign_and_ci(planted):
         assert t.loc[other, "deviation"] > 0 and t.loc[other, "deviation_ci_low"] > 0
     doc = result.metrics
     assert doc["significance"]["unit"] == "block" and doc["bootstrap"]["n_boot"] == 499
-    assert doc["partitionings"]["regions"]["ci_excludes_zero_regions"] == [
-        "east", "middle", "west"]
+    assert doc["partitionings"]["regions"]["ci_excludes_zero_regions"] == ["east", "middle", "west"]
 
 
 def test_counts_equal_naive_per_pixel_computation(planted):
@@ -112,9 +120,16 @@ def test_counts_equal_naive_per_pixel_computation(planted):
 def test_small_windows_and_split_atoms_give_the_same_counts(planted, monkeypatch):
     d, _, _, result = planted
     monkeypatch.setattr(audit_mod, "MAX_BINS", 64)  # forces windows to be split into quarters
-    small = audit_map(d / "pred.tif", d / "lab.tif", regions=d / "reg.gpkg",
-                      region_column="name", out_dir=None, block_size=300, n_boot=499,
-                      window_side=128)
+    small = audit_map(
+        d / "pred.tif",
+        d / "lab.tif",
+        regions=d / "reg.gpkg",
+        region_column="name",
+        out_dir=None,
+        block_size=300,
+        n_boot=499,
+        window_side=128,
+    )
     for name in result.tables:
         a, b = result.tables[name], small.tables[name]
         assert a["n_pixels"].tolist() == b["n_pixels"].tolist(), name
@@ -124,12 +139,24 @@ def test_small_windows_and_split_atoms_give_the_same_counts(planted, monkeypatch
 def test_outputs_like_a_fairness_folder(planted):
     d, _, _, result = planted
     out = d / "out"
-    for f in ("metrics.json", "by_region.csv", "fairness.gpkg", "fairness_iou_water.tif",
-              "map.png", "regions.png"):
+    for f in (
+        "metrics.json",
+        "by_region.csv",
+        "fairness.gpkg",
+        "fairness_iou_water.tif",
+        "map.png",
+        "regions.png",
+    ):
         assert (out / f).stat().st_size > 0, f
     table = pd.read_csv(out / "by_region.csv")
-    assert {"deviation_ci_low", "deviation_ci_high", "n_boot", "ci_excludes_zero",
-            "p_value", "significant"} <= set(table.columns)
+    assert {
+        "deviation_ci_low",
+        "deviation_ci_high",
+        "n_boot",
+        "ci_excludes_zero",
+        "p_value",
+        "significant",
+    } <= set(table.columns)
     assert set(table["partitioning"]) >= {"regions", "grid_2x2", "kmeans_4"}
     layer = gpd.read_file(out / "fairness.gpkg", layer="regions")
     east = layer.set_index("region").loc["east"]
@@ -155,10 +182,18 @@ def _equal_map_rate(tmp_path: Path, seeds: range) -> tuple[int, int, int]:
         y = truth(n, rng)
         write_tif(tmp_path / "lab.tif", y, transform=t, nodata=255)
         write_tif(tmp_path / "pred.tif", flip(y, 0.08, rng), transform=t)
-        r = audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", regions=reg,
-                      region_column="name", out_dir=None, block_size=200, n_boot=299,
-                      seed=seed, metric="accuracy",
-                      partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
+        r = audit_map(
+            tmp_path / "pred.tif",
+            tmp_path / "lab.tif",
+            regions=reg,
+            region_column="name",
+            out_dir=None,
+            block_size=200,
+            n_boot=299,
+            seed=seed,
+            metric="accuracy",
+            partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []},
+        )
         tab = r.tables["regions"]
         hits += int(tab["ci_excludes_zero"].sum())
         total += len(tab)
@@ -182,8 +217,9 @@ def _grid_pair(d: Path, shift=(0.0, 0.0), crs="EPSG:32633", res=RES):
     rng = np.random.default_rng(1)
     y = truth(120, rng)
     write_tif(d / "lab.tif", y, transform=from_origin(X0, Y0, RES, RES), nodata=255)
-    write_tif(d / "pred.tif", y, crs=crs,
-              transform=from_origin(X0 + shift[0], Y0 + shift[1], res, res))
+    write_tif(
+        d / "pred.tif", y, crs=crs, transform=from_origin(X0 + shift[0], Y0 + shift[1], res, res)
+    )
     return y
 
 
@@ -199,17 +235,26 @@ def test_other_crs_is_refused_unless_aligned_and_alignment_is_logged(tmp_path, c
     y = _grid_pair(tmp_path)
     # the same map in EPSG:3857: refused, then read back onto the label grid with --align
     with rasterio.open(tmp_path / "pred.tif") as src:
-        tr, w, h = calculate_default_transform(src.crs, "EPSG:3857", src.width, src.height,
-                                               *src.bounds)
+        tr, w, h = calculate_default_transform(
+            src.crs, "EPSG:3857", src.width, src.height, *src.bounds
+        )
         dst = np.full((h, w), 255, np.uint8)
-        reproject(src.read(1), dst, src_transform=src.transform, src_crs=src.crs,
-                  dst_transform=tr, dst_crs="EPSG:3857", resampling=Resampling.nearest)
+        reproject(
+            src.read(1),
+            dst,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            dst_transform=tr,
+            dst_crs="EPSG:3857",
+            resampling=Resampling.nearest,
+        )
     write_tif(tmp_path / "pred3857.tif", dst, crs="EPSG:3857", transform=tr, nodata=255)
     with pytest.raises(InputError, match="differs from the label grid"):
         audit_map(tmp_path / "pred3857.tif", tmp_path / "lab.tif", out_dir=None, **FAST)
     with caplog.at_level(logging.WARNING, logger="spatialfair.audit_inputs"):
-        r = audit_map(tmp_path / "pred3857.tif", tmp_path / "lab.tif", out_dir=None,
-                      align="nearest", **FAST)
+        r = audit_map(
+            tmp_path / "pred3857.tif", tmp_path / "lab.tif", out_dir=None, align="nearest", **FAST
+        )
     assert any("nearest-neighbour" in m for m in caplog.messages)
     assert r.metrics["audit"]["align"] == "nearest"
     # a round trip through nearest resampling keeps nearly every pixel
@@ -224,10 +269,16 @@ def test_pixel_aligned_offset_map_is_read_through_a_window(tmp_path):
     write_tif(tmp_path / "mosaic.tif", big, transform=from_origin(X0 - 500, Y0 + 300, RES, RES))
     labels = []
     for k, (r0, c0) in enumerate(((30, 50), (100, 120))):
-        lab = big[r0:r0 + 60, c0:c0 + 60].copy()
+        lab = big[r0 : r0 + 60, c0 : c0 + 60].copy()
         lab[:5] = 255
-        labels.append(write_tif(tmp_path / f"lab{k}.tif", lab, nodata=255, transform=from_origin(
-            X0 - 500 + c0 * RES, Y0 + 300 - r0 * RES, RES, RES)))
+        labels.append(
+            write_tif(
+                tmp_path / f"lab{k}.tif",
+                lab,
+                nodata=255,
+                transform=from_origin(X0 - 500 + c0 * RES, Y0 + 300 - r0 * RES, RES, RES),
+            )
+        )
     r = audit_map(tmp_path / "mosaic.tif", labels, out_dir=None, **FAST)
     assert r.metrics["overall"]["accuracy"] == 1.0
     assert r.metrics["n_pixels"] == 2 * 55 * 60 and r.metrics["audit"]["n_unpredicted"] == 0
@@ -242,15 +293,25 @@ def test_class_map_applied_and_unmapped_values_refused(tmp_path):
     prod = np.where(y == 1, rng.choice([1, 2], size=y.shape), 0).astype(np.uint8)
     prod[:10] = 3
     write_tif(tmp_path / "prod.tif", prod, transform=t)
-    r = audit_map(tmp_path / "prod.tif", tmp_path / "lab.tif", out_dir=None,
-                  class_map="1:water,2:water,0:land,3:nodata", **FAST)
+    r = audit_map(
+        tmp_path / "prod.tif",
+        tmp_path / "lab.tif",
+        out_dir=None,
+        class_map="1:water,2:water,0:land,3:nodata",
+        **FAST,
+    )
     assert r.metrics["overall"]["accuracy"] == 1.0
     assert r.metrics["audit"]["n_unpredicted"] == 10 * 120
     with pytest.raises(InputError, match=r"values \[2, 3\].*not class ids"):
         audit_map(tmp_path / "prod.tif", tmp_path / "lab.tif", out_dir=None, **FAST)
     with pytest.raises(InputError, match=r"values \[3\].*not in the class map"):
-        audit_map(tmp_path / "prod.tif", tmp_path / "lab.tif", out_dir=None,
-                  class_map="1:water,2:water,0:land", **FAST)
+        audit_map(
+            tmp_path / "prod.tif",
+            tmp_path / "lab.tif",
+            out_dir=None,
+            class_map="1:water,2:water,0:land",
+            **FAST,
+        )
 
 
 def test_threshold_applied_to_probability_raster(tmp_path):
@@ -264,12 +325,10 @@ def test_threshold_applied_to_probability_raster(tmp_path):
     write_tif(tmp_path / "prob.tif", prob, transform=t, nodata=float("nan"))
     with pytest.raises(InputError, match="probability"):
         audit_map(tmp_path / "prob.tif", tmp_path / "lab.tif", out_dir=None, **FAST)
-    r = audit_map(tmp_path / "prob.tif", tmp_path / "lab.tif", out_dir=None, threshold=0.5,
-                  **FAST)
+    r = audit_map(tmp_path / "prob.tif", tmp_path / "lab.tif", out_dir=None, threshold=0.5, **FAST)
     assert r.metrics["overall"]["iou_water"] == 1.0
     assert r.metrics["audit"]["n_unpredicted"] == 3 * 120
-    r = audit_map(tmp_path / "prob.tif", tmp_path / "lab.tif", out_dir=None, threshold=0.7,
-                  **FAST)
+    r = audit_map(tmp_path / "prob.tif", tmp_path / "lab.tif", out_dir=None, threshold=0.7, **FAST)
     assert 0.0 < r.metrics["overall"]["iou_water"] < 1.0
 
 
@@ -281,9 +340,14 @@ def test_partial_labels_count_only_labelled_pixels(tmp_path):
     t = from_origin(X0, Y0, RES, RES)
     write_tif(tmp_path / "lab.tif", y, transform=t, nodata=7)
     write_tif(tmp_path / "pred.tif", truth(150, rng), transform=t)
-    r = audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None,
-                  regions=regions_file(tmp_path / "reg.gpkg", 150), region_column="name",
-                  **FAST)
+    r = audit_map(
+        tmp_path / "pred.tif",
+        tmp_path / "lab.tif",
+        out_dir=None,
+        regions=regions_file(tmp_path / "reg.gpkg", 150),
+        region_column="name",
+        **FAST,
+    )
     assert r.metrics["n_pixels"] == 150 * 75 - 400
     t3 = r.tables["regions"].set_index("region")
     assert t3.loc["r0c2", "n_pixels"] == 0 and np.isnan(t3.loc["r0c2", "deviation_ci_low"])
@@ -306,18 +370,48 @@ def test_cli_and_config_dataset(tmp_path, planted):
     from spatialfair.config import load_config
 
     d = planted[0]
-    assert cli.main(["audit", "--predictions", str(d / "pred.tif"), "--labels",
-                     str(d / "lab.tif"), "--regions", str(d / "reg.gpkg"), "--region-column",
-                     "name", "--out", str(tmp_path / "cli"), "--block-size", "300",
-                     "--n-boot", "99"]) == 0
+    assert (
+        cli.main(
+            [
+                "audit",
+                "--predictions",
+                str(d / "pred.tif"),
+                "--labels",
+                str(d / "lab.tif"),
+                "--regions",
+                str(d / "reg.gpkg"),
+                "--region-column",
+                "name",
+                "--out",
+                str(tmp_path / "cli"),
+                "--block-size",
+                "300",
+                "--n-boot",
+                "99",
+            ]
+        )
+        == 0
+    )
     doc = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert doc["bootstrap"]["n_boot"] == 99 and "east" in doc["significant_regions"]["regions"]
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"datasets": {"prod": {
-        "task": "flood", "predictions": str(d / "pred*.tif"), "labels": [str(d / "lab.tif")],
-        "regions": str(d / "reg.gpkg"), "region_column": "name",
-        "audit": {"block_size": 300, "n_boot": 99}}},
-        "partitions": {"grid_max": 2, "kmeans": []}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "prod": {
+                        "task": "flood",
+                        "predictions": str(d / "pred*.tif"),
+                        "labels": [str(d / "lab.tif")],
+                        "regions": str(d / "reg.gpkg"),
+                        "region_column": "name",
+                        "audit": {"block_size": 300, "n_boot": 99},
+                    }
+                },
+                "partitions": {"grid_max": 2, "kmeans": []},
+            }
+        )
+    )
     assert cli.main(["validate", "--config", str(cfg)]) == 0
     r = audit_dataset(load_config(cfg), "prod", out_dir=None)
     assert r.metrics["dataset"] == "prod" and "kmeans_4" not in r.tables
@@ -337,8 +431,14 @@ def test_real_flood_chips_vv_threshold_product(real_data, tmp_path):
         with rasterio.open(tmp_path / img.name, "w", **profile) as dst:
             dst.write(out, 1)
         preds.append(tmp_path / img.name)
-    r = audit_map(preds, sorted((root / "labels").glob("*.tif")), regions=root / "regions.gpkg",
-                  region_column="region", out_dir=tmp_path / "audit", n_boot=299)
+    r = audit_map(
+        preds,
+        sorted((root / "labels").glob("*.tif")),
+        regions=root / "regions.gpkg",
+        region_column="region",
+        out_dir=tmp_path / "audit",
+        n_boot=299,
+    )
     t = r.tables["regions"].set_index("region")
     assert len(t) == 9 and 0.3 < r.metrics["overall"]["iou_water"] < 0.95
     tested = ~(t["small"] | t["absent"])
@@ -365,9 +465,14 @@ def test_distant_scenes_cluster_grids_and_batches_count_exactly(tmp_path, monkey
         write_tif(tmp_path / "pred" / f"s{k}.tif", p, transform=t)
         data.append((y, p, t))
     monkeypatch.setattr(audit_mod, "MAX_BINS", 300)
-    r = audit_map(sorted((tmp_path / "pred").glob("*.tif")),
-                  sorted((tmp_path / "lab").glob("*.tif")), out_dir=None, block_size=200,
-                  n_boot=0, partitions={"grid_max": 3, "offset_grids": 1, "kmeans": [3]})
+    r = audit_map(
+        sorted((tmp_path / "pred").glob("*.tif")),
+        sorted((tmp_path / "lab").glob("*.tif")),
+        out_dir=None,
+        block_size=200,
+        n_boot=0,
+        partitions={"grid_max": 3, "offset_grids": 1, "kmeans": [3]},
+    )
     assert type(r.partitionings["grid_2x2"].grid).__name__ == "ClusterGrids"
     for name, part in r.partitionings.items():
         n = np.zeros(part.n_regions, np.int64)
@@ -375,8 +480,9 @@ def test_distant_scenes_cluster_grids_and_batches_count_exactly(tmp_path, monkey
             rid = region_ids(part, "EPSG:32633", t, *y.shape)
             n += np.bincount(rid[rid >= 0], minlength=part.n_regions)
         assert r.tables[name]["n_pixels"].tolist() == n.tolist(), name
-    assert np.isnan(r.tables["regions" if "regions" in r.tables else "grid_2x2"]
-                    ["deviation_ci_low"]).all()
+    assert np.isnan(
+        r.tables["regions" if "regions" in r.tables else "grid_2x2"]["deviation_ci_low"]
+    ).all()
 
 
 @pytest.mark.slow
@@ -389,21 +495,51 @@ def test_workflow_audits_a_dataset_with_predictions_and_trains_nothing(tmp_path,
     root = Path(__file__).resolve().parents[1]
     d = planted[0]
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "results": "results", "strategies": ["erm"],
-        "datasets": {"prod": {"task": "flood", "predictions": str(d / "pred.tif"),
-                              "labels": str(d / "lab.tif"), "regions": str(d / "reg.gpkg"),
-                              "region_column": "name",
-                              "audit": {"block_size": 300, "n_boot": 99}}},
-        "partitions": {"grid_max": 2}}))
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile",
-                          str(root / "Snakefile"), "--configfile", str(cfg), "--cores", "1"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "results": "results",
+                "strategies": ["erm"],
+                "datasets": {
+                    "prod": {
+                        "task": "flood",
+                        "predictions": str(d / "pred.tif"),
+                        "labels": str(d / "lab.tif"),
+                        "regions": str(d / "reg.gpkg"),
+                        "region_column": "name",
+                        "audit": {"block_size": 300, "n_boot": 99},
+                    }
+                },
+                "partitions": {"grid_max": 2},
+            }
+        )
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(root / "Snakefile"),
+            "--configfile",
+            str(cfg),
+            "--cores",
+            "1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     out = tmp_path / "results" / "prod" / "audit"
     assert sorted(p.name for p in out.iterdir()) == [
-        "by_region.csv", "fairness.gpkg", "fairness_iou_water.tif", "map.png", "metrics.json",
-        "regions.png"]
+        "by_region.csv",
+        "fairness.gpkg",
+        "fairness_iou_water.tif",
+        "map.png",
+        "metrics.json",
+        "regions.png",
+    ]
     assert sorted(p.name for p in (tmp_path / "results" / "prod").iterdir()) == ["audit"]
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["dataset"] == "prod" and doc["bootstrap"]["n_boot"] == 99
@@ -416,10 +552,19 @@ def test_aligned_map_without_nodata_leaves_uncovered_label_pixels_unpredicted(tm
     y = np.zeros((100, 100), np.uint8)
     y[:, 50:] = 1
     write_tif(tmp_path / "lab.tif", y, transform=from_origin(X0, Y0, RES, RES), nodata=255)
-    write_tif(tmp_path / "pred.tif", np.zeros((50, 25), np.uint8),
-              transform=from_origin(X0, Y0, 2 * RES, 2 * RES))
-    r = audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None, align="nearest",
-                  n_boot=0, partitions={"grid_max": 2, "offset_grids": 0, "kmeans": []})
+    write_tif(
+        tmp_path / "pred.tif",
+        np.zeros((50, 25), np.uint8),
+        transform=from_origin(X0, Y0, 2 * RES, 2 * RES),
+    )
+    r = audit_map(
+        tmp_path / "pred.tif",
+        tmp_path / "lab.tif",
+        out_dir=None,
+        align="nearest",
+        n_boot=0,
+        partitions={"grid_max": 2, "offset_grids": 0, "kmeans": []},
+    )
     assert r.metrics["confusion"] == [[5000, 0], [0, 0]]
     assert r.metrics["audit"]["n_unpredicted"] == 5000
 
@@ -427,8 +572,12 @@ def test_aligned_map_without_nodata_leaves_uncovered_label_pixels_unpredicted(tm
 def test_nothing_to_audit_by_is_an_input_error(tmp_path):
     _grid_pair(tmp_path)
     with pytest.raises(InputError, match="no regions and no generated partitioning"):
-        audit_map(tmp_path / "pred.tif", tmp_path / "lab.tif", out_dir=None,
-                  partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []})
+        audit_map(
+            tmp_path / "pred.tif",
+            tmp_path / "lab.tif",
+            out_dir=None,
+            partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []},
+        )
 
 
 def test_windows_of_a_striped_file_stay_bounded():

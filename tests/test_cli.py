@@ -11,13 +11,15 @@ from spatialfair.commands import validate
 from spatialfair.errors import DependencyError, InputError, SpatialfairError, StateError
 
 
-@pytest.mark.parametrize("error, builtin", [
-    (InputError("config.yaml: key 'tiling'", "not an object", "give a mapping"), ValueError),
-    (StateError("results/d/erm/checkpoint.pt belongs to another run"), RuntimeError),
-    (DependencyError("segmentation-models-pytorch is not installed"), ImportError),
-])
-def test_spatialfair_errors_exit_2_without_traceback(monkeypatch, caplog, tmp_path, error,
-                                                     builtin):
+@pytest.mark.parametrize(
+    "error, builtin",
+    [
+        (InputError("config.yaml: key 'tiling'", "not an object", "give a mapping"), ValueError),
+        (StateError("results/d/erm/checkpoint.pt belongs to another run"), RuntimeError),
+        (DependencyError("segmentation-models-pytorch is not installed"), ImportError),
+    ],
+)
+def test_spatialfair_errors_exit_2_without_traceback(monkeypatch, caplog, tmp_path, error, builtin):
     assert isinstance(error, SpatialfairError) and isinstance(error, builtin)
 
     def fail(args):

@@ -32,8 +32,13 @@ SIGNFLIP = Settings.from_config({"evaluation": {"verdict_test": "signflip"}})
 from tests.test_maps import evaluate, make_run
 
 #: run name -> (error rate in the east, elsewhere)
-RUNS = {"erm": (0.35, 0.03), "groupdro": (0.25, 0.04), "groupdro-0.1": (0.15, 0.05),
-        "groupdro-1": (0.08, 0.09), "cvar": (0.4, 0.06)}
+RUNS = {
+    "erm": (0.35, 0.03),
+    "groupdro": (0.25, 0.04),
+    "groupdro-0.1": (0.15, 0.05),
+    "groupdro-1": (0.08, 0.09),
+    "cvar": (0.4, 0.06),
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +61,13 @@ def test_pareto_front():
 def test_comparison_table_and_plot(runs, tmp_path):
     dataset_dir, inputs = runs
     names = list(RUNS)
-    table = compare_strategies(dataset_dir, names, tmp_path / "comparison.csv",
-                               tmp_path / "comparison.png", settings=DEFAULTS)
+    table = compare_strategies(
+        dataset_dir,
+        names,
+        tmp_path / "comparison.csv",
+        tmp_path / "comparison.png",
+        settings=DEFAULTS,
+    )
     csv = pd.read_csv(tmp_path / "comparison.csv")
     assert list(csv["run"]) == names
     assert list(csv["strategy"]) == ["erm", "groupdro", "groupdro", "groupdro", "cvar"]
@@ -86,14 +96,18 @@ def test_comparison_table_and_plot(runs, tmp_path):
 
 def test_strategy_runs_and_missing_metrics(runs, tmp_path):
     dataset_dir, _ = runs
-    table = compare_strategies(dataset_dir, [StrategyRun("erm", "erm"),
-                                             StrategyRun("groupdro-0.1", "groupdro",
-                                                         {"strength": 0.1})],
-                               tmp_path / "c.csv", tmp_path / "c.png", settings=DEFAULTS)
+    table = compare_strategies(
+        dataset_dir,
+        [StrategyRun("erm", "erm"), StrategyRun("groupdro-0.1", "groupdro", {"strength": 0.1})],
+        tmp_path / "c.csv",
+        tmp_path / "c.png",
+        settings=DEFAULTS,
+    )
     assert table["strength"].tolist()[1] == 0.1
     with pytest.raises(InputError, match="metrics of 1 run"):
-        compare_strategies(dataset_dir, ["erm", "spad"], tmp_path / "x.csv", tmp_path / "x.png",
-                           settings=DEFAULTS)
+        compare_strategies(
+            dataset_dir, ["erm", "spad"], tmp_path / "x.csv", tmp_path / "x.png", settings=DEFAULTS
+        )
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -106,30 +120,76 @@ def test_cli_evaluate_and_compare(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     base = tmp_path / "results" / "fl"
     for run in ("erm", "variance"):
-        code = main(["evaluate", "--config", str(cfg_path), "--dataset", "fl",
-                     "--tiles", str(base / "tiles"), "--partitions", str(base / "partitions.gpkg"),
-                     "--predictions", str(base / run / "predictions"),
-                     "--out", str(base / run / "fairness"), "--max-raster-size", "64"])
+        code = main(
+            [
+                "evaluate",
+                "--config",
+                str(cfg_path),
+                "--dataset",
+                "fl",
+                "--tiles",
+                str(base / "tiles"),
+                "--partitions",
+                str(base / "partitions.gpkg"),
+                "--predictions",
+                str(base / run / "predictions"),
+                "--out",
+                str(base / run / "fairness"),
+                "--max-raster-size",
+                "64",
+            ]
+        )
         assert code == 0
-        for f in ("metrics.json", "by_region.csv", "fairness.gpkg", "fairness_iou_water.tif",
-                  "map.png", "regions.png"):
+        for f in (
+            "metrics.json",
+            "by_region.csv",
+            "fairness.gpkg",
+            "fairness_iou_water.tif",
+            "map.png",
+            "regions.png",
+        ):
             assert (base / run / "fairness" / f).exists(), f
         doc = json.loads((base / run / "fairness" / "metrics.json").read_text())
         assert doc["run"] == run and doc["split"] == "test"
     with rasterio.open(base / "erm" / "fairness" / "fairness_iou_water.tif") as src:
         assert max(src.width, src.height) <= 64
-    code = main(["compare", "--config", str(cfg_path), "--dataset", "fl", "--results", str(base),
-                 "--out-csv", str(base / "comparison.csv"),
-                 "--out-png", str(base / "comparison.png")])
+    code = main(
+        [
+            "compare",
+            "--config",
+            str(cfg_path),
+            "--dataset",
+            "fl",
+            "--results",
+            str(base),
+            "--out-csv",
+            str(base / "comparison.csv"),
+            "--out-png",
+            str(base / "comparison.png"),
+        ]
+    )
     assert code == 0
     csv = pd.read_csv(base / "comparison.csv")
     assert list(csv["run"]) == ["erm", "variance"]
     assert csv.loc[1, "difference"] < csv.loc[0, "difference"]
     # a missing predictions folder is a clear error, exit status 2
-    code = main(["evaluate", "--config", str(cfg_path), "--dataset", "fl",
-                 "--tiles", str(base / "tiles"), "--partitions", str(base / "partitions.gpkg"),
-                 "--predictions", str(base / "nope" / "predictions"),
-                 "--out", str(base / "nope" / "fairness")])
+    code = main(
+        [
+            "evaluate",
+            "--config",
+            str(cfg_path),
+            "--dataset",
+            "fl",
+            "--tiles",
+            str(base / "tiles"),
+            "--partitions",
+            str(base / "partitions.gpkg"),
+            "--predictions",
+            str(base / "nope" / "predictions"),
+            "--out",
+            str(base / "nope" / "fairness"),
+        ]
+    )
     assert code == 2 and not (base / "nope" / "fairness").exists()
 
 
@@ -142,18 +202,30 @@ def write_seed_metrics(run_dir, seed, *, overall, worst, best, spad, folds=1):
     """One seed's metrics.json in the replicated layout (``reps/s<seed>/fairness``)."""
     path = run_dir / "reps" / f"s{seed}" / "fairness" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    regions = [{"id": 0, "name": "west", "n_pixels": 1000, H: best, "significant": False,
-                "direction": 0},
-               {"id": 1, "name": "east", "n_pixels": 1000, H: worst, "significant": True,
-                "direction": -1}]
-    summary = {"group_min": worst, "group_max": best, "worst_region": "east",
-               "best_region": "west", "difference": best - worst, "ratio": worst / best,
-               "std": (best - worst) / 2, "mad": (best - worst) / 2}
-    doc = {"format": "spatialfair-fairness/1", "headline_metric": H,
-           "primary_partitioning": "regions", "overall": {H: overall},
-           "partitionings": {"regions": {"regions": regions, "summaries": {H: summary}}},
-           "spad_score": {H: spad}, "spad_score_mean": {H: spad / 24},
-           "replicate": {"seed": seed, "folds": folds}}
+    regions = [
+        {"id": 0, "name": "west", "n_pixels": 1000, H: best, "significant": False, "direction": 0},
+        {"id": 1, "name": "east", "n_pixels": 1000, H: worst, "significant": True, "direction": -1},
+    ]
+    summary = {
+        "group_min": worst,
+        "group_max": best,
+        "worst_region": "east",
+        "best_region": "west",
+        "difference": best - worst,
+        "ratio": worst / best,
+        "std": (best - worst) / 2,
+        "mad": (best - worst) / 2,
+    }
+    doc = {
+        "format": "spatialfair-fairness/1",
+        "headline_metric": H,
+        "primary_partitioning": "regions",
+        "overall": {H: overall},
+        "partitionings": {"regions": {"regions": regions, "summaries": {H: summary}}},
+        "spad_score": {H: spad},
+        "spad_score_mean": {H: spad / 24},
+        "replicate": {"seed": seed, "folds": folds},
+    }
     path.write_text(json.dumps(doc))
     return path
 
@@ -163,8 +235,9 @@ def write_train_logs(run_dir, seed, scores):
     for fold, score in enumerate(scores):
         d = run_dir / "reps" / f"s{seed}-f{fold}"
         d.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"epoch": [1, 2, 3], "score": [score - 0.2, score, score - 0.1],
-                      "selected": [1, 1, 0]}).to_csv(d / "train_log.csv", index=False)
+        pd.DataFrame(
+            {"epoch": [1, 2, 3], "score": [score - 0.2, score, score - 0.1], "selected": [1, 1, 0]}
+        ).to_csv(d / "train_log.csv", index=False)
 
 
 def simulate(tmp, seeds, gaps, *, overall_shift=None, noise=0.02, rng=None):
@@ -176,9 +249,14 @@ def simulate(tmp, seeds, gaps, *, overall_shift=None, noise=0.02, rng=None):
         effect = rng.normal(0, 0.05)
         for name, shift in gaps.items():
             worst = 0.4 - effect + shift + rng.normal(0, noise)
-            write_seed_metrics(tmp / name, seed, overall=0.8 + overall_shift.get(name, 0.0)
-                               + rng.normal(0, 0.005), worst=worst, best=0.9,
-                               spad=1.0 + effect - shift + rng.normal(0, noise))
+            write_seed_metrics(
+                tmp / name,
+                seed,
+                overall=0.8 + overall_shift.get(name, 0.0) + rng.normal(0, 0.005),
+                worst=worst,
+                best=0.9,
+                spad=1.0 + effect - shift + rng.normal(0, noise),
+            )
     return tmp
 
 
@@ -191,15 +269,29 @@ def null_rows(n_seeds, n_strategies, rng):
         name = "erm" if k == 0 else f"s{k}"
         for s in range(n_seeds):
             worst = 0.4 - effects[s] + noise[0, s]
-            rows.append({"run": name, "strategy": name, "strength": np.nan, "seed": s,
-                         "headline_metric": H, "partitioning": "regions",
-                         "overall": 0.8 + noise[1, s] / 5, "worst_region": "east",
-                         "worst_value": worst, "best_region": "west", "best_value": 0.9,
-                         "difference": 0.9 - worst, "ratio": worst / 0.9,
-                         "std": (0.9 - worst) / 2, "mad": (0.9 - worst) / 2,
-                         "spad_score": 1 + effects[s] + noise[2, s],
-                         "spad_score_mean": 0.04, "n_significant": 1.0,
-                         "n_significant_worse": 1.0})
+            rows.append(
+                {
+                    "run": name,
+                    "strategy": name,
+                    "strength": np.nan,
+                    "seed": s,
+                    "headline_metric": H,
+                    "partitioning": "regions",
+                    "overall": 0.8 + noise[1, s] / 5,
+                    "worst_region": "east",
+                    "worst_value": worst,
+                    "best_region": "west",
+                    "best_value": 0.9,
+                    "difference": 0.9 - worst,
+                    "ratio": worst / 0.9,
+                    "std": (0.9 - worst) / 2,
+                    "mad": (0.9 - worst) / 2,
+                    "spad_score": 1 + effects[s] + noise[2, s],
+                    "spad_score_mean": 0.04,
+                    "n_significant": 1.0,
+                    "n_significant_worse": 1.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -230,9 +322,12 @@ def planted(tmp_path_factory):
     """8 seeds: reweight cuts the gap by 0.1 at an overall cost of 0.004; cvar = ERM + noise;
     the groupdro sweep's validation scores favour strength 1 in every seed."""
     tmp = tmp_path_factory.mktemp("seeds")
-    simulate(tmp, range(8), {"erm": 0.0, "reweight": 0.1, "cvar": 0.0, "groupdro-0.1": 0.2,
-                             "groupdro-1": 0.05},
-             overall_shift={"reweight": -0.004})
+    simulate(
+        tmp,
+        range(8),
+        {"erm": 0.0, "reweight": 0.1, "cvar": 0.0, "groupdro-0.1": 0.2, "groupdro-1": 0.05},
+        overall_shift={"reweight": -0.004},
+    )
     for seed in range(8):
         write_train_logs(tmp / "groupdro-0.1", seed, [0.5, 0.6])  # worse on validation
         write_train_logs(tmp / "groupdro-1", seed, [0.7, 0.8])
@@ -240,14 +335,19 @@ def planted(tmp_path_factory):
 
 
 def test_planted_gap_is_found_and_null_is_not(planted, tmp_path):
-    table = compare_strategies(planted, ["erm", "reweight", "cvar"], tmp_path / "c.csv",
-                               tmp_path / "c.png", settings=SIGNFLIP)
+    table = compare_strategies(
+        planted,
+        ["erm", "reweight", "cvar"],
+        tmp_path / "c.csv",
+        tmp_path / "c.png",
+        settings=SIGNFLIP,
+    )
     csv = pd.read_csv(tmp_path / "c.csv")
     assert list(csv.columns) == COLUMNS + VERDICT_COLUMNS and len(table) == 3
     assert csv["verdict"].tolist()[0] == "baseline" and csv["n_seeds"].tolist() == [8, 8, 8]
     rw = csv.iloc[1]
     assert rw["verdict"].startswith("fairer (difference -0.1") and "8 seeds" in rw["verdict"]
-    assert rw["delta_difference_ci_high"] < 0 and rw["delta_difference_p"] == 2 / 2 ** 8
+    assert rw["delta_difference_ci_high"] < 0 and rw["delta_difference_p"] == 2 / 2**8
     # Holm over the two strategies: reweight has the smallest p, times 2
     assert rw["delta_difference_p_holm"] == pytest.approx(2 * rw["delta_difference_p"])
     assert rw["delta_overall_mean"] == pytest.approx(-0.004, abs=0.004)
@@ -283,8 +383,13 @@ def test_planted_gap_five_seeds(planted, tmp_path):
 def test_sweep_strength_selected_on_validation(planted, tmp_path):
     runs = ["erm", "groupdro-0.1", "groupdro-1", "reweight"]
     table = comparison_table(planted, runs, alpha=ALPHA, test="signflip")
-    assert table["run"].tolist() == ["erm", "groupdro-0.1", "groupdro-1", "groupdro:selected",
-                                     "reweight"]
+    assert table["run"].tolist() == [
+        "erm",
+        "groupdro-0.1",
+        "groupdro-1",
+        "groupdro:selected",
+        "reweight",
+    ]
     assert table["role"].tolist() == ["baseline", "sweep", "sweep", "selected", "strategy"]
     sel = table.iloc[3]
     # groupdro-0.1 has the larger test gain but the lower validation score: never chosen
@@ -321,20 +426,56 @@ def test_one_seed_and_unpaired_seeds(planted, tmp_path):
 
 
 def test_cli_compare_replicated(planted, tmp_path):
-    cfg = {"datasets": {"fl": {"task": "flood", "images": str(tmp_path / "i/*.tif"),
-                               "labels": str(tmp_path / "l/*.tif")}},
-           "strategies": ["erm", "reweight"], "evaluation": {"alpha": 0.01}}
+    cfg = {
+        "datasets": {
+            "fl": {
+                "task": "flood",
+                "images": str(tmp_path / "i/*.tif"),
+                "labels": str(tmp_path / "l/*.tif"),
+            }
+        },
+        "strategies": ["erm", "reweight"],
+        "evaluation": {"alpha": 0.01},
+    }
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
-    code = main(["compare", "--config", str(cfg_path), "--dataset", "fl", "--results",
-                 str(planted), "--out-csv", str(out / "c.csv"), "--out-png", str(out / "c.png"),
-                 "--test", "t"])
+    code = main(
+        [
+            "compare",
+            "--config",
+            str(cfg_path),
+            "--dataset",
+            "fl",
+            "--results",
+            str(planted),
+            "--out-csv",
+            str(out / "c.csv"),
+            "--out-png",
+            str(out / "c.png"),
+            "--test",
+            "t",
+        ]
+    )
     assert code == 0
     csv = pd.read_csv(out / "c.csv")
     assert csv["alpha"].tolist() == [0.01, 0.01] and csv["test"].iloc[0] == "t"
     assert csv["verdict"].iloc[1].startswith("fairer")
-    code = main(["compare", "--config", str(cfg_path), "--dataset", "fl", "--results",
-                 str(planted), "--out-csv", str(out / "d.csv"), "--out-png", str(out / "d.png"),
-                 "--alpha", "2"])
+    code = main(
+        [
+            "compare",
+            "--config",
+            str(cfg_path),
+            "--dataset",
+            "fl",
+            "--results",
+            str(planted),
+            "--out-csv",
+            str(out / "d.csv"),
+            "--out-png",
+            str(out / "d.png"),
+            "--alpha",
+            "2",
+        ]
+    )
     assert code == 2 and not (out / "d.csv").exists()

@@ -32,8 +32,7 @@ def test_wrong_type_named():
 
 def test_strategy_sweep_expands():
     cfg = validate_config({**BASE, "strategies": {"erm": None, "groupdro": {"sweep": [0.1, 1]}}})
-    assert [r.name for r in strategy_runs(cfg)] == ["erm", "groupdro", "groupdro-0.1",
-                                                    "groupdro-1"]
+    assert [r.name for r in strategy_runs(cfg)] == ["erm", "groupdro", "groupdro-0.1", "groupdro-1"]
     assert strategy_runs(cfg)[2].options == {"strength": 0.1}
 
 

@@ -27,8 +27,14 @@ def test_every_field_default_is_the_schema_default():
 
 
 def test_from_config_reads_the_validated_values():
-    cfg = validate_config({"datasets": DATASETS, "seed": 7, "training": {"epochs": 3},
-                           "partitions": {"kmeans": [3, 5]}})
+    cfg = validate_config(
+        {
+            "datasets": DATASETS,
+            "seed": 7,
+            "training": {"epochs": 3},
+            "partitions": {"kmeans": [3, 5]},
+        }
+    )
     s = st.Settings.from_config(cfg)
     assert (s.seed, s.training.epochs, s.partitions.kmeans) == (7, 3, (3, 5))
     assert s.training.lr == cfg["training"]["lr"]
@@ -48,4 +54,3 @@ def test_section_defaults():
     assert st.section_defaults("seed") == {"seed": 0}
     st.section_defaults("tiling")["size"] = 1  # a copy: the next call is unchanged
     assert st.section_defaults("tiling")["size"] == 64
-

@@ -22,8 +22,9 @@ from spatialfair.crs import (
 UTM = "EPSG:32633"
 
 
-@pytest.mark.parametrize("spelling", [UTM, 32633, CRS.from_epsg(32633), pyproj.CRS(UTM),
-                                      pyproj.CRS(UTM).to_wkt()])
+@pytest.mark.parametrize(
+    "spelling", [UTM, 32633, CRS.from_epsg(32633), pyproj.CRS(UTM), pyproj.CRS(UTM).to_wkt()]
+)
 def test_every_spelling_of_one_crs_is_the_same(spelling):
     assert same_crs(spelling, UTM) and same_crs(UTM, spelling)
     assert as_crs(spelling).to_epsg() == 32633

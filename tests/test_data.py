@@ -24,9 +24,20 @@ from spatialfair.data import (
 from spatialfair.errors import InputError
 
 
-def make_store(root: Path, *, n_scenes: int = 2, tiles_per_scene: int = 6, tile: int = 16,
-               num_classes: int = 2, n_regions: int = 3, seed: int = 0, split: bool = True,
-               regions: bool = True, ignore: int = 255, learnable: bool = True) -> Path:
+def make_store(
+    root: Path,
+    *,
+    n_scenes: int = 2,
+    tiles_per_scene: int = 6,
+    tile: int = 16,
+    num_classes: int = 2,
+    n_regions: int = 3,
+    seed: int = 0,
+    split: bool = True,
+    regions: bool = True,
+    ignore: int = 255,
+    learnable: bool = True,
+) -> Path:
     """Write a small tile store following docs/ARCHITECTURE.md, return its folder.
 
     Tiles sit in one row per scene. Band 0 carries the class signal (class k where
@@ -63,37 +74,65 @@ def make_store(root: Path, *, n_scenes: int = 2, tiles_per_scene: int = 6, tile:
         if regions:
             reg.tofile(root / f"{name}.regions.bin")
         x0, y0 = 500000.0 + s * 10 * t * (n + 1), 5800000.0
-        scenes[name] = {"image": f"{name}.tif", "label": f"{name}.tif", "crs": "EPSG:32633",
-                        "transform": [10.0, 0.0, x0, 0.0, -10.0, y0], "width": n * t,
-                        "height": t, "n_tiles": n, "nodata": None}
+        scenes[name] = {
+            "image": f"{name}.tif",
+            "label": f"{name}.tif",
+            "crs": "EPSG:32633",
+            "transform": [10.0, 0.0, x0, 0.0, -10.0, y0],
+            "width": n * t,
+            "height": t,
+            "n_tiles": n,
+            "nodata": None,
+        }
         for i in range(n):
             lab = label[i]
             xmin = x0 + i * t * 10
-            rows.append({
-                "tile_id": tile_id, "scene": name, "store_index": i, "row_off": 0,
-                "col_off": i * t, "height": t, "width": t,
-                "valid_fraction": float((lab != ignore).mean()),
-                "n_valid": int((lab != ignore).sum()),
-                **{f"count_{k}": int((lab == k).sum()) for k in range(num_classes)},
-                "scene_crs": "EPSG:32633", "xmin": xmin, "ymin": y0 - t * 10,
-                "xmax": xmin + t * 10, "ymax": y0,
-                "split": ["train", "train", "val", "test"][tile_id % 4],
-                "region__regions": (i + 1) % n_regions, "region__grid_2x1": s,
-                "geometry": shapely.box(xmin, y0 - t * 10, xmin + t * 10, y0),
-            })
+            rows.append(
+                {
+                    "tile_id": tile_id,
+                    "scene": name,
+                    "store_index": i,
+                    "row_off": 0,
+                    "col_off": i * t,
+                    "height": t,
+                    "width": t,
+                    "valid_fraction": float((lab != ignore).mean()),
+                    "n_valid": int((lab != ignore).sum()),
+                    **{f"count_{k}": int((lab == k).sum()) for k in range(num_classes)},
+                    "scene_crs": "EPSG:32633",
+                    "xmin": xmin,
+                    "ymin": y0 - t * 10,
+                    "xmax": xmin + t * 10,
+                    "ymax": y0,
+                    "split": ["train", "train", "val", "test"][tile_id % 4],
+                    "region__regions": (i + 1) % n_regions,
+                    "region__grid_2x1": s,
+                    "geometry": shapely.box(xmin, y0 - t * 10, xmin + t * 10, y0),
+                }
+            )
             tile_id += 1
     gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:32633")
     if split:
         gdf.to_file(root / "tiles.gpkg", layer="tiles", engine="pyogrio")
     else:
         gdf.drop(columns=["split", "region__regions", "region__grid_2x1"]).to_file(
-            root / "tile_grid.gpkg", layer="tiles", engine="pyogrio")
-    meta = {"format": "spatialfair-tiles/1", "task": "flood" if num_classes == 2 else "crop",
-            "tile_size": t, "overlap": 0, "min_valid_fraction": 0.05, "bands": ["b0", "b1"],
-            "dtype": "float32", "classes": [f"c{k}" for k in range(num_classes)],
-            "colors": ["#000000", "#ffffff", "#ff0000", "#00ff00", "#0000ff"][:num_classes],
-            "ignore_index": ignore, "study_crs": "EPSG:32633", "scenes": scenes,
-            "regions_partitioning": "regions" if regions else None}
+            root / "tile_grid.gpkg", layer="tiles", engine="pyogrio"
+        )
+    meta = {
+        "format": "spatialfair-tiles/1",
+        "task": "flood" if num_classes == 2 else "crop",
+        "tile_size": t,
+        "overlap": 0,
+        "min_valid_fraction": 0.05,
+        "bands": ["b0", "b1"],
+        "dtype": "float32",
+        "classes": [f"c{k}" for k in range(num_classes)],
+        "colors": ["#000000", "#ffffff", "#ff0000", "#00ff00", "#0000ff"][:num_classes],
+        "ignore_index": ignore,
+        "study_crs": "EPSG:32633",
+        "scenes": scenes,
+        "regions_partitioning": "regions" if regions else None,
+    }
     (root / "store.json").write_text(json.dumps(meta))
     return root
 
@@ -106,12 +145,21 @@ def _raw(store: Path, split: str = "train"):
     imgs, labs, regs = [], [], []
     for _, row in table.iterrows():
         n = meta["scenes"][row.scene]["n_tiles"]
-        imgs.append(np.fromfile(store / f"{row.scene}.image.bin", np.float32)
-                    .reshape(n, 2, t, t)[row.store_index])
-        labs.append(np.fromfile(store / f"{row.scene}.label.bin", np.uint8)
-                    .reshape(n, t, t)[row.store_index])
-        regs.append(np.fromfile(store / f"{row.scene}.regions.bin", np.int16)
-                    .reshape(n, t, t)[row.store_index])
+        imgs.append(
+            np.fromfile(store / f"{row.scene}.image.bin", np.float32).reshape(n, 2, t, t)[
+                row.store_index
+            ]
+        )
+        labs.append(
+            np.fromfile(store / f"{row.scene}.label.bin", np.uint8).reshape(n, t, t)[
+                row.store_index
+            ]
+        )
+        regs.append(
+            np.fromfile(store / f"{row.scene}.regions.bin", np.int16).reshape(n, t, t)[
+                row.store_index
+            ]
+        )
     return np.stack(imgs), np.stack(labs), np.stack(regs), table
 
 
@@ -230,9 +278,12 @@ def test_loader_order_depends_on_seed_and_epoch_only(store):
     assert order(0, 0) != order(0, 1)
     assert order(0, 1) != order(1, 1)
     # evaluation shards without padding: every tile exactly once over two ranks
-    shards = [torch.cat([b["tile_id"] for b in make_loader(ds, 5, train=False, rank=r,
-                                                             world_size=2)]).tolist()
-              for r in (0, 1)]
+    shards = [
+        torch.cat(
+            [b["tile_id"] for b in make_loader(ds, 5, train=False, rank=r, world_size=2)]
+        ).tolist()
+        for r in (0, 1)
+    ]
     assert sorted(shards[0] + shards[1]) == list(range(12))
 
 
@@ -253,8 +304,9 @@ def add_split_column(store: Path, name: str = "split__s1_f0") -> list[int]:
 
     ts = TileStore(store)
     index = ts.index.copy()
-    index[name] = [["val", "train", "buffer", "train", "test", "train"][i % 6]
-                   for i in range(len(index))]
+    index[name] = [
+        ["val", "train", "buffer", "train", "test", "train"][i % 6] for i in range(len(index))
+    ]
     ts.write_index(index)
     return index.loc[index[name] == "train", "tile_id"].astype(int).tolist()
 
@@ -264,19 +316,23 @@ def test_split_column_selects_the_replicates_tiles(store):
     ds = TileDataset(store, "train", split_column="split__s1_f0")
     assert ds.tile_ids.tolist() == train_ids == [1, 3, 5, 7, 9, 11]
     assert ds.split_column == "split__s1_f0"
-    every = [tile_table(store, s, split_column="split__s1_f0")["tile_id"].tolist()
-             for s in ("train", "val", "test")]
+    every = [
+        tile_table(store, s, split_column="split__s1_f0")["tile_id"].tolist()
+        for s in ("train", "val", "test")
+    ]
     assert sorted(sum(every, [])) == [i for i in range(12) if i % 6 != 2]  # buffer: nowhere
     img, lab, _, _ = _raw(store, "all")
     rows = np.asarray(train_ids)
     ok = ~((lab[rows] == 255) & (img[rows] == 0).all(axis=1))
     mean, _ = band_stats(store, "train", split_column="split__s1_f0")
-    np.testing.assert_allclose(mean, img[rows].transpose(1, 0, 2, 3)[:, ok].mean(axis=1),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        mean, img[rows].transpose(1, 0, 2, 3)[:, ok].mean(axis=1), rtol=1e-6, atol=1e-6
+    )
     assert not np.allclose(mean, band_stats(store, "train")[0])
     counts = region_pixel_counts(store, 3, "train", split_column="split__s1_f0")
-    assert counts.sum() == sum(int(((lab[i] != 255) & (_raw(store, "all")[2][i] >= 0)).sum())
-                               for i in train_ids)
+    assert counts.sum() == sum(
+        int(((lab[i] != 255) & (_raw(store, "all")[2][i] >= 0)).sum()) for i in train_ids
+    )
     with pytest.raises(InputError, match="split__s9_f9"):
         TileDataset(store, "train", split_column="split__s9_f9")
 
@@ -327,7 +383,8 @@ def test_balanced_loader_draws_by_tile_region(store):
     ds = TileDataset(store, "all")
     loader = make_loader(ds, 4, train=True, seed=1, balanced=1.0)
     assert type(loader.sampler).__name__ == "BalancedSampler"
-    ids = torch.cat([b["tile_id"] for e in range(40) for b in
-                     (loader.sampler.set_epoch(e) or loader)]).numpy()
+    ids = torch.cat(
+        [b["tile_id"] for e in range(40) for b in (loader.sampler.set_epoch(e) or loader)]
+    ).numpy()
     region = tile_table(store, "all").set_index("tile_id").loc[ids, "region__regions"]
     np.testing.assert_allclose(np.bincount(region, minlength=3) / len(ids), 1 / 3, atol=0.04)

@@ -39,8 +39,11 @@ def _model():
 
 
 def _strategy(name):
-    opts = {"region_counts": torch.tensor([50.0, 30.0, 20.0]), "partition_sizes": [3, 2],
-            "num_classes": C}
+    opts = {
+        "region_counts": torch.tensor([50.0, 30.0, 20.0]),
+        "partition_sizes": [3, 2],
+        "num_classes": C,
+    }
     if name in ("variance", "spad"):
         opts["warmup_steps"] = 0
     if name == "spad":
@@ -55,8 +58,15 @@ def _step(model, strategy, x, target, regions, tile_regions, reduce):
         model.zero_grad()
         logits = model(x)
         pl = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
-        loss = strategy.loss(pl, target != 255, regions, logits=logits, target=target,
-                             tile_regions=tile_regions, reduce=reduce)
+        loss = strategy.loss(
+            pl,
+            target != 255,
+            regions,
+            logits=logits,
+            target=target,
+            tile_regions=tile_regions,
+            reduce=reduce,
+        )
         loss.backward()
         grads = [p.grad.clone() for p in model.parameters()]
     return loss.detach(), grads
@@ -85,8 +95,9 @@ def _worker(rank, world, init, queue):
         for name in STRATS:
             model = torch.nn.parallel.DistributedDataParallel(_model())
             strategy = _strategy(name)
-            loss, grads = _step(model, strategy, x[half], target[half], regions[half],
-                                tile_regions[half], reduce)
+            loss, grads = _step(
+                model, strategy, x[half], target[half], regions[half], tile_regions[half], reduce
+            )
             out[name] = (loss, grads, strategy.region_weights())
         # numpy, not tensors: tensors travel through shared memory that dies with this process
         queue.put((rank, _to_numpy(out)))
@@ -161,20 +172,54 @@ def test_torchrun_training_two_processes(tmp_path):
     from spatialfair.train import evaluate, summarize_validation
 
     store = make_store(tmp_path / "tiles", tiles_per_scene=9)  # odd tile counts per rank
-    config = validate_config({
-        "datasets": {"d": {"task": "flood", "images": "x/*.tif", "labels": "x/*.tif",
-                           "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
-        "strategies": ["groupdro"], "model": {"width": 4, "depth": 2},
-        "training": {"epochs": 2, "batch_size": 2}, "evaluation": {"min_region_pixels": 10}})
+    config = validate_config(
+        {
+            "datasets": {
+                "d": {
+                    "task": "flood",
+                    "images": "x/*.tif",
+                    "labels": "x/*.tif",
+                    "classes": ["c0", "c1"],
+                    "headline_metric": "iou_c1",
+                }
+            },
+            "strategies": ["groupdro"],
+            "model": {"width": 4, "depth": 2},
+            "training": {"epochs": 2, "batch_size": 2},
+            "evaluation": {"min_region_pixels": 10},
+        }
+    )
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "groupdro"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "spatialfair.cli", "train", "--config", str(cfg), "--dataset", "d",
-         "--strategy", "groupdro", "--tiles", str(store), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "spatialfair.cli",
+            "train",
+            "--config",
+            str(cfg),
+            "--dataset",
+            "d",
+            "--strategy",
+            "groupdro",
+            "--tiles",
+            str(store),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 1/2 joined" in proc.stderr or "rank 0/2 joined" in proc.stderr
     log = pd.read_csv(out / "train_log.csv")

@@ -50,10 +50,15 @@ def region_rasters(info):
     out = []
     for p in info["images"]:
         with rasterio.open(p) as src:
-            out.append(rasterio.features.rasterize(
-                ((g, int(r)) for g, r in zip(regions.geometry, regions.region_id)),
-                out_shape=(src.height, src.width), transform=src.transform, fill=-1,
-                dtype="int16"))
+            out.append(
+                rasterio.features.rasterize(
+                    ((g, int(r)) for g, r in zip(regions.geometry, regions.region_id)),
+                    out_shape=(src.height, src.width),
+                    transform=src.transform,
+                    fill=-1,
+                    dtype="int16",
+                )
+            )
     return out
 
 
@@ -98,7 +103,8 @@ def test_same_seed_same_arrays_different_seed_differs(tmp_path, task):
 
 def test_flood_georeferencing(flood):
     assert [p.split("/")[-1] for p in flood["images"]] == [
-        f"{s}.tif" for s in demo_scene_names("flood")]
+        f"{s}.tif" for s in demo_scene_names("flood")
+    ]
     transforms = []
     for ip, lp in zip(flood["images"], flood["labels"]):
         with rasterio.open(ip) as src:
@@ -116,16 +122,16 @@ def test_flood_georeferencing(flood):
             assert lab.descriptions == ("class",)
             cmap = lab.colormap(1)
             for k, colour in enumerate(TASK_PRESETS["flood"]["colors"]):
-                rgb = tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+                rgb = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
                 assert cmap[k][:3] == rgb
             y = lab.read(1)
         # values only in the classes or 255; image nodata is unlabelled
         assert set(np.unique(y)) <= {0, 1, 255}
         nan = ~np.isfinite(data).all(axis=0)
-        assert 0.01 < nan.mean() < 0.1          # the swath-edge wedge
+        assert 0.01 < nan.mean() < 0.1  # the swath-edge wedge
         assert (y[nan] == 255).all()
         valid = data[:, ~nan]
-        assert -40 < valid.mean() < 0           # dB, not linear power
+        assert -40 < valid.mean() < 0  # dB, not linear power
     # adjacent scenes share the CRS and touch along their edge
     assert transforms[1].c == pytest.approx(transforms[0].c + SIZE * 20.0)
     assert transforms[1].f == transforms[0].f
@@ -147,7 +153,7 @@ def test_crop_georeferencing(crop):
         assert set(np.unique(y)) >= {0, 1, 2, 3}
         nod = (data == 0).all(axis=0)
         assert nod.any() and (y[nod] == 255).all()
-        assert (data[:, ~nod] > 0).all()       # no valid pixel can be mistaken for nodata
+        assert (data[:, ~nod] > 0).all()  # no valid pixel can be mistaken for nodata
         assert 100 < np.median(data[3, ~nod]) < 6000  # NIR reflectance x 10000
 
 
@@ -155,25 +161,35 @@ def test_crop_georeferencing(crop):
 def test_regions_file(request, fixture):
     info = request.getfixturevalue(fixture)
     regions = gpd.read_file(info["regions"], layer="regions")
-    assert regions.crs.to_epsg() == 4326            # not the scenes' CRS, on purpose
+    assert regions.crs.to_epsg() == 4326  # not the scenes' CRS, on purpose
     assert 6 <= len(regions) <= 9
     assert regions["region"].is_unique
     assert list(regions["region"]) == [s.name for s in region_specs(info["task"])]
     assert regions.is_valid.all()
     utm = regions.to_crs(info["crs"])
-    footprint = box(*[f(v) for f, v in zip(
-        (min, min, max, max),
-        [[s["bounds"][i] for s in info["scenes"]] for i in range(4)])])
+    footprint = box(
+        *[
+            f(v)
+            for f, v in zip(
+                (min, min, max, max), [[s["bounds"][i] for s in info["scenes"]] for i in range(4)]
+            )
+        ]
+    )
     shares = utm.intersection(footprint).area / footprint.area
-    assert (shares > 0.04).all(), shares           # every region overlaps the scenes
+    assert (shares > 0.04).all(), shares  # every region overlaps the scenes
     assert shares.sum() == pytest.approx(1.0, abs=0.01)  # and together they cover them
     # neighbours share edges: no overlaps between regions
-    overlap = sum(utm.geometry[i].intersection(utm.geometry[j]).area
-                  for i in range(len(utm)) for j in range(i + 1, len(utm)))
+    overlap = sum(
+        utm.geometry[i].intersection(utm.geometry[j]).area
+        for i in range(len(utm))
+        for j in range(i + 1, len(utm))
+    )
     assert overlap < 1e-6 * footprint.area
     # irregular, not rectangles
-    assert (utm.geometry.apply(lambda g: len(g.exterior.coords) if g.geom_type == "Polygon"
-                               else 100) > 8).all()
+    assert (
+        utm.geometry.apply(lambda g: len(g.exterior.coords) if g.geom_type == "Polygon" else 100)
+        > 8
+    ).all()
 
 
 def test_demo_json_matches_result(flood):
@@ -201,15 +217,19 @@ def test_flood_regions_differ_as_designed(flood):
     inside = r == windy
     assert 0.08 < (y[inside] != 255).mean() < 0.3
     assert (y[np.isin(r, ref)] != 255).mean() > 0.85
+
     # class balance: the dry region has little water, the wet ones much more
     def water_share(name):
         sel = (r == rid_of("flood", name)) & (y != 255)
         return (y[sel] == 1).mean()
+
     assert water_share("Stony Terrace") < 0.12
     assert water_share("Willow Flats") > 0.2
+
     # noise: fewer looks -> wider spread of VV over land
     def land_std(name):
         return vv[(y == 0) & (r == rid_of("flood", name))].std()
+
     assert land_std("Reed Shore") > land_std("Heron Basin") + 1.0
     # wet soils: darker land
     old = vv[(y == 0) & (r == rid_of("flood", "Old Channel"))].mean()
@@ -229,28 +249,32 @@ def test_crop_regions_differ_as_designed(crop):
         for b in range(5):
             # reference regions: the class signature; haze region: the late-sown signature
             # seen through haze (gain, then path radiance added)
-            assert x[b, sel_r].mean() == pytest.approx(CROP_SIGNATURES[k, b],
-                                                       rel=0.06, abs=30)
+            assert x[b, sel_r].mean() == pytest.approx(CROP_SIGNATURES[k, b], rel=0.06, abs=30)
             expected = CROP_LATE_SIGNATURES[k, b] * p["gain"] + p["haze_offset"][b]
             assert x[b, sel_h].mean() == pytest.approx(expected, rel=0.08, abs=30)
+
     # the designed conflict: hazy maize has the NIR/SWIR shape of wheat elsewhere
     def nir_swir(sel):
         return x[3:5, sel].mean(axis=1)
+
     hazy_maize = nir_swir((y == 1) & (r == haze))
-    assert (np.linalg.norm(hazy_maize - nir_swir((y == 2) & np.isin(r, ref)))
-            < np.linalg.norm(hazy_maize - nir_swir((y == 1) & np.isin(r, ref))))
+    assert np.linalg.norm(hazy_maize - nir_swir((y == 2) & np.isin(r, ref))) < np.linalg.norm(
+        hazy_maize - nir_swir((y == 1) & np.isin(r, ref))
+    )
     assert 0.08 < (y[r == haze] != 255).mean() < 0.3
     assert (y[np.isin(r, ref)] != 255).mean() > 0.85
 
     def share(name, k):
         sel = (r == rid_of("crop", name)) & (y != 255)
         return (y[sel] == k).mean()
+
     assert share("Rice Bottoms", 4) > 0.3
     assert all(share(n, 4) < 0.15 for n in ("Prairie East", "High Plains", "River Terrace"))
 
     def spread(name):  # relative within-class spread of NIR for soy
         v = x[3, (y == 3) & (r == rid_of("crop", name))]
         return v.std() / v.mean()
+
     assert spread("Creek Bend") > 1.2 * spread("Prairie East")
     mesa = x[3, (y == 3) & (r == rid_of("crop", "Mesa Farms"))].mean()
     assert mesa / x[3, (y == 3) & np.isin(r, ref)].mean() == pytest.approx(0.85, abs=0.05)
@@ -266,8 +290,9 @@ def test_bad_arguments_raise_input_error(tmp_path):
 
 def test_cli_writes_the_demo(tmp_path):
     out = tmp_path / "demo"
-    rc = cli.main(["demo", "crop", "--out", str(out), "--seed", "1", "--size", "96",
-                   "--scenes", "3"])
+    rc = cli.main(
+        ["demo", "crop", "--out", str(out), "--seed", "1", "--size", "96", "--scenes", "3"]
+    )
     assert rc == 0
     names = demo_scene_names("crop", 3)
     assert sorted(p.stem for p in (out / "images").glob("*.tif")) == names

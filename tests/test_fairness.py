@@ -122,8 +122,9 @@ def test_cvar_averages_worst_fraction_by_ema():
     ref = lr[worst].mean()
     torch.testing.assert_close(loss, ref)
     assert set(torch.nonzero(s.region_weights()).flatten().tolist()) == set(worst.tolist())
-    torch.testing.assert_close(torch.autograd.grad(loss, logits, retain_graph=True)[0],
-                               torch.autograd.grad(ref, logits)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, logits, retain_graph=True)[0], torch.autograd.grad(ref, logits)[0]
+    )
 
 
 def test_absent_region_keeps_ema_estimate():
@@ -164,8 +165,9 @@ def test_spad_weights_zero_above_level_and_proportional_to_shortfall():
     w_eps = spad_weights(f, 0.8, strength=2.0, eps=0.01)
     torch.testing.assert_close(w_eps - w, torch.full((5,), 0.01))
     # nobody below the level: only eps
-    torch.testing.assert_close(spad_weights(torch.tensor([0.9, 0.95]), 0.8, 1.0, 0.0),
-                               torch.zeros(2))
+    torch.testing.assert_close(
+        spad_weights(torch.tensor([0.9, 0.95]), 0.8, 1.0, 0.0), torch.zeros(2)
+    )
 
 
 def test_confusion_f_score_support_weighted():
@@ -188,8 +190,7 @@ def test_spad_weights_applied_and_change_gradient():
     logits[2:] = -logits[2:]
     logits.requires_grad_(True)
     tile_regions = torch.tensor([[0], [0], [1], [1]])
-    s = SPAD(2, 3.0, partition_sizes=[2], num_classes=c, warmup_steps=1, switch_every=10,
-             eps=0.0)
+    s = SPAD(2, 3.0, partition_sizes=[2], num_classes=c, warmup_steps=1, switch_every=10, eps=0.0)
     pl = _pixel_loss(logits, target)
     valid = target != 255
     regions = torch.full_like(target, -1)
@@ -213,16 +214,28 @@ def test_spad_cycles_partitionings_in_shuffled_order_and_state_round_trip():
     kw = dict(partition_sizes=[3, 2], num_classes=3, warmup_steps=2, switch_every=1, seed=3)
     s = SPAD(3, **kw)
     for _ in range(5):
-        s.loss(_pixel_loss(logits, target).detach(), target != 255, regions, logits=logits,
-               target=target, tile_regions=tile_regions)
+        s.loss(
+            _pixel_loss(logits, target).detach(),
+            target != 255,
+            regions,
+            logits=logits,
+            target=target,
+            tile_regions=tile_regions,
+        )
     used = [p for _, p in s.history]
     assert [st for st, _ in s.history] == [2, 3, 4]
     assert sorted(used[:2]) == [0, 1]  # every partitioning once per cycle
     s2 = SPAD(3, **kw)
     s2.load_state_dict(s.state_dict())
     for strat in (s, s2):
-        strat.loss(_pixel_loss(logits, target).detach(), target != 255, regions, logits=logits,
-                   target=target, tile_regions=tile_regions)
+        strat.loss(
+            _pixel_loss(logits, target).detach(),
+            target != 255,
+            regions,
+            logits=logits,
+            target=target,
+            tile_regions=tile_regions,
+        )
     assert s.history == s2.history
     torch.testing.assert_close(s.conf, s2.conf)
 
@@ -230,8 +243,9 @@ def test_spad_cycles_partitionings_in_shuffled_order_and_state_round_trip():
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_ignored_pixels_never_contribute(name):
     logits, target, regions, tile_regions = _batch(7, b=2)
-    opts = dict(region_counts=torch.tensor([10.0, 20.0, 30.0, 40.0]), partition_sizes=[3, 2],
-                num_classes=3)
+    opts = dict(
+        region_counts=torch.tensor([10.0, 20.0, 30.0, 40.0]), partition_sizes=[3, 2], num_classes=3
+    )
     if name == "spad":
         opts.update(warmup_steps=0, switch_every=1)
     if name == "variance":
@@ -240,8 +254,9 @@ def test_ignored_pixels_never_contribute(name):
     for _ in range(2):  # second step: strategies with state have non-uniform weights
         logits.grad = None
         pl = _pixel_loss(logits, target)
-        loss = s.loss(pl, target != 255, regions, logits=logits, target=target,
-                      tile_regions=tile_regions)
+        loss = s.loss(
+            pl, target != 255, regions, logits=logits, target=target, tile_regions=tile_regions
+        )
         loss.backward()
         assert torch.isfinite(loss)
         grad = logits.grad.abs().sum(1)
@@ -250,8 +265,9 @@ def test_ignored_pixels_never_contribute(name):
     # garbage (NaN) loss on ignored pixels does not leak into the loss
     pl = _pixel_loss(logits, target).detach().clone()
     pl[target == 255] = float("nan")
-    assert torch.isfinite(s.loss(pl, target != 255, regions, logits=logits, target=target,
-                                 tile_regions=tile_regions))
+    assert torch.isfinite(
+        s.loss(pl, target != 255, regions, logits=logits, target=target, tile_regions=tile_regions)
+    )
 
 
 @pytest.mark.parametrize("name", ["reweight", "variance", "groupdro", "cvar"])
@@ -353,15 +369,21 @@ def test_variance_warmup_is_at_least_one_epoch_then_ramps():
 
 def test_region_class_group_ids_and_counts():
     n = torch.arange(1.0, 1.0 + K * 2)  # (region, class) pixel counts, group r * 2 + c
-    s = make_strategy("reweight", K, 1.0, groups="region_class", num_classes=2,
-                      region_class_counts=n, region_counts=torch.ones(K))
+    s = make_strategy(
+        "reweight",
+        K,
+        1.0,
+        groups="region_class",
+        num_classes=2,
+        region_class_counts=n,
+        region_counts=torch.ones(K),
+    )
     assert s.num_regions == K * 2
     w = n.sum() / n
     torch.testing.assert_close(s.weights, w / w.mean())
     regions = torch.tensor([[[0, 0, 3, 3, -1, 2]]])
     target = torch.tensor([[[0, 1, 0, 1, 1, 255]]])
-    torch.testing.assert_close(s.group_ids(regions, target),
-                               torch.tensor([[[0, 1, 6, 7, -1, -1]]]))
+    torch.testing.assert_close(s.group_ids(regions, target), torch.tensor([[[0, 1, 6, 7, -1, -1]]]))
     with pytest.raises(InputError, match="groups"):
         make_strategy("cvar", K, groups="country")
 

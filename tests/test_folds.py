@@ -19,10 +19,16 @@ from tests.test_splits import grid_index, quadrant_strata
 
 
 def _config(seeds=1, folds=1, buffer=0, **split):
-    return Settings.from_config(validate_config({
-        "datasets": {"d": {"task": "flood", "images": "x/*.tif", "labels": "y/*.tif"}},
-        "replicates": {"seeds": seeds, "folds": folds, "buffer_blocks": buffer},
-        "split": {"block_tiles": 2, **split}, "seed": 3}))
+    return Settings.from_config(
+        validate_config(
+            {
+                "datasets": {"d": {"task": "flood", "images": "x/*.tif", "labels": "y/*.tif"}},
+                "replicates": {"seeds": seeds, "folds": folds, "buffer_blocks": buffer},
+                "split": {"block_tiles": 2, **split},
+                "seed": 3,
+            }
+        )
+    )
 
 
 def test_every_block_is_in_test_exactly_once_per_seed_and_regions_spread():
@@ -34,11 +40,16 @@ def test_every_block_is_in_test_exactly_once_per_seed_and_regions_spread():
     assert set(folds) == {0, 1, 2, 3}
     # each quadrant region (25 blocks) spreads over all folds, within one block of even
     for r in range(4):
-        per_fold = pd.Series(blocks[strata.to_numpy() == r]).groupby(
-            folds[strata.to_numpy() == r]).nunique()
+        per_fold = (
+            pd.Series(blocks[strata.to_numpy() == r])
+            .groupby(folds[strata.to_numpy() == r])
+            .nunique()
+        )
         assert len(per_fold) == 4 and per_fold.max() - per_fold.min() <= 1
-    tests = [fold_split(idx, folds, f, val=0.2, block_tiles=2, buffer_blocks=0, strata=strata)
-             for f in range(4)]
+    tests = [
+        fold_split(idx, folds, f, val=0.2, block_tiles=2, buffer_blocks=0, strata=strata)
+        for f in range(4)
+    ]
     in_test = np.sum([t.to_numpy() == "test" for t in tests], axis=0)
     assert (in_test == 1).all()
 
@@ -47,8 +58,7 @@ def test_fold_split_has_val_from_the_rest_and_no_buffer_by_default():
     idx = grid_index()
     strata = quadrant_strata(idx)
     folds = assign_folds(idx, n_folds=4, block_tiles=2, seed=0, strata=strata)
-    s = fold_split(idx, folds, 1, val=0.25, block_tiles=2, buffer_blocks=0, strata=strata,
-                   seed=0)
+    s = fold_split(idx, folds, 1, val=0.25, block_tiles=2, buffer_blocks=0, strata=strata, seed=0)
     assert set(s) == {"train", "val", "test"}
     rest = (s != "test").sum()
     assert abs((s == "val").sum() / rest - 0.25) < 0.08
@@ -74,7 +84,13 @@ def test_replicates_pair_seeds_and_columns():
     cfg = _config(seeds=2, folds=3, seed=10)
     reps = replicates(cfg)
     assert [(r.seed, r.fold, r.split_seed) for r in reps] == [
-        (3, 0, 10), (3, 1, 10), (3, 2, 10), (4, 0, 11), (4, 1, 11), (4, 2, 11)]
+        (3, 0, 10),
+        (3, 1, 10),
+        (3, 2, 10),
+        (4, 0, 11),
+        (4, 1, 11),
+        (4, 2, 11),
+    ]
     assert reps[4].id == "s4-f1" and reps[4].column == "split__s4_f1"
     idx = grid_index()
     cols = replicate_splits(idx, cfg, strata=quadrant_strata(idx))
@@ -91,8 +107,9 @@ def test_unreplicated_config_adds_no_column_and_one_fold_replicates_resplit():
     assert replicate_splits(idx, _config()).shape[1] == 0
     assert [r.column for r in replicates(_config())] == ["split"]
     cols = replicate_splits(idx, _config(seeds=2, seed=7), strata=quadrant_strata(idx))
-    first = assign_splits(idx, block_tiles=2, val=0.2, test=0.2, seed=7,
-                          strata=quadrant_strata(idx))
+    first = assign_splits(
+        idx, block_tiles=2, val=0.2, test=0.2, seed=7, strata=quadrant_strata(idx)
+    )
     assert (cols["split__s3_f0"].to_numpy() == first.to_numpy()).all()
     assert not cols["split__s4_f0"].equals(cols["split__s3_f0"])
 

@@ -51,11 +51,11 @@ from spatialfair.errors import InputError
 from spatialfair.evaluate import evaluate_dataset
 from spatialfair.io import GeoTiffWriter, hex_colormap
 from spatialfair.partitions import build_partitions, read_partitions
+from spatialfair.settings import Settings
 from spatialfair.splits import split_tiles
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
 from spatialfair.validation import scan_image, validate_dataset
-from spatialfair.settings import Settings
 
 IGNORE = 255
 EXTRA_LABEL_NODATA = 254
@@ -68,22 +68,31 @@ CRS_SPACE = {
     "EPSG:3857": ((1.2e6, 2.2e6), (5.0e6, 7.0e6), (5.0, 20.0, 100.0)),
 }
 DTYPES = ("uint8", "uint16", "int16", "float32")
-NODATA_CHOICES = {"uint8": (0, 250), "uint16": (0, 65535), "int16": (-32768, -9999),
-                  "float32": (float("nan"), -9999.0)}
+NODATA_CHOICES = {
+    "uint8": (0, 250),
+    "uint16": (0, 65535),
+    "int16": (-32768, -9999),
+    "float32": (float("nan"), -9999.0),
+}
 PATTERNS = ("none", "random", "nan_block", "all_but_one")
 
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @dataclass
 class SceneSpec:
     name: str
-    image: np.ndarray          # (bands, H, W) as written
-    label: np.ndarray          # (H, W) uint8 as written
+    image: np.ndarray  # (bands, H, W) as written
+    label: np.ndarray  # (H, W) uint8 as written
     crs: str
     transform: rasterio.Affine
-    nodata: float | None       # image nodata in the file
+    nodata: float | None  # image nodata in the file
     label_nodata: int | None
     pattern: str
     pred: np.ndarray = field(default=None)  # (H, W) uint8 prediction
@@ -96,17 +105,24 @@ class Case:
     dtype: str
     scenes: list[SceneSpec]
     regions: list[tuple[str, shapely.Geometry]] | None  # EPSG:4326 polygons
-    pred_mode: str             # "label" or "random"
-    pred_format: str           # "cog" or "tiled16"
+    pred_mode: str  # "label" or "random"
+    pred_format: str  # "cog" or "tiled16"
     grid_max: int
-    window_side: int           # evaluation window side (whole blocks of the prediction)
+    window_side: int  # evaluation window side (whole blocks of the prediction)
 
 
 # --------------------------------------------------------------------------- generation
 
 
-def _image(rng: np.random.Generator, dtype: str, bands: int, h: int, w: int,
-           nodata: float | None, pattern: str) -> np.ndarray:
+def _image(
+    rng: np.random.Generator,
+    dtype: str,
+    bands: int,
+    h: int,
+    w: int,
+    nodata: float | None,
+    pattern: str,
+) -> np.ndarray:
     """Random image with the nodata ``pattern`` applied (every band at nodata, or NaN)."""
     if dtype == "float32":
         img = rng.normal(-12, 4, (bands, h, w)).astype(np.float32)
@@ -130,7 +146,7 @@ def _image(rng: np.random.Generator, dtype: str, bands: int, h: int, w: int,
         for _ in range(int(rng.integers(1, 4))):
             r0, c0 = rng.integers(0, h), rng.integers(0, w)
             m = np.zeros((h, w), bool)
-            m[r0:r0 + rng.integers(1, h + 1), c0:c0 + rng.integers(1, w + 1)] = True
+            m[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = True
             if dtype == "float32":
                 img[:, m] = np.nan  # NaN blocks whatever the nodata value
             else:
@@ -150,15 +166,16 @@ def _image(rng: np.random.Generator, dtype: str, bands: int, h: int, w: int,
     return img
 
 
-def _labels(rng: np.random.Generator, n_classes: int, h: int, w: int,
-            label_nodata: int | None) -> np.ndarray:
+def _labels(
+    rng: np.random.Generator, n_classes: int, h: int, w: int, label_nodata: int | None
+) -> np.ndarray:
     lab = rng.integers(0, n_classes, (h, w)).astype(np.uint8)
     kind = rng.integers(0, 4)
     if kind == 1:
         lab[rng.random((h, w)) < rng.uniform(0.05, 0.5)] = IGNORE
     elif kind == 2:
         r0, c0 = rng.integers(0, h), rng.integers(0, w)
-        lab[r0:r0 + rng.integers(1, h + 1), c0:c0 + rng.integers(1, w + 1)] = IGNORE
+        lab[r0 : r0 + rng.integers(1, h + 1), c0 : c0 + rng.integers(1, w + 1)] = IGNORE
     elif kind == 3 and rng.random() < 0.3:
         lab[:] = IGNORE
     if label_nodata == EXTRA_LABEL_NODATA:
@@ -185,8 +202,7 @@ def cases(draw) -> Case:
         (x0, x1), (y0, y1), sizes = CRS_SPACE[crs]
         res = draw(st.sampled_from(sizes))
         res_y = res * draw(st.sampled_from([1.0, 1.0, 0.5, 2.0]))  # non-square pixels
-        transform = from_origin(float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)),
-                                res, res_y)
+        transform = from_origin(float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)), res, res_y)
         pattern = draw(st.sampled_from(PATTERNS)) if draw(st.integers(0, 5)) else "none"
         if i == n_scenes - 1 and empty_scene:
             pattern = "all"
@@ -196,8 +212,9 @@ def cases(draw) -> Case:
         label_nodata = draw(st.sampled_from([None, IGNORE, EXTRA_LABEL_NODATA]))
         img = _image(rng, dtype, bands, h, w, nodata, pattern)
         lab = _labels(rng, n_classes, h, w, label_nodata)
-        scenes.append(SceneSpec(f"scene{i}", img, lab, crs, transform, nodata, label_nodata,
-                                pattern))
+        scenes.append(
+            SceneSpec(f"scene{i}", img, lab, crs, transform, nodata, label_nodata, pattern)
+        )
     pred_mode = draw(st.sampled_from(["label", "random"]))
     for sc in scenes:
         if pred_mode == "label":
@@ -213,19 +230,31 @@ def cases(draw) -> Case:
             sc = scenes[draw(st.integers(0, n_scenes - 1))]
             h, w = sc.label.shape
             west, south, east, north = transform_bounds(
-                sc.crs, "EPSG:4326", *rasterio.transform.array_bounds(h, w, sc.transform))
+                sc.crs, "EPSG:4326", *rasterio.transform.array_bounds(h, w, sc.transform)
+            )
             fx = sorted(rng.uniform(-0.2, 1.2, 2))
             fy = sorted(rng.uniform(-0.2, 1.2, 2))
-            box = shapely.box(west + fx[0] * (east - west), south + fy[0] * (north - south),
-                              west + max(fx[1], fx[0] + 0.05) * (east - west),
-                              south + max(fy[1], fy[0] + 0.05) * (north - south))
+            box = shapely.box(
+                west + fx[0] * (east - west),
+                south + fy[0] * (north - south),
+                west + max(fx[1], fx[0] + 0.05) * (east - west),
+                south + max(fy[1], fy[0] + 0.05) * (north - south),
+            )
             if rng.random() < 0.4:  # a triangle instead of a box
                 x0, y0, x1, y1 = box.bounds
                 box = shapely.Polygon([(x0, y0), (x1, y0), ((x0 + x1) / 2, y1)])
             regions.append((f"region_{k}", box))
-    return Case(task, tile, dtype, scenes, regions, pred_mode,
-                draw(st.sampled_from(["cog", "tiled16"])), draw(st.sampled_from([2, 3])),
-                draw(st.sampled_from([16, 48, 1024])))
+    return Case(
+        task,
+        tile,
+        dtype,
+        scenes,
+        regions,
+        pred_mode,
+        draw(st.sampled_from(["cog", "tiled16"])),
+        draw(st.sampled_from([2, 3])),
+        draw(st.sampled_from([16, 48, 1024])),
+    )
 
 
 # --------------------------------------------------------------------------- writing
@@ -233,9 +262,19 @@ def cases(draw) -> Case:
 
 def _write_raster(path: Path, data: np.ndarray, sc: SceneSpec, nodata, **extra) -> None:
     data = data if data.ndim == 3 else data[None]
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, crs=sc.crs,
-                       transform=sc.transform, nodata=nodata, **extra) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=sc.crs,
+        transform=sc.transform,
+        nodata=nodata,
+        **extra,
+    ) as dst:
         dst.write(data)
 
 
@@ -248,21 +287,29 @@ def _write_inputs(case: Case, root: Path) -> dict:
         labels.append(root / "labels" / f"{sc.name}.tif")
         _write_raster(images[-1], sc.image, sc, sc.nodata)
         _write_raster(labels[-1], sc.label, sc, sc.label_nodata)
-    block = {"task": case.task, "images": [str(p) for p in images],
-             "labels": [str(p) for p in labels]}
+    block = {
+        "task": case.task,
+        "images": [str(p) for p in images],
+        "labels": [str(p) for p in labels],
+    }
     if case.regions:
-        gdf = gpd.GeoDataFrame({"region": [n for n, _ in case.regions]},
-                               geometry=[g for _, g in case.regions], crs="EPSG:4326")
+        gdf = gpd.GeoDataFrame(
+            {"region": [n for n, _ in case.regions]},
+            geometry=[g for _, g in case.regions],
+            crs="EPSG:4326",
+        )
         gdf.to_file(root / "regions.gpkg", layer="regions", engine="pyogrio")
         block["regions"] = str(root / "regions.gpkg")
-    config = validate_config({
-        "seed": 3,
-        "datasets": {"fz": block},
-        "tiling": {"size": case.tile, "overlap": 0, "min_valid_fraction": 0.0},
-        "partitions": {"grid_max": case.grid_max, "offset_grids": 1, "kmeans": [3]},
-        "split": {"block_tiles": 1},
-        "evaluation": {"split": "all", "significance": "none", "min_region_pixels": 0},
-    })
+    config = validate_config(
+        {
+            "seed": 3,
+            "datasets": {"fz": block},
+            "tiling": {"size": case.tile, "overlap": 0, "min_valid_fraction": 0.0},
+            "partitions": {"grid_max": case.grid_max, "offset_grids": 1, "kmeans": [3]},
+            "split": {"block_tiles": 1},
+            "evaluation": {"split": "all", "significance": "none", "min_region_pixels": 0},
+        }
+    )
     return {"config": config, "ds": dataset_config(config, "fz")}
 
 
@@ -270,15 +317,31 @@ def _write_predictions(case: Case, pred_dir: Path, colors: list[str]) -> None:
     for sc in case.scenes:
         h, w = sc.pred.shape
         if case.pred_format == "cog":
-            with GeoTiffWriter(pred_dir / f"{sc.name}.tif", crs=sc.crs, transform=sc.transform,
-                               width=w, height=h, count=1, dtype="uint8", nodata=255,
-                               descriptions=["class"], colormap=hex_colormap(colors),
-                               categorical=True) as dst:
+            with GeoTiffWriter(
+                pred_dir / f"{sc.name}.tif",
+                crs=sc.crs,
+                transform=sc.transform,
+                width=w,
+                height=h,
+                count=1,
+                dtype="uint8",
+                nodata=255,
+                descriptions=["class"],
+                colormap=hex_colormap(colors),
+                categorical=True,
+            ) as dst:
                 dst.write(sc.pred, Window(0, 0, w, h))
         else:  # small blocks: several evaluation windows per scene
             pred_dir.mkdir(parents=True, exist_ok=True)
-            _write_raster(pred_dir / f"{sc.name}.tif", sc.pred, sc, 255, tiled=True,
-                          blockxsize=16, blockysize=16)
+            _write_raster(
+                pred_dir / f"{sc.name}.tif",
+                sc.pred,
+                sc,
+                255,
+                tiled=True,
+                blockxsize=16,
+                blockysize=16,
+            )
 
 
 # --------------------------------------------------------------------------- expectations
@@ -347,9 +410,9 @@ def _check_store(case: Case, store: TileStore, exp: dict, n_classes: int) -> Non
         if n:
             labels, images = store.labels(sc.name), store.images(sc.name)
             for k, (r, c) in enumerate(zip(ro.tolist(), co.tolist())):
-                lab_canvas[r:r + T, c:c + T] = labels[k]
-                img_canvas[:, r:r + T, c:c + T] = images[k]
-                covered[r:r + T, c:c + T] = True
+                lab_canvas[r : r + T, c : c + T] = labels[k]
+                img_canvas[:, r : r + T, c : c + T] = images[k]
+                covered[r : r + T, c : c + T] = True
             n_valid_chips = (np.asarray(labels) != IGNORE).reshape(n, -1).sum(axis=1)
             np.testing.assert_array_equal(n_valid_chips, rows["n_valid"].to_numpy())
         np.testing.assert_array_equal(lab_canvas[:h, :w], e["label"])
@@ -368,14 +431,24 @@ def _check_footprints(sc: SceneSpec, rows, study_crs, T: int) -> None:
     x_a, x_b = t.c + t.a * co, t.c + t.a * (co + T)
     y_a, y_b = t.f + t.e * ro, t.f + t.e * (ro + T)
     scale = max(abs(t.c), abs(t.f), 1.0)
-    for col, want in (("xmin", np.minimum(x_a, x_b)), ("xmax", np.maximum(x_a, x_b)),
-                      ("ymin", np.minimum(y_a, y_b)), ("ymax", np.maximum(y_a, y_b))):
+    for col, want in (
+        ("xmin", np.minimum(x_a, x_b)),
+        ("xmax", np.maximum(x_a, x_b)),
+        ("ymin", np.minimum(y_a, y_b)),
+        ("ymax", np.maximum(y_a, y_b)),
+    ):
         np.testing.assert_allclose(rows[col].to_numpy(), want, rtol=0, atol=1e-9 * scale)
     assert set(rows["scene_crs"]) == {rasterio.crs.CRS.from_user_input(sc.crs).to_string()}
     # pixel centres along the border of every window (padding included) lie in the footprint
     k = np.arange(T) + 0.5
-    edge = np.concatenate([np.stack([k, np.full(T, 0.5)], 1), np.stack([k, np.full(T, T - .5)], 1),
-                           np.stack([np.full(T, 0.5), k], 1), np.stack([np.full(T, T - .5), k], 1)])
+    edge = np.concatenate(
+        [
+            np.stack([k, np.full(T, 0.5)], 1),
+            np.stack([k, np.full(T, T - 0.5)], 1),
+            np.stack([np.full(T, 0.5), k], 1),
+            np.stack([np.full(T, T - 0.5), k], 1),
+        ]
+    )
     tr = Transformer.from_crs(sc.crs, study_crs, always_xy=True)
     for geom, r, c in zip(rows.geometry.values, ro, co):
         cols_, rows_ = c + edge[:, 0], r + edge[:, 1]
@@ -393,8 +466,9 @@ def _naive_confusion(case: Case, exp: dict, n_classes: int) -> np.ndarray:
     return cm
 
 
-def _check_evaluation(case: Case, result, out_dir: Path, exp: dict, n_classes: int,
-                      parts: dict) -> None:
+def _check_evaluation(
+    case: Case, result, out_dir: Path, exp: dict, n_classes: int, parts: dict
+) -> None:
     doc = json.loads((out_dir / "metrics.json").read_text())
     assert doc == result.metrics
     assert doc["split"] == "all"
@@ -407,9 +481,12 @@ def _check_evaluation(case: Case, result, out_dir: Path, exp: dict, n_classes: i
         assert doc["overall"]["macro_f1"] == pytest.approx(1.0)
     else:
         assert doc["overall"]["accuracy"] == pytest.approx(np.trace(cm) / n_expected)
-    covering = [n for n, p in parts.items() if p.kind in ("grid", "offset_grid", "kmeans")
-                or (n == "regions" and not case.regions)]
-    assert sum(p.kind == "grid" for p in parts.values()) == case.grid_max ** 2 - 1
+    covering = [
+        n
+        for n, p in parts.items()
+        if p.kind in ("grid", "offset_grid", "kmeans") or (n == "regions" and not case.regions)
+    ]
+    assert sum(p.kind == "grid" for p in parts.values()) == case.grid_max**2 - 1
     for name, entry in doc["partitionings"].items():
         total = sum(r["n_pixels"] for r in entry["regions"])
         table = result.tables[name]
@@ -455,16 +532,26 @@ def _pipeline(case: Case, root: Path) -> None:
         assert "Fix:" in error
     if empty_scene:
         with pytest.raises(InputError, match="every pixel of the image is invalid") as err:
-            validate_dataset(ds, settings=Settings.from_config(config), dataset_checks=not no_labels)
+            validate_dataset(
+                ds, settings=Settings.from_config(config), dataset_checks=not no_labels
+            )
         assert "Fix:" in str(err.value) and empty_scene[0].name in str(err.value)
         with pytest.raises(InputError, match="every pixel of the image is invalid"):
-            tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
+            tile_dataset(
+                ds,
+                store_dir,
+                settings=Settings.from_config(
+                    {"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}
+                ),
+            )
         assert not (store_dir / "store.json").exists()
         assert not list(store_dir.glob("*.bin")) if store_dir.exists() else True
         event("outcome: all-invalid scene rejected")
         return
     assert no_labels or error is None, error
-    pairs = validate_dataset(ds, settings=Settings.from_config(config), dataset_checks=not no_labels)
+    pairs = validate_dataset(
+        ds, settings=Settings.from_config(config), dataset_checks=not no_labels
+    )
     assert [p[0].path.stem for p in pairs] == [sc.name for sc in case.scenes]
     for sc, (img_info, _) in zip(case.scenes, pairs):
         stats = scan_image(img_info, list(range(1, sc.image.shape[0] + 1)), sc.nodata)
@@ -474,12 +561,24 @@ def _pipeline(case: Case, root: Path) -> None:
 
     if not any(e["valid"].any() for e in exp.values()):
         with pytest.raises(InputError, match="no tile has") as err:
-            tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
+            tile_dataset(
+                ds,
+                store_dir,
+                settings=Settings.from_config(
+                    {"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}
+                ),
+            )
         assert "Fix:" in str(err.value)
         assert not (store_dir / "store.json").exists()
         event("outcome: no labelled pixel, tiling rejected")
         return
-    store = tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        store_dir,
+        settings=Settings.from_config(
+            {"tiling": dict(size=case.tile, overlap=0, min_valid_fraction=0.0)}
+        ),
+    )
     _check_store(case, store, exp, n_classes)
 
     parts_path = root / "results" / "partitions.gpkg"
@@ -512,11 +611,28 @@ def _pipeline(case: Case, root: Path) -> None:
     out_dir = root / "results" / "run" / "fairness"
     if not any((exp[sc.name]["valid"] & (sc.pred != 255)).any() for sc in case.scenes):
         with pytest.raises(InputError, match="no labelled pixel") as err:
-            evaluate_dataset(store_dir, pred_dir, out_dir, dataset=ds, partitions=parts_path, settings=Settings.from_config(config), split="all")
+            evaluate_dataset(
+                store_dir,
+                pred_dir,
+                out_dir,
+                dataset=ds,
+                partitions=parts_path,
+                settings=Settings.from_config(config),
+                split="all",
+            )
         assert "Fix:" in str(err.value)
         event("outcome: nothing to evaluate")
         return
-    result = evaluate_dataset(store_dir, pred_dir, out_dir, dataset=ds, partitions=parts_path, settings=Settings.from_config(config), split="all", window_side=case.window_side)
+    result = evaluate_dataset(
+        store_dir,
+        pred_dir,
+        out_dir,
+        dataset=ds,
+        partitions=parts_path,
+        settings=Settings.from_config(config),
+        split="all",
+        window_side=case.window_side,
+    )
     _check_evaluation(case, result, out_dir, exp, n_classes, parts)
     event(f"outcome: evaluated, {len({sc.crs for sc in case.scenes})} CRS(s)")
     event(f"patterns: {sorted({sc.pattern for sc in case.scenes})}")

@@ -10,8 +10,13 @@ from rasterio.windows import Window
 
 from spatialfair.errors import InputError
 from spatialfair.io import (
-    GeoTiffWriter, check_same_grid, compression_threads, hex_colormap, inspect_raster,
-    invalid_mask, read_padded,
+    GeoTiffWriter,
+    check_same_grid,
+    compression_threads,
+    hex_colormap,
+    inspect_raster,
+    invalid_mask,
+    read_padded,
 )
 from tests.conftest import write_tif
 
@@ -41,9 +46,14 @@ def test_inspect_counts_bands(tmp_path):
 
 def test_check_same_grid_names_every_difference(tmp_path):
     img = inspect_raster(write_tif(tmp_path / "img.tif", np.zeros((8, 8), np.uint8)))
-    lab = inspect_raster(write_tif(
-        tmp_path / "lab.tif", np.zeros((9, 8), np.uint8), crs="EPSG:32634",
-        transform=from_origin(500010, 5800000, 10, 10)))
+    lab = inspect_raster(
+        write_tif(
+            tmp_path / "lab.tif",
+            np.zeros((9, 8), np.uint8),
+            crs="EPSG:32634",
+            transform=from_origin(500010, 5800000, 10, 10),
+        )
+    )
     with pytest.raises(InputError) as exc:
         check_same_grid(img, lab)
     msg = str(exc.value)
@@ -75,13 +85,22 @@ def test_geotiff_writer_makes_cog_with_georeferencing(tmp_path):
     out = tmp_path / "classes.tif"
     rng = np.random.default_rng(1)
     full = rng.integers(0, 3, (600, 700)).astype(np.uint8)
-    with GeoTiffWriter(out, crs="EPSG:32633", transform=t, width=700, height=600, count=1,
-                       dtype="uint8", nodata=255, descriptions=["class"],
-                       colormap=hex_colormap(["#ff0000", "#00ff00", "#0000ff"]),
-                       categorical=True) as w:
+    with GeoTiffWriter(
+        out,
+        crs="EPSG:32633",
+        transform=t,
+        width=700,
+        height=600,
+        count=1,
+        dtype="uint8",
+        nodata=255,
+        descriptions=["class"],
+        colormap=hex_colormap(["#ff0000", "#00ff00", "#0000ff"]),
+        categorical=True,
+    ) as w:
         for r in range(0, 600, 256):
             for c in range(0, 700, 256):
-                w.write(full[r:r + 256, c:c + 256], Window(c, r, 256, 256))
+                w.write(full[r : r + 256, c : c + 256], Window(c, r, 256, 256))
     assert not list(tmp_path.glob(".*partial*"))
     with rasterio.open(out) as src:
         assert src.crs.to_epsg() == 32633 and src.transform == t
@@ -101,6 +120,7 @@ def test_compression_threads_follow_the_job(monkeypatch):
     monkeypatch.setenv("GDAL_NUM_THREADS", "ALL_CPUS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     import os
+
     assert compression_threads() == len(os.sched_getaffinity(0))
 
 
@@ -111,9 +131,17 @@ def test_cog_is_identical_with_any_compression_threads(tmp_path, monkeypatch, th
     rng = np.random.default_rng(4)
     data = rng.random((520, 600)).astype(np.float32)
     out = tmp_path / "p.tif"
-    with GeoTiffWriter(out, crs="EPSG:32633", transform=from_origin(0, 600, 1, 1), width=600,
-                       height=520, count=1, dtype="float32", nodata=-1.0,
-                       descriptions=["p_water"]) as w:
+    with GeoTiffWriter(
+        out,
+        crs="EPSG:32633",
+        transform=from_origin(0, 600, 1, 1),
+        width=600,
+        height=520,
+        count=1,
+        dtype="float32",
+        nodata=-1.0,
+        descriptions=["p_water"],
+    ) as w:
         w.write(data, Window(0, 0, 600, 520))
     with rasterio.open(out) as src:
         np.testing.assert_array_equal(src.read(1), data)
@@ -123,9 +151,17 @@ def test_cog_is_identical_with_any_compression_threads(tmp_path, monkeypatch, th
 def test_geotiff_writer_leaves_nothing_on_error(tmp_path):
     out = tmp_path / "x.tif"
     with pytest.raises(RuntimeError):
-        with GeoTiffWriter(out, crs="EPSG:4326", transform=from_origin(0, 1, 0.1, 0.1), width=10,
-                           height=10, count=1, dtype="float32", nodata=float("nan"),
-                           descriptions=["p"]) as w:
+        with GeoTiffWriter(
+            out,
+            crs="EPSG:4326",
+            transform=from_origin(0, 1, 0.1, 0.1),
+            width=10,
+            height=10,
+            count=1,
+            dtype="float32",
+            nodata=float("nan"),
+            descriptions=["p"],
+        ) as w:
             w.write(np.zeros((10, 10), np.float32), Window(0, 0, 10, 10))
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []

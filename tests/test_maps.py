@@ -49,13 +49,24 @@ def _scene_arrays(rows, cols, col0, rng):
     img = np.stack([np.where(water, -20.0, -8.0), np.where(water, -25.0, -14.0)]).astype(np.float32)
     img += rng.normal(0, 0.5, img.shape).astype(np.float32)
     label = water.copy()
-    label[rows - 9:, :7] = 255  # unlabelled corner
-    img[:, :5, cols - 6:] = np.nan  # invalid image pixels
+    label[rows - 9 :, :7] = 255  # unlabelled corner
+    img[:, :5, cols - 6 :] = np.nan  # invalid image pixels
     return img, label
 
 
-def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="erm",
-             significance="scan", n_sim=199, tiles_split=None, overlap=0, dry_east=False):
+def make_run(
+    tmp_path: Path,
+    *,
+    east_error=0.35,
+    base_error=0.03,
+    seed=0,
+    run="erm",
+    significance="scan",
+    n_sim=199,
+    tiles_split=None,
+    overlap=0,
+    dry_east=False,
+):
     """Build inputs for ``evaluate_dataset``; returns a dict of paths and arrays.
 
     ``dry_east``: the east region's truth holds no water at all (its image shows land)."""
@@ -74,21 +85,38 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
         write_tif(img_dir / f"{name}.tif", img, transform=t, descriptions=["VV", "VH"])
         write_tif(lab_dir / f"{name}.tif", label, transform=t)
         truth[name] = (img, label, t)
-    config = validate_config({
-        "seed": seed,
-        "datasets": {"fl": {"task": "flood", "images": str(img_dir / "*.tif"),
-                            "labels": str(lab_dir / "*.tif")}},
-        "tiling": {"size": 32},
-        # errors are independent pixel flips (no spatial autocorrelation), and 18 tiles
-        # make only 6 blocks: tiles are the right significance unit here
-        "evaluation": {"min_region_pixels": 300, "n_simulations": n_sim,
-                       "significance": significance, "alpha": 0.05,
-                       "significance_unit": "tile"},
-    })
+    config = validate_config(
+        {
+            "seed": seed,
+            "datasets": {
+                "fl": {
+                    "task": "flood",
+                    "images": str(img_dir / "*.tif"),
+                    "labels": str(lab_dir / "*.tif"),
+                }
+            },
+            "tiling": {"size": 32},
+            # errors are independent pixel flips (no spatial autocorrelation), and 18 tiles
+            # make only 6 blocks: tiles are the right significance unit here
+            "evaluation": {
+                "min_region_pixels": 300,
+                "n_simulations": n_sim,
+                "significance": significance,
+                "alpha": 0.05,
+                "significance_unit": "tile",
+            },
+        }
+    )
     ds = dataset_config(config, "fl")
     store_dir = tmp_path / "results" / "fl" / "tiles"
     if not (store_dir / "store.json").exists():
-        store = tile_dataset(ds, store_dir, settings=Settings.from_config({"tiling": dict(size=32, overlap=overlap, min_valid_fraction=0.05)}))
+        store = tile_dataset(
+            ds,
+            store_dir,
+            settings=Settings.from_config(
+                {"tiling": dict(size=32, overlap=overlap, min_valid_fraction=0.05)}
+            ),
+        )
         index = store.index.copy()
         # a checkerboard of tiles: test where (row + col) tile index is even
         tr, tc = index["row_off"] // 32, index["col_off"] // 32
@@ -104,7 +132,8 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
         user = gpd.GeoDataFrame(
             {"region_id": [0, 1], "region": ["west", "east"]},
             geometry=[shapely.box(X0, ymin, EAST_X, Y0), shapely.box(EAST_X, ymin, xmax, Y0)],
-            crs=UTM)
+            crs=UTM,
+        )
         parts = [Partitioning("regions", "regions", user)]
         for r, c in ((1, 2), (2, 2), (2, 3)):
             spec = GridSpec(r, c, (X0, ymin, xmax, Y0), UTM)
@@ -120,19 +149,43 @@ def make_run(tmp_path: Path, *, east_error=0.35, base_error=0.03, seed=0, run="e
         pred = np.where(label == 255, rng.integers(0, 2, (rows, cols)), label).astype(np.uint8)
         pred = np.where(flip, 1 - pred, pred).astype(np.uint8)
         pred[~np.isfinite(img).all(axis=0)] = 255
-        with GeoTiffWriter(pred_dir / f"{name}.tif", crs=UTM, transform=t, width=cols,
-                           height=rows, count=1, dtype="uint8", nodata=255,
-                           descriptions=["class"]) as dst:
+        with GeoTiffWriter(
+            pred_dir / f"{name}.tif",
+            crs=UTM,
+            transform=t,
+            width=cols,
+            height=rows,
+            count=1,
+            dtype="uint8",
+            nodata=255,
+            descriptions=["class"],
+        ) as dst:
             dst.write(pred, Window(0, 0, cols, rows))
         preds[name] = pred
-    return {"config": config, "ds": ds, "store": store, "store_dir": store_dir,
-            "parts": parts_path, "pred_dir": pred_dir, "truth": truth, "preds": preds,
-            "out": tmp_path / "results" / "fl" / run / "fairness"}
+    return {
+        "config": config,
+        "ds": ds,
+        "store": store,
+        "store_dir": store_dir,
+        "parts": parts_path,
+        "pred_dir": pred_dir,
+        "truth": truth,
+        "preds": preds,
+        "out": tmp_path / "results" / "fl" / run / "fairness",
+    }
 
 
 def evaluate(run_inputs, **kw):
     r = run_inputs
-    return evaluate_dataset(r["store_dir"], r["pred_dir"], r["out"], dataset=r["ds"], partitions=r["parts"], settings=Settings.from_config(r["config"]), **kw)
+    return evaluate_dataset(
+        r["store_dir"],
+        r["pred_dir"],
+        r["out"],
+        dataset=r["ds"],
+        partitions=r["parts"],
+        settings=Settings.from_config(r["config"]),
+        **kw,
+    )
 
 
 def naive_confusions(run_inputs, split="test"):
@@ -145,7 +198,7 @@ def naive_confusions(run_inputs, split="test"):
         pred = run_inputs["preds"][name]
         mask = np.zeros((rows, cols), bool)
         for _, tile in index[(index["scene"] == name) & (index["split"] == split)].iterrows():
-            mask[tile.row_off:tile.row_off + 32, tile.col_off:tile.col_off + 32] = True
+            mask[tile.row_off : tile.row_off + 32, tile.col_off : tile.col_off + 32] = True
         ok = mask & (label != 255) & np.isfinite(img).all(axis=0) & (pred != 255)
         x = X0 + (np.arange(cols) + col0 + 0.5) * RES
         region = np.broadcast_to((x >= EAST_X).astype(int)[None, :], (rows, cols))
@@ -178,8 +231,7 @@ def test_metrics_match_naive_computation(evaluated):
         exp = metrics_from_confusion(by_region[i], ["land", "water"])
         assert regions[name]["n_pixels"] == by_region[i].sum()
         assert regions[name]["iou_water"] == pytest.approx(exp["iou_water"])
-        assert regions[name]["deviation"] == pytest.approx(exp["iou_water"]
-                                                           - expected["iou_water"])
+        assert regions[name]["deviation"] == pytest.approx(exp["iou_water"] - expected["iou_water"])
     # every partitioning sees the same pixels
     for name, part in doc["partitionings"].items():
         assert sum(x["n_pixels"] for x in part["regions"]) == overall.sum(), name
@@ -193,8 +245,11 @@ def test_injected_errors_make_east_significantly_worse(evaluated):
     assert east["significant"] and east["direction"] == -1 and east["p_value"] <= 0.05
     assert east["iou_water"] < west["iou_water"] - 0.2
     # two regions: the scan is two-sided, so "west better than the rest" is the same split
-    worse = [x["name"] for x in doc["partitionings"]["regions"]["regions"]
-             if x["significant"] and x["direction"] < 0]
+    worse = [
+        x["name"]
+        for x in doc["partitionings"]["regions"]["regions"]
+        if x["significant"] and x["direction"] < 0
+    ]
     assert worse == ["east"]
     assert "east" in doc["significant_regions"]["regions"]
     s = doc["partitionings"]["regions"]["summaries"]["iou_water"]
@@ -218,8 +273,18 @@ def test_by_region_csv(evaluated):
     r, result, _ = evaluated
     table = pd.read_csv(r["out"] / "by_region.csv")
     assert len(table) == 2 + 2 + 4 + 6
-    assert {"partitioning", "kind", "region", "n_pixels", "iou_water", "deviation", "p_value",
-            "significant", "precision_water", "recall_land"} <= set(table.columns)
+    assert {
+        "partitioning",
+        "kind",
+        "region",
+        "n_pixels",
+        "iou_water",
+        "deviation",
+        "p_value",
+        "significant",
+        "precision_water",
+        "recall_land",
+    } <= set(table.columns)
     east = table[(table.partitioning == "regions") & (table.region == "east")].iloc[0]
     assert bool(east.significant)
 
@@ -235,10 +300,12 @@ def test_fairness_gpkg_layers_and_default_styles(evaluated):
     east = gdf[gdf.region == "east"].iloc[0]
     assert east.significant and east.deviation < 0 and east.n_pixels > 0
     with sqlite3.connect(gpkg) as con:
-        rows = con.execute("SELECT f_table_name, f_geometry_column, useAsDefault, styleQML "
-                           "FROM layer_styles").fetchall()
-        geom_cols = dict(con.execute(
-            "SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall())
+        rows = con.execute(
+            "SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles"
+        ).fetchall()
+        geom_cols = dict(
+            con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall()
+        )
     styled = {row[0]: row for row in rows}
     assert set(styled) == {"regions", "grid_1x2", "grid_2x2", "grid_2x3"}
     for name, (_, geom, default, qml) in styled.items():
@@ -288,8 +355,9 @@ def test_missing_prediction_is_an_input_error(tmp_path):
 def test_prediction_on_other_grid_is_an_input_error(tmp_path):
     r = make_run(tmp_path)
     p = r["pred_dir"] / "s1.tif"
-    write_tif(p, np.zeros((96, 128), np.uint8), transform=from_origin(X0 + 5, Y0, RES, RES),
-              nodata=255)
+    write_tif(
+        p, np.zeros((96, 128), np.uint8), transform=from_origin(X0 + 5, Y0, RES, RES), nodata=255
+    )
     with pytest.raises(InputError, match="differs from the tiled scene 's1'"):
         evaluate(r)
 
@@ -308,8 +376,10 @@ def test_split_all_counts_every_labelled_valid_pixel(tmp_path):
 def test_overlapping_tiles_count_every_pixel_once(tmp_path):
     r = make_run(tmp_path, overlap=8, east_error=0.0, base_error=0.0, significance="permutation")
     result = evaluate(r, split="all")
-    n = sum(int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
-            for img, label, _ in r["truth"].values())
+    n = sum(
+        int(((label != 255) & np.isfinite(img).all(axis=0)).sum())
+        for img, label, _ in r["truth"].values()
+    )
     assert result.metrics["n_pixels"] == n
     assert result.metrics["significance"]["method"] == "permutation"
     assert result.metrics["overall"]["iou_water"] == pytest.approx(1.0)
@@ -340,9 +410,10 @@ def test_region_without_the_headline_class_is_left_out_not_worst(tmp_path):
     assert bool(row["absent"]) and not bool(row["small"])
     assert result.tables["regions"]["absent"].tolist() == [False, True]
     # evaluation.min_class_pixels above west's water pixel count: west is absent too
-    n_water_west = sum(int((lab[:, X0 + (np.arange(lab.shape[1]) + c0 + 0.5) * RES < EAST_X]
-                            == 1).sum()) for (_, _, _, c0), (_, lab, _) in
-                       zip(SCENES, r["truth"].values()))
+    n_water_west = sum(
+        int((lab[:, X0 + (np.arange(lab.shape[1]) + c0 + 0.5) * RES < EAST_X] == 1).sum())
+        for (_, _, _, c0), (_, lab, _) in zip(SCENES, r["truth"].values())
+    )
     r["config"]["evaluation"]["min_class_pixels"] = n_water_west + 1
     doc = evaluate(r).metrics
     s = doc["partitionings"]["regions"]["summaries"]["iou_water"]
@@ -356,11 +427,21 @@ def test_tiny_regions_are_the_ones_invisible_at_map_scale():
     regions that tile the map are not."""
     from spatialfair.maps import tiny_regions
 
-    sites = gpd.GeoDataFrame(geometry=[shapely.box(x, y, x + 0.05, y + 0.05)
-                                       for x, y in ((-95, 38), (0, 10), (80, 8), (105, 13))],
-                             crs="EPSG:4326")
+    sites = gpd.GeoDataFrame(
+        geometry=[
+            shapely.box(x, y, x + 0.05, y + 0.05)
+            for x, y in ((-95, 38), (0, 10), (80, 8), (105, 13))
+        ],
+        crs="EPSG:4326",
+    )
     assert tiny_regions(sites).tolist() == [True, True, True, True]
-    tiled = gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 10, 10), shapely.box(10, 0, 20, 10),
-                                       shapely.box(20, 0, 20.1, 0.1)], crs="EPSG:32633")
+    tiled = gpd.GeoDataFrame(
+        geometry=[
+            shapely.box(0, 0, 10, 10),
+            shapely.box(10, 0, 20, 10),
+            shapely.box(20, 0, 20.1, 0.1),
+        ],
+        crs="EPSG:32633",
+    )
     assert tiny_regions(tiled).tolist() == [False, False, True]
     assert tiny_regions(tiled.iloc[:0]).shape == (0,)

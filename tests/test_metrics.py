@@ -39,8 +39,9 @@ def pixel_arrays(draw):
     w = draw(st.integers(1, 40))
     seed = draw(st.integers(0, 2**31 - 1))
     rng = np.random.default_rng(seed)
-    regions = rng.integers(-1, R, (h, w)).astype(draw(st.sampled_from([np.int32, np.int16,
-                                                                        np.int64])))
+    regions = rng.integers(-1, R, (h, w)).astype(
+        draw(st.sampled_from([np.int32, np.int16, np.int64]))
+    )
     y_true = rng.integers(0, C, (h, w)).astype(np.uint8)
     y_pred = rng.integers(0, C, (h, w)).astype(np.uint8)
     y_true[rng.random((h, w)) < 0.2] = 255
@@ -203,7 +204,8 @@ def test_absent_class_regions_are_left_out_of_class_metrics():
 
 def test_spad_score_sum_and_mean():
     assert spad_score({"grid_1x2": 0.1, "grid_2x1": 0.2, "grid_2x2": 0.3}) == pytest.approx(
-        (0.6, 0.2))
+        (0.6, 0.2)
+    )
     assert spad_score([0.1, math.nan, 0.3]) == pytest.approx((0.4, 0.2))
     total, mean = spad_score([])
     assert math.isnan(total) and math.isnan(mean)
@@ -213,8 +215,9 @@ def test_region_metrics_user_api():
     regions = np.array([[0, 0, 1, 1], [0, 0, 1, -1]])
     y_true = np.array([[0, 1, 1, 1], [0, 0, 1, 1]], np.uint8)
     y_pred = np.array([[0, 1, 0, 0], [0, 0, 1, 1]], np.uint8)
-    out = region_metrics(regions, y_true, y_pred, ["land", "water"],
-                         region_names=["north", "south"], min_pixels=3)
+    out = region_metrics(
+        regions, y_true, y_pred, ["land", "water"], region_names=["north", "south"], min_pixels=3
+    )
     # overall includes the pixel outside every region (-1)
     assert out["n_pixels"] == 8
     assert out["overall"]["accuracy"] == pytest.approx(6 / 8)

@@ -68,8 +68,14 @@ class _FakeSmpUnet(torch.nn.Module):
 
     def __init__(self, encoder_name, encoder_weights, in_channels, classes):
         super().__init__()
-        self.built.append(dict(encoder_name=encoder_name, encoder_weights=encoder_weights,
-                               in_channels=in_channels, classes=classes))
+        self.built.append(
+            dict(
+                encoder_name=encoder_name,
+                encoder_weights=encoder_weights,
+                in_channels=in_channels,
+                classes=classes,
+            )
+        )
         self.encoder = torch.nn.Conv2d(in_channels, 4, 3, padding=1)
         self.head = torch.nn.Conv2d(4, classes, 1)
 
@@ -83,8 +89,9 @@ def test_smp_backend_never_downloads(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", fake)
     _FakeSmpUnet.built.clear()
     model = build_model({"arch": "smp:Unet", "encoder": "resnet34"}, 4, 3)
-    assert _FakeSmpUnet.built[-1] == dict(encoder_name="resnet34", encoder_weights=None,
-                                          in_channels=4, classes=3)
+    assert _FakeSmpUnet.built[-1] == dict(
+        encoder_name="resnet34", encoder_weights=None, in_channels=4, classes=3
+    )
     assert model(torch.randn(1, 4, 32, 32)).shape == (1, 3, 32, 32)
     with pytest.raises(InputError, match="never downloads"):
         build_model({"arch": "smp:Unet", "encoder_weights": "imagenet"}, 4, 3)
@@ -94,20 +101,33 @@ def test_smp_backend_never_downloads(monkeypatch, tmp_path):
     weights = torch.nn.Conv2d(4, 4, 3, padding=1)
     torch.nn.init.constant_(weights.weight, 0.5)
     torch.save(weights.state_dict(), tmp_path / "encoder.pth")
-    model = build_model({"arch": "smp:Unet", "encoder_weights": str(tmp_path / "encoder.pth")},
-                        4, 3)
+    model = build_model(
+        {"arch": "smp:Unet", "encoder_weights": str(tmp_path / "encoder.pth")}, 4, 3
+    )
     assert _FakeSmpUnet.built[-1]["encoder_weights"] is None
     assert torch.all(model.encoder.weight == 0.5)
 
 
 def _meta(**over):
     meta = {k: None for k in BUNDLE_KEYS}
-    meta.update(model_config={"arch": "unet", "width": 8, "depth": 2}, in_channels=2,
-                num_classes=2, classes=["land", "water"], colors=["#c8b48c", "#1f78b4"],
-                bands=["VV", "VH"], norm_mean=[-12.0, -20.0], norm_std=[3.0, 4.0], tile_size=32,
-                task="flood", ignore_index=255, strategy="groupdro",
-                strategy_state={"q": torch.tensor([0.25, 0.75]), "step": 3},
-                config={"seed": 0}, epoch=2, val_metrics={"iou_water": 0.5})
+    meta.update(
+        model_config={"arch": "unet", "width": 8, "depth": 2},
+        in_channels=2,
+        num_classes=2,
+        classes=["land", "water"],
+        colors=["#c8b48c", "#1f78b4"],
+        bands=["VV", "VH"],
+        norm_mean=[-12.0, -20.0],
+        norm_std=[3.0, 4.0],
+        tile_size=32,
+        task="flood",
+        ignore_index=255,
+        strategy="groupdro",
+        strategy_state={"q": torch.tensor([0.25, 0.75]), "step": 3},
+        config={"seed": 0},
+        epoch=2,
+        val_metrics={"iou_water": 0.5},
+    )
     meta.update(over)
     return meta
 

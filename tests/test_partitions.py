@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import fnmatch
+import json
 import logging
 
 import geopandas as gpd
@@ -55,10 +55,25 @@ def make_index(scene, transform, H, W, T, keep=None, crs=UTM):
     for i, (r0, c0) in enumerate(rows):
         x0, y0 = transform * (c0, r0)
         x1, y1 = transform * (c0 + T, r0 + T)
-        recs.append(dict(scene=scene, store_index=i, row_off=r0, col_off=c0, height=T, width=T,
-                         valid_fraction=1.0, n_valid=T * T, count_0=T * T, count_1=0,
-                         scene_crs=crs, xmin=min(x0, x1), ymin=min(y0, y1), xmax=max(x0, x1),
-                         ymax=max(y0, y1)))
+        recs.append(
+            dict(
+                scene=scene,
+                store_index=i,
+                row_off=r0,
+                col_off=c0,
+                height=T,
+                width=T,
+                valid_fraction=1.0,
+                n_valid=T * T,
+                count_0=T * T,
+                count_1=0,
+                scene_crs=crs,
+                xmin=min(x0, x1),
+                ymin=min(y0, y1),
+                xmax=max(x0, x1),
+                ymax=max(y0, y1),
+            )
+        )
         geoms.append(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
     gdf = gpd.GeoDataFrame(recs, geometry=geoms, crs=crs)
     gdf.insert(0, "tile_id", np.arange(len(gdf)))
@@ -82,11 +97,12 @@ def make_store(store_dir, scenes, T, crs=UTM):
         offsets = [(r0, c0) for r0 in range(0, H, T) for c0 in range(0, W, T)]
         for k, (r0, c0) in enumerate(offsets):
             if keep is not None and k not in keep:
-                label[r0:r0 + T, c0:c0 + T] = 255
+                label[r0 : r0 + T, c0 : c0 + T] = 255
         write_tif(base / "img" / f"{name}.tif", image, crs=crs, transform=transform)
         write_tif(base / "lab" / f"{name}.tif", label, crs=crs, transform=transform, nodata=255)
-    config = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
-                                                 "labels": "lab/*.tif"}}})
+    config = validate_config(
+        {"datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}}}
+    )
     ds = dataset_config(config, "d", base=base)
     settings = Settings.from_config({"tiling": {"size": T, "min_valid_fraction": 0.05}})
     store = tile_dataset(ds, store_dir, settings=settings)
@@ -183,8 +199,7 @@ def test_regions_in_wgs84_rasterize_onto_utm_pixels(tmp_path):
     assert utm.crs == pyproj.CRS(UTM)
     assert np.allclose(utm.geometry.iloc[1].bounds, west.bounds, atol=0.01)
     # a window in the south-west corner touches no region at all
-    np.testing.assert_array_equal(
-        P.region_ids(part, UTM, t * Affine.translation(0, 12), 5, 5), -1)
+    np.testing.assert_array_equal(P.region_ids(part, UTM, t * Affine.translation(0, 12), 5, 5), -1)
 
 
 def test_grid_in_other_crs_rasterizes_like_transformed_pixel_centres():
@@ -208,10 +223,15 @@ def test_invalid_geometry_is_repaired_with_warning(tmp_path, caplog):
     path = write_regions(tmp_path / "r.gpkg", ["bow", "sq"], [bowtie, square], crs=UTM)
     with caplog.at_level(logging.WARNING, logger="spatialfair.partitions"):
         regions = P.load_regions(path, "region")
-    assert any("bow" in r.getMessage() and "make_valid" in r.getMessage()
-               and r.levelno == logging.WARNING for r in caplog.records)
-    assert not any("sq" in r.getMessage().split("region(s)")[1].split("with")[0]
-                   for r in caplog.records if "region(s)" in r.getMessage())
+    assert any(
+        "bow" in r.getMessage() and "make_valid" in r.getMessage() and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
+    assert not any(
+        "sq" in r.getMessage().split("region(s)")[1].split("with")[0]
+        for r in caplog.records
+        if "region(s)" in r.getMessage()
+    )
     assert regions.geometry.is_valid.all()
     bow = regions.geometry.iloc[0]
     assert bow.geom_type == "MultiPolygon" and np.isclose(bow.area, 2.0)  # two triangles of 1
@@ -219,8 +239,9 @@ def test_invalid_geometry_is_repaired_with_warning(tmp_path, caplog):
 
 def test_multipart_regions_are_kept_and_numeric_names_sorted(tmp_path):
     mp = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(5, 5, 6, 6)])
-    path = write_regions(tmp_path / "r.gpkg", [10, 9], [mp, shapely.box(2, 2, 3, 3)],
-                         crs=UTM, column="code")
+    path = write_regions(
+        tmp_path / "r.gpkg", [10, 9], [mp, shapely.box(2, 2, 3, 3)], crs=UTM, column="code"
+    )
     regions = P.load_regions(path, "code")
     assert list(regions.region) == ["9", "10"]  # numeric order, not string order
     assert regions.geometry.iloc[1].geom_type == "MultiPolygon"
@@ -236,29 +257,44 @@ def test_load_regions_errors(tmp_path):
     with pytest.raises(InputError, match="cannot read"):
         P.load_regions(bad, "region")
 
-    path = write_regions(tmp_path / "a.gpkg", ["a", "b"], [shapely.box(0, 0, 1, 1),
-                         shapely.box(1, 0, 2, 1)], crs=UTM, column="NAME_2", pop=[1, 2])
+    path = write_regions(
+        tmp_path / "a.gpkg",
+        ["a", "b"],
+        [shapely.box(0, 0, 1, 1), shapely.box(1, 0, 2, 1)],
+        crs=UTM,
+        column="NAME_2",
+        pop=[1, 2],
+    )
     with pytest.raises(InputError) as exc:
         P.load_regions(path, "district")
     assert "no column 'district'" in str(exc.value) and "NAME_2" in str(exc.value)
     assert "pop" in str(exc.value) and "region_column" in str(exc.value)
 
-    dup = write_regions(tmp_path / "dup.gpkg", ["a", "b", "a", "c", "c"],
-                        [shapely.box(i, 0, i + 1, 1) for i in range(5)], crs=UTM)
+    dup = write_regions(
+        tmp_path / "dup.gpkg",
+        ["a", "b", "a", "c", "c"],
+        [shapely.box(i, 0, i + 1, 1) for i in range(5)],
+        crs=UTM,
+    )
     with pytest.raises(InputError) as exc:
         P.load_regions(dup, "region")
     msg = str(exc.value)
     assert "duplicate region names" in msg and "a, c" in msg and "dissolve" in msg.lower()
 
-    empty = write_regions(tmp_path / "empty.gpkg", ["full", "hollow"],
-                          [shapely.box(0, 0, 1, 1), shapely.Polygon()], crs=UTM)
+    empty = write_regions(
+        tmp_path / "empty.gpkg",
+        ["full", "hollow"],
+        [shapely.box(0, 0, 1, 1), shapely.Polygon()],
+        crs=UTM,
+    )
     with pytest.raises(InputError, match="empty geometry: hollow"):
         P.load_regions(empty, "region")
 
     nocrs = tmp_path / "nocrs.gpkg"
     with pytest.warns(UserWarning, match="crs"):
         gpd.GeoDataFrame({"region": ["a"]}, geometry=[shapely.box(0, 0, 1, 1)]).to_file(
-            nocrs, engine="pyogrio")
+            nocrs, engine="pyogrio"
+        )
     with pytest.raises(InputError) as exc:
         P.load_regions(nocrs, "region")
     assert "no CRS" in str(exc.value) and "a_srs" in str(exc.value)
@@ -270,8 +306,11 @@ def test_load_regions_errors(tmp_path):
 def test_check_overlap_reprojects_warns_and_fails(tmp_path, caplog):
     west, east = _two_regions_utm()
     far = shapely.box(600000, 5700000, 601000, 5701000)  # 100 km away
-    regions = gpd.GeoDataFrame({"region_id": [0, 1, 2], "region": ["east", "far", "west"]},
-                               geometry=to_wgs84([east, far, west]).values, crs=WGS84)
+    regions = gpd.GeoDataFrame(
+        {"region_id": [0, 1, 2], "region": ["east", "far", "west"]},
+        geometry=to_wgs84([east, far, west]).values,
+        crs=WGS84,
+    )
     scenes = shapely.box(500000, 5799400, 500600, 5800000)
     with caplog.at_level(logging.INFO, logger="spatialfair.partitions"):
         out = P.check_overlap(regions, scenes, UTM, source="r.gpkg")
@@ -282,8 +321,9 @@ def test_check_overlap_reprojects_warns_and_fails(tmp_path, caplog):
     assert np.allclose(out.geometry.iloc[0].bounds, east.bounds, atol=0.01)
 
     # the classic mistake: UTM coordinates in a file that claims to be EPSG:4326 fails clearly
-    wrong = gpd.GeoDataFrame({"region_id": [0], "region": ["x"]},
-                             geometry=[shapely.box(0.5, 0.5, 1.5, 1.5)], crs=WGS84)
+    wrong = gpd.GeoDataFrame(
+        {"region_id": [0], "region": ["x"]}, geometry=[shapely.box(0.5, 0.5, 1.5, 1.5)], crs=WGS84
+    )
     with pytest.raises(InputError) as exc:
         P.check_overlap(wrong, scenes, UTM, source="r.gpkg")
     msg = str(exc.value)
@@ -306,8 +346,10 @@ def test_kmeans_is_deterministic_and_covers_every_tile_centre():
     a = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5)
     b = P.kmeans_partitioning(pts, 3, extent, UTM, seed=5)
     assert a.name == "kmeans_3" and a.kind == "kmeans" and a.n_regions == 3
-    assert all(shapely.equals_exact(g, h, 1e-9) for g, h in
-               zip(a.regions.geometry.values, b.regions.geometry.values))
+    assert all(
+        shapely.equals_exact(g, h, 1e-9)
+        for g, h in zip(a.regions.geometry.values, b.regions.geometry.values)
+    )
     assert np.isclose(a.regions.area.sum(), shapely.box(*extent).area)
     index = gpd.GeoDataFrame(geometry=shapely.points(pts), crs=UTM)
     ids = P.assign_tiles(index, [a])["region__kmeans_3"].to_numpy()
@@ -322,8 +364,9 @@ def test_kmeans_is_deterministic_and_covers_every_tile_centre():
 def test_kmeans_skipped_when_too_few_distinct_centres(caplog):
     pts = np.array([[0.0, 0.0], [0.0, 0.0], [10.0, 10.0]])
     with caplog.at_level(logging.WARNING):
-        parts = P.generate_partitionings((0, 0, 10, 10), UTM, grid_max=1, offset_grids=0,
-                                         kmeans=(2, 3), tile_centres=pts)
+        parts = P.generate_partitionings(
+            (0, 0, 10, 10), UTM, grid_max=1, offset_grids=0, kmeans=(2, 3), tile_centres=pts
+        )
     assert [p.name for p in parts] == ["kmeans_2"]
     assert any("kmeans_3" in r.getMessage() for r in caplog.records)
 
@@ -336,9 +379,11 @@ def test_assign_tiles_grid_and_polygons():
     index = make_index("s", t, 40, 40, 10, crs=UTM)  # 4 x 4 tiles of 100 m over 400 x 400 m
     spec = P.GridSpec(2, 2, (0, 0, 400, 400), UTM)
     grid = P.Partitioning("grid_2x2", "grid", spec.to_regions(), spec)
-    poly = gpd.GeoDataFrame({"region_id": [0, 1], "region": ["a", "b"]},
-                            geometry=[shapely.box(0, 300, 100, 400), shapely.box(300, 0, 400, 100)],
-                            crs=UTM)
+    poly = gpd.GeoDataFrame(
+        {"region_id": [0, 1], "region": ["a", "b"]},
+        geometry=[shapely.box(0, 300, 100, 400), shapely.box(300, 0, 400, 100)],
+        crs=UTM,
+    )
     regs = P.Partitioning("regions", "regions", poly)
     out = P.assign_tiles(index, [grid, regs])
     assert list(out.columns) == ["region__grid_2x2", "region__regions"]
@@ -348,20 +393,29 @@ def test_assign_tiles_grid_and_polygons():
     expected_regs[0], expected_regs[15] = 0, 1
     np.testing.assert_array_equal(out["region__regions"], expected_regs)
     # the same tiles with footprints in EPSG:4326 land in the same regions
-    out84 = P.assign_tiles(index.set_geometry(to_wgs84(index.geometry.values, 5).values),
-                           [grid, regs])
+    out84 = P.assign_tiles(
+        index.set_geometry(to_wgs84(index.geometry.values, 5).values), [grid, regs]
+    )
     np.testing.assert_array_equal(out84.to_numpy(), out.to_numpy())
 
 
 def test_partitions_gpkg_round_trip(tmp_path):
     _, pts = _blobs(np.random.default_rng(1))
     extent = (*pts.min(axis=0), *pts.max(axis=0))
-    parts = P.generate_partitionings(extent, UTM, grid_max=3, offset_grids=2, kmeans=(3,),
-                                     tile_centres=pts, seed=2)
-    mp = shapely.MultiPolygon([shapely.box(*extent[:2], extent[0] + 10, extent[1] + 10),
-                               shapely.box(extent[2] - 10, extent[3] - 10, *extent[2:])])
-    user = gpd.GeoDataFrame({"region_id": [0, 1], "region": ["Ödland", "Zentrum"]},
-                            geometry=[mp, shapely.box(*extent).buffer(-100)], crs=UTM)
+    parts = P.generate_partitionings(
+        extent, UTM, grid_max=3, offset_grids=2, kmeans=(3,), tile_centres=pts, seed=2
+    )
+    mp = shapely.MultiPolygon(
+        [
+            shapely.box(*extent[:2], extent[0] + 10, extent[1] + 10),
+            shapely.box(extent[2] - 10, extent[3] - 10, *extent[2:]),
+        ]
+    )
+    user = gpd.GeoDataFrame(
+        {"region_id": [0, 1], "region": ["Ödland", "Zentrum"]},
+        geometry=[mp, shapely.box(*extent).buffer(-100)],
+        crs=UTM,
+    )
     parts = [P.Partitioning("regions", "regions", user)] + parts
     path = tmp_path / "partitions.gpkg"
     P.write_partitions(parts, path)
@@ -374,8 +428,10 @@ def test_partitions_gpkg_round_trip(tmp_path):
         assert q.crs == pyproj.CRS(UTM)
         assert list(q.regions.region_id) == list(range(p.n_regions))
         assert q.names == p.names
-        assert all(shapely.equals(g, h) for g, h in
-                   zip(q.regions.geometry.values, p.regions.geometry.values))
+        assert all(
+            shapely.equals(g, h)
+            for g, h in zip(q.regions.geometry.values, p.regions.geometry.values)
+        )
         assert q.grid == p.grid
     assert back["offset_grid_1"].grid is not None and back["kmeans_3"].grid is None
 
@@ -384,8 +440,11 @@ def test_partitions_gpkg_round_trip(tmp_path):
 
 
 def _dataset(tmp_path, regions=True, **extra):
-    cfg = {"seed": 0, "datasets": {"d": {"task": "flood", "images": "img/*.tif",
-                                         "labels": "lab/*.tif"}}, **extra}
+    cfg = {
+        "seed": 0,
+        "datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}},
+        **extra,
+    }
     if regions:
         cfg["datasets"]["d"]["regions"] = str(tmp_path / "regions.gpkg")
     config = validate_config(cfg)
@@ -407,7 +466,9 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
     T, t, H, W, index = _scene_setup(tmp_path)
     config, ds = _dataset(tmp_path)
     out = tmp_path / "partitions.gpkg"
-    parts = P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
+    parts = P.build_partitions(
+        tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config)
+    )
     layers = [row[0] for row in pyogrio.list_layers(out)]
     assert layers[0] == "regions" and len(layers) == 1 + 24 + 2 + 1
     assert layers[-1] == "kmeans_4"
@@ -426,8 +487,9 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
     full[10:, :10] = -1
     for i, row in index.iterrows():
         r0, c0 = row.row_off, row.col_off
-        np.testing.assert_array_equal(arr[row.store_index], full[r0:r0 + T, c0:c0 + T],
-                                      err_msg=f"tile {i}")
+        np.testing.assert_array_equal(
+            arr[row.store_index], full[r0 : r0 + T, c0 : c0 + T], err_msg=f"tile {i}"
+        )
     # hand checks in tile 0 (west, east, south of west), tile 2 (right padding) and
     # store_index 5 = tile (row 2, col 1) (last scene row, then bottom padding)
     assert (arr[0, 3, 3], arr[0, 3, 12], arr[0, 12, 3]) == (1, 0, -1)
@@ -439,8 +501,9 @@ def test_build_partitions_writes_gpkg_and_region_bins(tmp_path):
 
 def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
     T, t, H, W, index = _scene_setup(tmp_path)
-    config, ds = _dataset(tmp_path, regions=False, training={"partitioning": "grid_2x2"},
-                          partitions={"grid_max": 3})
+    config, ds = _dataset(
+        tmp_path, regions=False, training={"partitioning": "grid_2x2"}, partitions={"grid_max": 3}
+    )
     out = tmp_path / "partitions.gpkg"
     P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
     # the store's writer records what regions.bin holds
@@ -449,8 +512,12 @@ def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
     back = P.read_partitions(out)
     # without a regions file, 'regions' is a copy of kmeans_4
     assert back["regions"].names == back["kmeans_4"].names
-    assert all(shapely.equals(g, h) for g, h in zip(back["regions"].regions.geometry.values,
-                                                    back["kmeans_4"].regions.geometry.values))
+    assert all(
+        shapely.equals(g, h)
+        for g, h in zip(
+            back["regions"].regions.geometry.values, back["kmeans_4"].regions.geometry.values
+        )
+    )
     arr = np.fromfile(tmp_path / "tiles" / "s1.regions.bin", dtype=np.int16).reshape(-1, T, T)
     # tiles cover 48 x 48 px (kept tiles span all 3 rows and columns) -> cells of 24 px
     full = np.full((48, 48), -1)
@@ -458,9 +525,9 @@ def test_build_partitions_grid_training_partitioning_and_no_regions(tmp_path):
     full[H:, :] = -1
     full[:, W:] = -1
     for _, row in index.iterrows():
-        np.testing.assert_array_equal(arr[row.store_index],
-                                      full[row.row_off:row.row_off + T,
-                                           row.col_off:row.col_off + T])
+        np.testing.assert_array_equal(
+            arr[row.store_index], full[row.row_off : row.row_off + T, row.col_off : row.col_off + T]
+        )
 
 
 def test_build_partitions_bad_training_partitioning_writes_nothing(tmp_path):
@@ -468,26 +535,53 @@ def test_build_partitions_bad_training_partitioning_writes_nothing(tmp_path):
     config, ds = _dataset(tmp_path, training={"partitioning": "counties"})
     out = tmp_path / "partitions.gpkg"
     with pytest.raises(InputError) as exc:
-        P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config))
+        P.build_partitions(
+            tmp_path / "tiles", out, dataset=ds, settings=Settings.from_config(config)
+        )
     assert "no partitioning 'counties'" in str(exc.value) and "grid_2x2" in str(exc.value)
     assert not out.exists() and not (tmp_path / "tiles" / "s1.regions.bin").exists()
 
 
 def test_partition_command(tmp_path, monkeypatch):
     T, *_ = _scene_setup(tmp_path)
-    cfg = {"datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif",
-                              "regions": "regions.gpkg"}},
-           "partitions": {"grid_max": 2, "offset_grids": 1, "kmeans": [2, 3]}}
+    cfg = {
+        "datasets": {
+            "d": {
+                "task": "flood",
+                "images": "img/*.tif",
+                "labels": "lab/*.tif",
+                "regions": "regions.gpkg",
+            }
+        },
+        "partitions": {"grid_max": 2, "offset_grids": 1, "kmeans": [2, 3]},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()
     partition_cmd.add_arguments(parser)
-    args = parser.parse_args(["--config", "config.yaml", "--dataset", "d", "--tiles", "tiles",
-                              "--out", "partitions.gpkg"])
+    args = parser.parse_args(
+        [
+            "--config",
+            "config.yaml",
+            "--dataset",
+            "d",
+            "--tiles",
+            "tiles",
+            "--out",
+            "partitions.gpkg",
+        ]
+    )
     partition_cmd.run(args)
     layers = [row[0] for row in pyogrio.list_layers(tmp_path / "partitions.gpkg")]
-    assert layers == ["regions", "grid_1x2", "grid_2x1", "grid_2x2", "offset_grid_0",
-                      "kmeans_2", "kmeans_3"]
+    assert layers == [
+        "regions",
+        "grid_1x2",
+        "grid_2x1",
+        "grid_2x2",
+        "offset_grid_0",
+        "kmeans_2",
+        "kmeans_3",
+    ]
     assert (tmp_path / "tiles" / "s1.regions.bin").stat().st_size == 7 * T * T * 2
 
 
@@ -500,15 +594,20 @@ def test_scene_region_chunks_any_tile_order_and_strip_width(monkeypatch, strip_c
     part = P.Partitioning("grid_3x2", "grid", spec.to_regions(), spec)
     # column-major order with an overlap of 4 px, as a store might hold them
     offs = [(r, c) for c in range(0, W, 12) for r in range(0, H, 12)]
-    tiles = gpd.pd.DataFrame({"row_off": [r for r, _ in offs], "col_off": [c for _, c in offs],
-                              "store_index": np.arange(len(offs))})
+    tiles = gpd.pd.DataFrame(
+        {
+            "row_off": [r for r, _ in offs],
+            "col_off": [c for _, c in offs],
+            "store_index": np.arange(len(offs)),
+        }
+    )
     meta = {"crs": UTM, "transform": list(t)[:6], "height": H, "width": W}
     arr = np.concatenate(list(P.scene_region_chunks(part, tiles, meta, T)))
     assert arr.dtype == np.int16 and arr.shape == (len(offs), T, T)
     big = np.full((H + T, W + T), -1)
     big[:H, :W] = P.region_ids(part, UTM, t, H, W)
     for i, (r, c) in enumerate(offs):
-        np.testing.assert_array_equal(arr[i], big[r:r + T, c:c + T])
+        np.testing.assert_array_equal(arr[i], big[r : r + T, c : c + T])
     # cell edges at 13.33 and 26.67 px (rows) and 28 px (columns), judged at pixel centres
     assert (big[0, 27], big[0, 28], big[12, 0], big[13, 0]) == (0, 1, 0, 2)
     assert (big[26, 29], big[27, 29]) == (3, 5)
@@ -520,25 +619,32 @@ def test_scene_region_chunks_any_tile_order_and_strip_width(monkeypatch, strip_c
 
 def test_scene_clusters_single_linkage_with_a_gap_of_one_scene_side():
     side = 100.0
-    boxes = np.array([
-        [0, 0, 100, 100],  # A
-        [150, 0, 250, 100],  # B: 50 from A (< one side) -> with A
-        [320, 0, 420, 100],  # C: 70 from B -> chain A-B-C
-        [0, 1000, 100, 1100],  # D: far north, alone
-        [5000, 0, 5100, 100],  # E: far east, alone
-    ])
+    boxes = np.array(
+        [
+            [0, 0, 100, 100],  # A
+            [150, 0, 250, 100],  # B: 50 from A (< one side) -> with A
+            [320, 0, 420, 100],  # C: 70 from B -> chain A-B-C
+            [0, 1000, 100, 1100],  # D: far north, alone
+            [5000, 0, 5100, 100],  # E: far east, alone
+        ]
+    )
     clusters = P.scene_clusters(boxes, gap=1.0)
     # north to south, then west to east
     assert clusters == [(0, 1000, 100, 1100), (0, 0, 420, 100), (5000, 0, 5100, 100)]
-    assert P.scene_clusters(boxes, gap=0.4) == [(0, 1000, 100, 1100), (0, 0, 100, 100),
-                                                (150, 0, 250, 100), (320, 0, 420, 100),
-                                                (5000, 0, 5100, 100)]
+    assert P.scene_clusters(boxes, gap=0.4) == [
+        (0, 1000, 100, 1100),
+        (0, 0, 100, 100),
+        (150, 0, 250, 100),
+        (320, 0, 420, 100),
+        (5000, 0, 5100, 100),
+    ]
     assert len(P.scene_clusters(boxes, gap=100.0)) == 1
     assert P.scene_clusters(boxes[:1], gap=1.0) == [(0, 0, side, side)]
     # merged cluster boxes that come close are merged too (the extents stay disjoint):
     # F and G are 150 apart, but G overlaps the box of the cluster H-I
-    l_shape = np.array([[0, 0, 100, 100], [250, 0, 350, 100], [260, 190, 360, 290],
-                        [120, 210, 220, 310]])
+    l_shape = np.array(
+        [[0, 0, 100, 100], [250, 0, 350, 100], [260, 190, 360, 290], [120, 210, 220, 310]]
+    )
     out = P.scene_clusters(l_shape, gap=1.0)
     assert len(out) == 1 and out[0] == (0, 0, 360, 310)
 
@@ -547,8 +653,9 @@ def _far_store(tmp_path, T=16):
     """Two scenes 50 km apart (each 3 x 3 tiles of 16 px at 30 m) and a small regions file."""
     t1 = from_origin(500000, 5800000, 30, 30)
     t2 = from_origin(550000, 5790000, 30, 30)
-    meta, index = make_store(tmp_path / "tiles", {"s1": (t1, 48, 48, None),
-                                                  "s2": (t2, 48, 48, None)}, T)
+    meta, index = make_store(
+        tmp_path / "tiles", {"s1": (t1, 48, 48, None), "s2": (t2, 48, 48, None)}, T
+    )
     return meta, index
 
 
@@ -598,34 +705,56 @@ def test_cluster_grid_region_ids_arithmetic_matches_rasterize():
     ids = P.region_ids(grid, UTM, t, 30, 95)
     np.testing.assert_array_equal(ids, P.region_ids(polys, UTM, t, 30, 95))
     assert set(np.unique(ids)) == set(range(-1, 12))
-    assert cg.region_of(np.array([10.0, 250.0, 150.0]), np.array([50.0, 5.0, 5.0])).tolist() \
-        == [0, 11, -1]
+    assert cg.region_of(np.array([10.0, 250.0, 150.0]), np.array([50.0, 5.0, 5.0])).tolist() == [
+        0,
+        11,
+        -1,
+    ]
 
 
 def test_one_cluster_gives_the_grids_over_the_study_extent(tmp_path):
     # two adjacent scenes (the demo's layout): one cluster, grids exactly as over the extent
     t1 = from_origin(500000, 5800000, 30, 30)
     t2 = from_origin(500000 + 48 * 30, 5800000, 30, 30)
-    meta, index = make_store(tmp_path / "tiles", {"s1": (t1, 48, 48, None),
-                                                  "s2": (t2, 48, 48, None)}, 16)
+    meta, index = make_store(
+        tmp_path / "tiles", {"s1": (t1, 48, 48, None), "s2": (t2, 48, 48, None)}, 16
+    )
     config, ds = _dataset(tmp_path, regions=False)
-    parts = {p.name: p for p in P.build_partitions(tmp_path / "tiles", tmp_path / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))}
+    parts = {
+        p.name: p
+        for p in P.build_partitions(
+            tmp_path / "tiles",
+            tmp_path / "partitions.gpkg",
+            dataset=ds,
+            settings=Settings.from_config(config),
+        )
+    }
     defaults = Settings.from_config({}).partitions  # the schema's
-    ref = {p.name: p for p in P.generate_partitionings(
-        tuple(index.total_bounds), UTM, grid_max=defaults.grid_max,
-        offset_grids=defaults.offset_grids, kmeans=defaults.kmeans,
-        tile_centres=P.tile_centres(index))}
+    ref = {
+        p.name: p
+        for p in P.generate_partitionings(
+            tuple(index.total_bounds),
+            UTM,
+            grid_max=defaults.grid_max,
+            offset_grids=defaults.offset_grids,
+            kmeans=defaults.kmeans,
+            tile_centres=P.tile_centres(index),
+        )
+    }
     for name, part in ref.items():
         assert parts[name].grid == part.grid, name
         assert parts[name].names == part.names, name
-        assert all(shapely.equals(a, b) for a, b in zip(parts[name].regions.geometry.values,
-                                                         part.regions.geometry.values)), name
+        assert all(
+            shapely.equals(a, b)
+            for a, b in zip(parts[name].regions.geometry.values, part.regions.geometry.values)
+        ), name
 
 
 def test_partitions_gpkg_round_trip_with_clusters(tmp_path):
     clusters = [(0, 500, 100, 600), (0, 0, 300, 100), (1000, 0, 1100, 50)]
-    parts = P.generate_partitionings((0, 0, 1100, 600), UTM, grid_max=3, offset_grids=2,
-                                     kmeans=(), clusters=clusters, seed=4)
+    parts = P.generate_partitionings(
+        (0, 0, 1100, 600), UTM, grid_max=3, offset_grids=2, kmeans=(), clusters=clusters, seed=4
+    )
     path = tmp_path / "p.gpkg"
     P.write_partitions(parts, path)
     back = P.read_partitions(path)
@@ -645,16 +774,29 @@ def _spad_run(total_steps, steps_per_epoch, n_parts=24, **kw):
 
     from spatialfair.fairness import SPAD
 
-    s = SPAD(4, partition_sizes=[4] * n_parts, num_classes=2, total_steps=total_steps,
-             steps_per_epoch=steps_per_epoch, seed=1, **kw)
+    s = SPAD(
+        4,
+        partition_sizes=[4] * n_parts,
+        num_classes=2,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        seed=1,
+        **kw,
+    )
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 2, 4, 4, generator=g)
     target = torch.randint(0, 2, (2, 4, 4), generator=g)
     tile_regions = torch.randint(0, 4, (2, n_parts), generator=g)
     for _ in range(total_steps):
         pixel_loss = torch.nn.functional.cross_entropy(logits, target, reduction="none")
-        s.loss(pixel_loss, torch.ones_like(target, dtype=torch.bool), None, logits=logits,
-               target=target, tile_regions=tile_regions)
+        s.loss(
+            pixel_loss,
+            torch.ones_like(target, dtype=torch.bool),
+            None,
+            logits=logits,
+            target=target,
+            tile_regions=tile_regions,
+        )
     return s
 
 

@@ -17,16 +17,34 @@ WINDOW_32 = Settings.from_config({"prediction": {"window": 32, "overlap": 8}})
 
 def _setup(tmp_path, n=3):
     rng = np.random.default_rng(1)
-    images = [write_image(tmp_path / f"s{i}.tif",
-                          rng.normal(100, 20, (4, 70, 90)).astype(np.float32),
-                          descriptions=["B2", "B3", "B4", "B8"]) for i in range(n)]
+    images = [
+        write_image(
+            tmp_path / f"s{i}.tif",
+            rng.normal(100, 20, (4, 70, 90)).astype(np.float32),
+            descriptions=["B2", "B3", "B4", "B8"],
+        )
+        for i in range(n)
+    ]
     cfg = {"arch": "unet", "width": 4, "depth": 2}
     torch.manual_seed(0)
     model = build_model(cfg, 4, 2)
-    bundle = make_bundle(["B2", "B3", "B4", "B8"], ["land", "water"], ["#c8b48c", "#1f78b4"],
-                         task="flood", mean=[100.0] * 4, std=[20.0] * 4, model_config=cfg)
-    bundle.update(state_dict=model.state_dict(), strategy="erm", strategy_state={}, config={},
-                  epoch=1, val_metrics={})
+    bundle = make_bundle(
+        ["B2", "B3", "B4", "B8"],
+        ["land", "water"],
+        ["#c8b48c", "#1f78b4"],
+        task="flood",
+        mean=[100.0] * 4,
+        std=[20.0] * 4,
+        model_config=cfg,
+    )
+    bundle.update(
+        state_dict=model.state_dict(),
+        strategy="erm",
+        strategy_state={},
+        config={},
+        epoch=1,
+        val_metrics={},
+    )
     torch.save(bundle, tmp_path / "model.pt")
     outs = [tmp_path / "pred" / f"s{i}.tif" for i in range(n)]
     return images, outs
@@ -55,9 +73,13 @@ def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatc
     monkeypatch.setattr(predict_mod, "predict_scene", real)
     results = predict_scenes_from_bundle(tmp_path / "model.pt", images, outs, **kw)
     assert [r is None for r in results] == [True, True, False]  # two scenes reused
-    reference = predict_scenes_from_bundle(tmp_path / "model.pt", images,
-                                           [tmp_path / f"ref{i}.tif" for i in range(3)],
-                                           settings=WINDOW_32, device="cpu")
+    reference = predict_scenes_from_bundle(
+        tmp_path / "model.pt",
+        images,
+        [tmp_path / f"ref{i}.tif" for i in range(3)],
+        settings=WINDOW_32,
+        device="cpu",
+    )
     for i, o in enumerate(outs):
         with rasterio.open(o) as a, rasterio.open(tmp_path / f"ref{i}.tif") as b:
             np.testing.assert_array_equal(a.read(), b.read())

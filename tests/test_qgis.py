@@ -54,8 +54,13 @@ def _qgis_python() -> str:
     except ImportError:
         pass
     for exe in ("/usr/bin/python3", shutil.which("python3") or ""):
-        if exe and subprocess.run([exe, "-c", "import qgis.core"], capture_output=True,
-                                  timeout=60).returncode == 0:
+        if (
+            exe
+            and subprocess.run(
+                [exe, "-c", "import qgis.core"], capture_output=True, timeout=60
+            ).returncode
+            == 0
+        ):
             return exe
     pytest.skip("QGIS Python bindings (qgis.core, Debian package python3-qgis) not installed")
 
@@ -66,11 +71,15 @@ def test_qgis_loads_layers_with_default_graduated_style(tmp_path):
     result = evaluate(r)
     paths = write_maps(result, r["out"])
     layers = list(result.tables)
-    proc = subprocess.run([exe, "-c", CHECK, str(paths["gpkg"]), str(paths["raster"]),
-                           ",".join(layers)], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [exe, "-c", CHECK, str(paths["gpkg"]), str(paths["raster"]), ",".join(layers)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
     assert line is not None, proc.stdout + proc.stderr
-    out = json.loads(line[len("RESULT"):])
+    out = json.loads(line[len("RESULT") :])
     for name in layers:
         info = out[name]
         assert info["valid"] and info["crs"] == "EPSG:32633", info

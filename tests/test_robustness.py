@@ -35,8 +35,11 @@ def _write_config(path: Path, datasets: dict, **extra) -> Path:
 
 
 def _flood_dataset(root: Path) -> dict:
-    ds = {"task": "flood", "images": str(root / "images/*.tif"),
-          "labels": str(root / "labels/*.tif")}
+    ds = {
+        "task": "flood",
+        "images": str(root / "images/*.tif"),
+        "labels": str(root / "labels/*.tif"),
+    }
     if (root / "regions.gpkg").exists():  # validation checks a named regions file
         ds["regions"] = str(root / "regions.gpkg")
     return ds
@@ -60,10 +63,15 @@ def _run_cli(argv, caplog) -> tuple[int, str]:
 
 ERROR_CASES = {
     "no_crs": (dict(img_kw={"crs": None}), "has no CRS"),
-    "grid_mismatch": (dict(lab_kw={"transform": from_origin(500010, 5800000, 10, 10)}),
-                      "label grid differs from image"),
+    "grid_mismatch": (
+        dict(lab_kw={"transform": from_origin(500010, 5800000, 10, 10)}),
+        "label grid differs from image",
+    ),
     "label_values": (dict(lab=np.full((64, 64), 7, np.uint8)), "7"),
-    "all_nodata": (dict(img=np.full((2, 64, 64), np.nan, np.float32)), "every pixel of the image is invalid"),
+    "all_nodata": (
+        dict(img=np.full((2, 64, 64), np.nan, np.float32)),
+        "every pixel of the image is invalid",
+    ),
 }
 
 
@@ -73,16 +81,20 @@ def test_tile_command_rejects_bad_input_without_output(tmp_path, caplog, case):
     _pair(tmp_path / "data", **kwargs)
     cfg = _write_config(tmp_path / "cfg.yaml", {"d": _flood_dataset(tmp_path / "data")})
     out = tmp_path / "tiles"
-    code, messages = _run_cli(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(out)],
-                              caplog)
+    code, messages = _run_cli(
+        ["tile", "--config", str(cfg), "--dataset", "d", "--out", str(out)], caplog
+    )
     assert code == 2
     assert expected in messages and "Fix:" in messages and "a.tif" in messages
     assert not out.exists() or not any(out.iterdir())
 
 
 def test_truncated_geotiff_named(tmp_path, caplog):
-    _pair(tmp_path / "data", img=np.random.default_rng(1).normal(size=(2, 300, 300)).astype(
-        np.float32), lab=np.zeros((300, 300), np.uint8))
+    _pair(
+        tmp_path / "data",
+        img=np.random.default_rng(1).normal(size=(2, 300, 300)).astype(np.float32),
+        lab=np.zeros((300, 300), np.uint8),
+    )
     p = tmp_path / "data/images/a.tif"
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
     cfg = _write_config(tmp_path / "cfg.yaml", {"d": _flood_dataset(tmp_path / "data")})
@@ -101,25 +113,49 @@ def test_empty_glob_and_unknown_key(tmp_path, caplog):
 
 def test_tile_size_not_divisible_by_stride(tmp_path, caplog):
     _pair(tmp_path / "data")
-    cfg = _write_config(tmp_path / "cfg.yaml", {"d": _flood_dataset(tmp_path / "data")},
-                        tiling={"size": 40}, model={"depth": 4})
+    cfg = _write_config(
+        tmp_path / "cfg.yaml",
+        {"d": _flood_dataset(tmp_path / "data")},
+        tiling={"size": 40},
+        model={"depth": 4},
+    )
     code, messages = _run_cli(["validate", "--config", str(cfg)], caplog)
     assert code == 2 and "40" in messages and "16" in messages
 
 
 def test_config_fuzz_only_clear_errors():
     """Random mutations of a valid config either validate or raise InputError, nothing else."""
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from spatialfair.errors import InputError
 
     base = {"datasets": {"d": {"task": "flood", "images": "a/*.tif", "labels": "b/*.tif"}}}
-    keys = ["tiling", "training", "model", "split", "evaluation", "prediction", "strategies",
-            "seed", "partitions", "bogus"]
-    values = st.one_of(st.none(), st.booleans(), st.integers(-5, 500), st.floats(-1, 2),
-                       st.text(max_size=5), st.lists(st.text(max_size=4), max_size=3),
-                       st.dictionaries(st.sampled_from(["size", "epochs", "lr", "sweep", "x"]),
-                                       st.integers(-3, 100), max_size=3))
+    keys = [
+        "tiling",
+        "training",
+        "model",
+        "split",
+        "evaluation",
+        "prediction",
+        "strategies",
+        "seed",
+        "partitions",
+        "bogus",
+    ]
+    values = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 500),
+        st.floats(-1, 2),
+        st.text(max_size=5),
+        st.lists(st.text(max_size=4), max_size=3),
+        st.dictionaries(
+            st.sampled_from(["size", "epochs", "lr", "sweep", "x"]),
+            st.integers(-3, 100),
+            max_size=3,
+        ),
+    )
 
     @settings(max_examples=150, deadline=None, derandomize=True)
     @given(st.dictionaries(st.sampled_from(keys), values, max_size=4))
@@ -135,28 +171,64 @@ def test_config_fuzz_only_clear_errors():
 
 
 def _train_cmd(cfg: Path, store: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "spatialfair.cli", "train", "--config", str(cfg), "--dataset",
-            "d", "--strategy", "groupdro", "--tiles", str(store), "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "spatialfair.cli",
+        "train",
+        "--config",
+        str(cfg),
+        "--dataset",
+        "d",
+        "--strategy",
+        "groupdro",
+        "--tiles",
+        str(store),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.mark.slow
 def test_sigkill_mid_training_resumes_to_same_weights(tmp_path):
     store = make_store(tmp_path / "tiles", tiles_per_scene=48, tile=32)
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "datasets": {"d": {"task": "flood", "images": "none/*.tif", "labels": "none/*.tif",
-                           "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
-        "strategies": ["groupdro"], "model": {"width": 8, "depth": 2},
-        "training": {"epochs": 10, "batch_size": 4, "num_workers": 0},
-        "evaluation": {"min_region_pixels": 10},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "d": {
+                        "task": "flood",
+                        "images": "none/*.tif",
+                        "labels": "none/*.tif",
+                        "classes": ["c0", "c1"],
+                        "headline_metric": "iou_c1",
+                    }
+                },
+                "strategies": ["groupdro"],
+                "model": {"width": 8, "depth": 2},
+                "training": {"epochs": 10, "batch_size": 4, "num_workers": 0},
+                "evaluation": {"min_region_pixels": 10},
+            }
+        )
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_train_cmd(cfg, store, tmp_path / "full"), check=True, env=env,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _train_cmd(cfg, store, tmp_path / "full"),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(cfg, store, killed), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(cfg, store, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
         if proc.poll() is not None:
@@ -168,8 +240,13 @@ def test_sigkill_mid_training_resumes_to_same_weights(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (killed / "model.pt").exists()  # nothing that looks complete
-    subprocess.run(_train_cmd(cfg, store, killed, "--resume"), check=True, env=env,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _train_cmd(cfg, store, killed, "--resume"),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=600,
+    )
     a = torch.load(tmp_path / "full/model.pt", map_location="cpu", weights_only=False)
     b = torch.load(killed / "model.pt", map_location="cpu", weights_only=False)
     assert a["epoch"] == b["epoch"]
@@ -185,25 +262,61 @@ def _pipeline(root: Path, demo: Path) -> dict[str, object]:
     """tile -> partition -> split -> train -> predict -> evaluate on the demo; return outputs."""
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "cfg.yaml"
-    _write_config(cfg, {"d": {**_flood_dataset(demo)}}, tiling={"size": 32},
-                  partitions={"grid_max": 2, "offset_grids": 1, "kmeans": [2]},
-                  split={"block_tiles": 1}, model={"width": 4, "depth": 2},
-                  training={"epochs": 1, "batch_size": 8},
-                  prediction={"window": 64, "overlap": 16},
-                  evaluation={"n_simulations": 19, "min_region_pixels": 50})
+    _write_config(
+        cfg,
+        {"d": {**_flood_dataset(demo)}},
+        tiling={"size": 32},
+        partitions={"grid_max": 2, "offset_grids": 1, "kmeans": [2]},
+        split={"block_tiles": 1},
+        model={"width": 4, "depth": 2},
+        training={"epochs": 1, "batch_size": 8},
+        prediction={"window": 64, "overlap": 16},
+        evaluation={"n_simulations": 19, "min_region_pixels": 50},
+    )
     tiles, parts, run = root / "tiles", root / "partitions.gpkg", root / "erm"
     assert cli.main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(tiles)]) == 0
-    assert cli.main(["partition", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--out", str(parts)]) == 0
-    assert cli.main(["split", "--config", str(cfg), "--dataset", "d", "--tiles", str(tiles),
-                     "--partitions", str(parts)]) == 0
+    assert (
+        cli.main(
+            [
+                "partition",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--tiles",
+                str(tiles),
+                "--out",
+                str(parts),
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "split",
+                "--config",
+                str(cfg),
+                "--dataset",
+                "d",
+                "--tiles",
+                str(tiles),
+                "--partitions",
+                str(parts),
+            ]
+        )
+        == 0
+    )
     images = sorted((demo / "images").glob("*.tif"))
     preds, metrics = train_predict_evaluate(cfg, run, tiles, parts, images)
-    index = pd.DataFrame(__import__("pyogrio").read_dataframe(tiles / "tiles.gpkg",
-                                                               read_geometry=False))
-    out = {"index": index, "regions": {p.name: p.read_bytes()
-                                       for p in sorted(tiles.glob("*.regions.bin"))},
-           "images": {p.name: p.read_bytes() for p in sorted(tiles.glob("*.image.bin"))}}
+    index = pd.DataFrame(
+        __import__("pyogrio").read_dataframe(tiles / "tiles.gpkg", read_geometry=False)
+    )
+    out = {
+        "index": index,
+        "regions": {p.name: p.read_bytes() for p in sorted(tiles.glob("*.regions.bin"))},
+        "images": {p.name: p.read_bytes() for p in sorted(tiles.glob("*.image.bin"))},
+    }
     for p in preds:
         with rasterio.open(p) as src:
             out[f"pred/{p.name}"] = src.read()

@@ -43,8 +43,9 @@ def test_scan_statistic_matches_formula_and_guards_edges():
     assert scan_statistic(40, 100, 40, 100) == 0.0  # region = everything
     assert scan_statistic(0, 10, 0, 100) == 0.0  # no success anywhere
     assert scan_statistic(10, 10, 100, 100) == 0.0  # success everywhere
-    vec = scan_statistic(np.array([[3, 0], [10, 5]]), np.array([10, 10]), np.array([[40], [40]]),
-                         100)
+    vec = scan_statistic(
+        np.array([[3, 0], [10, 5]]), np.array([10, 10]), np.array([[40], [40]]), 100
+    )
     assert vec.shape == (2, 2) and vec[0, 0] == pytest.approx(direct_llr(3, 10, 40, 100))
 
 
@@ -130,9 +131,22 @@ def test_unit_values_and_outcomes():
 
 def test_test_regions_dispatch():
     values, groups = _world(4)
-    assert test_regions("none", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)) is None
-    assert test_regions("scan", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)).method == "scan"
-    assert test_regions("permutation", values, values > 0.5, groups, 6, RegionTestOptions(50, 0.05, 0)).n_resamples == 199
+    assert (
+        test_regions("none", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0))
+        is None
+    )
+    assert (
+        test_regions(
+            "scan", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0)
+        ).method
+        == "scan"
+    )
+    assert (
+        test_regions(
+            "permutation", values, values > 0.5, groups, 6, RegionTestOptions(50, 0.05, 0)
+        ).n_resamples
+        == 199
+    )
     with pytest.raises(InputError, match="unknown significance method"):
         test_regions("bootstrap", values, values > 0.5, groups, 6, RegionTestOptions(399, 0.05, 0))
 
@@ -211,14 +225,18 @@ def test_unit_confusion_and_majority_regions():
 def test_untested_regions_get_nan_and_their_units_are_left_out(method):
     values, groups = _world(5, bad_region=2)
     tested = np.array([True, True, False, True, True, False])
-    res = test_regions(method, values, values >= 0.5, groups, 6, RegionTestOptions(199, 0.05, 0), tested=tested)
+    res = test_regions(
+        method, values, values >= 0.5, groups, 6, RegionTestOptions(199, 0.05, 0), tested=tested
+    )
     assert np.isnan(res.p_value[[2, 5]]).all() and not res.significant[[2, 5]].any()
     assert np.isnan(res.statistic[[2, 5]]).all() and (res.direction[[2, 5]] == 0).all()
     assert np.isfinite(res.p_value[tested]).all()
     assert res.n_units[2] == 0 and res.n_units[5] == 0
     # the same as a test on the tested regions' units alone
     keep = tested[groups]
-    ref = test_regions(method, values[keep], values[keep] >= 0.5, groups[keep], 6, RegionTestOptions(199, 0.05, 0))
+    ref = test_regions(
+        method, values[keep], values[keep] >= 0.5, groups[keep], 6, RegionTestOptions(199, 0.05, 0)
+    )
     assert np.allclose(res.statistic[tested], ref.statistic[tested])
     assert res.to_dict()["n_untested"] == 2
 
@@ -231,7 +249,14 @@ def _evaluate_with(r, out, **evaluation):
 
     config = copy.deepcopy(r["config"])
     config["evaluation"].update(evaluation)
-    return evaluate_dataset(r["store_dir"], r["pred_dir"], out, dataset=r["ds"], partitions=r["parts"], settings=Settings.from_config(config))
+    return evaluate_dataset(
+        r["store_dir"],
+        r["pred_dir"],
+        out,
+        dataset=r["ds"],
+        partitions=r["parts"],
+        settings=Settings.from_config(config),
+    )
 
 
 def _naive_unit_regions(r, unit_of_row):
@@ -248,8 +273,8 @@ def _naive_unit_regions(r, unit_of_row):
         east = X0 + (np.arange(cols) + col0 + 0.5) * RES >= EAST_X
         for i in np.flatnonzero((index["scene"] == name) & (index["split"] == "test")):
             t = index.iloc[i]
-            win = ok[t.row_off:t.row_off + 32, t.col_off:t.col_off + 32]
-            e = np.broadcast_to(east[t.col_off:t.col_off + 32], win.shape)
+            win = ok[t.row_off : t.row_off + 32, t.col_off : t.col_off + 32]
+            e = np.broadcast_to(east[t.col_off : t.col_off + 32], win.shape)
             c = counts.setdefault(int(unit_of_row[i]), np.zeros(2, np.int64))
             c += [int((win & ~e).sum()), int((win & e).sum())]
     return {u: int(np.argmax(c)) for u, c in counts.items() if c.sum() >= 51}
@@ -264,9 +289,11 @@ def test_evaluation_units_and_their_majority_region(tmp_path, unit):
     res = _evaluate_with(r, tmp_path / unit, significance_unit=unit)
     sig = res.metrics["significance"]
     index = r["store"].index
-    unit_of_row = {"tile": np.arange(len(index)),
-                   "scene": (index["scene"] == "s2").to_numpy().astype(int),
-                   "block": spatial_blocks(index, block_tiles=2, stride=32)}[unit]
+    unit_of_row = {
+        "tile": np.arange(len(index)),
+        "scene": (index["scene"] == "s2").to_numpy().astype(int),
+        "block": spatial_blocks(index, block_tiles=2, stride=32),
+    }[unit]
     test_rows = np.flatnonzero(index["split"] == "test")
     assert sig["unit"] == unit and sig["n_units"] == len(np.unique(unit_of_row[test_rows]))
     assert sig["block_tiles"] == (2 if unit == "block" else None)
@@ -275,8 +302,10 @@ def test_evaluation_units_and_their_majority_region(tmp_path, unit):
     # each unit goes to the region holding most of its evaluated pixels
     naive = _naive_unit_regions(r, unit_of_row)
     table = res.tables["regions"]
-    assert table["n_units"].tolist() == [sum(v == 0 for v in naive.values()),
-                                         sum(v == 1 for v in naive.values())]
+    assert table["n_units"].tolist() == [
+        sum(v == 0 for v in naive.values()),
+        sum(v == 1 for v in naive.values()),
+    ]
     assert table["n_units"].sum() == res.metrics["n_units_used"]
     assert table["n_tiles"].sum() == len(test_rows)
 
@@ -288,8 +317,9 @@ def test_absent_and_small_regions_are_not_tested(tmp_path):
     res = _evaluate_with(r, tmp_path / "a", significance_unit="tile")
     east = res.tables["regions"].set_index("region").loc["east"]
     assert bool(east["absent"]) and np.isnan(east["p_value"]) and not east["significant"]
-    doc_east = next(x for x in res.metrics["partitionings"]["regions"]["regions"]
-                    if x["name"] == "east")
+    doc_east = next(
+        x for x in res.metrics["partitionings"]["regions"]["regions"] if x["name"] == "east"
+    )
     assert doc_east["p_value"] is None and doc_east["significant"] is False
     # every region small: nothing is tested
     res = _evaluate_with(r, tmp_path / "b", significance_unit="tile", min_region_pixels=10**6)

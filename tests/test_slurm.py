@@ -68,10 +68,12 @@ def slurm() -> dict[str, str]:
     default = next((p.rstrip("*") for p in parts if p.endswith("*")), parts[0].rstrip("*"))
     names = {p.rstrip("*") for p in parts}
     return {
-        "cpu": os.environ.get("SPATIALFAIR_SLURM_CPU_PARTITION", "cpu" if "cpu" in names
-                              else default),
-        "gpu": os.environ.get("SPATIALFAIR_SLURM_GPU_PARTITION", "gpu" if "gpu" in names
-                              else default),
+        "cpu": os.environ.get(
+            "SPATIALFAIR_SLURM_CPU_PARTITION", "cpu" if "cpu" in names else default
+        ),
+        "gpu": os.environ.get(
+            "SPATIALFAIR_SLURM_GPU_PARTITION", "gpu" if "gpu" in names else default
+        ),
         "account": os.environ.get("SPATIALFAIR_SLURM_ACCOUNT", "default"),
     }
 
@@ -79,26 +81,42 @@ def slurm() -> dict[str, str]:
 def filled_profile(slurm: dict[str, str], where: Path) -> Path:
     """The shipped profile with partitions and account filled in: nothing else changes."""
     text = SHIPPED.read_text()
-    filled = (text.replace("CHANGE_ME_cpu_partition", slurm["cpu"])
-              .replace("CHANGE_ME_gpu_partition", slurm["gpu"])
-              .replace("CHANGE_ME_account", slurm["account"]))
+    filled = (
+        text.replace("CHANGE_ME_cpu_partition", slurm["cpu"])
+        .replace("CHANGE_ME_gpu_partition", slurm["gpu"])
+        .replace("CHANGE_ME_account", slurm["account"])
+    )
     profile = yaml.safe_load(filled)
     shipped = yaml.safe_load(text)
-    shipped["default-resources"].update(slurm_partition=slurm["cpu"],
-                                        slurm_account=slurm["account"])
+    shipped["default-resources"].update(
+        slurm_partition=slurm["cpu"], slurm_account=slurm["account"]
+    )
     shipped["set-resources"]["train"]["slurm_partition"] = slurm["gpu"]
     assert profile == shipped  # only partitions and account differ
     # polling: the plugin waits 40 s before its first status check by default
-    profile.update({"slurm-init-seconds-before-status-checks": 1,
-                    "seconds-between-status-checks": 2, "latency-wait": 10})
+    profile.update(
+        {
+            "slurm-init-seconds-before-status-checks": 1,
+            "seconds-between-status-checks": 2,
+            "latency-wait": 10,
+        }
+    )
     where.mkdir(parents=True, exist_ok=True)
     (where / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return where
 
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -142,14 +160,18 @@ def test_demo_through_the_shipped_slurm_profile(slurm, tmp_path):
     assert jobs and all(j["State"] == "COMPLETED" for j in jobs), jobs
     by_rule: dict[str, list[dict[str, str]]] = {}
     for j in jobs:
-        by_rule.setdefault(j["Comment"].split("_wildcards")[0].removeprefix("rule_"), []
-                           ).append(j)
+        by_rule.setdefault(j["Comment"].split("_wildcards")[0].removeprefix("rule_"), []).append(j)
     train = by_rule["train"]
     assert len(train) == 2
     for j in train:  # the profile's set-resources for train, nothing summed
         assert j["Partition"] == slurm["gpu"]
         assert tres(j["ReqTRES"]) | {"billing": "-"} == {
-            "billing": "-", "cpu": "8", "mem": "32000M", "node": "1", "gres/gpu": "1"}
+            "billing": "-",
+            "cpu": "8",
+            "mem": "32000M",
+            "node": "1",
+            "gres/gpu": "1",
+        }
     predict = [j for rule, js in by_rule.items() if rule.startswith("predict") for j in js]
     assert len(predict) == 2  # one batch of both scenes per strategy run
     for j in predict:  # one job's resources (the rule's), not a sum over bundled jobs
@@ -162,8 +184,9 @@ def train_job_ids(workdir: Path) -> list[str]:
     """Running or pending SLURM jobs of the train rule started in ``workdir``."""
     out = _run(["squeue", "-h", "-o", "%i|%k|%Z"]).stdout
     rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
-    return [i for i, comment, wd in rows
-            if comment.startswith("rule_train") and Path(wd) == workdir]
+    return [
+        i for i, comment, wd in rows if comment.startswith("rule_train") and Path(wd) == workdir
+    ]
 
 
 def test_cancelled_training_resumes_to_the_same_weights(slurm, tmp_path):

@@ -13,14 +13,13 @@ from spatialfair import partitions
 from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
+from spatialfair.settings import Settings
 from spatialfair.splits import assign_splits, spatial_blocks, split_tiles
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
-from spatialfair.settings import Settings
 
 
-def grid_index(scenes=(("s1", 20, 20), ("s2", 10, 12)), size=32, stride=None, drop=0.0,
-               seed=0):
+def grid_index(scenes=(("s1", 20, 20), ("s2", 10, 12)), size=32, stride=None, drop=0.0, seed=0):
     """A synthetic tile index: every tile of an n_rows x n_cols grid per scene."""
     stride = stride or size
     rng = np.random.default_rng(seed)
@@ -45,8 +44,9 @@ def quadrant_strata(index, stride=32):
 
 def test_blocks_are_never_split_and_every_tile_has_one_split():
     idx = grid_index(drop=0.2)
-    split = assign_splits(idx, block_tiles=2, val=0.2, test=0.2, seed=3,
-                          strata=quadrant_strata(idx))
+    split = assign_splits(
+        idx, block_tiles=2, val=0.2, test=0.2, seed=3, strata=quadrant_strata(idx)
+    )
     assert split.index.equals(idx.index) and set(split) == {"train", "val", "test"}
     blocks = spatial_blocks(idx, block_tiles=2)
     per_block = pd.Series(split.to_numpy()).groupby(blocks).nunique()
@@ -69,7 +69,9 @@ def test_every_region_in_val_and_test_and_fractions_honoured():
     # per region too (each has >= 25 blocks)
     for r in range(5):
         f = split[strata == r].value_counts(normalize=True)
-        assert f["test"] == pytest.approx(0.2, abs=0.06) and f["val"] == pytest.approx(0.2, abs=0.06)
+        assert f["test"] == pytest.approx(0.2, abs=0.06) and f["val"] == pytest.approx(
+            0.2, abs=0.06
+        )
 
 
 def test_small_regions_rules():
@@ -106,8 +108,9 @@ def test_deterministic_and_independent_of_row_order():
     b = assign_splits(idx, block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata)
     assert a.equals(b)
     perm = np.random.default_rng(1).permutation(len(idx))
-    c = assign_splits(idx.iloc[perm], block_tiles=3, val=0.2, test=0.2, seed=7,
-                      strata=strata.iloc[perm])
+    c = assign_splits(
+        idx.iloc[perm], block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata.iloc[perm]
+    )
     assert c.sort_index().equals(a)
     # a strata Series in another row order is aligned by its index
     c = assign_splits(idx.iloc[perm], block_tiles=3, val=0.2, test=0.2, seed=7, strata=strata)
@@ -136,9 +139,17 @@ def test_stride_with_overlap():
 
 def _write(path, data, transform):
     data = data if data.ndim == 3 else data[None]
-    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype.name, crs="EPSG:32633",
-                       transform=transform) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        crs="EPSG:32633",
+        transform=transform,
+    ) as dst:
         dst.write(data)
 
 
@@ -149,23 +160,35 @@ def store(tmp_path):
     (tmp_path / "lab").mkdir()
     for name, x0 in (("a", 500000), ("b", 520000)):
         t = from_origin(x0, 4600000, 10, 10)
-        _write(tmp_path / "img" / f"{name}.tif", rng.integers(1, 99, (2, 192, 160)).astype("uint8"), t)
+        _write(
+            tmp_path / "img" / f"{name}.tif", rng.integers(1, 99, (2, 192, 160)).astype("uint8"), t
+        )
         _write(tmp_path / "lab" / f"{name}.tif", rng.integers(0, 2, (192, 160)).astype("uint8"), t)
-    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
-                                              "labels": "lab/*.tif"}},
-                           "tiling": {"size": 16}, "seed": 5,
-                           "split": {"block_tiles": 2, "partitioning": "regions", "seed": 5}})
+    cfg = validate_config(
+        {
+            "datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}},
+            "tiling": {"size": 16},
+            "seed": 5,
+            "split": {"block_tiles": 2, "partitioning": "regions", "seed": 5},
+        }
+    )
     ds = dataset_config(cfg, "d", base=tmp_path)
-    return cfg, tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}))
+    return cfg, tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}),
+    )
 
 
 def test_split_tiles_writes_final_index(store):
     cfg, st = store
     grid = st.index
-    regions = pd.DataFrame({
-        "region__regions": np.where(grid.scene == "a", grid.row_off // 96, 2),
-        "region__grid_1x2": (grid.scene == "b").astype(int),
-    })
+    regions = pd.DataFrame(
+        {
+            "region__regions": np.where(grid.scene == "a", grid.row_off // 96, 2),
+            "region__grid_1x2": (grid.scene == "b").astype(int),
+        }
+    )
     out = split_tiles(st.path, None, settings=Settings.from_config(cfg), regions=regions)
     reopened = TileStore(st.path)
     idx = reopened.index
@@ -178,11 +201,17 @@ def test_split_tiles_writes_final_index(store):
         assert set(idx.split[idx.region__regions == r]) == {"train", "val", "test"}
     assert idx.crs == grid.crs
     np.testing.assert_allclose(idx.geometry.bounds.to_numpy(), grid.geometry.bounds.to_numpy())
-    expected = assign_splits(grid, block_tiles=2, val=0.2, test=0.2, seed=5,
-                             strata=regions.region__regions, stride=16)
+    expected = assign_splits(
+        grid, block_tiles=2, val=0.2, test=0.2, seed=5, strata=regions.region__regions, stride=16
+    )
     assert idx.split.tolist() == expected.tolist()
     with pytest.raises(InputError, match="no partitioning 'regions'") as err:
-        split_tiles(st.path, None, settings=Settings.from_config(cfg), regions=regions.drop(columns="region__regions"))
+        split_tiles(
+            st.path,
+            None,
+            settings=Settings.from_config(cfg),
+            regions=regions.drop(columns="region__regions"),
+        )
     assert "grid_1x2" in str(err.value)
 
 
@@ -193,14 +222,24 @@ def test_split_tiles_with_partitions_module(store, tmp_path):
     cfg, st = store
     left = shapely.box(499000, 4590000, 510000, 4601000)
     right = shapely.box(510000, 4590000, 530000, 4601000)
-    regions = gpd.GeoDataFrame({"region_id": [0, 1], "region": ["west", "east"]},
-                               geometry=[left, right], crs="EPSG:32633")
+    regions = gpd.GeoDataFrame(
+        {"region_id": [0, 1], "region": ["west", "east"]}, geometry=[left, right], crs="EPSG:32633"
+    )
     part = partitions.Partitioning("regions", "regions", regions, None)
     partitions.write_partitions([part], tmp_path / "partitions.gpkg")
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    args = ["split", "--config", str(cfg_path), "--dataset", "d", "--tiles", str(st.path),
-            "--partitions", str(tmp_path / "partitions.gpkg")]
+    args = [
+        "split",
+        "--config",
+        str(cfg_path),
+        "--dataset",
+        "d",
+        "--tiles",
+        str(st.path),
+        "--partitions",
+        str(tmp_path / "partitions.gpkg"),
+    ]
     assert cli_main(args) == 0
     idx = TileStore(st.path).index
     assert (idx.region__regions == np.where(idx.scene == "a", 0, 1)).all()

@@ -22,9 +22,17 @@ def test_staging_removes_the_temporary_files_of_a_failed_write(tmp_path):
 
 
 def _meta(scenes):
-    return {"format": STORE_FORMAT, "tile_size": 8, "overlap": 2, "classes": ["land", "water"],
-            "bands": ["VV", "VH"], "ignore_index": 255, "study_crs": "EPSG:32633",
-            "dtype": "float32", "scenes": {s: {"n_tiles": 0} for s in scenes}}
+    return {
+        "format": STORE_FORMAT,
+        "tile_size": 8,
+        "overlap": 2,
+        "classes": ["land", "water"],
+        "bands": ["VV", "VH"],
+        "ignore_index": 255,
+        "study_crs": "EPSG:32633",
+        "dtype": "float32",
+        "scenes": {s: {"n_tiles": 0} for s in scenes},
+    }
 
 
 def test_publish_replaces_the_previous_store_and_writes_store_json_last(tmp_path):

@@ -15,25 +15,48 @@ from rasterio.windows import Window
 
 from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
+from spatialfair.crs import study_crs
 from spatialfair.errors import InputError, StateError
 from spatialfair.io import read_padded
-from spatialfair.crs import study_crs
-from spatialfair.store import TileStore
-from spatialfair.tiling import (_ChipWriter, _class_counts, _plan_units, gather_tiles,
-                                tile_dataset, tile_offsets, tile_scene, tile_windows)
 from spatialfair.settings import Settings
+from spatialfair.store import TileStore
+from spatialfair.tiling import (
+    _ChipWriter,
+    _class_counts,
+    _plan_units,
+    gather_tiles,
+    tile_dataset,
+    tile_offsets,
+    tile_scene,
+    tile_windows,
+)
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
 
-def write_tif(path, data, *, crs="EPSG:32633", transform=T0, nodata=None, block=None,
-              mask=None, descriptions=None):
+def write_tif(
+    path,
+    data,
+    *,
+    crs="EPSG:32633",
+    transform=T0,
+    nodata=None,
+    block=None,
+    mask=None,
+    descriptions=None,
+):
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype.name, transform=transform,
-                   nodata=nodata)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        transform=transform,
+        nodata=nodata,
+    )
     if crs is not None:
         profile["crs"] = crs
     if block:
@@ -59,8 +82,13 @@ def make_dataset(tmp_path, scenes, **block):
         lkw = {k: v for k, v in kw.items() if k in ("crs", "transform", "block")}
         lkw.update(label_kw)
         write_tif(tmp_path / "lab" / f"{name}.tif", lab, **lkw)
-    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
-                                              "labels": "lab/*.tif", **block}}})
+    cfg = validate_config(
+        {
+            "datasets": {
+                "d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif", **block}
+            }
+        }
+    )
     return cfg, dataset_config(cfg, "d", base=tmp_path)
 
 
@@ -79,7 +107,7 @@ def expected_chips(image_path, label_path, window, nodata=None, ignore=255, mask
     with rasterio.open(label_path) as src:
         lab = read_padded(src, window, indexes=1, fill=ignore).astype(np.uint8)
     r0, c0 = int(window.row_off), int(window.col_off)
-    rr, cc = np.mgrid[r0:r0 + window.height, c0:c0 + window.width]
+    rr, cc = np.mgrid[r0 : r0 + window.height, c0 : c0 + window.width]
     invalid = (rr >= h) | (cc >= w)
     if np.issubdtype(img.dtype, np.floating):
         invalid |= ~np.isfinite(img).all(axis=0)
@@ -97,13 +125,14 @@ def expected_chips(image_path, label_path, window, nodata=None, ignore=255, mask
 
 # --- the grid -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("h,w,size", [(150, 130, 32), (64, 64, 32), (10, 70, 32), (33, 1, 16)])
 def test_tile_windows_cover_every_pixel_once_without_overlap(h, w, size):
     cover = np.zeros((h + size, w + size), dtype=int)
     windows = tile_windows(h, w, size, 0)
     for win in windows:
         assert (win.height, win.width) == (size, size)
-        cover[win.row_off:win.row_off + size, win.col_off:win.col_off + size] += 1
+        cover[win.row_off : win.row_off + size, win.col_off : win.col_off + size] += 1
     assert (cover[:h, :w] == 1).all()
     assert len(windows) == -(-h // size) * -(-w // size)
 
@@ -113,7 +142,7 @@ def test_tile_windows_with_overlap_cover_every_pixel(h, w, size, overlap):
     windows = tile_windows(h, w, size, overlap)
     cover = np.zeros((h + size, w + size), dtype=int)
     for win in windows:
-        cover[win.row_off:win.row_off + size, win.col_off:win.col_off + size] += 1
+        cover[win.row_off : win.row_off + size, win.col_off : win.col_off + size] += 1
     assert (cover[:h, :w] >= 1).all()
     offs = tile_offsets(h, size, overlap)
     assert list(np.diff(offs)) == [size - overlap] * (len(offs) - 1)
@@ -180,22 +209,30 @@ def test_study_crs():
 
 # --- tiling a dataset -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def scene_ab(tmp_path):
     img_a, lab_a = random_scene(1, 150, 130)
     img_a[:, :40, :50] = 0  # nodata corner: tile (0,0) has no valid pixel
     img_b, lab_b = random_scene(2, 70, 90)
-    lab_b[:, 60:] = 255      # unlabelled
-    cfg, ds = make_dataset(tmp_path, {
-        "a": (img_a, lab_a, {"nodata": 0}),
-        "b": (img_b, lab_b, {"nodata": 0, "transform": from_origin(600000, 4600000, 10, 10)}),
-    })
+    lab_b[:, 60:] = 255  # unlabelled
+    cfg, ds = make_dataset(
+        tmp_path,
+        {
+            "a": (img_a, lab_a, {"nodata": 0}),
+            "b": (img_b, lab_b, {"nodata": 0, "transform": from_origin(600000, 4600000, 10, 10)}),
+        },
+    )
     return cfg, ds
 
 
 def test_every_valid_pixel_in_exactly_one_tile(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     idx = store.index
     for scene, img_path, lab_path in zip(ds.scenes, ds.images, ds.labels):
         with rasterio.open(img_path) as src:
@@ -210,7 +247,7 @@ def test_every_valid_pixel_in_exactly_one_tile(tmp_path, scene_ab):
         assert rows.store_index.tolist() == list(range(len(rows)))
         for r in rows.itertuples():
             chip_valid = labels[r.store_index] != 255
-            cover[r.row_off:r.row_off + 32, r.col_off:r.col_off + 32] += chip_valid
+            cover[r.row_off : r.row_off + 32, r.col_off : r.col_off + 32] += chip_valid
         assert (cover[:h, :w] == valid).all(), scene
         assert cover[h:, :].sum() == 0 and cover[:, w:].sum() == 0  # padding never valid
         # the right/bottom edge pixels (130 and 150 are not multiples of 32) are covered
@@ -227,7 +264,13 @@ def test_every_valid_pixel_in_exactly_one_tile(tmp_path, scene_ab):
 
 def test_chips_equal_raster_windows_and_index_values(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.05)}))
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config(
+            {"tiling": dict(size=32, overlap=0, min_valid_fraction=0.05)}
+        ),
+    )
     idx = store.index
     assert store.meta["bands"] == ["band_1", "band_2", "band_3"]
     for scene, img_path, lab_path in zip(ds.scenes, ds.images, ds.labels):
@@ -249,7 +292,11 @@ def test_chips_equal_raster_windows_and_index_values(tmp_path, scene_ab):
 
 def test_footprints_match_windows(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     idx = store.index
     assert idx.crs.to_epsg() == 32633 and store.meta["study_crs"] == "EPSG:32633"
     for r in idx.itertuples():
@@ -266,9 +313,18 @@ def test_two_utm_zones_use_epsg4326(tmp_path):
     img_a, lab_a = random_scene(3, 64, 64)
     img_b, lab_b = random_scene(4, 64, 96)
     ta, tb = from_origin(700000, 5000000, 20, 20), from_origin(300000, 5000000, 20, 20)
-    _, ds = make_dataset(tmp_path, {"a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta}),
-                                    "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb})})
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    _, ds = make_dataset(
+        tmp_path,
+        {
+            "a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta}),
+            "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb}),
+        },
+    )
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     idx = store.index
     assert idx.crs.to_epsg() == 4326 and store.meta["study_crs"] == "EPSG:4326"
     assert store.meta["scenes"]["a"]["crs"] == "EPSG:32632"
@@ -280,8 +336,7 @@ def test_two_utm_zones_use_epsg4326(tmp_path):
         # every scene-CRS corner lies on the geographic footprint (densified edges)
         for x, y in [(r.xmin, r.ymin), (r.xmin, r.ymax), (r.xmax, r.ymin), (r.xmax, r.ymax)]:
             lon, lat = tr.transform(x, y)
-            assert r.geometry.exterior.distance(
-                shapely.Point(lon, lat)) < 1e-9
+            assert r.geometry.exterior.distance(shapely.Point(lon, lat)) < 1e-9
         cx, cy = tr.transform((r.xmin + r.xmax) / 2, (r.ymin + r.ymax) / 2)
         assert r.geometry.contains(shapely.Point(cx, cy))
     # zone 32 scene is east of its central meridian, zone 33 scene west of 15E: close by
@@ -294,9 +349,17 @@ def test_overlap_and_small_reads_give_identical_store(tmp_path):
     img, lab = random_scene(5, 100, 120)
     img[:, 10:30, 10:30] = 0
     _, ds = make_dataset(tmp_path, {"s": (img, lab, {"nodata": 0, "block": 64})})
-    big = tile_dataset(ds, tmp_path / "t1", settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}))
-    small = tile_dataset(ds, tmp_path / "t2",
-                         read_bytes=32 * 60 * 8, settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}))  # forces one tile row and 1-2 tiles per read
+    big = tile_dataset(
+        ds,
+        tmp_path / "t1",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}),
+    )
+    small = tile_dataset(
+        ds,
+        tmp_path / "t2",
+        read_bytes=32 * 60 * 8,
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=8, min_valid_fraction=0.0)}),
+    )  # forces one tile row and 1-2 tiles per read
     assert big.index.drop(columns="geometry").equals(small.index.drop(columns="geometry"))
     np.testing.assert_array_equal(big.images("s"), small.images("s"))
     np.testing.assert_array_equal(big.labels("s"), small.labels("s"))
@@ -319,16 +382,19 @@ def test_float_nan_internal_mask_and_label_nodata(tmp_path):
     mask[:, 50:] = 0  # internal mask hides the right strip
     lab = rng.integers(0, 2, (64, 64)).astype("uint8")
     lab[0:3, :] = 254  # label nodata, not a class: unlabelled
-    _, ds = make_dataset(tmp_path, {"s": (img, lab, {"mask": mask,
-                                                      "label": {"nodata": 254}})})
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    _, ds = make_dataset(tmp_path, {"s": (img, lab, {"mask": mask, "label": {"nodata": 254}})})
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     idx = store.index.set_index(["row_off", "col_off"])
     labels, images = store.labels("s"), store.images("s")
     full_lab = np.full((64, 64), 255, np.uint8)
     full_img = np.zeros((2, 64, 64), np.float32)
     for (r, c), row in idx.iterrows():
-        full_lab[r:r + 32, c:c + 32] = labels[row.store_index]
-        full_img[:, r:r + 32, c:c + 32] = images[row.store_index]
+        full_lab[r : r + 32, c : c + 32] = labels[row.store_index]
+        full_img[:, r : r + 32, c : c + 32] = images[row.store_index]
     expected = lab.copy()
     expected[0:3, :] = 255
     expected[5:9, 5:9] = 255
@@ -343,56 +409,88 @@ def test_float_nan_internal_mask_and_label_nodata(tmp_path):
 def test_label_values_outside_classes_fail_without_partial_outputs(tmp_path, scene_ab):
     _, ds = scene_ab
     out = tmp_path / "tiles"
-    tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    tile_dataset(
+        ds,
+        out,
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     before = json.loads((out / "store.json").read_text())
     with rasterio.open(ds.labels[1], "r+") as dst:  # scene b, tiled second
         lab = dst.read(1)
         lab[3, 4] = 7
         dst.write(lab, 1)
     with pytest.raises(InputError) as err:
-        tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+        tile_dataset(
+            ds,
+            out,
+            settings=Settings.from_config(
+                {"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}
+            ),
+        )
     assert "b.tif" in str(err.value) and "label values 7 (1 px)" in str(err.value)
     # the previous store is untouched and no temporary file remains
     assert json.loads((out / "store.json").read_text()) == before
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["store.json", "tile_grid.gpkg", "a.image.bin", "a.label.bin", "b.image.bin",
-         "b.label.bin"])
+        ["store.json", "tile_grid.gpkg", "a.image.bin", "a.label.bin", "b.image.bin", "b.label.bin"]
+    )
 
 
 def test_all_invalid_scene_and_no_crs_and_misaligned(tmp_path):
     img, lab = random_scene(7, 40, 40)
     _, ds = make_dataset(tmp_path / "x", {"s": (np.zeros_like(img), lab, {"nodata": 0})})
     with pytest.raises(InputError, match="every pixel of the image is invalid"):
-        tile_dataset(ds, tmp_path / "x" / "tiles", settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}))
+        tile_dataset(
+            ds,
+            tmp_path / "x" / "tiles",
+            settings=Settings.from_config({"tiling": dict(size=16, min_valid_fraction=0.0)}),
+        )
     assert not (tmp_path / "x" / "tiles" / "store.json").exists()
     assert list((tmp_path / "x" / "tiles").iterdir()) == []
 
     _, ds = make_dataset(tmp_path / "y", {"s": (img, lab, {"crs": None})})
     with pytest.raises(InputError, match="image raster has no CRS") as err:
-        tile_dataset(ds, tmp_path / "y" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)}))
+        tile_dataset(
+            ds, tmp_path / "y" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)})
+        )
     assert "gdal_edit.py -a_srs" in str(err.value)
 
-    _, ds = make_dataset(tmp_path / "z", {"s": (img, lab, {
-        "label": {"transform": from_origin(500005, 4600000, 10, 10)}})})
+    _, ds = make_dataset(
+        tmp_path / "z",
+        {"s": (img, lab, {"label": {"transform": from_origin(500005, 4600000, 10, 10)}})},
+    )
     with pytest.raises(InputError, match="label grid differs from image s.tif: transform"):
-        tile_dataset(ds, tmp_path / "z" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)}))
+        tile_dataset(
+            ds, tmp_path / "z" / "tiles", settings=Settings.from_config({"tiling": dict(size=16)})
+        )
 
 
 def test_retile_drops_stale_split_and_regions(tmp_path, scene_ab):
     _, ds = scene_ab
     out = tmp_path / "tiles"
-    store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        out,
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     store.write_regions("a", [np.zeros((store.n_tiles("a"), 32, 32), np.int16)])
     store.write_index(store.index.assign(split="train"))
     assert (out / "tiles.gpkg").exists() and (out / "a.regions.bin").exists()
-    store = tile_dataset(ds, out, settings=Settings.from_config({"tiling": dict(size=16, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        out,
+        settings=Settings.from_config({"tiling": dict(size=16, overlap=0, min_valid_fraction=0.0)}),
+    )
     assert not (out / "tiles.gpkg").exists() and not (out / "a.regions.bin").exists()
     assert store.tile_size == 16 and store.labels("a").shape[1:] == (16, 16)
 
 
 def test_tilestore_regions_and_index_writers(tmp_path, scene_ab):
     _, ds = scene_ab
-    store = tile_dataset(ds, tmp_path / "tiles", settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}))
+    store = tile_dataset(
+        ds,
+        tmp_path / "tiles",
+        settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
+    )
     n = store.n_tiles("b")
     ids = np.arange(n * 32 * 32, dtype=np.int64).reshape(n, 32, 32) % 5 - 1
     store.write_regions("b", [ids[:2], ids[2:]], partitioning="grid_2x2")
@@ -428,22 +526,27 @@ def test_cli_tile_and_reprojected_labels(tmp_path, caplog):
     tgeo = rasterio.transform.from_bounds(lon0, lat0, lon1, lat1, 80, 80)
     write_tif(ds.labels[0], geo_lab, crs="EPSG:4326", transform=tgeo)
     cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
-                        f"    labels: {tmp_path}/lab/*.tif\ntiling:\n  size: 32\n"
-                        "  min_valid_fraction: 0.0\n")
+    cfg_path.write_text(
+        f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+        f"    labels: {tmp_path}/lab/*.tif\ntiling:\n  size: 32\n"
+        "  min_valid_fraction: 0.0\n"
+    )
     out = tmp_path / "results" / "d" / "tiles"
     with caplog.at_level(logging.ERROR):
-        assert cli_main(["tile", "--config", str(cfg_path), "--dataset", "d",
-                         "--out", str(out)]) == 2
+        assert (
+            cli_main(["tile", "--config", str(cfg_path), "--dataset", "d", "--out", str(out)]) == 2
+        )
     assert "label grid differs from image s.tif: CRS" in caplog.text
     assert not (out / "store.json").exists()
 
-    cfg_path.write_text(cfg_path.read_text().replace("labels:", "reproject_labels: true\n"
-                                                     "    labels:"))
+    cfg_path.write_text(
+        cfg_path.read_text().replace("labels:", "reproject_labels: true\n    labels:")
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert cli_main(["tile", "--config", str(cfg_path), "--dataset", "d",
-                         "--out", str(out)]) == 0
+        assert (
+            cli_main(["tile", "--config", str(cfg_path), "--dataset", "d", "--out", str(out)]) == 0
+        )
     assert "Reprojecting" in caplog.text
     store = TileStore(out)
     assert store.meta["scenes"]["s"]["label"].endswith("reprojected_labels/s.tif")
@@ -458,13 +561,15 @@ def test_cli_tile_and_reprojected_labels(tmp_path, caplog):
 
 # --- per-scene tiling (one cluster job per scene) and the gather step ----------------------
 
+
 def assert_same_store(a: TileStore, b: TileStore) -> None:
     """Byte-identical chips, identical store.json and tile index (geometry included)."""
     assert a.meta == b.meta
     for scene in a.scenes:
         for kind in ("image", "label"):
-            assert (a.path / f"{scene}.{kind}.bin").read_bytes() == \
-                   (b.path / f"{scene}.{kind}.bin").read_bytes(), (scene, kind)
+            assert (a.path / f"{scene}.{kind}.bin").read_bytes() == (
+                b.path / f"{scene}.{kind}.bin"
+            ).read_bytes(), (scene, kind)
     ia, ib = a.index, b.index
     assert ia.drop(columns="geometry").equals(ib.drop(columns="geometry"))
     assert ia.crs == ib.crs and all(ia.geometry.geom_equals_exact(ib.geometry, 0))
@@ -478,16 +583,29 @@ def test_per_scene_tiling_equals_one_job(tmp_path):
     lab_c = np.full((40, 40), 255, np.uint8)
     img_c, _ = random_scene(5, 40, 40)
     ta, tb = from_origin(700000, 5000000, 20, 20), from_origin(300000, 5000000, 20, 20)
-    _, ds = make_dataset(tmp_path, {
-        "a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta, "nodata": 0}),
-        "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb}),
-        "c": (img_c, lab_c, {"crs": "EPSG:32633", "transform": tb})})
+    _, ds = make_dataset(
+        tmp_path,
+        {
+            "a": (img_a, lab_a, {"crs": "EPSG:32632", "transform": ta, "nodata": 0}),
+            "b": (img_b, lab_b, {"crs": "EPSG:32633", "transform": tb}),
+            "c": (img_c, lab_c, {"crs": "EPSG:32633", "transform": tb}),
+        },
+    )
     settings = dict(size=32, overlap=8, min_valid_fraction=0.1)
-    whole = tile_dataset(ds, tmp_path / "one", settings=Settings.from_config({"tiling": dict(**settings)}))
+    whole = tile_dataset(
+        ds, tmp_path / "one", settings=Settings.from_config({"tiling": dict(**settings)})
+    )
     parts = tmp_path / "parts"
     for image, label in zip(ds.images, ds.labels):
-        assert tile_scene(ds, image, label, parts, settings=Settings.from_config({"tiling": dict(**settings)})) == parts / f"{image.stem}.part.json"
-    gathered = gather_tiles(ds, parts, tmp_path / "many", settings=Settings.from_config({"tiling": dict(**settings)}))
+        assert (
+            tile_scene(
+                ds, image, label, parts, settings=Settings.from_config({"tiling": dict(**settings)})
+            )
+            == parts / f"{image.stem}.part.json"
+        )
+    gathered = gather_tiles(
+        ds, parts, tmp_path / "many", settings=Settings.from_config({"tiling": dict(**settings)})
+    )
     assert_same_store(whole, gathered)
     assert whole.n_tiles("c") == 0 and len(whole.index) == 3 * 3 + 3 * 4
     # the chips are hard links of the parts, not copies
@@ -498,13 +616,32 @@ def test_per_scene_tiling_equals_one_job(tmp_path):
 def test_gather_needs_every_scene_with_the_same_settings(tmp_path, scene_ab):
     _, ds = scene_ab
     parts = tmp_path / "parts"
-    tile_scene(ds, ds.images[0], ds.labels[0], parts, settings=Settings.from_config({"tiling": dict(size=32)}))
+    tile_scene(
+        ds,
+        ds.images[0],
+        ds.labels[0],
+        parts,
+        settings=Settings.from_config({"tiling": dict(size=32)}),
+    )
     with pytest.raises(InputError, match=r"scene b is not tiled yet.*--scene b"):
-        gather_tiles(ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)}))
-    tile_scene(ds, ds.images[1], ds.labels[1], parts, settings=Settings.from_config({"tiling": dict(size=16)}))
-    with pytest.raises(InputError, match=r"b.part.json: scene tiled with other tiling settings "
-                                         r"\(16, 0, 0.05\), now \(32, 0, 0.05\)"):
-        gather_tiles(ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)}))
+        gather_tiles(
+            ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)})
+        )
+    tile_scene(
+        ds,
+        ds.images[1],
+        ds.labels[1],
+        parts,
+        settings=Settings.from_config({"tiling": dict(size=16)}),
+    )
+    with pytest.raises(
+        InputError,
+        match=r"b.part.json: scene tiled with other tiling settings "
+        r"\(16, 0, 0.05\), now \(32, 0, 0.05\)",
+    ):
+        gather_tiles(
+            ds, parts, tmp_path / "t", settings=Settings.from_config({"tiling": dict(size=32)})
+        )
     assert not (tmp_path / "t" / "store.json").exists()
 
 
@@ -513,16 +650,25 @@ def test_cli_per_scene_then_gather_equals_cli_tile(tmp_path, caplog):
     img2, lab2 = random_scene(9, 50, 40)
     make_dataset(tmp_path, {"s": (img, lab, {}), "t": (img2, lab2, {})})
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
-                   f"    labels: {tmp_path}/lab/*.tif\ntiling:\n  size: 32\n")
+    cfg.write_text(
+        f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+        f"    labels: {tmp_path}/lab/*.tif\ntiling:\n  size: 32\n"
+    )
     base = ["tile", "--config", str(cfg), "--dataset", "d"]
     assert cli_main([*base, "--out", str(tmp_path / "one")]) == 0
     out = tmp_path / "many"
     assert cli_main([*base, "--out", str(out), "--scene", "s"]) == 0
     assert cli_main([*base, "--out", str(out), "--scene", "t", "s"]) == 0  # s again: same
     assert sorted(p.name for p in (out / "parts").iterdir()) == [
-        "s.cols.npz", "s.image.bin", "s.label.bin", "s.part.json",
-        "t.cols.npz", "t.image.bin", "t.label.bin", "t.part.json"]
+        "s.cols.npz",
+        "s.image.bin",
+        "s.label.bin",
+        "s.part.json",
+        "t.cols.npz",
+        "t.image.bin",
+        "t.label.bin",
+        "t.part.json",
+    ]
     assert not (out / "store.json").exists()
     assert cli_main([*base, "--out", str(out), "--gather"]) == 0
     assert_same_store(TileStore(tmp_path / "one"), TileStore(out))

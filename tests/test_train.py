@@ -18,6 +18,7 @@ from spatialfair.data import TileDataset, band_stats, make_loader
 from spatialfair.errors import InputError, StateError
 from spatialfair.metrics import confusion_by_region
 from spatialfair.models import load_bundle
+from spatialfair.settings import Settings
 from spatialfair.store import TileStore
 from spatialfair.train import (
     _confusion_by_region,
@@ -26,22 +27,35 @@ from spatialfair.train import (
     summarize_validation,
     train,
 )
-from spatialfair.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import add_split_column, make_store  # noqa: E402
 
 
 def _config(strategies=None, epochs=2, **training):
-    return validate_config({
-        "datasets": {"d": {"task": "flood", "images": "none/*.tif", "labels": "none/*.tif",
-                           "classes": ["c0", "c1"], "headline_metric": "iou_c1"}},
-        "strategies": strategies or ["erm"],
-        "model": {"width": 4, "depth": 2},
-        "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01,
-                     "selection_min_region_pixels": 10, **training},
-        "evaluation": {"min_region_pixels": 10},
-    })
+    return validate_config(
+        {
+            "datasets": {
+                "d": {
+                    "task": "flood",
+                    "images": "none/*.tif",
+                    "labels": "none/*.tif",
+                    "classes": ["c0", "c1"],
+                    "headline_metric": "iou_c1",
+                }
+            },
+            "strategies": strategies or ["erm"],
+            "model": {"width": 4, "depth": 2},
+            "training": {
+                "epochs": epochs,
+                "batch_size": 4,
+                "lr": 0.01,
+                "selection_min_region_pixels": 10,
+                **training,
+            },
+            "evaluation": {"min_region_pixels": 10},
+        }
+    )
 
 
 def _run(config, name):
@@ -56,7 +70,13 @@ def store(tmp_path_factory):
 def test_train_writes_bundle_and_log(store, tmp_path):
     config = _config(["groupdro"], epochs=3)
     ds = dataset_config(config, "d", require_files=False)
-    path = train(store, tmp_path / "groupdro", dataset=ds, strategy=_run(config, "groupdro"), settings=Settings.from_config(config))
+    path = train(
+        store,
+        tmp_path / "groupdro",
+        dataset=ds,
+        strategy=_run(config, "groupdro"),
+        settings=Settings.from_config(config),
+    )
     assert path == tmp_path / "groupdro" / "model.pt"
     model, bundle = load_bundle(path)
     mean, std = band_stats(store, "train")
@@ -72,11 +92,10 @@ def test_train_writes_bundle_and_log(store, tmp_path):
     assert set(region_cols) <= set(log.columns)
     per_region = log[region_cols].to_numpy()
     np.testing.assert_allclose(log["val_worst_iou_c1"], per_region.min(axis=1), rtol=1e-5)
-    np.testing.assert_allclose(log["val_difference"],
-                               per_region.max(axis=1) - per_region.min(axis=1), rtol=1e-4,
-                               atol=1e-6)
-    np.testing.assert_allclose(log["score"], log["val_iou_c1"] + log["val_worst_iou_c1"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        log["val_difference"], per_region.max(axis=1) - per_region.min(axis=1), rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(log["score"], log["val_iou_c1"] + log["val_worst_iou_c1"], rtol=1e-5)
     kept = int(log["score"].to_numpy().argmax()) + 1
     assert bundle["epoch"] == kept and log["selected"].iloc[kept - 1] == 1
     assert bundle["val_metrics"]["score"] == pytest.approx(log["score"].max(), rel=1e-5)
@@ -93,11 +112,27 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
     config = _config({name: opts}, epochs=3)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, name)
-    full = train(store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config))
-    part = train(store, tmp_path / "part", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
+    full = train(
+        store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config)
+    )
+    part = train(
+        store,
+        tmp_path / "part",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        stop_after_epoch=1,
+    )
     assert part.name == "checkpoint.pt" and not (tmp_path / "part" / "model.pt").exists()
     assert len(pd.read_csv(tmp_path / "part" / "train_log.csv")) == 1
-    resumed = train(store, tmp_path / "part", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
+    resumed = train(
+        store,
+        tmp_path / "part",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        resume=True,
+    )
     a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
@@ -107,20 +142,42 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
         torch.testing.assert_close(ckpt_b["model"][key], value, rtol=0, atol=0)
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "full" / "train_log.csv").drop(columns="seconds"),
-        pd.read_csv(tmp_path / "part" / "train_log.csv").drop(columns="seconds"))
+        pd.read_csv(tmp_path / "part" / "train_log.csv").drop(columns="seconds"),
+    )
 
 
 def test_resume_ignores_the_checkpoint_of_a_different_run(store, tmp_path, caplog):
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
-    train(store, tmp_path / "r", dataset=ds, strategy=_run(config, "erm"), settings=Settings.from_config(config), stop_after_epoch=1)
+    train(
+        store,
+        tmp_path / "r",
+        dataset=ds,
+        strategy=_run(config, "erm"),
+        settings=Settings.from_config(config),
+        stop_after_epoch=1,
+    )
     other = _config(epochs=2, lr=0.001)
-    train(store, tmp_path / "r", dataset=ds, strategy=_run(other, "erm"), settings=Settings.from_config(other), resume=True)
+    train(
+        store,
+        tmp_path / "r",
+        dataset=ds,
+        strategy=_run(other, "erm"),
+        settings=Settings.from_config(other),
+        resume=True,
+    )
     assert "different run" in caplog.text
-    train(store, tmp_path / "fresh", dataset=ds, strategy=_run(other, "erm"), settings=Settings.from_config(other))
+    train(
+        store,
+        tmp_path / "fresh",
+        dataset=ds,
+        strategy=_run(other, "erm"),
+        settings=Settings.from_config(other),
+    )
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
-        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
+        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"),
+    )
 
 
 def test_resuming_a_finished_run_rewrites_the_deleted_log(store, tmp_path, caplog):
@@ -129,13 +186,22 @@ def test_resuming_a_finished_run_rewrites_the_deleted_log(store, tmp_path, caplo
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    model = train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config))
+    model = train(
+        store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config)
+    )
     log_before = pd.read_csv(tmp_path / "r" / "train_log.csv")
     weights = torch.load(model, weights_only=True)["state_dict"]
     model.unlink()
     (tmp_path / "r" / "train_log.csv").unlink()
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        again = train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
+        again = train(
+            store,
+            tmp_path / "r",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            resume=True,
+        )
     assert "resuming" in caplog.text and "epoch 2 of 2" in caplog.text
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "r" / "train_log.csv"), log_before)
     for key, value in torch.load(again, weights_only=True)["state_dict"].items():
@@ -149,19 +215,36 @@ def test_resume_starts_afresh_when_the_tiles_were_remade(tmp_path, caplog):
     config = _config(epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    train(tiles, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
+    train(
+        tiles,
+        tmp_path / "r",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        stop_after_epoch=1,
+    )
     store = TileStore(tiles)
     index = store.index.copy()
     index["split"] = np.roll(index["split"].to_numpy(), 1)  # a new split, same tile count
     store.write_index(index)
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(tiles, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
+        train(
+            tiles,
+            tmp_path / "r",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            resume=True,
+        )
     assert "different run" in caplog.text and "resuming" not in caplog.text
     assert len(pd.read_csv(tmp_path / "r" / "train_log.csv")) == 2
-    train(tiles, tmp_path / "fresh", dataset=ds, strategy=run, settings=Settings.from_config(config))
+    train(
+        tiles, tmp_path / "fresh", dataset=ds, strategy=run, settings=Settings.from_config(config)
+    )
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "r" / "train_log.csv").drop(columns="seconds"),
-        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"))
+        pd.read_csv(tmp_path / "fresh" / "train_log.csv").drop(columns="seconds"),
+    )
 
 
 def test_input_errors_before_training(store, tmp_path):
@@ -169,25 +252,69 @@ def test_input_errors_before_training(store, tmp_path):
     ds = dataset_config(config, "d", require_files=False)
     deep = validate_config({**config, "model": {"width": 4, "depth": 5}})
     with pytest.raises(InputError, match="tiling.size"):
-        train(store, tmp_path / "a", dataset=ds, strategy=_run(deep, "erm"), settings=Settings.from_config(deep))
+        train(
+            store,
+            tmp_path / "a",
+            dataset=ds,
+            strategy=_run(deep, "erm"),
+            settings=Settings.from_config(deep),
+        )
     unsplit = make_store(tmp_path / "unsplit", split=False, regions=False)
     with pytest.raises(StateError, match="run `spatialfair split` first"):
-        train(unsplit, tmp_path / "b", dataset=ds, strategy=_run(config, "erm"), settings=Settings.from_config(config))
-    wrong = validate_config({**config, "training": {**config["training"],
-                                                    "partitioning": "grid_7x7"}})
+        train(
+            unsplit,
+            tmp_path / "b",
+            dataset=ds,
+            strategy=_run(config, "erm"),
+            settings=Settings.from_config(config),
+        )
+    wrong = validate_config(
+        {**config, "training": {**config["training"], "partitioning": "grid_7x7"}}
+    )
     with pytest.raises(InputError, match="grid_7x7"):
-        train(store, tmp_path / "c", dataset=ds, strategy=_run(wrong, "erm"), settings=Settings.from_config(wrong))
-    bad_metric = dataset_config(validate_config({**config, "datasets": {"d": {
-        **config["datasets"]["d"], "headline_metric": "iou_water"}}}), "d",
-        require_files=False)
+        train(
+            store,
+            tmp_path / "c",
+            dataset=ds,
+            strategy=_run(wrong, "erm"),
+            settings=Settings.from_config(wrong),
+        )
+    bad_metric = dataset_config(
+        validate_config(
+            {
+                **config,
+                "datasets": {"d": {**config["datasets"]["d"], "headline_metric": "iou_water"}},
+            }
+        ),
+        "d",
+        require_files=False,
+    )
     with pytest.raises(InputError, match="iou_water"):
-        train(store, tmp_path / "d", dataset=bad_metric, strategy=_run(config, "erm"), settings=Settings.from_config(config))
+        train(
+            store,
+            tmp_path / "d",
+            dataset=bad_metric,
+            strategy=_run(config, "erm"),
+            settings=Settings.from_config(config),
+        )
     spad = _config({"spad": {"partitionings": "kmeans_*"}})
     with pytest.raises(InputError, match="kmeans"):
-        train(store, tmp_path / "e", dataset=ds, strategy=_run(spad, "spad"), settings=Settings.from_config(spad))
+        train(
+            store,
+            tmp_path / "e",
+            dataset=ds,
+            strategy=_run(spad, "spad"),
+            settings=Settings.from_config(spad),
+        )
     bogus = _config({"groupdro": {"bogus": 1}})
     with pytest.raises(InputError, match="bogus"):
-        train(store, tmp_path / "f", dataset=ds, strategy=_run(bogus, "groupdro"), settings=Settings.from_config(bogus))
+        train(
+            store,
+            tmp_path / "f",
+            dataset=ds,
+            strategy=_run(bogus, "groupdro"),
+            settings=Settings.from_config(bogus),
+        )
     assert not any((tmp_path / x / "model.pt").exists() for x in "abcdef")
 
 
@@ -197,12 +324,20 @@ def test_confusion_and_validation_summary():
     target = rng.integers(0, 2, (2, 8, 8))
     pred = rng.integers(0, 2, (2, 8, 8))
     valid = rng.random((2, 8, 8)) > 0.2
-    conf = _confusion_by_region(torch.from_numpy(regions), torch.from_numpy(target),
-                                torch.from_numpy(pred), torch.from_numpy(valid), 3, 2).numpy()
+    conf = _confusion_by_region(
+        torch.from_numpy(regions),
+        torch.from_numpy(target),
+        torch.from_numpy(pred),
+        torch.from_numpy(valid),
+        3,
+        2,
+    ).numpy()
     ref = confusion_by_region(regions, np.where(valid, target, 255), pred, 3, 2)
     np.testing.assert_array_equal(conf[1:], ref)
-    np.testing.assert_array_equal(conf.sum(0), confusion_by_region(
-        np.zeros_like(regions), np.where(valid, target, 255), pred, 1, 2)[0])
+    np.testing.assert_array_equal(
+        conf.sum(0),
+        confusion_by_region(np.zeros_like(regions), np.where(valid, target, 255), pred, 1, 2)[0],
+    )
     # hand-made: region 0 perfect, region 1 half right, region 2 tiny (below min pixels)
     cm = np.zeros((4, 2, 2), np.int64)
     cm[1] = [[50, 0], [0, 50]]
@@ -222,11 +357,37 @@ def test_cli_train(store, tmp_path, monkeypatch):
 
     cfg.write_text(yaml.safe_dump(_config(["erm", "cvar"], epochs=1)))
     out = tmp_path / "cvar"
-    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "cvar",
-                     "--tiles", str(store), "--out", str(out)])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--dataset",
+            "d",
+            "--strategy",
+            "cvar",
+            "--tiles",
+            str(store),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and (out / "model.pt").exists() and (out / "train_log.csv").exists()
-    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "dro",
-                     "--tiles", str(store), "--out", str(tmp_path / "x")])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--dataset",
+            "d",
+            "--strategy",
+            "dro",
+            "--tiles",
+            str(store),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "x").exists()
 
 
@@ -247,19 +408,31 @@ def demo_stores(tmp_path_factory):
     for task in ("flood", "crop"):
         data = root / task / "data"
         make_demo(task, data, seed=0)
-        config = validate_config({
-            "datasets": {task: {"task": task, "images": str(data / "images" / "*.tif"),
-                                "labels": str(data / "labels" / "*.tif"),
-                                "regions": str(data / "regions.gpkg")}},
-            "partitions": {"grid_max": 3, "offset_grids": 0, "kmeans": [3]},
-            "strategies": ["erm", "spad"],
-            "model": {"width": 16, "depth": 3},
-            "training": DEMO_TRAINING,
-        })
+        config = validate_config(
+            {
+                "datasets": {
+                    task: {
+                        "task": task,
+                        "images": str(data / "images" / "*.tif"),
+                        "labels": str(data / "labels" / "*.tif"),
+                        "regions": str(data / "regions.gpkg"),
+                    }
+                },
+                "partitions": {"grid_max": 3, "offset_grids": 0, "kmeans": [3]},
+                "strategies": ["erm", "spad"],
+                "model": {"width": 16, "depth": 3},
+                "training": DEMO_TRAINING,
+            }
+        )
         ds = dataset_config(config, task)
         res = root / task / "results"
         tile_dataset(ds, res / "tiles", settings=Settings.from_config({"tiling": dict(size=64)}))
-        build_partitions(res / "tiles", res / "partitions.gpkg", dataset=ds, settings=Settings.from_config(config))
+        build_partitions(
+            res / "tiles",
+            res / "partitions.gpkg",
+            dataset=ds,
+            settings=Settings.from_config(config),
+        )
         split_tiles(res / "tiles", res / "partitions.gpkg", settings=Settings.from_config(config))
         stores[task] = (config, ds, res)
     return stores
@@ -271,8 +444,7 @@ def _majority_metric(store_dir: Path, ds, split: str = "val") -> float:
     from spatialfair.metrics import metrics_from_confusion
 
     table = tile_table(store_dir, "all")
-    counts = [table.loc[table.split == "train", f"count_{k}"].sum()
-              for k in range(ds.num_classes)]
+    counts = [table.loc[table.split == "train", f"count_{k}"].sum() for k in range(ds.num_classes)]
     major = int(np.argmax(counts))
     val = table[table.split == split]
     cm = np.zeros((ds.num_classes, ds.num_classes))
@@ -286,7 +458,13 @@ def _majority_metric(store_dir: Path, ds, split: str = "val") -> float:
 @pytest.mark.parametrize("task,strategy", [("flood", "erm"), ("crop", "spad")])
 def test_short_demo_training_learns(demo_stores, task, strategy):
     config, ds, res = demo_stores[task]
-    path = train(res / "tiles", res / strategy, dataset=ds, strategy=_run(config, strategy), settings=Settings.from_config(config))
+    path = train(
+        res / "tiles",
+        res / strategy,
+        dataset=ds,
+        strategy=_run(config, strategy),
+        settings=Settings.from_config(config),
+    )
     log = pd.read_csv(res / strategy / "train_log.csv")
     assert log["train_ce"].iloc[-1] < 0.8 * log["train_ce"].iloc[0]
     _, bundle = load_bundle(path)
@@ -298,8 +476,8 @@ def test_short_demo_training_learns(demo_stores, task, strategy):
 
 def test_worst_region_needs_the_class_for_class_metrics():
     cm = np.zeros((3, 2, 2), np.int64)
-    cm[1] = [[40, 0], [10, 30]]   # iou_c1 = 0.75
-    cm[2] = [[80, 3], [0, 0]]     # no c1 at all: iou_c1 = 0 from 3 false positives
+    cm[1] = [[40, 0], [10, 30]]  # iou_c1 = 0.75
+    cm[2] = [[80, 3], [0, 0]]  # no c1 at all: iou_c1 = 0 from 3 false positives
     s = summarize_validation(cm, ["c0", "c1"], "iou_c1", ["a", "b"], 10)
     assert s["worst_region"] == "a" and s["worst"] == pytest.approx(0.75)
     acc = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b"], 10)
@@ -340,17 +518,52 @@ def test_seed_override_changes_weights_deterministically(store, tmp_path, caplog
     config = _config(epochs=1)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    s0 = _weights(train(store, tmp_path / "s0", dataset=ds, strategy=run, settings=Settings.from_config(config)))
-    s1 = train(store, tmp_path / "s1", dataset=ds, strategy=run, settings=Settings.from_config(config), seed=1)
-    again = _weights(train(store, tmp_path / "s1b", dataset=ds, strategy=run, settings=Settings.from_config(config), seed=1))
+    s0 = _weights(
+        train(
+            store, tmp_path / "s0", dataset=ds, strategy=run, settings=Settings.from_config(config)
+        )
+    )
+    s1 = train(
+        store,
+        tmp_path / "s1",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        seed=1,
+    )
+    again = _weights(
+        train(
+            store,
+            tmp_path / "s1b",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            seed=1,
+        )
+    )
     assert _same(_weights(s1), again) and not _same(_weights(s1), s0)
     _, bundle = load_bundle(s1)
     assert bundle["seed"] == 1 and bundle["config"]["seed"] == 1
     assert bundle["split_column"] == "split"
     # the checkpoint fingerprint covers the seed: another seed does not resume it
-    train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=1)
+    train(
+        store,
+        tmp_path / "r",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        stop_after_epoch=1,
+    )
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(store, tmp_path / "r", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True, seed=1)
+        train(
+            store,
+            tmp_path / "r",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            resume=True,
+            seed=1,
+        )
     assert "different run" in caplog.text
     assert _same(_weights(tmp_path / "r" / "model.pt"), again)
 
@@ -361,16 +574,38 @@ def test_split_column_trains_on_the_replicates_tiles(tmp_path, caplog):
     config = _config(epochs=1)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "erm")
-    path = train(tiles, tmp_path / "rep", dataset=ds, strategy=run, settings=Settings.from_config(config), split_column="split__s1_f0", stop_after_epoch=1)
+    path = train(
+        tiles,
+        tmp_path / "rep",
+        dataset=ds,
+        strategy=run,
+        settings=Settings.from_config(config),
+        split_column="split__s1_f0",
+        stop_after_epoch=1,
+    )
     _, bundle = load_bundle(path.parent / "model.pt")
     mean, _ = band_stats(tiles, "train", split_column="split__s1_f0")
     assert bundle["norm_mean"] == pytest.approx(mean) and bundle["split_column"] == "split__s1_f0"
     assert bundle["norm_mean"] != pytest.approx(band_stats(tiles, "train")[0])
     with caplog.at_level(logging.INFO, logger="spatialfair.train"):
-        train(tiles, tmp_path / "rep", dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)  # other split column
+        train(
+            tiles,
+            tmp_path / "rep",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            resume=True,
+        )  # other split column
     assert "different run" in caplog.text
     with pytest.raises(InputError, match="split__s2_f0"):
-        train(tiles, tmp_path / "x", dataset=ds, strategy=run, settings=Settings.from_config(config), split_column="split__s2_f0")
+        train(
+            tiles,
+            tmp_path / "x",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            split_column="split__s2_f0",
+        )
 
 
 def test_cli_train_seed_and_split_column(tmp_path):
@@ -381,9 +616,25 @@ def test_cli_train_seed_and_split_column(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(_config(["erm"], epochs=1)))
     out = tmp_path / "reps" / "s3-f0"
-    code = cli.main(["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
-                     "--tiles", str(tiles), "--out", str(out), "--seed", "3",
-                     "--split-column", "split__s1_f0"])
+    code = cli.main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--dataset",
+            "d",
+            "--strategy",
+            "erm",
+            "--tiles",
+            str(tiles),
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--split-column",
+            "split__s1_f0",
+        ]
+    )
     assert code == 0
     _, bundle = load_bundle(out / "model.pt")
     assert bundle["seed"] == 3 and bundle["split_column"] == "split__s1_f0"
@@ -392,8 +643,9 @@ def test_cli_train_seed_and_split_column(tmp_path):
 def test_selection_thresholds_are_not_evaluations(store):
     from spatialfair.train import _Plan
 
-    config = validate_config({**_config(), "evaluation": {"min_region_pixels": 5,
-                                                          "min_class_pixels": 1000}})
+    config = validate_config(
+        {**_config(), "evaluation": {"min_region_pixels": 5, "min_class_pixels": 1000}}
+    )
     ds = dataset_config(config, "d", require_files=False)
     plan = _Plan(Settings.from_config(config), ds, _run(config, "erm"), store, None)
     assert (plan.min_pixels, plan.min_class_pixels) == (10, 1)  # training.selection_*
@@ -405,10 +657,24 @@ def test_selection_thresholds_are_not_evaluations(store):
 def test_jtt_second_pass_restarts_and_equals_erm_without_errors(store, tmp_path):
     erm_cfg = _config(epochs=2)
     ds = dataset_config(erm_cfg, "d", require_files=False)
-    erm = _weights(train(store, tmp_path / "erm", dataset=ds, strategy=_run(erm_cfg, "erm"), settings=Settings.from_config(erm_cfg)))
+    erm = _weights(
+        train(
+            store,
+            tmp_path / "erm",
+            dataset=ds,
+            strategy=_run(erm_cfg, "erm"),
+            settings=Settings.from_config(erm_cfg),
+        )
+    )
     # nothing above an error rate of 0.999: the second pass is ERM from the same start
     none_cfg = _config({"jtt": {"first_epochs": 1, "error_threshold": 0.999}}, epochs=2)
-    path = train(store, tmp_path / "none", dataset=ds, strategy=_run(none_cfg, "jtt"), settings=Settings.from_config(none_cfg))
+    path = train(
+        store,
+        tmp_path / "none",
+        dataset=ds,
+        strategy=_run(none_cfg, "jtt"),
+        settings=Settings.from_config(none_cfg),
+    )
     for key, value in _weights(path).items():
         torch.testing.assert_close(value, erm[key], rtol=1e-4, atol=1e-5)
     log = pd.read_csv(tmp_path / "none" / "train_log.csv")
@@ -423,15 +689,26 @@ def test_jtt_error_set_and_resume(store, tmp_path):
     config = _config({"jtt": {"first_epochs": 1}}, epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "jtt")
-    full = train(store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config))
+    full = train(
+        store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config)
+    )
     state = load_bundle(full)[1]["strategy_state"]
     train_ids = set(TileDataset(store, "train").tile_ids.tolist())
     marked = set(state["error_tiles"].tolist())
     assert marked and marked < train_ids  # some, not all, training tiles are up-weighted
     for stop in (1, 2):  # at the phase boundary and within the second pass
         out = tmp_path / f"part{stop}"
-        train(store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), stop_after_epoch=stop)
-        resumed = train(store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True)
+        train(
+            store,
+            out,
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            stop_after_epoch=stop,
+        )
+        resumed = train(
+            store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True
+        )
         assert _same(_weights(resumed), _weights(full))
         ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
         assert set(ckpt["strategy"]["error_tiles"].tolist()) == marked
@@ -443,9 +720,23 @@ def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
 
     erm_cfg = _config(epochs=2)
     ds = dataset_config(erm_cfg, "d", require_files=False)
-    erm = _weights(train(store, tmp_path / "erm", dataset=ds, strategy=_run(erm_cfg, "erm"), settings=Settings.from_config(erm_cfg)))
+    erm = _weights(
+        train(
+            store,
+            tmp_path / "erm",
+            dataset=ds,
+            strategy=_run(erm_cfg, "erm"),
+            settings=Settings.from_config(erm_cfg),
+        )
+    )
     config = _config({"lastlayer": {"head_epochs": 2}}, epochs=2)
-    path = train(store, tmp_path / "ll", dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config))
+    path = train(
+        store,
+        tmp_path / "ll",
+        dataset=ds,
+        strategy=_run(config, "lastlayer"),
+        settings=Settings.from_config(config),
+    )
     ll = _weights(path)
     changed = sorted(k for k in erm if not torch.equal(erm[k], ll[k]))
     assert changed == ["head.bias", "head.weight"]
@@ -455,11 +746,36 @@ def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
     assert load_bundle(path)[1]["epoch"] in (3, 4)  # selected among the head epochs
     for stop in (2, 3):  # resume at the switch to the head pass and within it
         out = tmp_path / f"part{stop}"
-        train(store, out, dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config), stop_after_epoch=stop)
-        assert _same(_weights(train(store, out, dataset=ds, strategy=_run(config, "lastlayer"), settings=Settings.from_config(config), resume=True)), ll)
+        train(
+            store,
+            out,
+            dataset=ds,
+            strategy=_run(config, "lastlayer"),
+            settings=Settings.from_config(config),
+            stop_after_epoch=stop,
+        )
+        assert _same(
+            _weights(
+                train(
+                    store,
+                    out,
+                    dataset=ds,
+                    strategy=_run(config, "lastlayer"),
+                    settings=Settings.from_config(config),
+                    resume=True,
+                )
+            ),
+            ll,
+        )
     bad = _config({"lastlayer": {"strength": 2}})
     with pytest.raises(InputError, match="no strength"):
-        train(store, tmp_path / "bad", dataset=ds, strategy=_run(bad, "lastlayer"), settings=Settings.from_config(bad))
+        train(
+            store,
+            tmp_path / "bad",
+            dataset=ds,
+            strategy=_run(bad, "lastlayer"),
+            settings=Settings.from_config(bad),
+        )
 
 
 def test_balanced_and_region_class_runs(store, tmp_path):
@@ -473,9 +789,21 @@ def test_balanced_and_region_class_runs(store, tmp_path):
     session = _Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
     session._enter_phase(0, fresh=True)
     assert isinstance(session.train_loader.sampler, BalancedSampler)
-    assert train(store, tmp_path / "b", dataset=ds, strategy=_run(config, "balanced"), settings=Settings.from_config(config)).exists()
+    assert train(
+        store,
+        tmp_path / "b",
+        dataset=ds,
+        strategy=_run(config, "balanced"),
+        settings=Settings.from_config(config),
+    ).exists()
     plan = _Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
     assert plan.region_class_counts.shape == (3 * 2,)
     assert plan.region_class_counts.sum() == plan.region_counts.sum()
-    path = train(store, tmp_path / "c", dataset=ds, strategy=_run(config, "cvar"), settings=Settings.from_config(config))
+    path = train(
+        store,
+        tmp_path / "c",
+        dataset=ds,
+        strategy=_run(config, "cvar"),
+        settings=Settings.from_config(config),
+    )
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"

@@ -14,20 +14,28 @@ from spatialfair.cli import main as cli_main
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.io import inspect_raster
-from spatialfair.validation import scan_windows, select_bands, validate_dataset
 from spatialfair.settings import Settings
+from spatialfair.validation import scan_windows, select_bands, validate_dataset
 
 T0 = from_origin(500000, 4600000, 10, 10)
 
 
-def write_tif(path, data, *, crs="EPSG:32633", transform=T0, nodata=None, descriptions=None,
-              block=None):
+def write_tif(
+    path, data, *, crs="EPSG:32633", transform=T0, nodata=None, descriptions=None, block=None
+):
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1],
-                   count=data.shape[0], dtype=data.dtype.name, transform=transform,
-                   nodata=nodata, crs=crs)
+    profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        transform=transform,
+        nodata=nodata,
+        crs=crs,
+    )
     if block:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
     with rasterio.open(path, "w", **profile) as dst:
@@ -44,24 +52,33 @@ def setup(tmp_path, scenes, **block):
     for name, (img, lab, ikw, lkw) in scenes.items():
         write_tif(tmp_path / "img" / f"{name}.tif", img, **ikw)
         write_tif(tmp_path / "lab" / f"{name}.tif", lab, **lkw)
-    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": "img/*.tif",
-                                              "labels": "lab/*.tif", **block}},
-                           "tiling": {"size": 32}})
+    cfg = validate_config(
+        {
+            "datasets": {
+                "d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif", **block}
+            },
+            "tiling": {"size": 32},
+        }
+    )
     return cfg, dataset_config(cfg, "d", base=tmp_path)
 
 
 def good(seed=0, h=48, w=40, bands=2, dtype="uint16"):
     rng = np.random.default_rng(seed)
-    return (rng.integers(1, 1000, (bands, h, w)).astype(dtype),
-            rng.integers(0, 2, (h, w)).astype("uint8"))
+    return (
+        rng.integers(1, 1000, (bands, h, w)).astype(dtype),
+        rng.integers(0, 2, (h, w)).astype("uint8"),
+    )
 
 
 def test_valid_dataset_returns_headers(tmp_path):
     img, lab = good()
     cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}), "b": (img, lab, {}, {})})
     pairs = validate_dataset(ds, settings=Settings.from_config(cfg))
-    assert [(i.path.name, lab_.path.name) for i, lab_ in pairs] == [("a.tif", "a.tif"),
-                                                                    ("b.tif", "b.tif")]
+    assert [(i.path.name, lab_.path.name) for i, lab_ in pairs] == [
+        ("a.tif", "a.tif"),
+        ("b.tif", "b.tif"),
+    ]
     assert pairs[0][0].count == 2 and pairs[0][1].count == 1 and pairs[0][0].shape == (48, 40)
 
 
@@ -91,8 +108,9 @@ def test_unsupported_image_dtype(tmp_path):
 def test_inconsistent_dtypes_and_band_counts(tmp_path):
     img, lab = good()
     (tmp_path / "1").mkdir()
-    cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {}),
-                                     "b": (img.astype("float32"), lab, {}, {})})
+    cfg, ds = setup(
+        tmp_path / "1", {"a": (img, lab, {}, {}), "b": (img.astype("float32"), lab, {}, {})}
+    )
     with pytest.raises(InputError, match="b.tif: image data type float32 differs from uint16"):
         validate_dataset(ds, settings=Settings.from_config(cfg))
     (tmp_path / "2").mkdir()
@@ -118,8 +136,9 @@ def test_label_must_be_one_integer_band(tmp_path):
 def test_misaligned_label(tmp_path):
     img, lab = good()
     (tmp_path / "1").mkdir()
-    cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"transform": from_origin(
-        500010, 4600000, 10, 10)})})
+    cfg, ds = setup(
+        tmp_path / "1", {"a": (img, lab, {}, {"transform": from_origin(500010, 4600000, 10, 10)})}
+    )
     with pytest.raises(InputError) as err:
         validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
@@ -127,8 +146,9 @@ def test_misaligned_label(tmp_path):
     assert "reproject_labels: true" in msg
     (tmp_path / "2").mkdir()
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab[:40], {}, {})})
-    with pytest.raises(InputError, match="label grid differs from image a.tif: shape 40x40 vs "
-                                         "image 48x40"):
+    with pytest.raises(
+        InputError, match="label grid differs from image a.tif: shape 40x40 vs image 48x40"
+    ):
         validate_dataset(ds, settings=Settings.from_config(cfg))
 
 
@@ -141,8 +161,10 @@ def test_label_values_outside_classes(tmp_path):
     with pytest.raises(InputError) as err:
         validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
-    assert "lab/a.tif: label values 3 (1 px), 7 (3 px) are not class ids 0..1 (land, water) " \
-           "nor the ignore value 255" in msg
+    assert (
+        "lab/a.tif: label values 3 (1 px), 7 (3 px) are not class ids 0..1 (land, water) "
+        "nor the ignore value 255" in msg
+    )
     assert "list every class in the dataset's `classes`" in msg
 
 
@@ -151,7 +173,9 @@ def test_label_nodata_value(tmp_path, caplog):
     lab[0, 0] = 200
     (tmp_path / "1").mkdir()
     cfg, ds = setup(tmp_path / "1", {"a": (img, lab, {}, {"nodata": 200})})
-    validate_dataset(ds, settings=Settings.from_config(cfg))  # nodata 200 is not a class: read as unlabelled
+    validate_dataset(
+        ds, settings=Settings.from_config(cfg)
+    )  # nodata 200 is not a class: read as unlabelled
     (tmp_path / "2").mkdir()
     lab[0, 0] = 0
     cfg, ds = setup(tmp_path / "2", {"a": (img, lab, {}, {"nodata": 0})})
@@ -165,8 +189,11 @@ def test_all_invalid_image(tmp_path):
     img[:] = 0
     cfg, ds = setup(tmp_path, {"a": (img, lab, {"nodata": 0}, {})})
     for full in (True, False):
-        with pytest.raises(InputError, match="img/a.tif: every pixel of the image is invalid "
-                                             r"\(nodata 0.0"):
+        with pytest.raises(
+            InputError,
+            match="img/a.tif: every pixel of the image is invalid "
+            r"\(nodata 0.0",
+        ):
             validate_dataset(ds, settings=Settings.from_config(cfg), scan_images=full)
 
 
@@ -220,8 +247,17 @@ def test_duplicate_scene_names(tmp_path):
         (tmp_path / sub).mkdir()
         write_tif(tmp_path / sub / "s.tif", img)
         write_tif(tmp_path / sub / "s_lab.tif", lab)
-    cfg = validate_config({"datasets": {"d": {"task": "flood", "images": ["x/s.tif", "y/s.tif"],
-                                              "labels": ["x/s.tif", "y/s.tif"]}}})
+    cfg = validate_config(
+        {
+            "datasets": {
+                "d": {
+                    "task": "flood",
+                    "images": ["x/s.tif", "y/s.tif"],
+                    "labels": ["x/s.tif", "y/s.tif"],
+                }
+            }
+        }
+    )
     ds = dataset_config(cfg, "d", base=tmp_path)
     with pytest.raises(InputError, match="two images share the scene name 's'"):
         validate_dataset(ds, settings=Settings.from_config(cfg))
@@ -253,7 +289,7 @@ def test_scan_windows_cover_raster_once(tmp_path, budget):
     cover = np.zeros((70, 90), int)
     for w in scan_windows(info, 2, budget):
         assert w.row_off % 16 == 0 and w.col_off % 16 == 0
-        cover[w.row_off:w.row_off + w.height, w.col_off:w.col_off + w.width] += 1
+        cover[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
     assert (cover == 1).all()
 
 
@@ -261,8 +297,10 @@ def test_validate_command(tmp_path, caplog):
     img, lab = good()
     setup(tmp_path, {"a": (img, lab, {}, {})})
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
-                   f"    labels: {tmp_path}/lab/*.tif\n")
+    cfg.write_text(
+        f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+        f"    labels: {tmp_path}/lab/*.tif\n"
+    )
     assert cli_main(["validate", "--config", str(cfg)]) == 0
     lab[1, 1] = 9
     write_tif(tmp_path / "lab" / "a.tif", lab)
@@ -273,8 +311,9 @@ def test_validate_command(tmp_path, caplog):
 
 def test_named_bands_that_do_not_match_the_config_are_an_error(tmp_path):
     """A file that names its bands but lacks a configured one must not be read blindly."""
-    p = write_tif(tmp_path / "s2.tif", np.zeros((3, 8, 8), np.uint16),
-                  descriptions=["blue", "green", "red"])
+    p = write_tif(
+        tmp_path / "s2.tif", np.zeros((3, 8, 8), np.uint16), descriptions=["blue", "green", "red"]
+    )
     info = inspect_raster(p)
     assert select_bands(info, ["RED", "Green"]) == [3, 2]  # by name, case-insensitive
     with pytest.raises(InputError, match=r"configured bands \['nir'\] are not among"):
@@ -297,9 +336,11 @@ def regions_config(tmp_path, gdf, **ds_extra):
     gdf.to_file(tmp_path / "regions.gpkg", layer="regions", engine="pyogrio")
     extra = "".join(f"    {k}: {v}\n" for k, v in ds_extra.items())
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
-                   f"    labels: {tmp_path}/lab/*.tif\n    regions: {tmp_path}/regions.gpkg\n"
-                   f"{extra}tiling:\n  size: 32\n")
+    cfg.write_text(
+        f"datasets:\n  d:\n    task: flood\n    images: {tmp_path}/img/*.tif\n"
+        f"    labels: {tmp_path}/lab/*.tif\n    regions: {tmp_path}/regions.gpkg\n"
+        f"{extra}tiling:\n  size: 32\n"
+    )
     return cfg
 
 
@@ -310,9 +351,11 @@ def halves(names, crs="EPSG:32633", box=SCENE_BOX):
 
     x0, y0, x1, y1 = box
     xm = (x0 + x1) / 2
-    return gpd.GeoDataFrame({"region": names},
-                            geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)],
-                            crs=crs)
+    return gpd.GeoDataFrame(
+        {"region": names},
+        geometry=[shapely.box(x0, y0, xm, y1), shapely.box(xm, y0, x1, y1)],
+        crs=crs,
+    )
 
 
 def validate_error(cfg, caplog) -> str:
@@ -335,19 +378,24 @@ def test_validate_rejects_point_regions(tmp_path, caplog):
     import geopandas as gpd
     import shapely
 
-    pts = gpd.GeoDataFrame({"region": ["p", "q"]},
-                           geometry=[shapely.Point(500100, 4599700),
-                                     shapely.Point(500300, 4599700)], crs="EPSG:32633")
+    pts = gpd.GeoDataFrame(
+        {"region": ["p", "q"]},
+        geometry=[shapely.Point(500100, 4599700), shapely.Point(500300, 4599700)],
+        crs="EPSG:32633",
+    )
     text = validate_error(regions_config(tmp_path, pts), caplog)
     assert "regions.gpkg: regions are not polygons (p, q)" in text
     assert "regions must be polygons or multipolygons" in text
 
 
-@pytest.mark.parametrize("name, problem", [
-    (None, "features without a region name in 'region' (rows 1)"),
-    ("", "1 feature(s) with an empty region name in 'region'"),
-    ("  ", "1 feature(s) with an empty region name in 'region'"),
-])
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        (None, "features without a region name in 'region' (rows 1)"),
+        ("", "1 feature(s) with an empty region name in 'region'"),
+        ("  ", "1 feature(s) with an empty region name in 'region'"),
+    ],
+)
 def test_validate_rejects_unnamed_regions(tmp_path, caplog, name, problem):
     text = validate_error(regions_config(tmp_path, halves(["west", name])), caplog)
     assert problem in text and "give every feature a name" in text
@@ -387,23 +435,28 @@ def test_labels_without_any_labelled_pixel(tmp_path, caplog):
     with pytest.raises(InputError) as err:
         validate_dataset(ds, settings=Settings.from_config(cfg))
     msg = str(err.value)
-    assert msg.startswith("dataset d: no label raster has a labelled pixel: every value of 2 "
-                          "label file(s) is the ignore value 255")
+    assert msg.startswith(
+        "dataset d: no label raster has a labelled pixel: every value of 2 "
+        "label file(s) is the ignore value 255"
+    )
     assert "stored as 0..1 (land, water)" in msg
     # the label file's own nodata counts as unlabelled too
     write_tif(tmp_path / "lab" / "a.tif", np.full_like(lab, 7), nodata=7)
     with pytest.raises(InputError, match="no label raster has a labelled pixel"):
-        validate_dataset(dataset_config(cfg, "d", base=tmp_path), settings=Settings.from_config(cfg))
+        validate_dataset(
+            dataset_config(cfg, "d", base=tmp_path), settings=Settings.from_config(cfg)
+        )
 
 
 def test_one_unlabelled_scene_is_a_named_warning(tmp_path, caplog):
     img, lab = good()
-    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}),
-                               "b": (img, np.full_like(lab, 255), {}, {})})
+    cfg, ds = setup(tmp_path, {"a": (img, lab, {}, {}), "b": (img, np.full_like(lab, 255), {}, {})})
     with caplog.at_level(logging.WARNING):
         assert len(validate_dataset(ds, settings=Settings.from_config(cfg))) == 2
-    assert "lab/b.tif: no labelled pixel (every value is ignore/nodata); scene b adds " \
-           "nothing to training or evaluation" in caplog.text
+    assert (
+        "lab/b.tif: no labelled pixel (every value is ignore/nodata); scene b adds "
+        "nothing to training or evaluation" in caplog.text
+    )
     assert "a.tif: no labelled" not in caplog.text
 
 

@@ -27,11 +27,21 @@ TINY = tiny_flood_workflow_config("flood-tiny")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -126,9 +136,11 @@ def test_tiny_end_to_end_run(tmp_path):
 
     for run in ("erm", "groupdro"):
         for scene in scenes:
-            with rasterio.open(tmp_path / "data/flood/images" / f"{scene}.tif") as img, \
-                    rasterio.open(base / run / "predictions" / f"{scene}.tif") as pred, \
-                    rasterio.open(base / run / "probabilities" / f"{scene}.tif") as prob:
+            with (
+                rasterio.open(tmp_path / "data/flood/images" / f"{scene}.tif") as img,
+                rasterio.open(base / run / "predictions" / f"{scene}.tif") as pred,
+                rasterio.open(base / run / "probabilities" / f"{scene}.tif") as prob,
+            ):
                 assert pred.crs == img.crs and pred.transform == img.transform
                 assert pred.nodata == 255 and pred.colormap(1)[1][:3] != (0, 0, 0)
                 classes = pred.read(1)
@@ -176,8 +188,9 @@ def test_tiny_replicated_run_pools_folds_and_aggregates_seeds(tmp_path):
     for run in ("erm", "groupdro"):
         n_px = []
         for seed in (0, 1):
-            m = json.loads((base / run / "reps" / f"s{seed}" / "fairness" / "metrics.json")
-                           .read_text())
+            m = json.loads(
+                (base / run / "reps" / f"s{seed}" / "fairness" / "metrics.json").read_text()
+            )
             assert m["replicate"] == {"seed": seed, "folds": 2}
             n_px.append(m["n_pixels"])
         assert n_px[0] == n_px[1]  # K folds pool to the same labelled pixels for each seed

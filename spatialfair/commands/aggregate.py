@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-HELP = ("aggregate the per-seed evaluations of a replicated run into its fairness outputs "
-        "(per-region mean deviation with a 95 % CI and replicate count, maps)")
+HELP = (
+    "aggregate the per-seed evaluations of a replicated run into its fairness outputs "
+    "(per-region mean deviation with a 95 % CI and replicate count, maps)"
+)
 log = logging.getLogger(__name__)
 
 
@@ -16,13 +18,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     Args:
         p: The sub-command's parser.
     """
-    p.add_argument("--run-dir", required=True,
-                   help="the run folder (results/NAME/RUN) holding reps/s<seed>/fairness/")
+    p.add_argument(
+        "--run-dir",
+        required=True,
+        help="the run folder (results/NAME/RUN) holding reps/s<seed>/fairness/",
+    )
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--partitions", required=True, help="partitions.gpkg")
     p.add_argument("--out", required=True, help="output folder (results/NAME/RUN/fairness)")
-    p.add_argument("--max-raster-size", type=int, default=None,
-                   help="longest side in pixels of fairness_<metric>.tif (default 1024)")
+    p.add_argument(
+        "--max-raster-size",
+        type=int,
+        default=None,
+        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -39,12 +48,17 @@ def run(args: argparse.Namespace) -> None:
     from ..layout import seed_metrics
     from ..maps import MAX_RASTER_SIZE, write_maps
 
-    per_seed = {s: p for s, p in seed_metrics(args.run_dir).items()
-                if p.parent.parent.name == f"s{s}"}
+    per_seed = {
+        s: p for s, p in seed_metrics(args.run_dir).items() if p.parent.parent.name == f"s{s}"
+    }
     result = aggregate_replicates(per_seed, args.tiles, args.partitions, args.out)
     write_maps(result, args.out, max_size=args.max_raster_size or MAX_RASTER_SIZE)
     spread = result.metrics["replicates"]["per_seed"]
-    log.info("%s over %d seed(s): overall %s %.4f [%.4f, %.4f], difference %.4f [%.4f, %.4f]",
-             result.metrics.get("run"), len(per_seed), result.headline,
-             *(spread["overall"][k] for k in ("mean", "ci_low", "ci_high")),
-             *(spread["difference"][k] for k in ("mean", "ci_low", "ci_high")))
+    log.info(
+        "%s over %d seed(s): overall %s %.4f [%.4f, %.4f], difference %.4f [%.4f, %.4f]",
+        result.metrics.get("run"),
+        len(per_seed),
+        result.headline,
+        *(spread["overall"][k] for k in ("mean", "ci_low", "ci_high")),
+        *(spread["difference"][k] for k in ("mean", "ci_low", "ci_high")),
+    )

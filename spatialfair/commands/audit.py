@@ -7,9 +7,11 @@ import logging
 
 from ..constants import IGNORE_INDEX
 
-HELP = ("audit a map made anywhere against reference labels per region (metrics.json, "
-        "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png) with "
-        "block-bootstrap confidence intervals")
+HELP = (
+    "audit a map made anywhere against reference labels per region (metrics.json, "
+    "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png) with "
+    "block-bootstrap confidence intervals"
+)
 log = logging.getLogger(__name__)
 
 
@@ -19,36 +21,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     Args:
         p: The sub-command's parser.
     """
-    p.add_argument("--predictions", nargs="+", default=None,
-                   help="prediction raster(s): one per label file (same file name) or one "
-                        "mosaic/VRT for all")
+    p.add_argument(
+        "--predictions",
+        nargs="+",
+        default=None,
+        help="prediction raster(s): one per label file (same file name) or one mosaic/VRT for all",
+    )
     p.add_argument("--labels", nargs="+", default=None, help="reference label raster(s)")
     p.add_argument("--regions", default=None, help="regions vector file (any GDAL format)")
     p.add_argument("--region-column", default=None, help="column with region names")
     p.add_argument("--regions-layer", default=None, help="layer of the regions file")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--task", default=None, choices=["flood", "crop"],
-                   help="class and headline-metric preset (default: flood)")
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=["flood", "crop"],
+        help="class and headline-metric preset (default: flood)",
+    )
     p.add_argument("--classes", nargs="+", default=None, help="class names in label-id order")
-    p.add_argument("--class-map", default=None,
-                   help="product value -> class, e.g. '0:land,1:water,2:water,3:nodata'")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="probability raster: value >= T is class 1")
+    p.add_argument(
+        "--class-map",
+        default=None,
+        help="product value -> class, e.g. '0:land,1:water,2:water,3:nodata'",
+    )
+    p.add_argument(
+        "--threshold", type=float, default=None, help="probability raster: value >= T is class 1"
+    )
     p.add_argument("--band", type=int, default=None, help="band of the prediction rasters")
-    p.add_argument("--ignore-index", type=int, default=None,
-                   help=f"label value meaning 'not labelled' (default {IGNORE_INDEX})")
+    p.add_argument(
+        "--ignore-index",
+        type=int,
+        default=None,
+        help=f"label value meaning 'not labelled' (default {IGNORE_INDEX})",
+    )
     p.add_argument("--metric", default=None, help="headline metric (default: task preset)")
-    p.add_argument("--align", choices=["none", "nearest"], default=None,
-                   help="'nearest': read predictions on another grid/CRS onto the label grid")
-    p.add_argument("--block-size", type=float, default=None,
-                   help="bootstrap/significance block side in metres")
+    p.add_argument(
+        "--align",
+        choices=["none", "nearest"],
+        default=None,
+        help="'nearest': read predictions on another grid/CRS onto the label grid",
+    )
+    p.add_argument(
+        "--block-size", type=float, default=None, help="bootstrap/significance block side in metres"
+    )
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (0 = none)")
     p.add_argument("--seed", type=int, default=None, help="seed of bootstrap and tests")
-    p.add_argument("--config", default=None,
-                   help="YAML config: with --dataset, audit that dataset (flags override it)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML config: with --dataset, audit that dataset (flags override it)",
+    )
     p.add_argument("--dataset", default=None, help="dataset name in the config")
-    p.add_argument("--max-raster-size", type=int, default=None,
-                   help="longest side in pixels of fairness_<metric>.tif (default 1024)")
+    p.add_argument(
+        "--max-raster-size",
+        type=int,
+        default=None,
+        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -64,32 +93,57 @@ def run(args: argparse.Namespace) -> None:
     from ..audit import audit_dataset, audit_map
     from ..errors import InputError
 
-    opts = dict(regions=args.regions, region_column=args.region_column,
-                regions_layer=args.regions_layer, classes=args.classes,
-                class_map=args.class_map, threshold=args.threshold, band=args.band,
-                metric=args.metric, align=args.align, block_size=args.block_size,
-                n_boot=args.n_boot, seed=args.seed, ignore_index=args.ignore_index,
-                max_raster_size=args.max_raster_size)
+    opts = dict(
+        regions=args.regions,
+        region_column=args.region_column,
+        regions_layer=args.regions_layer,
+        classes=args.classes,
+        class_map=args.class_map,
+        threshold=args.threshold,
+        band=args.band,
+        metric=args.metric,
+        align=args.align,
+        block_size=args.block_size,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        ignore_index=args.ignore_index,
+        max_raster_size=args.max_raster_size,
+    )
     if args.config or args.dataset:
         from ..config import load_config
 
         if not (args.config and args.dataset):
-            raise InputError("audit", "--config and --dataset go together",
-                             "pass both, or give --predictions and --labels instead")
+            raise InputError(
+                "audit",
+                "--config and --dataset go together",
+                "pass both, or give --predictions and --labels instead",
+            )
         if args.predictions or args.labels or args.task:
-            raise InputError("audit", "--predictions/--labels/--task come from the config's "
-                             "dataset here", "drop them, or drop --config/--dataset")
+            raise InputError(
+                "audit",
+                "--predictions/--labels/--task come from the config's dataset here",
+                "drop them, or drop --config/--dataset",
+            )
         result = audit_dataset(load_config(args.config), args.dataset, args.out, **opts)
     else:
         if not (args.predictions and args.labels):
-            raise InputError("audit", "no --predictions or --labels",
-                             "pass both (or --config CFG --dataset NAME)")
-        result = audit_map(args.predictions, args.labels, out_dir=args.out,
-                           task=args.task or "flood", **opts)
+            raise InputError(
+                "audit",
+                "no --predictions or --labels",
+                "pass both (or --config CFG --dataset NAME)",
+            )
+        result = audit_map(
+            args.predictions, args.labels, out_dir=args.out, task=args.task or "flood", **opts
+        )
     m = result.metrics
     t = result.tables[result.primary]
     flagged = t.loc[t["ci_excludes_zero"], ["region", "deviation"]]
-    log.info("%s: overall %s %.4f; partitioning '%s': CI excludes 0 for %s; significant: %s",
-             m["dataset"], result.headline, m["overall"][result.headline], result.primary,
-             ", ".join(f"{r} ({d:+.3f})" for r, d in flagged.itertuples(index=False)) or "none",
-             ", ".join(m["significant_regions"].get(result.primary) or []) or "none")
+    log.info(
+        "%s: overall %s %.4f; partitioning '%s': CI excludes 0 for %s; significant: %s",
+        m["dataset"],
+        result.headline,
+        m["overall"][result.headline],
+        result.primary,
+        ", ".join(f"{r} ({d:+.3f})" for r, d in flagged.itertuples(index=False)) or "none",
+        ", ".join(m["significant_regions"].get(result.primary) or []) or "none",
+    )

@@ -26,13 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     seed, size = section_defaults("seed")["seed"], _dataset_default("demo_size")
     p.add_argument("task", choices=TASKS, help="which demo: flood (SAR water) or crop (optical)")
-    p.add_argument("--out", required=True,
-                   help="output folder; receives images/, labels/, regions.gpkg, demo.json")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder; receives images/, labels/, regions.gpkg, demo.json",
+    )
     p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
-    p.add_argument("--size", type=int, default=size,
-                   help=f"side of each square scene in pixels (default {size})")
-    p.add_argument("--scenes", type=int, default=DEFAULT_N_SCENES,
-                   help=f"number of adjacent scenes (default {DEFAULT_N_SCENES})")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=size,
+        help=f"side of each square scene in pixels (default {size})",
+    )
+    p.add_argument(
+        "--scenes",
+        type=int,
+        default=DEFAULT_N_SCENES,
+        help=f"number of adjacent scenes (default {DEFAULT_N_SCENES})",
+    )
 
 
 def run(args: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     ds = dataset_config(config, args.dataset, require_files=False)
-    parts = build_partitions(args.tiles, args.out, dataset=ds,
-                             settings=Settings.from_config(config))
+    parts = build_partitions(
+        args.tiles, args.out, dataset=ds, settings=Settings.from_config(config)
+    )
     log.info("dataset %s: %d partitionings written to %s", ds.name, len(parts), args.out)

@@ -25,8 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """
     add_dataset_arguments(p)
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
-    p.add_argument("--partitions", required=True,
-                   help="partitions GeoPackage (results/NAME/partitions.gpkg)")
+    p.add_argument(
+        "--partitions", required=True, help="partitions GeoPackage (results/NAME/partitions.gpkg)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:

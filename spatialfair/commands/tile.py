@@ -31,10 +31,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--scene", nargs="+", metavar="NAME",
-                      help="tile only these scenes (image file stems) into --parts")
-    mode.add_argument("--gather", action="store_true",
-                      help="write the store (index, store.json) from the tiled scenes' parts")
+    mode.add_argument(
+        "--scene",
+        nargs="+",
+        metavar="NAME",
+        help="tile only these scenes (image file stems) into --parts",
+    )
+    mode.add_argument(
+        "--gather",
+        action="store_true",
+        help="write the store (index, store.json) from the tiled scenes' parts",
+    )
     p.add_argument("--parts", help="folder of per-scene parts (default: <out>/parts)")
 
 
@@ -60,11 +67,9 @@ def run(args: argparse.Namespace) -> None:
         gather_tiles(ds, parts, out, settings=settings)
         return
     for scene_ds in [one_scene(ds, s) for s in args.scene] if args.scene else [ds]:
-        scene_ds = checked_for_tiling(scene_ds, out, settings=settings,
-                                     scene_job=bool(args.scene))
+        scene_ds = checked_for_tiling(scene_ds, out, settings=settings, scene_job=bool(args.scene))
         if args.scene:
-            tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts,
-                       settings=settings)
+            tile_scene(scene_ds, scene_ds.images[0], scene_ds.labels[0], parts, settings=settings)
         else:
             tile_dataset(scene_ds, out, settings=settings)
 
@@ -85,7 +90,10 @@ def one_scene(ds, scene: str):
     for image, label in zip(ds.images, ds.labels):
         if image.stem == scene:
             return dataclasses.replace(ds, images=[image], labels=[label])
-    raise InputError(f"dataset {ds.name}", f"no scene '{scene}' (scenes: "
-                     f"{', '.join(p.stem for p in ds.images[:10])}"
-                     f"{' ...' if len(ds.images) > 10 else ''})",
-                     "name a scene by its image file stem")
+    raise InputError(
+        f"dataset {ds.name}",
+        f"no scene '{scene}' (scenes: "
+        f"{', '.join(p.stem for p in ds.images[:10])}"
+        f"{' ...' if len(ds.images) > 10 else ''})",
+        "name a scene by its image file stem",
+    )

@@ -28,21 +28,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         p: The sub-command's parser.
     """
     add_dataset_arguments(p)
-    p.add_argument("--strategy", required=True,
-                   help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1")
+    p.add_argument(
+        "--strategy",
+        required=True,
+        help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1",
+    )
     p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
     p.add_argument("--out", required=True, help="output folder (results/NAME/RUN_NAME)")
-    p.add_argument("--partitions", default=None,
-                   help="partitions.gpkg (default: beside the tile store, if present)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.pt if it exists")
-    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
-                   help="stop after N epochs in total, leaving a checkpoint to --resume from")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="training seed (weights, data order); default: the config's seed")
-    p.add_argument("--split-column", default="split", metavar="COL",
-                   help="tile index column with the train/val split, e.g. a replicate's "
-                        "split__s1_f0 (default: split)")
+    p.add_argument(
+        "--partitions",
+        default=None,
+        help="partitions.gpkg (default: beside the tile store, if present)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists"
+    )
+    p.add_argument(
+        "--stop-after-epoch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs in total, leaving a checkpoint to --resume from",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training seed (weights, data order); default: the config's seed",
+    )
+    p.add_argument(
+        "--split-column",
+        default="split",
+        metavar="COL",
+        help="tile index column with the train/val split, e.g. a replicate's "
+        "split__s1_f0 (default: split)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -61,10 +82,21 @@ def run(args: argparse.Namespace) -> None:
     ds = dataset_config(config, args.dataset, require_files=False)
     runs = {r.name: r for r in strategy_runs(config)}
     if args.strategy not in runs:
-        raise InputError(f"--strategy {args.strategy}", "no such run in the config's strategies",
-                         f"use one of {sorted(runs)}")
-    path = train(Path(args.tiles), Path(args.out), dataset=ds, strategy=runs[args.strategy],
-                 settings=Settings.from_config(config), seed=args.seed, resume=args.resume,
-                 partitions=args.partitions, stop_after_epoch=args.stop_after_epoch,
-                 split_column=args.split_column)
+        raise InputError(
+            f"--strategy {args.strategy}",
+            "no such run in the config's strategies",
+            f"use one of {sorted(runs)}",
+        )
+    path = train(
+        Path(args.tiles),
+        Path(args.out),
+        dataset=ds,
+        strategy=runs[args.strategy],
+        settings=Settings.from_config(config),
+        seed=args.seed,
+        resume=args.resume,
+        partitions=args.partitions,
+        stop_after_epoch=args.stop_after_epoch,
+        split_column=args.split_column,
+    )
     log.info("%s/%s: %s", ds.name, args.strategy, path)

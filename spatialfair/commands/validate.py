@@ -8,8 +8,9 @@ import logging
 from ..config import dataset_config, load_config
 from ..settings import Settings
 
-HELP = ("validate a config file (schema, file lists, raster grids, label values, regions file) "
-        "and exit")
+HELP = (
+    "validate a config file (schema, file lists, raster grids, label values, regions file) and exit"
+)
 log = logging.getLogger(__name__)
 
 

@@ -47,12 +47,26 @@ REGIONS_CRS = "EPSG:4326"
 
 #: Per task: CRS, pixel size (m), upper-left corner of the mosaic, bands, dtype, nodata.
 TASK_GEOMETRY: dict[str, dict[str, Any]] = {
-    "flood": {"crs": "EPSG:32633", "res": 20.0, "origin": (600000.0, 5010000.0),
-              "bands": ["VV", "VH"], "dtype": "float32", "nodata": float("nan"),
-              "regions": FLOOD_REGIONS, "defaults": FLOOD_DEFAULTS},
-    "crop": {"crs": "EPSG:32614", "res": 10.0, "origin": (480000.0, 4400000.0),
-             "bands": list(CROP_BANDS), "dtype": "uint16", "nodata": 0,
-             "regions": CROP_REGIONS, "defaults": CROP_DEFAULTS},
+    "flood": {
+        "crs": "EPSG:32633",
+        "res": 20.0,
+        "origin": (600000.0, 5010000.0),
+        "bands": ["VV", "VH"],
+        "dtype": "float32",
+        "nodata": float("nan"),
+        "regions": FLOOD_REGIONS,
+        "defaults": FLOOD_DEFAULTS,
+    },
+    "crop": {
+        "crs": "EPSG:32614",
+        "res": 10.0,
+        "origin": (480000.0, 4400000.0),
+        "bands": list(CROP_BANDS),
+        "dtype": "uint16",
+        "nodata": 0,
+        "regions": CROP_REGIONS,
+        "defaults": CROP_DEFAULTS,
+    },
 }
 
 _GENERATORS = {"flood": flood, "crop": crop}
@@ -144,11 +158,20 @@ def make_demo(
     layout = Layout(geom["crs"], geom["res"], size, n_scenes, geom["origin"])
     names = demo_scene_names(task, n_scenes)
     _warn_about_stray_rasters(out_dir / "images", names)
-    log.info("Generating the %s demo: %d scene(s) of %dx%d px at %g m in %s, seed %d",
-             task, n_scenes, size, size, layout.res, layout.crs, seed)
+    log.info(
+        "Generating the %s demo: %d scene(s) of %dx%d px at %g m in %s, seed %d",
+        task,
+        n_scenes,
+        size,
+        size,
+        layout.res,
+        layout.crs,
+        seed,
+    )
     ctx, regions_utm = _context(task, seed, layout)
-    stats = _empty_stats(len(geom["regions"]), len(TASK_PRESETS[task]["classes"]),
-                         len(geom["bands"]))
+    stats = _empty_stats(
+        len(geom["regions"]), len(TASK_PRESETS[task]["classes"]), len(geom["bands"])
+    )
     images, labels, scenes = [], [], []
     for i, name in enumerate(names):
         transform = layout.transform(i)
@@ -158,40 +181,66 @@ def make_demo(
         ipath, lpath = _write_scene(out_dir, name, task, seed, layout, transform, img, label)
         images.append(str(ipath))
         labels.append(str(lpath))
-        scenes.append({"name": name, "crs": layout.crs, "transform": list(transform)[:6],
-                       "bounds": list(_bounds(transform, size))})
+        scenes.append(
+            {
+                "name": name,
+                "crs": layout.crs,
+                "transform": list(transform)[:6],
+                "bounds": list(_bounds(transform, size)),
+            }
+        )
 
     _write_regions(regions_utm, out_dir / "regions.gpkg")
     info = {
-        "format": "spatialfair-demo/1", "task": task, "seed": seed, "size": size,
-        "n_scenes": n_scenes, "crs": layout.crs, "pixel_size": layout.res,
-        "bands": list(geom["bands"]), "classes": list(TASK_PRESETS[task]["classes"]),
-        "ignore_index": IGNORE_INDEX, "images": images, "labels": labels,
-        "regions": str(out_dir / "regions.gpkg"), "regions_crs": REGIONS_CRS,
-        "region_column": "region", "scenes": scenes,
+        "format": "spatialfair-demo/1",
+        "task": task,
+        "seed": seed,
+        "size": size,
+        "n_scenes": n_scenes,
+        "crs": layout.crs,
+        "pixel_size": layout.res,
+        "bands": list(geom["bands"]),
+        "classes": list(TASK_PRESETS[task]["classes"]),
+        "ignore_index": IGNORE_INDEX,
+        "images": images,
+        "labels": labels,
+        "regions": str(out_dir / "regions.gpkg"),
+        "regions_crs": REGIONS_CRS,
+        "region_column": "region",
+        "scenes": scenes,
         "region_settings": _region_settings(task, stats),
     }
     atomic_write_text(out_dir / "demo.json", json.dumps(info, indent=2))
-    log.info("Wrote %d scene(s), labels and %d regions to %s", n_scenes, len(geom["regions"]),
-             out_dir)
+    log.info(
+        "Wrote %d scene(s), labels and %d regions to %s", n_scenes, len(geom["regions"]), out_dir
+    )
     return info
 
 
 def _check_arguments(task: str, size: int, n_scenes: int) -> None:
     check_task(task)
     if not isinstance(size, int) or not 64 <= size <= 8192:
-        raise InputError("demo --size", f"scene size {size!r} is out of range",
-                         "use an integer number of pixels between 64 and 8192")
+        raise InputError(
+            "demo --size",
+            f"scene size {size!r} is out of range",
+            "use an integer number of pixels between 64 and 8192",
+        )
     if not isinstance(n_scenes, int) or not 1 <= n_scenes <= 16:
         raise InputError("demo", f"n_scenes={n_scenes!r} is out of range", "use 1 to 16 scenes")
 
 
 def _warn_about_stray_rasters(images_dir: Path, names: list[str]) -> None:
-    stray = sorted(p.name for p in images_dir.glob("*.tif") if p.stem not in names) \
-        if images_dir.exists() else []
+    stray = (
+        sorted(p.name for p in images_dir.glob("*.tif") if p.stem not in names)
+        if images_dir.exists()
+        else []
+    )
     if stray:
-        log.warning("%s holds other rasters %s that a glob like images/*.tif would also pick up",
-                    images_dir, stray[:5])
+        log.warning(
+            "%s holds other rasters %s that a glob like images/*.tif would also pick up",
+            images_dir,
+            stray[:5],
+        )
 
 
 def _context(task: str, seed: int, layout: Layout) -> tuple[dict[str, Any], Any]:
@@ -203,8 +252,9 @@ def _context(task: str, seed: int, layout: Layout) -> tuple[dict[str, Any], Any]
     params = region_params(task)
     span = max(layout.bounds[2] - layout.bounds[0], layout.bounds[3] - layout.bounds[1])
     grid = CoarseGrid(layout, cell=max(2 * layout.res, span / 600), margin=0.05 * span)
-    regions = region_grid(np.random.default_rng([seed, S_REGIONS, TASKS.index(task)]),
-                          layout, specs, grid)
+    regions = region_grid(
+        np.random.default_rng([seed, S_REGIONS, TASKS.index(task)]), layout, specs, grid
+    )
     regions_utm = region_polygons(regions, grid, specs, layout.crs)
     frng = np.random.default_rng([seed, S_FIELDS, TASKS.index(task)])
     generator = _GENERATORS[task]
@@ -217,30 +267,61 @@ def _context(task: str, seed: int, layout: Layout) -> tuple[dict[str, Any], Any]
     return ctx, regions_utm
 
 
-def _write_scene(out_dir: Path, name: str, task: str, seed: int, layout: Layout,
-                 transform: Affine, img: np.ndarray, label: np.ndarray) -> tuple[Path, Path]:
+def _write_scene(
+    out_dir: Path,
+    name: str,
+    task: str,
+    seed: int,
+    layout: Layout,
+    transform: Affine,
+    img: np.ndarray,
+    label: np.ndarray,
+) -> tuple[Path, Path]:
     """Write one scene's image and label GeoTIFFs; return their paths."""
     geom, preset, size = TASK_GEOMETRY[task], TASK_PRESETS[task], layout.size
     ipath, lpath = out_dir / "images" / f"{name}.tif", out_dir / "labels" / f"{name}.tif"
-    with GeoTiffWriter(ipath, crs=layout.crs, transform=transform, width=size, height=size,
-                       count=len(geom["bands"]), dtype=geom["dtype"], nodata=geom["nodata"],
-                       descriptions=geom["bands"],
-                       tags={"spatialfair_demo": task, "seed": str(seed),
-                             "units": "dB" if task == "flood" else "reflectance x 10000"}
-                       ) as dst:
+    with GeoTiffWriter(
+        ipath,
+        crs=layout.crs,
+        transform=transform,
+        width=size,
+        height=size,
+        count=len(geom["bands"]),
+        dtype=geom["dtype"],
+        nodata=geom["nodata"],
+        descriptions=geom["bands"],
+        tags={
+            "spatialfair_demo": task,
+            "seed": str(seed),
+            "units": "dB" if task == "flood" else "reflectance x 10000",
+        },
+    ) as dst:
         dst.write(img, Window(0, 0, size, size))
-    with GeoTiffWriter(lpath, crs=layout.crs, transform=transform, width=size, height=size,
-                       count=1, dtype="uint8", nodata=IGNORE_INDEX, descriptions=["class"],
-                       colormap=hex_colormap(preset["colors"], IGNORE_INDEX), categorical=True,
-                       tags={"classes": ",".join(preset["classes"])}) as dst:
+    with GeoTiffWriter(
+        lpath,
+        crs=layout.crs,
+        transform=transform,
+        width=size,
+        height=size,
+        count=1,
+        dtype="uint8",
+        nodata=IGNORE_INDEX,
+        descriptions=["class"],
+        colormap=hex_colormap(preset["colors"], IGNORE_INDEX),
+        categorical=True,
+        tags={"classes": ",".join(preset["classes"])},
+    ) as dst:
         dst.write(label, Window(0, 0, size, size))
     return ipath, lpath
 
 
 def _empty_stats(k: int, n_cls: int, n_bands: int) -> dict[str, np.ndarray]:
-    return {"pixels": np.zeros(k, np.int64), "labelled": np.zeros(k, np.int64),
-            "counts": np.zeros((k, n_cls), np.int64),
-            "sums": np.zeros((k, n_cls, n_bands), np.float64)}
+    return {
+        "pixels": np.zeros(k, np.int64),
+        "labelled": np.zeros(k, np.int64),
+        "counts": np.zeros((k, n_cls), np.int64),
+        "sums": np.zeros((k, n_cls, n_bands), np.float64),
+    }
 
 
 def _region_settings(task: str, stats: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -252,29 +333,42 @@ def _region_settings(task: str, stats: dict[str, np.ndarray]) -> list[dict[str, 
     for r, spec in enumerate(geom["regions"]):
         counts = stats["counts"][r]
         means = stats["sums"][r] / np.maximum(counts, 1)[:, None]
-        out.append({
-            "region_id": r, "region": spec.name, "role": spec.role,
-            "description": spec.description, "target_share": spec.area_share,
-            "settings": params[r],
-            "pixel_share": round(float(stats["pixels"][r]) / total, 4),
-            "labelled_pixels": int(stats["labelled"][r]),
-            "class_counts": {c: int(n) for c, n in zip(preset["classes"], counts)},
-            "class_band_means": {
-                c: ({b: round(float(v), 3) for b, v in zip(geom["bands"], means[j])}
-                    if counts[j] else None)
-                for j, c in enumerate(preset["classes"])
-            },
-        })
+        out.append(
+            {
+                "region_id": r,
+                "region": spec.name,
+                "role": spec.role,
+                "description": spec.description,
+                "target_share": spec.area_share,
+                "settings": params[r],
+                "pixel_share": round(float(stats["pixels"][r]) / total, 4),
+                "labelled_pixels": int(stats["labelled"][r]),
+                "class_counts": {c: int(n) for c, n in zip(preset["classes"], counts)},
+                "class_band_means": {
+                    c: (
+                        {b: round(float(v), 3) for b, v in zip(geom["bands"], means[j])}
+                        if counts[j]
+                        else None
+                    )
+                    for j, c in enumerate(preset["classes"])
+                },
+            }
+        )
     return out
 
 
 def _bounds(transform: Affine, size: int) -> tuple[float, float, float, float]:
-    return (transform.c, transform.f + size * transform.e, transform.c + size * transform.a,
-            transform.f)
+    return (
+        transform.c,
+        transform.f + size * transform.e,
+        transform.c + size * transform.a,
+        transform.f,
+    )
 
 
-def _accumulate(stats: dict[str, np.ndarray], img: np.ndarray, label: np.ndarray,
-                rid: np.ndarray, n_cls: int) -> None:
+def _accumulate(
+    stats: dict[str, np.ndarray], img: np.ndarray, label: np.ndarray, rid: np.ndarray, n_cls: int
+) -> None:
     """Add one scene's per-region pixel, label and per-class band sums to ``stats``."""
     k = stats["pixels"].shape[0]
     inside = rid >= 0
@@ -286,7 +380,8 @@ def _accumulate(stats: dict[str, np.ndarray], img: np.ndarray, label: np.ndarray
     for b in range(img.shape[0]):
         vals = img[b][ok].astype(np.float64)
         stats["sums"][:, :, b] += np.bincount(key, weights=vals, minlength=k * n_cls)[
-            : k * n_cls].reshape(k, n_cls)
+            : k * n_cls
+        ].reshape(k, n_cls)
 
 
 def _write_regions(regions_utm, path: Path) -> None:
@@ -314,11 +409,23 @@ def region_summary(info: dict[str, Any]) -> list[str]:
         counts = r["class_counts"]
         total = max(sum(counts.values()), 1)
         mix = ", ".join(f"{c} {100 * n / total:.0f}%" for c, n in counts.items())
-        lines.append(f"{r['region']:<14} {r['role']:<26} area {100 * r['pixel_share']:.0f}%, "
-                     f"labelled {r['labelled_pixels']} px ({mix})")
+        lines.append(
+            f"{r['region']:<14} {r['role']:<26} area {100 * r['pixel_share']:.0f}%, "
+            f"labelled {r['labelled_pixels']} px ({mix})"
+        )
     return lines
 
 
-__all__ = ["CROP_REGIONS", "DEFAULT_N_SCENES", "DEFAULT_SIZE", "FLOOD_REGIONS", "TASKS",
-           "RegionSpec", "demo_scene_names", "make_demo", "region_params", "region_specs",
-           "region_summary"]
+__all__ = [
+    "CROP_REGIONS",
+    "DEFAULT_N_SCENES",
+    "DEFAULT_SIZE",
+    "FLOOD_REGIONS",
+    "TASKS",
+    "RegionSpec",
+    "demo_scene_names",
+    "make_demo",
+    "region_params",
+    "region_specs",
+    "region_summary",
+]

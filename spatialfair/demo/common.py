@@ -37,7 +37,6 @@ class RegionSpec:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-
 def check_task(task: str) -> str:
     """Return ``task`` when it is a demo task.
 
@@ -129,8 +128,9 @@ class CoarseGrid:
         ys = self.y0 - (np.arange(self.height) + 0.5) * self.cell
         return np.meshgrid(xs, ys)
 
-    def sample(self, grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, order: int = 1
-               ) -> np.ndarray:
+    def sample(
+        self, grid: np.ndarray, xs: np.ndarray, ys: np.ndarray, order: int = 1
+    ) -> np.ndarray:
         """Interpolate ``grid`` (values at cell centres) at map coordinates.
 
         Args:
@@ -147,8 +147,9 @@ class CoarseGrid:
         xs, ys = np.broadcast_arrays(xs, ys)
         cols = (xs - self.x0) / self.cell - 0.5
         rows = (self.y0 - ys) / self.cell - 0.5
-        out = map_coordinates(grid, [rows.ravel(), cols.ravel()], order=order, mode="nearest",
-                              prefilter=order > 1)
+        out = map_coordinates(
+            grid, [rows.ravel(), cols.ravel()], order=order, mode="nearest", prefilter=order > 1
+        )
         return out.reshape(xs.shape)
 
 
@@ -170,8 +171,9 @@ def smooth_noise(rng: np.random.Generator, grid: CoarseGrid, scale: float) -> np
     return (f - f.mean()) / (f.std() + 1e-12)
 
 
-def region_grid(rng: np.random.Generator, layout: Layout, specs: tuple[RegionSpec, ...],
-                 grid: CoarseGrid) -> np.ndarray:
+def region_grid(
+    rng: np.random.Generator, layout: Layout, specs: tuple[RegionSpec, ...], grid: CoarseGrid
+) -> np.ndarray:
     """Region id per coarse cell: a power-weighted Voronoi diagram with warped boundaries.
 
     Seeds are spread by best-candidate sampling; additive weights are adjusted so that each
@@ -225,8 +227,9 @@ def region_grid(rng: np.random.Generator, layout: Layout, specs: tuple[RegionSpe
     return spec_of_seed[ids].astype(np.int32)
 
 
-def region_polygons(region_grid: np.ndarray, grid: CoarseGrid, specs: tuple[RegionSpec, ...],
-                    crs: str) -> gpd.GeoDataFrame:
+def region_polygons(
+    region_grid: np.ndarray, grid: CoarseGrid, specs: tuple[RegionSpec, ...], crs: str
+) -> gpd.GeoDataFrame:
     """Polygonize the coarse region grid into one (multi)polygon per region.
 
     The polygons are simplified so that neighbours still share their edges.
@@ -253,10 +256,14 @@ def region_polygons(region_grid: np.ndarray, grid: CoarseGrid, specs: tuple[Regi
     geoms = list(shapely.coverage_simplify(np.array(geoms, dtype=object), 1.5 * grid.cell))
     geoms = [shapely.make_valid(g) for g in geoms]
     return gpd.GeoDataFrame(
-        {"region_id": ids, "region": [specs[i].name for i in ids],
-         "role": [specs[i].role for i in ids],
-         "description": [specs[i].description for i in ids]},
-        geometry=geoms, crs=crs,
+        {
+            "region_id": ids,
+            "region": [specs[i].name for i in ids],
+            "role": [specs[i].role for i in ids],
+            "description": [specs[i].description for i in ids],
+        },
+        geometry=geoms,
+        crs=crs,
     )
 
 
@@ -275,12 +282,16 @@ def rasterize_regions(regions: gpd.GeoDataFrame, transform: Affine, size: int) -
 
     return rasterio.features.rasterize(
         ((g, int(r)) for g, r in zip(regions.geometry, regions.region_id)),
-        out_shape=(size, size), transform=transform, fill=-1, dtype="int16",
+        out_shape=(size, size),
+        transform=transform,
+        fill=-1,
+        dtype="int16",
     )
 
 
-def param_grids(region_grid: np.ndarray, params: list[dict[str, Any]], key: str,
-                sigma_cells: float) -> np.ndarray:
+def param_grids(
+    region_grid: np.ndarray, params: list[dict[str, Any]], key: str, sigma_cells: float
+) -> np.ndarray:
     """Per-region setting ``key`` painted on the coarse grid and softly blended at borders.
 
     Args:
@@ -296,12 +307,21 @@ def param_grids(region_grid: np.ndarray, params: list[dict[str, Any]], key: str,
 
     table = np.array([np.atleast_1d(np.asarray(p[key], dtype=np.float64)) for p in params])
     painted = table[region_grid]  # (H, W, C)
-    return np.stack([gaussian_filter(painted[..., c], sigma_cells, mode="nearest")
-                     for c in range(table.shape[1])])
+    return np.stack(
+        [
+            gaussian_filter(painted[..., c], sigma_cells, mode="nearest")
+            for c in range(table.shape[1])
+        ]
+    )
 
 
-def pixel_params(rid: np.ndarray, params: list[dict[str, Any]], defaults: dict[str, Any],
-                 key: str, sigma_px: float = 0.0) -> np.ndarray:
+def pixel_params(
+    rid: np.ndarray,
+    params: list[dict[str, Any]],
+    defaults: dict[str, Any],
+    key: str,
+    sigma_px: float = 0.0,
+) -> np.ndarray:
     """Region setting ``key`` per pixel from the region-id raster ``rid``.
 
     Continuous settings (haze, gains, offsets, noise) are blurred by ``sigma_px`` so they change
@@ -319,16 +339,18 @@ def pixel_params(rid: np.ndarray, params: list[dict[str, Any]], defaults: dict[s
     """
     from scipy.ndimage import gaussian_filter
 
-    table = np.array([np.atleast_1d(np.asarray(p[key], dtype=np.float64))
-                      for p in [*params, defaults]])          # last row: outside all regions
+    table = np.array(
+        [np.atleast_1d(np.asarray(p[key], dtype=np.float64)) for p in [*params, defaults]]
+    )  # last row: outside all regions
     out = np.moveaxis(table[np.where(rid >= 0, rid, len(params))], -1, 0)
     if sigma_px > 0:
         out = np.stack([gaussian_filter(band, sigma_px, mode="nearest") for band in out])
     return out
 
 
-def apply_unlabelled(label: np.ndarray, survey: np.ndarray, fraction: np.ndarray,
-                     gaps: np.ndarray) -> None:
+def apply_unlabelled(
+    label: np.ndarray, survey: np.ndarray, fraction: np.ndarray, gaps: np.ndarray
+) -> None:
     """Remove the labels outside the surveyed part of each region, and in small gaps.
 
     ``survey`` is a smooth standard-normal field; keeping ``survey < q(fraction)`` keeps about that

@@ -33,10 +33,6 @@ for _ds in [d for d in DATASETS if is_audit(d)]:
                 subcategory="audit",
                 labels={"dataset": _ds, "run": "audit", "figure": "per-region bars"},
             ),
-        params:
-            cfg=section("evaluation", "partitions", "seed", dataset=_ds),
-            dataset=_ds,
-            out=lambda w, output: os.path.dirname(output.metrics),
         log:
             f"logs/{_ds}/audit.log",
         conda:
@@ -45,6 +41,10 @@ for _ds in [d for d in DATASETS if is_audit(d)]:
         resources:
             mem_mb=4000,
             runtime=60,
+        params:
+            cfg=section("evaluation", "partitions", "seed", dataset=_ds),
+            dataset=_ds,
+            out=lambda w, output: os.path.dirname(output.metrics),
         shell:
             "spatialfair audit --config {input.cfg} --dataset {params.dataset} "
             "--out {params.out} > {log} 2>&1"

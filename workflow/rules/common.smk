@@ -161,8 +161,12 @@ def all_outputs():
         if is_audit(ds):  # a map made elsewhere: audit only (workflow/rules/audit.smk)
             out += audit_outputs(ds)
             continue
-        out += [results_path("comparison", ds, ".csv"), results_path("comparison", ds, ".png"),
-                results_path("partitions", ds), results_path("tile_index", ds)]
+        out += [
+            results_path("comparison", ds, ".csv"),
+            results_path("comparison", ds, ".png"),
+            results_path("partitions", ds),
+            results_path("tile_index", ds),
+        ]
         for run in RUNS:
             out += fairness_outputs(ds, run)
             if REPLICATED:
@@ -244,8 +248,10 @@ def compare_inputs(w):
             out += seed_metrics_paths(w.dataset, run)
             out += [results_path("train_log", w.dataset, run, r) for r in REPS]
         else:
-            out += [str(LAYOUT.fairness(w.dataset, run) / "metrics.json"),
-                    results_path("train_log", w.dataset, run)]
+            out += [
+                str(LAYOUT.fairness(w.dataset, run) / "metrics.json"),
+                results_path("train_log", w.dataset, run),
+            ]
     return out
 
 

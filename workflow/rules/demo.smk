@@ -15,11 +15,6 @@ for _ds in DATASETS:
             images=[f"{_dir}/images/{s}.tif" for s in scenes(_ds)],
             labels=[f"{_dir}/labels/{s}.tif" for s in scenes(_ds)],
             regions=f"{_dir}/regions.gpkg",
-        params:
-            task=_task,
-            out=lambda w, output: os.path.dirname(output.regions),
-            seed=config["seed"],
-            size=config["datasets"][_ds]["demo_size"],
         log:
             f"logs/demo/{_ds}.log",
         conda:
@@ -28,5 +23,10 @@ for _ds in DATASETS:
         resources:
             mem_mb=2000,
             runtime=10,
+        params:
+            task=_task,
+            out=lambda w, output: os.path.dirname(output.regions),
+            seed=config["seed"],
+            size=config["datasets"][_ds]["demo_size"],
         shell:
             "spatialfair demo {params.task} --out {params.out} --seed {params.seed} --size {params.size} > {log} 2>&1"

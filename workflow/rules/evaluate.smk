@@ -19,11 +19,6 @@ if not REPLICATED:
                 cfg=ancient(CONFIG_FILE),
             output:
                 **fairness_report_outputs(_ds, _metric),
-            params:
-                cfg=section("evaluation", "seed", dataset=_ds),
-                dataset=_ds,
-                tiles=lambda w, input: os.path.dirname(input.index),
-                out=lambda w, output: os.path.dirname(output.metrics),
             log:
                 f"logs/{_ds}/{{run}}/evaluate.log",
             conda:
@@ -32,6 +27,11 @@ if not REPLICATED:
             resources:
                 mem_mb=4000,
                 runtime=60,
+            params:
+                cfg=section("evaluation", "seed", dataset=_ds),
+                dataset=_ds,
+                tiles=lambda w, input: os.path.dirname(input.index),
+                out=lambda w, output: os.path.dirname(output.metrics),
             shell:
                 "spatialfair evaluate --config {input.cfg} --dataset {params.dataset} "
                 "--tiles {params.tiles} --partitions {input.partitions} "
@@ -48,11 +48,6 @@ else:
         output:
             metrics=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "metrics.json"),
             by_region=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "by_region.csv"),
-        params:
-            cfg=lambda w: section("evaluation", "seed", "replicates", dataset=w.dataset),
-            folds=fold_args,
-            tiles=lambda w, input: os.path.dirname(input.index),
-            out=lambda w, output: os.path.dirname(output.metrics),
         log:
             "logs/{dataset}/{run}/reps/s{seed}/evaluate.log",
         conda:
@@ -61,6 +56,11 @@ else:
         resources:
             mem_mb=4000,
             runtime=60,
+        params:
+            cfg=lambda w: section("evaluation", "seed", "replicates", dataset=w.dataset),
+            folds=fold_args,
+            tiles=lambda w, input: os.path.dirname(input.index),
+            out=lambda w, output: os.path.dirname(output.metrics),
         shell:
             "spatialfair evaluate --config {input.cfg} --dataset {wildcards.dataset} "
             "--tiles {params.tiles} --partitions {input.partitions} {params.folds} "
@@ -78,10 +78,6 @@ else:
                 partitions=results_path("partitions", _ds),
             output:
                 **fairness_report_outputs(_ds, _dataset(_ds).headline_metric),
-            params:
-                run_dir=lambda w, _ds=_ds: results_path("run", _ds, w.run),
-                tiles=lambda w, input: os.path.dirname(input.store),
-                out=lambda w, output: os.path.dirname(output.metrics),
             log:
                 f"logs/{_ds}/{{run}}/aggregate.log",
             conda:
@@ -90,6 +86,10 @@ else:
             resources:
                 mem_mb=2000,
                 runtime=30,
+            params:
+                run_dir=lambda w, _ds=_ds: results_path("run", _ds, w.run),
+                tiles=lambda w, input: os.path.dirname(input.store),
+                out=lambda w, output: os.path.dirname(output.metrics),
             shell:
                 "spatialfair aggregate --run-dir {params.run_dir} --tiles {params.tiles} "
                 "--partitions {input.partitions} --out {params.out} > {log} 2>&1"
@@ -114,9 +114,6 @@ rule compare:
             subcategory="comparison",
             labels={"dataset": "{dataset}", "figure": "fairness vs accuracy"},
         ),
-    params:
-        results=lambda w: results_path("dataset", w.dataset),
-        runs=lambda w: " ".join(RUNS),
     log:
         "logs/{dataset}/compare.log",
     conda:
@@ -125,6 +122,9 @@ rule compare:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        results=lambda w: results_path("dataset", w.dataset),
+        runs=lambda w: " ".join(RUNS),
     shell:
         "spatialfair compare --config {input.cfg} --dataset {wildcards.dataset} "
         "--results {params.results} --runs {params.runs} "

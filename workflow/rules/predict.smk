@@ -15,11 +15,6 @@ rule predict:
     output:
         classes=directory(results_path("predictions", "{dataset}", "{run}", REP)),
         probs=directory(results_path("probabilities", "{dataset}", "{run}", REP)),
-    params:
-        cfg=lambda w: section("prediction"),
-        held_out=held_out_option,
-        tiles=lambda w, input: os.path.dirname(input.index),
-        resume=lambda w, output: os.path.join(os.path.dirname(output.classes), ".resume"),
     log:
         f"logs/{{dataset}}/{{run}}/{LOG_REP}predict.log",
     conda:
@@ -29,6 +24,11 @@ rule predict:
         mem_mb=4000,
         runtime=120,
         gpu=0,
+    params:
+        cfg=lambda w: section("prediction"),
+        held_out=held_out_option,
+        tiles=lambda w, input: os.path.dirname(input.index),
+        resume=lambda w, output: os.path.join(os.path.dirname(output.classes), ".resume"),
     shell:
         "OMP_NUM_THREADS={threads} spatialfair predict --config {input.cfg} "
         "--model {input.model} --from-store {params.tiles} {params.held_out} "

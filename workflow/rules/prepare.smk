@@ -15,8 +15,6 @@ rule validate:
         cfg=ancient(CONFIG_FILE),
     output:
         touch(str(LAYOUT.tiles("{dataset}") / "validated.ok")),
-    params:
-        cfg=lambda w: section("tiling", "model", dataset=w.dataset),
     log:
         "logs/{dataset}/validate.log",
     conda:
@@ -25,6 +23,8 @@ rule validate:
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        cfg=lambda w: section("tiling", "model", dataset=w.dataset),
     shell:
         "spatialfair validate --config {input.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
 
@@ -40,9 +40,6 @@ rule tile_scene:
             name: temp(str(path))
             for name, path in part_paths(LAYOUT.tile_parts("{dataset}"), "{scene}").items()
         },
-    params:
-        cfg=lambda w: section("tiling", dataset=w.dataset),
-        out=lambda w: results_path("tiles", w.dataset),
     log:
         "logs/{dataset}/tile/{scene}.log",
     conda:
@@ -51,6 +48,9 @@ rule tile_scene:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        cfg=lambda w: section("tiling", dataset=w.dataset),
+        out=lambda w: results_path("tiles", w.dataset),
     shell:
         "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} "
         "--scene {wildcards.scene} --out {params.out} > {log} 2>&1"
@@ -68,9 +68,6 @@ rule tile:
     output:
         store=results_path("store_meta", "{dataset}"),
         index=results_path("tile_grid", "{dataset}"),
-    params:
-        cfg=lambda w: section("tiling", dataset=w.dataset),
-        out=lambda w, output: os.path.dirname(output.store),
     log:
         "logs/{dataset}/tile.log",
     conda:
@@ -79,6 +76,9 @@ rule tile:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        cfg=lambda w: section("tiling", dataset=w.dataset),
+        out=lambda w, output: os.path.dirname(output.store),
     shell:
         "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} --gather "
         "--out {params.out} > {log} 2>&1"
@@ -93,10 +93,6 @@ rule partition:
     output:
         gpkg=results_path("partitions", "{dataset}"),
         regions=str(LAYOUT.tiles("{dataset}") / "regions.done"),
-    params:
-        cfg=lambda w: section("partitions", "seed", dataset=w.dataset)
-        | {"training_partitioning": config["training"]["partitioning"]},
-        tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/partition.log",
     conda:
@@ -105,6 +101,10 @@ rule partition:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        cfg=lambda w: section("partitions", "seed", dataset=w.dataset)
+        | {"training_partitioning": config["training"]["partitioning"]},
+        tiles=lambda w, input: os.path.dirname(input.store),
     shell:
         "spatialfair partition --config {input.cfg} --dataset {wildcards.dataset} "
         "--tiles {params.tiles} --out {output.gpkg} > {log} 2>&1 && touch {output.regions}"
@@ -118,9 +118,6 @@ rule split:
         cfg=ancient(CONFIG_FILE),
     output:
         index=results_path("tile_index", "{dataset}"),
-    params:
-        cfg=lambda w: section("split", "replicates", dataset=w.dataset),
-        tiles=lambda w, input: os.path.dirname(input.store),
     log:
         "logs/{dataset}/split.log",
     conda:
@@ -129,6 +126,9 @@ rule split:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        cfg=lambda w: section("split", "replicates", dataset=w.dataset),
+        tiles=lambda w, input: os.path.dirname(input.store),
     shell:
         "spatialfair split --config {input.cfg} --dataset {wildcards.dataset} "
         "--tiles {params.tiles} --partitions {input.partitions} > {log} 2>&1"

@@ -9,6 +9,15 @@ rule train:
     output:
         model=results_path("model", "{dataset}", "{run}", REP),
         log_csv=results_path("train_log", "{dataset}", "{run}", REP),
+    log:
+        f"logs/{{dataset}}/{{run}}/{LOG_REP}train.log",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=0,
     params:
         cfg=lambda w: section("model", "training", "seed", "tiling", dataset=w.dataset)
         | {"run": RUNS[w.run].__dict__, "replicates": config["replicates"]},
@@ -20,15 +29,6 @@ rule train:
             if int(resources.get("gpu", 0)) > 1
             else "spatialfair"
         ),
-    log:
-        f"logs/{{dataset}}/{{run}}/{LOG_REP}train.log",
-    conda:
-        ENV
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=0,
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --config {input.cfg} "
         "--dataset {wildcards.dataset} --strategy {wildcards.run} --tiles {params.tiles} "
