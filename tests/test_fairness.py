@@ -1,4 +1,4 @@
-"""Fairness strategies on hand-made tensors: each loss against its formula in FAIRNESS.md."""
+"""Fairness strategies on hand-made tensors: each loss against its formula in docs/strategies.md."""
 
 from __future__ import annotations
 
