@@ -131,20 +131,10 @@ def _seed_spread(docs: Sequence[dict[str, Any]], primary: str, headline: str) ->
     return out
 
 
-def _document(
-    docs: Sequence[dict[str, Any]], seeds: Sequence[int], tables: dict[str, pd.DataFrame]
+def _partitioning_entries(
+    tables: dict[str, pd.DataFrame], overall: dict[str, float], names: list[str], min_px: int
 ) -> dict[str, Any]:
-    """The run's metrics.json: means over seeds in the single-run layout, plus the spread."""
-    first = docs[0]
-    names = list(first["overall"])
-    headline, primary = first["headline_metric"], first["primary_partitioning"]
-    overall = {
-        m: float(
-            np.nanmean([math.nan if d["overall"][m] is None else d["overall"][m] for d in docs])
-        )
-        for m in names
-    }
-    min_px = int(first["min_region_pixels"])
+    """Each partitioning's metrics.json entry: its regions' means and their fairness summaries."""
     parts = {}
     for pname, table in tables.items():
         cols = [
@@ -172,6 +162,23 @@ def _document(
             "summaries": _summaries(table, overall, names, min_px),
             "significant_regions": table.loc[table["significant"], "region"].tolist(),
         }
+    return parts
+
+
+def _document(
+    docs: Sequence[dict[str, Any]], seeds: Sequence[int], tables: dict[str, pd.DataFrame]
+) -> dict[str, Any]:
+    """The run's metrics.json: means over seeds in the single-run layout, plus the spread."""
+    first = docs[0]
+    names = list(first["overall"])
+    headline, primary = first["headline_metric"], first["primary_partitioning"]
+    overall = {
+        m: float(
+            np.nanmean([math.nan if d["overall"][m] is None else d["overall"][m] for d in docs])
+        )
+        for m in names
+    }
+    parts = _partitioning_entries(tables, overall, names, int(first["min_region_pixels"]))
     grids = list(first.get("spad_partitionings") or [])
     spad = {
         m: spad_score({g: parts[g]["summaries"][m]["mad"] for g in grids if g in parts})

@@ -41,6 +41,22 @@ log = logging.getLogger(__name__)
 
 #: Target side (pixels) of a window of the pass; rounded to whole blocks of the label file.
 WINDOW_SIDE = 1024
+#: The keywords of :func:`audit_map` that are settings; it hands these of its locals() to
+#: :func:`_settings`.
+_SETTING_KEYWORDS = (
+    "region_column",
+    "class_map",
+    "threshold",
+    "band",
+    "align",
+    "block_size",
+    "n_boot",
+    "confidence",
+    "ignore_index",
+    "evaluation",
+    "partitions",
+    "seed",
+)
 #: Largest number of bins (atoms x (C+1)^2) one count may have; larger windows are split.
 MAX_BINS = 1 << 22
 
@@ -558,9 +574,53 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
         doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
 
 
+def _scene_meta(scenes: Sequence[_Scene], crs: CRS) -> dict[str, Any]:
+    """The study CRS and every label raster's grid, the store-meta layout the maps read."""
+    return {
+        "study_crs": crs.to_wkt(),
+        "scenes": {
+            sc.name: {
+                "crs": sc.pair.label.crs.to_wkt(),
+                "transform": list(sc.pair.label.transform)[:6],
+                "width": sc.pair.label.width,
+                "height": sc.pair.label.height,
+            }
+            for sc in scenes
+        },
+    }
+
+
+def _record_audit(doc, counts, scenes, n_blocks, headline, s, inputs) -> None:
+    """Add the audit's block, bootstrap and input records to the metrics document."""
+    from .evaluate import _json_value
+
+    doc["n_blocks"] = doc.pop("n_tiles")
+    doc["significance"]["block_size_m"] = s["block_size"]
+    doc["bootstrap"] = {
+        "method": "spatial block bootstrap, percentile interval",
+        "statistic": f"{headline} of the region - overall {headline}",
+        "n_boot": s["n_boot"],
+        "confidence": s["confidence"],
+        "block_size_m": s["block_size"],
+        "n_blocks": int(n_blocks),
+        "seed": s["seed"],
+    }
+    doc["audit"] = _json_value(
+        {
+            **inputs,
+            "class_map": s["class_map"],
+            "threshold": s["threshold"],
+            "band": s["band"],
+            "align": s["align"],
+            "n_unpredicted": counts.n_unpredicted,
+            "blocks": {sc.name: {"rows_px": sc.block[0], "cols_px": sc.block[1]} for sc in scenes},
+        }
+    )
+
+
 def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, run, inputs) -> Any:
     """Metrics, significance on blocks and bootstrap CIs, as an EvaluationResult."""
-    from .evaluate import _assemble, _json_value, _Rules, _Scope, _Units
+    from .evaluate import _assemble, _Rules, _Scope, _Units
     from .significance import unit_values
 
     bkeys, bcm, cm_parts, entries, groups = _tables_and_units(counts, parts, classes)
@@ -585,18 +645,6 @@ def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, 
         tiles_per_region=blocks_per_region,
         block_tiles=None,
     )
-    meta = {
-        "study_crs": crs.to_wkt(),
-        "scenes": {
-            sc.name: {
-                "crs": sc.pair.label.crs.to_wkt(),
-                "transform": list(sc.pair.label.transform)[:6],
-                "width": sc.pair.label.width,
-                "height": sc.pair.label.height,
-            }
-            for sc in scenes
-        },
-    }
     ev = s["evaluation"]
     rules = _Rules(
         min_region_pixels=int(ev["min_region_pixels"]),
@@ -623,31 +671,9 @@ def _finish(counts, parts, scenes, crs, classes, headline, s, *, dataset, task, 
         scope=scope,
         rules=rules,
         primary=primary,
-        meta=meta,
+        meta=_scene_meta(scenes, crs),
     )
-    doc = result.metrics
-    doc["n_blocks"] = doc.pop("n_tiles")
-    doc["significance"]["block_size_m"] = s["block_size"]
-    doc["bootstrap"] = {
-        "method": "spatial block bootstrap, percentile interval",
-        "statistic": f"{headline} of the region - overall {headline}",
-        "n_boot": s["n_boot"],
-        "confidence": s["confidence"],
-        "block_size_m": s["block_size"],
-        "n_blocks": int(len(bkeys)),
-        "seed": s["seed"],
-    }
-    doc["audit"] = _json_value(
-        {
-            **inputs,
-            "class_map": s["class_map"],
-            "threshold": s["threshold"],
-            "band": s["band"],
-            "align": s["align"],
-            "n_unpredicted": counts.n_unpredicted,
-            "blocks": {sc.name: {"rows_px": sc.block[0], "cols_px": sc.block[1]} for sc in scenes},
-        }
-    )
+    _record_audit(result.metrics, counts, scenes, len(bkeys), headline, s, inputs)
     _add_intervals(result, entries, bcm, parts, classes, headline, s)
     return result
 
@@ -750,18 +776,13 @@ def audit_map(
 ):
     """Audit prediction raster(s) against label raster(s), per region; no training.
 
-    Only labelled pixels count (``ignore_index`` and the label file's nodata are not
-    labelled). Every ``None`` setting takes its default from the config schema
-    (:func:`audit_defaults`).
+    Only labelled pixels count; a ``None`` setting takes its default (:func:`audit_defaults`).
 
     Args:
-        predictions: Prediction file(s) (a VRT mosaic works): paired with the labels by file
-            name, or one map for all labels.
-        labels: Label raster file(s).
-        out_dir: Where to write ``metrics.json``, ``by_region.csv`` and the maps; None writes
-            nothing.
-        regions: The user's regions (a vector file), audited beside the generated
-            partitionings.
+        predictions: Prediction file(s) (a VRT works), paired with the labels by file name.
+        labels: Label raster file(s); one prediction file may serve them all.
+        out_dir: Where to write ``metrics.json``, ``by_region.csv`` and the maps (None: nowhere).
+        regions: The user's regions (a vector file), audited beside the partitionings.
         region_column: Column of ``regions`` with the region names.
         regions_layer: Layer of ``regions`` (multi-layer files).
         task: Task preset; picks the class names and headline metric unless given.
@@ -774,14 +795,13 @@ def audit_map(
         block_size: Side in metres of the bootstrap blocks.
         n_boot: Block-bootstrap replicates (0 = no intervals).
         confidence: Level of the confidence intervals.
-        ignore_index: Label value of unlabelled pixels.
+        ignore_index: Label value of unlabelled pixels (the label file's nodata is unlabelled too).
         evaluation: Partial override of the config's ``evaluation`` block.
         partitions: Partial override of the config's ``partitions`` block.
         seed: Seed of the partitionings and the bootstrap.
         dataset: Dataset name recorded in the outputs.
         run: Run name recorded in the outputs.
-        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.tif``, ``map.png`` and
-            ``regions.png``.
+        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.tif``, ``map.png``, ``regions.png``.
         max_raster_size: Largest side of the fairness raster in pixels.
         window_side: Target side in pixels of a window of the pass.
         check_only: Stop after checking every input (files, grids, settings, regions).
@@ -790,28 +810,35 @@ def audit_map(
         The :class:`~spatialfair.evaluate.EvaluationResult`, or None with ``check_only``.
 
     Raises:
-        InputError: An input or setting is unusable (the message says which and how to fix
-            it).
+        InputError: An input or setting is unusable (the message says which and how to fix it).
     """
     t0 = time.perf_counter()
     classes, metric = _classes(task, classes, metric)
-    s = _settings(
-        dict(
-            region_column=region_column,
-            class_map=class_map,
-            threshold=threshold,
-            band=band,
-            align=align,
-            block_size=block_size,
-            n_boot=n_boot,
-            confidence=confidence,
-            ignore_index=ignore_index,
-            evaluation=evaluation,
-            partitions=partitions,
-            seed=seed,
-        )
+    s = _settings({k: v for k, v in locals().items() if k in _SETTING_KEYWORDS})
+    job = _check_inputs(_paths(predictions), _paths(labels), regions, regions_layer, classes, s)
+    if check_only:
+        return None
+    result, t1, t2 = _audit(job, classes, metric, s, window_side, dataset, task, run)
+    t3 = time.perf_counter()
+    if out_dir is not None:
+        _write(result, Path(out_dir), maps, max_raster_size)
+    _log_times(t0, t1, t2, t3)
+    return result
+
+
+def _log_times(t0: float, t1: float, t2: float, t3: float) -> None:
+    """Log how long the setup, the pass, the statistics and (until now) the outputs took."""
+    log.info(
+        "audit: setup %.1f s, pass %.1f s, statistics %.1f s, outputs %.1f s",
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        time.perf_counter() - t3,
     )
-    preds, labs = _paths(predictions), _paths(labels)
+
+
+def _check_inputs(preds, labs, regions, regions_layer, classes, s) -> SimpleNamespace:
+    """Pair and check every raster, then build the scenes and partitionings (no pixel read)."""
     vmap = _value_map(s, classes)
     pairs = [
         check_pair(
@@ -824,17 +851,24 @@ def audit_map(
     parts = _partitionings(
         scenes, crs, regions, s["region_column"], regions_layer, s["partitions"], s["seed"]
     )
-    if check_only:
-        return None
+    return SimpleNamespace(
+        preds=preds, labs=labs, regions=regions, vmap=vmap, scenes=scenes, crs=crs, parts=parts
+    )
+
+
+def _audit(job, classes, metric, s, window_side, dataset, task, run):
+    """The windowed pass and the statistics: the result and the pass's start and end times."""
     log.info(
         "auditing %d label raster(s) against %d prediction file(s): %d partitionings, headline %s",
-        len(labs),
-        len(set(preds)),
-        len(parts),
+        len(job.labs),
+        len(set(job.preds)),
+        len(job.parts),
         metric,
     )
     t1 = time.perf_counter()
-    counts = scan(scenes, parts, vmap, len(classes), int(s["ignore_index"]), window_side)
+    counts = scan(
+        job.scenes, job.parts, job.vmap, len(classes), int(s["ignore_index"]), window_side
+    )
     t2 = time.perf_counter()
     if counts.n_unpredicted:
         log.warning(
@@ -843,15 +877,15 @@ def audit_map(
             counts.n_unpredicted,
         )
     inputs = {
-        "predictions": [str(p) for p in preds],
-        "labels": [str(p) for p in labs],
-        "regions": str(regions) if regions is not None else None,
+        "predictions": [str(p) for p in job.preds],
+        "labels": [str(p) for p in job.labs],
+        "regions": str(job.regions) if job.regions is not None else None,
     }
     result = _finish(
         counts,
-        parts,
-        scenes,
-        crs,
+        job.parts,
+        job.scenes,
+        job.crs,
         classes,
         metric,
         s,
@@ -860,17 +894,7 @@ def audit_map(
         run=run,
         inputs=inputs,
     )
-    t3 = time.perf_counter()
-    if out_dir is not None:
-        _write(result, Path(out_dir), maps, max_raster_size)
-    log.info(
-        "audit: setup %.1f s, pass %.1f s, statistics %.1f s, outputs %.1f s",
-        t1 - t0,
-        t2 - t1,
-        t3 - t2,
-        time.perf_counter() - t3,
-    )
-    return result
+    return result, t1, t2
 
 
 def _write(result, out_dir: Path, maps: bool, max_raster_size: int | None) -> None:
