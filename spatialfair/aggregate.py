@@ -22,7 +22,7 @@ from rasterio.crs import CRS
 from scipy import stats
 
 from .errors import InputError
-from .evaluate import FORMAT, EvaluationResult, _json_value, write_outputs
+from .evaluate import _SUMMARY_KEYS, FORMAT, EvaluationResult, _json_value, write_outputs
 from .metrics import spad_score, summarize
 from .stats import CONFIDENCE, t_interval
 
@@ -93,19 +93,7 @@ def _summaries(
     regions = table["region"].tolist()
     for m in names:
         s = summarize(dict(enumerate(table[m].tolist())), overall[m], counts, min_px, absent=absent)
-        out[m] = {
-            k: s[k]
-            for k in (
-                "overall",
-                "group_min",
-                "group_max",
-                "difference",
-                "ratio",
-                "std",
-                "mad",
-                "n_regions",
-            )
-        }
+        out[m] = {k: s[k] for k in _SUMMARY_KEYS}
         out[m]["worst_region"] = regions[s["argmin"]] if s["argmin"] is not None else None
         out[m]["best_region"] = regions[s["argmax"]] if s["argmax"] is not None else None
     return out

@@ -231,6 +231,45 @@ def _grid_text(info: RasterInfo) -> str:
     )
 
 
+def _grid_offset(label: RasterInfo, pred: RasterInfo, align: str) -> tuple[int, int] | None:
+    """The label origin's whole-pixel offset in the prediction grid (None: read it warped)."""
+    offset = _aligned_offset(pred, label)
+    if offset is None:
+        if align != "nearest":
+            raise InputError(
+                pred.path,
+                f"prediction grid ({_grid_text(pred)}) differs from the label grid "
+                f"of {label.path.name} ({_grid_text(label)})",
+                "export the prediction on the label grid, or pass --align nearest "
+                "(audit.align: nearest) to read it onto the label grid with nearest "
+                "neighbour resampling",
+            )
+        log.warning(
+            "reading %s onto the grid of %s with nearest-neighbour resampling "
+            "(--align nearest): %s -> %s",
+            pred.path,
+            label.path,
+            _grid_text(pred),
+            _grid_text(label),
+        )
+    else:
+        dr, dc = offset
+        if dr >= pred.height or dc >= pred.width or dr + label.height <= 0 or dc + label.width <= 0:
+            raise InputError(
+                pred.path,
+                f"the prediction does not cover label {label.path.name} at all",
+                "pass the map that covers these labels, or drop the label file",
+            )
+        if offset != (0, 0) or (pred.height, pred.width) != (label.height, label.width):
+            log.info(
+                "%s: prediction read through a window offset by %s px (same grid "
+                "spacing, no resampling)",
+                label.path.name,
+                offset,
+            )
+    return offset
+
+
 def check_pair(
     label_path: Path,
     pred_path: Path,
@@ -282,41 +321,7 @@ def check_pair(
             "pass --threshold T (audit.threshold) to turn a probability into "
             "classes, or --class-map for coded values",
         )
-    offset = _aligned_offset(pred, label)
-    if offset is None:
-        if align != "nearest":
-            raise InputError(
-                pred.path,
-                f"prediction grid ({_grid_text(pred)}) differs from the label grid "
-                f"of {label.path.name} ({_grid_text(label)})",
-                "export the prediction on the label grid, or pass --align nearest "
-                "(audit.align: nearest) to read it onto the label grid with nearest "
-                "neighbour resampling",
-            )
-        log.warning(
-            "reading %s onto the grid of %s with nearest-neighbour resampling "
-            "(--align nearest): %s -> %s",
-            pred.path,
-            label.path,
-            _grid_text(pred),
-            _grid_text(label),
-        )
-    else:
-        dr, dc = offset
-        if dr >= pred.height or dc >= pred.width or dr + label.height <= 0 or dc + label.width <= 0:
-            raise InputError(
-                pred.path,
-                f"the prediction does not cover label {label.path.name} at all",
-                "pass the map that covers these labels, or drop the label file",
-            )
-        if offset != (0, 0) or (pred.height, pred.width) != (label.height, label.width):
-            log.info(
-                "%s: prediction read through a window offset by %s px (same grid "
-                "spacing, no resampling)",
-                label.path.name,
-                offset,
-            )
-    return Pair(label, pred, band, offset)
+    return Pair(label, pred, band, _grid_offset(label, pred, align))
 
 
 class PredictionReader:

@@ -53,6 +53,18 @@ log = logging.getLogger(__name__)
 FORMAT = "spatialfair-fairness/1"
 #: Target side (pixels) of an evaluation window; rounded to whole blocks of the prediction.
 WINDOW_SIDE = 1024
+#: The fields of a metric's summary over a partitioning's regions in metrics.json (the
+#: worst and best region's names follow them).
+_SUMMARY_KEYS = (
+    "overall",
+    "group_min",
+    "group_max",
+    "difference",
+    "ratio",
+    "std",
+    "mad",
+    "n_regions",
+)
 
 
 @dataclass
@@ -225,19 +237,9 @@ class _Accumulator:
         return majority_regions(owner_of_tile[tile], region, count, n_owners)
 
 
-def _process_window(
-    sc: _Scene,
-    acc: _Accumulator,
-    srcs,
-    window: Window,
-    ignore: int,
-    tiles: dict[str, np.ndarray],
-    crs,
-) -> None:
-    """Accumulate one window's counts into ``acc`` (regions and tiles)."""
+def _read_window(sc: _Scene, srcs, window: Window, ignore: int):
+    """One window's prediction, labels (uint8, extra ignore values mapped) and invalid mask."""
     psrc, lsrc, isrc = srcs
-    r0, c0 = int(window.row_off), int(window.col_off)
-    h, w = int(window.height), int(window.width)
     pred = psrc.read(1, window=window)
     label = lsrc.read(1, window=window)
     for v in sc.label_extra_ignore[1:]:
@@ -256,6 +258,22 @@ def _process_window(
     del data
     if sc.image.has_mask:
         invalid |= isrc.read_masks(1, window=window) == 0
+    return pred, label, invalid
+
+
+def _process_window(
+    sc: _Scene,
+    acc: _Accumulator,
+    srcs,
+    window: Window,
+    ignore: int,
+    tiles: dict[str, np.ndarray],
+    crs,
+) -> None:
+    """Accumulate one window's counts into ``acc`` (regions and tiles)."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    pred, label, invalid = _read_window(sc, srcs, window, ignore)
 
     # tiles intersecting the window; later tiles (store order) own shared pixels
     cand = np.flatnonzero(
@@ -554,6 +572,43 @@ def _accumulate(
     return acc
 
 
+def _passes(
+    meta: dict,
+    store,
+    sources: list[Source],
+    split: str,
+    ds: DatasetConfig,
+    store_dir: Path,
+    parts: dict[str, Any],
+    headline: str,
+) -> tuple[list[tuple[_Scene, np.ndarray]], int]:
+    """The scene passes and their tile count, logged with what the evaluation covers."""
+    passes = _plan(meta, store.index, sources, split, ds, store_dir)
+    n_tiles = int(sum(mask.sum() for _, mask in passes))
+    _log_reprojections(parts, [sc for sc, _ in passes])
+    log.info(
+        "evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
+        "headline %s",
+        len(passes),
+        len(sources),
+        n_tiles,
+        split,
+        len(parts),
+        headline,
+    )
+    return passes, n_tiles
+
+
+def _check_labelled(acc: _Accumulator, sources: list[Source], split: str) -> None:
+    """Refuse an evaluation that counted no labelled pixel."""
+    if acc.overall.sum() == 0:
+        raise InputError(
+            sources[0][1],
+            f"no labelled pixel to evaluate in split '{split}'",
+            "check the split and that labels and predictions overlap",
+        )
+
+
 def evaluate_dataset(
     store_dir: str | Path,
     predictions_dir: str | Path | Sequence[tuple[str, str | Path]],
@@ -583,8 +638,7 @@ def evaluate_dataset(
         partitions: ``partitions.gpkg``.
         settings: Reads ``settings.evaluation``, ``settings.split``,
             ``settings.training.partitioning`` and ``settings.seed``.
-        split: Tiles to evaluate (default: ``settings.evaluation.split``; ``all``: every
-            tile).
+        split: Tiles to evaluate (default ``settings.evaluation.split``; ``all``: every tile).
         run: Run name recorded in the outputs (default: the first folder's parent).
         window_side: Side of the windows read at a time, in pixels.
         min_unit_pixels: Evaluated pixels a significance unit (block, scene or tile) needs
@@ -613,29 +667,10 @@ def evaluate_dataset(
     min_unit_pixels = (
         max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None else int(min_unit_pixels)
     )
-    passes = _plan(meta, store.index, sources, split, ds, store_dir)
-    n_tiles = int(sum(mask.sum() for _, mask in passes))
-    _log_reprojections(parts, [sc for sc, _ in passes])
-    log.info(
-        "evaluating %d scene pass(es) over %d fold(s), %d %s tile(s), %d partitioning(s), "
-        "headline %s",
-        len(passes),
-        len(sources),
-        n_tiles,
-        split,
-        len(parts),
-        headline,
-    )
-
+    passes, n_tiles = _passes(meta, store, sources, split, ds, store_dir, parts, headline)
     index = store.index
     acc = _accumulate(passes, parts, len(classes), index, ignore, window_side)
-    if acc.overall.sum() == 0:
-        raise InputError(
-            sources[0][1],
-            f"no labelled pixel to evaluate in split '{split}'",
-            "check the split and that labels and predictions overlap",
-        )
-
+    _check_labelled(acc, sources, split)
     units = _units(acc, parts, index, settings, store.stride, classes, headline)
     scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels, int(settings.seed))
     result = _assemble(
@@ -750,19 +785,7 @@ def _summaries(
             min_px,
             absent=np.flatnonzero(absent[m]).tolist(),
         )
-        summaries[m] = {
-            k: s[k]
-            for k in (
-                "overall",
-                "group_min",
-                "group_max",
-                "difference",
-                "ratio",
-                "std",
-                "mad",
-                "n_regions",
-            )
-        }
+        summaries[m] = {k: s[k] for k in _SUMMARY_KEYS}
         summaries[m]["worst_region"] = part.names[s["argmin"]] if s["argmin"] is not None else None
         summaries[m]["best_region"] = part.names[s["argmax"]] if s["argmax"] is not None else None
         summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
