@@ -407,6 +407,29 @@ def plot_map(result: EvaluationResult, path: str | Path, title: str | None = Non
     return Path(path)
 
 
+def _bar_legend(ax, overall: float) -> None:
+    """The legend of regions.png: the overall line and what the bar colours and hatch mean."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[
+            plt.Line2D([0], [0], color="black", linestyle="--", label=f"overall {overall:.3f}"),
+            Patch(color="#b2182b", label="significantly worse"),
+            Patch(color="#2166ac", label="significantly better"),
+            Patch(color="#9e9e9e", label="not significant"),
+            Patch(
+                facecolor="white",
+                edgecolor="#333333",
+                hatch="///",
+                label="left out of min/max: small, or no pixel of the class",
+            ),
+        ],
+        fontsize=7,
+        loc="lower right",
+    )
+
+
 def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     """Write ``regions.png``: the headline metric per region, the overall level marked.
 
@@ -422,7 +445,6 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     t = result.tables[result.primary].copy()
     h = result.headline
@@ -464,22 +486,7 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     ax.set_xlabel(h)
     hi = np.nanmax(np.append(vals, overall)) if np.isfinite(np.append(vals, overall)).any() else 1
     ax.set_xlim(0, max(1.0, hi * 1.15))
-    ax.legend(
-        handles=[
-            plt.Line2D([0], [0], color="black", linestyle="--", label=f"overall {overall:.3f}"),
-            Patch(color="#b2182b", label="significantly worse"),
-            Patch(color="#2166ac", label="significantly better"),
-            Patch(color="#9e9e9e", label="not significant"),
-            Patch(
-                facecolor="white",
-                edgecolor="#333333",
-                hatch="///",
-                label="left out of min/max: small, or no pixel of the class",
-            ),
-        ],
-        fontsize=7,
-        loc="lower right",
-    )
+    _bar_legend(ax, overall)
     meta = result.metrics
     unit = "blocks" if "audit" in meta else "tiles"
     ax.set_title(

@@ -126,6 +126,50 @@ def _fill_symbol(name: str, rgb: tuple[int, int, int], width_expr: str | None) -
     )
 
 
+def _ramp_xml(colors: list[tuple[int, int, int]], n_classes: int) -> str:
+    """The renderer's gradient colour ramp element, through the classes' colours."""
+    stops = ":".join(
+        f"{(i + 0.5) / n_classes:.4f};{r},{g},{b},255"
+        for i, (r, g, b) in enumerate(colors)
+        if 0 < i < n_classes - 1
+    )
+    c1 = "{},{},{},255".format(*colors[0])
+    c2 = "{},{},{},255".format(*colors[-1])
+    ramp = (
+        f'<colorramp name="[source]" type="gradient"><Option type="Map">'
+        f'<Option name="color1" value="{c1}" type="QString"/>'
+        f'<Option name="color2" value="{c2}" type="QString"/>'
+        f'<Option name="discrete" value="0" type="QString"/>'
+        f'<Option name="rampType" value="gradient" type="QString"/>'
+        f'<Option name="stops" value="{stops}" type="QString"/></Option>'
+        f'<prop k="color1" v="{c1}"/><prop k="color2" v="{c2}"/><prop k="discrete" v="0"/>'
+        f'<prop k="rampType" v="gradient"/><prop k="stops" v="{stops}"/></colorramp>'
+    )
+    return ramp
+
+
+def _labeling_xml(label_field: str, field: str) -> str:
+    """The layer's labelling element: the region's name over the field's value."""
+    label_expr = f'"{label_field}" || \'\\n\' || format_number("{field}", 3)'
+    labeling = (
+        '<labeling type="simple"><settings calloutType="simple">'
+        f'<text-style fieldName={quoteattr(label_expr)} isExpression="1" fontSize="9" '
+        'fontSizeUnit="Point" fontWeight="50" fontItalic="0" textColor="20,20,20,255" '
+        'textOpacity="1" multilineHeight="1" allowHtml="0">'
+        '<text-buffer bufferDraw="1" bufferSize="0.8" bufferSizeUnits="MM" '
+        'bufferColor="255,255,255,255" bufferOpacity="0.8" bufferJoinStyle="128" '
+        'bufferNoFill="1"/></text-style>'
+        '<text-format wrapChar="" multilineAlign="1" autoWrapLength="0" plussign="0" '
+        'formatNumbers="0" decimals="3" addDirectionSymbol="0"/>'
+        '<placement placement="1" centroidWhole="0" centroidInside="1" fitInPolygonOnly="0" '
+        'priority="5" offsetType="0" dist="0"/>'
+        '<rendering obstacle="1" displayAll="0" upsidedownLabels="0" scaleVisibility="0" '
+        'fontLimitPixelSize="0" limitNumLabels="0" mergeLines="0" drawLabels="1"/>'
+        "</settings></labeling>"
+    )
+    return labeling
+
+
 def graduated_qml(
     field: str,
     values: Sequence[float],
@@ -159,40 +203,8 @@ def graduated_qml(
         for i in range(n_classes)
     )
     symbols = "".join(_fill_symbol(str(i), colors[i], width_expr) for i in range(n_classes))
-    stops = ":".join(
-        f"{(i + 0.5) / n_classes:.4f};{r},{g},{b},255"
-        for i, (r, g, b) in enumerate(colors)
-        if 0 < i < n_classes - 1
-    )
-    c1 = "{},{},{},255".format(*colors[0])
-    c2 = "{},{},{},255".format(*colors[-1])
-    ramp = (
-        f'<colorramp name="[source]" type="gradient"><Option type="Map">'
-        f'<Option name="color1" value="{c1}" type="QString"/>'
-        f'<Option name="color2" value="{c2}" type="QString"/>'
-        f'<Option name="discrete" value="0" type="QString"/>'
-        f'<Option name="rampType" value="gradient" type="QString"/>'
-        f'<Option name="stops" value="{stops}" type="QString"/></Option>'
-        f'<prop k="color1" v="{c1}"/><prop k="color2" v="{c2}"/><prop k="discrete" v="0"/>'
-        f'<prop k="rampType" v="gradient"/><prop k="stops" v="{stops}"/></colorramp>'
-    )
-    label_expr = f'"{label_field}" || \'\\n\' || format_number("{field}", 3)'
-    labeling = (
-        '<labeling type="simple"><settings calloutType="simple">'
-        f'<text-style fieldName={quoteattr(label_expr)} isExpression="1" fontSize="9" '
-        'fontSizeUnit="Point" fontWeight="50" fontItalic="0" textColor="20,20,20,255" '
-        'textOpacity="1" multilineHeight="1" allowHtml="0">'
-        '<text-buffer bufferDraw="1" bufferSize="0.8" bufferSizeUnits="MM" '
-        'bufferColor="255,255,255,255" bufferOpacity="0.8" bufferJoinStyle="128" '
-        'bufferNoFill="1"/></text-style>'
-        '<text-format wrapChar="" multilineAlign="1" autoWrapLength="0" plussign="0" '
-        'formatNumbers="0" decimals="3" addDirectionSymbol="0"/>'
-        '<placement placement="1" centroidWhole="0" centroidInside="1" fitInPolygonOnly="0" '
-        'priority="5" offsetType="0" dist="0"/>'
-        '<rendering obstacle="1" displayAll="0" upsidedownLabels="0" scaleVisibility="0" '
-        'fontLimitPixelSize="0" limitNumLabels="0" mergeLines="0" drawLabels="1"/>'
-        "</settings></labeling>"
-    )
+    ramp = _ramp_xml(colors, n_classes)
+    labeling = _labeling_xml(label_field, field)
     return (
         "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
         '<qgis version="3.22.0" styleCategories="Symbology|Labeling" labelsEnabled="1">'
