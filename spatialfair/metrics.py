@@ -151,14 +151,9 @@ class _PixelPairs:
             w += b_  # shift by one region: region -1 ("none") lands in row 0
         return self.pair
 
-    def counts(self, regions: np.ndarray, num_regions: int, reuse: bool = True) -> np.ndarray:
-        """Counts of shape (R + 1, C + 1, C + 1) for these region ids (-1 = none).
-
-        With ``reuse`` the pair codes are stored for later calls (one more pass the first
-        time); without it they are built on the fly, fused with the region part.
-        """
+    def _check_regions(self, r_flat: np.ndarray, num_regions: int) -> None:
+        """Refuse region ids that do not fit the pixels or the int32 code arithmetic."""
         b, n = self.b, self.n
-        r_flat = np.ravel(regions)
         if r_flat.size != n:
             raise InputError(
                 "regions",
@@ -189,6 +184,16 @@ class _PixelPairs:
                     f"region ids outside -1..{num_regions - 1}",
                     "use ids 0..num_regions-1, or -1 for no region",
                 )
+
+    def counts(self, regions: np.ndarray, num_regions: int, reuse: bool = True) -> np.ndarray:
+        """Counts of shape (R + 1, C + 1, C + 1) for these region ids (-1 = none).
+
+        With ``reuse`` the pair codes are stored for later calls (one more pass the first
+        time); without it they are built on the fly, fused with the region part.
+        """
+        b, n = self.b, self.n
+        r_flat = np.ravel(regions)
+        self._check_regions(r_flat, num_regions)
         size = (num_regions + 1) * b
         # Count block by block: each block's codes stay in cache while ``np.bincount`` reads
         # them (one 8-byte code per pixel of a whole 4-Mpx window is 32 MB, which would go
@@ -529,6 +534,23 @@ def spad_score(mads: Mapping[str, float] | Iterable[float]) -> tuple[float, floa
     return float(sum(finite)), float(sum(finite) / len(finite))
 
 
+def _region_names(
+    regions: np.ndarray, num_regions: int | None, region_names: Sequence[str] | None
+) -> tuple[int, list[str]]:
+    """The number of regions and their names, defaulted from the ids and checked to match."""
+    if num_regions is None:
+        num_regions = int(regions.max()) + 1 if regions.size else 0
+        num_regions = max(num_regions, len(region_names or []))
+    names = list(region_names) if region_names is not None else [str(i) for i in range(num_regions)]
+    if len(names) != num_regions:
+        raise InputError(
+            "region_names",
+            f"{len(names)} names for {num_regions} regions",
+            "give one name per region",
+        )
+    return num_regions, names
+
+
 def region_metrics(
     regions: np.ndarray,
     y_true: np.ndarray,
@@ -570,16 +592,7 @@ def region_metrics(
         InputError: If the names do not match the regions, or the arrays do not fit together.
     """
     regions = np.asarray(regions)
-    if num_regions is None:
-        num_regions = int(regions.max()) + 1 if regions.size else 0
-        num_regions = max(num_regions, len(region_names or []))
-    names = list(region_names) if region_names is not None else [str(i) for i in range(num_regions)]
-    if len(names) != num_regions:
-        raise InputError(
-            "region_names",
-            f"{len(names)} names for {num_regions} regions",
-            "give one name per region",
-        )
+    num_regions, names = _region_names(regions, num_regions, region_names)
     cm_all = _confusion_all(regions, y_true, y_pred, num_regions, len(class_names), ignore_index)
     cm = cm_all[1:]
     overall = metrics_from_confusion(cm_all.sum(axis=0), class_names)
