@@ -377,6 +377,10 @@ class _Job:
     cols: list[int]
     env: dict[str, Any]
     tags: dict[str, str]
+    window: int
+    overlap: int
+    batch_size: int
+    probabilities: str
 
 
 def _input_nodata(
@@ -480,6 +484,10 @@ def _prepare(
         window_offsets(info.width, window, overlap),
         _gdal_env(info, window, batch_size, len(indexes), len(prob_desc), gdal_cache_mb),
         tags,
+        window,
+        overlap,
+        batch_size,
+        probabilities,
     )
 
 
@@ -504,10 +512,6 @@ def _run(
     bundle: Mapping[str, Any],
     counts: np.ndarray,
     *,
-    window: int,
-    overlap: int,
-    batch_size: int,
-    probabilities: str,
     background_io: bool,
 ) -> None:
     """Predict the scene strip by strip and write both rasters; ``counts`` gets class counts."""
@@ -551,16 +555,16 @@ def _run(
             job.indexes,
             job.nodata,
             bundle,
-            window,
-            overlap,
-            batch_size,
+            job.window,
+            job.overlap,
+            job.batch_size,
             job.rows,
             job.cols,
             forward,
             nc,
             prefetch=background_io,
         )
-        emit = _Emitter(cls_w, prob_w, nc, probabilities, bundle, counts)
+        emit = _Emitter(cls_w, prob_w, nc, job.probabilities, bundle, counts)
         bar = stack.enter_context(
             tqdm(
                 total=len(job.rows),
@@ -646,8 +650,7 @@ def predict_scene(
         The paths written, the scene size, window and class counts and the time taken.
 
     Raises:
-        InputError: If an argument, the image or the bundle is unusable (before any window
-            is run).
+        InputError: If an argument, the image or the bundle is unusable (before any window runs).
     """
     t_start = time.perf_counter()
     window, overlap, batch_size, probabilities = _with_defaults(
@@ -668,8 +671,22 @@ def predict_scene(
         gdal_cache_mb=gdal_cache_mb,
     )
     dev = resolve_device(device)
-    info = job.info
     n_windows = len(job.rows) * len(job.cols)
+    _log_plan(job, n_windows, dev)
+    forward = _Forward(model, dev, len(job.classes), amp)
+    counts = np.zeros(IGNORE_INDEX + 1, dtype=np.int64)
+    t_publish = time.time_ns()
+    try:
+        _run(job, forward, bundle, counts, background_io=background_io)
+    except BaseException:
+        _withdraw_unpaired(job, t_publish)
+        raise
+    return _result(job, counts, n_windows, t_start)
+
+
+def _log_plan(job: _Job, n_windows: int, dev: torch.device) -> None:
+    """Log the scene, its bands and the windows about to run."""
+    info = job.info
     log.info(
         "predicting %s (%d x %d, bands %s) with %d windows of %d px (overlap %d) on %s",
         job.image_path.name,
@@ -677,28 +694,15 @@ def predict_scene(
         info.width,
         job.indexes,
         n_windows,
-        window,
-        overlap,
+        job.window,
+        job.overlap,
         dev,
     )
-    forward = _Forward(model, dev, len(job.classes), amp)
-    counts = np.zeros(IGNORE_INDEX + 1, dtype=np.int64)
-    t_publish = time.time_ns()
-    try:
-        _run(
-            job,
-            forward,
-            bundle,
-            counts,
-            window=window,
-            overlap=overlap,
-            batch_size=batch_size,
-            probabilities=probabilities,
-            background_io=background_io,
-        )
-    except BaseException:
-        _withdraw_unpaired(job, t_publish)
-        raise
+
+
+def _result(job: _Job, counts: np.ndarray, n_windows: int, t_start: float) -> PredictionResult:
+    """The finished scene's :class:`PredictionResult` (time taken since ``t_start``), logged."""
+    info = job.info
     result = PredictionResult(
         classes_path=job.out_classes,
         probs_path=job.out_probs,
@@ -977,6 +981,20 @@ def predict_scenes_from_bundle(
             for image, classes, probs in zip(image_paths, out_classes, out_probs)
         ]
     cache = _ResumeCache(Path(resume_dir), model_path)
+    return _predict_resuming(cache, model, bundle, dev, image_paths, out_classes, out_probs, kwargs)
+
+
+def _predict_resuming(
+    cache: _ResumeCache,
+    model: torch.nn.Module,
+    bundle: Mapping[str, Any],
+    dev: torch.device,
+    image_paths: Sequence[str | Path],
+    out_classes: Sequence[str | Path],
+    out_probs: list[str | Path | None],
+    kwargs: dict[str, Any],
+) -> list[PredictionResult | None]:
+    """Predict each scene into ``cache`` and link it into place; skip those finished before."""
     results = []
     for image, classes, probs in zip(image_paths, out_classes, out_probs):
         outs = [Path(p) for p in (classes, probs) if p is not None]
