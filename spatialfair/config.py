@@ -235,6 +235,29 @@ def _expand(spec: str | list[str], base: Path) -> list[Path]:
     return out
 
 
+def _pair_labels(name: str, block: dict, images: list[Path], labels: list[Path]) -> list[Path]:
+    """Match each image to its label by file stem, raising InputError on missing files."""
+    if not images:
+        raise InputError(
+            f"config: datasets.{name}.images",
+            f"'{block['images']}' matches no file",
+            "check the glob (relative to the working directory) or list the files",
+        )
+    by_stem = {p.stem: p for p in labels}
+    missing = [p.name for p in images if p.stem not in by_stem]
+    if missing:
+        raise InputError(
+            f"config: datasets.{name}.labels",
+            f"no label file with the same name for image(s) {missing[:5]}",
+            "name each label file like its image (same file stem) in the labels folder",
+        )
+    labels = [by_stem[p.stem] for p in images]
+    for p in images:
+        if not p.exists():
+            raise InputError(p, "image file not found", "fix the path in the config")
+    return labels
+
+
 def dataset_config(
     config: dict, name: str, base: str | Path = ".", require_files: bool = True
 ) -> DatasetConfig:
@@ -273,24 +296,7 @@ def dataset_config(
     images = _expand(block.get("images") or [], base)  # none for an audit dataset
     labels = _expand(block["labels"], base)
     if require_files:
-        if not images:
-            raise InputError(
-                f"config: datasets.{name}.images",
-                f"'{block['images']}' matches no file",
-                "check the glob (relative to the working directory) or list the files",
-            )
-        by_stem = {p.stem: p for p in labels}
-        missing = [p.name for p in images if p.stem not in by_stem]
-        if missing:
-            raise InputError(
-                f"config: datasets.{name}.labels",
-                f"no label file with the same name for image(s) {missing[:5]}",
-                "name each label file like its image (same file stem) in the labels folder",
-            )
-        labels = [by_stem[p.stem] for p in images]
-        for p in images:
-            if not p.exists():
-                raise InputError(p, "image file not found", "fix the path in the config")
+        labels = _pair_labels(name, block, images, labels)
     regions = block.get("regions")
     regions_path = None
     if regions:

@@ -272,6 +272,35 @@ def _region_source(store: TileStore, partitioning: str) -> str:
     return "none"
 
 
+def _split_table(
+    store: TileStore, split: str | None, split_column: str, needed: list[str]
+) -> pd.DataFrame:
+    """The tiles of ``split``, checked: the ``needed`` columns, not empty, of known scenes."""
+    table = tile_table(store, split, split_column=split_column)
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise InputError(
+            store.index_path,
+            f"no column(s) {missing} in the tile index",
+            f"use partitionings from {partitionings_in(table)} or re-run "
+            "`spatialfair partition` and `split`",
+        )
+    if table.empty:
+        raise InputError(
+            store.path,
+            f"no '{split}' tiles",
+            "check the split settings (split.val, split.test)",
+        )
+    unknown = set(table["scene"]) - set(store.scenes)
+    if unknown:
+        raise InputError(
+            store.index_path,
+            f"tiles of unknown scenes {sorted(unknown)}",
+            "re-run `spatialfair tile`",
+        )
+    return table
+
+
 def augment_params(seed: int, epoch: int, tile_id: int) -> tuple[int, bool]:
     """The augmentation of one tile in one epoch (the same in every worker and after a resume).
 
@@ -354,29 +383,8 @@ class TileDataset(Dataset):
         needed = [f"region__{p}" for p in self.tile_partitionings]
         if self.region_source == "tile":
             needed.append(f"region__{partitioning}")
-        table = tile_table(self.store, split, split_column=split_column)
-        missing = [c for c in needed if c not in table.columns]
-        if missing:
-            raise InputError(
-                self.store.index_path,
-                f"no column(s) {missing} in the tile index",
-                f"use partitionings from {partitionings_in(table)} or re-run "
-                "`spatialfair partition` and `split`",
-            )
-        if table.empty:
-            raise InputError(
-                self.store.path,
-                f"no '{split}' tiles",
-                "check the split settings (split.val, split.test)",
-            )
+        table = _split_table(self.store, split, split_column, needed)
         scenes = self.store.scenes
-        unknown = set(table["scene"]) - set(scenes)
-        if unknown:
-            raise InputError(
-                self.store.index_path,
-                f"tiles of unknown scenes {sorted(unknown)}",
-                "re-run `spatialfair tile`",
-            )
         self.scene_names = scenes
         self.scene_of = table["scene"].map({s: i for i, s in enumerate(scenes)}).to_numpy()
         self.store_index = table["store_index"].to_numpy(np.int64)

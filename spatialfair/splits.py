@@ -449,6 +449,33 @@ def replicate_splits(
     return pd.DataFrame({k: v.to_numpy() for k, v in columns.items()}, index=index.index)
 
 
+def _aligned_regions(
+    regions: pd.DataFrame,
+    grid: gpd.GeoDataFrame,
+    store_path: Path,
+    partitions_gpkg: str | Path | None,
+    name: str,
+) -> pd.DataFrame:
+    """``regions`` indexed like the tile grid, checked to match it and to hold ``name``."""
+    regions = pd.DataFrame(regions)
+    if len(regions) != len(grid):
+        raise StateError(
+            f"{len(regions)} region rows for the {len(grid)} tiles of "
+            f"{store_path}: re-run `spatialfair partition` after `spatialfair tile`"
+        )
+    regions.index = grid.index
+    if f"region__{name}" not in regions.columns:
+        have = sorted(
+            c.removeprefix("region__") for c in regions.columns if c.startswith("region__")
+        )
+        raise InputError(
+            partitions_gpkg or "region columns",
+            f"no partitioning '{name}' to stratify the split by",
+            f"set `split.partitioning` to one of {have}",
+        )
+    return regions
+
+
 def split_tiles(
     store_dir: str | Path,
     partitions_gpkg: str | Path | None,
@@ -476,6 +503,7 @@ def split_tiles(
 
     Raises:
         InputError: If the stratifying partitioning is missing.
+        StateError: If the region rows do not match the tiles.
     """
     from .store import TileStore
 
@@ -487,24 +515,9 @@ def split_tiles(
         from .partitions import assign_tiles, read_partitions
 
         regions = assign_tiles(grid, read_partitions(partitions_gpkg).values())
-    regions = pd.DataFrame(regions)
-    if len(regions) != len(grid):
-        raise StateError(
-            f"{len(regions)} region rows for the {len(grid)} tiles of "
-            f"{store.path}: re-run `spatialfair partition` after `spatialfair tile`"
-        )
-    regions.index = grid.index
     name = settings.split.partitioning
     column = f"region__{name}"
-    if column not in regions.columns:
-        have = sorted(
-            c.removeprefix("region__") for c in regions.columns if c.startswith("region__")
-        )
-        raise InputError(
-            partitions_gpkg or "region columns",
-            f"no partitioning '{name}' to stratify the split by",
-            f"set `split.partitioning` to one of {have}",
-        )
+    regions = _aligned_regions(regions, grid, store.path, partitions_gpkg, name)
     if store.overlap:
         log.warning(
             "tiles overlap by %d px: tiles on either side of a block border share "

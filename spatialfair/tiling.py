@@ -53,8 +53,10 @@ READ_BYTES = 64 * 2**20
 
 
 def _tiling(settings: Settings) -> tuple[int, int, float]:
+    """The checked (size, overlap, min_valid_fraction) of ``settings.tiling``."""
     t = settings.tiling
-    return t.size, t.overlap, t.min_valid_fraction
+    _check_tiling(t.size, t.overlap, t.min_valid_fraction)
+    return int(t.size), int(t.overlap), t.min_valid_fraction
 
 
 def _check_tiling(size: int, overlap: int, min_valid_fraction: float = 0.0) -> None:
@@ -267,15 +269,13 @@ class _SceneTiler:
         image: RasterInfo,
         label: RasterInfo,
         indexes: list[int],
+        tiling: tuple[int, int, float],
         *,
-        size: int,
-        overlap: int,
-        min_valid_fraction: float,
         budget: int,
     ) -> None:
         self.ds, self.image, self.label, self.indexes = ds, image, label, indexes
+        size, overlap, self.min_valid_fraction = tiling
         self.size, self.stride = size, size - overlap
-        self.min_valid_fraction = min_valid_fraction
         self.nodata = effective_nodata(image, ds.nodata)
         self.extra_ignore = label_ignore_values(label, ds.num_classes, ds.ignore_index)
         self.rows = tile_offsets(image.height, size, overlap)
@@ -541,6 +541,42 @@ def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list
     return checked
 
 
+def _index_crs(checked: list[tuple[RasterInfo, RasterInfo, list[int]]]) -> CRS:
+    """The tile index's CRS for the checked scenes (logged when they are in several CRSs)."""
+    target = study_crs([img.crs for img, _, _ in checked])
+    if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
+        log.info(
+            "scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
+            "CRS are kept in xmin..ymax)",
+            crs_string(target),
+        )
+    return target
+
+
+def _tile_into(
+    ds: DatasetConfig,
+    img: RasterInfo,
+    lab: RasterInfo,
+    idx: list[int],
+    out_dir: Path,
+    staged: list[tuple[Path, Path]],
+    tiling: tuple[int, int, float],
+    read_bytes: int,
+    target: CRS,
+) -> tuple[gpd.GeoDataFrame, dict]:
+    """Tile one scene into staged chip files of ``out_dir``; its (index frame, store.json entry)."""
+    scene = img.path.stem
+    finals = (out_dir / f"{scene}.image.bin", out_dir / f"{scene}.label.bin")
+    tmps = tuple(partial_path(f) for f in finals)
+    staged.extend(zip(tmps, finals))
+    tiler = _SceneTiler(ds, img, lab, idx, tiling, budget=read_bytes)
+    with _gdal_cache(read_bytes), open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
+        cols = tiler.run(fi, fl)
+    frame = _scene_index(scene, img.crs, img.transform, cols, tiling[0], ds.classes, target)
+    meta = _scene_meta(img, lab, idx, len(cols["row_off"]), effective_nodata(img, ds.nodata))
+    return frame, meta
+
+
 def tile_dataset(
     dataset: DatasetConfig,
     out_dir: str | Path,
@@ -571,46 +607,29 @@ def tile_dataset(
         InputError: If a scene or the tiling settings are unusable.
     """
     ds = dataset
-    size, overlap, min_valid_fraction = _tiling(settings)
-    _check_tiling(size, overlap, min_valid_fraction)
-    size, overlap = int(size), int(overlap)
+    tiling = _tiling(settings)
+    size, overlap, min_valid_fraction = tiling
     out_dir = Path(out_dir)
     checked = _checked_pairs(ds)
-    target = study_crs([img.crs for img, _, _ in checked])
-    if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
-        log.info(
-            "scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
-            "CRS are kept in xmin..ymax)",
-            crs_string(target),
-        )
+    target = _index_crs(checked)
     first, _, first_idx = checked[0]
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     scenes_meta = {}
     with staging() as staged:
         for img, lab, idx in tqdm(checked, desc=f"tiling {ds.name}", unit="scene", disable=None):
-            scene = img.path.stem
-            finals = (out_dir / f"{scene}.image.bin", out_dir / f"{scene}.label.bin")
-            tmps = tuple(partial_path(f) for f in finals)
-            staged.extend(zip(tmps, finals))
-            tiler = _SceneTiler(
+            frame, scenes_meta[img.path.stem] = _tile_into(
                 ds,
                 img,
                 lab,
                 idx,
-                size=size,
-                overlap=overlap,
-                min_valid_fraction=min_valid_fraction,
-                budget=read_bytes,
+                out_dir,
+                staged,
+                tiling,
+                read_bytes,
+                target,
             )
-            with _gdal_cache(read_bytes), open(tmps[0], "wb") as fi, open(tmps[1], "wb") as fl:
-                cols = tiler.run(fi, fl)
-            frames.append(
-                _scene_index(scene, img.crs, img.transform, cols, size, ds.classes, target)
-            )
-            scenes_meta[scene] = _scene_meta(
-                img, lab, idx, len(cols["row_off"]), effective_nodata(img, ds.nodata)
-            )
+            frames.append(frame)
         index = _full_index(ds, frames, target, min_valid_fraction)
         staged.append(stage_index(out_dir, index))
         meta = _store_meta(
@@ -683,21 +702,11 @@ def tile_scene(
     Raises:
         InputError: If the scene or the tiling settings are unusable.
     """
-    size, overlap, min_valid_fraction = _tiling(settings)
-    _check_tiling(size, overlap, min_valid_fraction)
-    size, overlap = int(size), int(overlap)
+    tiling = _tiling(settings)
+    size, overlap, min_valid_fraction = tiling
     img, lab, idx = inspect_pair(ds, Path(image), Path(label))
     paths = part_paths(parts_dir, img.path.stem)
-    tiler = _SceneTiler(
-        ds,
-        img,
-        lab,
-        idx,
-        size=size,
-        overlap=overlap,
-        min_valid_fraction=min_valid_fraction,
-        budget=read_bytes,
-    )
+    tiler = _SceneTiler(ds, img, lab, idx, tiling, budget=read_bytes)
     with (
         atomic_path(paths["image"]) as ti,
         atomic_path(paths["label"]) as tl,
@@ -768,6 +777,37 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _gather_into(
+    ds: DatasetConfig,
+    scene: str,
+    part: dict,
+    crs: CRS,
+    parts_dir: Path,
+    out_dir: Path,
+    staged: list[tuple[Path, Path]],
+    size: int,
+    target: CRS,
+) -> gpd.GeoDataFrame:
+    """Stage one tiled scene's chips into ``out_dir`` (linked or copied); its index frame."""
+    paths = part_paths(parts_dir, scene)
+    with np.load(paths["cols"]) as z:
+        cols = {k: z[k] for k in z.files}
+    frame = _scene_index(
+        scene,
+        crs,
+        rasterio.Affine(*part["scene"]["transform"]),
+        cols,
+        size,
+        ds.classes,
+        target,
+    )
+    for kind in ("image", "label"):
+        final = out_dir / f"{scene}.{kind}.bin"
+        staged.append((partial_path(final), final))
+        _link_or_copy(paths[kind], staged[-1][0])
+    return frame
+
+
 def gather_tiles(
     ds: DatasetConfig, parts_dir: str | Path, out_dir: str | Path, *, settings: Settings
 ) -> TileStore:
@@ -790,8 +830,7 @@ def gather_tiles(
         InputError: If a scene's part is missing or was tiled with other settings.
     """
     size, overlap, min_valid_fraction = _tiling(settings)
-    _check_tiling(size, overlap, min_valid_fraction)
-    size, overlap, parts_dir, out_dir = int(size), int(overlap), Path(parts_dir), Path(out_dir)
+    parts_dir, out_dir = Path(parts_dir), Path(out_dir)
     if not ds.images:
         raise InputError(
             f"config: datasets.{ds.name}.images",
@@ -808,24 +847,9 @@ def gather_tiles(
         for scene, part in tqdm(
             parts.items(), desc=f"gathering {ds.name}", unit="scene", disable=None
         ):
-            paths = part_paths(parts_dir, scene)
-            with np.load(paths["cols"]) as z:
-                cols = {k: z[k] for k in z.files}
             frames.append(
-                _scene_index(
-                    scene,
-                    crss[scene],
-                    rasterio.Affine(*part["scene"]["transform"]),
-                    cols,
-                    size,
-                    ds.classes,
-                    target,
-                )
+                _gather_into(ds, scene, part, crss[scene], parts_dir, out_dir, staged, size, target)
             )
-            for kind in ("image", "label"):
-                final = out_dir / f"{scene}.{kind}.bin"
-                staged.append((partial_path(final), final))
-                _link_or_copy(paths[kind], staged[-1][0])
         index = _full_index(ds, frames, target, min_valid_fraction)
         staged.append(stage_index(out_dir, index))
         first = next(iter(parts.values()))

@@ -172,24 +172,9 @@ def make_demo(
     stats = _empty_stats(
         len(geom["regions"]), len(TASK_PRESETS[task]["classes"]), len(geom["bands"])
     )
-    images, labels, scenes = [], [], []
-    for i, name in enumerate(names):
-        transform = layout.transform(i)
-        rid = rasterize_regions(regions_utm, transform, size)
-        img, label = _GENERATORS[task].make_scene(i, layout, ctx, seed, rid)
-        _accumulate(stats, img, label, rid, stats["counts"].shape[1])
-        ipath, lpath = _write_scene(out_dir, name, task, seed, layout, transform, img, label)
-        images.append(str(ipath))
-        labels.append(str(lpath))
-        scenes.append(
-            {
-                "name": name,
-                "crs": layout.crs,
-                "transform": list(transform)[:6],
-                "bounds": list(_bounds(transform, size)),
-            }
-        )
-
+    images, labels, scenes = _make_scenes(
+        task, out_dir, names, seed, layout, ctx, regions_utm, stats
+    )
     _write_regions(regions_utm, out_dir / "regions.gpkg")
     info = {
         "format": "spatialfair-demo/1",
@@ -215,6 +200,37 @@ def make_demo(
         "Wrote %d scene(s), labels and %d regions to %s", n_scenes, len(geom["regions"]), out_dir
     )
     return info
+
+
+def _make_scenes(
+    task: str,
+    out_dir: Path,
+    names: list[str],
+    seed: int,
+    layout: Layout,
+    ctx: dict[str, Any],
+    regions_utm: Any,
+    stats: dict[str, np.ndarray],
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Generate and write each scene in order, adding to ``stats``; (images, labels, scenes)."""
+    images, labels, scenes = [], [], []
+    for i, name in enumerate(names):
+        transform = layout.transform(i)
+        rid = rasterize_regions(regions_utm, transform, layout.size)
+        img, label = _GENERATORS[task].make_scene(i, layout, ctx, seed, rid)
+        _accumulate(stats, img, label, rid, stats["counts"].shape[1])
+        ipath, lpath = _write_scene(out_dir, name, task, seed, layout, transform, img, label)
+        images.append(str(ipath))
+        labels.append(str(lpath))
+        scenes.append(
+            {
+                "name": name,
+                "crs": layout.crs,
+                "transform": list(transform)[:6],
+                "bounds": list(_bounds(transform, layout.size)),
+            }
+        )
+    return images, labels, scenes
 
 
 def _check_arguments(task: str, size: int, n_scenes: int) -> None:
