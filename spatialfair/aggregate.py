@@ -22,7 +22,14 @@ from rasterio.crs import CRS
 from scipy import stats
 
 from .errors import InputError
-from .evaluate import _SUMMARY_KEYS, FORMAT, EvaluationResult, _json_value, write_outputs
+from .evaluate import (
+    _SUMMARY_KEYS,
+    FORMAT,
+    EvaluationResult,
+    _json_value,
+    _scene_grids,
+    write_outputs,
+)
 from .metrics import spad_score, summarize
 from .stats import CONFIDENCE, t_interval
 
@@ -31,6 +38,12 @@ log = logging.getLogger(__name__)
 _KEYS = ["partitioning", "kind", "region_id"]
 _FLAGS = ["small", "absent"]
 _TEST_COLUMNS = ["statistic", "p_value", "significant", "direction"]
+#: A metrics.json region entry: these columns, the metric values, then the replicate statistics.
+_REGION_HEAD = ("id", "name", "n_pixels", "n_tiles", "small", "absent")
+_REGION_TAIL = (
+    *("deviation", "deviation_ci_low", "deviation_ci_high", "n_replicates"),
+    *("ci_excludes_zero", "p_value", "significant", "direction"),
+)
 
 
 def _read_seed(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -125,23 +138,7 @@ def _partitioning_entries(
     """Each partitioning's metrics.json entry: its regions' means and their fairness summaries."""
     parts = {}
     for pname, table in tables.items():
-        cols = [
-            "id",
-            "name",
-            "n_pixels",
-            "n_tiles",
-            "small",
-            "absent",
-            *names,
-            "deviation",
-            "deviation_ci_low",
-            "deviation_ci_high",
-            "n_replicates",
-            "ci_excludes_zero",
-            "p_value",
-            "significant",
-            "direction",
-        ]
+        cols = [*_REGION_HEAD, *names, *_REGION_TAIL]
         regions = table.rename(columns={"region_id": "id", "region": "name"})[cols]
         parts[pname] = {
             "kind": str(table["kind"].iloc[0]),
@@ -264,16 +261,7 @@ def aggregate_replicates(
     for p, t in tables.items():
         tables[p] = t.drop(columns=["kind"])
     meta = TileStore(store_dir).meta
-    grids = [
-        {
-            "name": s,
-            "crs": e["crs"],
-            "transform": e["transform"],
-            "width": e["width"],
-            "height": e["height"],
-        }
-        for s, e in meta["scenes"].items()
-    ]
+    grids = _scene_grids(meta)
     result = EvaluationResult(
         _json_value(doc),
         tables,

@@ -893,6 +893,20 @@ def _significance_doc(units: _Units, scope: _Scope, rules: _Rules) -> dict[str, 
     }
 
 
+def _scene_grids(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each scene's name and grid from a store's meta, as the maps draw them."""
+    return [
+        {
+            "name": s,
+            "crs": e["crs"],
+            "transform": e["transform"],
+            "width": e["width"],
+            "height": e["height"],
+        }
+        for s, e in meta["scenes"].items()
+    ]
+
+
 def _assemble(
     *,
     acc: _Accumulator,
@@ -950,16 +964,7 @@ def _assemble(
         "partitionings": doc_parts,
         "significant_regions": {p: d["significant_regions"] for p, d in doc_parts.items()},
     }
-    scene_grids = [
-        {
-            "name": s,
-            "crs": e["crs"],
-            "transform": e["transform"],
-            "width": e["width"],
-            "height": e["height"],
-        }
-        for s, e in meta["scenes"].items()
-    ]
+    scene_grids = _scene_grids(meta)
     return EvaluationResult(
         _json_value(doc),
         tables,

@@ -235,7 +235,7 @@ def graduated_sld(
         cmap: Name of the matplotlib colour map.
 
     Returns:
-        The SLD document.
+        The SLD document (XML text, one rule per class).
     """
     breaks = symmetric_breaks(values, n_classes)
     colors = ramp_colors(n_classes, cmap)
