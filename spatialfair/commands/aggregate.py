@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from . import add_shared_arguments
+
 HELP = (
     "aggregate the per-seed evaluations of a replicated run into its fairness outputs "
     "(per-region mean deviation with a 95 % CI and replicate count, maps)"
@@ -13,37 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair aggregate`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the run folder, the store, partitions and the output options."""
     p.add_argument(
         "--run-dir",
         required=True,
         help="the run folder (results/NAME/RUN) holding reps/s<seed>/fairness/",
     )
-    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
-    p.add_argument("--partitions", required=True, help="partitions.gpkg")
-    p.add_argument("--out", required=True, help="output folder (results/NAME/RUN/fairness)")
-    p.add_argument(
-        "--max-raster-size",
-        type=int,
-        default=None,
-        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
-    )
+    add_shared_arguments(p, "--tiles", "--partitions", "--out", "--max-raster-size")
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair aggregate``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Aggregate the seeds' evaluations of ``--run-dir`` into ``--out`` and its maps."""
     from ..aggregate import aggregate_replicates
     from ..layout import seed_metrics
     from ..maps import MAX_RASTER_SIZE, write_maps

@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from ..constants import IGNORE_INDEX
+from . import add_shared_arguments
 
 HELP = (
     "audit a map made anywhere against reference labels per region (metrics.json, "
@@ -16,11 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair audit`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the map, labels, regions, class, bootstrap and output options."""
     p.add_argument(
         "--predictions",
         nargs="+",
@@ -72,24 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="YAML config: with --dataset, audit that dataset (flags override it)",
     )
     p.add_argument("--dataset", default=None, help="dataset name in the config")
-    p.add_argument(
-        "--max-raster-size",
-        type=int,
-        default=None,
-        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
-    )
+    add_shared_arguments(p, "--max-raster-size")
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair audit``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Audit a map from ``--predictions``/``--labels``, or a config's dataset."""
     from ..audit import audit_dataset, audit_map
     from ..errors import InputError
 

@@ -17,11 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair compare`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, results folder, runs, outputs and the verdict test's options."""
     from ..settings import section_defaults
     from ..stats import TESTS
 
@@ -58,15 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair compare``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Compare the dataset's runs against ERM and log the verdict table."""
     from ..compare import compare_strategies
     from ..config import dataset_config, load_config, strategy_runs
     from ..errors import InputError

@@ -16,11 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair demo`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the demo's task and ``--out``, ``--seed``, ``--size``, ``--scenes``."""
     from ..config import _dataset_default
     from ..settings import section_defaults
 
@@ -47,15 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair demo``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Write the demo scenes, labels and regions to ``--out`` and log their design."""
     from ..demo import make_demo, region_summary
 
     info = make_demo(args.task, args.out, seed=args.seed, size=args.size, n_scenes=args.scenes)

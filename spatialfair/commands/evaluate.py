@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import add_dataset_arguments
+from . import add_dataset_arguments, add_shared_arguments
 
 HELP = (
     "evaluate a run's predictions per region of every partitioning (metrics.json, "
@@ -15,14 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair evaluate`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, store, partitions, predictions (or folds) and output options."""
     add_dataset_arguments(p)
-    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
-    p.add_argument("--partitions", required=True, help="partitions.gpkg")
+    add_shared_arguments(p, "--tiles", "--partitions")
     p.add_argument("--predictions", help="folder with predictions/<scene>.tif of the run")
     p.add_argument(
         "--fold",
@@ -43,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write only metrics.json and by_region.csv (a seed of a replicated run)",
     )
-    p.add_argument("--out", required=True, help="output folder (results/NAME/RUN/fairness)")
+    add_shared_arguments(p, "--out")
     p.add_argument(
         "--split",
         choices=["test", "val", "train", "all"],
@@ -55,24 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="run name in the outputs (default: the predictions folder's parent)",
     )
-    p.add_argument(
-        "--max-raster-size",
-        type=int,
-        default=None,
-        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
-    )
+    add_shared_arguments(p, "--max-raster-size")
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair evaluate``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Evaluate a run's predictions (or its folds') per region and write its maps."""
     from ..config import dataset_config, load_config
     from ..errors import InputError
     from ..evaluate import evaluate_dataset

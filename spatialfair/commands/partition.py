@@ -13,33 +13,21 @@ import logging
 
 from ..config import dataset_config, load_config
 from ..settings import Settings
-from . import add_dataset_arguments
+from . import add_dataset_arguments, add_shared_arguments
 
 HELP = "build the partitionings (user regions, grids, k-means) and per-pixel region ids"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair partition`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, its tile store and the partitions GeoPackage ``--out``."""
     add_dataset_arguments(p)
-    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    add_shared_arguments(p, "--tiles")
     p.add_argument("--out", required=True, help="output GeoPackage (results/NAME/partitions.gpkg)")
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair partition``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Build the dataset's partitionings into ``--out`` and region ids into the store."""
     from ..partitions import build_partitions
 
     config = load_config(args.config)

@@ -20,11 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair predict`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the model, the images (or a store's scenes), the outputs and the window settings."""
     d = section_defaults("prediction")
     p.add_argument("--model", required=True, help="model bundle (model.pt) written by train")
     p.add_argument("--image", nargs="+", help="image GeoTIFF(s) to predict (any size)")
@@ -106,15 +102,7 @@ def resolve_settings(args: argparse.Namespace, config: dict | None) -> Settings:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair predict``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Predict every ``--image`` (or a tile store's scenes) with ``--model`` into COGs."""
     from ..config import load_config
     from ..errors import InputError
     from ..predict import predict_scenes_from_bundle

@@ -11,35 +11,23 @@ import logging
 
 from ..config import load_config
 from ..settings import Settings
-from . import add_dataset_arguments
+from . import add_dataset_arguments, add_shared_arguments
 
 HELP = "assign tiles to train/val/test by spatial blocks, every region held out"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair split`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, its tile store and partitions."""
     add_dataset_arguments(p)
-    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    add_shared_arguments(p, "--tiles")
     p.add_argument(
         "--partitions", required=True, help="partitions GeoPackage (results/NAME/partitions.gpkg)"
     )
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair split``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Write the train/val/test split of the tile store's index."""
     from ..splits import split_tiles
 
     config = load_config(args.config)

@@ -23,11 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair tile`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, ``--out`` and the per-scene job options (``--scene``, ``--gather``)."""
     add_dataset_arguments(p)
     p.add_argument("--out", required=True, help="tile store folder, e.g. results/NAME/tiles")
     mode = p.add_mutually_exclusive_group()
@@ -46,15 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair tile``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Tile every scene into ``--out``, or only ``--scene`` jobs' parts, or ``--gather`` them."""
     from ..project import checked_for_tiling
     from ..tiling import gather_tiles, tile_dataset, tile_scene
 

@@ -15,25 +15,21 @@ from pathlib import Path
 from ..config import dataset_config, load_config, strategy_runs
 from ..errors import InputError
 from ..settings import Settings
-from . import add_dataset_arguments
+from . import add_dataset_arguments, add_shared_arguments
 
 HELP = "train a segmentation model with one fairness strategy on a tile store"
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair train`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the dataset, the strategy run, the store and the training options."""
     add_dataset_arguments(p)
     p.add_argument(
         "--strategy",
         required=True,
         help="run name from the config's strategies, e.g. erm, groupdro, groupdro-0.1",
     )
-    p.add_argument("--tiles", required=True, help="tile store folder (results/NAME/tiles)")
+    add_shared_arguments(p, "--tiles")
     p.add_argument("--out", required=True, help="output folder (results/NAME/RUN_NAME)")
     p.add_argument(
         "--partitions",
@@ -67,15 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair train``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Train the ``--strategy`` run of the config on the tile store into ``--out``."""
     from ..train import train
 
     config = load_config(args.config)

@@ -15,25 +15,13 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the options of ``spatialfair validate`` to its parser.
-
-    Args:
-        p: The sub-command's parser.
-    """
+    """Add the config and the datasets to validate."""
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
 
 
 def run(args: argparse.Namespace) -> None:
-    """Run ``spatialfair validate``.
-
-    Args:
-        args: The parsed command line.
-
-    Raises:
-        SpatialfairError: If the input, the config or an earlier stage's output is
-            unusable (the command exits with status 2).
-    """
+    """Validate the config's datasets (or only ``--dataset`` ones) and their files."""
     from ..validation import validate_dataset
 
     config = load_config(args.config)
