@@ -229,6 +229,18 @@ class Strategy:
         """
         return torch.where(present, mean, self.ema_loss)
 
+    def group_ids(self, regions: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Group id of every pixel, over which :meth:`loss` takes its statistics.
+
+        Args:
+            regions: Region id of every pixel (-1 for none).
+            target: True class of every pixel (needed by ``region_class`` groups).
+
+        Returns:
+            Group ids (-1 for no group): the regions, unless a strategy groups otherwise.
+        """
+        return regions
+
     def _objective(
         self, est: torch.Tensor, present: torch.Tensor, g_counts: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +274,8 @@ class Strategy:
             A scalar whose value is the global objective and whose gradient, averaged over
             ranks, is the objective's gradient.
         """
-        sums, g_counts, mean, present = self.region_stats(pixel_loss, valid, regions, reduce)
+        groups = self.group_ids(regions, target)
+        sums, g_counts, mean, present = self.region_stats(pixel_loss, valid, groups, reduce)
         est = self.estimates(mean, present)
         coef, value = self._objective(est, present, g_counts)
         coef = torch.where(present, coef, torch.zeros_like(coef))
@@ -334,20 +347,7 @@ class ERM(Strategy):
         tile_regions=None,
         reduce=None,
     ):
-        """Mean loss over all valid pixels, averaged over ranks.
-
-        Args:
-            pixel_loss: Unreduced per-pixel loss.
-            valid: Boolean mask of the labelled pixels.
-            regions: Unused.
-            logits: Unused.
-            target: Unused.
-            tile_regions: Unused.
-            reduce: Sum over ranks under DDP (None when single-process).
-
-        Returns:
-            The scalar loss.
-        """
+        """Mean loss over all valid pixels, averaged over ranks; ignores the regions."""
         valid = valid.bool()
         local = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float())).sum()
         packed = _global(torch.stack([local, valid.sum().float()]), reduce)
@@ -398,14 +398,7 @@ class GroupedStrategy(Strategy):
         super().__init__(num_regions, strength, region_counts=region_counts, **kw)
 
     def group_ids(self, regions: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Group id of every pixel: the region, or ``region * C + class``.
-
-        Args:
-            regions: Region id of every pixel (-1 for none).
-            target: True class of every pixel (needed for ``region_class`` groups).
-
-        Returns:
-            Group ids (-1 for no group).
+        """The region, or ``region * C + class`` for ``region_class`` groups.
 
         Raises:
             ValueError: ``region_class`` groups without ``target``.
@@ -419,55 +412,12 @@ class GroupedStrategy(Strategy):
         ok = (reg >= 0) & (reg < self.num_region_ids) & (t >= 0) & (t < c)
         return torch.where(ok, reg * c + t.clamp(0, c - 1), torch.full_like(reg, -1))
 
-    def loss(
-        self,
-        pixel_loss,
-        valid,
-        regions,
-        *,
-        logits=None,
-        target=None,
-        tile_regions=None,
-        reduce=None,
-    ):
-        """The training loss of one batch over the strategy's groups.
-
-        Args:
-            pixel_loss: Unreduced per-pixel loss.
-            valid: Boolean mask of the labelled pixels.
-            regions: Region id of every pixel (-1 for none).
-            logits: Network output (passed on).
-            target: True class of every pixel (needed for ``region_class`` groups).
-            tile_regions: Region ids per tile (passed on).
-            reduce: Sum over ranks under DDP (None when single-process).
-
-        Returns:
-            The scalar loss (see :meth:`Strategy.loss`).
-        """
-        return super().loss(
-            pixel_loss,
-            valid,
-            self.group_ids(regions, target),
-            logits=logits,
-            target=target,
-            tile_regions=tile_regions,
-            reduce=reduce,
-        )
-
     def state_dict(self):
-        """The base state plus ``groups``.
-
-        Returns:
-            The state dictionary.
-        """
+        """The base state plus ``groups``."""
         return {**super().state_dict(), "groups": self.groups}
 
     def describe(self) -> str:
-        """Short label for logs; ``[region_class]`` is added for class groups.
-
-        Returns:
-            The label.
-        """
+        """The base label, with ``[region_class]`` added for class groups."""
         base = super().describe()
         return base if self.groups == "region" else f"{base}[{self.groups}]"
 
@@ -496,11 +446,7 @@ class Reweight(GroupedStrategy):
         return coef, (coef * est * present).sum()
 
     def region_weights(self):
-        """The fixed group weights.
-
-        Returns:
-            One weight per group.
-        """
+        """The fixed group weights, one per group."""
         return self.weights
 
 
@@ -590,11 +536,7 @@ class GroupDRO(GroupedStrategy):
         return self.q, (self.q * est).sum()
 
     def region_weights(self):
-        """The current group weights q.
-
-        Returns:
-            One weight per group, summing to 1.
-        """
+        """The current group weights q (one per group, summing to 1)."""
         return self.q
 
 
@@ -646,11 +588,7 @@ class WorstCVaR(GroupedStrategy):
         return coef, (coef * est).sum()
 
     def region_weights(self):
-        """The group weights of the last step.
-
-        Returns:
-            One weight per group (0 for absent groups).
-        """
+        """The group weights of the last step (0 for absent groups)."""
         return self.coef
 
 
@@ -663,12 +601,33 @@ class Balanced(ERM):
     sampler = "balanced"
 
     def sampler_power(self) -> float:
-        """Balancing power of the sampler: ``strength``.
-
-        Returns:
-            The power (1 = every region equally likely).
-        """
+        """Balancing power of the sampler: ``strength``."""
         return float(self.strength)
+
+
+def _phase_epochs(option: str, value: int | None, epochs: int | None, share: int) -> int:
+    """Epochs of a strategy's extra phase: ``value``, else a ``share``-th of the epochs.
+
+    Args:
+        option: ``<strategy>.<option>`` in the config's strategies, for the error message.
+        value: The configured number of the phase's epochs, or None.
+        epochs: The configured number of training epochs (None: ``share``).
+        share: The default phase is ``ceil(epochs / share)`` epochs, at least 1.
+
+    Returns:
+        The phase's epochs.
+
+    Raises:
+        InputError: ``value`` is below 1.
+    """
+    if value is None:
+        value = max(1, math.ceil((epochs or share) / share))
+    if int(value) < 1:
+        name = option.split(".")[-1]
+        raise InputError(
+            f"config: strategies.{option}", f"{name} {value} is below 1", "use 1 or more"
+        )
+    return int(value)
 
 
 class JTT(ERM):
@@ -696,46 +655,28 @@ class JTT(ERM):
         **kw,
     ):
         super().__init__(num_regions, strength, **kw)
-        if first_epochs is None:
-            first_epochs = max(1, math.ceil((epochs or 3) / 3))
-        if int(first_epochs) < 1:
-            raise InputError(
-                "config: strategies.jtt.first_epochs",
-                f"first_epochs {first_epochs} is below 1",
-                "use 1 or more",
-            )
+        first_epochs = _phase_epochs("jtt.first_epochs", first_epochs, epochs, 3)
         if error_threshold is not None and not 0 <= float(error_threshold) < 1:
             raise InputError(
                 "config: strategies.jtt.error_threshold",
                 f"error_threshold {error_threshold} is outside [0, 1)",
                 "use a pixel error rate such as 0.1",
             )
-        self.first_epochs = int(first_epochs)
+        self.first_epochs = first_epochs
         self.error_threshold = None if error_threshold is None else float(error_threshold)
         self.error_tiles = torch.zeros(0, dtype=torch.long)
         self.threshold_used = math.nan
         self.marked = False
 
     def phases(self, epochs):
-        """An ``identify`` phase of ``first_epochs``, then ``train``.
-
-        Args:
-            epochs: The configured number of training epochs (of the second phase).
-
-        Returns:
-            (kind, epochs) pairs.
-        """
+        """An ``identify`` phase of ``first_epochs``, then ``train`` for ``epochs``."""
         return [("identify", self.first_epochs), ("train", int(epochs))]
 
     def _tensor_state(self):
         return {**super()._tensor_state(), "error_tiles": self.error_tiles}
 
     def state_dict(self):
-        """The base state plus the error set and its threshold.
-
-        Returns:
-            The state dictionary.
-        """
+        """The base state plus the error set and its threshold."""
         return {
             **super().state_dict(),
             "marked": self.marked,
@@ -743,14 +684,7 @@ class JTT(ERM):
         }
 
     def load_state_dict(self, state):
-        """Restore the state saved by :meth:`state_dict`.
-
-        Args:
-            state: A state from :meth:`state_dict` of a ``jtt`` strategy.
-
-        Raises:
-            StateError: The state is for another strategy or number of regions.
-        """
+        """Restore a ``jtt`` state: see :meth:`Strategy.load_state_dict`."""
         super().load_state_dict(state)
         self.marked = bool(state["marked"])
         self.threshold_used = float(state["threshold_used"])
@@ -802,18 +736,8 @@ class JTT(ERM):
     ):
         """ERM before :meth:`mark_errors`; then error tiles weigh ``strength``, others 1.
 
-        Args:
-            pixel_loss: Unreduced per-pixel loss, (B, H, W).
-            valid: Boolean mask of the labelled pixels.
-            regions: Unused.
-            logits: Unused.
-            target: Unused.
-            tile_regions: Unused.
-            reduce: Sum over ranks under DDP (None when single-process).
-            tile_ids: Id of every tile of the batch (needed after the first phase).
-
-        Returns:
-            The scalar loss.
+        ``tile_ids`` (the id of every tile of the batch) is needed after the first phase; the
+        other arguments are those of :meth:`Strategy.loss`, the regions unused.
 
         Raises:
             ValueError: ``tile_ids`` missing after the error set is marked.
@@ -850,25 +774,10 @@ class LastLayer(ERM):
                 "lastlayer has no strength knob",
                 "remove strength; set head_epochs instead",
             )
-        if head_epochs is None:
-            head_epochs = max(1, math.ceil((epochs or 4) / 4))
-        if int(head_epochs) < 1:
-            raise InputError(
-                "config: strategies.lastlayer.head_epochs",
-                f"head_epochs {head_epochs} is below 1",
-                "use 1 or more",
-            )
-        self.head_epochs = int(head_epochs)
+        self.head_epochs = _phase_epochs("lastlayer.head_epochs", head_epochs, epochs, 4)
 
     def phases(self, epochs):
-        """A ``train`` phase, then ``head`` (last layer only) for ``head_epochs``.
-
-        Args:
-            epochs: The configured number of training epochs (of the first phase).
-
-        Returns:
-            (kind, epochs) pairs.
-        """
+        """A ``train`` phase of ``epochs``, then ``head`` (last layer only) for ``head_epochs``."""
         return [("train", int(epochs)), ("head", self.head_epochs)]
 
 
@@ -1018,11 +927,7 @@ class SPAD(Strategy):
         return {**super()._tensor_state(), "conf": self.conf, "weights": self.weights}
 
     def state_dict(self):
-        """The base state plus the schedule (current partitioning, order, RNG, history).
-
-        Returns:
-            The state dictionary.
-        """
+        """The base state plus the schedule (current partitioning, order, RNG, history)."""
         state = super().state_dict()
         state.update(
             current=self.current,
@@ -1033,14 +938,7 @@ class SPAD(Strategy):
         return state
 
     def load_state_dict(self, state):
-        """Restore the state saved by :meth:`state_dict`.
-
-        Args:
-            state: A state from :meth:`state_dict` of a ``spad`` strategy.
-
-        Raises:
-            StateError: The state is for another strategy or number of regions.
-        """
+        """Restore a ``spad`` state: see :meth:`Strategy.load_state_dict`."""
         super().load_state_dict(state)
         self.current, self.order = int(state["current"]), list(state["order"])
         self.rng.bit_generator.state = state["rng"]
@@ -1102,18 +1000,9 @@ class SPAD(Strategy):
     ):
         """Accumulate confusion counts, switch partitioning on schedule, weight the tiles.
 
-        Args:
-            pixel_loss: Unreduced per-pixel loss, (B, H, W).
-            valid: Boolean mask of the labelled pixels.
-            regions: Unused (the regions come from ``tile_regions``).
-            logits: Network output (B, C, H, W).
-            target: True class of every pixel.
-            tile_regions: Region id of every tile in each partitioning (B, P).
-            reduce: Sum over ranks under DDP (None when single-process).
-
-        Returns:
-            The scalar loss: tile weight ``1 + w_r`` of the tile's region in the current
-            partitioning (1 during the warm-up).
+        The arguments are those of :meth:`Strategy.loss`; ``regions`` is unused (the regions
+        come from ``tile_regions``). A tile weighs ``1 + w_r`` of its region in the current
+        partitioning (1 during the warm-up).
 
         Raises:
             ValueError: ``logits``, ``target`` or ``tile_regions`` missing.
@@ -1138,11 +1027,7 @@ class SPAD(Strategy):
         return self._tile_weighted(pixel_loss, valid, tile_w, reduce)
 
     def region_weights(self):
-        """The weights of the current partitioning's regions.
-
-        Returns:
-            One weight per region, or None during the warm-up.
-        """
+        """The current partitioning's region weights, or None during the warm-up."""
         if self.current < 0:
             return None
         return self.weights[: self.partition_sizes[self.current]]
