@@ -70,21 +70,13 @@ VERDICT_COLUMNS = (
     + [f"delta_{m}_{s}" for m in MEASURES for s in ("mean", "ci_low", "ci_high", "p", "p_holm")]
     + ["test", "alpha", "selected_runs"]
 )
-_NUMERIC = [
-    "strength",
-    "overall",
-    "worst_value",
-    "best_value",
-    "difference",
-    "ratio",
-    "std",
-    "mad",
-    "spad_score",
-    "spad_score_mean",
-    "n_significant",
-    "n_significant_worse",
-]
 _TEXT = ["headline_metric", "partitioning", "worst_region", "best_region"]
+#: The numeric per-run columns: those from ``strength`` up to the deltas, less the text ones.
+_NUMERIC = [
+    c
+    for c in COLUMNS[COLUMNS.index("strength") : COLUMNS.index("delta_overall_vs_erm")]
+    if c not in _TEXT
+]
 _TEST_NAMES = {"signflip": "sign-flip", "t": "t-test"}
 
 
@@ -638,27 +630,15 @@ def _legend(ax: Any) -> None:
 
     handles, labels = ax.get_legend_handles_labels()
     grey = "#555555"
+    hollow = {"markerfacecolor": "white"}
     extra = [
-        Line2D([], [], marker="o", ls="", color=grey, label="filled: fairer (significant)"),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            ls="",
-            markerfacecolor="white",
-            color=grey,
-            label="open: no evidence",
-        ),
-        Line2D([], [], marker="X", ls="", color=grey, label="X: less fair (significant)"),
-        Line2D(
-            [],
-            [],
-            marker="D",
-            ls="",
-            markerfacecolor="white",
-            color=grey,
-            label="diamond: strength chosen on validation",
-        ),
+        Line2D([], [], marker=marker, ls="", color=grey, label=label, **face)
+        for marker, face, label in (
+            ("o", {}, "filled: fairer (significant)"),
+            ("o", hollow, "open: no evidence"),
+            ("X", {}, "X: less fair (significant)"),
+            ("D", hollow, "diamond: strength chosen on validation"),
+        )
     ]
     ax.legend(handles + extra, labels + [h.get_label() for h in extra], fontsize=7, loc="best")
 
@@ -680,6 +660,8 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .maps import save_figure
 
     h = table["headline_metric"].iloc[0]
     panels = [
@@ -735,11 +717,7 @@ def plot_comparison(table: pd.DataFrame, path: str | Path, title: str = "") -> P
         "verdict on the difference against ERM",
         fontsize=10,
     )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def compare_strategies(

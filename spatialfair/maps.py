@@ -400,6 +400,21 @@ def plot_map(result: EvaluationResult, path: str | Path, title: str | None = Non
     ax.set_xlabel(f"x ({result.study_crs.to_string()})", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.ticklabel_format(useOffset=False, style="plain")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out a finished figure, write it to ``path`` as PNG (atomically) and close it.
+
+    Args:
+        fig: The matplotlib figure, titled.
+        path: The PNG file.
+
+    Returns:
+        ``path``.
+    """
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -495,11 +510,7 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
         + ("; †: CI of the deviation excludes 0" if "ci_excludes_zero" in t else ""),
         fontsize=9,
     )
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE) -> dict[str, Path]:
