@@ -82,6 +82,11 @@ class RasterInfo:
         return rasterio.transform.array_bounds(self.height, self.width, self.transform)
 
     @property
+    def grid_kwargs(self) -> dict[str, Any]:
+        """The grid as keywords of a raster writer or VRT: ``crs``, ``transform``, size."""
+        return dict(crs=self.crs, transform=self.transform, width=self.width, height=self.height)
+
+    @property
     def res(self) -> tuple[float, float]:
         return (abs(self.transform.a), abs(self.transform.e))
 
@@ -542,10 +547,7 @@ def reproject_to_grid(
         rasterio.open(src_path) as src,
         WarpedVRT(
             src,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
+            **grid.grid_kwargs,
             resampling=resampling,
             nodata=src.nodata if dst_nodata is None else dst_nodata,
         ) as vrt,
@@ -555,10 +557,7 @@ def reproject_to_grid(
             colormap = src.colormap(1)
         with GeoTiffWriter(
             dst_path,
-            crs=grid.crs,
-            transform=grid.transform,
-            width=grid.width,
-            height=grid.height,
+            **grid.grid_kwargs,
             count=src.count,
             dtype=src.dtypes[0],
             nodata=vrt.nodata,

@@ -40,6 +40,12 @@ _REGION_FIELDS = (
 class Report:
     """Per-region and overall metrics of one evaluated run.
 
+    The region summaries (:meth:`difference`, :meth:`group_min`, :meth:`group_max`,
+    :meth:`ratio`, :meth:`worst_region`) take ``metric`` (default: :attr:`headline`) and the
+    keyword ``partitioning`` (default: :attr:`primary`); they leave out small regions and
+    regions without the metric's class, and raise :class:`~spatialfair.errors.InputError` for
+    an unknown metric or partitioning.
+
     Args:
         metrics: The content of a ``metrics.json`` written by
             :func:`~spatialfair.evaluate.evaluate_dataset` or
@@ -149,65 +155,25 @@ class Report:
         return float("nan") if value is None else float(value)
 
     def difference(self, metric: str | None = None, *, partitioning: str | None = None) -> float:
-        """Best minus worst region (small and class-absent regions left out).
-
-        Args:
-            metric: The metric (default: :attr:`headline`).
-            partitioning: The partitioning (default: :attr:`primary`).
-
-        Returns:
-            The gap; NaN when fewer than one region counts.
-        """
+        """Best minus worst region; NaN when fewer than one region counts."""
         return self._summary("difference", metric, partitioning)
 
     def group_min(self, metric: str | None = None, *, partitioning: str | None = None) -> float:
-        """The worst region's value (small and class-absent regions left out).
-
-        Args:
-            metric: The metric (default: :attr:`headline`).
-            partitioning: The partitioning (default: :attr:`primary`).
-
-        Returns:
-            The smallest region value.
-        """
+        """The worst region's value: the smallest region value."""
         return self._summary("group_min", metric, partitioning)
 
     def group_max(self, metric: str | None = None, *, partitioning: str | None = None) -> float:
-        """The best region's value (small and class-absent regions left out).
-
-        Args:
-            metric: The metric (default: :attr:`headline`).
-            partitioning: The partitioning (default: :attr:`primary`).
-
-        Returns:
-            The largest region value.
-        """
+        """The best region's value: the largest region value."""
         return self._summary("group_max", metric, partitioning)
 
     def ratio(self, metric: str | None = None, *, partitioning: str | None = None) -> float:
-        """Worst over best region (small and class-absent regions left out).
-
-        Args:
-            metric: The metric (default: :attr:`headline`).
-            partitioning: The partitioning (default: :attr:`primary`).
-
-        Returns:
-            ``group_min / group_max``.
-        """
+        """Worst over best region: ``group_min / group_max``."""
         return self._summary("ratio", metric, partitioning)
 
     def worst_region(
         self, metric: str | None = None, *, partitioning: str | None = None
     ) -> str | None:
-        """Name of the region with :meth:`group_min`.
-
-        Args:
-            metric: The metric (default: :attr:`headline`).
-            partitioning: The partitioning (default: :attr:`primary`).
-
-        Returns:
-            The region name, or None when no region counts.
-        """
+        """Name of the region with :meth:`group_min`, or None when no region counts."""
         return self._partitioning(partitioning)["summaries"][self._metric(metric)]["worst_region"]
 
     def __repr__(self) -> str:

@@ -14,6 +14,11 @@ HELP = (
     "block-bootstrap confidence intervals"
 )
 log = logging.getLogger(__name__)
+#: Options passed on to audit_map/audit_dataset as they are (None: their default).
+_PASSED_ON = (
+    "regions region_column regions_layer classes class_map threshold band metric align "
+    "block_size n_boot seed ignore_index max_raster_size"
+).split()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,22 +82,7 @@ def run(args: argparse.Namespace) -> None:
     from ..audit import audit_dataset, audit_map
     from ..errors import InputError
 
-    opts = dict(
-        regions=args.regions,
-        region_column=args.region_column,
-        regions_layer=args.regions_layer,
-        classes=args.classes,
-        class_map=args.class_map,
-        threshold=args.threshold,
-        band=args.band,
-        metric=args.metric,
-        align=args.align,
-        block_size=args.block_size,
-        n_boot=args.n_boot,
-        seed=args.seed,
-        ignore_index=args.ignore_index,
-        max_raster_size=args.max_raster_size,
-    )
+    opts = {name: getattr(args, name) for name in _PASSED_ON}
     if args.config or args.dataset:
         from ..config import load_config
 
