@@ -115,18 +115,15 @@ class ResultsLayout:
     """Every folder and file under one results folder.
 
     Names may be Snakemake wildcards (``"{dataset}"``), so the workflow builds its rule paths
-    here too. ``rep`` is a replicate's folder name (``s<seed>-f<fold>``), None without
+    here too. The methods take ``dataset``, the dataset name; ``run``, a run name such as
+    ``groupdro``; ``rep``, a replicate's folder name (``s<seed>-f<fold>``), None without
     replication; ``seed`` likewise selects a seed's pooled evaluation.
     """
 
     root: str | Path
 
     def dataset(self, dataset: str) -> Path:
-        """``<root>/<dataset>``: everything of one dataset.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """``<root>/<dataset>``: everything of one dataset."""
         return Path(self.root) / dataset
 
     def config_copy(self) -> Path:
@@ -134,136 +131,70 @@ class ResultsLayout:
         return Path(self.root) / ".config.yaml"
 
     def tiles(self, dataset: str) -> Path:
-        """The tile store folder.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The tile store folder."""
         return self.dataset(dataset) / "tiles"
 
     def tile_parts(self, dataset: str) -> Path:
-        """Per-scene parts of a tile store tiled one scene per job.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """Per-scene parts of a tile store tiled one scene per job."""
         return self.tiles(dataset) / "parts"
 
     def tile_index(self, dataset: str) -> Path:
-        """The split tile index (``tiles.gpkg``), written by the split stage.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The split tile index (``tiles.gpkg``), written by the split stage."""
         return self.tiles(dataset) / "tiles.gpkg"
 
     def tile_grid(self, dataset: str) -> Path:
-        """The tile index as tiled, before partitions and splits (``tile_grid.gpkg``).
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The tile index as tiled, before partitions and splits (``tile_grid.gpkg``)."""
         return self.tiles(dataset) / "tile_grid.gpkg"
 
     def store_meta(self, dataset: str) -> Path:
-        """The tile store's ``store.json``, written last by the tile stage.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The tile store's ``store.json``, written last by the tile stage."""
         return self.tiles(dataset) / "store.json"
 
     def partitions(self, dataset: str) -> Path:
-        """The partitionings (``partitions.gpkg``).
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The partitionings (``partitions.gpkg``)."""
         return self.dataset(dataset) / "partitions.gpkg"
 
     def comparison(self, dataset: str, suffix: str = ".csv") -> Path:
         """The strategy comparison table (``.csv``) or plot (``.png``).
 
         Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
             suffix: ``.csv`` for the table, ``.png`` for the plot.
         """
         return self.dataset(dataset) / f"comparison{suffix}"
 
     def audit(self, dataset: str) -> Path:
-        """The fairness outputs of an audited map.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-        """
+        """The fairness outputs of an audited map."""
         return self.dataset(dataset) / "audit"
 
     def run(self, dataset: str, run: str) -> Path:
-        """``<root>/<dataset>/<run>``: everything one strategy run produced.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-        """
+        """``<root>/<dataset>/<run>``: everything one strategy run produced."""
         return self.dataset(dataset) / run
 
     def replicate(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """Folder of one replicate's model, log and predictions (the run folder if None).
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
-        """
+        """Folder of one replicate's model, log and predictions (the run folder if None)."""
         base = self.run(dataset, run)
         return base if rep is None else base / "reps" / rep
 
     def model(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The trained model bundle.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
-        """
+        """The trained model bundle."""
         return self.replicate(dataset, run, rep) / "model.pt"
 
     def train_log(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The per-epoch training log.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
-        """
+        """The per-epoch training log."""
         return self.replicate(dataset, run, rep) / "train_log.csv"
 
     def predictions(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The class COGs of the held-out scenes.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
-        """
+        """The class COGs of the held-out scenes."""
         return self.replicate(dataset, run, rep) / "predictions"
 
     def probabilities(self, dataset: str, run: str, rep: str | None = None) -> Path:
-        """The probability COGs of the held-out scenes.
-
-        Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
-            rep: Replicate folder name ``s<seed>-f<fold>``; None without replication.
-        """
+        """The probability COGs of the held-out scenes."""
         return self.replicate(dataset, run, rep) / "probabilities"
 
     def fairness(self, dataset: str, run: str, seed: int | str | None = None) -> Path:
         """A run's fairness outputs, or (``seed`` given) one seed's pooled evaluation.
 
         Args:
-            dataset: Dataset name (or a wildcard such as ``{dataset}``).
-            run: Run name, e.g. ``groupdro``.
             seed: The seed whose pooled evaluation is meant; None for the run's own.
         """
         base = self.run(dataset, run)
