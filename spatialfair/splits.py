@@ -409,25 +409,15 @@ def replicate_splits(
     columns: dict[str, pd.Series] = {}
     folds_by_seed: dict[int, np.ndarray] = {}
     for rep in replicates(settings):
+        draw = dict(seed=rep.split_seed, strata=strata, stride=stride)
         if n_folds == 1:
             columns[rep.column] = assign_splits(
-                index,
-                block_tiles=block_tiles,
-                val=val,
-                test=test,
-                seed=rep.split_seed,
-                strata=strata,
-                stride=stride,
+                index, block_tiles=block_tiles, val=val, test=test, **draw
             )
             continue
         if rep.split_seed not in folds_by_seed:
             folds_by_seed[rep.split_seed] = assign_folds(
-                index,
-                n_folds=n_folds,
-                block_tiles=block_tiles,
-                seed=rep.split_seed,
-                strata=strata,
-                stride=stride,
+                index, n_folds=n_folds, block_tiles=block_tiles, **draw
             )
         columns[rep.column] = fold_split(
             index,
@@ -436,9 +426,7 @@ def replicate_splits(
             val=val,
             block_tiles=block_tiles,
             buffer_blocks=buffer_blocks,
-            seed=rep.split_seed,
-            strata=strata,
-            stride=stride,
+            **draw,
         )
     log.info(
         "replicate splits: %d column(s) (%d fold(s) per seed, buffer %d block(s))",

@@ -514,8 +514,8 @@ def _full_index(
     return gpd.GeoDataFrame(index, geometry="geometry", crs=target)
 
 
-def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list[int]]]:
-    """Header checks of every (image, label) pair, before anything is read or written."""
+def _check_scenes(ds: DatasetConfig) -> None:
+    """Error unless the dataset has images, with distinct scene names."""
     if not ds.images:
         raise InputError(
             f"config: datasets.{ds.name}.images",
@@ -523,6 +523,11 @@ def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list
             "check the glob or list the files",
         )
     check_scene_names(ds)
+
+
+def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list[int]]]:
+    """Header checks of every (image, label) pair, before anything is read or written."""
+    _check_scenes(ds)
     checked = []
     for image, label in zip(ds.images, ds.labels):
         try:
@@ -831,13 +836,7 @@ def gather_tiles(
     """
     size, overlap, min_valid_fraction = _tiling(settings)
     parts_dir, out_dir = Path(parts_dir), Path(out_dir)
-    if not ds.images:
-        raise InputError(
-            f"config: datasets.{ds.name}.images",
-            "no image files",
-            "check the glob or list the files",
-        )
-    check_scene_names(ds)
+    _check_scenes(ds)
     parts = _read_parts(ds, parts_dir, (size, overlap, float(min_valid_fraction)))
     crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
     target = study_crs(list(crss.values()))
