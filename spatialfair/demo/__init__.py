@@ -28,6 +28,7 @@ from .common import (
     S_REGIONS,
     TASKS,
     CoarseGrid,
+    Context,
     Layout,
     RegionSpec,
     check_task,
@@ -208,7 +209,7 @@ def _make_scenes(
     names: list[str],
     seed: int,
     layout: Layout,
-    ctx: dict[str, Any],
+    ctx: Context,
     regions_utm: Any,
     stats: dict[str, np.ndarray],
 ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -259,7 +260,7 @@ def _warn_about_stray_rasters(images_dir: Path, names: list[str]) -> None:
         )
 
 
-def _context(task: str, seed: int, layout: Layout) -> tuple[dict[str, Any], Any]:
+def _context(task: str, seed: int, layout: Layout) -> tuple[Context, Any]:
     """The coarse grid, regions, smooth fields and task-specific features of the study area.
 
     Returns the generation context and the regions (GeoDataFrame in the scenes' CRS).
@@ -274,7 +275,7 @@ def _context(task: str, seed: int, layout: Layout) -> tuple[dict[str, Any], Any]
     regions_utm = region_polygons(regions, grid, specs, layout.crs)
     frng = np.random.default_rng([seed, S_FIELDS, TASKS.index(task)])
     generator = _GENERATORS[task]
-    ctx: dict[str, Any] = {
+    ctx: Context = {
         "grid": grid,
         "fields": {k: smooth_noise(frng, grid, sc) for k, sc in generator.FIELD_SCALES.items()},
         "region_params": params,

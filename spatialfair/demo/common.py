@@ -26,6 +26,12 @@ TASKS = ("flood", "crop")
 S_REGIONS, S_FIELDS, S_RIVERS, S_PARCELS, S_SCENE = 1, 2, 3, 4, 5
 
 
+#: The generation context a task's ``prepare`` fills and its ``make_scene`` reads: ``grid``
+#: (the :class:`CoarseGrid`), ``fields`` (smooth random fields by name), ``region_params`` (the
+#: regions' settings) and the task's own features.
+Context = dict[str, Any]
+
+
 @dataclass(frozen=True)
 class RegionSpec:
     """One demo region: its name, role, target share of the study area and settings."""

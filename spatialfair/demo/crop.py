@@ -7,7 +7,7 @@ region's class mix, haze, shading, noise, sowing date and labelled fraction are 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .common import (
     pixel_params,
     wedge,
 )
+
+if TYPE_CHECKING:
+    from .common import Context
 
 CROP_BANDS = ("blue", "green", "red", "nir", "swir1")
 
@@ -108,11 +111,7 @@ FIELD_SCALES = {"vigour": 120.0, "survey": 50.0, "gaps": 80.0}
 
 
 def prepare(
-    ctx: dict[str, Any],
-    seed: int,
-    layout: Layout,
-    region_grid: np.ndarray,
-    params: list[dict[str, Any]],
+    ctx: Context, seed: int, layout: Layout, region_grid: np.ndarray, params: list[dict[str, Any]]
 ) -> None:
     """Add the parcels (seed points, classes, gains) and their search tree to ``ctx``.
 
@@ -133,7 +132,7 @@ def prepare(
 
 
 def make_scene(
-    i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
+    i: int, layout: Layout, ctx: Context, seed: int, rid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reflectance and crop labels of scene ``i``: each pixel takes its nearest parcel's class.
 

@@ -6,7 +6,7 @@ backscatter offsets, speckle and labelled fraction are set by design (see docs/d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .common import (
     pixel_params,
     wedge,
 )
+
+if TYPE_CHECKING:
+    from .common import Context
 
 FLOOD_DEFAULTS: dict[str, Any] = {
     "water_share": 0.18,  # fraction of the region under water (class balance)
@@ -84,11 +87,7 @@ FIELD_SCALES = {
 
 
 def prepare(
-    ctx: dict[str, Any],
-    seed: int,
-    layout: Layout,
-    region_grid: np.ndarray,
-    params: list[dict[str, Any]],
+    ctx: Context, seed: int, layout: Layout, region_grid: np.ndarray, params: list[dict[str, Any]]
 ) -> None:
     """Add the rivers, the wetness field and the per-region water thresholds to ``ctx``.
 
@@ -136,7 +135,7 @@ def _river_lines(rng: np.random.Generator, layout: Layout):
 
 
 def _flood_wetness(
-    ctx: dict[str, Any], region_grid: np.ndarray, params: list[dict[str, Any]], layout: Layout
+    ctx: Context, region_grid: np.ndarray, params: list[dict[str, Any]], layout: Layout
 ) -> None:
     """Coarse wetness field and per-region thresholds that give each region its water share.
 
@@ -173,7 +172,7 @@ def _flood_wetness(
 
 
 def make_scene(
-    i: int, layout: Layout, ctx: dict[str, Any], seed: int, rid: np.ndarray
+    i: int, layout: Layout, ctx: Context, seed: int, rid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backscatter and water labels of scene ``i``: channels, wet ground, speckle.
 
