@@ -5,7 +5,7 @@ Measures what a country-wide dataset of thousands of chips costs in workflow ove
 - with ``--run``: the workflow's wall time, every job's duration (from Snakemake's log:
   timestamps of a job's start and its "Finished jobid" line, 1 s resolution, so per-rule sums
   are good to about +-0.5 s per job on average), their sum per rule, and for tiling the
-  per-job overhead: the per-scene jobs' summed duration against tiling the same scenes in
+  per-job overhead: the tiling jobs' summed duration against tiling the same scenes in
   one process (`tiling.tile_dataset`, pure compute).
 
     python bench/bench_scale.py --scenes 1000                    # DAG time only
@@ -78,7 +78,7 @@ def write_regions(path: Path, n: int, size: int, per_row: int) -> None:
     ).to_file(path, layer="regions", engine="pyogrio")
 
 
-def make_dataset(work: Path, n: int, size: int) -> Path:
+def make_dataset(work: Path, n: int, size: int, scenes_per_job: int = 1) -> Path:
     """Generate ``n`` scenes, the regions and a config; returns the config path."""
     images, labels = work / "data" / "images", work / "data" / "labels"
     images.mkdir(parents=True)
@@ -101,7 +101,7 @@ def make_dataset(work: Path, n: int, size: int) -> Path:
             }
         },
         "strategies": {"erm": {}},
-        "tiling": {"size": 32},
+        "tiling": {"size": 32, "scenes_per_job": scenes_per_job},
         "partitions": {"grid_max": 2, "offset_grids": 0, "kmeans": [2]},
         "split": {"block_tiles": 2},
         "model": {"width": 8, "depth": 2},
@@ -181,12 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/spatialfair-scale"))
     p.add_argument("--run", action="store_true", help="also run the workflow")
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument(
+        "--scenes-per-job", type=int, default=1, help="tiling.scenes_per_job of the workflow"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     t0 = time.perf_counter()
-    config = make_dataset(args.work, args.scenes, args.size)
+    config = make_dataset(args.work, args.scenes, args.size, args.scenes_per_job)
     log.info(
         "generated %d scenes of %d px in %.1f s", args.scenes, args.size, time.perf_counter() - t0
     )
@@ -209,11 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     for rule, v in sorted(durations.items(), key=lambda kv: -sum(kv[1])):
         print(f"| {rule} | {len(v)} | {sum(v):.0f} | {np.mean(v):.2f} |")
     compute = tiling_compute(args.work, config)
-    per_scene = durations.get("tile_scene", [])
+    per_scene = durations.get("tile_batch", [])
     if per_scene:
         overhead = (sum(per_scene) - compute) / len(per_scene)
         print(
-            f"\ntiling: {len(per_scene)} per-scene jobs took {sum(per_scene):.0f} s in all, "
+            f"\ntiling: {len(per_scene)} jobs of {args.scenes_per_job} scene(s) took "
+            f"{sum(per_scene):.0f} s in all, "
             f"one process {compute:.1f} s: overhead {overhead:.2f} s per job "
             f"({(sum(per_scene) - compute) / compute:.0%} of compute)"
         )

@@ -25,6 +25,7 @@ class TilingSettings:
     size: int
     overlap: int
     min_valid_fraction: float
+    scenes_per_job: int
 
 
 @dataclass(frozen=True)

@@ -734,12 +734,24 @@ def tile_scene(
     return paths["meta"]
 
 
-def _read_parts(ds: DatasetConfig, parts_dir: Path, settings: tuple) -> dict[str, dict]:
+def _part_dirs(ds: DatasetConfig, parts_dir: Path) -> dict[str, Path]:
+    """Folder of each scene's part: ``parts_dir`` itself, or the batch subfolder that holds it.
+
+    A workflow that tiles several scenes per job writes each batch into its own subfolder.
+    """
+    found = {p.name.removesuffix(".part.json"): p.parent for p in parts_dir.glob("*/*.part.json")}
+    found.update(
+        {p.name.removesuffix(".part.json"): parts_dir for p in parts_dir.glob("*.part.json")}
+    )
+    return {image.stem: found.get(image.stem, parts_dir) for image in ds.images}
+
+
+def _read_parts(ds: DatasetConfig, dirs: dict[str, Path], settings: tuple) -> dict[str, dict]:
     """Every scene's ``.part.json``; checks they exist, match the settings and each other."""
     parts: dict[str, dict] = {}
     for image in ds.images:
         scene = image.stem
-        meta = part_paths(parts_dir, scene)["meta"]
+        meta = part_paths(dirs[scene], scene)["meta"]
         if not meta.exists():
             raise InputError(
                 meta,
@@ -818,13 +830,16 @@ def gather_tiles(
 ) -> TileStore:
     """Assemble the tile store in ``out_dir`` from the scenes :func:`tile_scene` wrote.
 
+    Each scene's part is read from ``parts_dir`` or from the subfolder of it that holds it (the
+    workflow tiles batches of scenes, one subfolder per batch).
+
     The result is the store :func:`tile_dataset` writes in one job (the same chips, tile index
     and store.json, which again is written last); the chips are hard-linked, not copied, where
     ``parts_dir`` is on the same file system.
 
     Args:
         ds: The resolved dataset.
-        parts_dir: The parts folder.
+        parts_dir: The parts folder (scene parts in it or in its subfolders).
         out_dir: The tile store folder.
         settings: The settings the parts were tiled with (``settings.tiling``).
 
@@ -837,7 +852,8 @@ def gather_tiles(
     size, overlap, min_valid_fraction = _tiling(settings)
     parts_dir, out_dir = Path(parts_dir), Path(out_dir)
     _check_scenes(ds)
-    parts = _read_parts(ds, parts_dir, (size, overlap, float(min_valid_fraction)))
+    dirs = _part_dirs(ds, parts_dir)
+    parts = _read_parts(ds, dirs, (size, overlap, float(min_valid_fraction)))
     crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
     target = study_crs(list(crss.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -847,7 +863,9 @@ def gather_tiles(
             parts.items(), desc=f"gathering {ds.name}", unit="scene", disable=None
         ):
             frames.append(
-                _gather_into(ds, scene, part, crss[scene], parts_dir, out_dir, staged, size, target)
+                _gather_into(
+                    ds, scene, part, crss[scene], dirs[scene], out_dir, staged, size, target
+                )
             )
         index = _full_index(ds, frames, target, min_valid_fraction)
         staged.append(stage_index(out_dir, index))

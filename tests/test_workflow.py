@@ -204,3 +204,28 @@ def test_tiny_replicated_run_pools_folds_and_aggregates_seeds(tmp_path):
     with open(base / "comparison.csv") as fh:
         rows = {r["run"]: r for r in csv.DictReader(fh)}
     assert rows["groupdro"]["n_seeds"] == "2"
+
+
+def test_scenes_tiled_in_batches_give_the_same_store(tmp_path):
+    """tiling.scenes_per_job only changes how many jobs tile: one job for both demo scenes
+    writes the store (chips, store.json, tile index) that one job per scene writes."""
+    stores = {}
+    for per_job in (1, 2):
+        work = tmp_path / f"per{per_job}"
+        work.mkdir()
+        write_config(work, dict(TINY, tiling={"size": 32, "scenes_per_job": per_job}))
+        out = snakemake(work, "--cores", "2", "results/flood-tiny/tiles/store.json")
+        counts = job_counts(out.stdout + out.stderr)
+        assert counts["tile_batch"] == (2 if per_job == 1 else 1), counts
+        tiles = work / "results" / "flood-tiny" / "tiles"
+        assert not (tiles / "parts").exists() or not any((tiles / "parts").iterdir())
+        stores[per_job] = tiles
+    one, batched = stores[1], stores[2]
+    chips = sorted(p.name for p in one.glob("*.bin"))
+    assert chips and chips == sorted(p.name for p in batched.glob("*.bin"))
+    for name in chips + ["store.json"]:
+        assert (one / name).read_bytes() == (batched / name).read_bytes(), name
+    import geopandas as gpd
+
+    a, b = gpd.read_file(one / "tile_grid.gpkg"), gpd.read_file(batched / "tile_grid.gpkg")
+    assert len(a) > 0 and a.crs == b.crs and a.equals(b)

@@ -9,7 +9,6 @@ from spatialfair import layout
 from spatialfair.config import dataset_config, demo_folder, strategy_runs, validate_config
 from spatialfair.errors import InputError
 from spatialfair.settings import Settings
-from spatialfair.tiling import part_paths
 
 try:
     config = validate_config(config, source="config")
@@ -97,6 +96,18 @@ def scenes(ds_name):
             "(relative to the working directory) or list the files."
         )
     return ds.scenes
+
+
+@functools.lru_cache(maxsize=None)
+def tile_batches(ds_name):
+    """Scenes of each tiling job, by batch name (``tiling.scenes_per_job``; a batch of one
+    scene is named after it)."""
+    names = scenes(ds_name)
+    n = config["tiling"]["scenes_per_job"]
+    if n == 1:
+        return {s: [s] for s in names}
+    width = len(str(max(len(names) - 1, 0) // n))
+    return {f"batch-{i // n:0{width}d}": names[i : i + n] for i in range(0, len(names), n)}
 
 
 def image_path(ds_name, scene):
@@ -279,5 +290,6 @@ wildcard_constraints:
     dataset="|".join(map(lambda s: s.replace(".", r"\."), DATASETS)) or "NONE",
     run="|".join(map(lambda s: s.replace(".", r"\."), RUNS)) or "NONE",
     scene=r"[^/]+",
+    batch=r"[^/]+",
     rep=r"s-?\d+-f\d+",
     seed=r"-?\d+",

@@ -2,8 +2,9 @@
 # is written by common.smk when the workflow is read).
 # - validate: one job per dataset checks every raster, the label values and the regions file
 #   before any expensive work (`spatialfair validate`);
-# - tile_scene: one job per scene, so a cluster tiles scenes in parallel; each streams its
-#   scene window by window into tiles/parts/ (temporary);
+# - tile_batch: one job per scene (tiling.scenes_per_job: 1), so a cluster tiles scenes in
+#   parallel, or per batch of scenes; each streams its scenes window by window into its own
+#   folder tiles/parts/<batch>/ (temporary);
 # - tile: one job per dataset gathers the parts into the tile store (tile index, store.json
 #   last; chips hard-linked, not copied);
 # - partition and split: one job per dataset.
@@ -29,19 +30,16 @@ rule validate:
         "spatialfair validate --config {input.cfg} --dataset {wildcards.dataset} > {log} 2>&1"
 
 
-rule tile_scene:
+rule tile_batch:
     input:
-        image=lambda w: image_path(w.dataset, w.scene),
-        label=lambda w: label_path(w.dataset, w.scene),
+        images=lambda w: [image_path(w.dataset, s) for s in tile_batches(w.dataset)[w.batch]],
+        labels=lambda w: [label_path(w.dataset, s) for s in tile_batches(w.dataset)[w.batch]],
         validated=rules.validate.output[0],
         cfg=ancient(CONFIG_FILE),
     output:
-        **{
-            name: temp(str(path))
-            for name, path in part_paths(LAYOUT.tile_parts("{dataset}"), "{scene}").items()
-        },
+        parts=temp(directory(str(LAYOUT.tile_parts("{dataset}") / "{batch}"))),
     log:
-        "logs/{dataset}/tile/{scene}.log",
+        "logs/{dataset}/tile/{batch}.log",
     conda:
         ENV
     threads: 1
@@ -50,19 +48,18 @@ rule tile_scene:
         runtime=60,
     params:
         cfg=lambda w: section("tiling", dataset=w.dataset),
+        scenes=lambda w: tile_batches(w.dataset)[w.batch],
         out=lambda w: results_path("tiles", w.dataset),
     shell:
         "spatialfair tile --config {input.cfg} --dataset {wildcards.dataset} "
-        "--scene {wildcards.scene} --out {params.out} > {log} 2>&1"
+        "--scene {params.scenes:q} --parts {output.parts} --out {params.out} > {log} 2>&1"
 
 
 rule tile:
     input:
-        # every scene's parts: chips, index columns, part.json
+        # every batch's folder of scene parts: chips, index columns, part.json
         parts=lambda w: [
-            str(path)
-            for scene in scenes(w.dataset)
-            for path in part_paths(LAYOUT.tile_parts(w.dataset), scene).values()
+            str(LAYOUT.tile_parts(w.dataset) / batch) for batch in tile_batches(w.dataset)
         ],
         cfg=ancient(CONFIG_FILE),
     output:
