@@ -36,6 +36,7 @@ _STAGES = {
     "aggregate_seeds": ("spatialfair.aggregate", "aggregate_replicates"),
     "write_maps": ("spatialfair.maps", "write_maps"),
     "compare_runs": ("spatialfair.compare", "compare_strategies"),
+    "audit_map": ("spatialfair.audit", "audit_map"),
 }
 
 

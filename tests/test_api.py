@@ -130,3 +130,15 @@ def test_unknown_names_are_input_errors(snippet_run):
         ns["report"].difference("iou_lava")
     with pytest.raises(sf.InputError, match="no such run"):
         ns["run"].train("jtt")
+
+
+def test_every_public_name_resolves_to_its_stage_function():
+    import sys
+
+    import spatialfair as sf
+    from spatialfair.audit import audit_map
+    from spatialfair.train import train
+
+    assert all(getattr(sf, name) is not None for name in sf.__all__)
+    assert sf.audit_map is audit_map and sf.train_model is train
+    assert isinstance(sys.modules["spatialfair.train"], type(sys))  # the module keeps its name
