@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,13 @@ def real_data() -> Path:
     if not REAL_DATA.exists():
         pytest.skip(f"real data not available at {REAL_DATA} (only on the project's machines)")
     return REAL_DATA
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The command line that runs this checkout's workflow in ``workdir``."""
+    snakefile = Path(__file__).resolve().parents[1] / "Snakefile"
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
+            "--directory", str(workdir), *args]  # fmt: skip
 
 
 def tiny_flood_workflow_config(dataset: str = "flood-tiny") -> dict:

@@ -14,14 +14,13 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import tiny_flood_workflow_config
+from tests.conftest import snakemake_command, tiny_flood_workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
@@ -107,16 +106,7 @@ def filled_profile(slurm: dict[str, str], where: Path) -> Path:
 
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -11,7 +11,6 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 import rasterio
 import yaml
 
-from tests.conftest import tiny_flood_workflow_config
+from tests.conftest import snakemake_command, tiny_flood_workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,16 +26,7 @@ TINY = tiny_flood_workflow_config("flood-tiny")
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        *args,
-    ]
+    cmd = snakemake_command(workdir, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(
