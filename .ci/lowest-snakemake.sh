@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Plan the workflow with the lowest Snakemake that pyproject.toml allows (8.0.x), in its own
 # virtual environment: the profiles, the rules and the replicated layout must parse and
-# resolve there too. (pulp < 2.8: Snakemake 8.0 calls pulp.list_solvers, removed in 2.8.)
+# resolve there too. The venv holds the package's dependencies except torch, which reading the
+# rules does not import. (pulp < 2.8: Snakemake 8.0 calls pulp.list_solvers, removed in 2.8.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${TMPDIR:-/tmp}/spatialfair-snakemake-lowest"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet "snakemake==8.0.1" "pulp<2.8" pyyaml jsonschema
+"$venv/bin/pip" install --quiet "snakemake==8.0.1" "pulp<2.8" pyyaml jsonschema \
+  numpy pandas rasterio geopandas shapely tqdm
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for cfg in config.yaml bench/demo-replicates.yaml; do
