@@ -84,6 +84,16 @@ def tiny_flood_workflow_config(dataset: str = "flood-tiny") -> dict:
     }
 
 
+def tile_partition_split(cfg: Path, tiles: Path, parts: Path) -> None:
+    """Tile, partition and split dataset ``d`` of ``cfg`` through the CLI."""
+    from spatialfair import cli
+
+    common = ["--config", str(cfg), "--dataset", "d"]
+    assert cli.main(["tile", *common, "--out", str(tiles)]) == 0
+    assert cli.main(["partition", *common, "--tiles", str(tiles), "--out", str(parts)]) == 0
+    assert cli.main(["split", *common, "--tiles", str(tiles), "--partitions", str(parts)]) == 0
+
+
 def train_predict_evaluate(
     cfg: Path, run: Path, tiles: Path, parts: Path, images: list[Path]
 ) -> tuple[list[Path], dict]:

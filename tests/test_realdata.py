@@ -20,8 +20,7 @@ import pytest
 import rasterio
 import yaml
 
-from spatialfair import cli
-from tests.conftest import train_predict_evaluate
+from tests.conftest import tile_partition_split, train_predict_evaluate
 
 pytestmark = pytest.mark.realdata
 
@@ -63,39 +62,7 @@ def _config(
 
 def _prepare(cfg: Path, tmp_path: Path) -> tuple[Path, Path]:
     tiles, parts = tmp_path / "tiles", tmp_path / "partitions.gpkg"
-    assert cli.main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(tiles)]) == 0
-    assert (
-        cli.main(
-            [
-                "partition",
-                "--config",
-                str(cfg),
-                "--dataset",
-                "d",
-                "--tiles",
-                str(tiles),
-                "--out",
-                str(parts),
-            ]
-        )
-        == 0
-    )
-    assert (
-        cli.main(
-            [
-                "split",
-                "--config",
-                str(cfg),
-                "--dataset",
-                "d",
-                "--tiles",
-                str(tiles),
-                "--partitions",
-                str(parts),
-            ]
-        )
-        == 0
-    )
+    tile_partition_split(cfg, tiles, parts)
     return tiles, parts
 
 

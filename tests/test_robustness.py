@@ -24,7 +24,7 @@ from spatialfair.config import validate_config
 from spatialfair.demo import make_demo
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import train_predict_evaluate, write_tif  # noqa: E402
+from conftest import tile_partition_split, train_predict_evaluate, write_tif  # noqa: E402
 from test_data import make_store  # noqa: E402
 
 
@@ -274,39 +274,7 @@ def _pipeline(root: Path, demo: Path) -> dict[str, object]:
         evaluation={"n_simulations": 19, "min_region_pixels": 50},
     )
     tiles, parts, run = root / "tiles", root / "partitions.gpkg", root / "erm"
-    assert cli.main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(tiles)]) == 0
-    assert (
-        cli.main(
-            [
-                "partition",
-                "--config",
-                str(cfg),
-                "--dataset",
-                "d",
-                "--tiles",
-                str(tiles),
-                "--out",
-                str(parts),
-            ]
-        )
-        == 0
-    )
-    assert (
-        cli.main(
-            [
-                "split",
-                "--config",
-                str(cfg),
-                "--dataset",
-                "d",
-                "--tiles",
-                str(tiles),
-                "--partitions",
-                str(parts),
-            ]
-        )
-        == 0
-    )
+    tile_partition_split(cfg, tiles, parts)
     images = sorted((demo / "images").glob("*.tif"))
     preds, metrics = train_predict_evaluate(cfg, run, tiles, parts, images)
     index = pd.DataFrame(
