@@ -501,18 +501,13 @@ def test_cli_settings_precedence():
     }
 
 
-def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):
-    models = pytest.importorskip(
-        "spatialfair.models", reason="spatialfair.models (load_bundle) not written yet"
-    )
-    if not hasattr(models, "load_bundle") or not hasattr(models, "build_model"):
-        pytest.skip("spatialfair.models has no load_bundle/build_model yet")
-    from spatialfair.cli import main
+def save_tiny_flood_model(path):
+    """A seeded 4-band (B2, B3, B4, B8) land/water U-Net (width 4, depth 2) saved as a bundle."""
+    from spatialfair.models import build_model
 
-    path, _ = scene
     model_config = {"arch": "unet", "width": 4, "depth": 2}
     torch.manual_seed(0)
-    model = models.build_model(model_config, 4, 2)
+    model = build_model(model_config, 4, 2)
     bundle = make_bundle(
         ["B2", "B3", "B4", "B8"],
         ["land", "water"],
@@ -530,7 +525,16 @@ def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):
         epoch=1,
         val_metrics={},
     )
-    torch.save(bundle, tmp_path / "model.pt")
+    torch.save(bundle, path)
+    return path
+
+
+def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):
+    from spatialfair import models
+    from spatialfair.cli import main
+
+    path, _ = scene
+    save_tiny_flood_model(tmp_path / "model.pt")
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         "datasets:\n  d:\n    task: flood\n    images: x.tif\n    labels: y.tif\n"

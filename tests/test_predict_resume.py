@@ -7,10 +7,9 @@ import rasterio
 import torch
 
 import spatialfair.predict as predict_mod
-from spatialfair.models import build_model
 from spatialfair.predict import predict_scenes_from_bundle
 from spatialfair.settings import Settings
-from tests.test_predict import make_bundle, write_image
+from tests.test_predict import save_tiny_flood_model, write_image
 
 WINDOW_32 = Settings.from_config({"prediction": {"window": 32, "overlap": 8}})
 
@@ -25,27 +24,7 @@ def _setup(tmp_path, n=3):
         )
         for i in range(n)
     ]
-    cfg = {"arch": "unet", "width": 4, "depth": 2}
-    torch.manual_seed(0)
-    model = build_model(cfg, 4, 2)
-    bundle = make_bundle(
-        ["B2", "B3", "B4", "B8"],
-        ["land", "water"],
-        ["#c8b48c", "#1f78b4"],
-        task="flood",
-        mean=[100.0] * 4,
-        std=[20.0] * 4,
-        model_config=cfg,
-    )
-    bundle.update(
-        state_dict=model.state_dict(),
-        strategy="erm",
-        strategy_state={},
-        config={},
-        epoch=1,
-        val_metrics={},
-    )
-    torch.save(bundle, tmp_path / "model.pt")
+    save_tiny_flood_model(tmp_path / "model.pt")
     outs = [tmp_path / "pred" / f"s{i}.tif" for i in range(n)]
     return images, outs
 
