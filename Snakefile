@@ -33,3 +33,7 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+
+
+onerror:
+    explain_job_faults(log)

@@ -77,6 +77,17 @@ def slurm() -> dict[str, str]:
     }
 
 
+@pytest.fixture(autouse=True)
+def cancel_leftover_jobs(tmp_path):
+    """After each test, cancel its jobs still queued or running (e.g. after a failure)."""
+    yield
+    out = _run(["squeue", "-h", "-o", "%i|%Z"]).stdout if shutil.which("squeue") else ""
+    rows = [line.split("|", 1) for line in out.splitlines() if "|" in line]
+    mine = [i for i, wd in rows if Path(wd).is_relative_to(tmp_path.resolve())]
+    if mine:
+        _run(["scancel", *mine])
+
+
 def filled_profile(slurm: dict[str, str], where: Path) -> Path:
     """The shipped profile with partitions and account filled in: nothing else changes."""
     text = SHIPPED.read_text()
@@ -222,5 +233,87 @@ def test_cancelled_training_resumes_to_the_same_weights(slurm, tmp_path):
     got = torch.load(cluster / target, map_location="cpu", weights_only=False)
     want = torch.load(local / target, map_location="cpu", weights_only=False)
     assert got["epoch"] == want["epoch"]
+    for name, tensor in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], tensor), name
+
+
+def profile_variant(profile: Path, where: Path, **train: int) -> Path:
+    """A copy of a filled profile whose train rule asks for other resources (``train``)."""
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings["set-resources"]["train"].update(train)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    return where
+
+
+def epochs_lasting(workdir: Path, config: dict, seconds: float, target: str) -> int:
+    """Epochs of ``config``'s training that take about ``seconds`` on this machine, measured
+    on 5 epochs in ``workdir`` (whose tiles the later run reuses)."""
+    import pandas as pd
+
+    (workdir / "config.yaml").write_text(yaml.safe_dump(dict(config, training=FIVE_EPOCHS)))
+    finish(start_snakemake(workdir, target, "--cores", "8", "--set-threads", "train=8"))
+    per_epoch = pd.read_csv(workdir / target.replace("model.pt", "train_log.csv"))["seconds"]
+    return int(min(3000, max(20, seconds / per_epoch.iloc[1:].median())))
+
+
+FIVE_EPOCHS = {"epochs": 5, "batch_size": 8}
+
+
+def fails(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a snakemake process that must fail; its output."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode != 0, out[-4000:]
+    return out
+
+
+def test_memory_and_time_limit_are_explained_and_training_resumes(slurm, tmp_path):
+    """A training job over its memory, then one over its time limit: snakemake's error names
+    the rule, its logs and the resource to raise; the next run with the shipped profile
+    resumes the timed-out training from its checkpoint to the weights of an uninterrupted
+    run. The training is sized to outlast SLURM's shortest limit (1 min) by a measurement."""
+    import pandas as pd
+    import torch
+
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    cluster.mkdir()
+    local.mkdir()
+    target = "results/flood-small/erm/model.pt"
+    config = dict(SMALL, strategies={"erm": {}})
+    epochs = epochs_lasting(local, config, 120.0, target)
+    config["training"] = {"epochs": epochs, "batch_size": 8}
+    for d in (local, cluster):
+        (d / "config.yaml").write_text(yaml.safe_dump(config))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    # the uninterrupted reference, with the SLURM profile's training threads (same arithmetic)
+    reference = start_snakemake(local, target, "--cores", "8", "--set-threads", "train=8")
+    shipped = filled_profile(slurm, tmp_path / "profile")
+
+    small = profile_variant(shipped, tmp_path / "small-memory", mem_mb=200)
+    out = fails(start_snakemake(cluster, "--workflow-profile", str(small), target))
+    assert "rule train (SLURM job" in out and "was killed for exceeding its memory" in out, out
+    assert "asked for mem_mb=200" in out and "(set-resources: train: mem_mb: " in out
+    assert "Logs: logs/flood-small/erm/train.log" in out
+
+    short = profile_variant(shipped, tmp_path / "short-time", runtime=1)
+    out = fails(start_snakemake(cluster, "--workflow-profile", str(short), target))
+    assert "hit its time limit (runtime=1 min)" in out, out[-4000:]
+    assert "(set-resources: train: runtime: 2)" in out and "last epoch checkpoint" in out
+    assert (cluster / "results/flood-small/erm/checkpoint.pt").exists()
+
+    finish(start_snakemake(cluster, "--workflow-profile", str(shipped), target), timeout=1800)
+    log_text = (cluster / "logs/flood-small/erm/train.log").read_text()
+    assert "resuming" in log_text and "from epoch" in log_text, log_text[-2000:]
+    states = [
+        j["State"] for j in sacct_jobs(cluster.resolve(), since) if "rule_train" in j["Comment"]
+    ]
+    assert states[0] in ("FAILED", "OUT_OF_MEMORY") and states[1:] == ["TIMEOUT", "COMPLETED"]
+    finish(reference)
+    got = torch.load(cluster / target, map_location="cpu", weights_only=False)
+    want = torch.load(local / target, map_location="cpu", weights_only=False)
+    assert got["epoch"] == want["epoch"]
+    logs = [pd.read_csv(d / "results/flood-small/erm/train_log.csv") for d in (cluster, local)]
+    assert len(logs[0]) == epochs
+    pd.testing.assert_frame_equal(*(t.drop(columns="seconds") for t in logs))
     for name, tensor in want["state_dict"].items():
         assert torch.equal(got["state_dict"][name], tensor), name

@@ -82,7 +82,11 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 # a cancelled or timed-out job gets SIGTERM, then SIGKILL this many seconds later
 KillWait=10
-JobAcctGatherType=jobacct_gather/none
+# no cgroups without systemd: memory limits are enforced by polling each job's processes
+# (every 2 s) and killing a step that outgrows its --mem; sacct then says OUT_OF_MEMORY
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=2
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=$H

@@ -34,6 +34,16 @@ REP = "{rep}" if REPLICATED else None
 LOG_REP = "reps/{rep}/" if REPLICATED else ""
 
 
+def explain_job_faults(logs):
+    """After a failed run: each job that ran out of memory or time, and what to raise."""
+    from snakemake.logging import logger
+
+    from spatialfair.job_faults import explain_log_files
+
+    for message in explain_log_files(logs, Path.cwd()):
+        logger.error(f"spatialfair: {message}")
+
+
 def results_path(kind, *names):
     """A results path of LAYOUT as a string, e.g. results_path("model", "{dataset}", "{run}")."""
     return str(getattr(LAYOUT, kind)(*names))
