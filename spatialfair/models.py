@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architecture import check_tile_size, model_stride
+from .architecture import SMP_STRIDE, check_tile_size, model_stride
 from .architecture import resolved_model_config as _model_config
 from .architecture import smp_name as _smp_name
 from .atomic import atomic_path
@@ -342,6 +342,7 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_KEYS",
+    "SMP_STRIDE",
     "UNet",
     "build_model",
     "check_tile_size",
