@@ -1,23 +1,42 @@
 """Scale benchmark: a generated dataset of many small scenes through the workflow.
 
 Measures what a country-wide dataset of thousands of chips costs in workflow overhead:
-- DAG: wall time of `snakemake -n` (building the job graph) for N scenes;
-- with ``--run``: the workflow's wall time, every job's duration (from Snakemake's log:
-  timestamps of a job's start and its "Finished jobid" line, 1 s resolution, so per-rule sums
-  are good to about +-0.5 s per job on average), their sum per rule, and for tiling the
-  per-job overhead: the tiling jobs' summed duration against tiling the same scenes in
-  one process (`tiling.tile_dataset`, pure compute).
+
+- DAG: wall time of ``snakemake -n`` (building the job graph) for N scenes;
+- with ``--run``: the workflow's wall time and, for every job,
+
+  - *duration* d: from Snakemake's log (the timestamp before the job's rule block to the one
+    before its ``Finished jobid`` line; 1 s stamps, so a sum over many jobs is good to well
+    under a second per job on average, a single short job is not);
+  - *process* p: the ``spatialfair`` process's own wall time, from its start (``/proc``,
+    10 ms) to the end of ``main()``. The jobs run a timing copy of the console script
+    (``<work>/bin/spatialfair``, first on PATH) that also appends one JSON line per call to
+    ``<work>/job_times.jsonl``;
+  - *start-up* s: interpreter start (process start to the script's first line) plus every
+    import (time inside outermost ``importlib._bootstrap._find_and_load`` calls, which also
+    catches the commands' lazy imports inside ``run``);
+  - *compute* c = p - s: the stage's work after its imports (first use of GDAL/PROJ/torch
+    included, since a warm process would pay that once too).
+
+  **Overhead** = (sum d - sum c) / sum c: everything a job costs beyond its compute
+  (Snakemake's job handling and scheduling, the job's shell, interpreter start, imports,
+  interpreter exit), as a fraction of compute; per job = (sum d - sum c) / jobs. Printed in
+  all and per rule, with the start-up and the rest (d - p) apart. The goal: <= 10 %.
+  Cross-check of the tiling jobs' compute: tiling every scene in one process
+  (``tiling.tile_dataset``, after imports).
 
     python bench/bench_scale.py --scenes 1000                    # DAG time only
-    python bench/bench_scale.py --scenes 100 --run --cores 2     # + a full run
+    python bench/bench_scale.py --scenes 1000 --run --cores 2 --scenes-per-job 250
 
-Writes into ``--work`` (default /tmp/spatialfair-scale) and prints a Markdown table.
+Writes into ``--work`` (default /tmp/spatialfair-scale) and prints Markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -114,7 +133,69 @@ def make_dataset(work: Path, n: int, size: int, scenes_per_job: int = 1) -> Path
     return path
 
 
-def snakemake(work: Path, *args: str) -> tuple[float, str]:
+#: The timing console script the jobs run instead of ``spatialfair`` (``{python}`` filled in).
+WRAPPER = """#!{python}
+import time
+
+T0 = time.time()
+import importlib._bootstrap as _bootstrap
+import json
+import os
+import sys
+
+_imports = [0.0, 0]  # seconds in outermost imports, nesting depth
+_find_and_load = _bootstrap._find_and_load
+
+
+def _timed(name, import_):
+    _imports[1] += 1
+    t = time.perf_counter()
+    try:
+        return _find_and_load(name, import_)
+    finally:
+        _imports[1] -= 1
+        if _imports[1] == 0:
+            _imports[0] += time.perf_counter() - t
+
+
+def _process_start():
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+_bootstrap._find_and_load = _timed
+rc = 1
+try:
+    from spatialfair.cli import main
+
+    rc = main()
+finally:
+    record = dict(
+        argv=sys.argv[1:], log=os.path.realpath("/proc/self/fd/1"), start=_process_start(),
+        t0=T0, end=time.time(), imports=_imports[0], rc=rc,
+    )
+    with open(os.environ["SPATIALFAIR_JOB_TIMES"], "a") as f:
+        f.write(json.dumps(record) + "\\n")
+sys.exit(rc)
+"""
+
+
+def install_wrapper(work: Path) -> dict[str, str]:
+    """Write the timing ``spatialfair`` into ``work/bin``; the environment that runs it."""
+    bin_dir = work / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "spatialfair"
+    script.write_text(WRAPPER.format(python=sys.executable))
+    script.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env["SPATIALFAIR_JOB_TIMES"] = str(work / "job_times.jsonl")
+    return env
+
+
+def snakemake(work: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, str]:
     """Run snakemake in ``work``; (wall seconds, combined output)."""
     cmd = [
         sys.executable,
@@ -127,7 +208,7 @@ def snakemake(work: Path, *args: str) -> tuple[float, str]:
         *args,
     ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
@@ -137,28 +218,76 @@ def snakemake(work: Path, *args: str) -> tuple[float, str]:
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 
-def job_durations(text: str) -> dict[str, list[float]]:
-    """Durations (s) of every job per rule, from the timestamps in Snakemake's log."""
-    started: dict[str, tuple[str, datetime]] = {}
-    out: dict[str, list[float]] = defaultdict(list)
-    stamp, rule = None, None
+def snakemake_jobs(text: str) -> list[dict]:
+    """Every job in Snakemake's log: rule, log file, duration (s) from the timestamps."""
+    started: dict[str, dict] = {}
+    jobs: list[dict] = []
+    stamp, job = None, None
     for line in text.splitlines():
-        m = STAMP.match(line.strip())
+        s = line.strip()
+        m = STAMP.match(s)
         if m:
             stamp = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
-            continue
-        s = line.strip()
-        if re.match(r"^(local)?rule \S+:$", s):
-            rule = s.split()[-1].rstrip(":")
-        elif s.startswith("jobid:") and rule and stamp:
-            started[s.split()[1]] = (rule, stamp)
-            rule = None
+        elif re.match(r"^(local)?rule \S+:$", s):
+            job = dict(rule=s.split()[-1].rstrip(":"), log=None, start=stamp)
+        elif job and s.startswith("log:"):
+            job["log"] = s.split(maxsplit=1)[1].split(",")[0].strip()
+        elif job and s.startswith("jobid:"):
+            started[s.split()[1]] = job
+            job = None
         elif s.startswith("Finished jobid:") and stamp:
-            jid = s.split()[2]
-            if jid in started:
-                r, t0 = started.pop(jid)
-                out[r].append((stamp - t0).total_seconds())
-    return out
+            done = started.pop(s.split()[2], None)
+            if done:
+                done["duration"] = (stamp - done.pop("start")).total_seconds()
+                jobs.append(done)
+    return jobs
+
+
+def join_times(work: Path, jobs: list[dict]) -> list[dict]:
+    """Add each job's process, start-up and compute seconds (by its log file) to ``jobs``."""
+    records = {}
+    for line in (work / "job_times.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        records[r["log"]] = r
+    jobs = [j for j in jobs if j["rule"] != "all"]  # the target rule runs nothing
+    for job in jobs:
+        r = records.get(os.path.realpath(work / job["log"])) if job["log"] else None
+        if r is None:
+            raise SystemExit(f"no timing record for job {job}")
+        job["process"] = r["end"] - r["start"]
+        job["startup"] = r["t0"] - r["start"] + r["imports"]
+        job["compute"] = job["process"] - job["startup"]
+    return jobs
+
+
+def overhead_row(name: str, jobs: list[dict]) -> str:
+    """One Markdown row: sums of duration, process, start-up, compute and the overhead."""
+    n = len(jobs)
+    d, p, s, c = (sum(j[k] for j in jobs) for k in ("duration", "process", "startup", "compute"))
+    return (
+        f"| {name} | {n} | {d:.1f} | {p:.1f} | {s:.1f} | {d - p:.1f} | {c:.1f} | "
+        f"{(d - c) / c:.0%} | {(d - c) / n:.2f} | {s / n:.2f} | {(d - p) / n:.2f} |"
+    )
+
+
+def print_overhead(jobs: list[dict], wall: float, cores: int) -> None:
+    """The per-rule table and the totals line."""
+    by_rule: dict[str, list[dict]] = defaultdict(list)
+    for job in jobs:
+        by_rule[job["rule"]].append(job)
+    print(
+        "| rule | jobs | duration d (s) | process p (s) | start-up s (s) | rest d-p (s) "
+        "| compute c (s) | overhead (d-c)/c | overhead/job (s) | start-up/job (s) "
+        "| rest/job (s) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for rule, v in sorted(by_rule.items(), key=lambda kv: -sum(j["duration"] for j in kv[1])):
+        print(overhead_row(rule, v))
+    print(overhead_row("**all**", jobs))
+    c = sum(j["compute"] for j in jobs)
+    print(
+        f"\nworkflow wall {wall:.1f} s on {cores} cores; sum of compute {c:.1f} s "
+        f"(compute / cores {c / cores:.1f} s; wall / sum of compute {wall / c:.2f})"
+    )
 
 
 def tiling_compute(work: Path, config_path: Path) -> float:
@@ -174,6 +303,21 @@ def tiling_compute(work: Path, config_path: Path) -> float:
     return time.perf_counter() - t0
 
 
+def run_workflow(work: Path, config: Path, cores: int) -> None:
+    """Run the workflow with timed jobs and print the overhead tables."""
+    env = install_wrapper(work)
+    wall, text = snakemake(work, "--cores", str(cores), env=env)
+    jobs = join_times(work, snakemake_jobs(text))
+    print_overhead(jobs, wall, cores)
+    batches = [j for j in jobs if j["rule"] == "tile_batch"]
+    one = tiling_compute(work, config)
+    print(
+        f"\ntiling cross-check: {len(batches)} tile_batch jobs computed "
+        f"{sum(j['compute'] for j in batches):.1f} s; the same scenes in one process "
+        f"{one:.1f} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenes", type=int, default=1000)
@@ -186,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("spatialfair").setLevel(logging.WARNING)  # the cross-check's tiling
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -196,31 +341,12 @@ def main(argv: list[str] | None = None) -> None:
     dag, text = snakemake(args.work, "-n", "--cores", str(args.cores))
     n_jobs = re.search(r"^total\s+(\d+)", text, re.M)
     print(
-        f"| scenes | jobs | `snakemake -n` (s) |\n|---|---|---|\n"
-        f"| {args.scenes} | {n_jobs.group(1) if n_jobs else '?'} | {dag:.1f} |"
+        f"| scenes | scenes/job | jobs | `snakemake -n` (s) |\n|---|---|---|---|\n"
+        f"| {args.scenes} | {args.scenes_per_job} | {n_jobs.group(1) if n_jobs else '?'} "
+        f"| {dag:.1f} |\n"
     )
-    if not args.run:
-        return
-    wall, text = snakemake(args.work, "--cores", str(args.cores))
-    durations = job_durations(text)
-    total = sum(sum(v) for v in durations.values())
-    print(
-        f"\nworkflow wall {wall:.1f} s on {args.cores} cores; sum of job durations "
-        f"{total:.0f} s (ideal wall at {args.cores} cores: {total / args.cores:.0f} s)\n"
-    )
-    print("| rule | jobs | sum (s) | mean (s) |\n|---|---|---|---|")
-    for rule, v in sorted(durations.items(), key=lambda kv: -sum(kv[1])):
-        print(f"| {rule} | {len(v)} | {sum(v):.0f} | {np.mean(v):.2f} |")
-    compute = tiling_compute(args.work, config)
-    per_scene = durations.get("tile_batch", [])
-    if per_scene:
-        overhead = (sum(per_scene) - compute) / len(per_scene)
-        print(
-            f"\ntiling: {len(per_scene)} jobs of {args.scenes_per_job} scene(s) took "
-            f"{sum(per_scene):.0f} s in all, "
-            f"one process {compute:.1f} s: overhead {overhead:.2f} s per job "
-            f"({(sum(per_scene) - compute) / compute:.0%} of compute)"
-        )
+    if args.run:
+        run_workflow(args.work, config, args.cores)
 
 
 if __name__ == "__main__":

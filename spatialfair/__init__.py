@@ -4,7 +4,9 @@ Tile GeoTIFFs, train crop and flood segmentation models with penalties that even
 across geographic regions, write georeferenced predictions, and measure and map the per-region
 accuracy gap. :class:`Project` runs a dataset's pipeline from a script; the stage functions
 below are what it, the ``spatialfair`` command and the Snakemake workflow call. Stage
-functions load lazily, so ``import spatialfair`` stays light (no torch).
+functions, :class:`Project` and :class:`Report` load lazily, so ``import spatialfair`` stays
+light (no torch, no pandas): every ``spatialfair`` command and workflow job imports the package
+first.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from typing import Any
 from .config import dataset_config, load_config, strategy_runs
 from .errors import DependencyError, InputError, SpatialfairError, StateError
 from .layout import ResultsLayout
-from .project import Project
-from .report import Report
 from .settings import Settings
 
 __version__ = "0.1.0"
@@ -40,9 +40,17 @@ _STAGES = {
 }
 
 
+#: Public classes imported on first use (their modules import pandas).
+_CLASSES = {
+    "Project": ("spatialfair.project", "Project"),
+    "Report": ("spatialfair.report", "Report"),
+}
+_LAZY = {**_STAGES, **_CLASSES}
+
+
 def __getattr__(name: str) -> Any:
-    if name in _STAGES:
-        module, attr = _STAGES[name]
+    if name in _LAZY:
+        module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
@@ -50,7 +58,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_STAGES))
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [

@@ -3,6 +3,9 @@
 Each sub-command lives in ``spatialfair/commands/<name>.py`` and defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args)``. This file only discovers them, sets up logging and
 turns any :class:`~spatialfair.errors.SpatialfairError` into a clear message and exit status 2.
+A command line that names a sub-command imports only that sub-command's module (every workflow
+job is one such process, so its start-up skips the other commands' imports); ``spatialfair``
+alone or ``--help`` imports them all to list them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Sequence
 
 from .errors import SpatialfairError
 
@@ -32,8 +36,11 @@ COMMANDS = [
 log = logging.getLogger("spatialfair")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every available sub-command.
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    """Build the argument parser with the given sub-commands (default: every available one).
+
+    Args:
+        commands: Names from :data:`COMMANDS` whose modules are imported and added.
 
     Returns:
         The ``spatialfair`` parser; each sub-command sets ``_run`` to its ``run(args)``.
@@ -44,17 +51,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
+    for name in commands:
         try:
             module = importlib.import_module(f"spatialfair.commands.{name}")
         except ModuleNotFoundError as exc:
             if exc.name == f"spatialfair.commands.{name}":
                 continue
             raise
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        # argparse %-formats help strings (not descriptions): aggregate's says '95 % CI'.
+        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command a command line names: its first non-option word, if in :data:`COMMANDS`.
+
+    The top-level options (``-v``, ``-h``) take no values, so the first word not starting with
+    ``-`` is the sub-command. None when there is none or it is unknown (the full parser then
+    lists the choices).
+    """
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 without a sub-command, 2 on a spatialfair error.
     """
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = chosen_command(argv)
+    parser = build_parser([command] if command else COMMANDS)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

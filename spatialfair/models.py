@@ -8,7 +8,6 @@ prediction needs). Details: docs/training.md; the bundle contract: docs/ARCHITEC
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .architecture import SMP_STRIDE, check_tile_size, model_stride
+from .architecture import resolved_model_config as _model_config
+from .architecture import smp_name as _smp_name
 from .atomic import atomic_path
 from .errors import DependencyError, InputError
-from .settings import ModelSettings, section_defaults
+from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ BUNDLE_KEYS = (
     "epoch",
     "val_metrics",
 )
-
-#: Total stride of segmentation-models-pytorch encoders (5 down-sampling steps).
-SMP_STRIDE = 32
-
-
-def _model_config(model_config: Mapping[str, Any] | ModelSettings | None) -> dict[str, Any]:
-    """The ``model`` settings as a dict, missing keys filled from the schema's defaults."""
-    if isinstance(model_config, ModelSettings):
-        return dataclasses.asdict(model_config)
-    return {**section_defaults("model"), **dict(model_config or {})}
 
 
 def _groups(channels: int, max_groups: int = 8) -> int:
@@ -139,64 +131,6 @@ class UNet(nn.Module):
         for i in reversed(range(self.depth)):
             y = self.dec[i](torch.cat([skips.pop(), self.up[i](y)], dim=1))
         return self.head(y)
-
-
-def _smp_name(arch: str) -> str | None:
-    return arch.split(":", 1)[1] if arch.lower().startswith("smp:") else None
-
-
-def model_stride(model_config: Mapping[str, Any] | ModelSettings | None) -> int:
-    """Total down-sampling factor of the configured network (tile sides must divide by it).
-
-    Args:
-        model_config: The ``model`` settings (a dict or :class:`~spatialfair.settings.ModelSettings`); missing keys take the schema's defaults.
-
-    Returns:
-        The stride: ``2**depth`` for ``unet``, 32 for segmentation-models-pytorch networks.
-
-    Raises:
-        InputError: If the architecture is unknown.
-    """
-    cfg = _model_config(model_config)
-    if _smp_name(cfg["arch"]) is not None:
-        return SMP_STRIDE
-    if cfg["arch"] != "unet":
-        raise InputError(
-            "config: model.arch",
-            f"unknown architecture '{cfg['arch']}'",
-            "use 'unet' or 'smp:<Architecture>' (e.g. 'smp:Unet', needs the smp extra)",
-        )
-    return 2 ** int(cfg["depth"])
-
-
-def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | ModelSettings | None) -> None:
-    """Check that ``tile_size`` is a multiple of the model's stride.
-
-    Args:
-        tile_size: The tile side in pixels.
-        model_config: The ``model`` settings (a dict or :class:`~spatialfair.settings.ModelSettings`); missing keys take the schema's defaults.
-
-    Raises:
-        InputError: If it is not, with the tile sizes that would fit.
-    """
-    stride = model_stride(model_config)
-    if tile_size % stride == 0:
-        return
-    cfg = _model_config(model_config)
-    lower = tile_size // stride * stride
-    suggest = [s for s in (lower, lower + stride) if s >= 16]
-    if _smp_name(cfg["arch"]) is not None:
-        why = f"the smp encoder's total stride {stride}"
-        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
-    else:
-        why = f"the U-Net's total stride 2**model.depth = {stride} (model.depth={cfg['depth']})"
-        deepest = max(d for d in range(7) if tile_size % 2**d == 0)
-        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
-        if deepest >= 1:
-            fix += f", or lower model.depth to at most {deepest}"
-    raise InputError(
-        "config: tiling.size / model.depth", f"tile side {tile_size} is not divisible by {why}", fix
-    )
 
 
 def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Module:
@@ -408,6 +342,7 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_KEYS",
+    "SMP_STRIDE",
     "UNet",
     "build_model",
     "check_tile_size",

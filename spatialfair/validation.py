@@ -495,7 +495,7 @@ def check_tile_size(settings: Settings) -> None:
     Raises:
         InputError: If the tile size does not fit the network.
     """
-    from .models import check_tile_size as model_check
+    from .architecture import check_tile_size as model_check
 
     model_check(int(settings.tiling.size), settings.section("model"))
 

@@ -142,3 +142,20 @@ def test_every_public_name_resolves_to_its_stage_function():
     assert all(getattr(sf, name) is not None for name in sf.__all__)
     assert sf.audit_map is audit_map and sf.train_model is train
     assert isinstance(sys.modules["spatialfair.train"], type(sys))  # the module keeps its name
+
+
+def test_import_spatialfair_stays_light_and_project_loads_on_use():
+    """Every command and workflow job imports the package first: no pandas or torch until
+    Project or Report is used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, spatialfair as sf\n"
+        "heavy = [m for m in ('pandas', 'torch', 'geopandas', 'rasterio') if m in sys.modules]\n"
+        "project, report = sf.Project, sf.Report\n"
+        "print(heavy, project.__module__, report.__module__, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "spatialfair.project", "spatialfair.report", "True"]
+    assert {"Project", "Report"} <= set(sf.__all__) and {"Project", "Report"} <= set(dir(sf))

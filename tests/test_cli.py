@@ -49,3 +49,30 @@ def test_other_exceptions_are_not_swallowed(monkeypatch, tmp_path):
 
 def test_missing_config_is_exit_2(tmp_path):
     assert cli.main(["validate", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_a_sub_command_imports_only_its_own_module():
+    """A job's process parses with the named sub-command alone; no sub-command (or --help)
+    lists them all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom spatialfair import cli\n"
+        "try:\n    cli.main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m.split('.')[-1] for m in sys.modules if m.startswith('spatialfair.commands.')))"
+    )
+    run = [sys.executable, "-c", code]
+    one = subprocess.run([*run, "-v", "tile", "--help"], capture_output=True, text=True, check=True)
+    assert one.stdout.splitlines()[-1] == "['tile']"
+    every = subprocess.run([*run, "--help"], capture_output=True, text=True, check=True)
+    assert every.stdout.splitlines()[-1] == str(sorted(cli.COMMANDS))
+    assert all(f" {name} " in every.stdout for name in cli.COMMANDS)
+
+
+def test_chosen_command_is_the_first_word_that_is_no_option():
+    assert cli.chosen_command(["-v", "tile", "--scene", "a"]) == "tile"
+    assert cli.chosen_command(["split", "tile"]) == "split"
+    assert cli.chosen_command(["--help"]) is None
+    assert cli.chosen_command(["tiles"]) is None
+    assert cli.chosen_command([]) is None
