@@ -121,9 +121,21 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def output(proc: subprocess.Popen, timeout: float) -> str:
+    """A snakemake process's output once it ended; stopped (Ctrl-C) after ``timeout`` s."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+        raise AssertionError(
+            f"{' '.join(proc.args)} ran over {timeout} s:\n{out[-8000:]}"
+        ) from None
+
+
 def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     """Wait for a snakemake process; its output, or an AssertionError with its tail."""
-    out, _ = proc.communicate(timeout=timeout)
+    out = output(proc, timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(proc.args)} failed:\n{out[-8000:]}")
     return out
@@ -262,7 +274,7 @@ FIVE_EPOCHS = {"epochs": 5, "batch_size": 8}
 
 def fails(proc: subprocess.Popen, timeout: float = 600) -> str:
     """Wait for a snakemake process that must fail; its output."""
-    out, _ = proc.communicate(timeout=timeout)
+    out = output(proc, timeout)
     assert proc.returncode != 0, out[-4000:]
     return out
 
