@@ -9,7 +9,7 @@ tiled DEFLATE GeoTIFFs generated here strip by strip):
     larger scene raises the peak by < 25 %.
 (b) wall time of ``predict_scene`` (reading, normalising, blending, writing, COG conversion)
     over the pure model forward time on the same windows in the same batches (read and
-    normalised beforehand, in another subprocess). Target: <= 1.3. Predictions and forward
+    normalised beforehand, in another subprocess). Target: <= 1.15. Predictions and forward
     passes alternate ``--repeats`` times and the fastest of each is kept, because the machine
     may be shared. The ratio of CPU times (all threads) is printed too: it is the extra work
     prediction does, and is less disturbed by other processes than wall time.
@@ -38,6 +38,8 @@ import numpy as np
 MODEL_CONFIG = {"arch": "unet", "width": 16, "depth": 3}
 BANDS = ["B2", "B3", "B4", "B8"]
 CLASSES = ["background", "maize", "wheat", "soy", "rice"]
+#: Target of (b): prediction wall time / pure forward wall time.
+TARGET_RATIO = 1.15
 
 
 def rss_mb() -> float:
@@ -279,7 +281,7 @@ def main() -> None:
         p, f = results[s]["predict"], results[s]["forward"]
         print(
             f"(b) {s}^2: prediction / forward wall time = {p['seconds'] / f['seconds']:.2f} "
-            f"(target <= 1.3); CPU time ratio {p['cpu_seconds'] / f['cpu_seconds']:.2f}"
+            f"(target <= {TARGET_RATIO}); CPU time ratio {p['cpu_seconds'] / f['cpu_seconds']:.2f}"
         )
     if tmp is not None:
         tmp.cleanup()

@@ -751,21 +751,27 @@ class _Emitter:
         best = sums[0].copy()
         cls = np.zeros(best.shape, dtype=np.uint8)
         for k in range(1, self.nc):  # argmax over classes, first maximum wins
-            better = sums[k] > best
-            cls[better] = k
+            np.copyto(cls, k, where=sums[k] > best)
             np.maximum(best, sums[k], out=best)
-        cls[bad] = IGNORE_INDEX
+        np.copyto(cls, IGNORE_INDEX, where=bad)
         self.counts += np.bincount(cls.ravel(), minlength=IGNORE_INDEX + 1)
         self.cls_w.write(cls, win)
         if self.prob_w is not None:
-            if self.mode == "all":
-                out = (sums / wsum).astype(np.float32)
-            elif self.mode == "positive":
-                out = (sums[self.pos] / wsum).astype(np.float32)[None]
-            else:
-                out = (best / wsum).astype(np.float32)[None]
+            self.prob_w.write(self._probs(sums, wsum, best, bad), win)
+
+    def _probs(
+        self, sums: np.ndarray, wsum: np.ndarray, best: np.ndarray, bad: np.ndarray
+    ) -> np.ndarray:
+        """The float32 probability bands of one block, NaN where the input is invalid."""
+        if self.mode == "all":
+            out = (sums / wsum).astype(np.float32)
+        elif self.mode == "positive":
+            out = (sums[self.pos] / wsum).astype(np.float32)[None]
+        else:  # ``best`` is not needed afterwards: divide it in place
+            out = np.divide(best, wsum, out=best).astype(np.float32)[None]
+        if bad.any():
             out[:, bad] = PROB_NODATA
-            self.prob_w.write(out, win)
+        return out
 
 
 class _Strips:
@@ -834,6 +840,15 @@ class _Strips:
                     future = pool.submit(read, specs[i + 1])
                 yield x_bad
 
+    def _blend(self, acc: np.ndarray, probs: np.ndarray, offsets: list[int]) -> None:
+        """Add each window's weighted probabilities and its weight into ``acc``, in order."""
+        nc, win = self.nc, self.window
+        weighted = np.empty((nc, win, win))  # float64, as ``probs[i] * self.weight`` would be
+        for i, c in enumerate(offsets):
+            np.multiply(probs[i], self.weight, out=weighted)
+            acc[:nc, :, c : c + win] += weighted
+            acc[nc, :, c : c + win] += self.weight
+
     def __iter__(self):
         nc, win, ov = self.nc, self.window, self.overlap
         stride = win - ov
@@ -858,11 +873,8 @@ class _Strips:
                 if col_carry is not None:
                     acc[:, :, :ov] = col_carry
                     fresh = ov
-                acc[:, :ov, fresh:] += carry[:, :, c0 + fresh : c1]
-                for i, c in enumerate(bcols):
-                    sl = slice(c - c0, c - c0 + win)
-                    acc[:nc, :, sl] += probs[i] * self.weight
-                    acc[nc, :, sl] += self.weight
+                acc[:, :ov, fresh:] = carry[:, :, c0 + fresh : c1]  # (0 + carry: the same)
+                self._blend(acc, probs, [c - c0 for c in bcols])
                 fin_c = c1 - c0 if last_col else c1 - c0 - ov
                 fin_r = win if last_row else stride
                 h = min(fin_r, self.info.height - r)

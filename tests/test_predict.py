@@ -566,3 +566,87 @@ def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):
     np.testing.assert_array_equal(read(tmp_path / "p.tif"), read(tmp_path / "p2.tif"))
     with rasterio.open(tmp_path / "p.tif") as src:
         assert src.tags()["SPATIALFAIR_WINDOW"] == "64/16"
+
+
+# ----------------------------------------------------------------------------- exact values
+
+
+class PixelwiseModel(torch.nn.Module):
+    """Logits from each pixel's own bands only (no convolution): per-pixel results do not
+    depend on the batch or the window, so a window-by-window reference is exact."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, x):
+        logits = [x[:, k % x.shape[1]] * (1.0 + 0.5 * k) for k in range(self.n_classes)]
+        return torch.stack(logits, dim=1) - x.sum(dim=1, keepdim=True)
+
+
+def blended_reference(model, bundle, data, bad, window, overlap):
+    """Float64 weighted probability sums and weight sums of the whole scene, one window at a
+    time in row-major order (the order in which predict_scene adds them)."""
+    from spatialfair.models import normalize
+
+    h, w = data.shape[1:]
+    rows, cols = window_offsets(h, window, overlap), window_offsets(w, window, overlap)
+    hp, wp = rows[-1] + window, cols[-1] + window
+    raw = np.zeros((data.shape[0], hp, wp), data.dtype)
+    raw[:, :h, :w] = data
+    invalid = np.ones((hp, wp), bool)
+    invalid[:h, :w] = bad
+    x = normalize(raw, bundle, ~invalid)
+    weight = blend_weights(window, overlap)
+    sums = np.zeros((len(bundle["classes"]), hp, wp))
+    wsum = np.zeros((hp, wp))
+    for r in rows:
+        for c in cols:
+            with torch.inference_mode():
+                tile = torch.from_numpy(
+                    np.ascontiguousarray(x[None, :, r : r + window, c : c + window])
+                )
+                p = torch.softmax(model(tile).float(), dim=1)[0].numpy()
+            sums[:, r : r + window, c : c + window] += p * weight
+            wsum[r : r + window, c : c + window] += weight
+    return sums[:, :h, :w], wsum[:h, :w]
+
+
+@pytest.mark.parametrize(
+    "task,probabilities,background_io",
+    [("crop", "max", True), ("crop", "max", False), ("flood", "max", True), ("crop", "all", False)],
+)
+def test_outputs_equal_a_window_by_window_blend(tmp_path, task, probabilities, background_io):
+    """Class ids and probabilities are exactly the direct blend's (every output path)."""
+    rng = np.random.default_rng(11)
+    data = rng.normal(0.0, 1.0, size=(2, 101, 157)).astype(np.float32)
+    data[:, 20:35, 40:90] = -9999.0
+    path = write_image(tmp_path / "x.tif", data, nodata=-9999.0, descriptions=["a", "b"])
+    classes = ["land", "water"] if task == "flood" else CROP_CLASSES
+    bundle = make_bundle(["a", "b"], classes, CROP_COLORS[: len(classes)], task=task)
+    model = PixelwiseModel(len(classes))
+    predict_scene(
+        model,
+        bundle,
+        path,
+        tmp_path / "c.tif",
+        tmp_path / "p.tif",
+        window=48,
+        overlap=12,
+        batch_size=2,
+        probabilities=probabilities,
+        background_io=background_io,
+    )
+    bad = np.all(data == -9999.0, axis=0)
+    sums, wsum = blended_reference(model, bundle, data, bad, 48, 12)
+    expected_cls = np.argmax(sums, axis=0).astype(np.uint8)
+    expected_cls[bad] = IGNORE_INDEX
+    if probabilities == "all":
+        expected_p = (sums / wsum).astype(np.float32)
+    elif task == "flood":
+        expected_p = (sums[1] / wsum).astype(np.float32)[None]
+    else:
+        expected_p = (sums.max(axis=0) / wsum).astype(np.float32)[None]
+    expected_p[:, bad] = np.nan
+    np.testing.assert_array_equal(read(tmp_path / "c.tif")[0], expected_cls)
+    np.testing.assert_array_equal(read(tmp_path / "p.tif"), expected_p)
