@@ -79,6 +79,45 @@ def window_offsets(length: int, window: int, overlap: int) -> list[int]:
     return [i * stride for i in range(n)]
 
 
+def overhang(length: int, window: int, overlap: int) -> float:
+    """The fraction of the last window along an axis that lies outside the scene (padding)."""
+    last = window_offsets(length, window, overlap)[-1]
+    return max(0, last + window - length) / window
+
+
+def window_warning(height: int, width: int, window: int, overlap: int, multiple: int) -> str | None:
+    """A warning when the last window along an axis is mostly padding, with a better window.
+
+    The network sees such a window as a few scene pixels in a sea of fill, and its output near
+    the right and bottom edges suffers (docs/prediction.md); a window a little larger or
+    smaller fits the scene instead.
+    """
+    worst = max(overhang(height, window, overlap), overhang(width, window, overlap))
+    if worst <= 0.5:
+        return None
+    sides = range(max(multiple, overlap + multiple), 2 * window + 1, multiple)
+    fits = [
+        w for w in sides if max(overhang(height, w, overlap), overhang(width, w, overlap)) <= 0.25
+    ]
+    better = min(fits, key=lambda w: (abs(w - window), w)) if fits else None
+    hint = f"; prediction.window {better} fits it better" if better else ""
+    return (
+        f"the last prediction window of {window} px (overlap {overlap}) on this {height} x "
+        f"{width} scene is {worst:.0%} padding: predictions near the right/bottom edge will be "
+        f"worse{hint}"
+    )
+
+
+_WARNED: set[tuple[int, int, int, int]] = set()
+
+
+def _warn_window_once(height: int, width: int, window: int, overlap: int, multiple: int) -> None:
+    key = (height, width, window, overlap)
+    if key not in _WARNED and (text := window_warning(height, width, window, overlap, multiple)):
+        _WARNED.add(key)
+        log.warning(text)
+
+
 def blend_weights(window: int, overlap: int) -> np.ndarray:
     """2-D linear cross-fade weight of one window (see docs/evaluation.md).
 
@@ -457,6 +496,7 @@ def _prepare(
             f"window {window} is not divisible by the model's total stride {stride}",
             f"use a multiple of {stride}, e.g. --window {good}",
         )
+    _warn_window_once(info.height, info.width, window, overlap, stride)
     nodata = _input_nodata(nodata, bundle, info)
     _check_norm(bundle, len(indexes))
     prob_desc = probability_bands(bundle, probabilities) if out_probs is not None else []

@@ -650,3 +650,20 @@ def test_outputs_equal_a_window_by_window_blend(tmp_path, task, probabilities, b
     expected_p[:, bad] = np.nan
     np.testing.assert_array_equal(read(tmp_path / "c.tif")[0], expected_cls)
     np.testing.assert_array_equal(read(tmp_path / "p.tif"), expected_p)
+
+
+def test_mostly_padded_last_window_is_warned_with_a_window_that_fits():
+    from spatialfair.predict import overhang, window_warning
+
+    # 1024 px with 512/32: windows at 0, 480, 960; the last one holds 64 scene px of 512
+    assert overhang(1024, 512, 32) == 448 / 512
+    assert overhang(1024, 544, 32) == 32 / 544
+    text = window_warning(1024, 1024, 512, 32, 8)
+    assert "is 88% padding" in text and "prediction.window 528 fits it better" in text
+    # 528 covers 1024 with two windows (0, 496) and no padding
+    assert overhang(1024, 528, 32) == 0
+    # the demo's 448-px scenes with 256-px windows: 32 px of padding, no warning
+    assert window_warning(448, 448, 256, 32, 8) is None
+    # only the bad axis decides; the suggestion fits both
+    assert "272 fits" in window_warning(256, 512, 256, 32, 8)
+    assert window_warning(2048, 2048, 256, 32, 8) is None
