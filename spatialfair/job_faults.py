@@ -102,9 +102,13 @@ def _job_name(job: FailedJob) -> str:
 
 
 def _memory_advice(job: FailedJob, text: str) -> str:
-    asked = float(job.resources.get("mem_mb", "nan"))
+    try:
+        asked = float(job.resources.get("mem_mb", "nan"))
+    except ValueError:
+        asked = math.nan
     reached = [int(a) / 2**20 for a, _ in _REACHED.findall(text)]
-    basis = max([asked * 2, *(r * 1.5 for r in reached)])
+    tries = [v for v in (asked * 2, *(r * 1.5 for r in reached)) if not math.isnan(v)]
+    basis = max(tries) if tries else math.nan
     had = f" and had reached {max(reached):.0f} MB" if reached else ""
     asked_text = f"mem_mb={asked:.0f}" if not math.isnan(asked) else "its default memory"
     try_text = f"mem_mb: {_round_up(basis, 1000)}" if not math.isnan(basis) else "mem_mb"

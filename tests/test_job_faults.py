@@ -114,3 +114,13 @@ def test_parse_pairs_each_failure_with_its_submission(tmp_path):
     assert (job.rule, job.jobid, job.external_jobid) == ("predict", "5", "8")
     assert job.resources["mem_mb"] == "300" and job.resources["runtime"] == "9"
     assert job.logs == ["logs/flood-small/erm/predict.log", "slurm/8.log"]
+
+
+def test_memory_to_ask_without_the_submitted_resources(tmp_path):
+    """A log cut before the submission block: the reached memory alone sizes the advice."""
+    log = write_run(tmp_path, "FAILED", KILLED_FOR_MEMORY)
+    text = log.read_text()
+    log.write_text(text[text.index("[Wed Dec  2 02:58:02 2026]") :])
+    [message] = explain_log_files(log, tmp_path)
+    assert "asked for its default memory and had reached 376 MB" in message
+    assert "(set-resources: train: mem_mb: 1000)" in message  # 1.5 x 376 rounded up
