@@ -35,5 +35,6 @@ rule all:
         all_outputs(),
 
 
+# After a failed run: one line per job that ran out of memory or time (docs/cluster.md).
 onerror:
     explain_job_faults(log)

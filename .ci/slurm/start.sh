@@ -83,7 +83,8 @@ DefMemPerCPU=1000
 # a cancelled or timed-out job gets SIGTERM, then SIGKILL this many seconds later
 KillWait=10
 # no cgroups without systemd: memory limits are enforced by polling each job's processes
-# (every 2 s) and killing a step that outgrows its --mem; sacct then says OUT_OF_MEMORY
+# (every 2 s) and killing a step that outgrows its --mem; sacct then says FAILED and the job's
+# log "exceeded memory limit (<used> > <asked>)" (cgroup clusters say OUT_OF_MEMORY instead)
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=2
 JobAcctGatherParams=OverMemoryKill
