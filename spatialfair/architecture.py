@@ -70,13 +70,12 @@ def check_tile_size(tile_size: int, model_config: Mapping[str, Any] | ModelSetti
     cfg = resolved_model_config(model_config)
     lower = tile_size // stride * stride
     suggest = [s for s in (lower, lower + stride) if s >= 16]
+    fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
     if smp_name(cfg["arch"]) is not None:
         why = f"the smp encoder's total stride {stride}"
-        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
     else:
         why = f"the U-Net's total stride 2**model.depth = {stride} (model.depth={cfg['depth']})"
         deepest = max(d for d in range(7) if tile_size % 2**d == 0)
-        fix = f"set tiling.size to a multiple of {stride} (e.g. {' or '.join(map(str, suggest))})"
         if deepest >= 1:
             fix += f", or lower model.depth to at most {deepest}"
     raise InputError(

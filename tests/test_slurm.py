@@ -83,10 +83,12 @@ def slurm() -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def cancel_leftover_jobs(tmp_path):
-    """After each test, cancel its jobs still queued or running (e.g. after a failure)."""
+def cancel_leftover_jobs(slurm, tmp_path):
+    """After each test, cancel its jobs still queued or running (e.g. after a failure).
+
+    It asks for the ``slurm`` fixture, so it only runs where SLURM answers (else: skipped)."""
     yield
-    out = _run(["squeue", "-h", "-o", "%i|%Z"]).stdout if shutil.which("squeue") else ""
+    out = _run(["squeue", "-h", "-o", "%i|%Z"]).stdout
     rows = [line.split("|", 1) for line in out.splitlines() if "|" in line]
     mine = [i for i, wd in rows if Path(wd).is_relative_to(tmp_path.resolve())]
     if mine:
@@ -262,6 +264,9 @@ def profile_variant(profile: Path, where: Path, **train: int) -> Path:
     return where
 
 
+FIVE_EPOCHS = {"epochs": 5, "batch_size": 8}
+
+
 def epochs_lasting(workdir: Path, config: dict, seconds: float, target: str) -> int:
     """Epochs of ``config``'s training that take about ``seconds`` on this machine, measured
     on 5 epochs in ``workdir`` (whose tiles the later run reuses)."""
@@ -271,9 +276,6 @@ def epochs_lasting(workdir: Path, config: dict, seconds: float, target: str) -> 
     finish(start_snakemake(workdir, target, *LOCAL))
     per_epoch = pd.read_csv(workdir / target.replace("model.pt", "train_log.csv"))["seconds"]
     return int(min(3000, max(20, seconds / per_epoch.iloc[1:].median())))
-
-
-FIVE_EPOCHS = {"epochs": 5, "batch_size": 8}
 
 
 def fails(proc: subprocess.Popen, timeout: float = 600) -> str:
