@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .constants import IGNORE_INDEX
+from .constants import DEMO_TEST_INFIX, IGNORE_INDEX
 from .errors import InputError
 
 SCHEMA_PATH = Path(str(resources.files("spatialfair") / "schemas" / "config.schema.yaml"))
@@ -109,7 +109,24 @@ def validate_config(config: dict, source: str = "config") -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise _describe_error(best, source)
     _fill_defaults(config, schema)
+    _check_fixed_test_sets(config, source)
     return config
+
+
+def _check_fixed_test_sets(config: dict, source: str) -> None:
+    """A fixed test set (``test_scenes``) and spatial K-fold (every block test once) conflict."""
+    folds = (config.get("replicates") or {}).get("folds", 1)
+    if folds <= 1:
+        return
+    for name, block in (config.get("datasets") or {}).items():
+        if _test_scene_patterns(block):
+            raise InputError(
+                f"{source}: datasets.{name}.test_scenes",
+                f"a fixed test set cannot be combined with replicates.folds: {folds} (spatial "
+                "K-fold puts every block in test once)",
+                "set replicates.folds: 1 (seeds still redraw the train/validation split), or "
+                "remove test_scenes/demo_test_scenes",
+            )
 
 
 def load_config(path: str | Path) -> dict:
@@ -188,6 +205,7 @@ class DatasetConfig:
     ignore_index: int = IGNORE_INDEX
     reproject_labels: bool = False
     demo: str | None = None
+    test_scenes: list[str] = field(default_factory=list)
 
     @property
     def scenes(self) -> list[str]:
@@ -323,4 +341,16 @@ def dataset_config(
         ignore_index=block.get("ignore_index", _dataset_default("ignore_index")),
         reproject_labels=block.get("reproject_labels", _dataset_default("reproject_labels")),
         demo=block.get("demo"),
+        test_scenes=_test_scene_patterns(block),
     )
+
+
+def _test_scene_patterns(block: dict) -> list[str]:
+    """The dataset's fixed test scenes (names or fnmatch patterns); the demo's when generated."""
+    spec = block.get("test_scenes")
+    if spec:
+        return [spec] if isinstance(spec, str) else list(spec)
+    n_test = block.get("demo_test_scenes", _dataset_default("demo_test_scenes"))
+    if block.get("demo") and n_test:
+        return [f"{block['demo']}{DEMO_TEST_INFIX}*"]
+    return []

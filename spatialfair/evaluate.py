@@ -403,13 +403,15 @@ def _plan(
     store_dir: Path,
 ) -> list[tuple[_Scene, np.ndarray]]:
     """Header-checked (scene, selected tiles) passes: every scene of a single source, or the
-    scenes holding selected tiles of each fold's source."""
+    scenes holding selected tiles of each fold's source. A scene without selected tiles and
+    without a prediction is skipped (predict leaves out scenes a replicate does not test)."""
     passes = []
     for column, folder in sources:
         for scene in meta["scenes"]:
             t = _scene_tiles(index, scene)
             mask = _selection(t, column, split, store_dir)
-            if len(sources) > 1 and not mask.any():
+            if not mask.any() and (len(sources) > 1 or not (folder / f"{scene}.tif").exists()):
+                log.info("scene %s: no tile in split '%s' of %s, skipped", scene, split, column)
                 continue
             passes.append((_check_scene(meta, scene, ds, folder, t), mask))
     if not any(mask.any() for _, mask in passes):

@@ -7,8 +7,10 @@ held-out tiles; spatial K-fold deals the same blocks into folds. Rules: docs/pre
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -377,12 +379,61 @@ def fold_split(
     return pd.Series(out, index=index.index, name="split")
 
 
+def fixed_test_mask(index: pd.DataFrame, patterns: Sequence[str]) -> np.ndarray:
+    """Tiles of the scenes named by ``patterns`` (scene names or fnmatch patterns).
+
+    Args:
+        index: The tile index (``scene``).
+        patterns: ``datasets.<name>.test_scenes``.
+
+    Returns:
+        A boolean mask aligned with ``index``.
+
+    Raises:
+        InputError: If a pattern matches no scene, or every scene (nothing left to train on).
+    """
+    scenes = index["scene"].astype(str).to_numpy()
+    names = sorted(set(scenes))
+    mask = np.zeros(len(index), dtype=bool)
+    for pattern in patterns:
+        hit = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hit:
+            raise InputError(
+                "config: test_scenes",
+                f"'{pattern}' matches none of the tiled scenes ({', '.join(names[:5])}, ...)",
+                "name scenes by their image file stem, or use a pattern such as '*_test'",
+            )
+        mask |= np.isin(scenes, hit)
+    if len(index) and mask.all():
+        raise InputError(
+            "config: test_scenes",
+            "every scene is a test scene, which leaves nothing to train on",
+            "list only the held-out scenes in test_scenes",
+        )
+    return mask
+
+
+def _with_fixed_test(
+    index: pd.DataFrame, fixed: np.ndarray | None, strata, split_rest
+) -> pd.Series:
+    """Test for the ``fixed`` tiles; ``split_rest(sub_index, sub_strata)`` splits the others."""
+    if fixed is None or not fixed.any():
+        return split_rest(index, strata)
+    s = _strata_array(index, strata)
+    rest = ~fixed
+    out = np.full(len(index), "test", dtype=object)
+    inner = split_rest(index.iloc[np.flatnonzero(rest)], s[rest])
+    out[rest] = inner.to_numpy()
+    return pd.Series(out, index=index.index, name="split")
+
+
 def replicate_splits(
     index: pd.DataFrame,
     settings: Settings,
     *,
     strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
+    fixed_test: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One split column per replicate of ``settings`` (empty without replication).
 
@@ -395,6 +446,8 @@ def replicate_splits(
         settings: Reads ``settings.split`` and ``settings.replicates``.
         strata: Each tile's region id (-1 = none), aligned with ``index``.
         stride: Pixels between tile origins (default: the tile height).
+        fixed_test: Tiles that are test in every replicate (:func:`fixed_test_mask`); the
+            others are drawn into train and validation only.
 
     Returns:
         One column per replicate (``split__s<seed>_f<fold>``), with ``index``'s index.
@@ -406,13 +459,25 @@ def replicate_splits(
     block_tiles = settings.split.block_tiles
     val, test = settings.split.val, settings.split.test
     _, n_folds, buffer_blocks = replication(settings)
+    rest_test = 0.0 if fixed_test is not None and fixed_test.any() else test
     columns: dict[str, pd.Series] = {}
     folds_by_seed: dict[int, np.ndarray] = {}
     for rep in replicates(settings):
         draw = dict(seed=rep.split_seed, strata=strata, stride=stride)
         if n_folds == 1:
-            columns[rep.column] = assign_splits(
-                index, block_tiles=block_tiles, val=val, test=test, **draw
+            columns[rep.column] = _with_fixed_test(
+                index,
+                fixed_test,
+                strata,
+                lambda sub, st, seed=rep.split_seed: assign_splits(
+                    sub,
+                    block_tiles=block_tiles,
+                    val=val,
+                    test=rest_test,
+                    seed=seed,
+                    strata=st,
+                    stride=stride,
+                ),
             )
             continue
         if rep.split_seed not in folds_by_seed:
@@ -470,6 +535,7 @@ def split_tiles(
     *,
     settings: Settings,
     regions: pd.DataFrame | None = None,
+    test_scenes: Sequence[str] = (),
 ) -> gpd.GeoDataFrame:
     """Write ``tiles.gpkg``: ``tile_grid.gpkg`` + ``region__*`` columns + ``split``.
 
@@ -485,6 +551,8 @@ def split_tiles(
         partitions_gpkg: The partitionings (``partitions.gpkg``), or None with ``regions``.
         settings: Reads ``settings.split``, ``settings.replicates`` and ``settings.seed``.
         regions: Region columns to use instead of ``partitions_gpkg``.
+        test_scenes: Scenes (names or fnmatch patterns) whose tiles are test in the split and
+            in every replicate; the other scenes are split into train and validation only.
 
     Returns:
         The written tile index.
@@ -512,16 +580,33 @@ def split_tiles(
             "pixels, which leaks a little between splits; use overlap 0 to avoid it",
             store.overlap,
         )
-    split = assign_splits(
+    fixed = fixed_test_mask(grid, test_scenes) if test_scenes else None
+    if fixed is not None:
+        log.info(
+            "fixed test set: %d tile(s) of %d scene(s) matching %s; the other scenes are split "
+            "into train and validation only (split.test is not used)",
+            int(fixed.sum()),
+            grid.loc[fixed, "scene"].nunique(),
+            list(test_scenes),
+        )
+    test = 0.0 if fixed is not None else settings.split.test
+    split = _with_fixed_test(
         grid,
-        block_tiles=settings.split.block_tiles,
-        val=settings.split.val,
-        test=settings.split.test,
-        seed=settings.split.seed,
-        strata=regions[column],
-        stride=store.stride,
+        fixed,
+        regions[column],
+        lambda sub, st: assign_splits(
+            sub,
+            block_tiles=settings.split.block_tiles,
+            val=settings.split.val,
+            test=test,
+            seed=settings.split.seed,
+            strata=st,
+            stride=store.stride,
+        ),
     )
-    reps = replicate_splits(grid, settings, strata=regions[column], stride=store.stride)
+    reps = replicate_splits(
+        grid, settings, strata=regions[column], stride=store.stride, fixed_test=fixed
+    )
     base = grid.drop(
         columns=[c for c in grid.columns if c.startswith(("region__", "split")) or c == "geometry"]
     )

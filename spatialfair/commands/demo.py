@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the demo's task and ``--out``, ``--seed``, ``--size``, ``--scenes``."""
+    """Add the demo's task and ``--out``, ``--seed``, ``--size``, ``--scenes``, ``--test-scenes``."""
     from ..config import _dataset_default
     from ..settings import section_defaults
 
@@ -40,12 +40,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_N_SCENES,
         help=f"number of adjacent scenes (default {DEFAULT_N_SCENES})",
     )
+    n_test = _dataset_default("demo_test_scenes")
+    p.add_argument(
+        "--test-scenes",
+        type=int,
+        default=n_test,
+        help="independent, fully labelled test scenes <task>_test_NN: the same regions drawn "
+        f"again with new fields and noise (default {n_test})",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
     """Write the demo scenes, labels and regions to ``--out`` and log their design."""
     from ..demo import make_demo, region_summary
 
-    info = make_demo(args.task, args.out, seed=args.seed, size=args.size, n_scenes=args.scenes)
+    info = make_demo(
+        args.task,
+        args.out,
+        seed=args.seed,
+        size=args.size,
+        n_scenes=args.scenes,
+        n_test_scenes=args.test_scenes,
+    )
     for line in region_summary(info):
         log.info("%s", line)

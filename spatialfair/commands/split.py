@@ -28,11 +28,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Write the train/val/test split of the tile store's index."""
+    from ..config import dataset_config
     from ..splits import split_tiles
 
     config = load_config(args.config)
-    if args.dataset not in config["datasets"]:
-        from ..config import dataset_config
-
-        dataset_config(config, args.dataset)  # raises a clear InputError
-    split_tiles(args.tiles, args.partitions, settings=Settings.from_config(config))
+    ds = dataset_config(config, args.dataset, require_files=False)  # unknown name: InputError
+    split_tiles(
+        args.tiles,
+        args.partitions,
+        settings=Settings.from_config(config),
+        test_scenes=ds.test_scenes,
+    )

@@ -19,13 +19,14 @@ from rasterio.windows import Window
 
 from ..atomic import atomic_write_text
 from ..config import TASK_PRESETS
-from ..constants import IGNORE_INDEX
+from ..constants import DEMO_TEST_INFIX, IGNORE_INDEX
 from ..errors import InputError
 from ..io import GeoTiffWriter, hex_colormap
 from . import crop, flood
 from .common import (
     S_FIELDS,
     S_REGIONS,
+    S_TEST,
     TASKS,
     CoarseGrid,
     Context,
@@ -73,21 +74,35 @@ TASK_GEOMETRY: dict[str, dict[str, Any]] = {
 _GENERATORS = {"flood": flood, "crop": crop}
 
 
-def demo_scene_names(task: str, n_scenes: int = DEFAULT_N_SCENES) -> list[str]:
+def demo_scene_names(
+    task: str, n_scenes: int = DEFAULT_N_SCENES, n_test_scenes: int = 0
+) -> list[str]:
     """Names (file stems) of the scenes :func:`make_demo` writes for ``task``.
 
     Args:
         task: 'flood' or 'crop'.
-        n_scenes: Number of scenes.
+        n_scenes: Number of training scenes.
+        n_test_scenes: Number of independent test scenes.
 
     Returns:
-        ``<task>_00``, ``<task>_01``, ...
+        ``<task>_00``, ``<task>_01``, ..., then ``<task>_test_00``, ...
 
     Raises:
         InputError: If ``task`` is not a demo task.
     """
     check_task(task)
-    return [f"{task}_{i:02d}" for i in range(n_scenes)]
+    train = [f"{task}_{i:02d}" for i in range(n_scenes)]
+    return train + [f"{task}{DEMO_TEST_INFIX}{j:02d}" for j in range(n_test_scenes)]
+
+
+def draw_seed(seed: int, draw: int) -> int:
+    """Seed of the fields, features and noise of draw ``draw`` (0: the training scenes).
+
+    Every draw > 0 is the same study area and regions generated again: another date.
+    """
+    if draw == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, S_TEST, draw]).generate_state(1)[0])
 
 
 def region_specs(task: str) -> tuple[RegionSpec, ...]:
@@ -129,12 +144,18 @@ def make_demo(
     seed: int = 0,
     size: int = DEFAULT_SIZE,
     n_scenes: int = DEFAULT_N_SCENES,
+    n_test_scenes: int = 0,
 ) -> dict[str, Any]:
     """Generate the ``task`` demo ('flood' or 'crop') into ``out_dir``; return its description.
 
     Writes ``images/<scene>.tif``, ``labels/<scene>.tif``, ``regions.gpkg`` (layer
-    ``regions``, EPSG:4326) and ``demo.json``. Deterministic for a given ``seed``, ``size`` and
-    ``n_scenes``.
+    ``regions``, EPSG:4326) and ``demo.json``. Deterministic for a given ``seed``, ``size``,
+    ``n_scenes`` and ``n_test_scenes``; adding test scenes leaves the training scenes unchanged.
+
+    Independent test scenes (``<task>_test_NN``) cover the same places and regions as the
+    training mosaic, generated again from new random fields, rivers or parcels and noise (as on
+    another date), every pixel labelled: test scene j lies where training scene
+    ``j % n_scenes`` lies, in draw ``1 + j // n_scenes``.
 
     Args:
         task: 'flood' or 'crop'.
@@ -142,6 +163,7 @@ def make_demo(
         seed: Random seed.
         size: Side of each square scene in pixels (64 to 8192).
         n_scenes: Number of adjacent scenes (1 to 16).
+        n_test_scenes: Number of independent, fully labelled test scenes (0 to 32).
 
     Returns:
         The description also written to ``demo.json``: ``task``, ``seed``, ``size``, ``crs``,
@@ -153,12 +175,13 @@ def make_demo(
     Raises:
         InputError: If ``task``, ``size`` or ``n_scenes`` is not valid.
     """
-    _check_arguments(task, size, n_scenes)
+    _check_arguments(task, size, n_scenes, n_test_scenes)
     out_dir = Path(out_dir)
     geom = TASK_GEOMETRY[task]
     layout = Layout(geom["crs"], geom["res"], size, n_scenes, geom["origin"])
     names = demo_scene_names(task, n_scenes)
-    _warn_about_stray_rasters(out_dir / "images", names)
+    test_names = demo_scene_names(task, n_scenes, n_test_scenes)[n_scenes:]
+    _warn_about_stray_rasters(out_dir / "images", names + test_names)
     log.info(
         "Generating the %s demo: %d scene(s) of %dx%d px at %g m in %s, seed %d",
         task,
@@ -176,6 +199,8 @@ def make_demo(
     images, labels, scenes = _make_scenes(
         task, out_dir, names, seed, layout, ctx, regions_utm, stats
     )
+    test_stats = _empty_stats(*stats["sums"].shape)
+    test = _make_test_scenes(task, out_dir, test_names, seed, layout, regions_utm, test_stats)
     _write_regions(regions_utm, out_dir / "regions.gpkg")
     info = {
         "format": "spatialfair-demo/1",
@@ -195,6 +220,12 @@ def make_demo(
         "region_column": "region",
         "scenes": scenes,
         "region_settings": _region_settings(task, stats),
+        "test_scenes": test[2],
+        "test_images": test[0],
+        "test_labels": test[1],
+        "test_labelled_pixels": {
+            spec.name: int(n) for spec, n in zip(geom["regions"], test_stats["labelled"])
+        },
     }
     atomic_write_text(out_dir / "demo.json", json.dumps(info, indent=2))
     log.info(
@@ -234,8 +265,39 @@ def _make_scenes(
     return images, labels, scenes
 
 
-def _check_arguments(task: str, size: int, n_scenes: int) -> None:
+def _make_test_scenes(
+    task: str,
+    out_dir: Path,
+    names: list[str],
+    seed: int,
+    layout: Layout,
+    regions_utm: Any,
+    stats: dict[str, np.ndarray],
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Generate the independent test scenes, one new draw per pass over the mosaic."""
+    out: tuple[list, list, list] = ([], [], [])
+    n = layout.n_scenes
+    for first in range(0, len(names), n):
+        draw = 1 + first // n
+        dseed = draw_seed(seed, draw)
+        ctx, _ = _context(task, seed, layout, draw_seed=dseed, fully_labelled=True)
+        batch = names[first : first + n]
+        made = _make_scenes(task, out_dir, batch, dseed, layout, ctx, regions_utm, stats)
+        for acc, part in zip(out, made):
+            acc.extend(part)
+    for entry in out[2]:
+        entry["test"] = True
+    return out
+
+
+def _check_arguments(task: str, size: int, n_scenes: int, n_test_scenes: int = 0) -> None:
     check_task(task)
+    if not isinstance(n_test_scenes, int) or not 0 <= n_test_scenes <= 32:
+        raise InputError(
+            "demo --test-scenes",
+            f"n_test_scenes={n_test_scenes!r} is out of range",
+            "use 0 to 32 test scenes",
+        )
     if not isinstance(size, int) or not 64 <= size <= 8192:
         raise InputError(
             "demo --size",
@@ -260,27 +322,39 @@ def _warn_about_stray_rasters(images_dir: Path, names: list[str]) -> None:
         )
 
 
-def _context(task: str, seed: int, layout: Layout) -> tuple[Context, Any]:
+def _context(
+    task: str,
+    seed: int,
+    layout: Layout,
+    *,
+    draw_seed: int | None = None,
+    fully_labelled: bool = False,
+) -> tuple[Context, Any]:
     """The coarse grid, regions, smooth fields and task-specific features of the study area.
 
+    The regions always come from ``seed``; fields and features from ``draw_seed`` (default
+    ``seed``). ``fully_labelled`` sets every region's ``label_fraction`` to 1 (test scenes).
     Returns the generation context and the regions (GeoDataFrame in the scenes' CRS).
     """
     specs: tuple[RegionSpec, ...] = TASK_GEOMETRY[task]["regions"]
     params = region_params(task)
+    if fully_labelled:
+        params = [{**p, "label_fraction": 1.0} for p in params]
+    fseed = seed if draw_seed is None else draw_seed
     span = max(layout.bounds[2] - layout.bounds[0], layout.bounds[3] - layout.bounds[1])
     grid = CoarseGrid(layout, cell=max(2 * layout.res, span / 600), margin=0.05 * span)
     regions = region_grid(
         np.random.default_rng([seed, S_REGIONS, TASKS.index(task)]), layout, specs, grid
     )
     regions_utm = region_polygons(regions, grid, specs, layout.crs)
-    frng = np.random.default_rng([seed, S_FIELDS, TASKS.index(task)])
+    frng = np.random.default_rng([fseed, S_FIELDS, TASKS.index(task)])
     generator = _GENERATORS[task]
     ctx: Context = {
         "grid": grid,
         "fields": {k: smooth_noise(frng, grid, sc) for k, sc in generator.FIELD_SCALES.items()},
         "region_params": params,
     }
-    generator.prepare(ctx, seed, layout, regions, params)
+    generator.prepare(ctx, fseed, layout, regions, params)
     return ctx, regions_utm
 
 
@@ -441,6 +515,7 @@ __all__ = [
     "TASKS",
     "RegionSpec",
     "demo_scene_names",
+    "draw_seed",
     "make_demo",
     "region_params",
     "region_specs",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 TASKS = ("flood", "crop")
 
 # Random streams (one per purpose, so changing one part does not reshuffle the others).
-S_REGIONS, S_FIELDS, S_RIVERS, S_PARCELS, S_SCENE = 1, 2, 3, 4, 5
+S_REGIONS, S_FIELDS, S_RIVERS, S_PARCELS, S_SCENE, S_TEST = 1, 2, 3, 4, 5, 6
 
 
 #: The generation context a task's ``prepare`` fills and its ``make_scene`` reads: ``grid``

@@ -99,7 +99,8 @@ def scenes(ds_name):
     if ds.demo:
         from spatialfair.demo import demo_scene_names
 
-        return demo_scene_names(ds.demo)
+        n_test = config["datasets"][ds_name]["demo_test_scenes"]
+        return demo_scene_names(ds.demo, n_test_scenes=n_test)
     if not ds.images:
         raise WorkflowError(
             f"config: datasets.{ds_name}.images matches no file. Fix: check the glob "

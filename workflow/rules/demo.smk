@@ -28,5 +28,7 @@ for _ds in DATASETS:
             out=lambda w, output: os.path.dirname(output.regions),
             seed=config["seed"],
             size=config["datasets"][_ds]["demo_size"],
+            n_test=config["datasets"][_ds]["demo_test_scenes"],
         shell:
-            "spatialfair demo {params.task} --out {params.out} --seed {params.seed} --size {params.size} > {log} 2>&1"
+            "spatialfair demo {params.task} --out {params.out} --seed {params.seed} "
+            "--size {params.size} --test-scenes {params.n_test} > {log} 2>&1"
