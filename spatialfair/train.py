@@ -1,7 +1,8 @@
 """The training loop: one strategy on one dataset's tile store, to a self-contained ``model.pt``.
 
 :func:`train` checks its inputs, then trains with AdamW, a one-cycle schedule and a fairness
-strategy, keeps the epoch with the best overall + worst-region validation score, checkpoints
+strategy, keeps the epoch with the best validation score (``training.selection``: overall, or
+overall + worst region), checkpoints
 every epoch (``resume`` reaches the same weights) and writes the model bundle. Under
 ``torchrun`` it trains with DistributedDataParallel. Details: docs/training.md.
 """
@@ -41,7 +42,7 @@ from .errors import InputError, StateError
 from .fairness import STRATEGIES, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
-from .settings import Settings
+from .settings import Settings, section_defaults
 from .store import TileStore
 
 log = logging.getLogger(__name__)
@@ -213,17 +214,32 @@ def evaluate(
     return total.cpu().numpy().astype(np.int64)
 
 
-def selection_score(overall: float, worst: float) -> float:
-    """The model-selection criterion: overall + worst-region headline metric.
+#: Model-selection rules (``training.selection``): what the kept epoch maximises.
+SELECTION_RULES = ("overall", "worst_region")
+
+
+def selection_score(overall: float, worst: float, rule: str) -> float:
+    """The model-selection criterion of ``rule``.
+
+    ``overall`` is the overall headline metric alone (a plain baseline: the region split
+    plays no part in choosing the epoch); ``worst_region`` adds the worst region's metric.
 
     Args:
         overall: The overall headline metric.
         worst: The worst region's headline metric.
+        rule: One of :data:`SELECTION_RULES`.
 
     Returns:
-        Their sum; -inf when either is NaN.
+        The score; -inf when it is NaN.
+
+    Raises:
+        InputError: Unknown rule.
     """
-    value = overall + worst
+    if rule not in SELECTION_RULES:
+        raise InputError(
+            "config: training.selection", f"unknown rule {rule!r}", f"use {SELECTION_RULES}"
+        )
+    value = overall if rule == "overall" else overall + worst
     return value if math.isfinite(value) else -math.inf
 
 
@@ -234,6 +250,7 @@ def summarize_validation(
     region_names: list[str],
     min_pixels: int,
     min_class_pixels: int = 1,
+    selection: str | None = None,
 ) -> dict[str, Any]:
     """Overall and per-region validation metrics from confusion matrices.
 
@@ -244,6 +261,8 @@ def summarize_validation(
         region_names: The K region names.
         min_pixels: Labelled pixels a region needs to be the worst region.
         min_class_pixels: Pixels of the metric's class a region needs, for class metrics.
+        selection: The selection rule of ``score`` (None: the schema's
+            ``training.selection`` default).
 
     Returns:
         ``overall`` (every metric), ``headline``, ``by_region``, ``worst``, ``worst_region``,
@@ -281,7 +300,11 @@ def summarize_validation(
         "worst": worst,
         "worst_region": worst_name,
         "difference": difference,
-        "score": selection_score(overall[headline], worst),
+        "score": selection_score(
+            overall[headline],
+            worst,
+            section_defaults("training")["selection"] if selection is None else selection,
+        ),
     }
 
 
@@ -382,6 +405,7 @@ class _Plan:
         self.ds = ds
         self.min_pixels = int(self.tcfg.selection_min_region_pixels)
         self.min_class_pixels = int(self.tcfg.selection_min_class_pixels)
+        self.selection = str(self.tcfg.selection)
 
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
@@ -1013,7 +1037,13 @@ class _Session:
             self.reduce,
         )
         val = summarize_validation(
-            conf, ds.classes, headline, plan.region_names, plan.min_pixels, plan.min_class_pixels
+            conf,
+            ds.classes,
+            headline,
+            plan.region_names,
+            plan.min_pixels,
+            plan.min_class_pixels,
+            plan.selection,
         )
         row = {
             "epoch": epoch + 1,
@@ -1025,6 +1055,7 @@ class _Session:
             f"val_worst_{headline}": val["worst"],
             "val_difference": val["difference"],
             "score": val["score"],
+            "selection": plan.selection,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         row.update(
@@ -1133,11 +1164,13 @@ class _Session:
                 amp_dtype=self.amp_dtype,
                 seed=plan.seed,
                 split_column=plan.split_column,
+                selection=plan.selection,
             )
             log.info(
-                "%s: kept epoch %d (score %.4f) -> %s",
+                "%s: kept epoch %d (%s score %.4f) -> %s",
                 run.name,
                 best["epoch"],
+                plan.selection,
                 best["score"],
                 model_path,
             )
