@@ -8,21 +8,45 @@ docs/strategies.md.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..config import load_schema
 from ..errors import InputError, StateError
 
 if TYPE_CHECKING:
     from ..data import TileDataset
 
 log = logging.getLogger(__name__)
+
+
+@cache
+def _option_specs() -> dict[str, Any]:
+    spec = load_schema()["properties"]["strategies"]["oneOf"][1]
+    return spec["additionalProperties"]["properties"]
+
+
+def option_default(option: str) -> Any:
+    """The schema's default of strategy option ``option`` (the one source of the default).
+
+    Args:
+        option: An option name under ``strategies.<name>`` in the config schema.
+
+    Returns:
+        Its ``default:`` value.
+
+    Raises:
+        KeyError: The schema gives the option no default.
+    """
+    return copy.deepcopy(_option_specs()[option]["default"])
 
 
 class SessionView(Protocol):

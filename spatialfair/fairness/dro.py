@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 
 from ..errors import InputError
+from .base import option_default
 from .groups import GroupedStrategy
 from .registry import register
+
+log = logging.getLogger(__name__)
 
 
 @register
@@ -17,13 +21,27 @@ class GroupDRO(GroupedStrategy):
 
     Only the groups present in the batch move (Sagawa et al.'s online algorithm): an absent
     group has no new evidence, and raising its q from a stale estimate would starve the groups
-    the batch can train.
+    the batch can train. The present groups share out their own total weight (``q_g * exp(eta
+    L_g)`` renormalised to it), so being present more often does not raise a group's q by
+    itself. The step size is tied to the run's length: ``strength`` is eta for a
+    run of ``reference_steps`` steps, and a run of ``total_steps`` uses
+    ``eta = strength * reference_steps / total_steps`` (``strength`` itself when the length is
+    unknown), so a loss gap moves q as far in a 48-step demo as in a long run.
     """
 
     name = "groupdro"
     default_strength = 0.01
 
-    def __init__(self, num_regions, strength=None, *, C: float = 0.0, **kw):  # noqa: N803
+    def __init__(
+        self,
+        num_regions,
+        strength=None,
+        *,
+        C: float = 0.0,  # noqa: N803
+        reference_steps: int | None = None,
+        total_steps: int | None = None,
+        **kw,
+    ):
         super().__init__(num_regions, strength, **kw)
         self.C = float(C)
         if self.C and self.region_counts is None:
@@ -31,13 +49,27 @@ class GroupDRO(GroupedStrategy):
         n = self.region_counts if self.region_counts is not None else torch.ones(self.num_regions)
         self.adjust = torch.where(n > 0, self.C / n.clamp(min=1).sqrt(), torch.zeros_like(n))
         self.q = torch.full((self.num_regions,), 1.0 / self.num_regions)
+        ref = option_default("reference_steps") if reference_steps is None else reference_steps
+        if int(ref) < 1:
+            raise InputError(
+                "config: strategies.groupdro.reference_steps",
+                f"reference_steps {ref} is below 1",
+                "use 1 or more",
+            )
+        self.eta = self.strength if not total_steps else self.strength * int(ref) / total_steps
+        log.info("groupdro: eta %.4g per step over %s steps", self.eta, total_steps or "?")
 
     def _tensor_state(self):
         return {**super()._tensor_state(), "q": self.q, "adjust": self.adjust}
 
     def _objective(self, est, present, g_counts):
-        step = torch.where(present, self.strength * (est + self.adjust), torch.zeros_like(est))
-        self.q = torch.softmax(torch.log(self.q) + step, dim=0)  # q * exp(step), renormalised
+        # the present groups share out their own total weight (with every group present this
+        # is Sagawa's update); absent groups keep theirs exactly, so a group gains weight only
+        # by a loss above its batch's, never by being present more often
+        mass = (self.q * present).sum()
+        raised = torch.log(self.q) + self.eta * (est + self.adjust)
+        shared = torch.softmax(torch.where(present, raised, torch.full_like(est, -math.inf)), 0)
+        self.q = torch.where(present, mass * shared, self.q)
         return self.q, (self.q * est).sum()
 
     def region_weights(self):
