@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from toy_regions import make_batches, train_toy  # noqa: E402
+from toy_regions import make_batches, region_losses, train_toy  # noqa: E402
 
 from spatialfair.fairness import make_strategy  # noqa: E402
 
@@ -56,3 +56,47 @@ def test_groupdro_absent_regions_do_not_move_q():
     q = trace[-1]
     assert float(q[2]) == pytest.approx(float(q[3]))  # absent pair: same ratio as at start
     assert float(q[1]) > 3 * float(q[0])
+
+
+def _pixels(counts, losses):
+    """One batch: region r has counts[r] labelled pixels, each with loss losses[r]."""
+    reg = torch.cat([torch.full((n,), r) for r, n in enumerate(counts)]).view(1, 1, -1)
+    pl = torch.cat([torch.full((n,), float(v)) for v, n in zip(losses, counts)]).view(1, 1, -1)
+    return pl.requires_grad_(), torch.ones_like(reg, dtype=torch.bool), reg
+
+
+def test_cvar_a_sliver_of_a_region_does_not_take_the_weight():
+    cvar = make_strategy("cvar", K)  # alpha 0.2, schema min_pixel_share 0.25
+    cvar.loss(*_pixels([1000, 1000, 1000, 10], [0.3, 0.5, 0.4, 9.0]))
+    w = cvar.region_weights()
+    assert float(w[3]) == 0.0  # 10 pixels < 0.25 x mean (752.5)
+    assert float(w[1]) == pytest.approx(1.0)  # the worst region with enough pixels
+    cvar.loss(*_pixels([1000, 1000, 1000, 600], [0.3, 0.5, 0.4, 9.0]))
+    w = cvar.region_weights()
+    assert float(w[3]) == pytest.approx(1.0) and int(w.argmax()) == 3
+    # the former rule (any pixel counts) gives the sliver everything
+    anyone = make_strategy("cvar", K, min_pixel_share=0.0)
+    anyone.loss(*_pixels([1000, 1000, 1000, 10], [0.3, 0.5, 0.4, 9.0]))
+    assert float(anyone.region_weights()[3]) == pytest.approx(1.0)
+
+
+def test_cvar_alpha_counts_the_eligible_regions_of_the_batch():
+    cvar = make_strategy("cvar", K, 0.5)  # 4 eligible: the worst 2 share the weight
+    cvar.loss(*_pixels([500, 500, 500, 500], [0.1, 0.4, 0.3, 0.2]))
+    torch.testing.assert_close(cvar.region_weights(), torch.tensor([0.0, 0.5, 0.5, 0.0]))
+    cvar.loss(*_pixels([500, 500, 500, 20], [0.1, 0.4, 0.3, 5.0]))  # 3 eligible
+    torch.testing.assert_close(cvar.region_weights(), torch.tensor([0.0, 2 / 3, 1 / 3, 0.0]))
+
+
+def test_cvar_48_steps_with_a_noisy_sliver_region_train_the_others():
+    # region 3: 3 % of its pixels labelled, and half of those labels wrong
+    batches = make_batches(STEPS, noise=(0, 0, 0, 0.5), labelled=(1, 1, 1, 0.03))
+    top = lambda s: int(s.region_weights().argmax())  # noqa: E731
+    model_new, new = train_toy(make_strategy("cvar", K), batches, record=top)
+    old_cvar = make_strategy("cvar", K, min_pixel_share=0.0)
+    model_old, old = train_toy(old_cvar, batches, record=top)
+    assert new.count(3) == 0
+    assert old.count(3) > STEPS // 2  # the sliver drove most steps
+    clean = make_batches(8, seed=9)  # every region, clean labels: what was learnt
+    assert float(region_losses(model_new, clean).max()) < 0.3
+    assert float(region_losses(model_old, clean).min()) > 0.6

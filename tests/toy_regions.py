@@ -23,13 +23,15 @@ def make_batches(
     noise: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
     present: Sequence[Sequence[int]] | None = None,
     shifts: Sequence[float] | None = None,
+    labelled: Sequence[float] | None = None,
     seed: int = 0,
 ) -> list[dict[str, torch.Tensor]]:
     """``steps`` batches of ``tiles`` tiles (``side`` x ``side`` pixels), seeded.
 
     ``noise[r]`` is the share of flipped labels in region r; ``present[s]`` lists the regions
     batch s draws its tiles from (default: all); ``shifts[r]`` moves region r's boundary
-    (default: all 0, so regions differ only by their noise).
+    (default: all 0, so regions differ only by their noise); ``labelled[r]`` is the share of
+    region r's pixels that are labelled (default: all).
     """
     gen = torch.Generator().manual_seed(seed)
     shifts = torch.zeros(regions) if shifts is None else torch.as_tensor(shifts, dtype=torch.float)
@@ -43,11 +45,14 @@ def make_batches(
             -1, 1, 1
         )
         y = torch.where(flip, 1 - y, y)
+        share = torch.ones(regions) if labelled is None else torch.as_tensor(labelled)
+        valid = torch.rand(tiles, side, side, generator=gen) < share[reg].view(-1, 1, 1)
+        y = torch.where(valid, y, torch.full_like(y, 255))
         out.append(
             {
                 "x": x,
                 "y": y,
-                "valid": torch.ones(tiles, side, side, dtype=torch.bool),
+                "valid": valid,
                 "regions": reg.view(-1, 1, 1).expand(-1, side, side).clone(),
                 "tile_regions": reg.view(-1, 1).clone(),
                 "tile_ids": torch.arange(s * tiles, (s + 1) * tiles),
@@ -67,7 +72,7 @@ def train_toy(strategy, batches, *, lr: float = 0.5, seed: int = 0, record=None)
     trace = []
     for b in batches:
         logits = model(b["x"])
-        pixel_loss = F.cross_entropy(logits, b["y"], reduction="none")
+        pixel_loss = F.cross_entropy(logits, b["y"], ignore_index=255, reduction="none")
         extra = {"tile_ids": b["tile_ids"]} if strategy.needs_tile_ids else {}
         loss = strategy.loss(
             pixel_loss,
@@ -91,7 +96,8 @@ def region_losses(model, batches, regions: int = 4) -> torch.Tensor:
     sums, counts = torch.zeros(regions), torch.zeros(regions)
     with torch.no_grad():
         for b in batches:
-            loss = F.cross_entropy(model(b["x"]), b["y"], reduction="none")
-            sums.index_add_(0, b["regions"].flatten(), loss.flatten())
-            counts.index_add_(0, b["regions"].flatten(), torch.ones(loss.numel()))
+            loss = F.cross_entropy(model(b["x"]), b["y"], ignore_index=255, reduction="none")
+            valid = b["valid"].flatten().float()
+            sums.index_add_(0, b["regions"].flatten(), loss.flatten() * valid)
+            counts.index_add_(0, b["regions"].flatten(), valid)
     return sums / counts.clamp(min=1)

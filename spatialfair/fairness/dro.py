@@ -105,12 +105,18 @@ def cvar_weights(losses: torch.Tensor, present: torch.Tensor, alpha: float) -> t
 
 @register
 class WorstCVaR(GroupedStrategy):
-    """CVaR_alpha over the groups present in the batch (dual form, optimal threshold)."""
+    """CVaR_alpha over the groups of the batch with enough labelled pixels (dual form).
+
+    A group takes part when it has at least ``min_pixel_share`` times the mean labelled
+    pixels of the batch's present groups: otherwise a sliver of a region with a noisy, high
+    loss would take all the weight of a step (with a few groups per batch, CVaR_0.2 puts all
+    of it on the worst one). When no group qualifies, every present group does.
+    """
 
     name = "cvar"
     default_strength = 0.2
 
-    def __init__(self, num_regions, strength=None, **kw):
+    def __init__(self, num_regions, strength=None, *, min_pixel_share: float | None = None, **kw):
         super().__init__(num_regions, strength, **kw)
         if not 0 < self.strength <= 1:
             raise InputError(
@@ -118,10 +124,32 @@ class WorstCVaR(GroupedStrategy):
                 f"CVaR alpha {self.strength} is outside (0, 1]",
                 "use e.g. 0.2 (smaller is stronger)",
             )
+        share = option_default("min_pixel_share") if min_pixel_share is None else min_pixel_share
+        if not 0 <= float(share) <= 1:
+            raise InputError(
+                "config: strategies.cvar.min_pixel_share",
+                f"min_pixel_share {share} is outside [0, 1]",
+                "use e.g. 0.25",
+            )
+        self.min_pixel_share = float(share)
         self.coef = torch.zeros(self.num_regions)
 
+    def eligible(self, present: torch.Tensor, g_counts: torch.Tensor) -> torch.Tensor:
+        """Groups that may take weight: present with enough labelled pixels in the batch.
+
+        Args:
+            present: Mask of the groups present in the batch.
+            g_counts: Labelled pixels per group in the batch (all ranks).
+
+        Returns:
+            Boolean mask (all present groups when none has enough pixels).
+        """
+        mean = (g_counts * present).sum() / present.sum().clamp(min=1)
+        ok = present & (g_counts >= self.min_pixel_share * mean)
+        return ok if bool(ok.any()) else present
+
     def _objective(self, est, present, g_counts):
-        coef = cvar_weights(est, present, self.strength)
+        coef = cvar_weights(est, self.eligible(present, g_counts), self.strength)
         self.coef = coef
         return coef, (coef * est).sum()
 
