@@ -84,6 +84,7 @@ class TrainingSettings:
     augment: bool
     partitioning: str
     deterministic: bool
+    selection: str
     selection_min_region_pixels: int
     selection_min_class_pixels: int
 
