@@ -613,7 +613,7 @@ def test_one_seed_and_unpaired_seeds(planted, tmp_path):
     assert table["verdict"].tolist() == ["no ERM run: no comparison"] * 2
 
 
-def test_cli_compare_replicated(planted, tmp_path):
+def test_cli_compare_replicated(planted, tmp_path, caplog):
     cfg = {
         "datasets": {
             "fl": {
@@ -623,7 +623,10 @@ def test_cli_compare_replicated(planted, tmp_path):
             }
         },
         "strategies": ["erm", "reweight"],
-        "evaluation": {"alpha": 0.01},
+        "evaluation": {
+            "alpha": 0.01,
+            "primary": {"strategy": "reweight", "endpoint": "worst_region"},
+        },
     }
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -648,7 +651,8 @@ def test_cli_compare_replicated(planted, tmp_path):
     assert code == 0
     csv = pd.read_csv(out / "c.csv")
     assert csv["alpha"].tolist() == [0.01, 0.01] and csv["test"].iloc[0] == "t"
-    assert csv["verdict"].iloc[1].startswith("fairer")
+    assert csv["verdict"].iloc[1].startswith("fairer (primary, worst_fixed +0.")
+    assert csv["hypothesis"].iloc[1] == "primary" and csv["endpoint"].iloc[1] == "worst_fixed"
     code = main(
         [
             "compare",
@@ -667,3 +671,9 @@ def test_cli_compare_replicated(planted, tmp_path):
         ]
     )
     assert code == 2 and not (out / "d.csv").exists()
+    cfg["evaluation"]["primary"]["strategy"] = "groupdro"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    args = ["compare", "--config", str(cfg_path), "--dataset", "fl", "--results", str(planted)]
+    code = main([*args, "--out-csv", str(out / "e.csv"), "--out-png", str(out / "e.png")])
+    assert code == 2 and not (out / "e.csv").exists()
+    assert "evaluation.primary.strategy" in caplog.text and "['reweight']" in caplog.text
