@@ -161,6 +161,14 @@ def section(*keys, dataset=None):
     return out
 
 
+def evaluation_section(*keys, dataset=None):
+    """`section` with `evaluation` minus `primary`: declaring the primary comparison changes
+    the comparison, not any per-run evaluation, so it must not re-run evaluations."""
+    out = section("evaluation", *keys, dataset=dataset)
+    out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k != "primary"}
+    return out
+
+
 def replicate_files(ds, run, rep=None):
     """Model, log and prediction folders of one run (or one replicate: rep = its id)."""
     kinds = ("model", "train_log", "predictions", "probabilities")
