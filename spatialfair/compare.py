@@ -347,7 +347,7 @@ def _left_out_reason(sub: pd.DataFrame, seeds: list[int], min_px: int) -> str:
     if len(absent):
         where = ", ".join(f"s{s}" for s in absent["seed"])
         reasons.append(f"no pixel of the headline class in truth in {where}")
-    return "; ".join(reasons)
+    return " and ".join(reasons)
 
 
 def fixed_region_set(values: pd.DataFrame, min_px: int, partitioning: str) -> FixedSet:
