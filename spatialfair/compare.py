@@ -3,7 +3,11 @@
 No single number, and no single training run, says whether a fairness strategy works.
 :func:`compare_strategies` pairs every run with ERM seed by seed and writes
 ``comparison.csv`` (differences with confidence intervals, paired tests and a verdict) and
-``comparison.png``. Every column and formula: docs/verdicts.md.
+``comparison.png``. The verdicts use endpoints over a region set fixed from labels (the same
+regions in every seed and run), test a comparison declared in ``evaluation.primary`` alone and
+the rest under Holm, and report the minimum detectable effect, so that ``no evidence`` can be
+told apart from "the design could not have seen it". Every column and formula:
+docs/verdicts.md.
 """
 
 from __future__ import annotations
@@ -403,7 +407,8 @@ def fixed_endpoints(
     out = keys.merge(out, on=["run", "seed"], how="left")
     if region is not None:
         named = values[values["region"] == region][["run", "seed", "value"]]
-        out = out.merge(named.rename(columns={"value": "region_value"}), on=["run", "seed"])
+        named = named.rename(columns={"value": "region_value"})
+        out = out.merge(named, on=["run", "seed"], how="left")
     return out
 
 
