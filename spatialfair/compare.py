@@ -3,7 +3,11 @@
 No single number, and no single training run, says whether a fairness strategy works.
 :func:`compare_strategies` pairs every run with ERM seed by seed and writes
 ``comparison.csv`` (differences with confidence intervals, paired tests and a verdict) and
-``comparison.png``. Every column and formula: docs/verdicts.md.
+``comparison.png``. The verdicts use endpoints over a region set fixed from labels (the same
+regions in every seed and run), test a comparison declared in ``evaluation.primary`` alone and
+the rest under Holm, and report the minimum detectable effect, so that ``no evidence`` can be
+told apart from "the design could not have seen it". Every column and formula:
+docs/verdicts.md.
 """
 
 from __future__ import annotations
@@ -347,7 +351,7 @@ def _left_out_reason(sub: pd.DataFrame, seeds: list[int], min_px: int) -> str:
     if len(absent):
         where = ", ".join(f"s{s}" for s in absent["seed"])
         reasons.append(f"no pixel of the headline class in truth in {where}")
-    return "; ".join(reasons)
+    return " and ".join(reasons)
 
 
 def fixed_region_set(values: pd.DataFrame, min_px: int, partitioning: str) -> FixedSet:
@@ -403,7 +407,8 @@ def fixed_endpoints(
     out = keys.merge(out, on=["run", "seed"], how="left")
     if region is not None:
         named = values[values["region"] == region][["run", "seed", "value"]]
-        out = out.merge(named.rename(columns={"value": "region_value"}), on=["run", "seed"])
+        named = named.rename(columns={"value": "region_value"})
+        out = out.merge(named, on=["run", "seed"], how="left")
     return out
 
 
