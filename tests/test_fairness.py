@@ -353,21 +353,6 @@ def test_cvar_weights_dual_form_with_fractional_weight():
     torch.testing.assert_close(cvar_weights(losses, present, 1.0), present.float() / 5)
 
 
-def test_variance_warmup_is_at_least_one_epoch_then_ramps():
-    # 20 steps of 5 per epoch: 10 % would be 2 steps; the warm-up is one epoch (5 steps)
-    s = make_strategy("variance", K, 10.0, total_steps=20, steps_per_epoch=5)
-    assert s.warmup_steps == 5 and s.ramp_steps == 5
-    pl, valid, regions = _fixed_batch({0: 0.2, 1: 0.4})
-    lams = []
-    for _ in range(12):
-        lams.append(s.current_lambda())
-        s.loss(pl, valid, regions)
-    assert lams[:5] == [1.0] * 5
-    assert lams[5:11] == pytest.approx([2.8, 4.6, 6.4, 8.2, 10.0, 10.0])
-    # long runs: 10 % of the steps when that is longer than an epoch
-    assert make_strategy("variance", K, total_steps=1000, steps_per_epoch=5).warmup_steps == 100
-
-
 def test_region_class_group_ids_and_counts():
     n = torch.arange(1.0, 1.0 + K * 2)  # (region, class) pixel counts, group r * 2 + c
     s = make_strategy(
