@@ -426,4 +426,4 @@ def test_schema_enums_are_the_strategy_registry():
     assert sorted(as_map["propertyNames"]["enum"]) == sorted(STRATEGIES)
     assert set(spec["default"]) <= set(STRATEGIES)
     assert make_strategy("erm", K).sampler_weights("train", None) is None
-    assert make_strategy("lastlayer", K, epochs=8).phases(8) == [("train", 8), ("head", 2)]
+    assert make_strategy("lastlayer", K, epochs=8).phases(8) == [("train", 8)]
