@@ -715,6 +715,14 @@ class _View:
         )  # fmt: skip
         return s.summarize(conf)
 
+    def kept(self) -> dict[str, Any]:
+        """The model selection so far (``state``, ``epoch``, ``score``, ``worst``, ...)."""
+        return dict(self._s.best)
+
+    def set_kept(self, kept: Mapping[str, Any]) -> None:
+        """Make ``kept`` (from :meth:`kept`) the run's model selection."""
+        self._s.best = dict(kept)
+
     def keep_current(self) -> None:
         """The current weights become the kept model, scored on the whole validation set."""
         s = self._s
@@ -1086,6 +1094,8 @@ class _Session:
         """The current weights become the kept model of (0-based) ``epoch``."""
         self.best = {
             "score": val["score"],
+            "worst": val["worst"],
+            "overall": val["headline"],
             "epoch": epoch + 1,
             "state": copy.deepcopy(
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

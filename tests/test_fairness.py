@@ -395,15 +395,20 @@ def test_cvar_region_class_groups_match_reference():
 def test_jtt_marks_tiles_above_the_error_rate_and_upweights_them():
     from spatialfair.fairness import JTT
 
-    s = make_strategy("jtt", K, 4.0, epochs=6)
+    s = make_strategy("jtt", K, 4.0, epochs=6)  # strength fixes the up-weight
     assert isinstance(s, JTT) and s.first_epochs == 2
-    assert s.phases(6) == [("identify", 2), ("train", 6)]
+    assert s.candidates == [(1.0, 4.0), (2.0, 4.0)]  # schema threshold_scales [1, 2]
+    assert s.phases(6) == [("identify", 2), ("train:0", 6), ("train:1", 6)]
     ids = torch.tensor([10, 11, 12, 13])
     errors = torch.tensor([0.0, 50.0, 10.0, 30.0])
     counts = torch.tensor([100.0, 100.0, 100.0, 0.0])
     chosen = s.mark_errors(ids, errors, counts)  # overall rate 90/300 = 0.3
     assert chosen.tolist() == [11] and s.threshold_used == pytest.approx(0.3)
+    assert s.use_candidate(1).tolist() == [] and s.threshold_used == pytest.approx(0.6)
+    grid = make_strategy("jtt", K, epochs=6)
+    assert [c[1] for c in grid.candidates] == [2.0, 5.0, 10.0, 2.0, 5.0, 10.0]
     fixed = make_strategy("jtt", K, 4.0, error_threshold=0.05, first_epochs=1)
+    assert fixed.candidates == [(None, 4.0)]
     assert fixed.mark_errors(ids, errors, counts).tolist() == [11, 12]
     logits, target, regions, _ = _batch(10, b=3)
     pl = _pixel_loss(logits, target)
@@ -414,7 +419,7 @@ def test_jtt_marks_tiles_above_the_error_rate_and_upweights_them():
     torch.testing.assert_close(loss, ref)
     other = make_strategy("jtt", K, 4.0, first_epochs=1)
     other.load_state_dict(fixed.state_dict())
-    assert other.marked and other.error_tiles.tolist() == [11, 12]
+    assert other.marked and other.error_tiles.tolist() == [11, 12] and other.upweight == 4.0
 
 
 def test_schema_enums_are_the_strategy_registry():

@@ -82,6 +82,12 @@ class SessionView(Protocol):
     def keep_current(self) -> None:
         """Make the current weights the kept model (scored on the whole validation set)."""
 
+    def kept(self) -> dict[str, Any]:
+        """The model selection so far: ``state``, ``epoch``, ``score``, ``worst``, ``overall``."""
+
+    def set_kept(self, kept: dict[str, Any]) -> None:
+        """Make ``kept`` (from :meth:`kept`) the run's model selection."""
+
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
