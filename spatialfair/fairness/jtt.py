@@ -69,6 +69,12 @@ class JTT(ERM):
         self.results: list[dict] = []
         self.chosen = -1
 
+    def describe(self) -> str:
+        """``jtt`` with its fixed up-weight, or the size of its candidate grid."""
+        if len(self.candidates) == 1:
+            return f"jtt(strength={self.candidates[0][1]:g})"
+        return f"jtt({len(self.candidates)} candidates)"
+
     def phases(self, epochs):
         """``identify`` for ``first_epochs``, then ``train:<i>`` of ``epochs`` per candidate."""
         tuned = [(f"train:{i}", int(epochs)) for i in range(len(self.candidates))]
