@@ -801,7 +801,7 @@ def audit_map(
         seed: Seed of the partitionings and the bootstrap.
         dataset: Dataset name recorded in the outputs.
         run: Run name recorded in the outputs.
-        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.tif``, ``map.png``, ``regions.png``.
+        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.vrt``, ``map.png``, ``regions.png``.
         max_raster_size: Largest side of the fairness raster in pixels.
         window_side: Target side in pixels of a window of the pass.
         check_only: Stop after checking every input (files, grids, settings, regions).
