@@ -504,13 +504,19 @@ class GeoTiffWriter:
         )
 
 
-def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path) -> None:  # noqa: F821
+def write_layers(
+    layers: Mapping[str, geopandas.GeoDataFrame],  # noqa: F821
+    path: str | Path,
+    descriptions: Mapping[str, str] | None = None,
+) -> None:
     """Write several GeoDataFrames as layers of one GeoPackage, atomically.
 
     Args:
         layers: Layer name -> features; every layer must have a CRS (a vector without one is
             useless in QGIS next to rasters).
         path: The GeoPackage.
+        descriptions: Layer name -> description (``gpkg_contents.description``, shown by
+            QGIS and ``ogrinfo``).
 
     Raises:
         InputError: If a layer has no CRS.
@@ -524,7 +530,9 @@ def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path)
                     f"layer '{name}' has no CRS; refusing to write it",
                     "set the CRS of the layer (GeoDataFrame.set_crs)",
                 )
-            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+            desc = (descriptions or {}).get(name)
+            options = {"layer_options": {"DESCRIPTION": desc}} if desc else {}
+            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
 
 
 def reproject_to_grid(
