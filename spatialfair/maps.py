@@ -40,6 +40,8 @@ RASTER_NODATA = -9999.0
 #: Longest side (pixels) of one scene's fairness raster (coarser by a whole factor above).
 MAX_RASTER_SIZE = 1024
 _WINDOW = 512
+#: All scenes' fairness rasters together hold at most (this x max_size)^2 pixels per band.
+TOTAL_PIXELS_PER_SIDE = 4
 
 
 def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
@@ -132,7 +134,11 @@ def _scene_footprints(result) -> list[shapely.Geometry]:
 
 
 def scene_raster_grid(
-    grid: dict[str, Any], foot: shapely.Geometry, study_crs: CRS, max_size: int = MAX_RASTER_SIZE
+    grid: dict[str, Any],
+    foot: shapely.Geometry,
+    study_crs: CRS,
+    max_size: int = MAX_RASTER_SIZE,
+    min_factor: int = 1,
 ) -> tuple[Affine, int, int]:
     """Grid of one scene's fairness raster, in the study CRS, at the scene's resolution.
 
@@ -146,12 +152,13 @@ def scene_raster_grid(
         foot: Its footprint in the study CRS.
         study_crs: The CRS of every fairness raster.
         max_size: Longest side in pixels.
+        min_factor: Coarsen by at least this whole factor (the total pixel budget).
 
     Returns:
         ``(transform, width, height)``.
     """
     w, h = int(grid["width"]), int(grid["height"])
-    factor = max(1, math.ceil(max(w, h) / max_size))
+    factor = max(1, min_factor, math.ceil(max(w, h) / max_size))
     t = Affine(*grid["transform"][:6])
     if CRS.from_user_input(grid["crs"]) == study_crs and t.b == 0 and t.d == 0:
         return t * Affine.scale(factor), math.ceil(w / factor), math.ceil(h / factor)
@@ -237,6 +244,7 @@ def write_fairness_raster(
     and where a region's metric is undefined. Each scene's COG
     (``fairness_<metric>/<scene>.tif``) is at the scene's resolution (see
     :func:`scene_raster_grid`), so scenes far apart keep their detail; the VRT mosaics them.
+    Many scenes together are coarsened by one whole factor (:func:`budget_factor`).
     Every raster has a default QGIS style showing the primary partitioning's band with the
     GeoPackage's classes; ``fairness_<metric>.<partitioning>.qml`` styles each other band.
 
@@ -257,8 +265,9 @@ def write_fairness_raster(
     qml = styles.get(result.primary, styles[names[0]])
     folder = path.with_suffix("")
     written = []
+    factor = budget_factor(result.scene_grids, max_size)
     for g, foot in zip(result.scene_grids, _scene_footprints(result)):
-        spec = scene_raster_grid(g, foot, result.study_crs, max_size)
+        spec = scene_raster_grid(g, foot, result.study_crs, max_size, factor)
         tif = folder / f"{g['name']}.tif"
         written.append(_write_scene_raster(result, tif, spec, foot, luts, names, metric, qml))
     _remove_stale(folder, {w["path"].name for w in written})
@@ -268,6 +277,22 @@ def write_fairness_raster(
     write_vrt(path, written, result.study_crs, [f"{n}: {metric} - overall" for n in names])
     log.info("wrote %s over %d scene raster(s) in %s/", path, len(written), folder.name)
     return path
+
+
+def budget_factor(grids: list[dict[str, Any]], max_size: int = MAX_RASTER_SIZE) -> int:
+    """Whole factor keeping all scenes' fairness rasters within ``TOTAL_PIXELS_PER_SIDE``
+    squared times ``max_size`` squared pixels (many scenes: time and disk stay bounded).
+
+    Args:
+        grids: The scenes' grids (``width``, ``height``).
+        max_size: Longest side of one scene's raster.
+
+    Returns:
+        1 when the scenes fit at full resolution, else the factor to coarsen every scene by.
+    """
+    total = sum(int(g["width"]) * int(g["height"]) for g in grids)
+    budget = (TOTAL_PIXELS_PER_SIDE * max_size) ** 2
+    return max(1, math.ceil(math.sqrt(total / budget)))
 
 
 def _remove_stale(folder: Path, keep: set[str]) -> None:

@@ -538,3 +538,12 @@ def test_tiny_regions_are_the_ones_invisible_at_map_scale():
     )
     assert tiny_regions(tiled).tolist() == [False, False, True]
     assert tiny_regions(tiled.iloc[:0]).shape == (0,)
+
+
+def test_many_scenes_share_one_coarsening_factor():
+    from spatialfair.maps import budget_factor
+
+    chip = {"width": 512, "height": 512}
+    assert budget_factor([chip] * 10) == 1  # 2.6 M px: at the scenes' resolution
+    assert budget_factor([chip] * 446) == 3  # 117 M px > (4 x 1024)^2
+    assert budget_factor([chip] * 446, max_size=4096) == 1
