@@ -401,14 +401,14 @@ def scan(
 
 
 def _study_crs(scenes: Sequence[_Scene]) -> CRS:
-    """The labels' CRS when they share one, else EPSG:4326 (as for a tile store)."""
-    from .crs import same_crs
+    """The labels' CRS when they share one, else an equal-area CRS (as for a tile store)."""
+    from .crs import same_crs, study_crs
 
     first = scenes[0].pair.label.crs
     if all(same_crs(sc.pair.label.crs, first) for sc in scenes):
         return first
-    log.info("label rasters are in several CRSs: regions, grids and maps use EPSG:4326")
-    return CRS.from_epsg(4326)
+    labels = [sc.pair.label for sc in scenes]
+    return study_crs([lab.crs for lab in labels], [lab.bounds for lab in labels])
 
 
 def _footprints(scenes: Sequence[_Scene], crs: CRS) -> list:
@@ -801,7 +801,7 @@ def audit_map(
         seed: Seed of the partitionings and the bootstrap.
         dataset: Dataset name recorded in the outputs.
         run: Run name recorded in the outputs.
-        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.tif``, ``map.png``, ``regions.png``.
+        maps: Also write ``fairness.gpkg``, ``fairness_<metric>.vrt``, ``map.png``, ``regions.png``.
         max_raster_size: Largest side of the fairness raster in pixels.
         window_side: Target side in pixels of a window of the pass.
         check_only: Stop after checking every input (files, grids, settings, regions).

@@ -31,6 +31,7 @@ COMMANDS = [
     "compare",
     "audit",
     "validate",
+    "export",
 ]
 
 log = logging.getLogger("spatialfair")

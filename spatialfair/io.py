@@ -29,6 +29,7 @@ from rasterio.windows import Window
 from .atomic import atomic_path, partial_path
 from .constants import IGNORE_INDEX
 from .errors import InputError
+from .raster_style import write_sidecars
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,12 @@ class GeoTiffWriter:
         overview_resampling: Overview resampling instead of the default (e.g. ``MODE``).
         cog: Publish a Cloud-Optimized GeoTIFF (else the tiled GeoTIFF).
         tags: Metadata tags.
+        qml: The raster's default QGIS style, written as the same-name ``.qml`` beside it
+            (see :mod:`spatialfair.raster_style`), or None.
+        category_names: Class names of band 1, written as GDAL category names (``.aux.xml``).
+
+    The sidecars are published before the raster, so a raster under its final name always
+    has them.
 
     Raises:
         InputError: Without a CRS, or with a description count that does not match the bands.
@@ -389,6 +396,8 @@ class GeoTiffWriter:
         overview_resampling: str | None = None,
         cog: bool = True,
         tags: Mapping[str, str] | None = None,
+        qml: str | None = None,
+        category_names: Sequence[str] | None = None,
     ) -> None:
         if crs is None:
             raise InputError(
@@ -424,6 +433,8 @@ class GeoTiffWriter:
         self.colormap = colormap
         self.resampling = overview_resampling or ("NEAREST" if categorical else "AVERAGE")
         self.tags = dict(tags or {})
+        self.qml = qml
+        self.category_names = list(category_names) if category_names else None
         self._tmp = partial_path(self.path).with_suffix(".build.tif")
         self._dst = None
 
@@ -463,6 +474,7 @@ class GeoTiffWriter:
             self._dst.close()
             if exc_type is not None:
                 return
+            write_sidecars(self.path, self.qml, self.category_names)
             with atomic_path(self.path) as final_tmp:
                 if self.cog:
                     self._copy_cog(final_tmp)
@@ -492,13 +504,19 @@ class GeoTiffWriter:
         )
 
 
-def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path) -> None:  # noqa: F821
+def write_layers(
+    layers: Mapping[str, geopandas.GeoDataFrame],  # noqa: F821
+    path: str | Path,
+    descriptions: Mapping[str, str] | None = None,
+) -> None:
     """Write several GeoDataFrames as layers of one GeoPackage, atomically.
 
     Args:
         layers: Layer name -> features; every layer must have a CRS (a vector without one is
             useless in QGIS next to rasters).
         path: The GeoPackage.
+        descriptions: Layer name -> description (``gpkg_contents.description``, shown by
+            QGIS and ``ogrinfo``).
 
     Raises:
         InputError: If a layer has no CRS.
@@ -512,7 +530,9 @@ def write_layers(layers: Mapping[str, geopandas.GeoDataFrame], path: str | Path)
                     f"layer '{name}' has no CRS; refusing to write it",
                     "set the CRS of the layer (GeoDataFrame.set_crs)",
                 )
-            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio")
+            desc = (descriptions or {}).get(name)
+            options = {"layer_options": {"DESCRIPTION": desc}} if desc else {}
+            gdf.to_file(tmp, layer=name, driver="GPKG", engine="pyogrio", **options)
 
 
 def reproject_to_grid(

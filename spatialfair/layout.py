@@ -104,7 +104,7 @@ FAIRNESS_FILES = (
     "metrics.json",
     "by_region.csv",
     "fairness.gpkg",
-    "fairness_{metric}.tif",
+    "fairness_{metric}.vrt",
     "map.png",
     "regions.png",
 )

@@ -2,7 +2,8 @@
 
 Users judge spatial fairness by looking at where the model is worse. :func:`write_maps` turns
 an :class:`~spatialfair.evaluate.EvaluationResult` into ``fairness.gpkg``,
-``fairness_<metric>.tif``, ``map.png`` and ``regions.png``; what each shows:
+``fairness_<metric>.vrt`` (one COG per scene), ``map.png`` and ``regions.png``; what each
+shows:
 docs/evaluation.md ("The fairness maps").
 """
 
@@ -12,6 +13,7 @@ import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape
 
 import geopandas as gpd
 import numpy as np
@@ -24,9 +26,10 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text
 from .io import GeoTiffWriter, write_layers
 from .qgis_style import graduated_qml, graduated_sld, write_layer_styles
+from .raster_style import deviation_qml, sidecar_paths, write_sidecars
 
 if TYPE_CHECKING:
     from .evaluate import EvaluationResult
@@ -34,9 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RASTER_NODATA = -9999.0
-#: Longest side (pixels) of the raster fairness map.
+#: Longest side (pixels) of one scene's fairness raster (coarser by a whole factor above).
 MAX_RASTER_SIZE = 1024
 _WINDOW = 512
+#: All scenes' fairness rasters together hold at most (this x max_size)^2 pixels per band.
+TOTAL_PIXELS_PER_SIDE = 4
 
 
 def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
@@ -128,52 +133,45 @@ def _scene_footprints(result) -> list[shapely.Geometry]:
     return out
 
 
-def raster_grid(result, max_size: int = MAX_RASTER_SIZE) -> tuple[Affine, int, int]:
-    """Grid of the fairness raster over all scenes, in the study CRS.
+def scene_raster_grid(
+    grid: dict[str, Any],
+    foot: shapely.Geometry,
+    study_crs: CRS,
+    max_size: int = MAX_RASTER_SIZE,
+    min_factor: int = 1,
+) -> tuple[Affine, int, int]:
+    """Grid of one scene's fairness raster, in the study CRS, at the scene's resolution.
+
+    A scene already in the study CRS keeps its own grid (so the raster lies pixel on pixel
+    over its prediction); coarsened by a whole factor where its longest side exceeds
+    ``max_size``. A scene in another CRS gets its footprint's bounds at the pixel size of its
+    own grid measured in the study CRS.
 
     Args:
-        result: An evaluation or audit result (its scene grids and study CRS).
-        max_size: Longest side in pixels (never finer than the scenes).
+        grid: The scene's grid (``crs``, ``transform``, ``width``, ``height``).
+        foot: Its footprint in the study CRS.
+        study_crs: The CRS of every fairness raster.
+        max_size: Longest side in pixels.
+        min_factor: Coarsen by at least this whole factor (the total pixel budget).
 
     Returns:
         ``(transform, width, height)``.
     """
-    foot = _scene_footprints(result)
-    xmin, ymin, xmax, ymax = shapely.union_all(foot).bounds
-    native = []
-    for g, f in zip(result.scene_grids, foot):
-        b = f.bounds
-        native.append(min((b[2] - b[0]) / g["width"], (b[3] - b[1]) / g["height"]))
-    res = max(min(native), max(xmax - xmin, ymax - ymin) / max_size)
+    w, h = int(grid["width"]), int(grid["height"])
+    factor = max(1, min_factor, math.ceil(max(w, h) / max_size))
+    t = Affine(*grid["transform"][:6])
+    if CRS.from_user_input(grid["crs"]) == study_crs and t.b == 0 and t.d == 0:
+        return t * Affine.scale(factor), math.ceil(w / factor), math.ceil(h / factor)
+    xmin, ymin, xmax, ymax = foot.bounds
+    res = min((xmax - xmin) / w, (ymax - ymin) / h) * factor
     width = max(1, math.ceil((xmax - xmin) / res))
     height = max(1, math.ceil((ymax - ymin) / res))
     return from_origin(xmin, ymax, res, res), width, height
 
 
-def write_fairness_raster(
-    result, path: str | Path, metric: str | None = None, max_size: int = MAX_RASTER_SIZE
-) -> Path:
-    """Write ``fairness_<metric>.tif``: each pixel holds its region's deviation from overall.
-
-    One float32 band per partitioning (band description ``<partitioning>: <metric> - overall``),
-    nodata -9999 outside the scenes and where a region's metric is undefined.
-
-    Args:
-        result: An evaluation or audit result.
-        path: The COG to write.
-        metric: The metric (default: the headline metric).
-        max_size: Longest side in pixels.
-
-    Returns:
-        ``path``.
-    """
-    from .partitions import region_ids
-
-    metric = metric or result.headline
+def _deviation_luts(result, metric: str, names: list[str]) -> dict[str, np.ndarray]:
+    """Per partitioning: region id + 1 -> deviation from overall (nodata where undefined)."""
     overall = result.metrics["overall"][metric]
-    transform, width, height = raster_grid(result, max_size)
-    foot = _scene_footprints(result)
-    names = list(result.tables)
     luts = {}
     for name in names:
         dev = result.tables[name][metric].to_numpy(dtype=np.float64) - (
@@ -181,6 +179,33 @@ def write_fairness_raster(
         )
         lut = np.concatenate([[RASTER_NODATA], np.where(np.isfinite(dev), dev, RASTER_NODATA)])
         luts[name] = lut.astype(np.float32)
+    return luts
+
+
+def _band_styles(result, names: list[str], luts: dict[str, np.ndarray]) -> dict[str, str]:
+    """Per partitioning: the deviation style of its band (the GeoPackage layer's classes)."""
+    return {
+        name: deviation_qml(luts[name][1:][luts[name][1:] != RASTER_NODATA], band=b + 1)
+        for b, name in enumerate(names)
+    }
+
+
+def _raster_tags(result, metric: str) -> dict[str, str]:
+    overall = result.metrics["overall"][metric]
+    return {
+        "metric": metric,
+        "overall": f"{overall}",
+        "meaning": f"deviation of the region's {metric} from the overall value (region - overall)",
+        "run": str(result.metrics.get("run")),
+        "split": str(result.metrics.get("split")),
+    }
+
+
+def _write_scene_raster(result, path: Path, grid_spec, foot, luts, names, metric, qml) -> dict:
+    """Write one scene's fairness COG window by window; returns its grid for the VRT."""
+    from .partitions import region_ids
+
+    transform, width, height = grid_spec
     with GeoTiffWriter(
         path,
         crs=result.study_crs,
@@ -191,31 +216,144 @@ def write_fairness_raster(
         dtype="float32",
         nodata=RASTER_NODATA,
         descriptions=[f"{n}: {metric} - overall" for n in names],
-        tags={
-            "metric": metric,
-            "overall": f"{overall}",
-            "meaning": f"deviation of the region's {metric} from the overall value (region - overall)",
-            "run": str(result.metrics.get("run")),
-            "split": str(result.metrics.get("split")),
-        },
+        tags=_raster_tags(result, metric),
+        qml=qml,
     ) as dst:
         for r0 in range(0, height, _WINDOW):
             for c0 in range(0, width, _WINDOW):
                 win = Window(c0, r0, min(_WINDOW, width - c0), min(_WINDOW, height - r0))
                 h, w = int(win.height), int(win.width)
                 wt = window_transform(win, transform)
-                inside = rasterize(
-                    ((g, 1) for g in foot), out_shape=(h, w), transform=wt, fill=0, dtype="uint8"
-                ).astype(bool)
+                inside = rasterize([(foot, 1)], out_shape=(h, w), transform=wt, fill=0)
                 block = np.full((len(names), h, w), RASTER_NODATA, np.float32)
                 if inside.any():
                     for b, name in enumerate(names):
                         rid = region_ids(result.partitionings[name], result.study_crs, wt, h, w)
-                        vals = luts[name][rid + 1]
-                        block[b] = np.where(inside, vals, RASTER_NODATA)
+                        block[b] = np.where(inside.astype(bool), luts[name][rid + 1], RASTER_NODATA)
                 dst.write(block, win)
-    log.info("wrote %s (%dx%d px, %d band(s))", path, width, height, len(names))
-    return Path(path)
+    return {"path": path, "transform": transform, "width": width, "height": height}
+
+
+def write_fairness_raster(
+    result, path: str | Path, metric: str | None = None, max_size: int = MAX_RASTER_SIZE
+) -> Path:
+    """Write ``fairness_<metric>.vrt`` over one fairness COG per scene.
+
+    Each pixel holds its region's deviation from overall: one float32 band per partitioning
+    (band description ``<partitioning>: <metric> - overall``), nodata -9999 outside the scene
+    and where a region's metric is undefined. Each scene's COG
+    (``fairness_<metric>/<scene>.tif``) is at the scene's resolution (see
+    :func:`scene_raster_grid`), so scenes far apart keep their detail; the VRT mosaics them.
+    Many scenes together are coarsened by one whole factor (:func:`budget_factor`).
+    Every raster has a default QGIS style showing the primary partitioning's band with the
+    GeoPackage's classes; ``fairness_<metric>.<partitioning>.qml`` styles each other band.
+
+    Args:
+        result: An evaluation or audit result.
+        path: The VRT to write (its folder gets the per-scene folder).
+        metric: The metric (default: the headline metric).
+        max_size: Longest side of each scene's raster in pixels.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    metric = metric or result.headline
+    names = list(result.tables)
+    luts = _deviation_luts(result, metric, names)
+    styles = _band_styles(result, names, luts)
+    qml = styles.get(result.primary, styles[names[0]])
+    folder = path.with_suffix("")
+    written = []
+    factor = budget_factor(result.scene_grids, max_size)
+    for g, foot in zip(result.scene_grids, _scene_footprints(result)):
+        spec = scene_raster_grid(g, foot, result.study_crs, max_size, factor)
+        tif = folder / f"{g['name']}.tif"
+        written.append(_write_scene_raster(result, tif, spec, foot, luts, names, metric, qml))
+    _remove_stale(folder, {w["path"].name for w in written})
+    write_sidecars(path, qml)
+    for name, band_qml in styles.items():
+        atomic_write_text(path.with_name(f"{path.stem}.{name}.qml"), band_qml)
+    write_vrt(path, written, result.study_crs, [f"{n}: {metric} - overall" for n in names])
+    log.info("wrote %s over %d scene raster(s) in %s/", path, len(written), folder.name)
+    return path
+
+
+def budget_factor(grids: list[dict[str, Any]], max_size: int = MAX_RASTER_SIZE) -> int:
+    """Whole factor keeping all scenes' fairness rasters within ``TOTAL_PIXELS_PER_SIDE``
+    squared times ``max_size`` squared pixels (many scenes: time and disk stay bounded).
+
+    Args:
+        grids: The scenes' grids (``width``, ``height``).
+        max_size: Longest side of one scene's raster.
+
+    Returns:
+        1 when the scenes fit at full resolution, else the factor to coarsen every scene by.
+    """
+    total = sum(int(g["width"]) * int(g["height"]) for g in grids)
+    budget = (TOTAL_PIXELS_PER_SIDE * max_size) ** 2
+    return max(1, math.ceil(math.sqrt(total / budget)))
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    """Remove scene rasters (and sidecars) of scenes no longer in the result."""
+    for f in folder.glob("*.tif"):
+        if f.name not in keep:
+            for p in [f, *sidecar_paths(f)]:
+                p.unlink(missing_ok=True)
+
+
+def write_vrt(
+    path: Path, sources: list[dict], crs: CRS, descriptions: list[str], nodata=RASTER_NODATA
+) -> Path:
+    """Write a VRT mosaic of float32 rasters in one CRS, at their finest resolution.
+
+    Args:
+        path: The VRT (sources are referenced relative to it).
+        sources: ``path``, ``transform``, ``width``, ``height`` of each north-up raster.
+        crs: Their CRS.
+        descriptions: One per band.
+        nodata: Their nodata value (the VRT's too; sources do not overwrite with it).
+
+    Returns:
+        ``path``.
+    """
+    res = min(abs(s["transform"].a) for s in sources)
+    xmin = min(s["transform"].c for s in sources)
+    ymax = max(s["transform"].f for s in sources)
+    xmax = max(s["transform"].c + s["transform"].a * s["width"] for s in sources)
+    ymin = min(s["transform"].f + s["transform"].e * s["height"] for s in sources)
+    width, height = max(1, round((xmax - xmin) / res)), max(1, round((ymax - ymin) / res))
+    bands = []
+    for b, desc in enumerate(descriptions, start=1):
+        srcs = "".join(_vrt_source(s, b, xmin, ymax, res, nodata) for s in sources)
+        bands.append(
+            f'<VRTRasterBand dataType="Float32" band="{b}"><Description>{escape(desc)}'
+            f"</Description><NoDataValue>{nodata!r}</NoDataValue>{srcs}</VRTRasterBand>"
+        )
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{escape(crs.to_wkt())}</SRS>"
+        f"<GeoTransform>{xmin!r}, {res!r}, 0.0, {ymax!r}, 0.0, {-res!r}</GeoTransform>"
+        f"{''.join(bands)}</VRTDataset>\n"
+    )
+    atomic_write_text(path, xml)
+    return path
+
+
+def _vrt_source(s: dict, band: int, xmin: float, ymax: float, res: float, nodata: float) -> str:
+    t = s["transform"]
+    rel = s["path"].relative_to(s["path"].parent.parent)
+    dst = (
+        f'xOff="{(t.c - xmin) / res!r}" yOff="{(ymax - t.f) / res!r}" '
+        f'xSize="{s["width"] * t.a / res!r}" ySize="{s["height"] * -t.e / res!r}"'
+    )
+    return (
+        f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(rel.as_posix())}'
+        f"</SourceFilename><SourceBand>{band}</SourceBand>"
+        f'<SrcRect xOff="0" yOff="0" xSize="{s["width"]}" ySize="{s["height"]}"/>'
+        f"<DstRect {dst}/><NODATA>{nodata!r}</NODATA></ComplexSource>"
+    )
 
 
 def _plot_frame(result) -> gpd.GeoDataFrame:
@@ -514,12 +652,13 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
 
 
 def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE) -> dict[str, Path]:
-    """Write ``fairness.gpkg``, ``fairness_<headline>.tif``, ``map.png`` and ``regions.png``.
+    """Write ``fairness.gpkg``, ``fairness_<headline>.vrt`` (over one COG per scene in
+    ``fairness_<headline>/``), ``map.png`` and ``regions.png``.
 
     Args:
         result: An evaluation or audit result.
         out_dir: The run's ``fairness/`` folder.
-        max_size: Longest side of the fairness raster in pixels.
+        max_size: Longest side of each scene's fairness raster in pixels.
 
     Returns:
         Output kind (``gpkg``, ``raster``, ``map``, ``regions``) -> path.
@@ -528,7 +667,7 @@ def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE) 
     out: dict[str, Any] = {}
     out["gpkg"] = write_fairness_gpkg(result, out_dir / "fairness.gpkg")
     out["raster"] = write_fairness_raster(
-        result, out_dir / f"fairness_{result.headline}.tif", max_size=max_size
+        result, out_dir / f"fairness_{result.headline}.vrt", max_size=max_size
     )
     out["map"] = plot_map(result, out_dir / "map.png")
     out["regions"] = plot_regions(result, out_dir / "regions.png")

@@ -1016,8 +1016,16 @@ def write_partitions(parts: Iterable[Partitioning], path: str | Path) -> None:
         gdf["region_id"] = gdf["region_id"].astype(np.int64)
         gdf["region"] = gdf["region"].astype(str)
         layers[part.name] = gdf
-    write_layers(layers, path)
+    write_layers(layers, path, {name: _crs_description(gdf.crs) for name, gdf in layers.items()})
     log.info("wrote %d partitionings to %s", len(layers), path)
+
+
+def _crs_description(crs: Any) -> str:
+    """A layer description recording the study CRS the partitioning was built in."""
+    crs = as_crs(crs)
+    op = crs.coordinate_operation
+    method = f", {op.method_name}" if op is not None else ""
+    return f"regions in the study CRS {crs_name(crs)}{method}"
 
 
 _GRID_NAME = re.compile(r"^grid_(\d+)x(\d+)$")

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from .constants import IGNORE_INDEX
 from .errors import InputError
 from .io import GeoTiffWriter, RasterInfo, hex_colormap, inspect_raster, invalid_mask, read_padded
+from .raster_style import paletted_qml, probability_qml, sidecar_paths
 from .settings import Settings, section_defaults
 
 log = logging.getLogger(__name__)
@@ -546,6 +547,17 @@ def _drain(strips: _Strips, emit: _Emitter, bar: tqdm, pool: ThreadPoolExecutor 
         pending.result()
 
 
+def _styles(job: _Job, bundle: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Default QGIS styles of the class raster (None without colours) and probability raster.
+
+    The probability style shows the positive class's band when every class has a band.
+    """
+    colors = bundle.get("colors")
+    cls_qml = paletted_qml(job.classes, colors) if job.colormap is not None else None
+    band = positive_class(bundle) + 1 if len(job.prob_desc) > 1 else 1
+    return cls_qml, probability_qml(band)
+
+
 def _run(
     job: _Job,
     forward: _Forward,
@@ -556,6 +568,7 @@ def _run(
 ) -> None:
     """Predict the scene strip by strip and write both rasters; ``counts`` gets class counts."""
     info, nc = job.info, len(job.classes)
+    cls_qml, prob_qml = _styles(job, bundle)
     common = dict(
         crs=info.crs, transform=info.transform, width=info.width, height=info.height, tags=job.tags
     )
@@ -573,6 +586,8 @@ def _run(
                 descriptions=["class"],
                 colormap=job.colormap,
                 categorical=True,
+                qml=cls_qml,
+                category_names=job.classes,
                 **common,
             )
         )
@@ -586,6 +601,7 @@ def _run(
                     nodata=PROB_NODATA,
                     descriptions=job.prob_desc,
                     categorical=False,
+                    qml=prob_qml,
                     **common,
                 )
             )
@@ -1101,13 +1117,17 @@ class _ResumeCache:
         keys = [self._key(o) for o in outs]
         if not all(k.exists() for k in keys):
             return False
-        for k, o in zip(keys, outs):
-            o.parent.mkdir(parents=True, exist_ok=True)
-            o.unlink(missing_ok=True)
-            try:
-                os.link(k, o)
-            except OSError:
-                shutil.copy2(k, o)
+        for key, out in zip(keys, outs):
+            pairs = [(key, out)] + [
+                (k, o) for k, o in zip(sidecar_paths(key), sidecar_paths(out)) if k.exists()
+            ]
+            for k, o in pairs[::-1]:  # sidecars first, as GeoTiffWriter publishes them
+                o.parent.mkdir(parents=True, exist_ok=True)
+                o.unlink(missing_ok=True)
+                try:
+                    os.link(k, o)
+                except OSError:
+                    shutil.copy2(k, o)
         return True
 
     def clear(self) -> None:

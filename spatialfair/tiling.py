@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_write_text, partial_path
 from .config import DatasetConfig
-from .crs import crs_string, study_crs
+from .crs import crs_string, raster_bounds, study_crs
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, invalid_mask
 from .settings import Settings
@@ -548,14 +548,7 @@ def _checked_pairs(ds: DatasetConfig) -> list[tuple[RasterInfo, RasterInfo, list
 
 def _index_crs(checked: list[tuple[RasterInfo, RasterInfo, list[int]]]) -> CRS:
     """The tile index's CRS for the checked scenes (logged when they are in several CRSs)."""
-    target = study_crs([img.crs for img, _, _ in checked])
-    if len({crs_string(img.crs) for img, _, _ in checked}) > 1:
-        log.info(
-            "scenes are in several CRSs; the tile index uses %s (bounds in each scene's "
-            "CRS are kept in xmin..ymax)",
-            crs_string(target),
-        )
-    return target
+    return study_crs([img.crs for img, _, _ in checked], [img.bounds for img, _, _ in checked])
 
 
 def _tile_into(
@@ -855,7 +848,13 @@ def gather_tiles(
     dirs = _part_dirs(ds, parts_dir)
     parts = _read_parts(ds, dirs, (size, overlap, float(min_valid_fraction)))
     crss = {s: CRS.from_user_input(p["scene"]["crs"]) for s, p in parts.items()}
-    target = study_crs(list(crss.values()))
+    target = study_crs(
+        list(crss.values()),
+        [
+            raster_bounds(p["scene"]["transform"], p["scene"]["width"], p["scene"]["height"])
+            for p in parts.values()
+        ],
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = []
     with staging() as staged:

@@ -38,6 +38,7 @@ from .constants import IGNORE_INDEX
 from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError, StateError
+from .export import training_pixel_size
 from .fairness import STRATEGIES, final_layer, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
@@ -1169,6 +1170,7 @@ class _Session:
                 val_metrics=best["metrics"],
                 region_names=plan.region_names,
                 partitioning=plan.partitioning,
+                pixel_size_m=training_pixel_size(plan.store.meta),
                 amp_dtype=self.amp_dtype,
                 seed=plan.seed,
                 split_column=plan.split_column,

@@ -82,7 +82,7 @@ def test_snippet_writes_georeferenced_results(snippet_run):
         "groupdro/fairness/metrics.json",
         "groupdro/fairness/by_region.csv",
         "groupdro/fairness/fairness.gpkg",
-        "groupdro/fairness/fairness_iou_water.tif",
+        "groupdro/fairness/fairness_iou_water.vrt",
         "groupdro/fairness/map.png",
     ):
         assert (base / path).is_file(), path
@@ -93,7 +93,7 @@ def test_snippet_writes_georeferenced_results(snippet_run):
         with rasterio.open(pred) as p, rasterio.open(image) as i:
             assert p.crs is not None and p.crs == i.crs and p.transform == i.transform
             assert set(np.unique(p.read(1))) <= {0, 1, 255}
-    with rasterio.open(base / "groupdro/fairness/fairness_iou_water.tif") as r:
+    with rasterio.open(base / "groupdro/fairness/fairness_iou_water.vrt") as r:
         assert r.crs is not None
 
 

@@ -143,7 +143,7 @@ def test_outputs_like_a_fairness_folder(planted):
         "metrics.json",
         "by_region.csv",
         "fairness.gpkg",
-        "fairness_iou_water.tif",
+        "fairness_iou_water.vrt",
         "map.png",
         "regions.png",
     ):
@@ -535,7 +535,7 @@ def test_workflow_audits_a_dataset_with_predictions_and_trains_nothing(tmp_path,
     assert sorted(p.name for p in out.iterdir()) == [
         "by_region.csv",
         "fairness.gpkg",
-        "fairness_iou_water.tif",
+        "fairness_iou_water.vrt",
         "map.png",
         "metrics.json",
         "regions.png",

@@ -48,10 +48,25 @@ def test_names_for_messages_and_store_strings():
     assert crs_string(local).startswith(("PROJCS", "PROJCRS"))  # no code: WKT
 
 
-def test_study_crs_is_the_shared_crs_else_wgs84():
+def test_study_crs_is_the_shared_crs_else_equal_area():
+    """Several CRSs: a Lambert azimuthal equal-area CRS centred on the scenes, or EPSG:6933
+    when they spread over more than LAEA_MAX_RADIUS_KM (or their bounds are unknown)."""
+    import pyproj
+
     utm, other = CRS.from_epsg(32633), CRS.from_epsg(32634)
     assert study_crs([utm, utm]) == utm
-    assert study_crs([utm, other]) == CRS.from_epsg(4326)
+    assert study_crs([utm, other]) == CRS.from_epsg(6933)  # no bounds given
+    # two 10-km scenes near 15 E and 21 E at about 45 N
+    box_a, box_b = (490000, 4980000, 500000, 4990000), (490000, 4980000, 500000, 4990000)
+    laea = pyproj.CRS(study_crs([utm, other], [box_a, box_b]).to_wkt())
+    assert laea.coordinate_operation.method_name == "Lambert Azimuthal Equal Area"
+    params = {p.name: p.value for p in laea.coordinate_operation.params}
+    assert params["Latitude of natural origin"] == pytest.approx(45.0, abs=0.2)
+    assert params["Longitude of natural origin"] == pytest.approx(18.0, abs=0.2)
+    # Europe and New Zealand: too far apart for one azimuthal projection
+    nz = CRS.from_epsg(32760)
+    far = study_crs([utm, nz], [box_a, (300000, 5000000, 310000, 5010000)])
+    assert far == CRS.from_epsg(6933)
 
 
 def test_reprojected_polygons_keep_their_edges_in_place():

@@ -332,6 +332,99 @@ def test_fairness_raster_georeferenced_with_region_deviation(evaluated):
     east = result.tables["regions"].set_index("region").loc["east", "deviation"]
     assert data[row, col] == pytest.approx(east, abs=1e-6)
     assert data[outside_row, outside_col] == RASTER_NODATA
+    # one COG per scene on the scene's own grid (pixel on pixel over its prediction)
+    for name, rows, cols, col0 in SCENES:
+        with rasterio.open(r["out"] / "fairness_iou_water" / f"{name}.tif") as src:
+            assert src.transform == from_origin(X0 + col0 * RES, Y0, RES, RES)
+            assert (src.height, src.width) == (rows, cols) and src.count == 4
+            assert src.crs.to_epsg() == 32633 and src.nodata == RASTER_NODATA
+            assert src.descriptions[0] == "regions: iou_water - overall"
+
+
+def test_fairness_rasters_have_default_qgis_styles(evaluated):
+    """Same-name .qml beside the VRT and each scene COG: the primary band with the GeoPackage's
+    classes; a .qml per partitioning for the other bands."""
+    r, result, paths = evaluated
+    qmls = [paths["raster"].with_suffix(".qml")] + [
+        r["out"] / "fairness_iou_water" / f"{n}.qml" for n, *_ in SCENES
+    ]
+    dev = result.tables["regions"]["deviation"]
+    for q in qmls:
+        root = ET.fromstring(q.read_text().split("\n", 1)[1])
+        ren = root.find("pipe/rasterrenderer")
+        assert ren.get("type") == "singlebandpseudocolor" and ren.get("band") == "1"
+        shader = ren.find("rastershader/colorrampshader")
+        assert shader.get("colorRampType") == "DISCRETE"
+        items = shader.findall("item")
+        assert len(items) == 7 and items[-1].get("value") == "inf"
+        assert float(shader.get("maximumValue")) >= dev.abs().max()
+    for b, name in enumerate(result.tables, start=1):
+        q = r["out"] / f"fairness_iou_water.{name}.qml"
+        assert f'band="{b}"' in q.read_text()
+
+
+def _far_result(study_crs: str):
+    """A minimal result with two 500-m scenes about 6,000 km apart, in two UTM zones."""
+    from types import SimpleNamespace
+
+    from rasterio.warp import transform_geom
+
+    scenes = [
+        ("europe", "EPSG:32633", 500000.0, 5800000.0),
+        ("india", "EPSG:32644", 400000.0, 2500000.0),
+    ]
+    grids, polys = [], []
+    for name, crs, x0, y0 in scenes:
+        grids.append(
+            {
+                "name": name,
+                "crs": crs,
+                "transform": list(from_origin(x0, y0, RES, RES)),
+                "width": 50,
+                "height": 40,
+            }
+        )
+        box = shapely.box(x0 - 1000, y0 - 1400, x0 + 1500, y0 + 1000)
+        polys.append(shapely.geometry.shape(transform_geom(crs, study_crs, box.__geo_interface__)))
+    regions = gpd.GeoDataFrame(
+        {"region_id": [0, 1], "region": ["eu", "in"]}, geometry=polys, crs=study_crs
+    )
+    table = pd.DataFrame({"region": ["eu", "in"], "iou_water": [0.5, 0.9]})
+    return SimpleNamespace(
+        tables={"regions": table},
+        partitionings={"regions": Partitioning("regions", "regions", regions)},
+        scene_grids=grids,
+        study_crs=rasterio.crs.CRS.from_user_input(study_crs),
+        metrics={"overall": {"iou_water": 0.7}, "run": "erm", "split": "test"},
+        primary="regions",
+        headline="iou_water",
+    )
+
+
+def test_fairness_raster_per_scene_for_scenes_far_apart(tmp_path):
+    """Scenes thousands of km apart: each gets its own raster at about its pixel size (not one
+    raster over the whole extent with km pixels), and the VRT reads the right values."""
+    from spatialfair.maps import write_fairness_raster
+
+    result = _far_result("EPSG:6933")
+    vrt = write_fairness_raster(result, tmp_path / "fairness_iou_water.vrt")
+    expected = {"europe": 0.5 - 0.7, "india": 0.9 - 0.7}
+    for g in result.scene_grids:
+        with rasterio.open(tmp_path / "fairness_iou_water" / f"{g['name']}.tif") as src:
+            assert src.crs == result.study_crs
+            # 10-m scene pixels stay metres-sized in the equal-area CRS (scale distortion < 2)
+            assert 5 < src.res[0] < 20 and src.res[0] == src.res[1]
+            assert max(src.width, src.height) < 200
+            data = src.read(1)
+            cx, cy = src.xy(src.height // 2, src.width // 2)
+            assert data[src.height // 2, src.width // 2] == pytest.approx(expected[g["name"]])
+            assert (data == RASTER_NODATA).any()  # corners outside the rotated footprint
+        with rasterio.open(vrt) as v:
+            assert v.crs == result.study_crs and v.res[0] < 20
+            row, col = v.index(cx, cy)
+            val = v.read(1, window=Window(col, row, 1, 1))[0, 0]
+            assert val == pytest.approx(expected[g["name"]])
+    assert (tmp_path / "fairness_iou_water.qml").exists()
 
 
 def test_pngs_written(evaluated):
@@ -445,3 +538,12 @@ def test_tiny_regions_are_the_ones_invisible_at_map_scale():
     )
     assert tiny_regions(tiled).tolist() == [False, False, True]
     assert tiny_regions(tiled.iloc[:0]).shape == (0,)
+
+
+def test_many_scenes_share_one_coarsening_factor():
+    from spatialfair.maps import budget_factor
+
+    chip = {"width": 512, "height": 512}
+    assert budget_factor([chip] * 10) == 1  # 2.6 M px: at the scenes' resolution
+    assert budget_factor([chip] * 446) == 3  # 117 M px > (4 x 1024)^2
+    assert budget_factor([chip] * 446, max_size=4096) == 1

@@ -814,3 +814,63 @@ def test_spad_with_fewer_steps_than_partitionings_visits_as_many(caplog):
         s = _spad_run(10, 5)
     assert len({p for _, p in s.history}) == 10 and s.warmup_steps == 0
     assert any("10 of the 24 partitionings" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------- several CRSs
+
+
+def test_scenes_in_two_utm_zones_get_equal_area_grids(tmp_path, caplog):
+    """Scenes in two UTM zones, 9 degrees of latitude apart: grids and k-means are built in a
+    Lambert azimuthal equal-area CRS centred on them (logged, recorded in the GeoPackage), so
+    the cells of a grid cover equal ground areas (geodesic, within 1 %); in EPSG:4326 degrees
+    the northern row would be over 10 % smaller than the southern one."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    scenes = {"south": ("EPSG:32632", 700000, 5000000), "north": ("EPSG:32633", 300000, 6000000)}
+    for name, (crs, x0, y0) in scenes.items():
+        t = from_origin(x0, y0, 200, 200)
+        image = rng.normal(-12.0, 2.0, (2, 64, 64)).astype("float32")
+        label = (rng.random((64, 64)) < 0.3).astype("uint8")
+        write_tif(tmp_path / "img" / f"{name}.tif", image, crs=crs, transform=t)
+        write_tif(tmp_path / "lab" / f"{name}.tif", label, crs=crs, transform=t, nodata=255)
+    config = validate_config(
+        {
+            "datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}},
+            "tiling": {"size": 32, "min_valid_fraction": 0.05},
+            # one cluster: each grid spans both scenes, 1,000 km apart
+            "partitions": {"grid_max": 3, "cluster_gap": 1e6},
+        }
+    )
+    ds = dataset_config(config, "d", base=tmp_path)
+    settings = Settings.from_config(config)
+    with caplog.at_level(logging.INFO, logger="spatialfair.crs"):
+        tile_dataset(ds, tmp_path / "tiles", settings=settings)
+    assert any("equal-area" in r.getMessage() for r in caplog.records)
+    out = tmp_path / "partitions.gpkg"
+    P.build_partitions(tmp_path / "tiles", out, dataset=ds, settings=settings)
+    geod = pyproj.Geod(ellps="WGS84")
+    layers = pyogrio.list_layers(out)[:, 0]
+    assert {"grid_2x2", "grid_3x3", "kmeans_4"} <= set(layers)
+    for name in layers:
+        gdf = gpd.read_file(out, layer=name)
+        op = pyproj.CRS(gdf.crs).coordinate_operation
+        assert op.method_name == "Lambert Azimuthal Equal Area", name
+        assert _description(out, name).endswith("Lambert Azimuthal Equal Area")
+    grid = gpd.read_file(out, layer="grid_3x3")
+    lonlat = grid.set_geometry(shapely.segmentize(grid.geometry.values, 100.0)).to_crs(4326)
+    areas = np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in lonlat.geometry])
+    assert len(areas) == 9 and areas.min() > 0
+    assert areas.max() / areas.min() - 1 < 0.01
+    lat = grid.geometry.centroid.to_crs(4326).y
+    assert lat.max() - lat.min() > 5  # the grid spans both scenes, far apart in latitude
+
+
+def _description(gpkg, layer):
+    import sqlite3
+
+    with sqlite3.connect(gpkg) as con:
+        (desc,) = con.execute(
+            "SELECT description FROM gpkg_contents WHERE table_name = ?", (layer,)
+        ).fetchone()
+    return desc

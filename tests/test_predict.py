@@ -408,6 +408,20 @@ def test_outputs_are_valid_cogs_with_styles(tmp_path):
         assert src.overviews(1) and src.block_shapes[0] == (256, 256)
         assert src.dtypes[0] == "float32" and src.descriptions == ("p_water",)
         assert src.crs == crs and src.transform == transform
+    # same-name QGIS styles, and GDAL category names of the classes
+    import xml.etree.ElementTree as ET
+
+    cls = ET.fromstring((tmp_path / "c.qml").read_text().split("\n", 1)[1])
+    ren = cls.find("pipe/rasterrenderer")
+    assert ren.get("type") == "paletted" and ren.get("band") == "1"
+    entries = [(e.get("value"), e.get("label"), e.get("color")) for e in ren.iter("paletteEntry")]
+    assert entries == [("0", "land", "#c8b48c"), ("1", "water", "#1f78b4")]
+    prob = ET.fromstring((tmp_path / "p.qml").read_text().split("\n", 1)[1])
+    ren = prob.find("pipe/rasterrenderer")
+    assert ren.get("type") == "singlebandpseudocolor"
+    assert (ren.get("classificationMin"), ren.get("classificationMax")) == ("0.0", "1.0")
+    aux = ET.parse(f"{tmp_path / 'c.tif'}.aux.xml").getroot()
+    assert [c.text for c in aux.iter("Category")] == ["land", "water"]
 
 
 # ----------------------------------------------------------------------------- validation

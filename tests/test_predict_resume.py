@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import rasterio
 import torch
@@ -46,8 +48,9 @@ def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatc
         predict_scenes_from_bundle(tmp_path / "model.pt", images, outs, **kw)
     except RuntimeError:
         pass
-    for o in outs:  # the workflow manager deletes a failed job's outputs
-        o.unlink(missing_ok=True)
+    for o in outs:  # the workflow manager deletes a failed job's outputs (and the user
+        o.unlink(missing_ok=True)  # their sidecars)
+        o.with_suffix(".qml").unlink(missing_ok=True)
     calls.clear()
     monkeypatch.setattr(predict_mod, "predict_scene", real)
     results = predict_scenes_from_bundle(tmp_path / "model.pt", images, outs, **kw)
@@ -63,6 +66,9 @@ def test_interrupted_batch_resumes_with_the_finished_scenes(tmp_path, monkeypatc
         with rasterio.open(o) as a, rasterio.open(tmp_path / f"ref{i}.tif") as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.crs == b.crs and a.transform == b.transform
+        # the reused scenes come back with their QGIS style and category names
+        assert o.with_suffix(".qml").read_text() == (tmp_path / f"ref{i}.qml").read_text()
+        assert Path(f"{o}.aux.xml").exists()
     assert reference[0] is not None
     assert not any((tmp_path / "resume").iterdir())  # cleared once the batch is done
 

@@ -2,7 +2,11 @@
 
 Needs a running SLURM with accounting (`sinfo`, `sacct`) and the executor plugin; CI starts a
 single-node cluster with `.ci/slurm/start.sh` (partitions `cpu` and `gpu`, account `default`).
-Elsewhere the tests skip and say why. The shipped profile is copied with only its partitions
+The tests submit jobs, so they never run against a cluster they merely find (an HPC login node
+answers `sinfo` too): they are opt-in through ``SPATIALFAIR_TEST_SLURM=1``, which `.ci/run`
+sets only after `.ci/slurm/start.sh` succeeded; without it, or where SLURM does not answer,
+they skip and say why. A training job asks for a GPU only where the GPU partition has GRES
+(`sinfo -o %G`); elsewhere the profile's `gpu: 1` is dropped and no job may request one. The shipped profile is copied with only its partitions
 and account filled in (plus the plugin's polling intervals, which only make the test quicker),
 the small flood demo runs through it, and its comparison.csv must equal a local run's. What
 each job asked sbatch for is read back from `sacct`.
@@ -39,8 +43,18 @@ def _run(cmd: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
+#: Opt-in: set (to 1) by .ci/run once .ci/slurm/start.sh has started the test cluster.
+OPT_IN = "SPATIALFAIR_TEST_SLURM"
+
+
 def slurm_problem() -> str | None:
     """Why SLURM cannot be used here, or None when it can."""
+    if os.environ.get(OPT_IN) != "1":
+        return (
+            f"{OPT_IN} is not 1: the slurm tests submit jobs and run only on the cluster that "
+            f".ci/slurm/start.sh started (.ci/run sets {OPT_IN}=1 after it succeeds; on "
+            "your own disposable test cluster, set it yourself)"
+        )
     if shutil.which("sinfo") is None or shutil.which("sacct") is None:
         return "SLURM is not installed (no sinfo/sacct); start one with `bash .ci/slurm/start.sh`"
     try:
@@ -71,15 +85,21 @@ def slurm() -> dict[str, str]:
     parts = _run(["sinfo", "-h", "-o", "%P"]).stdout.split()
     default = next((p.rstrip("*") for p in parts if p.endswith("*")), parts[0].rstrip("*"))
     names = {p.rstrip("*") for p in parts}
+    gpu = os.environ.get("SPATIALFAIR_SLURM_GPU_PARTITION", "gpu" if "gpu" in names else default)
     return {
         "cpu": os.environ.get(
             "SPATIALFAIR_SLURM_CPU_PARTITION", "cpu" if "cpu" in names else default
         ),
-        "gpu": os.environ.get(
-            "SPATIALFAIR_SLURM_GPU_PARTITION", "gpu" if "gpu" in names else default
-        ),
+        "gpu": gpu,
         "account": os.environ.get("SPATIALFAIR_SLURM_ACCOUNT", "default"),
+        "gres": has_gpu_gres(gpu),
     }
+
+
+def has_gpu_gres(partition: str) -> bool:
+    """Whether the partition's nodes offer GPUs as GRES (``sinfo -o %G``, e.g. ``gpu:2``)."""
+    out = _run(["sinfo", "-h", "-p", partition, "-o", "%G"]).stdout
+    return any(g.strip().startswith("gpu") for line in out.splitlines() for g in line.split(","))
 
 
 @pytest.fixture(autouse=True)
@@ -110,6 +130,9 @@ def filled_profile(slurm: dict[str, str], where: Path) -> Path:
     )
     shipped["set-resources"]["train"]["slurm_partition"] = slurm["gpu"]
     assert profile == shipped  # only partitions and account differ
+    if not slurm["gres"]:  # no GRES on the GPU partition: a GPU request would be refused
+        profile["set-resources"]["train"].pop("gpu", None)
+        profile["set-resources"]["train"].pop("gpu_model", None)
     # polling: the plugin waits 40 s before its first status check by default
     profile.update(
         {
@@ -190,7 +213,7 @@ def test_demo_through_the_shipped_slurm_profile(slurm, tmp_path):
             "cpu": "8",
             "mem": "32000M",
             "node": "1",
-            "gres/gpu": "1",
+            **({"gres/gpu": "1"} if slurm["gres"] else {}),
         }
     predict = [j for rule, js in by_rule.items() if rule.startswith("predict") for j in js]
     assert len(predict) == 2  # one batch of both scenes per strategy run

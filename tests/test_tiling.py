@@ -6,6 +6,7 @@ import json
 import logging
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import shapely
@@ -204,7 +205,7 @@ def test_chip_writer_writes_in_order_and_reports_errors(tmp_path):
 def test_study_crs():
     a, b = rasterio.crs.CRS.from_epsg(32632), rasterio.crs.CRS.from_epsg(32633)
     assert study_crs([a, a]) == a
-    assert study_crs([a, b]).to_epsg() == 4326
+    assert study_crs([a, b]).to_epsg() == 6933  # several CRSs, bounds unknown
 
 
 # --- tiling a dataset -------------------------------------------------------------------------
@@ -309,7 +310,7 @@ def test_footprints_match_windows(tmp_path, scene_ab):
         assert r.scene_crs == "EPSG:32633"
 
 
-def test_two_utm_zones_use_epsg4326(tmp_path):
+def test_two_utm_zones_use_an_equal_area_crs(tmp_path):
     img_a, lab_a = random_scene(3, 64, 64)
     img_b, lab_b = random_scene(4, 64, 96)
     ta, tb = from_origin(700000, 5000000, 20, 20), from_origin(300000, 5000000, 20, 20)
@@ -326,13 +327,15 @@ def test_two_utm_zones_use_epsg4326(tmp_path):
         settings=Settings.from_config({"tiling": dict(size=32, overlap=0, min_valid_fraction=0.0)}),
     )
     idx = store.index
-    assert idx.crs.to_epsg() == 4326 and store.meta["study_crs"] == "EPSG:4326"
+    laea = pyproj.CRS(store.meta["study_crs"])
+    assert laea.coordinate_operation.method_name == "Lambert Azimuthal Equal Area"
+    assert pyproj.CRS(idx.crs).equals(laea)
     assert store.meta["scenes"]["a"]["crs"] == "EPSG:32632"
     assert len(idx) == 4 + 6
     for r in idx.itertuples():
         zone = 32632 if r.scene == "a" else 32633
         assert r.scene_crs == f"EPSG:{zone}"
-        tr = Transformer.from_crs(zone, 4326, always_xy=True)
+        tr = Transformer.from_crs(zone, laea, always_xy=True)
         # every scene-CRS corner lies on the geographic footprint (densified edges)
         for x, y in [(r.xmin, r.ymin), (r.xmin, r.ymax), (r.xmax, r.ymin), (r.xmax, r.ymax)]:
             lon, lat = tr.transform(x, y)
@@ -340,9 +343,11 @@ def test_two_utm_zones_use_epsg4326(tmp_path):
         cx, cy = tr.transform((r.xmin + r.xmax) / 2, (r.ymin + r.ymax) / 2)
         assert r.geometry.contains(shapely.Point(cx, cy))
     # zone 32 scene is east of its central meridian, zone 33 scene west of 15E: close by
-    lon_a = idx[idx.scene == "a"].geometry.bounds.minx.mean()
-    lon_b = idx[idx.scene == "b"].geometry.bounds.minx.mean()
+    lonlat = idx.geometry.centroid.to_crs(4326)
+    lon_a, lon_b = lonlat[idx.scene == "a"].x.mean(), lonlat[idx.scene == "b"].x.mean()
     assert 11 < lon_a < 15 < lon_b + 3 and lon_b < 15
+    # tiles are 640-m squares on the ground: equal areas in the equal-area CRS
+    assert idx.geometry.area.to_numpy() == pytest.approx(640.0**2, rel=2e-3)
 
 
 def test_overlap_and_small_reads_give_identical_store(tmp_path):

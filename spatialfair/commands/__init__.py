@@ -26,7 +26,7 @@ SHARED_OPTIONS = {
     "--max-raster-size": dict(
         type=int,
         default=None,
-        help="longest side in pixels of fairness_<metric>.tif (default 1024)",
+        help="longest side in pixels of each scene's raster under fairness_<metric>/ (default 1024)",
     ),
 }
 

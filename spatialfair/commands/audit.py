@@ -10,7 +10,7 @@ from . import add_shared_arguments
 
 HELP = (
     "audit a map made anywhere against reference labels per region (metrics.json, "
-    "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png) with "
+    "by_region.csv, fairness.gpkg, fairness_<metric>.vrt, map.png, regions.png) with "
     "block-bootstrap confidence intervals"
 )
 log = logging.getLogger(__name__)

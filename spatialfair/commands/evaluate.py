@@ -9,7 +9,7 @@ from . import add_dataset_arguments, add_shared_arguments
 
 HELP = (
     "evaluate a run's predictions per region of every partitioning (metrics.json, "
-    "by_region.csv, fairness.gpkg, fairness_<metric>.tif, map.png, regions.png)"
+    "by_region.csv, fairness.gpkg, fairness_<metric>.vrt, map.png, regions.png)"
 )
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 # maps (GeoPackage with embedded QGIS styles, raster COG, PNGs), then all runs side by side.
 
 # One evaluate rule per dataset, because the raster map's file name carries the dataset's
-# headline metric (fairness_<metric>.tif) and all outputs of a rule must share its wildcards.
+# headline metric (fairness_<metric>.vrt) and all outputs of a rule must share its wildcards.
 
 
 if not REPLICATED:
