@@ -2,8 +2,12 @@
 
 For every dataset folder under the results root given: one Markdown table with, per strategy
 against ERM, the mean over seeds and 95 % interval of the overall headline metric and of the
-per-region difference, the paired changes against ERM with their intervals and Holm-adjusted
-p-values, and the verdict; then the regions whose interval of the mean deviation excludes 0.
+verdict's endpoint (``difference_fixed`` unless ``evaluation.primary`` declares another), the
+paired changes against ERM with their unadjusted 95 % intervals, the p-value the verdict used
+(the primary comparison's own, Holm-adjusted for the exploratory ones), the minimum
+detectable effect and the verdict; then the fixed region set (and the regions left out) and
+the regions whose interval of the mean deviation excludes 0. A comparison.csv written before
+the fixed set and the MDE existed gets the old table (the per-seed ``difference``).
 
     python bench/verdict_tables.py results-bench/demo-replicates
 """
@@ -24,32 +28,60 @@ def _f(value, digits: int = 3, sign: bool = False) -> str:
     return f"{float(value):+.{digits}f}" if sign else f"{float(value):.{digits}f}"
 
 
-def _ci(row: pd.Series, name: str, sign: bool = False) -> str:
+def _ci(
+    row: pd.Series, name: str, sign: bool = False, lo: str = "ci_low", hi: str = "ci_high"
+) -> str:
     return (
         f"{_f(row[f'{name}_mean'], sign=sign)} "
-        f"[{_f(row[f'{name}_ci_low'], sign=sign)}, {_f(row[f'{name}_ci_high'], sign=sign)}]"
+        f"[{_f(row[f'{name}_{lo}'], sign=sign)}, {_f(row[f'{name}_{hi}'], sign=sign)}]"
     )
+
+
+def _p(row: pd.Series, endpoint: str) -> str:
+    """The p-value the verdict used: the primary comparison's own, else Holm's."""
+    if row.get("hypothesis") == "primary":
+        return f"{_f(row[f'delta_{endpoint}_p'])} (primary)"
+    return _f(row[f"delta_{endpoint}_p_holm"])
 
 
 def verdict_table(comparison: pd.DataFrame) -> str:
     """One Markdown row per verdict row of comparison.csv."""
+    new = "endpoint" in comparison.columns
+    ep = str(comparison["endpoint"].iloc[0]) if new else "difference"
+    lo, hi = ("ci_low_unadj", "ci_high_unadj") if new else ("ci_low", "ci_high")
     lines = [
-        "| run | seeds | overall | difference | Δ overall vs ERM | Δ difference vs ERM | "
-        "Holm p (difference) | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| run | seeds | overall | {ep} | Δ overall vs ERM | Δ {ep} vs ERM | "
+        f"p ({ep}) | MDE | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for _, r in comparison.iterrows():
         if r.get("role") == "sweep":
             continue
         base = r["run"] == "erm" or r.get("role") == "baseline"
         verdict = "baseline" if base else str(r["verdict"]).split(" (")[0]
+        cells = [
+            "" if base else _ci(r, "delta_overall", True, lo, hi),
+            "" if base else _ci(r, f"delta_{ep}", True, lo, hi),
+            "" if base else _p(r, ep),
+            "" if base or not new else _f(r["mde"]),
+        ]
         lines.append(
-            f"| {r['run']} | {int(r['n_seeds'])} | {_ci(r, 'overall')} | {_ci(r, 'difference')} | "
-            f"{'' if base else _ci(r, 'delta_overall', True)} | "
-            f"{'' if base else _ci(r, 'delta_difference', True)} | "
-            f"{'' if base else _f(r['delta_difference_p_holm'])} | {verdict} |"
+            f"| {r['run']} | {int(r['n_seeds'])} | {_ci(r, 'overall')} | {_ci(r, ep)} | "
+            + " | ".join(cells)
+            + f" | {verdict} |"
         )
     return "\n".join(lines)
+
+
+def fixed_lines(comparison: pd.DataFrame) -> str:
+    """The fixed region set of the endpoints and the regions left out, with why."""
+    if "fixed_regions" not in comparison.columns:
+        return ""
+    first = comparison.iloc[0]
+    kept, left = first["fixed_regions"], first["fixed_left_out"]
+    kept = kept if isinstance(kept, str) and kept else "not recorded"
+    left = left if isinstance(left, str) and left else "none"
+    return f"Fixed region set: {kept}. Left out: {left}.\n"
 
 
 def region_lines(dataset_dir: Path, runs: list[str]) -> str:
@@ -83,6 +115,11 @@ def main() -> None:
             f"'{comparison['partitioning'].iloc[0]}', test {comparison['test'].iloc[0]})\n"
         )
         print(verdict_table(comparison))
+        print(
+            "\nΔ: mean paired change with its unadjusted 95 % interval; MDE: minimum "
+            "detectable effect at 80 % power (docs/verdicts.md).\n"
+        )
+        print(fixed_lines(comparison))
         print(f"\nRegions whose 95 % interval of the mean {metric} deviation excludes 0:\n")
         print(region_lines(csv.parent, comparison["run"].tolist()))
         print()

@@ -512,6 +512,8 @@ class BalancedSampler(Sampler[int]):
     Args:
         groups: The region of every tile.
         power: Balancing power (1 = regions equally likely, 0 = tiles equally likely).
+        weights: Explicit per-tile weights (non-negative, one per tile); replace ``groups``
+            and ``power`` (a strategy's own balancing, e.g. by labelled pixels).
         seed: The training seed.
         rank: This process's rank.
         world_size: Number of processes.
@@ -530,6 +532,7 @@ class BalancedSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         num_samples: int | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         groups = np.asarray(groups, dtype=np.int64)
         if groups.size == 0:
@@ -537,13 +540,17 @@ class BalancedSampler(Sampler[int]):
                 "BalancedSampler: no tiles to draw from; check that the split "
                 "has training tiles (`spatialfair split`)"
             )
-        ok = groups >= 0
-        weights = np.zeros(groups.size)
-        if ok.any():
-            _, inverse, counts = np.unique(groups[ok], return_inverse=True, return_counts=True)
-            weights[ok] = counts[inverse].astype(np.float64) ** -float(power)
-        else:
-            weights[:] = 1.0
+        if weights is None:
+            ok = groups >= 0
+            weights = np.zeros(groups.size)
+            if ok.any():
+                _, inverse, counts = np.unique(groups[ok], return_inverse=True, return_counts=True)
+                weights[ok] = counts[inverse].astype(np.float64) ** -float(power)
+            else:
+                weights[:] = 1.0
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != groups.shape or not (weights >= 0).all() or weights.sum() <= 0:
+            raise ValueError("BalancedSampler: weights must be non-negative, one per tile")
         self.p = weights / weights.sum()
         self.seed, self.rank, self.world_size, self.epoch = int(seed), rank, world_size, 0
         total = int(num_samples or groups.size)
@@ -580,6 +587,7 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     balanced: float | None = None,
+    sample_weights: np.ndarray | None = None,
 ) -> DataLoader:
     """DataLoader for training (shuffled by ``(seed, epoch)``) or evaluation (in order).
 
@@ -599,18 +607,28 @@ def make_loader(
         world_size: Number of processes.
         balanced: Draw training tiles with :class:`BalancedSampler` over the dataset's
             ``tile_region`` with this power (1 = every region equally likely).
+        sample_weights: Draw training tiles with :class:`BalancedSampler` with these per-tile
+            weights (a strategy's sampler); takes precedence over ``balanced``.
 
     Returns:
         The DataLoader.
     """
-    if train and balanced is not None:
+    if train and sample_weights is not None:
+        sampler: Sampler[int] = BalancedSampler(
+            np.zeros(len(dataset), np.int64),
+            weights=sample_weights,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+    elif train and balanced is not None:
         if dataset.tile_region is None:
             raise InputError(
                 dataset.store.index_path,
                 f"no column region__{dataset.partitioning} for region-balanced sampling",
                 "run `spatialfair partition` and `split`",
             )
-        sampler: Sampler[int] = BalancedSampler(
+        sampler = BalancedSampler(
             dataset.tile_region, power=balanced, seed=seed, rank=rank, world_size=world_size
         )
     elif train:

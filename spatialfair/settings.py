@@ -84,6 +84,7 @@ class TrainingSettings:
     augment: bool
     partitioning: str
     deterministic: bool
+    selection: str
     selection_min_region_pixels: int
     selection_min_class_pixels: int
 
@@ -99,6 +100,31 @@ class PredictionSettings:
 
 
 @dataclass(frozen=True)
+class PrimarySettings:
+    """``evaluation.primary``: the one comparison declared in advance, tested at alpha alone."""
+
+    strategy: str
+    endpoint: str
+    region: str | None
+    partitioning: str
+
+    @classmethod
+    def from_block(cls, block: Mapping[str, Any]) -> PrimarySettings:
+        """The settings of a config's ``evaluation.primary`` block, schema defaults filled in.
+
+        Args:
+            block: The block (validated or not).
+
+        Returns:
+            The settings; ``region`` is None when not given.
+        """
+        spec = load_schema()["properties"]["evaluation"]["properties"]["primary"]["properties"]
+        defaults = {k: v["default"] for k, v in spec.items() if "default" in v}
+        values = {"region": None, **defaults, **dict(block)}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class EvaluationSettings:
     """``evaluation``: which split is scored, region thresholds and significance tests."""
 
@@ -110,6 +136,12 @@ class EvaluationSettings:
     significance_unit: str
     n_simulations: int
     alpha: float
+    primary: PrimarySettings | None
+
+    def __post_init__(self) -> None:
+        # A config block (a dict) becomes PrimarySettings; None means no primary comparison.
+        if isinstance(self.primary, Mapping):
+            object.__setattr__(self, "primary", PrimarySettings.from_block(self.primary))
 
 
 #: Config section name -> its settings class.
@@ -226,6 +258,7 @@ __all__ = [
     "EvaluationSettings",
     "ModelSettings",
     "PartitionSettings",
+    "PrimarySettings",
     "PredictionSettings",
     "ReplicateSettings",
     "Settings",

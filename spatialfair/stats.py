@@ -25,6 +25,8 @@ MAX_EXACT = 16
 N_RESAMPLES = 100_000
 #: Level of every confidence interval over seeds (comparison and replicate tables).
 CONFIDENCE = 0.95
+#: Power at which :func:`mde` reports the minimum detectable effect.
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Paired:
     ci_low: float
     ci_high: float
     p: float
+    sd: float = math.nan
 
 
 def _finite(x: Sequence[float]) -> np.ndarray:
@@ -180,7 +183,53 @@ def paired(
         raise ValueError(f"paired values need equal lengths, got {a.shape} and {b.shape}")
     d = (a - b)[np.isfinite(a) & np.isfinite(b)]
     mean, low, high = t_interval(d, level)
-    return Paired(len(d), mean, low, high, paired_test(d, test))
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
+    return Paired(len(d), mean, low, high, paired_test(d, test), sd)
+
+
+def mde(sd: float, n: int, alpha: float, *, test: str = "t", power: float = POWER) -> float:
+    """Minimum detectable effect of a two-sided paired test at ``power``.
+
+    MDE = (t(1 - alpha/2, n-1) + t(power, n-1)) * sd / sqrt(n): the smallest true mean change
+    that the test at level ``alpha`` would find with probability ``power`` (normal-theory
+    approximation, sd taken as known). Why: "no evidence" means little unless one knows what
+    the design could have found. Pass the level the test is actually judged at (alpha / m at
+    Holm's first step of m comparisons).
+
+    Args:
+        sd: Standard deviation of the paired differences (n - 1 denominator).
+        n: Number of pairs.
+        alpha: Level of the test (already divided by any multiple-testing correction).
+        test: ``"t"`` or ``"signflip"``; the sign-flip test's smallest p is 2^(1-n), and
+            when that is not below ``alpha`` no effect is detectable (``inf``).
+        power: Probability of detection.
+
+    Returns:
+        The MDE in the units of ``sd``; ``inf`` when no verdict is possible; NaN below two
+        pairs or without a finite sd.
+    """
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    if min_p(n, test) >= alpha:
+        return math.inf
+    q = _sps.t.ppf(1 - alpha / 2, n - 1) + _sps.t.ppf(power, n - 1)
+    return float(q * sd / math.sqrt(n))
+
+
+def signflip_seeds_needed(m: int, alpha: float) -> int:
+    """Fewest pairs with which the sign-flip test can reach p < alpha / m (m * 2^(1-n) < alpha).
+
+    Args:
+        m: Comparisons at Holm's (Bonferroni's) first step; 1 for a lone primary test.
+        alpha: Family-wise error rate.
+
+    Returns:
+        The smallest n with ``m * 2**(1 - n) < alpha``.
+    """
+    n = 2
+    while m * 2.0 ** (1 - n) >= alpha:
+        n += 1
+    return n
 
 
 def holm(p: Sequence[float]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The training loop: one strategy on one dataset's tile store, to a self-contained ``model.pt``.
 
 :func:`train` checks its inputs, then trains with AdamW, a one-cycle schedule and a fairness
-strategy, keeps the epoch with the best overall + worst-region validation score, checkpoints
+strategy, keeps the epoch with the best validation score (``training.selection``: overall, or
+overall + worst region), checkpoints
 every epoch (``resume`` reaches the same weights) and writes the model bundle. Under
 ``torchrun`` it trains with DistributedDataParallel. Details: docs/training.md.
 """
@@ -9,7 +10,6 @@ every epoch (``resume`` reaches the same weights) and writes the model bundle. U
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import json
 import logging
@@ -38,10 +38,10 @@ from .constants import IGNORE_INDEX
 from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError, StateError
-from .fairness import STRATEGIES, make_strategy
+from .fairness import STRATEGIES, final_layer, make_strategy
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
-from .settings import Settings
+from .settings import Settings, section_defaults
 from .store import TileStore
 
 log = logging.getLogger(__name__)
@@ -50,9 +50,6 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 LOG = "train_log.csv"
 CHECKPOINT_FORMAT = "spatialfair-checkpoint/1"
-
-#: Default multi-scale partitionings of the SPAD strategy: the r x c grids ("Fairness by Where").
-SPAD_PARTITIONINGS = "grid_*"
 
 
 def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.device:
@@ -213,17 +210,32 @@ def evaluate(
     return total.cpu().numpy().astype(np.int64)
 
 
-def selection_score(overall: float, worst: float) -> float:
-    """The model-selection criterion: overall + worst-region headline metric.
+#: Model-selection rules (``training.selection``): what the kept epoch maximises.
+SELECTION_RULES = ("overall", "worst_region")
+
+
+def selection_score(overall: float, worst: float, rule: str) -> float:
+    """The model-selection criterion of ``rule``.
+
+    ``overall`` is the overall headline metric alone (a plain baseline: the region split
+    plays no part in choosing the epoch); ``worst_region`` adds the worst region's metric.
 
     Args:
         overall: The overall headline metric.
         worst: The worst region's headline metric.
+        rule: One of :data:`SELECTION_RULES`.
 
     Returns:
-        Their sum; -inf when either is NaN.
+        The score; -inf when it is NaN.
+
+    Raises:
+        InputError: Unknown rule.
     """
-    value = overall + worst
+    if rule not in SELECTION_RULES:
+        raise InputError(
+            "config: training.selection", f"unknown rule {rule!r}", f"use {SELECTION_RULES}"
+        )
+    value = overall if rule == "overall" else overall + worst
     return value if math.isfinite(value) else -math.inf
 
 
@@ -234,6 +246,7 @@ def summarize_validation(
     region_names: list[str],
     min_pixels: int,
     min_class_pixels: int = 1,
+    selection: str | None = None,
 ) -> dict[str, Any]:
     """Overall and per-region validation metrics from confusion matrices.
 
@@ -244,6 +257,8 @@ def summarize_validation(
         region_names: The K region names.
         min_pixels: Labelled pixels a region needs to be the worst region.
         min_class_pixels: Pixels of the metric's class a region needs, for class metrics.
+        selection: The selection rule of ``score`` (None: the schema's
+            ``training.selection`` default).
 
     Returns:
         ``overall`` (every metric), ``headline``, ``by_region``, ``worst``, ``worst_region``,
@@ -281,7 +296,11 @@ def summarize_validation(
         "worst": worst,
         "worst_region": worst_name,
         "difference": difference,
-        "score": selection_score(overall[headline], worst),
+        "score": selection_score(
+            overall[headline],
+            worst,
+            section_defaults("training")["selection"] if selection is None else selection,
+        ),
     }
 
 
@@ -366,7 +385,7 @@ class _Plan:
         self._regions(run)
         opts = dict(run.options)
         self.strength = opts.pop("strength", None)
-        self._spad_partitionings(run, opts.pop("partitionings", SPAD_PARTITIONINGS))
+        self._tile_partitionings(run, opts)
         self.region_class_counts = None
         if opts.get("groups") == "region_class":
             self.region_class_counts = region_pixel_counts(
@@ -382,6 +401,7 @@ class _Plan:
         self.ds = ds
         self.min_pixels = int(self.tcfg.selection_min_region_pixels)
         self.min_class_pixels = int(self.tcfg.selection_min_class_pixels)
+        self.selection = str(self.tcfg.selection)
 
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
@@ -465,21 +485,12 @@ class _Plan:
                 run.strategy,
             )
 
-    def _spad_partitionings(self, run: StrategyRun, pattern: str | list[str]) -> None:
-        self.tile_partitionings: list[str] = []
-        self.partition_sizes: list[int] = []
-        if run.strategy != "spad":
-            return
+    def _tile_partitionings(self, run: StrategyRun, opts: dict[str, Any]) -> None:
+        """The partitionings whose tile regions the strategy reads, and their sizes."""
         have = [c[8:] for c in self.table.columns if c.startswith("region__")]
-        pats = [pattern] if isinstance(pattern, str) else list(pattern)
-        chosen = [p for p in have if any(fnmatch.fnmatch(p, q) for q in pats)]
-        if not chosen:
-            raise InputError(
-                f"config: strategies.{run.name}.partitionings",
-                f"no partitioning matches {pats} in the tile index",
-                f"use names or patterns from {have}",
-            )
-        self.tile_partitionings = chosen
+        chosen = STRATEGIES[run.strategy].tile_partitionings(opts, have, self.partitioning)
+        self.tile_partitionings: list[str] = list(chosen)
+        self.partition_sizes: list[int] = []
         for p in chosen:
             pn = _partition_names(self.partitions, p)
             self.partition_sizes.append(
@@ -514,46 +525,6 @@ def one_cycle_scheduler(
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=total, pct_start=pct, anneal_strategy="cos"
     )
-
-
-def final_layer(model: nn.Module) -> nn.Module:
-    """The network's final classifier layer.
-
-    Args:
-        model: The network.
-
-    Returns:
-        ``model.head`` (the built-in U-Net), else the last ``Conv2d`` in module order (an smp
-        model's segmentation head).
-
-    Raises:
-        ValueError: If the network has no ``Conv2d`` layer.
-    """
-    model = unwrap(model)
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Module):
-        return head
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no Conv2d layer to retrain")
-    return convs[-1]
-
-
-def freeze_all_but_final_layer(model: nn.Module) -> list[nn.Parameter]:
-    """Set ``requires_grad`` False everywhere except the final layer.
-
-    Args:
-        model: The network.
-
-    Returns:
-        The final layer's parameters (what the optimiser updates).
-    """
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = list(final_layer(model).parameters())
-    for p in params:
-        p.requires_grad_(True)
-    return params
 
 
 def train(
@@ -660,7 +631,7 @@ def tile_errors(
     autocast: Callable[[], ContextManager] | None = None,
     reduce: Reducer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Misclassified and labelled pixels per tile, summed over ranks (JTT's error set).
+    """Misclassified and labelled pixels per tile, summed over ranks (for a strategy's phases).
 
     Args:
         model: The network.
@@ -696,15 +667,39 @@ def _no_selection() -> dict[str, Any]:
     return {"score": -math.inf, "epoch": 0, "state": None, "metrics": None}
 
 
+class _View:
+    """What a strategy may do to the session when one of its phases starts (``SessionView``)."""
+
+    def __init__(self, session: _Session) -> None:
+        self._s = session
+        self.model = session.model
+
+    def restore_initial(self) -> None:
+        """Load the network's initial weights."""
+        self._s.model.load_state_dict(self._s.init_state)
+
+    def restore_best(self) -> None:
+        """Load the weights kept by model selection so far (if any)."""
+        if self._s.best["state"] is not None:
+            self._s.model.load_state_dict(self._s.best["state"])
+
+    def reset_selection(self) -> None:
+        """Selection restarts: no epoch is kept yet."""
+        self._s.best = _no_selection()
+
+    def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, misclassified pixels, labelled pixels) of every training tile."""
+        return self._s.training_tile_errors()
+
+
 class _Session:
     """One training run: data, model, strategy, and the state a checkpoint carries.
 
-    A strategy declares its phases (``Strategy.phases``): ``train`` (ordinary training, model
-    selection), ``identify`` (JTT's first ERM pass; afterwards the error set is marked and the
-    network restarts from its initial weights) and ``head`` (DFR: the kept model's final layer
-    retrained on region-balanced tiles, body frozen; selection restarts among these epochs).
-    Epochs are numbered across phases; a phase's one-off transition runs when the phase is
-    entered, also after a resume, so resumed and uninterrupted runs stay identical.
+    The strategy owns its phases (``Strategy.phases``) and what happens in them: which
+    parameters train, the sampler, whether epochs are selected, and a one-off transition
+    (``Strategy.on_phase_start``, given a :class:`_View` of this session). Epochs are numbered
+    across phases; a phase's transition runs when the phase is entered, also after a resume,
+    so resumed and uninterrupted runs stay identical.
     """
 
     def __init__(self, plan: _Plan, out_dir: Path, device: torch.device, ctx: DistContext) -> None:
@@ -773,7 +768,7 @@ class _Session:
         self.phases = self.strategy.phases(self.epochs)
         self.total = sum(n for _, n in self.phases)
 
-    def _loader(self, balanced: float | None):
+    def _loader(self, weights: np.ndarray | None):
         return make_loader(
             self.train_ds,
             self.batch,
@@ -783,7 +778,7 @@ class _Session:
             device=self.device,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
-            balanced=balanced,
+            sample_weights=weights,
         )
 
     def _strategy(self):
@@ -822,13 +817,11 @@ class _Session:
         return len(self.phases) - 1, begin - self.phases[-1][1]
 
     def _enter_phase(self, index: int, fresh: bool) -> None:
-        """Set up phase ``index``; ``fresh``: run its one-off transition first."""
+        """Set up phase ``index``; ``fresh``: let the strategy run its transition first."""
         kind, n = self.phases[index]
         if fresh and index > 0:
-            self._transition(kind)
-        params = list(self.model.parameters())
-        if kind == "head":
-            params = freeze_all_but_final_layer(self.model)
+            self.strategy.on_phase_start(kind, _View(self))
+        params = self.strategy.trainable_parameters(kind, self.model)
         self.kind, self.phase_begin = kind, sum(m for _, m in self.phases[:index])
         self.ddp_model = self.model
         if self.ctx.distributed:
@@ -840,42 +833,28 @@ class _Session:
             params, lr=lr, weight_decay=float(self.plan.tcfg.weight_decay)
         )
         self.scheduler = one_cycle_scheduler(self.optimizer, lr, n * self.steps_per_epoch)
-        balanced = None
-        if kind == "head":
-            balanced = 1.0
-        elif kind == "train" and self.strategy.sampler == "balanced":
-            balanced = self.strategy.sampler_power()
-        self.train_loader = self._loader(balanced)
+        self.train_loader = self._loader(self.strategy.sampler_weights(kind, self.train_ds))
 
-    def _transition(self, kind: str) -> None:
-        if kind == "train":  # after JTT's identification pass
-            plan = self.plan
-            ds = TileDataset(
-                plan.store,
-                "train",
-                plan.partitioning,
-                norm=self.norm,
-                split_column=plan.split_column,
-            )
-            loader = make_loader(
-                ds,
-                self.batch,
-                train=False,
-                num_workers=self.workers,
-                device=self.device,
-                rank=self.ctx.rank,
-                world_size=self.ctx.world_size,
-            )
-            ids = torch.from_numpy(ds.tile_ids.copy())
-            errors, counts = tile_errors(
-                self.model, loader, ids, self.device, self.autocast, self.reduce
-            )
-            self.strategy.mark_errors(ids, errors, counts)
-            self.model.load_state_dict(self.init_state)
-        elif kind == "head":  # DFR: the kept ERM model's features, a new selection
-            if self.best["state"] is not None:
-                self.model.load_state_dict(self.best["state"])
-            self.best = _no_selection()
+    def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, misclassified pixels, labelled pixels) of every training tile, unaugmented."""
+        plan = self.plan
+        ds = TileDataset(
+            plan.store, "train", plan.partitioning, norm=self.norm, split_column=plan.split_column
+        )
+        loader = make_loader(
+            ds,
+            self.batch,
+            train=False,
+            num_workers=self.workers,
+            device=self.device,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
+        ids = torch.from_numpy(ds.tile_ids.copy())
+        errors, counts = tile_errors(
+            self.model, loader, ids, self.device, self.autocast, self.reduce
+        )
+        return ids, errors, counts
 
     # ------------------------------------------------------------------ loop
     def run(self, resume: bool, stop_after_epoch: int | None) -> Path:
@@ -975,11 +954,11 @@ class _Session:
 
     def _epoch(self, epoch: int) -> None:
         t0, ctx, name = time.perf_counter(), self.ctx, self.plan.run.name
-        # data order and augmentation follow the epoch within the phase: JTT's second pass
-        # sees its data as ERM would (with no tile up-weighted it reproduces ERM)
+        # data order and augmentation follow the epoch within the phase: a phase that
+        # restarts from the initial weights sees its data as ERM would
         self.train_loader.sampler.set_epoch(epoch - self.phase_begin)
         self.train_ds.set_epoch(epoch - self.phase_begin)
-        if self.kind == "head":
+        if self.strategy.frozen_body(self.kind):
             self.ddp_model.eval()  # frozen body: normalisation layers as at inference
         else:
             self.ddp_model.train()
@@ -1013,7 +992,13 @@ class _Session:
             self.reduce,
         )
         val = summarize_validation(
-            conf, ds.classes, headline, plan.region_names, plan.min_pixels, plan.min_class_pixels
+            conf,
+            ds.classes,
+            headline,
+            plan.region_names,
+            plan.min_pixels,
+            plan.min_class_pixels,
+            plan.selection,
         )
         row = {
             "epoch": epoch + 1,
@@ -1025,6 +1010,7 @@ class _Session:
             f"val_worst_{headline}": val["worst"],
             "val_difference": val["difference"],
             "score": val["score"],
+            "selection": plan.selection,
             "seconds": round(time.perf_counter() - t0, 2),
         }
         row.update(
@@ -1053,7 +1039,7 @@ class _Session:
 
     def _select(self, epoch: int, val: Mapping[str, Any], headline: str) -> None:
         """Keep this epoch's weights when its validation score beats the best so far."""
-        if self.kind == "identify" or not val["score"] > self.best["score"]:
+        if not self.strategy.selects(self.kind) or not val["score"] > self.best["score"]:
             return
         self.best = {
             "score": val["score"],
@@ -1133,11 +1119,13 @@ class _Session:
                 amp_dtype=self.amp_dtype,
                 seed=plan.seed,
                 split_column=plan.split_column,
+                selection=plan.selection,
             )
             log.info(
-                "%s: kept epoch %d (score %.4f) -> %s",
+                "%s: kept epoch %d (%s score %.4f) -> %s",
                 run.name,
                 best["epoch"],
+                plan.selection,
                 best["score"],
                 model_path,
             )

@@ -9,7 +9,17 @@ import pytest
 from scipy import stats as sps
 
 from spatialfair.errors import InputError
-from spatialfair.stats import holm, min_p, paired, paired_test, sign_flip_p, t_interval, t_test_p
+from spatialfair.stats import (
+    holm,
+    mde,
+    min_p,
+    paired,
+    paired_test,
+    sign_flip_p,
+    signflip_seeds_needed,
+    t_interval,
+    t_test_p,
+)
 
 
 def test_sign_flip_exact_hand_computed():
@@ -69,3 +79,33 @@ def test_holm_hand_computed():
 def test_min_p():
     assert min_p(6) == 1 / 32 < 0.05 <= min_p(5) and min_p(5, "t") == 0.0
     assert math.isnan(min_p(1))
+
+
+def test_mde_hand_computed():
+    # t(0.99, 4) = 3.7469 and t(0.80, 4) = 0.9410 (tables): m = 2.5 comparisons at alpha 0.05
+    # give alpha' = 0.02, so MDE = (3.7469 + 0.9410) * 0.3 / sqrt(5) = 0.6290
+    assert mde(0.3, 5, 0.02) == pytest.approx((3.7469 + 0.9410) * 0.3 / math.sqrt(5), abs=1e-4)
+    # the demo-flood design: sd 0.3, 5 seeds, Holm over 8: above ERM's whole gap of 0.73
+    assert mde(0.3, 5, 0.05 / 8) > 0.73
+    # t(0.975, 19) = 2.0930, t(0.8, 19) = 0.8610: 20 seeds, primary at 0.05
+    assert mde(0.3, 20, 0.05) == pytest.approx(2.9540 * 0.3 / math.sqrt(20), abs=1e-4)
+    assert mde(0.0, 5, 0.05) == 0.0 and math.isnan(mde(0.3, 1, 0.05))
+    assert math.isnan(mde(math.nan, 5, 0.05))
+
+
+def test_mde_sign_flip_impossible_and_seeds_needed():
+    # 2^(1-5) = 0.0625 >= 0.05: no effect is detectable; with 6 seeds one is
+    assert mde(0.1, 5, 0.05, test="signflip") == math.inf
+    assert math.isfinite(mde(0.1, 6, 0.05, test="signflip"))
+    # Holm's first step over 8: 8 * 2^(1-8) = 0.0625 >= 0.05, 9 seeds: 0.031
+    assert mde(0.1, 8, 0.05 / 8, test="signflip") == math.inf
+    assert math.isfinite(mde(0.1, 9, 0.05 / 8, test="signflip"))
+    # the table of docs/verdicts.md
+    needed = {1: 6, 2: 7, 3: 7, 4: 8, 6: 8, 7: 9, 12: 9, 13: 10, 25: 10}
+    assert {m: signflip_seeds_needed(m, 0.05) for m in needed} == needed
+
+
+def test_paired_reports_the_sd():
+    r = paired([1.0, 2.0, 4.0], [0.0, 0.0, 0.0])
+    assert r.sd == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert math.isnan(paired([1.0], [0.0]).sd)

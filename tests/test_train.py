@@ -68,7 +68,7 @@ def store(tmp_path_factory):
 
 
 def test_train_writes_bundle_and_log(store, tmp_path):
-    config = _config(["groupdro"], epochs=3)
+    config = _config(["groupdro"], epochs=3, selection="worst_region")
     ds = dataset_config(config, "d", require_files=False)
     path = train(
         store,
@@ -99,11 +99,32 @@ def test_train_writes_bundle_and_log(store, tmp_path):
     kept = int(log["score"].to_numpy().argmax()) + 1
     assert bundle["epoch"] == kept and log["selected"].iloc[kept - 1] == 1
     assert bundle["val_metrics"]["score"] == pytest.approx(log["score"].max(), rel=1e-5)
+    assert bundle["selection"] == "worst_region" and set(log["selection"]) == {"worst_region"}
     # the bundle's weights are the kept epoch's: they reproduce its validation score
     val = TileDataset(store, "val", norm=(bundle["norm_mean"], bundle["norm_std"]))
     conf = evaluate(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
-    again = summarize_validation(conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10)
+    again = summarize_validation(
+        conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10, 1, "worst_region"
+    )
     assert again["score"] == pytest.approx(bundle["val_metrics"]["score"], rel=1e-6)
+
+
+def test_erm_overall_selection_keeps_the_best_overall_epoch(store, tmp_path):
+    config = _config(["erm"], epochs=5)  # training.selection: the schema default, overall
+    path = train(
+        store,
+        tmp_path / "erm",
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, "erm"),
+        settings=Settings.from_config(config),
+    )
+    bundle = torch.load(path, weights_only=False)
+    log = pd.read_csv(tmp_path / "erm" / "train_log.csv")
+    assert bundle["selection"] == "overall" and set(log["selection"]) == {"overall"}
+    np.testing.assert_allclose(log["score"], log["val_iou_c1"], rtol=1e-6)
+    overall = log["val_iou_c1"].to_numpy()
+    assert bundle["epoch"] == int(overall.argmax()) + 1  # first best epoch, worst region ignored
+    assert bundle["val_metrics"]["iou_c1"] == pytest.approx(overall.max(), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["spad", "variance"])
@@ -343,12 +364,19 @@ def test_confusion_and_validation_summary():
     cm[1] = [[50, 0], [0, 50]]
     cm[2] = [[25, 25], [25, 25]]
     cm[3] = [[0, 5], [0, 0]]
-    summary = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b", "c"], 20)
+    summary = summarize_validation(
+        cm, ["c0", "c1"], "accuracy", ["a", "b", "c"], 20, 1, "worst_region"
+    )
+    plain = summarize_validation(cm, ["c0", "c1"], "accuracy", ["a", "b", "c"], 20, 1, "overall")
+    assert plain["score"] == pytest.approx(150 / 205)
     assert summary["headline"] == pytest.approx(150 / 205)
     assert summary["worst_region"] == "b" and summary["worst"] == pytest.approx(0.5)
     assert summary["difference"] == pytest.approx(0.5)
     assert summary["score"] == pytest.approx(150 / 205 + 0.5)
-    assert selection_score(0.8, float("nan")) == -math.inf
+    assert selection_score(0.8, float("nan"), "worst_region") == -math.inf
+    assert selection_score(0.8, float("nan"), "overall") == pytest.approx(0.8)
+    with pytest.raises(InputError):
+        selection_score(0.8, 0.5, "best")
 
 
 def test_cli_train(store, tmp_path, monkeypatch):

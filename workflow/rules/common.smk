@@ -167,6 +167,14 @@ def section(*keys, dataset=None):
     return out
 
 
+def evaluation_section(*keys, dataset=None):
+    """`section` with `evaluation` minus `primary`: declaring the primary comparison changes
+    the comparison, not any per-run evaluation, so it must not re-run evaluations."""
+    out = section("evaluation", *keys, dataset=dataset)
+    out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k != "primary"}
+    return out
+
+
 def map_section(ds):
     """The map keys of dataset ds (the rerun trigger of predict_map)."""
     return {k: config["datasets"][ds].get(k) for k in MAP_KEYS}

@@ -28,7 +28,7 @@ if not REPLICATED:
                 mem_mb=4000,
                 runtime=60,
             params:
-                cfg=section("evaluation", "seed", dataset=_ds),
+                cfg=evaluation_section("seed", dataset=_ds),
                 dataset=_ds,
                 tiles=lambda w, input: os.path.dirname(input.index),
                 out=lambda w, output: os.path.dirname(output.metrics),
@@ -57,7 +57,7 @@ else:
             mem_mb=4000,
             runtime=60,
         params:
-            cfg=lambda w: section("evaluation", "seed", "replicates", dataset=w.dataset),
+            cfg=lambda w: evaluation_section("seed", "replicates", dataset=w.dataset),
             folds=fold_args,
             tiles=lambda w, input: os.path.dirname(input.index),
             out=lambda w, output: os.path.dirname(output.metrics),
@@ -125,6 +125,8 @@ rule compare:
     params:
         results=lambda w: results_path("dataset", w.dataset),
         runs=lambda w: " ".join(RUNS),
+        # the comparison's own settings: a new primary or alpha re-runs it (cfg is ancient)
+        cfg=lambda w: section("evaluation", dataset=w.dataset),
     shell:
         "spatialfair compare --config {input.cfg} --dataset {wildcards.dataset} "
         "--results {params.results} --runs {params.runs} "
