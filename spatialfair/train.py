@@ -691,6 +691,48 @@ class _View:
         """(ids, misclassified pixels, labelled pixels) of every training tile."""
         return self._s.training_tile_errors()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is."""
+        return self._s.device
+
+    def val_tile_regions(self) -> np.ndarray:
+        """Region of every validation tile (-1 for none)."""
+        regions = self._s.val_ds.tile_region
+        return np.full(len(self._s.val_ds), -1) if regions is None else np.asarray(regions)
+
+    def val_batches(self, indices: np.ndarray) -> DataLoader:
+        """The validation tiles ``indices`` in order, whole on every rank."""
+        subset = torch.utils.data.Subset(self._s.val_ds, [int(i) for i in indices])
+        return DataLoader(subset, batch_size=self._s.batch, shuffle=False)
+
+    def val_summary(self, indices: np.ndarray) -> dict[str, Any]:
+        """Validation summary of the current model on the tiles ``indices`` (every rank)."""
+        s, plan = self._s, self._s.plan
+        conf = evaluate(
+            s.model, self.val_batches(indices), s.device, plan.num_regions,
+            plan.ds.num_classes, s.autocast,
+        )  # fmt: skip
+        return s.summarize(conf)
+
+    def kept(self) -> dict[str, Any]:
+        """The model selection so far (``state``, ``epoch``, ``score``, ``worst``, ...)."""
+        return dict(self._s.best)
+
+    def set_kept(self, kept: Mapping[str, Any]) -> None:
+        """Make ``kept`` (from :meth:`kept`) the run's model selection."""
+        self._s.best = dict(kept)
+
+    def keep_current(self) -> None:
+        """The current weights become the kept model, scored on the whole validation set."""
+        s = self._s
+        conf = evaluate(
+            s.model, s.val_loader, s.device, s.plan.num_regions, s.plan.ds.num_classes,
+            s.autocast, s.reduce,
+        )  # fmt: skip
+        epoch = max(1, int(s.best["epoch"]))
+        s._keep(epoch - 1, s.summarize(conf), s.plan.ds.headline_metric)
+
 
 class _Session:
     """One training run: data, model, strategy, and the state a checkpoint carries.
@@ -871,6 +913,7 @@ class _Session:
             self._epoch(epoch)
         if last < self.total:
             return self.out_dir / CHECKPOINT
+        self.strategy.on_training_end(_View(self))
         return self._write_bundle(start)
 
     def _fingerprint(self) -> str:
@@ -991,15 +1034,7 @@ class _Session:
             self.autocast,
             self.reduce,
         )
-        val = summarize_validation(
-            conf,
-            ds.classes,
-            headline,
-            plan.region_names,
-            plan.min_pixels,
-            plan.min_class_pixels,
-            plan.selection,
-        )
+        val = self.summarize(conf)
         row = {
             "epoch": epoch + 1,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -1037,12 +1072,30 @@ class _Session:
             )
         return row
 
+    def summarize(self, conf: np.ndarray) -> dict[str, Any]:
+        """Validation summary of confusion matrices under the run's selection settings."""
+        plan = self.plan
+        return summarize_validation(
+            conf,
+            plan.ds.classes,
+            plan.ds.headline_metric,
+            plan.region_names,
+            plan.min_pixels,
+            plan.min_class_pixels,
+            plan.selection,
+        )
+
     def _select(self, epoch: int, val: Mapping[str, Any], headline: str) -> None:
         """Keep this epoch's weights when its validation score beats the best so far."""
-        if not self.strategy.selects(self.kind) or not val["score"] > self.best["score"]:
-            return
+        if self.strategy.selects(self.kind) and val["score"] > self.best["score"]:
+            self._keep(epoch, val, headline)
+
+    def _keep(self, epoch: int, val: Mapping[str, Any], headline: str) -> None:
+        """The current weights become the kept model of (0-based) ``epoch``."""
         self.best = {
             "score": val["score"],
+            "worst": val["worst"],
+            "overall": val["headline"],
             "epoch": epoch + 1,
             "state": copy.deepcopy(
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

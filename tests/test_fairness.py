@@ -353,21 +353,6 @@ def test_cvar_weights_dual_form_with_fractional_weight():
     torch.testing.assert_close(cvar_weights(losses, present, 1.0), present.float() / 5)
 
 
-def test_variance_warmup_is_at_least_one_epoch_then_ramps():
-    # 20 steps of 5 per epoch: 10 % would be 2 steps; the warm-up is one epoch (5 steps)
-    s = make_strategy("variance", K, 10.0, total_steps=20, steps_per_epoch=5)
-    assert s.warmup_steps == 5 and s.ramp_steps == 5
-    pl, valid, regions = _fixed_batch({0: 0.2, 1: 0.4})
-    lams = []
-    for _ in range(12):
-        lams.append(s.current_lambda())
-        s.loss(pl, valid, regions)
-    assert lams[:5] == [1.0] * 5
-    assert lams[5:11] == pytest.approx([2.8, 4.6, 6.4, 8.2, 10.0, 10.0])
-    # long runs: 10 % of the steps when that is longer than an epoch
-    assert make_strategy("variance", K, total_steps=1000, steps_per_epoch=5).warmup_steps == 100
-
-
 def test_region_class_group_ids_and_counts():
     n = torch.arange(1.0, 1.0 + K * 2)  # (region, class) pixel counts, group r * 2 + c
     s = make_strategy(
@@ -410,15 +395,20 @@ def test_cvar_region_class_groups_match_reference():
 def test_jtt_marks_tiles_above_the_error_rate_and_upweights_them():
     from spatialfair.fairness import JTT
 
-    s = make_strategy("jtt", K, 4.0, epochs=6)
+    s = make_strategy("jtt", K, 4.0, epochs=6)  # strength fixes the up-weight
     assert isinstance(s, JTT) and s.first_epochs == 2
-    assert s.phases(6) == [("identify", 2), ("train", 6)]
+    assert s.candidates == [(1.0, 4.0), (2.0, 4.0)]  # schema threshold_scales [1, 2]
+    assert s.phases(6) == [("identify", 2), ("train:0", 6), ("train:1", 6)]
     ids = torch.tensor([10, 11, 12, 13])
     errors = torch.tensor([0.0, 50.0, 10.0, 30.0])
     counts = torch.tensor([100.0, 100.0, 100.0, 0.0])
     chosen = s.mark_errors(ids, errors, counts)  # overall rate 90/300 = 0.3
     assert chosen.tolist() == [11] and s.threshold_used == pytest.approx(0.3)
+    assert s.use_candidate(1).tolist() == [] and s.threshold_used == pytest.approx(0.6)
+    grid = make_strategy("jtt", K, epochs=6)
+    assert [c[1] for c in grid.candidates] == [2.0, 5.0, 10.0, 2.0, 5.0, 10.0]
     fixed = make_strategy("jtt", K, 4.0, error_threshold=0.05, first_epochs=1)
+    assert fixed.candidates == [(None, 4.0)]
     assert fixed.mark_errors(ids, errors, counts).tolist() == [11, 12]
     logits, target, regions, _ = _batch(10, b=3)
     pl = _pixel_loss(logits, target)
@@ -429,7 +419,7 @@ def test_jtt_marks_tiles_above_the_error_rate_and_upweights_them():
     torch.testing.assert_close(loss, ref)
     other = make_strategy("jtt", K, 4.0, first_epochs=1)
     other.load_state_dict(fixed.state_dict())
-    assert other.marked and other.error_tiles.tolist() == [11, 12]
+    assert other.marked and other.error_tiles.tolist() == [11, 12] and other.upweight == 4.0
 
 
 def test_schema_enums_are_the_strategy_registry():
@@ -441,4 +431,4 @@ def test_schema_enums_are_the_strategy_registry():
     assert sorted(as_map["propertyNames"]["enum"]) == sorted(STRATEGIES)
     assert set(spec["default"]) <= set(STRATEGIES)
     assert make_strategy("erm", K).sampler_weights("train", None) is None
-    assert make_strategy("lastlayer", K, epochs=8).phases(8) == [("train", 8), ("head", 2)]
+    assert make_strategy("lastlayer", K, epochs=8).phases(8) == [("train", 8)]

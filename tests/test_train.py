@@ -695,7 +695,9 @@ def test_jtt_second_pass_restarts_and_equals_erm_without_errors(store, tmp_path)
         )
     )
     # nothing above an error rate of 0.999: the second pass is ERM from the same start
-    none_cfg = _config({"jtt": {"first_epochs": 1, "error_threshold": 0.999}}, epochs=2)
+    none_cfg = _config(
+        {"jtt": {"first_epochs": 1, "error_threshold": 0.999, "strength": 5}}, epochs=2
+    )
     path = train(
         store,
         tmp_path / "none",
@@ -706,25 +708,41 @@ def test_jtt_second_pass_restarts_and_equals_erm_without_errors(store, tmp_path)
     for key, value in _weights(path).items():
         torch.testing.assert_close(value, erm[key], rtol=1e-4, atol=1e-5)
     log = pd.read_csv(tmp_path / "none" / "train_log.csv")
-    assert list(log["phase"]) == ["identify", "train", "train"]
+    assert list(log["phase"]) == ["identify", "train:0", "train:0"]
     assert log.loc[log["phase"] == "identify", "selected"].sum() == 0
     _, bundle = load_bundle(path)
     assert bundle["epoch"] in (2, 3) and bundle["strategy_state"]["marked"]
     assert len(bundle["strategy_state"]["error_tiles"]) == 0
 
 
-def test_jtt_error_set_and_resume(store, tmp_path):
-    config = _config({"jtt": {"first_epochs": 1}}, epochs=2)
+def test_jtt_chooses_its_candidate_on_validation_and_resumes(store, tmp_path):
+    opts = {"first_epochs": 1, "upweights": [2, 10], "threshold_scales": [1.0]}
+    config = _config({"jtt": opts}, epochs=2)
     ds = dataset_config(config, "d", require_files=False)
     run = _run(config, "jtt")
     full = train(
         store, tmp_path / "full", dataset=ds, strategy=run, settings=Settings.from_config(config)
     )
-    state = load_bundle(full)[1]["strategy_state"]
+    bundle = load_bundle(full)[1]
+    state = bundle["strategy_state"]
     train_ids = set(TileDataset(store, "train").tile_ids.tolist())
     marked = set(state["error_tiles"].tolist())
     assert marked and marked < train_ids  # some, not all, training tiles are up-weighted
-    for stop in (1, 2):  # at the phase boundary and within the second pass
+    results = state["results"]
+    assert [r["upweight"] for r in results] == [2.0, 10.0]
+    assert all("kept" not in r for r in results)  # no candidate weights in the bundle
+    log = pd.read_csv(tmp_path / "full" / "train_log.csv")
+    assert list(log["phase"]) == ["identify"] + ["train:0"] * 2 + ["train:1"] * 2
+    for r, phase in zip(results, ("train:0", "train:1")):  # each candidate's kept epoch
+        rows = log[log["phase"] == phase]
+        assert r["epoch"] == int(rows["epoch"].iloc[int(rows["score"].to_numpy().argmax())])
+        assert r["worst"] == pytest.approx(
+            float(log.loc[log["epoch"] == r["epoch"], "val_worst_iou_c1"].iloc[0]), rel=1e-5
+        )
+    best = max(range(2), key=lambda j: (results[j]["worst"], results[j]["overall"]))
+    assert state["chosen"] == best and state["upweight"] == results[best]["upweight"]
+    assert bundle["epoch"] == results[best]["epoch"]
+    for stop in (1, 3, 4):  # after identify, between the candidates, within the second
         out = tmp_path / f"part{stop}"
         train(
             store,
@@ -738,41 +756,25 @@ def test_jtt_error_set_and_resume(store, tmp_path):
             store, out, dataset=ds, strategy=run, settings=Settings.from_config(config), resume=True
         )
         assert _same(_weights(resumed), _weights(full))
-        ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
-        assert set(ckpt["strategy"]["error_tiles"].tolist()) == marked
 
 
-def test_lastlayer_changes_only_the_final_layer(store, tmp_path):
+def test_lastlayer_refit_after_a_resume_gives_the_same_model(store, tmp_path):
     from spatialfair.models import build_model
     from spatialfair.train import final_layer
 
-    erm_cfg = _config(epochs=2)
-    ds = dataset_config(erm_cfg, "d", require_files=False)
-    erm = _weights(
+    config = _config({"lastlayer": {"l2_grid": [0.01]}}, epochs=2)
+    ds = dataset_config(config, "d", require_files=False)
+    ll = _weights(
         train(
             store,
-            tmp_path / "erm",
+            tmp_path / "ll",
             dataset=ds,
-            strategy=_run(erm_cfg, "erm"),
-            settings=Settings.from_config(erm_cfg),
+            strategy=_run(config, "lastlayer"),
+            settings=Settings.from_config(config),
         )
     )
-    config = _config({"lastlayer": {"head_epochs": 2}}, epochs=2)
-    path = train(
-        store,
-        tmp_path / "ll",
-        dataset=ds,
-        strategy=_run(config, "lastlayer"),
-        settings=Settings.from_config(config),
-    )
-    ll = _weights(path)
-    changed = sorted(k for k in erm if not torch.equal(erm[k], ll[k]))
-    assert changed == ["head.bias", "head.weight"]
     assert final_layer(build_model(config["model"], 2, 2)) is not None
-    log = pd.read_csv(tmp_path / "ll" / "train_log.csv")
-    assert list(log["phase"]) == ["train", "train", "head", "head"]
-    assert load_bundle(path)[1]["epoch"] in (3, 4)  # selected among the head epochs
-    for stop in (2, 3):  # resume at the switch to the head pass and within it
+    for stop in (1, 2):  # resume mid-training, and a finished run (the refit runs again)
         out = tmp_path / f"part{stop}"
         train(
             store,

@@ -23,7 +23,13 @@ from .erm import ERM
 from .groups import GROUPINGS, GroupedStrategy
 from .jtt import JTT
 from .registry import STRATEGIES, make_strategy, register
-from .reweighting import Balanced, Reweight, region_balanced_weights
+from .reweighting import (
+    Balanced,
+    Reweight,
+    balanced_weights,
+    labelled_pixels,
+    region_balanced_weights,
+)
 from .rex import VarianceREx
 from .spad import SPAD, confusion_f_score, spad_weights
 
@@ -43,7 +49,9 @@ __all__ = [
     "VarianceREx",
     "WorstCVaR",
     "confusion_f_score",
+    "balanced_weights",
     "cvar_weights",
+    "labelled_pixels",
     "final_layer",
     "freeze_all_but_final_layer",
     "make_strategy",

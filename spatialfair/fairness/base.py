@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -65,6 +65,28 @@ class SessionView(Protocol):
 
     def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tile ids, misclassified pixels, labelled pixels) of every training tile."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model is."""
+
+    def val_tile_regions(self) -> np.ndarray:
+        """Region of every validation tile (-1 for none)."""
+
+    def val_batches(self, indices: np.ndarray) -> Iterable[dict[str, torch.Tensor]]:
+        """Batches of the validation tiles ``indices``, in order, unaugmented (every rank)."""
+
+    def val_summary(self, indices: np.ndarray) -> dict[str, Any]:
+        """Validation summary (``headline``, ``worst``, ...) of the current model on ``indices``."""
+
+    def keep_current(self) -> None:
+        """Make the current weights the kept model (scored on the whole validation set)."""
+
+    def kept(self) -> dict[str, Any]:
+        """The model selection so far: ``state``, ``epoch``, ``score``, ``worst``, ``overall``."""
+
+    def set_kept(self, kept: dict[str, Any]) -> None:
+        """Make ``kept`` (from :meth:`kept`) the run's model selection."""
 
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -216,6 +238,13 @@ class Strategy:
             Non-negative weights, one per tile (drawn with replacement), or None.
         """
         return None
+
+    def on_training_end(self, session: SessionView) -> None:
+        """Called once after the last epoch, before the model is written (no-op here).
+
+        Args:
+            session: What the trainer lets a strategy do.
+        """
 
     def on_phase_start(self, kind: str, session: SessionView) -> None:
         """One-off transition when phase ``kind`` begins (not the first phase; no-op here).

@@ -70,7 +70,7 @@ class GroupDRO(GroupedStrategy):
         raised = torch.log(self.q) + self.eta * (est + self.adjust)
         shared = torch.softmax(torch.where(present, raised, torch.full_like(est, -math.inf)), 0)
         self.q = torch.where(present, mass * shared, self.q)
-        return self.q, (self.q * est).sum()
+        return self.q, (self.q * est * present).sum()
 
     def region_weights(self):
         """The current group weights q (one per group, summing to 1)."""

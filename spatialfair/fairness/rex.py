@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from .base import Strategy
+from ..errors import InputError
+from .base import Strategy, option_default
 from .registry import register
 
 
 @register
 class VarianceREx(Strategy):
-    """V-REx: ``mean_r L_r + lambda * (1/K) sum_r (L_r - mean L)^2`` over regions with a loss.
+    """V-REx: ``mean_r L_r + lambda * (1/m) sum_r (L_r - mean L)^2`` over the m present regions.
 
-    lambda is ``warmup_strength`` for ``warmup_steps`` (default: one epoch or 10 % of the
-    steps, whichever is longer), then ramps linearly to ``strength`` over ``ramp_steps``
-    (default: as long as the warm-up), so short runs get a real warm-up and no jump.
+    Only the regions present in the batch enter (a running estimate of an absent region's loss
+    is stale: it would add a spread the batch cannot reduce). lambda is ``warmup_strength``
+    for ``warmup_steps`` (default: ``warmup_fraction`` of the run's steps), then ramps linearly
+    to ``strength`` over ``ramp_steps`` (default: as long as the warm-up), so the penalty does
+    not jump.
     """
 
     name = "variance"
@@ -24,23 +27,27 @@ class VarianceREx(Strategy):
         strength=None,
         *,
         warmup_steps: int | None = None,
+        warmup_fraction: float | None = None,
         ramp_steps: int | None = None,
-        warmup_strength: float = 1.0,
+        warmup_strength: float | None = None,
         total_steps: int | None = None,
-        steps_per_epoch: int | None = None,
         **kw,
     ):
         super().__init__(num_regions, strength, **kw)
-        if warmup_steps is None:
-            tenth = 0 if total_steps is None else round(0.1 * total_steps)
-            warmup_steps = (
-                500
-                if total_steps is None and steps_per_epoch is None
-                else max(1, int(steps_per_epoch or 0), tenth)
+        fraction = option_default("warmup_fraction") if warmup_fraction is None else warmup_fraction
+        if not 0 <= float(fraction) < 1:
+            raise InputError(
+                "config: strategies.variance.warmup_fraction",
+                f"warmup_fraction {fraction} is outside [0, 1)",
+                "use e.g. 0.2",
             )
+        if warmup_steps is None:  # a share of the run (none when the length is unknown)
+            warmup_steps = round(float(fraction) * (total_steps or 0))
         self.warmup_steps = int(warmup_steps)
         self.ramp_steps = max(1, int(self.warmup_steps if ramp_steps is None else ramp_steps))
-        self.warmup_strength = float(warmup_strength)
+        self.warmup_strength = float(
+            option_default("warmup_strength") if warmup_strength is None else warmup_strength
+        )
 
     def current_lambda(self) -> float:
         """The penalty weight lambda at the current step (warm-up, ramp, then ``strength``).
@@ -54,7 +61,7 @@ class VarianceREx(Strategy):
         return self.warmup_strength + done * (self.strength - self.warmup_strength)
 
     def _objective(self, est, present, g_counts):
-        have = (self.seen | present).float()
+        have = present.float()
         k = have.sum().clamp(min=1.0)
         mean = (est * have).sum() / k
         dev = (est - mean) * have

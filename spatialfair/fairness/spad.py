@@ -11,13 +11,65 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .base import Reduce, Strategy, _global
+from .base import Reduce, Strategy, _global, option_default
 from .registry import register
 
 log = logging.getLogger(__name__)
 
-#: Default multi-scale partitionings: the r x c grids ("Fairness by Where").
-SPAD_PARTITIONINGS = "grid_*"
+#: The multi-scale partitionings of ``partitionings: grids``: the r x c grids.
+GRIDS = "grid_*"
+
+
+def spad_schedule(
+    n_parts: int,
+    total_steps: int | None,
+    warmup_steps: int | None,
+    switch_every: int | None,
+    refreshes: int,
+    steps_per_epoch: int | None = None,
+) -> tuple[int, int, int | float]:
+    """(warm-up steps, steps per block, number of blocks) of a SPAD run.
+
+    With the run's length ``T`` known: warm-up a quarter of ``T`` (leaving a step per
+    partitioning), then ``V = max(n_parts, refreshes)`` blocks of ``(T - warm-up) // V`` steps,
+    so every partitioning is visited once per cycle and the weights are refreshed at least
+    ``refreshes`` times; a run with fewer steps than blocks makes one-step blocks and visits
+    that many partitionings (logged). Without ``T``: 500 warm-up steps and blocks of an epoch
+    (or 100 steps), without end.
+
+    Args:
+        n_parts: Number of partitionings.
+        total_steps: Optimiser steps of the run ``T`` (None: unknown).
+        warmup_steps: Explicit warm-up, or None.
+        switch_every: Explicit block length, or None.
+        refreshes: Minimum number of blocks (weight refreshes) in a run.
+        steps_per_epoch: Steps per epoch (block length when ``T`` is unknown).
+
+    Returns:
+        (warm-up, block length, number of blocks; ``inf`` when ``T`` is unknown).
+    """
+    if warmup_steps is None:
+        warmup_steps = (
+            500
+            if total_steps is None
+            else min(max(1, round(0.25 * total_steps)), max(0, total_steps - n_parts))
+        )
+    if total_steps is None:
+        return int(warmup_steps), max(1, int(switch_every or steps_per_epoch or 100)), math.inf
+    rest = max(0, total_steps - int(warmup_steps))
+    blocks = max(n_parts, int(refreshes))
+    if switch_every is None:
+        switch_every = max(1, rest // blocks)
+    visits = min(blocks, -(-rest // max(1, int(switch_every))))
+    if visits < n_parts:
+        log.warning(
+            "spad: %d step(s) after warm-up switch to %d of the %d partitionings (the first of "
+            "a seeded permutation); train longer to visit all",
+            rest,
+            visits,
+            n_parts,
+        )
+    return int(warmup_steps), max(1, int(switch_every)), visits
 
 
 def spad_weights(
@@ -92,12 +144,11 @@ class SPAD(Strategy):
     at once (one ``bincount`` per batch over tile x true x predicted, then an ``index_add`` of
     tiles into regions), decayed so that they remember about one epoch.
 
-    Schedule: ERM for ``warmup_steps`` (default a quarter of the run, shortened so that at
-    least one step per partitioning remains), then a switch every ``switch_every`` steps
-    (default: the remaining steps divided by the number of partitionings) to the next
-    partitioning of a seeded permutation, drawn anew after each full cycle. So every
-    partitioning is visited in a run of at least as many steps as partitionings; a shorter
-    run visits the first ones of the permutation (logged).
+    Schedule (:func:`spad_schedule`): ERM for ``warmup_steps``, then ``visits`` blocks of
+    ``switch_every`` steps (the last block runs to the end), each on the next partitioning of
+    a seeded permutation (drawn anew after each full cycle), whose weights are computed at the
+    block's start. So each partitioning is kept for an equal share of the run and visited once
+    per cycle, and the weights are refreshed at least ``refreshes`` times.
     """
 
     name = "spad"
@@ -105,14 +156,19 @@ class SPAD(Strategy):
 
     @classmethod
     def tile_partitionings(cls, options, available, training):
-        """The partitionings matching option ``partitionings`` (default: every ``grid_*``).
+        """The partitionings of option ``partitionings``.
+
+        ``regions``: the training partitioning (the one the verdict measures); ``grids``: every
+        ``grid_*``; ``both``: the two; otherwise names or glob patterns (one or a list).
 
         Raises:
             InputError: No partitioning in the tile index matches.
         """
-        pattern = options.pop("partitionings", SPAD_PARTITIONINGS)
-        pats = [pattern] if isinstance(pattern, str) else list(pattern)
-        chosen = [p for p in available if any(fnmatch.fnmatch(p, q) for q in pats)]
+        pattern = options.pop("partitionings", option_default("partitionings"))
+        keywords = {"regions": [training], "grids": [GRIDS], "both": [training, GRIDS]}
+        pats = keywords.get(pattern, [pattern]) if isinstance(pattern, str) else list(pattern)
+        chosen = [p for q in pats for p in available if fnmatch.fnmatch(p, q)]
+        chosen = list(dict.fromkeys(chosen))  # in pattern order, once each
         if not chosen:
             raise InputError(
                 f"config: strategies.{cls.name}.partitionings",
@@ -132,6 +188,7 @@ class SPAD(Strategy):
         eps: float = 1e-3,
         warmup_steps: int | None = None,
         switch_every: int | None = None,
+        refreshes: int | None = None,
         total_steps: int | None = None,
         steps_per_epoch: int | None = None,
         seed: int = 0,
@@ -146,31 +203,14 @@ class SPAD(Strategy):
         self.partition_sizes = [int(k) for k in partition_sizes]
         self.num_classes = int(num_classes)
         self.metric, self.eps = metric, float(eps)
-        n_parts = len(self.partition_sizes)
-        if warmup_steps is None:  # a quarter of the run, but leave a step per partitioning
-            warmup_steps = (
-                500
-                if total_steps is None
-                else min(max(1, round(0.25 * total_steps)), max(0, total_steps - n_parts))
-            )
-        if switch_every is None:  # visit every partitioning (a seeded permutation) in the run
-            switch_every = (
-                max(1, (total_steps - warmup_steps) // n_parts)
-                if total_steps is not None
-                else steps_per_epoch or 100
-            )
-        if total_steps is not None:
-            visits = max(0, -(-(total_steps - warmup_steps) // max(1, int(switch_every))))
-            if visits < n_parts:
-                log.warning(
-                    "spad: %d step(s) after warm-up switch to %d of the %d "
-                    "partitionings (the first of a seeded permutation); train longer "
-                    "to visit all",
-                    total_steps - warmup_steps,
-                    visits,
-                    n_parts,
-                )
-        self.warmup_steps, self.switch_every = int(warmup_steps), max(1, int(switch_every))
+        self.warmup_steps, self.switch_every, self.visits = spad_schedule(
+            len(self.partition_sizes),
+            total_steps,
+            warmup_steps,
+            switch_every,
+            option_default("refreshes") if refreshes is None else refreshes,
+            steps_per_epoch,
+        )
         self.decay = 1.0 - 1.0 / max(2, steps_per_epoch or self.switch_every)
         p, kmax, c = len(self.partition_sizes), max(self.partition_sizes), self.num_classes
         self.kmax = kmax
@@ -270,9 +310,8 @@ class SPAD(Strategy):
         self._to(pixel_loss.device)
         valid = valid.bool()
         self._accumulate(logits, target, valid, tile_regions)
-        if self.step >= self.warmup_steps and (
-            (self.step - self.warmup_steps) % self.switch_every == 0
-        ):
+        since = self.step - self.warmup_steps
+        if since >= 0 and since % self.switch_every == 0 and len(self.history) < self.visits:
             self._switch(reduce)
         if self.current >= 0:
             reg = tile_regions[:, self.current].long()
