@@ -200,6 +200,7 @@ def _document(
         },
         "overall": overall,
         "n_pixels": int(np.mean([d["n_pixels"] for d in docs])),
+        "basis": _pooled_basis(docs),
         "spad_partitionings": grids,
         "spad_score": {m: v[0] for m, v in spad.items()},
         "spad_score_mean": {m: v[1] for m, v in spad.items()},
@@ -274,3 +275,17 @@ def aggregate_replicates(
     write_outputs(result, out_dir)
     log.info("aggregated %d seed(s) into %s", len(seeds), out_dir)
     return result
+
+
+def _pooled_basis(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The seeds' ``basis`` (what their evaluations rest on): the split, every scene judged in
+    some seed, and the mean labelled pixels per seed (as ``n_pixels``); None for old seeds."""
+    bases = [d.get("basis") for d in docs]
+    if not all(bases):
+        return None
+    return {
+        "split": bases[0]["split"],
+        "scenes": sorted({s for b in bases for s in b["scenes"]}),
+        "labelled_pixels": int(np.mean([b["labelled_pixels"] for b in bases])),
+        "note": f"{bases[0]['note']} (labelled pixels: the mean over {len(bases)} seeds)",
+    }

@@ -60,7 +60,15 @@ def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
                 continue
             raise
         # argparse %-formats help strings (not descriptions): aggregate's says '95 % CI'.
-        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
+        p = sub.add_parser(
+            name,
+            help=module.HELP.replace("%", "%%"),
+            description=module.HELP,
+        )
+        # -v also after the sub-command; SUPPRESS keeps the top-level value when it is absent
+        p.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -77,6 +85,38 @@ def chosen_command(argv: Sequence[str]) -> str | None:
         if not word.startswith("-"):
             return word if word in COMMANDS else None
     return None
+
+
+def check_dataset_names(args: argparse.Namespace) -> None:
+    """Refuse a ``--dataset`` (or ``predict --map``) the config does not have, in one line.
+
+    Done here, once for every sub-command, before any work: a misspelled name would otherwise
+    end in a ``KeyError`` deep in a command.
+
+    Args:
+        args: The parsed command line (``config``, ``dataset``: a name or a list, ``map``).
+
+    Raises:
+        InputError: Naming the unknown dataset and the config's datasets.
+    """
+    names = getattr(args, "dataset", None)
+    names = [names] if isinstance(names, str) else list(names or [])
+    if isinstance(getattr(args, "map", None), str):
+        names.append(args.map)
+    config_path = getattr(args, "config", None)
+    if not names or not config_path:
+        return
+    from .config import load_config
+    from .errors import InputError
+
+    datasets = list(load_config(config_path)["datasets"])
+    for name in names:
+        if name not in datasets:
+            raise InputError(
+                f"{config_path}: dataset '{name}'",
+                "no such dataset in this config",
+                f"use one of: {', '.join(datasets)}",
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        check_dataset_names(args)
         args._run(args)
     except SpatialfairError as exc:
         log.error("%s", exc)

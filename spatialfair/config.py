@@ -206,11 +206,18 @@ class DatasetConfig:
     reproject_labels: bool = False
     demo: str | None = None
     test_scenes: list[str] = field(default_factory=list)
+    map_images: list[Path] = field(default_factory=list)
+    map_replicate: str | None = None
 
     @property
     def scenes(self) -> list[str]:
         """Scene names (image file stems), in order."""
         return [p.stem for p in self.images]
+
+    @property
+    def map_scenes(self) -> list[str]:
+        """Names (file stems) of the unlabelled scenes to map, in order."""
+        return [p.stem for p in self.map_images]
 
     @property
     def num_classes(self) -> int:
@@ -342,6 +349,8 @@ def dataset_config(
         reproject_labels=block.get("reproject_labels", _dataset_default("reproject_labels")),
         demo=block.get("demo"),
         test_scenes=_test_scene_patterns(block),
+        map_images=_expand(block.get("map_images") or [], base),
+        map_replicate=block.get("map_replicate"),
     )
 
 

@@ -687,8 +687,29 @@ def evaluate_dataset(
     result.metrics["replicate"] = dict(
         replicate or {"seed": int(settings.seed), "folds": len(sources)}
     )
+    result.metrics["basis"] = _basis(passes, split, int(acc.overall.sum()))
     write_outputs(result, out_dir)
     return result
+
+
+#: What the pixels of each evaluated split are, for metrics.json's ``basis``.
+BASIS_NOTES = {
+    "test": "held-out test tiles of labelled scenes only",
+    "val": "validation tiles of labelled scenes only (they steered model selection)",
+    "train": "training tiles of labelled scenes only (the model was fit on them)",
+    "all": "every tile of the labelled scenes, training tiles included",
+}
+
+
+def _basis(passes: list[tuple[_Scene, np.ndarray]], split: str, n_pixels: int) -> dict[str, Any]:
+    """What the per-region outputs rest on (metrics.json ``basis``): never more than these
+    pixels; scenes without labels (``map_images``) are not judged."""
+    return {
+        "split": split,
+        "scenes": sorted({sc.name for sc, mask in passes if mask.any()}),
+        "labelled_pixels": n_pixels,
+        "note": BASIS_NOTES[split],
+    }
 
 
 @dataclass(frozen=True)

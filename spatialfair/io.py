@@ -185,7 +185,10 @@ def _check_georeferencing(info: RasterInfo, role: str, require_crs: bool, min_ba
         raise InputError(
             path,
             f"{role} raster has no geotransform (a bare pixel grid)",
-            "georeference it (e.g. `gdal_edit.py -a_ullr ...` or `-a_srs` with a transform)",
+            "set its corner coordinates (and CRS) in place with `gdal_edit.py -a_ullr ULX ULY "
+            "LRX LRY -a_srs EPSG:XXXX FILE`, or into a copy with `gdal_translate -a_ullr ULX ULY "
+            "LRX LRY -a_srs EPSG:XXXX FILE OUT.tif` (ULX ULY: the upper-left corner, LRX LRY: "
+            "the lower-right one, in the CRS's units)",
         )
     if info.transform.b != 0 or info.transform.d != 0:
         raise InputError(

@@ -87,6 +87,38 @@ def replicates(settings: Settings) -> list[Replicate]:
     ]
 
 
+def map_replicate(settings: Settings, requested: str | None = None) -> str | None:
+    """The replicate whose model maps a dataset's unlabelled scenes (``map_replicate``).
+
+    Every replicate's model is an equally valid draw of its strategy; one is chosen so that a
+    run has one map. Without replication the run has a single model (None: the run folder).
+
+    Args:
+        settings: The run's settings.
+        requested: The dataset's ``map_replicate`` (e.g. ``s1-f0``), or None for the first.
+
+    Returns:
+        The replicate id, or None without replication.
+
+    Raises:
+        InputError: If ``requested`` is not a replicate of the settings.
+    """
+    if not is_replicated(settings):
+        return None
+    ids = [r.id for r in replicates(settings)]
+    if requested is None:
+        return ids[0]
+    if requested not in ids:
+        from .errors import InputError
+
+        raise InputError(
+            "config: map_replicate",
+            f"'{requested}' is not a replicate of this config",
+            f"use one of {ids}, or leave it out for the first ({ids[0]})",
+        )
+    return requested
+
+
 def replicate_seeds(settings: Settings) -> list[int]:
     """The training seeds of the settings' replicates, in order.
 
@@ -190,6 +222,14 @@ class ResultsLayout:
     def probabilities(self, dataset: str, run: str, rep: str | None = None) -> Path:
         """The probability COGs of the held-out scenes."""
         return self.replicate(dataset, run, rep) / "probabilities"
+
+    def map(self, dataset: str, run: str) -> Path:
+        """Class COGs of the unlabelled ``map_images`` scenes, predicted by the run's model."""
+        return self.run(dataset, run) / "map"
+
+    def map_probabilities(self, dataset: str, run: str) -> Path:
+        """Probability COGs of the ``map_images`` scenes (beside ``map/``)."""
+        return self.run(dataset, run) / "map_probabilities"
 
     def fairness(self, dataset: str, run: str, seed: int | str | None = None) -> Path:
         """A run's fairness outputs, or (``seed`` given) one seed's pooled evaluation.

@@ -101,6 +101,7 @@ def write_fairness_gpkg(result, path: str | Path) -> Path:
                 f"{result.headline} deviation from overall "
                 f"({overall:.4g}) per region of partitioning {name}; red = worse, "
                 f"blue = better; thick outline = significant ({result.metrics['significance']['method']})"
+                f"{basis_line(result.metrics, prefix='. ')}"
             )
             styles[name] = (
                 graduated_qml("deviation", dev),
@@ -110,6 +111,27 @@ def write_fairness_gpkg(result, path: str | Path) -> Path:
         write_layer_styles(tmp, styles)
     log.info("wrote %s (%d layers with default QGIS styles)", path, len(layers))
     return path
+
+
+def basis_line(metrics: dict, prefix: str = "") -> str:
+    """One line on the pixels an evaluation rests on (metrics.json ``basis``), or ''.
+
+    Args:
+        metrics: A metrics.json document (an audit's or aggregate's may have no ``basis``).
+        prefix: Put before the line when there is one.
+
+    Returns:
+        E.g. 'Rests on 12345 labelled pixels of 2 scene(s): held-out test tiles of labelled
+        scenes only; other pixels (scenes to map) are not judged'.
+    """
+    basis = metrics.get("basis")
+    if not basis:
+        return ""
+    return (
+        f"{prefix}Rests on {basis['labelled_pixels']} labelled pixels of "
+        f"{len(basis['scenes'])} scene(s): {basis['note']}; other pixels (scenes to map) "
+        "are not judged"
+    )
 
 
 def _scene_footprints(result) -> list[shapely.Geometry]:

@@ -96,7 +96,33 @@ def publish_store(out_dir: Path, staged: list[tuple[Path, Path]], meta: dict) ->
             (out_dir / f"{scene}.{suffix}.bin").unlink(missing_ok=True)
     for tmp, final in staged:
         os.replace(tmp, final)
-    atomic_write_text(store_json, json.dumps(meta, indent=1))
+    atomic_write_text(store_json, strict_json(meta))
+
+
+def strict_json(meta: Any) -> str:
+    """``meta`` as strict JSON text: NaN and infinite floats become ``null``.
+
+    Python's ``json`` would write a bare ``NaN`` (a NaN nodata value), which is not JSON: ``jq``
+    and most other readers reject it. ``null`` means 'no value' to every reader; an old store
+    written with ``NaN`` still loads (``json.loads`` accepts it).
+
+    Args:
+        meta: A JSON-able document (dicts, lists, numbers, strings, None).
+
+    Returns:
+        The indented JSON text.
+    """
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(meta), indent=1, allow_nan=False)
 
 
 def _meta_field(key: str, convert: Callable[[Any], Any], doc: str) -> property:
@@ -325,7 +351,7 @@ class TileStore:
                 w.write(chunk)
         if partitioning is not None and self.meta.get("regions_partitioning") != partitioning:
             self.meta["regions_partitioning"] = partitioning
-            atomic_write_text(self.path / "store.json", json.dumps(self.meta, indent=1))
+            atomic_write_text(self.path / "store.json", strict_json(self.meta))
         return self.path / f"{scene}.regions.bin"
 
 

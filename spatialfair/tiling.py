@@ -34,7 +34,7 @@ from .crs import crs_string, raster_bounds, study_crs
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, invalid_mask
 from .settings import Settings
-from .store import STORE_FORMAT, TileStore, publish_store, stage_index, staging
+from .store import STORE_FORMAT, TileStore, publish_store, stage_index, staging, strict_json
 from .validation import (
     all_invalid_error,
     bad_label_values,
@@ -466,7 +466,7 @@ def _scene_meta(
         "width": img.width,
         "height": img.height,
         "n_tiles": n_tiles,
-        "nodata": None if nodata is None else float(nodata),
+        "nodata": None if nodata is None or math.isnan(nodata) else float(nodata),
         "band_indexes": idx,
     }
 
@@ -723,7 +723,7 @@ def tile_scene(
         "bands": band_names(img, ds.bands, idx),
         "scene": _scene_meta(img, lab, idx, len(cols["row_off"]), effective_nodata(img, ds.nodata)),
     }
-    atomic_write_text(paths["meta"], json.dumps(part, indent=1))
+    atomic_write_text(paths["meta"], strict_json(part))
     return paths["meta"]
 
 

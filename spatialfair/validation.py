@@ -8,6 +8,7 @@ which repeats the cheap checks. What is checked: docs/preparation.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -629,3 +630,99 @@ def validate_dataset(
         pairs.append((img, lab))
     log.info("dataset %s: %d image/label pair(s) valid", ds.name, len(pairs))
     return pairs
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    """Two nodata values mean the same (None is none; NaN equals NaN)."""
+    if a is None or b is None:
+        return a is b
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _map_bands(ds: DatasetConfig, info: RasterInfo) -> list[str]:
+    """Names of the bands the model would read from ``info`` (configured, described or numbered)."""
+    return band_names(info, ds.bands, select_bands(info, ds.bands))
+
+
+def check_map_image(ds: DatasetConfig, info: RasterInfo, reference: RasterInfo) -> None:
+    """Check one unlabelled scene to map against a training image of the dataset.
+
+    The model reads the same bands from both and the same nodata value marks missing pixels,
+    so the band count, the band names (where both files name them) and the effective nodata
+    must agree; a mismatch would predict silently from the wrong data.
+
+    Args:
+        ds: The dataset (its ``bands`` and ``nodata``).
+        info: The map image's header (already checked for CRS and geotransform).
+        reference: A training image's header.
+
+    Raises:
+        InputError: Naming the map image, what differs and how to fix it.
+    """
+    check_image_dtype(info)
+    mine, theirs = _map_bands(ds, info), _map_bands(ds, reference)
+    if len(mine) != len(theirs):
+        raise InputError(
+            info.path,
+            f"map image has {len(mine)} band(s) {mine}, the training images {len(theirs)} "
+            f"{theirs} ({reference.path.name})",
+            "map scenes with the training images' bands (same count and order), or list the "
+            f"bands to use in datasets.{ds.name}.bands",
+        )
+    described = all(info.descriptions) and all(reference.descriptions)
+    if described and [b.casefold() for b in mine] != [b.casefold() for b in theirs]:
+        raise InputError(
+            info.path,
+            f"map image bands {mine} differ from the training images' {theirs} "
+            f"({reference.path.name})",
+            "map scenes with the same bands in the same order, or set the band descriptions "
+            "(`gdal_edit.py -mo`/rasterio) if they are the same bands",
+        )
+    nodata, expected = effective_nodata(info, ds.nodata), effective_nodata(reference, ds.nodata)
+    if not _same_nodata(nodata, expected):
+        raise InputError(
+            info.path,
+            f"map image nodata {nodata} differs from the training images' {expected} "
+            f"({reference.path.name})",
+            f"set it with `gdal_edit.py -a_nodata {expected} FILE` (or `-unsetnodata`), or "
+            f"set datasets.{ds.name}.nodata to the value both use",
+        )
+
+
+def check_map_images(ds: DatasetConfig, reference: RasterInfo | None = None) -> list[RasterInfo]:
+    """Check every ``map_images`` scene of ``ds`` before any prediction (headers only).
+
+    Args:
+        ds: The dataset; its ``map_images`` must match files.
+        reference: A training image's header (default: the dataset's first image).
+
+    Returns:
+        The map images' headers, in order.
+
+    Raises:
+        InputError: For the first problem: no file matched, a duplicate scene name, a file
+            GDAL cannot read, no CRS or geotransform, or bands/nodata unlike training's.
+    """
+    if not ds.map_images:
+        raise InputError(
+            f"config: datasets.{ds.name}.map_images",
+            "matches no file",
+            "check the glob (relative to the working directory) or list the files",
+        )
+    check_scene_names(dataclasses.replace(ds, images=ds.map_images))
+    if reference is None:
+        if not ds.images:
+            raise InputError(
+                f"config: datasets.{ds.name}.images",
+                "matches no file, so the scenes to map cannot be checked against training's",
+                "check the glob (relative to the working directory) or list the files",
+            )
+        reference = inspect_raster(ds.images[0], role="image")
+    min_bands = len(ds.bands) if ds.bands else 1
+    infos = []
+    for path in ds.map_images:
+        info = inspect_raster(path, role="map image", min_bands=min_bands)
+        check_map_image(ds, info, reference)
+        infos.append(info)
+    log.info("dataset %s: %d scene(s) to map OK", ds.name, len(infos))
+    return infos

@@ -65,3 +65,20 @@ def test_flagged_regions_get_an_interval_but_no_verdict():
     assert north["absent"] and north["deviation_ci_high"] < 0
     assert not north["ci_excludes_zero"] and not north["significant"]
     assert north["direction"] == 0 and math.isnan(north["p_value"])
+
+
+def test_pooled_basis_says_what_the_seeds_rest_on():
+    from spatialfair.aggregate import _pooled_basis
+
+    note = "held-out test tiles of labelled scenes only"
+    seeds = [
+        {"basis": {"split": "test", "scenes": ["b", "a"], "labelled_pixels": 100, "note": note}},
+        {"basis": {"split": "test", "scenes": ["c"], "labelled_pixels": 300, "note": note}},
+    ]
+    assert _pooled_basis(seeds) == {
+        "split": "test",
+        "scenes": ["a", "b", "c"],
+        "labelled_pixels": 200,
+        "note": f"{note} (labelled pixels: the mean over 2 seeds)",
+    }
+    assert _pooled_basis([seeds[0], {}]) is None  # a seed evaluated before `basis` existed

@@ -165,3 +165,35 @@ def test_geotiff_writer_leaves_nothing_on_error(tmp_path):
             w.write(np.zeros((10, 10), np.float32), Window(0, 0, 10, 10))
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_geotransform_fix_sets_a_transform_and_works(tmp_path):
+    """The fix text sets corner coordinates (a transform), not only a CRS, and following it
+    (where GDAL's tools are installed) gives a raster that passes."""
+    import shutil
+    import subprocess
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    bare = tmp_path / "bare.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            bare, "w", driver="GTiff", width=8, height=4, count=1, dtype="uint8"
+        ) as dst:
+            dst.write(np.ones((1, 4, 8), dtype="uint8"))
+        with pytest.raises(InputError) as err:
+            inspect_raster(bare, require_crs=False)
+    text = str(err.value)
+    assert "bare.tif: image raster has no geotransform" in text
+    assert "gdal_edit.py -a_ullr ULX ULY LRX LRY -a_srs EPSG:XXXX FILE" in text
+    assert "gdal_translate -a_ullr ULX ULY LRX LRY -a_srs EPSG:XXXX FILE OUT.tif" in text
+    if shutil.which("gdal_translate") is None:
+        pytest.skip("gdal_translate is not installed: the fix is not run")
+    fixed = tmp_path / "fixed.tif"
+    cmd = "gdal_translate -a_ullr 500000 5800080 500160 5800000 -a_srs EPSG:32633"
+    subprocess.run([*cmd.split(), str(bare), str(fixed)], check=True, capture_output=True)
+    info = inspect_raster(fixed)
+    assert info.crs.to_epsg() == 32633
+    assert info.transform == from_origin(500000, 5800080, 20, 20)

@@ -547,3 +547,25 @@ def test_many_scenes_share_one_coarsening_factor():
     assert budget_factor([chip] * 10) == 1  # 2.6 M px: at the scenes' resolution
     assert budget_factor([chip] * 446) == 3  # 117 M px > (4 x 1024)^2
     assert budget_factor([chip] * 446, max_size=4096) == 1
+
+
+def test_outputs_say_which_pixels_they_rest_on(evaluated, tmp_path):
+    """metrics.json's basis: the split, the scenes with tiles in it, the labelled pixels counted;
+    the GeoPackage's layer styles say the same in one line."""
+    r, result, paths = evaluated
+    overall, _ = naive_confusions(r)
+    index = r["store"].index
+    scenes = sorted(set(index.loc[index["split"] == "test", "scene"]))
+    doc = json.loads((r["out"] / "metrics.json").read_text())
+    assert doc["basis"] == {
+        "split": "test",
+        "scenes": scenes,
+        "labelled_pixels": int(overall.sum()),
+        "note": "held-out test tiles of labelled scenes only",
+    }
+    with sqlite3.connect(paths["gpkg"]) as con:
+        texts = [row[0] for row in con.execute("SELECT description FROM layer_styles")]
+    line = f"Rests on {overall.sum()} labelled pixels of {len(scenes)} scene(s): held-out test"
+    assert texts and all(line in t for t in texts), texts
+    everything = evaluate(make_run(tmp_path), split="all").metrics["basis"]
+    assert everything["note"].startswith("every tile") and everything["split"] == "all"

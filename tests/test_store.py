@@ -58,3 +58,50 @@ def test_a_folder_without_a_complete_store_is_refused(tmp_path):
     (tmp_path / "store.json").write_text(json.dumps({"format": "other/1"}))
     with pytest.raises(InputError, match="unknown store format"):
         TileStore(tmp_path)
+
+
+def _strict(text: str):
+    """Parse JSON refusing NaN/Infinity, as jq and other strict readers do."""
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_store_json_is_strict_json_with_a_nan_nodata(tmp_path):
+    """A NaN nodata value (common for float SAR images) is written as null, not a bare NaN."""
+    import numpy as np
+    import yaml
+
+    from spatialfair import cli
+    from tests.conftest import write_tif
+
+    for d in ("images", "labels"):
+        (tmp_path / d).mkdir()
+    image = np.ones((2, 64, 64), dtype="float32")
+    image[:, :8, :8] = np.nan
+    write_tif(tmp_path / "images/s.tif", image, nodata=np.nan, descriptions=["VV", "VH"])
+    write_tif(tmp_path / "labels/s.tif", (np.arange(64 * 64) % 2).reshape(64, 64).astype("uint8"))
+    cfg = tmp_path / "c.yaml"
+    block = {"task": "flood", "images": "images/*.tif", "labels": "labels/*.tif"}
+    block = {k: str(tmp_path / v) if k != "task" else v for k, v in block.items()}
+    cfg.write_text(yaml.safe_dump({"datasets": {"d": block}, "tiling": {"size": 32}}))
+    out = tmp_path / "tiles"
+    assert cli.main(["tile", "--config", str(cfg), "--dataset", "d", "--out", str(out)]) == 0
+    meta = _strict((out / "store.json").read_text())
+    assert meta["scenes"]["s"]["nodata"] is None and meta["scenes"]["s"]["n_tiles"] == 4
+
+
+def test_an_old_store_json_with_nan_still_reads_and_is_rewritten_strict(tmp_path):
+    meta = _meta(["a"])
+    meta["scenes"]["a"]["nodata"] = float("nan")
+    (tmp_path / "store.json").write_text(json.dumps(meta))  # Python's default: a bare NaN
+    assert "NaN" in (tmp_path / "store.json").read_text()
+    store = TileStore(tmp_path)
+    assert store.scenes == ["a"] and store.meta["scenes"]["a"]["nodata"] != 0
+    store.write_regions("a", [], partitioning="regions")
+    meta = _strict((tmp_path / "store.json").read_text())
+    assert meta["scenes"]["a"]["nodata"] is None and meta["regions_partitioning"] == "regions"
+    publish_store(tmp_path, [], {**_meta(["a"]), "x": [float("inf"), 1.5]})
+    assert _strict((tmp_path / "store.json").read_text())["x"] == [None, 1.5]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..constants import IGNORE_INDEX
 from . import add_shared_arguments
 
 HELP = (
@@ -17,12 +16,18 @@ log = logging.getLogger(__name__)
 #: Options passed on to audit_map/audit_dataset as they are (None: their default).
 _PASSED_ON = (
     "regions region_column regions_layer classes class_map threshold band metric align "
-    "block_size n_boot seed ignore_index max_raster_size"
+    "block_size n_boot confidence seed ignore_index max_raster_size"
 ).split()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the map, labels, regions, class, bootstrap and output options."""
+    """Add the map, labels, regions, class, bootstrap and output options.
+
+    Unset options take the dataset's `audit` block, else the schema's defaults, shown in the help.
+    """
+    from ..audit import audit_defaults
+
+    d = audit_defaults()
     p.add_argument(
         "--predictions",
         nargs="+",
@@ -31,7 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--labels", nargs="+", default=None, help="reference label raster(s)")
     p.add_argument("--regions", default=None, help="regions vector file (any GDAL format)")
-    p.add_argument("--region-column", default=None, help="column with region names")
+    p.add_argument(
+        "--region-column",
+        default=None,
+        help=f"column with region names (default {d['region_column']})",
+    )
     p.add_argument("--regions-layer", default=None, help="layer of the regions file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument(
@@ -49,25 +58,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold", type=float, default=None, help="probability raster: value >= T is class 1"
     )
-    p.add_argument("--band", type=int, default=None, help="band of the prediction rasters")
+    p.add_argument(
+        "--band",
+        type=int,
+        default=None,
+        help=f"band of the prediction rasters (default {d['band']})",
+    )
     p.add_argument(
         "--ignore-index",
         type=int,
         default=None,
-        help=f"label value meaning 'not labelled' (default {IGNORE_INDEX})",
+        help=f"label value meaning 'not labelled' (default {d['ignore_index']})",
     )
     p.add_argument("--metric", default=None, help="headline metric (default: task preset)")
     p.add_argument(
         "--align",
         choices=["none", "nearest"],
         default=None,
-        help="'nearest': read predictions on another grid/CRS onto the label grid",
+        help="'nearest': read predictions on another grid/CRS onto the label grid "
+        f"(default {d['align']})",
     )
     p.add_argument(
-        "--block-size", type=float, default=None, help="bootstrap/significance block side in metres"
+        "--block-size",
+        type=float,
+        default=None,
+        help=f"bootstrap/significance block side in metres (default {d['block_size']:g})",
     )
-    p.add_argument("--n-boot", type=int, default=None, help="bootstrap replicates (0 = none)")
-    p.add_argument("--seed", type=int, default=None, help="seed of bootstrap and tests")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=None,
+        help=f"bootstrap replicates (0 = none; default {d['n_boot']})",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help=f"level of the confidence intervals (default {d['confidence']:g})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help=f"seed of bootstrap and tests (default {d['seed']})"
+    )
     p.add_argument(
         "--config",
         default=None,

@@ -15,7 +15,10 @@ import logging
 
 from ..settings import Settings, section_defaults
 
-HELP = "predict a scene with a trained model (sliding windows) into class and probability COGs"
+HELP = (
+    "predict one or many scenes with a trained model (sliding windows) into class and "
+    "probability COGs"
+)
 log = logging.getLogger(__name__)
 
 
@@ -50,8 +53,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("TILES", "SPLIT_COLUMN"),
         help="short for --from-store TILES --held-out-column SPLIT_COLUMN",
     )
-    p.add_argument("--out-classes-dir", help="with --held-out: folder of class COGs")
-    p.add_argument("--out-probs-dir", help="with --held-out: folder of probability COGs")
+    p.add_argument(
+        "--map",
+        metavar="DATASET",
+        help="instead of --image: the unlabelled `map_images` scenes of DATASET in --config, "
+        "checked against the dataset's training images (bands, nodata) first and written as "
+        "<scene>.tif into --out-classes-dir / --out-probs-dir",
+    )
+    p.add_argument(
+        "--out-classes-dir", help="with --from-store, --held-out or --map: folder of class COGs"
+    )
+    p.add_argument(
+        "--out-probs-dir",
+        help="with --from-store, --held-out or --map: folder of probability COGs",
+    )
     p.add_argument(
         "--resume-dir",
         help="keep finished scenes here until the whole batch is done, so a re-run "
@@ -113,6 +128,8 @@ def run(args: argparse.Namespace) -> None:
         args.from_store, args.held_out_column = args.held_out
     if args.from_store:
         _store_paths(args)
+    if args.map:
+        _map_paths(args, config)
     if not args.image or not args.out_classes:
         raise InputError(
             "predict",
@@ -144,10 +161,40 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
-def _store_paths(args: argparse.Namespace) -> None:
-    """Fill --image/--out-* from a tile store's scenes (optionally a fold's held-out ones)."""
+def _map_paths(args: argparse.Namespace, config: dict | None) -> None:
+    """Fill --image/--out-* from a dataset's ``map_images``, checked before the model loads."""
+    from ..config import dataset_config
+    from ..errors import InputError
+    from ..validation import check_map_images
+
+    if config is None or args.image or args.from_store or not args.out_classes_dir:
+        raise InputError(
+            "predict",
+            "--map needs --config and --out-classes-dir, and replaces --image/--from-store",
+            "give --config CONFIG --map DATASET --out-classes-dir DIR [--out-probs-dir DIR]",
+        )
+    ds = dataset_config(config, args.map, require_files=False)
+    check_map_images(ds)
+    _set_outputs(args, dict(zip(ds.map_scenes, ds.map_images)))
+    log.info("%d unlabelled scene(s) of %s to map", len(ds.map_images), ds.name)
+
+
+def _set_outputs(args: argparse.Namespace, scenes: dict) -> None:
+    """--image and one <scene>.tif per scene in --out-classes-dir (and --out-probs-dir)."""
     from pathlib import Path
 
+    args.image = [str(p) for p in scenes.values()]
+    args.out_classes = [str(Path(args.out_classes_dir) / f"{s}.tif") for s in scenes]
+    args.out_probs = (
+        [str(Path(args.out_probs_dir) / f"{s}.tif") for s in scenes] if args.out_probs_dir else None
+    )
+    for d in (args.out_classes_dir, args.out_probs_dir):
+        if d:
+            Path(d).mkdir(parents=True, exist_ok=True)
+
+
+def _store_paths(args: argparse.Namespace) -> None:
+    """Fill --image/--out-* from a tile store's scenes (optionally a fold's held-out ones)."""
     from ..errors import InputError
     from ..predict import held_out_scenes, store_scenes
 
@@ -162,14 +209,7 @@ def _store_paths(args: argparse.Namespace) -> None:
         if args.held_out_column
         else store_scenes(args.from_store)
     )
-    args.image = [str(p) for p in scenes.values()]
-    args.out_classes = [str(Path(args.out_classes_dir) / f"{s}.tif") for s in scenes]
-    args.out_probs = (
-        [str(Path(args.out_probs_dir) / f"{s}.tif") for s in scenes] if args.out_probs_dir else None
-    )
-    for d in (args.out_classes_dir, args.out_probs_dir):
-        if d:
-            Path(d).mkdir(parents=True, exist_ok=True)
+    _set_outputs(args, scenes)
     log.info(
         "%d scene(s) to predict%s",
         len(scenes),

@@ -9,7 +9,8 @@ from ..config import dataset_config, load_config
 from ..settings import Settings
 
 HELP = (
-    "validate a config file (schema, file lists, raster grids, label values, regions file) and exit"
+    "validate a config file (schema, file lists, raster grids, label values, regions file, "
+    "scenes to map) and exit"
 )
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Validate the config's datasets (or only ``--dataset`` ones) and their files."""
-    from ..validation import validate_dataset
+    from ..validation import check_map_images, validate_dataset
 
     config = load_config(args.config)
     for name in args.dataset or list(config["datasets"]):
@@ -33,5 +34,7 @@ def run(args: argparse.Namespace) -> None:
             log.info("dataset %s (audit): predictions, labels and regions OK", name)
             continue
         ds = dataset_config(config, name)
-        validate_dataset(ds, settings=Settings.from_config(config))
+        pairs = validate_dataset(ds, settings=Settings.from_config(config))
         log.info("dataset %s: %d scene(s) OK", name, len(ds.images))
+        if ds.map_images or config["datasets"][name].get("map_images"):
+            check_map_images(ds, reference=pairs[0][0])

@@ -153,11 +153,17 @@ def dataset_inputs(ds_name):
     }
 
 
+# Dataset keys only the mapping of unlabelled scenes reads (the predict_map rule); left out of
+# the other rules' params, so adding scenes to map reruns nothing but the maps.
+MAP_KEYS = ("map_images", "map_replicate")
+
+
 def section(*keys, dataset=None):
     """Config sections a rule depends on (for params-based rerun triggers)."""
     out = {k: config.get(k) for k in keys}
     if dataset is not None:
-        out["dataset"] = config["datasets"][dataset]
+        block = config["datasets"][dataset]
+        out["dataset"] = {k: v for k, v in block.items() if k not in MAP_KEYS}
     return out
 
 
@@ -167,6 +173,44 @@ def evaluation_section(*keys, dataset=None):
     out = section("evaluation", *keys, dataset=dataset)
     out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k != "primary"}
     return out
+
+
+def map_section(ds):
+    """The map keys of dataset ds (the rerun trigger of predict_map)."""
+    return {k: config["datasets"][ds].get(k) for k in MAP_KEYS}
+
+
+@functools.lru_cache(maxsize=None)
+def map_rep(ds):
+    """The replicate whose model maps dataset ds (None: the run's only model)."""
+    from spatialfair.layout import map_replicate
+
+    try:
+        return map_replicate(SETTINGS, config["datasets"][ds].get("map_replicate"))
+    except InputError as exc:
+        raise WorkflowError(f"Invalid configuration (datasets.{ds}): {exc}") from None
+
+
+def map_images(ds):
+    """The unlabelled scenes of dataset ds to map (`map_images`), as paths."""
+    if is_audit(ds) or not config["datasets"][ds].get("map_images"):
+        return []
+    paths = [str(p) for p in _dataset(ds).map_images]
+    if not paths:
+        raise WorkflowError(
+            f"config: datasets.{ds}.map_images matches no file. Fix: check the glob "
+            "(relative to the working directory) or list the files."
+        )
+    return paths
+
+
+def map_outputs(ds, run):
+    """The map folders of one run (none where the dataset has no `map_images`)."""
+    if is_audit(ds) or not config["datasets"][ds].get("map_images"):
+        return []
+    map_rep(ds)  # a map_replicate that is no replicate fails here, before any job
+    map_images(ds)  # as does a glob that matches no file
+    return [results_path("map", ds, run), results_path("map_probabilities", ds, run)]
 
 
 def replicate_files(ds, run, rep=None):
@@ -198,7 +242,7 @@ def all_outputs():
             results_path("tile_index", ds),
         ]
         for run in RUNS:
-            out += fairness_outputs(ds, run)
+            out += fairness_outputs(ds, run) + map_outputs(ds, run)
             if REPLICATED:
                 out += replicate_outputs(ds, run) + seed_metrics_paths(ds, run)
                 continue
