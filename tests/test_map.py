@@ -159,7 +159,8 @@ def _gpkg_rows(path: Path) -> list:
 
 def _evaluation(run: Path) -> dict:
     """The evaluation outputs of a run: file bytes, and the GeoPackage's rows."""
-    out = {p.name: p.read_bytes() for p in sorted((run / "fairness").iterdir())}
+    root = run / "fairness"
+    out = {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     out["fairness.gpkg"] = _gpkg_rows(run / "fairness" / "fairness.gpkg")
     return out
 
