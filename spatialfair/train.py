@@ -27,19 +27,25 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .atomic import atomic_path
 from .config import DatasetConfig, StrategyRun
-from .constants import IGNORE_INDEX
-from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
+from .data import (
+    TileDataset,
+    band_stats,
+    class_pixel_counts,
+    make_loader,
+    region_pixel_counts,
+    tile_table,
+)
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError, StateError
 from .export import training_pixel_size
 from .fairness import STRATEGIES, final_layer, make_strategy
+from .losses import PixelLoss, resolve_loss
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
 from .settings import Settings, section_defaults
@@ -403,6 +409,26 @@ class _Plan:
         self.min_pixels = int(self.tcfg.selection_min_region_pixels)
         self.min_class_pixels = int(self.tcfg.selection_min_class_pixels)
         self.selection = str(self.tcfg.selection)
+        self.loss = self._loss()
+
+    def _loss(self) -> PixelLoss:
+        """The per-pixel loss of ``training.loss``; balanced weights count the training labels."""
+        block = self.settings.section("training")["loss"]
+        counts = None
+        if block["class_weights"] == "balanced":
+            counts = class_pixel_counts(self.store, "train", split_column=self.split_column)
+        loss = resolve_loss(block, self.ds.classes, counts)
+        if loss.class_weights is not None or loss.kind != "cross_entropy":
+            log.info(
+                "loss %s (gamma %g), class weights %s%s",
+                loss.kind,
+                loss.focal_gamma,
+                dict(zip(self.ds.classes, (round(w, 4) for w in loss.class_weights or ()))),
+                ""
+                if counts is None
+                else f" from training pixels {dict(zip(self.ds.classes, counts))}",
+            )
+        return loss
 
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
@@ -965,7 +991,7 @@ class _Session:
         with self.autocast() if self.autocast else nullcontext():
             logits = self.ddp_model(x)
         logits = logits.float()
-        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
+        pixel_loss = self.plan.loss(logits, y)
         loss = strategy.loss(
             pixel_loss,
             valid,
@@ -1175,6 +1201,7 @@ class _Session:
                 seed=plan.seed,
                 split_column=plan.split_column,
                 selection=plan.selection,
+                loss=plan.loss.record(),
             )
             log.info(
                 "%s: kept epoch %d (%s score %.4f) -> %s",
