@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from spatialfair.store import TileStore
 from spatialfair.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_data import make_store  # noqa: E402
+from test_data import add_split_column, make_store  # noqa: E402
 
 
 def _batch(seed: int = 0, classes: int = 3):
@@ -113,6 +114,16 @@ def test_balanced_weights_count_only_the_training_tiles(tmp_path):
     inv = 1.0 / train_counts
     assert loss.class_weights == pytest.approx(list(inv / inv.mean()))
     assert loss.record()["class_counts"] == train_counts.tolist()
+    # a replicate's split column: its own training tiles
+    ids = add_split_column(store.path)
+    rep = np.zeros(store.num_classes, dtype=np.int64)
+    for _, row in store.index.iterrows():
+        if int(row["tile_id"]) in ids:
+            lab = np.asarray(store.labels(row["scene"])[row["store_index"]])
+            rep += np.bincount(lab.reshape(-1), minlength=256)[: store.num_classes]
+    got = class_pixel_counts(store.path, "train", split_column="split__s1_f0")
+    np.testing.assert_array_equal(got, rep)
+    assert not np.array_equal(got, counts)
 
 
 def test_explicit_weights_are_checked():
@@ -198,3 +209,36 @@ def test_wrong_number_of_weights_fails_before_training(tmp_path):
             settings=Settings.from_config(config),
         )
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "erm",
+        "reweight",
+        "balanced",
+        "groupdro",
+        "cvar",
+        "variance",
+        "spad",
+        "jtt",
+        "lastlayer",
+    ],
+)
+def test_every_strategy_trains_on_the_weighted_focal_loss(tmp_path, strategy):
+    options = {"jtt": {"first_epochs": 1}, "lastlayer": {"l2_grid": [0.01]}}.get(strategy)
+    store = make_store(tmp_path / "tiles", tiles_per_scene=4)
+    config = _config({"kind": "focal", "class_weights": [0.4, 1.6]}, strategies={strategy: options})
+    ds = dataset_config(config, "d", require_files=False)
+    path = train(
+        store,
+        tmp_path / "run",
+        dataset=ds,
+        strategy=strategy_runs(config)[0],
+        settings=Settings.from_config(config),
+    )
+    bundle = torch.load(path, weights_only=True)
+    assert bundle["loss"]["kind"] == "focal" and bundle["loss"]["class_weights"] == [0.4, 1.6]
+    assert all(torch.isfinite(v).all() for v in bundle["state_dict"].values())
+    log = pd.read_csv(tmp_path / "run" / "train_log.csv")
+    assert np.isfinite(log["train_loss"]).all() and (log["train_ce"] > 0).all()
