@@ -259,6 +259,28 @@ def region_pixel_counts(
     return counts[:num_regions]
 
 
+def class_pixel_counts(
+    store: TileStore | str | Path, split: str = "train", *, split_column: str = "split"
+) -> np.ndarray:
+    """Labelled pixels of every class over the ``split`` tiles (for balanced class weights).
+
+    Args:
+        store: A tile store or its folder.
+        split: The split whose tiles count.
+        split_column: The index column holding the split.
+
+    Returns:
+        int64 counts, one per class of the store.
+    """
+    store = _store(store)
+    table = tile_table(store, split, ["tile_id", "scene", "store_index"], split_column=split_column)
+    hist = np.zeros(256, dtype=np.int64)
+    t = store.tile_size
+    for scene, idx in _chunks(table, 3 * t * t):
+        hist += np.bincount(np.asarray(store.labels(scene)[idx]).reshape(-1), minlength=256)
+    return hist[: store.num_classes].copy()
+
+
 def _region_source(store: TileStore, partitioning: str) -> str:
     """'pixel' (regions.bin holds it), 'tile' (index column) or 'none'."""
     held = store.meta.get("regions_partitioning") or "regions"

@@ -22,6 +22,7 @@ from .architecture import resolved_model_config as _model_config
 from .architecture import smp_name as _smp_name
 from .atomic import atomic_path
 from .errors import DependencyError, InputError
+from .safeload import load_plain, shorten
 from .settings import ModelSettings
 
 log = logging.getLogger(__name__)
@@ -149,34 +150,113 @@ def _build_smp(cfg: dict[str, Any], in_channels: int, num_classes: int) -> nn.Mo
             f"smp has no architecture '{name}'",
             "use one such as smp:Unet, smp:UnetPlusPlus, smp:FPN, smp:DeepLabV3Plus",
         )
-    weights = cfg.get("encoder_weights")
-    state = None
-    if weights:
-        path = Path(weights)
-        if not path.is_file():
-            raise InputError(
-                "config: model.encoder_weights",
-                f"'{weights}' is not a local file (spatialfair never downloads weights)",
-                "download the encoder weights once and give their local path, or use null",
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
     model = cls(
         encoder_name=cfg["encoder"],
         encoder_weights=None,
         in_channels=in_channels,
         classes=num_classes,
     )
-    if state is not None:
-        missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-        log.info(
-            "loaded encoder weights from %s (%d missing, %d unexpected keys)",
-            weights,
-            len(missing),
-            len(unexpected),
+    if cfg.get("encoder_weights"):
+        state = read_encoder_weights(cfg["encoder_weights"])
+        load_encoder_weights(
+            model.encoder,
+            state,
+            min_share=float(cfg["encoder_weights_min_share"]),
+            source=cfg["encoder_weights"],
+            name=cfg["encoder"],
         )
     return model
+
+
+def read_encoder_weights(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a local encoder-weights file (read with ``weights_only=True``).
+
+    Args:
+        weights: The ``model.encoder_weights`` path; a ``{"state_dict": ...}`` wrapper is
+            unwrapped.
+
+    Returns:
+        Parameter name -> tensor.
+
+    Raises:
+        InputError: The file is missing, unreadable, holds other Python objects, or is not a
+            state dict.
+    """
+    where = "config: model.encoder_weights"
+    path = Path(weights)
+    if not path.is_file():
+        raise InputError(
+            where,
+            f"'{weights}' is not a local file (spatialfair never downloads weights)",
+            "download the encoder weights once and give their local path, or use null",
+        )
+    fix = "give a file saved with torch.save(encoder.state_dict(), path)"
+    state = load_plain(path, "encoder weights", fix)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, "holds no state dict (name -> tensor)", fix)
+    return state
+
+
+def load_encoder_weights(
+    encoder: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    min_share: float,
+    source: str | Path,
+    name: str = "",
+) -> float:
+    """Load ``state`` into ``encoder``; stop when less than ``min_share`` of its entries fill.
+
+    An entry fills when the file has a tensor of the same name and shape. ``strict=False``
+    alone would leave an encoder random when the names do not match at all (a prefix such as
+    ``module.``, or weights of another encoder), and fail with a bare shape error on a first
+    layer made for another band count; here both are counted and reported instead.
+
+    Args:
+        encoder: The network's encoder.
+        state: Name -> tensor, from :func:`read_encoder_weights`.
+        min_share: The share of the encoder's state-dict entries that must fill
+            (``model.encoder_weights_min_share``).
+        source: The file, for messages.
+        name: The encoder's name (``model.encoder``), for messages.
+
+    Returns:
+        The share of the encoder's entries loaded.
+
+    Raises:
+        InputError: Fewer than ``min_share`` filled; names the missing, unexpected and
+            mismatched keys (the first few) and the fix.
+    """
+    own = encoder.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and k not in fits
+    ]
+    share = len(fits) / max(1, len(own))
+    detail = (
+        f"{len(fits)} of {len(own)} entries ({share:.0%}) loaded; missing {len(missing)}: "
+        f"[{shorten(missing)}]; unexpected {len(unexpected)}: [{shorten(unexpected)}]; "
+        f"other shape {len(shapes)}: [{shorten(shapes)}]"
+    )
+    if share < min_share:
+        raise InputError(
+            f"config: model.encoder_weights ({source})",
+            f"the file does not fit encoder '{name}': {detail}; "
+            f"model.encoder_weights_min_share is {min_share:g}",
+            "give weights of this encoder saved from encoder.state_dict() (strip a 'module.' "
+            "or 'encoder.' prefix from the names), set model.encoder to the weights' encoder, "
+            "or lower model.encoder_weights_min_share if a partial load is intended",
+        )
+    encoder.load_state_dict(fits, strict=False)
+    level = logging.WARNING if shapes or missing else logging.INFO
+    log.log(level, "encoder weights from %s: %s", source, detail)
+    return share
 
 
 def build_model(
@@ -272,19 +352,14 @@ def load_bundle(
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "model bundle not found", "train a model first (spatialfair train)")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling problem means a bad file
-        raise InputError(
-            path,
-            f"cannot read the model bundle ({exc})",
-            "re-run training; the file may be truncated",
-        ) from exc
+    bundle = load_plain(path, "model bundle", "re-run training (spatialfair train)")
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
         raise InputError(
             path, f"not a {BUNDLE_FORMAT} bundle", "pass a model.pt written by spatialfair train"
         )
-    model = build_model(bundle["model_config"], bundle["in_channels"], bundle["num_classes"])
+    # the bundle holds every weight: the encoder-weights file is not needed (nor read) again
+    config = {**bundle["model_config"], "encoder_weights": None}
+    model = build_model(config, bundle["in_channels"], bundle["num_classes"])
     model.load_state_dict(bundle["state_dict"])
     model.to(device).eval()
     return model, bundle
@@ -348,8 +423,10 @@ __all__ = [
     "check_tile_size",
     "count_parameters",
     "load_bundle",
+    "load_encoder_weights",
     "model_stride",
     "normalize",
+    "read_encoder_weights",
     "save_bundle",
     "unwrap",
 ]

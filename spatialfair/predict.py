@@ -276,6 +276,19 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
             "predict an image with the bands the model was trained on",
         )
     if info.count > n_in:
+        _extra_unnamed_bands(info, bundle, wanted)
+    return list(range(1, n_in + 1))
+
+
+def _extra_unnamed_bands(info: RasterInfo, bundle: Mapping[str, Any], wanted: list[str]) -> None:
+    """An unnamed image with more bands than the model: the first ones, or an error.
+
+    Training used the first bands of larger images only when the dataset listed its ``bands``
+    (the bundle's ``bands_configured``); otherwise it used every band, so the image's band
+    count differs from the training images' and the bands cannot be matched.
+    """
+    n_in = len(wanted) or int(bundle["in_channels"])
+    if bundle.get("bands_configured", True):  # bundles from before it was recorded: as tiling
         log.warning(
             "%s has %d bands and no band names; using the first %d for the model's bands %s",
             info.path,
@@ -283,7 +296,41 @@ def match_bands(info: RasterInfo, bundle: Mapping[str, Any]) -> list[int]:
             n_in,
             wanted,
         )
-    return list(range(1, n_in + 1))
+        return
+    raise InputError(
+        info.path,
+        f"image has {info.count} bands without names, but the model was trained on images of "
+        f"exactly {n_in} bands {wanted}",
+        "predict an image with the training images' bands (e.g. `gdal_translate -b 1 -b 2 "
+        "...` to keep the model's bands, in its order), or set this file's band descriptions "
+        "to the model's band names so the bands are chosen by name",
+    )
+
+
+def check_configured_bands(
+    bands: Sequence[str] | None, bundle: Mapping[str, Any], where: str
+) -> None:
+    """Refuse a dataset whose configured band names differ from the model's (names and order).
+
+    Args:
+        bands: The dataset's ``bands`` (None: not configured, nothing to check).
+        bundle: The model bundle (``bands``).
+        where: The config key, for the message.
+
+    Raises:
+        InputError: The names or their order differ.
+    """
+    if not bands:
+        return
+    model = [str(b) for b in (bundle.get("bands") or [])]
+    if [b.casefold() for b in bands] != [b.casefold() for b in model]:
+        raise InputError(
+            where,
+            f"configured bands {list(bands)} differ from the bands the model was trained on "
+            f"{model} (names and order)",
+            "map with a model trained on this dataset's bands, or list the model's bands in "
+            "this order if the images hold them",
+        )
 
 
 def positive_class(bundle: Mapping[str, Any]) -> int:
@@ -990,6 +1037,8 @@ def predict_scenes_from_bundle(
     settings: Settings,
     device: str | torch.device = "auto",
     resume_dir: str | Path | None = None,
+    bands: Sequence[str] | None = None,
+    bands_key: str = "config: bands",
     **kwargs: Any,
 ) -> list[PredictionResult | None]:
     """Predict several scenes with one model, loaded once.
@@ -1007,6 +1056,9 @@ def predict_scenes_from_bundle(
         settings: Reads ``settings.prediction`` (window, overlap, batch size, probabilities).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         resume_dir: Folder that keeps finished scenes across an interruption.
+        bands: The dataset's configured band names (``predict --map``), checked against the
+            model's; None: not configured.
+        bands_key: The config key of ``bands``, for the message.
         **kwargs: Further options of :func:`predict_scene` (e.g. ``nodata``).
 
     Returns:
@@ -1041,6 +1093,7 @@ def predict_scenes_from_bundle(
         )
     dev = resolve_device(device)
     model, bundle = load_bundle(model_path, dev)
+    check_configured_bands(bands, bundle, bands_key)
     for image in image_paths:
         match_bands(inspect_raster(image, role="image"), bundle)
     if resume_dir is None:

@@ -65,8 +65,34 @@ class ModelSettings:
     arch: str
     encoder: str
     encoder_weights: str | None
+    encoder_weights_min_share: float
     width: int
     depth: int
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """``training.loss``: the per-pixel loss (cross-entropy or focal, class weights)."""
+
+    kind: str
+    class_weights: str | tuple[float, ...] | None
+    focal_gamma: float
+
+    @classmethod
+    def from_block(cls, block: Mapping[str, Any]) -> LossSettings:
+        """The settings of a config's ``training.loss`` block, schema defaults filled in.
+
+        Args:
+            block: The block (validated or not).
+
+        Returns:
+            The settings; a list of class weights becomes a tuple.
+        """
+        spec = load_schema()["properties"]["training"]["properties"]["loss"]["properties"]
+        values = {**{k: v["default"] for k, v in spec.items()}, **dict(block)}
+        if isinstance(values["class_weights"], list):
+            values["class_weights"] = tuple(values["class_weights"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,12 @@ class TrainingSettings:
     selection: str
     selection_min_region_pixels: int
     selection_min_class_pixels: int
+    loss: LossSettings
+
+    def __post_init__(self) -> None:
+        # A config block (a dict) becomes LossSettings, with the schema's defaults.
+        if isinstance(self.loss, Mapping):
+            object.__setattr__(self, "loss", LossSettings.from_block(self.loss))
 
 
 @dataclass(frozen=True)
@@ -256,6 +288,7 @@ class Settings:
 __all__ = [
     "SECTIONS",
     "EvaluationSettings",
+    "LossSettings",
     "ModelSettings",
     "PartitionSettings",
     "PrimarySettings",

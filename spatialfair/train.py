@@ -27,21 +27,28 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .atomic import atomic_path
 from .config import DatasetConfig, StrategyRun
-from .constants import IGNORE_INDEX
-from .data import TileDataset, band_stats, make_loader, region_pixel_counts, tile_table
+from .data import (
+    TileDataset,
+    band_stats,
+    class_pixel_counts,
+    make_loader,
+    region_pixel_counts,
+    tile_table,
+)
 from .distributed import DistContext, Reducer, barrier, init_distributed, shutdown
 from .errors import InputError, StateError
 from .export import training_pixel_size
 from .fairness import STRATEGIES, final_layer, make_strategy
+from .losses import PixelLoss, resolve_loss
 from .metrics import has_class_support, metric_arrays, metric_names
 from .models import build_model, check_tile_size, count_parameters, save_bundle, unwrap
+from .safeload import load_plain, shorten, unsafe_globals
 from .settings import Settings, section_defaults
 from .store import TileStore
 
@@ -109,9 +116,23 @@ def _seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """The random-number states as tensors and plain values (loadable with weights_only).
+
+    Python's and numpy's Mersenne-Twister states become int64 tensors, so a checkpoint holds
+    nothing the weights-only unpickler refuses (docs/training.md, "Safe loading").
+    """
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64)},
+        "python_gauss": None if gauss is None else float(gauss),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -120,11 +141,50 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore the states saved by :func:`_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"]), state["python_gauss"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint loaded with ``weights_only=True``; None for one this version cannot resume.
+
+    A checkpoint written before RNG states were stored as tensors holds numpy arrays, which the
+    weights-only unpickler refuses: it is not read (a warning says so) and training starts
+    afresh. Any other Python object in the file is refused with an error.
+
+    Args:
+        path: The ``checkpoint.pt`` file.
+
+    Returns:
+        The checkpoint dict, or None.
+
+    Raises:
+        InputError: The file holds other Python objects, or cannot be read.
+    """
+    fix = f"delete {path.name} (training then starts afresh) or train into another folder"
+    try:
+        ckpt = load_plain(path, "checkpoint", fix)
+    except InputError:
+        names = unsafe_globals(path)
+        if names and all(n.startswith("numpy.") for n in names):
+            log.warning(
+                "%s was written by an earlier spatialfair (numpy random states, %s), which is "
+                "not loaded; training from scratch",
+                path,
+                shorten(names),
+            )
+            return None
+        raise
+    if not isinstance(ckpt, dict):
+        raise InputError(path, "not a spatialfair checkpoint", fix)
+    return ckpt
 
 
 def _partition_names(partitions: Path | None, name: str) -> list[str] | None:
@@ -403,6 +463,26 @@ class _Plan:
         self.min_pixels = int(self.tcfg.selection_min_region_pixels)
         self.min_class_pixels = int(self.tcfg.selection_min_class_pixels)
         self.selection = str(self.tcfg.selection)
+        self.loss = self._loss()
+
+    def _loss(self) -> PixelLoss:
+        """The per-pixel loss of ``training.loss``; balanced weights count the training labels."""
+        block = self.settings.section("training")["loss"]
+        counts = None
+        if block["class_weights"] == "balanced":
+            counts = class_pixel_counts(self.store, "train", split_column=self.split_column)
+        loss = resolve_loss(block, self.ds.classes, counts)
+        if loss.class_weights is not None or loss.kind != "cross_entropy":
+            log.info(
+                "loss %s (gamma %g), class weights %s%s",
+                loss.kind,
+                loss.focal_gamma,
+                dict(zip(self.ds.classes, (round(w, 4) for w in loss.class_weights or ()))),
+                ""
+                if counts is None
+                else f" from training pixels {dict(zip(self.ds.classes, counts))}",
+            )
+        return loss
 
     def _check_store(self, ds: DatasetConfig) -> None:
         store, col = self.store, self.split_column
@@ -412,7 +492,16 @@ class _Plan:
                 f"the tile store has classes {store.classes}, the dataset {ds.classes}",
                 "re-run `spatialfair tile`",
             )
+        if ds.bands and [b.casefold() for b in ds.bands] != [b.casefold() for b in store.bands]:
+            raise InputError(
+                store.path,
+                f"the tile store has bands {store.bands}, the dataset's config {list(ds.bands)}",
+                "re-run `spatialfair tile` after changing the dataset's bands",
+            )
         check_tile_size(store.tile_size, self.mcfg)
+        if self.mcfg.get("encoder_weights"):
+            # reads and checks the local encoder weights now, before the data is streamed
+            build_model(self.mcfg, len(store.bands), ds.num_classes)
         if ds.headline_metric not in metric_names(ds.classes):
             raise InputError(
                 f"config: datasets.{ds.name}.headline_metric",
@@ -929,7 +1018,9 @@ class _Session:
             if main:
                 log.info("no checkpoint in %s: training from scratch", self.out_dir)
             return 0, None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
+        if ckpt is None:
+            return 0, None
         if (
             ckpt.get("format") != CHECKPOINT_FORMAT
             or ckpt.get("fingerprint") != self._fingerprint()
@@ -965,7 +1056,7 @@ class _Session:
         with self.autocast() if self.autocast else nullcontext():
             logits = self.ddp_model(x)
         logits = logits.float()
-        pixel_loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="none")
+        pixel_loss = self.plan.loss(logits, y)
         loss = strategy.loss(
             pixel_loss,
             valid,
@@ -1153,6 +1244,7 @@ class _Session:
                 classes=ds.classes,
                 colors=ds.colors,
                 bands=plan.store.bands,
+                bands_configured=bool(ds.bands),
                 norm_mean=self.norm[0],
                 norm_std=self.norm[1],
                 tile_size=plan.store.tile_size,
@@ -1175,6 +1267,7 @@ class _Session:
                 seed=plan.seed,
                 split_column=plan.split_column,
                 selection=plan.selection,
+                loss=plan.loss.record(),
             )
             log.info(
                 "%s: kept epoch %d (%s score %.4f) -> %s",

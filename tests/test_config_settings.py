@@ -21,7 +21,10 @@ def test_every_field_default_is_the_schema_default():
         assert fields == list(props), name  # same keys, schema order
         section = defaults.section(name)
         for key, spec in props.items():
-            assert section[key] == spec["default"], f"{name}.{key}"
+            expected = spec["default"]
+            if isinstance(expected, dict) and "properties" in spec:  # a block: its keys' defaults
+                expected = {k: v["default"] for k, v in spec["properties"].items()} | expected
+            assert section[key] == expected, f"{name}.{key}"
     assert defaults.seed == schema["seed"]["default"]
     assert defaults.results == schema["results"]["default"]
 

@@ -79,7 +79,7 @@ def test_a_different_model_does_not_reuse_scenes(tmp_path):
     cache = predict_mod._ResumeCache(tmp_path / "resume", tmp_path / "model.pt")
     staged = cache.staging([outs[0]])[0]
     staged.write_bytes(b"stale")  # a finished scene of an older model would sit elsewhere
-    bundle = torch.load(tmp_path / "model.pt", weights_only=False)
+    bundle = torch.load(tmp_path / "model.pt", weights_only=True)
     bundle["epoch"] = 2
     torch.save(bundle, tmp_path / "model.pt")
     results = predict_scenes_from_bundle(tmp_path / "model.pt", images, outs, **kw)

@@ -247,8 +247,8 @@ def test_sigkill_mid_training_resumes_to_same_weights(tmp_path):
         capture_output=True,
         timeout=600,
     )
-    a = torch.load(tmp_path / "full/model.pt", map_location="cpu", weights_only=False)
-    b = torch.load(killed / "model.pt", map_location="cpu", weights_only=False)
+    a = torch.load(tmp_path / "full/model.pt", map_location="cpu", weights_only=True)
+    b = torch.load(killed / "model.pt", map_location="cpu", weights_only=True)
     assert a["epoch"] == b["epoch"]
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(value, b["state_dict"][key], rtol=0, atol=0)
@@ -290,7 +290,7 @@ def _pipeline(root: Path, demo: Path) -> dict[str, object]:
             out[f"pred/{p.name}"] = src.read()
     metrics.pop("created", None)
     out["metrics"] = metrics
-    state = torch.load(run / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(run / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
     out["weights"] = {k: v.numpy() for k, v in state.items()}
     return out
 

@@ -69,7 +69,7 @@ def test_split_per_region_halves_every_region():
 
 
 def _weights(path):
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def test_lastlayer_refits_only_the_head_of_the_kept_erm_model(store, tmp_path):  # noqa: F811
@@ -84,7 +84,7 @@ def test_lastlayer_refits_only_the_head_of_the_kept_erm_model(store, tmp_path): 
         store, tmp_path / "ll", dataset=ds, strategy=_run(cfg, "lastlayer"),
         settings=Settings.from_config(cfg),
     )  # fmt: skip
-    bundle = torch.load(path, weights_only=False)
+    bundle = torch.load(path, weights_only=True)
     ll = bundle["state_dict"]
     changed = sorted(k for k in erm if not torch.equal(erm[k], ll[k]))
     assert changed == ["head.bias", "head.weight"]

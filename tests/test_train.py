@@ -118,7 +118,7 @@ def test_erm_overall_selection_keeps_the_best_overall_epoch(store, tmp_path):
         strategy=_run(config, "erm"),
         settings=Settings.from_config(config),
     )
-    bundle = torch.load(path, weights_only=False)
+    bundle = torch.load(path, weights_only=True)
     log = pd.read_csv(tmp_path / "erm" / "train_log.csv")
     assert bundle["selection"] == "overall" and set(log["selection"]) == {"overall"}
     np.testing.assert_allclose(log["score"], log["val_iou_c1"], rtol=1e-6)
@@ -157,8 +157,8 @@ def test_resume_gives_same_final_weights(store, tmp_path, name):
     a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
-    ckpt_a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
-    ckpt_b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    ckpt_a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    ckpt_b = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
     for key, value in ckpt_a["model"].items():  # last epoch, not only the kept one
         torch.testing.assert_close(ckpt_b["model"][key], value, rtol=0, atol=0)
     pd.testing.assert_frame_equal(

@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> None:
         args.from_store, args.held_out_column = args.held_out
     if args.from_store:
         _store_paths(args)
+    bands = None
     if args.map:
-        _map_paths(args, config)
+        bands = _map_paths(args, config)
     if not args.image or not args.out_classes:
         raise InputError(
             "predict",
@@ -153,6 +154,8 @@ def run(args: argparse.Namespace) -> None:
         nodata=args.nodata,
         resume_dir=args.resume_dir,
         settings=settings,
+        bands=bands,
+        bands_key=f"config: datasets.{args.map}.bands",
     )
     for image, result in zip(args.image, results):
         if result is not None:
@@ -161,8 +164,12 @@ def run(args: argparse.Namespace) -> None:
             )
 
 
-def _map_paths(args: argparse.Namespace, config: dict | None) -> None:
-    """Fill --image/--out-* from a dataset's ``map_images``, checked before the model loads."""
+def _map_paths(args: argparse.Namespace, config: dict | None) -> list[str] | None:
+    """Fill --image/--out-* from a dataset's ``map_images``, checked before the model loads.
+
+    Returns the dataset's configured band names (None if not configured), which prediction
+    checks against the model's.
+    """
     from ..config import dataset_config
     from ..errors import InputError
     from ..validation import check_map_images
@@ -177,6 +184,7 @@ def _map_paths(args: argparse.Namespace, config: dict | None) -> None:
     check_map_images(ds)
     _set_outputs(args, dict(zip(ds.map_scenes, ds.map_images)))
     log.info("%d unlabelled scene(s) of %s to map", len(ds.map_images), ds.name)
+    return list(ds.bands) if ds.bands else None
 
 
 def _set_outputs(args: argparse.Namespace, scenes: dict) -> None:
