@@ -37,11 +37,9 @@ from .bootstrap import (
     BLOCK_FACTOR,
     MIN_BLOCKS,
     autocorrelation_range,
-    block_bootstrap,
     block_factor,
     block_pixels,
     replicate_values,
-    summary_intervals,
 )
 from .errors import InputError
 from .metrics import MAX_CLASSES, _PixelPairs, metric_names
@@ -549,7 +547,7 @@ def _tables_and_units(counts: _Counts, parts: Mapping[str, Any], classes: Sequen
 def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
     """Bootstrap intervals of every region's deviation and of every partitioning's headline
     summaries (difference, ratio, worst region) into the tables and the JSON document."""
-    from .evaluate import _json_value
+    from .evaluate import add_intervals
 
     reps = replicate_values(
         bcm,
@@ -559,32 +557,7 @@ def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
         n_boot=s["n_boot"],
         seed=s["seed"],
     )
-    cis = block_bootstrap(
-        bcm, {}, classes, headline, n_boot=0, confidence=s["confidence"], seed=0, replicates=reps
-    )
-    for name, ci in cis.items():
-        t = result.tables[name]
-        left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
-        t["effective_blocks"] = ci.n_eff
-        t["deviation_ci_low"] = ci.low
-        t["deviation_ci_high"] = ci.high
-        t["n_boot"] = ci.n_valid
-        t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
-        t["ci_note"] = np.where(ci.n_eff < MIN_BLOCKS, "too few blocks", "")
-        doc = result.metrics["partitionings"][name]
-        used = ~left_out & np.isfinite(t[headline].to_numpy(float))
-        summ = summary_intervals(reps, name, used, s["confidence"])
-        t["worst_share"] = np.where(used, 0.0, np.nan)
-        for rid, share in summ.pop("worst_shares", {}).items():
-            t.loc[t["region_id"] == rid, "worst_share"] = share
-        if "worst_region_id" in summ:
-            summ["worst_region"] = parts[name].names[summ.pop("worst_region_id")]
-        doc["summaries"][headline]["bootstrap"] = _json_value(summ)
-        keys = ("effective_blocks", "deviation_ci_low", "deviation_ci_high", "n_boot")
-        keys += ("ci_excludes_zero", "ci_note", "worst_share")
-        for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
-            entry.update(_json_value({k: row[k] for k in keys}))
-        doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
+    add_intervals(result, reps, s["confidence"])
 
 
 def _cell_size(s: Mapping[str, Any]) -> float:

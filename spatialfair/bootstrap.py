@@ -13,6 +13,7 @@ under-cover with a few blocks per region). Method and references: docs/audit.md
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -283,18 +284,44 @@ def summary_intervals(
 
 def _summary_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     """max - min, min / max (1 when both are 0) and min over axis 1 of (b, R) values."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw without any region value
         lo, hi = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
         ratio = np.where(hi > 0, lo / np.where(hi > 0, hi, 1.0), 1.0)
     return {"difference": hi - lo, "ratio": ratio, "worst_value": lo}
 
 
-def block_pixels(crs, transform, width: int, height: int, block_size: float) -> tuple[int, int]:
-    """(rows, cols) in pixels of a ``block_size``-metre block on a raster grid.
+def pixel_metres(crs, transform, height: int) -> tuple[float, float]:
+    """(north-south, east-west) size of a pixel in metres.
 
     Projected CRS: the pixel size times the CRS's linear unit in metres. Geographic CRS
     (degrees): 111,320 m per degree north-south and that times cos(latitude of the raster's
-    centre) east-west, close enough for a block that only needs to be "about 1 km".
+    centre) east-west, close enough for blocks that only need to be "about 1 km".
+
+    Args:
+        crs: The raster's CRS (None: treated as projected in metres).
+        transform: The raster's affine transform.
+        height: Raster height in pixels.
+
+    Returns:
+        ``(metres_y, metres_x)``.
+    """
+    res_x, res_y = abs(transform.a), abs(transform.e)
+    if crs is not None and crs.is_geographic:
+        lat = transform.f + transform.e * height / 2.0
+        m_x = res_x * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
+        return res_y * 111_320.0, m_x
+    factor = 1.0
+    try:
+        factor = float(crs.linear_units_factor[1]) if crs is not None else 1.0
+    except Exception:  # CRS without a linear unit: take map units as metres
+        factor = 1.0
+    return res_y * factor, res_x * factor
+
+
+def block_pixels(crs, transform, width: int, height: int, block_size: float) -> tuple[int, int]:
+    """(rows, cols) in pixels of a ``block_size``-metre block on a raster grid
+    (:func:`pixel_metres`).
 
     Args:
         crs: The raster's CRS (None: treated as projected in metres).
@@ -306,18 +333,7 @@ def block_pixels(crs, transform, width: int, height: int, block_size: float) -> 
     Returns:
         ``(rows, cols)`` of a block, each at least 1.
     """
-    res_x, res_y = abs(transform.a), abs(transform.e)
-    if crs is not None and crs.is_geographic:
-        lat = transform.f + transform.e * height / 2.0
-        m_y = res_y * 111_320.0
-        m_x = res_x * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
-    else:
-        factor = 1.0
-        try:
-            factor = float(crs.linear_units_factor[1]) if crs is not None else 1.0
-        except Exception:  # CRS without a linear unit: take map units as metres
-            factor = 1.0
-        m_x, m_y = res_x * factor, res_y * factor
+    m_y, m_x = pixel_metres(crs, transform, height)
     return max(1, int(round(block_size / m_y))), max(1, int(round(block_size / m_x)))
 
 

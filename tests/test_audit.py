@@ -139,6 +139,12 @@ def test_auto_blocks_from_clustered_errors_and_summary_intervals(tmp_path):
     assert b["ratio"]["value"] == pytest.approx(s["ratio"])
     assert b["difference"]["ci_low"] > 0 and b["ratio"]["ci_high"] < 1
     assert b["worst_value"]["ci_low"] < s["group_min"] < b["worst_value"]["ci_high"]
+    from spatialfair.report import Report
+
+    rep = Report(r.metrics)
+    assert rep.interval() == (b["difference"]["ci_low"], b["difference"]["ci_high"])
+    assert rep.interval("ratio")[1] == b["ratio"]["ci_high"]
+    assert rep.worst_share() == b["worst_share"]
     csv = pd.read_csv(tmp_path / "out" / "by_region.csv")
     east = csv[(csv.partitioning == "regions") & (csv.region == "east")].iloc[0]
     assert east["worst_share"] == pytest.approx(b["worst_share"])
