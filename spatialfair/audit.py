@@ -567,19 +567,26 @@ def _cell_size(s: Mapping[str, Any]) -> float:
 
 
 def _cell_grids(counts: _Counts, scenes: Sequence[_Scene]) -> list[tuple[np.ndarray, ...]]:
-    """Per scene, (errors, labelled pixels) of every block of the pass on its block grid."""
+    """Per scene, (errors, labelled pixels, region) of every block of the pass on its block
+    grid; the region is the primary partitioning's (the user's regions, else the first)
+    holding most of the block's pixels."""
     bkeys, bcm = counts.merge("__blocks__")
     px = bcm.sum(axis=(1, 2))
     err = px - np.trace(bcm, axis1=1, axis2=2)
+    name = "regions" if "regions" in counts.parts else next(iter(counts.parts))
+    keys, cms = counts.merge(name)
+    r1 = counts.parts[name].n_regions + 1
+    region = _block_groups(np.searchsorted(bkeys, keys // r1), keys % r1 - 1, cms, len(bkeys))
     grids = []
     for sc in scenes:
         nbr = -(-sc.pair.label.height // sc.block[0])
         n = nbr * sc.n_block_cols
         sel = (bkeys >= sc.block_offset) & (bkeys < sc.block_offset + n)
-        e, p = np.zeros(n), np.zeros(n)
+        e, p, g = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
         e[bkeys[sel] - sc.block_offset] = err[sel]
         p[bkeys[sel] - sc.block_offset] = px[sel]
-        grids.append((e.reshape(nbr, -1), p.reshape(nbr, -1)))
+        g[bkeys[sel] - sc.block_offset] = region[sel]
+        grids.append((e.reshape(nbr, -1), p.reshape(nbr, -1), g.reshape(nbr, -1)))
     return grids
 
 

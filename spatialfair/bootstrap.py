@@ -346,13 +346,17 @@ def autocorrelation_range(
     """Range of the spatial autocorrelation of the errors: the first lag (in metres) where
     the correlogram of the cells' error rates falls below ``threshold``.
 
-    Each scene's grid of cells (errors, labelled pixels) is correlated with itself by FFT
-    (cells without labels are left out through a mask), the products are pooled over the
-    scenes by lag distance (rings one cell wide) and normalised by the pooled variance. Memory
+    Each scene's grid of cells (errors, labelled pixels) is centred on the mean error rate of
+    each region (the optional third array: the region of every cell, -1 for none), so that a
+    region that is really worse does not pass for autocorrelation over the region's size; it
+    is then correlated with itself by FFT (cells without labels are left out through a
+    mask), the products are pooled over the scenes by lag distance (rings one cell wide) and
+    normalised by the pooled variance. Memory
     is that of the cell grids (a 100 m cell grid of a 110 km scene is 1100 x 1100).
 
     Args:
-        grids: Per scene, ``(errors, pixels)`` arrays (rows, cols) of every cell.
+        grids: Per scene, ``(errors, pixels)`` or ``(errors, pixels, region)`` arrays
+            (rows, cols) of every cell.
         cell_m: Side of a cell in metres.
         threshold: Correlation below which cells count as independent.
         max_lag: Largest lag looked at, in cells.
@@ -365,11 +369,11 @@ def autocorrelation_range(
     num = np.zeros(max_lag + 1)
     den = np.zeros(max_lag + 1)
     var_num = var_den = 0.0
-    for err, px in grids:
-        ring_num, ring_den, v_num, v_den = _scene_correlation(err, px, max_lag)
+    for grid in grids:
+        ring_num, ring_den, v_num, v_den = _scene_correlation(*grid, max_lag=max_lag)
         num, den = num + ring_num, den + ring_den
         var_num, var_den = var_num + v_num, var_den + v_den
-    if var_den == 0 or var_num <= 0:
+    if var_den == 0 or var_num <= 1e-12 * var_den:  # no variation (rates are 0..1)
         return float(cell_m), []
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = (num[1:] / den[1:]) / (var_num / var_den)
@@ -378,14 +382,19 @@ def autocorrelation_range(
     return float(lag * cell_m), [float(r) for r in rho]
 
 
-def _scene_correlation(err: np.ndarray, px: np.ndarray, max_lag: int):
+def _scene_correlation(err: np.ndarray, px: np.ndarray, group=None, *, max_lag: int):
     """Sums of products of centred error rates, and their counts, per lag ring (0..max_lag)
-    of one scene's cells, and its variance sums."""
+    of one scene's cells, and its variance sums. Rates are centred on the mean of their
+    ``group`` (cells' region; default: one group)."""
     valid = np.asarray(px) > 0
     if valid.sum() < 2:
         return np.zeros(max_lag + 1), np.zeros(max_lag + 1), 0.0, 0.0
     rate = np.where(valid, np.asarray(err, np.float64) / np.where(valid, px, 1), 0.0)
-    m = np.where(valid, rate - rate[valid].mean(), 0.0)
+    g = np.zeros(rate.shape, np.int64) if group is None else np.asarray(group, np.int64) + 1
+    ids = g[valid]
+    means = np.bincount(ids, rate[valid]) / np.maximum(np.bincount(ids), 1)
+    m = np.zeros_like(rate)
+    m[valid] = rate[valid] - means[ids]
     h, w = m.shape
     shape = (2 * h, 2 * w)
     f_m, f_w = np.fft.rfft2(m, s=shape), np.fft.rfft2(valid.astype(np.float64), s=shape)

@@ -1076,8 +1076,11 @@ def add_intervals(result: EvaluationResult, reps, confidence: float) -> None:
         doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
 
 
-def _tile_grids(acc: _Accumulator, index: pd.DataFrame, rows: np.ndarray, stride: int):
-    """Per scene, (errors, evaluated pixels) of the evaluated tiles on the tile grid."""
+def _tile_grids(
+    acc: _Accumulator, index: pd.DataFrame, rows: np.ndarray, stride: int, region: np.ndarray
+):
+    """Per scene, (errors, evaluated pixels, region) of the evaluated tiles on the tile grid;
+    ``region``: every evaluated tile's region (of the primary partitioning)."""
     cm = acc.tile_cm[rows]
     px = cm.sum(axis=(1, 2)).astype(np.float64)
     err = px - np.trace(cm, axis1=1, axis2=2)
@@ -1088,10 +1091,11 @@ def _tile_grids(acc: _Accumulator, index: pd.DataFrame, rows: np.ndarray, stride
     for scene in pd.unique(sub["scene"].astype(str)):
         m = (sub["scene"].astype(str) == scene).to_numpy()
         e = np.zeros((gr[m].max() + 1, gc[m].max() + 1))
-        p = np.zeros_like(e)
+        p, g = np.zeros_like(e), np.full(e.shape, -1, np.int64)
         e[gr[m], gc[m]] = err[m]
         p[gr[m], gc[m]] = px[m]
-        grids.append((e, p))
+        g[gr[m], gc[m]] = region[m]
+        grids.append((e, p, g))
     return grids
 
 
@@ -1128,7 +1132,8 @@ def _centre_on_exact(reps, acc, parts, classes, headline, mean_block_px: float) 
 def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
     """Block-bootstrap replicates of an evaluation and their record for metrics.json.
 
-    The errors' autocorrelation range is measured on the evaluated tiles' grid; blocks are
+    The errors' autocorrelation range is measured on the evaluated tiles' grid, centred on
+    the mean of each region of the primary partitioning; blocks are
     squares of tiles ``BLOCK_FACTOR`` ranges across; a tile counts in the region holding
     most of its evaluated pixels (the observed values stay the exact per-pixel ones).
     """
@@ -1144,17 +1149,16 @@ def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
     ev = settings.evaluation
     rows = np.flatnonzero(acc.selected)
     cell_m = _cell_metres(meta, index, rows, stride)
-    range_m, rho = autocorrelation_range(_tile_grids(acc, index, rows, stride), cell_m)
+    identity = np.arange(len(index), dtype=np.int64)
+    tile_region = {name: acc.majority(name, identity, len(index))[rows] for name in parts}
+    primary = tile_region[_primary_partitioning(settings, parts)]
+    range_m, rho = autocorrelation_range(_tile_grids(acc, index, rows, stride, primary), cell_m)
     k = block_factor(range_m, cell_m)
     block = spatial_blocks(index.iloc[rows], block_tiles=k, stride=stride).astype(np.int64)
     tile_cm = acc.tile_cm[rows].astype(np.float64)
     block_cm = np.zeros((int(block.max()) + 1 if len(block) else 0, *tile_cm.shape[1:]))
     np.add.at(block_cm, block, tile_cm)
-    identity = np.arange(len(index), dtype=np.int64)
-    entries = {
-        name: (block, acc.majority(name, identity, len(index))[rows], tile_cm, p.n_regions)
-        for name, p in parts.items()
-    }
+    entries = {name: (block, tile_region[name], tile_cm, p.n_regions) for name, p in parts.items()}
     reps = replicate_values(
         block_cm, entries, classes, headline, n_boot=int(ev.n_boot), seed=int(settings.seed)
     )

@@ -145,3 +145,17 @@ def test_summary_intervals_and_worst_share():
         block_cm, entries, CLASSES, "accuracy", n_boot=0, confidence=0.95, seed=0, replicates=reps
     )["districts"]
     assert np.isnan(ci.low).all() and (ci.n_eff < MIN_BLOCKS).all()
+
+
+def test_a_worse_region_does_not_pass_for_autocorrelation():
+    """Errors in 40-m patches, three times as many in one 4-km district: centred on the
+    district means, the range stays one cell; centred on the map mean, the worse district
+    reads as correlation over kilometres (and would make blocks too large for any interval)."""
+    rng = np.random.default_rng(5)
+    err = patch_errors(rng, 1200, 4)
+    err[:400, :400] |= patch_errors(rng, 400, 4, share=0.2)
+    e, px = cell_counts(err)
+    i = np.arange(120)
+    district = (i[:, None] // 40) * 3 + i[None, :] // 40
+    assert autocorrelation_range([(e, px, district)], 100.0)[0] == 100.0
+    assert autocorrelation_range([(e, px)], 100.0)[0] >= 1000.0
