@@ -221,6 +221,19 @@ def block_bootstrap(
     reps = replicates or replicate_values(
         block_cm, entries, class_names, metric, n_boot=n_boot, seed=seed, max_values=max_values
     )
+    return deviation_intervals(reps, confidence)
+
+
+def deviation_intervals(reps: Replicates, confidence: float) -> dict[str, BootstrapCI]:
+    """Intervals of every region's deviation (region - overall) from drawn replicates.
+
+    Args:
+        reps: The replicates (:func:`replicate_values`).
+        confidence: Interval level.
+
+    Returns:
+        Per partitioning, the :class:`BootstrapCI` of its regions (:func:`t_interval`).
+    """
     out = {}
     for name, per in reps.per.items():
         dev = per - reps.overall[:, None]

@@ -1038,19 +1038,10 @@ def add_intervals(result: EvaluationResult, reps, confidence: float) -> None:
         reps: The :class:`~spatialfair.bootstrap.Replicates` of every partitioning.
         confidence: Interval level.
     """
-    from .bootstrap import MIN_BLOCKS, block_bootstrap, summary_intervals
+    from .bootstrap import MIN_BLOCKS, deviation_intervals, summary_intervals
 
     headline = result.headline
-    cis = block_bootstrap(
-        np.zeros((0, 1, 1)),
-        {},
-        [],
-        headline,
-        n_boot=0,
-        confidence=confidence,
-        seed=0,
-        replicates=reps,
-    )
+    cis = deviation_intervals(reps, confidence)
     for name, ci in cis.items():
         t = result.tables[name]
         left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
