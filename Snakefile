@@ -10,7 +10,7 @@
 from snakemake.utils import min_version
 
 # The same lowest version as the `snakemake>=` requirement in pyproject.toml.
-min_version("8.1.2")
+min_version("8.11.1")
 
 
 # The shipped config.yaml (the demo) is used only when no --configfile is given, so that

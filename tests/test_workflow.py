@@ -231,7 +231,10 @@ _LOCAL_RULES_SNIPPET = """
 import sys
 from pathlib import Path
 from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, ResourceSettings
+try:  # Snakemake 9
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+except ImportError:  # Snakemake 8
+    from snakemake.settings import ConfigSettings, ResourceSettings
 snakefile, workdir, config = (Path(a) for a in sys.argv[1:4])
 with SnakemakeApi() as api:
     wf = api.workflow(snakefile=snakefile, workdir=workdir, resource_settings=ResourceSettings(),
