@@ -10,7 +10,7 @@
 from snakemake.utils import min_version
 
 # The same lowest version as the `snakemake>=` requirement in pyproject.toml.
-min_version("8.0")
+min_version("8.11.1")
 
 
 # The shipped config.yaml (the demo) is used only when no --configfile is given, so that
@@ -33,6 +33,7 @@ rule all:
     default_target: True
     input:
         all_outputs(),
+    localrule: True
 
 
 # After a failed run: one line per job that ran out of memory or time (docs/cluster.md).

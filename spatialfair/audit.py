@@ -33,7 +33,14 @@ from .audit_inputs import (
     parse_class_map,
     read_labels,
 )
-from .bootstrap import block_bootstrap, block_pixels
+from .bootstrap import (
+    BLOCK_FACTOR,
+    MIN_BLOCKS,
+    autocorrelation_range,
+    block_factor,
+    block_pixels,
+    replicate_values,
+)
 from .errors import InputError
 from .metrics import MAX_CLASSES, _PixelPairs, metric_names
 
@@ -50,6 +57,7 @@ _SETTING_KEYWORDS = (
     "band",
     "align",
     "block_size",
+    "range_cell",
     "n_boot",
     "confidence",
     "ignore_index",
@@ -537,41 +545,112 @@ def _tables_and_units(counts: _Counts, parts: Mapping[str, Any], classes: Sequen
 
 
 def _add_intervals(result, entries, bcm, parts, classes, headline, s) -> None:
-    """Bootstrap CIs of every region's deviation into the tables and the JSON document."""
-    from .evaluate import _json_value
+    """Bootstrap intervals of every region's deviation and of every partitioning's headline
+    summaries (difference, ratio, worst region) into the tables and the JSON document."""
+    from .evaluate import add_intervals
 
-    cis = block_bootstrap(
+    reps = replicate_values(
         bcm,
         {name: (*entries[name], p.n_regions) for name, p in parts.items()},
         classes,
         headline,
         n_boot=s["n_boot"],
-        confidence=s["confidence"],
         seed=s["seed"],
     )
-    for name, ci in cis.items():
-        t = result.tables[name]
-        left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
-        t["deviation_ci_low"] = ci.low
-        t["deviation_ci_high"] = ci.high
-        t["n_boot"] = ci.n_valid
-        t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
-        doc = result.metrics["partitionings"][name]
-        for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
-            entry.update(
-                _json_value(
-                    {
-                        k: row[k]
-                        for k in (
-                            "deviation_ci_low",
-                            "deviation_ci_high",
-                            "n_boot",
-                            "ci_excludes_zero",
-                        )
-                    }
-                )
+    add_intervals(result, reps, s["confidence"])
+
+
+def _cell_size(s: Mapping[str, Any]) -> float:
+    """Side in metres of the blocks of the pass: cells of ``range_cell`` metres that are
+    joined into bootstrap blocks (``block_size: auto``), or the fixed ``block_size``."""
+    return float(s["range_cell"] if s["block_size"] == "auto" else s["block_size"])
+
+
+def _cell_grids(counts: _Counts, scenes: Sequence[_Scene]) -> list[tuple[np.ndarray, ...]]:
+    """Per scene, (errors, labelled pixels, region) of every block of the pass on its block
+    grid; the region is the primary partitioning's (the user's regions, else the first)
+    holding most of the block's pixels."""
+    bkeys, bcm = counts.merge("__blocks__")
+    px = bcm.sum(axis=(1, 2))
+    err = px - np.trace(bcm, axis1=1, axis2=2)
+    name = "regions" if "regions" in counts.parts else next(iter(counts.parts))
+    keys, cms = counts.merge(name)
+    r1 = counts.parts[name].n_regions + 1
+    region = _block_groups(np.searchsorted(bkeys, keys // r1), keys % r1 - 1, cms, len(bkeys))
+    grids = []
+    for sc in scenes:
+        nbr = -(-sc.pair.label.height // sc.block[0])
+        n = nbr * sc.n_block_cols
+        sel = (bkeys >= sc.block_offset) & (bkeys < sc.block_offset + n)
+        e, p, g = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
+        e[bkeys[sel] - sc.block_offset] = err[sel]
+        p[bkeys[sel] - sc.block_offset] = px[sel]
+        g[bkeys[sel] - sc.block_offset] = region[sel]
+        grids.append((e.reshape(nbr, -1), p.reshape(nbr, -1), g.reshape(nbr, -1)))
+    return grids
+
+
+def _coarsen(counts: _Counts, scenes: Sequence[_Scene], k: int) -> tuple[_Counts, list[_Scene]]:
+    """Join k x k blocks of the pass into one: the counts re-keyed and the scenes' new grids."""
+    new, offset = [], 0
+    for sc in scenes:
+        info, (bh, bw) = sc.pair.label, (sc.block[0] * k, sc.block[1] * k)
+        nbc = -(-info.width // bw)
+        new.append(_Scene(sc.name, sc.pair, (bh, bw), nbc, offset))
+        offset += -(-info.height // bh) * nbc
+    f_off = np.array([sc.block_offset for sc in scenes])
+    f_cols = np.array([sc.n_block_cols for sc in scenes])
+    c_off = np.array([sc.block_offset for sc in new])
+    c_cols = np.array([sc.n_block_cols for sc in new])
+
+    def remap(ids: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(f_off, ids, side="right") - 1
+        r, c = np.divmod(ids - f_off[i], f_cols[i])
+        return c_off[i] + (r // k) * c_cols[i] + c // k
+
+    out = _Counts(counts.parts, counts.c, n_unpredicted=counts.n_unpredicted)
+    bkeys, bcm = counts.merge("__blocks__")
+    out.add("__blocks__", remap(bkeys), bcm)
+    for name, p in counts.parts.items():
+        keys, cms = counts.merge(name)
+        out.add(
+            name,
+            remap(keys // (p.n_regions + 1)) * (p.n_regions + 1) + keys % (p.n_regions + 1),
+            cms,
+        )
+    for name in list(out.keys):
+        out.merge(name)
+    return out, new
+
+
+def _choose_blocks(counts: _Counts, scenes: Sequence[_Scene], s: Mapping[str, Any]):
+    """Measure the errors' autocorrelation range on the blocks of the pass and, with
+    ``block_size: auto``, join them into blocks ``BLOCK_FACTOR`` ranges across.
+
+    Returns:
+        The (re-keyed) counts, the scenes with their bootstrap blocks, and the record for
+        metrics.json (``autocorrelation_range_m``, ``block_size_m``, ``block_rule``...).
+    """
+    cell = _cell_size(s)
+    range_m, rho = autocorrelation_range(_cell_grids(counts, scenes), cell)
+    record = {"autocorrelation_range_m": range_m, "correlogram_cell_m": cell}
+    record["correlogram"] = [round(r, 4) for r in rho[:16]]
+    if s["block_size"] != "auto":
+        if BLOCK_FACTOR * range_m > cell:
+            log.warning(
+                "block_size %g m is below %d x the errors' autocorrelation range (%g m): the "
+                "intervals may be too narrow; block_size: auto picks %g m",
+                cell,
+                BLOCK_FACTOR,
+                range_m,
+                BLOCK_FACTOR * range_m,
             )
-        doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
+        return counts, list(scenes), {**record, "block_size_m": cell, "block_rule": "fixed"}
+    k = block_factor(range_m, cell)
+    log.info("errors' autocorrelation range %g m: bootstrap blocks of %g m", range_m, k * cell)
+    counts, scenes = _coarsen(counts, scenes, k)
+    rule = f"auto: {BLOCK_FACTOR} x autocorrelation range, whole {cell:g}-m cells"
+    return counts, scenes, {**record, "block_size_m": k * cell, "block_rule": rule}
 
 
 def _scene_meta(scenes: Sequence[_Scene], crs: CRS) -> dict[str, Any]:
@@ -594,17 +673,24 @@ def _record_audit(doc, counts, scenes, n_blocks, headline, s, inputs) -> None:
     """Add the audit's block, bootstrap and input records to the metrics document."""
     from .evaluate import _json_value
 
+    blocks = inputs.pop("blocks")
     doc["n_blocks"] = doc.pop("n_tiles")
-    doc["significance"]["block_size_m"] = s["block_size"]
-    doc["bootstrap"] = {
-        "method": "spatial block bootstrap, percentile interval",
-        "statistic": f"{headline} of the region - overall {headline}",
-        "n_boot": s["n_boot"],
-        "confidence": s["confidence"],
-        "block_size_m": s["block_size"],
-        "n_blocks": int(n_blocks),
-        "seed": s["seed"],
-    }
+    doc["significance"]["block_size_m"] = blocks["block_size_m"]
+    doc["bootstrap"] = _json_value(
+        {
+            "method": "spatial block bootstrap; interval: observed +- t(n-1) x bootstrap SD x "
+            "sqrt(n/(n-1)), n = the region's effective blocks",
+            "statistic": f"{headline} of the region - overall {headline}; summaries: "
+            "difference, ratio and worst region's value (summaries.<metric>.bootstrap)",
+            "n_boot": s["n_boot"],
+            "confidence": s["confidence"],
+            **blocks,
+            "n_blocks": int(n_blocks),
+            "min_effective_blocks": MIN_BLOCKS,
+            "effective_blocks": "region's labelled pixels / mean labelled pixels of a block",
+            "seed": s["seed"],
+        }
+    )
     doc["audit"] = _json_value(
         {
             **inputs,
@@ -693,12 +779,16 @@ def _settings(overrides: Mapping[str, Any]) -> dict[str, Any]:
             s[key] = value
     if s["align"] not in ("none", "nearest"):
         raise InputError("align", f"unknown alignment {s['align']!r}", "use 'none' or 'nearest'")
-    if s["block_size"] <= 0 or s["n_boot"] < 0 or not 0 < s["confidence"] < 1:
+    bs = s["block_size"]
+    auto_or_positive = bs == "auto" or (isinstance(bs, (int, float)) and bs > 0)
+    if not auto_or_positive or s["range_cell"] <= 0 or s["n_boot"] < 0:
         raise InputError(
             "audit settings",
-            f"block_size {s['block_size']}, n_boot {s['n_boot']}, confidence {s['confidence']}",
-            "block_size > 0 metres, n_boot >= 0, 0 < confidence < 1",
+            f"block_size {bs!r}, range_cell {s['range_cell']}, n_boot {s['n_boot']}",
+            "block_size 'auto' or > 0 metres, range_cell > 0 metres, n_boot >= 0",
         )
+    if not 0 < s["confidence"] < 1:
+        raise InputError("confidence", f"{s['confidence']}", "0 < confidence < 1")
     return s
 
 
@@ -760,7 +850,8 @@ def audit_map(
     threshold: float | None = None,
     band: int | None = None,
     align: str | None = None,
-    block_size: float | None = None,
+    block_size: float | str | None = None,
+    range_cell: float | None = None,
     n_boot: int | None = None,
     confidence: float | None = None,
     ignore_index: int | None = None,
@@ -792,7 +883,10 @@ def audit_map(
         threshold: For a probability raster (two classes): value >= threshold is class 1.
         band: Band of the prediction rasters (1-based).
         align: ``none`` (a grid mismatch is an error) or ``nearest`` (resample).
-        block_size: Side in metres of the bootstrap blocks.
+        block_size: Side in metres of the bootstrap and significance blocks, or ``"auto"``:
+            ``BLOCK_FACTOR`` ranges of the errors' spatial autocorrelation (docs/audit.md).
+        range_cell: Side in metres of the cells the autocorrelation range is measured on
+            (``block_size="auto"``; blocks are whole cells).
         n_boot: Block-bootstrap replicates (0 = no intervals).
         confidence: Level of the confidence intervals.
         ignore_index: Label value of unlabelled pixels (the label file's nodata is unlabelled too).
@@ -846,7 +940,7 @@ def _check_inputs(preds, labs, regions, regions_layer, classes, s) -> SimpleName
         )
         for lab, pred in pair_files(preds, labs)
     ]
-    scenes = _scenes(pairs, float(s["block_size"]))
+    scenes = _scenes(pairs, _cell_size(s))
     crs = _study_crs(scenes)
     parts = _partitionings(
         scenes, crs, regions, s["region_column"], regions_layer, s["partitions"], s["seed"]
@@ -869,6 +963,7 @@ def _audit(job, classes, metric, s, window_side, dataset, task, run):
     counts = scan(
         job.scenes, job.parts, job.vmap, len(classes), int(s["ignore_index"]), window_side
     )
+    counts, scenes, blocks = _choose_blocks(counts, job.scenes, s)
     t2 = time.perf_counter()
     if counts.n_unpredicted:
         log.warning(
@@ -881,10 +976,11 @@ def _audit(job, classes, metric, s, window_side, dataset, task, run):
         "labels": [str(p) for p in job.labs],
         "regions": str(job.regions) if job.regions is not None else None,
     }
+    inputs["blocks"] = blocks
     result = _finish(
         counts,
         job.parts,
-        job.scenes,
+        scenes,
         job.crs,
         classes,
         metric,

@@ -688,6 +688,9 @@ def evaluate_dataset(
         replicate or {"seed": int(settings.seed), "folds": len(sources)}
     )
     result.metrics["basis"] = _basis(passes, split, int(acc.overall.sum()))
+    reps, record = _bootstrap(acc, parts, index, meta, settings, store.stride, classes, headline)
+    result.metrics["bootstrap"] = _json_value(record)
+    add_intervals(result, reps, float(settings.evaluation.confidence))
     write_outputs(result, out_dir)
     return result
 
@@ -1020,3 +1023,154 @@ def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
     with atomic_path(out_dir / "by_region.csv") as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
     log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "by_region.csv")
+
+
+def add_intervals(result: EvaluationResult, reps, confidence: float) -> None:
+    """Write block-bootstrap intervals into the tables and metrics.json of ``result``.
+
+    Per region: ``effective_blocks``, ``deviation_ci_low/high``, ``n_boot`` (replicates with a
+    value), ``ci_excludes_zero``, ``ci_note`` (``too few blocks``) and ``worst_share``; per
+    partitioning, ``summaries.<headline>.bootstrap`` (difference, ratio, worst region). Shared
+    by evaluate and audit (docs/audit.md, "Uncertainty").
+
+    Args:
+        result: The evaluation or audit result (tables and document are updated in place).
+        reps: The :class:`~spatialfair.bootstrap.Replicates` of every partitioning.
+        confidence: Interval level.
+    """
+    from .bootstrap import MIN_BLOCKS, deviation_intervals, summary_intervals
+
+    headline = result.headline
+    cis = deviation_intervals(reps, confidence)
+    for name, ci in cis.items():
+        t = result.tables[name]
+        left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
+        t["effective_blocks"] = ci.n_eff
+        t["deviation_ci_low"] = ci.low
+        t["deviation_ci_high"] = ci.high
+        t["n_boot"] = ci.n_valid
+        t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
+        t["ci_note"] = np.where(ci.n_eff < MIN_BLOCKS, "too few blocks", "")
+        used = ~left_out & np.isfinite(t[headline].to_numpy(float))
+        summ = summary_intervals(reps, name, used, confidence)
+        t["worst_share"] = np.where(used, 0.0, np.nan)
+        for rid, share in summ.pop("worst_shares", {}).items():
+            t.loc[t["region_id"] == rid, "worst_share"] = share
+        if "worst_region_id" in summ:
+            summ["worst_region"] = result.partitionings[name].names[summ.pop("worst_region_id")]
+        doc = result.metrics["partitionings"][name]
+        doc["summaries"][headline]["bootstrap"] = _json_value(summ)
+        keys = ("effective_blocks", "deviation_ci_low", "deviation_ci_high", "n_boot")
+        keys += ("ci_excludes_zero", "ci_note", "worst_share")
+        for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
+            entry.update(_json_value({k: row[k] for k in keys}))
+        doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
+
+
+def _tile_grids(
+    acc: _Accumulator, index: pd.DataFrame, rows: np.ndarray, stride: int, region: np.ndarray
+):
+    """Per scene, (errors, evaluated pixels, region) of the evaluated tiles on the tile grid;
+    ``region``: every evaluated tile's region (of the primary partitioning)."""
+    cm = acc.tile_cm[rows]
+    px = cm.sum(axis=(1, 2)).astype(np.float64)
+    err = px - np.trace(cm, axis1=1, axis2=2)
+    sub = index.iloc[rows]
+    gr = sub["row_off"].to_numpy(np.int64) // stride
+    gc = sub["col_off"].to_numpy(np.int64) // stride
+    grids = []
+    for scene in pd.unique(sub["scene"].astype(str)):
+        m = (sub["scene"].astype(str) == scene).to_numpy()
+        e = np.zeros((gr[m].max() + 1, gc[m].max() + 1))
+        p, g = np.zeros_like(e), np.full(e.shape, -1, np.int64)
+        e[gr[m], gc[m]] = err[m]
+        p[gr[m], gc[m]] = px[m]
+        g[gr[m], gc[m]] = region[m]
+        grids.append((e, p, g))
+    return grids
+
+
+def _cell_metres(meta: dict, index: pd.DataFrame, rows: np.ndarray, stride: int) -> float:
+    """Mean side in metres of a tile-grid cell (``stride`` pixels) over the evaluated scenes."""
+    from rasterio.transform import Affine
+
+    from .bootstrap import pixel_metres
+
+    sizes = []
+    for scene in pd.unique(index.iloc[rows]["scene"].astype(str)):
+        e = meta["scenes"][scene]
+        crs = CRS.from_user_input(e["crs"])
+        m_y, m_x = pixel_metres(crs, Affine(*e["transform"][:6]), int(e["height"]))
+        sizes.append(stride * (m_y + m_x) / 2.0)
+    return float(np.mean(sizes))
+
+
+def _centre_on_exact(reps, acc, parts, classes, headline, mean_block_px: float) -> None:
+    """Shift the replicates by (exact - tile-majority) observed values, so that intervals and
+    worst-region shares centre on the exact per-pixel values of the tables; effective blocks
+    from the regions' exact pixel counts."""
+    for name in parts:
+        cm = acc.cm[name][1:]
+        exact = metric_arrays(cm, classes)[headline]
+        reps.per[name] += (exact - reps.observed[name])[None, :]
+        reps.observed[name] = exact
+        reps.n_eff[name] = cm.sum(axis=(1, 2)) / mean_block_px
+    exact_overall = float(metrics_from_confusion(acc.overall, classes)[headline])
+    reps.overall += exact_overall - reps.observed_overall
+    reps.observed_overall = exact_overall
+
+
+def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
+    """Block-bootstrap replicates of an evaluation and their record for metrics.json.
+
+    The errors' autocorrelation range is measured on the evaluated tiles' grid, centred on
+    the mean of each region of the primary partitioning; blocks are
+    squares of tiles ``BLOCK_FACTOR`` ranges across; a tile counts in the region holding
+    most of its evaluated pixels (the observed values stay the exact per-pixel ones).
+    """
+    from .bootstrap import (
+        BLOCK_FACTOR,
+        MIN_BLOCKS,
+        autocorrelation_range,
+        block_factor,
+        replicate_values,
+    )
+    from .splits import spatial_blocks
+
+    ev = settings.evaluation
+    rows = np.flatnonzero(acc.selected)
+    cell_m = _cell_metres(meta, index, rows, stride)
+    identity = np.arange(len(index), dtype=np.int64)
+    tile_region = {name: acc.majority(name, identity, len(index))[rows] for name in parts}
+    primary = tile_region[_primary_partitioning(settings, parts)]
+    range_m, rho = autocorrelation_range(_tile_grids(acc, index, rows, stride, primary), cell_m)
+    k = block_factor(range_m, cell_m)
+    block = spatial_blocks(index.iloc[rows], block_tiles=k, stride=stride).astype(np.int64)
+    tile_cm = acc.tile_cm[rows].astype(np.float64)
+    block_cm = np.zeros((int(block.max()) + 1 if len(block) else 0, *tile_cm.shape[1:]))
+    np.add.at(block_cm, block, tile_cm)
+    entries = {name: (block, tile_region[name], tile_cm, p.n_regions) for name, p in parts.items()}
+    reps = replicate_values(
+        block_cm, entries, classes, headline, n_boot=int(ev.n_boot), seed=int(settings.seed)
+    )
+    px = block_cm.sum(axis=(1, 2))
+    _centre_on_exact(reps, acc, parts, classes, headline, float(px[px > 0].mean()))
+    record = {
+        "method": "spatial block bootstrap; interval: observed +- t(n-1) x bootstrap SD x "
+        "sqrt(n/(n-1)), n = the region's effective blocks",
+        "n_boot": int(ev.n_boot),
+        "confidence": float(ev.confidence),
+        "autocorrelation_range_m": range_m,
+        "correlogram_cell_m": cell_m,
+        "correlogram": [round(r, 4) for r in rho[:16]],
+        "block_rule": f"{BLOCK_FACTOR} x autocorrelation range, whole tiles",
+        "block_tiles": k,
+        "block_size_m": k * cell_m,
+        "n_blocks": len(block_cm),
+        "min_effective_blocks": MIN_BLOCKS,
+        "effective_blocks": "region's evaluated pixels / mean evaluated pixels of a block",
+        "tile_region": "a tile counts in the region holding most of its evaluated pixels",
+        "seed": int(settings.seed),
+    }
+    log.info("errors' autocorrelation range %g m: bootstrap blocks of %d tiles", range_m, k)
+    return reps, record

@@ -29,7 +29,11 @@ _REGION_FIELDS = (
     "deviation_ci_low",
     "deviation_ci_high",
     "n_replicates",
+    "n_boot",
+    "effective_blocks",
+    "ci_note",
     "ci_excludes_zero",
+    "worst_share",
     "statistic",
     "p_value",
     "significant",
@@ -175,6 +179,46 @@ class Report:
     ) -> str | None:
         """Name of the region with :meth:`group_min`, or None when no region counts."""
         return self._partitioning(partitioning)["summaries"][self._metric(metric)]["worst_region"]
+
+    def interval(
+        self, summary: str = "difference", *, partitioning: str | None = None
+    ) -> tuple[float, float]:
+        """Block-bootstrap interval of a headline summary of one map (docs/audit.md).
+
+        Args:
+            summary: ``difference``, ``ratio`` or ``worst_value`` (the worst region's value).
+            partitioning: The partitioning (default: :attr:`primary`).
+
+        Returns:
+            ``(low, high)``; NaNs where the map has too few blocks (the ``note`` of
+            ``summaries.<headline>.bootstrap`` says so) or no intervals were computed.
+
+        Raises:
+            InputError: For an unknown summary or partitioning.
+        """
+        if summary not in ("difference", "ratio", "worst_value"):
+            raise InputError(
+                self.path or "report",
+                f"no interval of '{summary}'",
+                "use difference, ratio or worst_value",
+            )
+        entry = self._bootstrap(partitioning).get(summary) or {}
+        low, high = entry.get("ci_low"), entry.get("ci_high")
+        return (
+            float("nan") if low is None else float(low),
+            float("nan") if high is None else float(high),
+        )
+
+    def worst_share(self, *, partitioning: str | None = None) -> float:
+        """Share of the bootstrap replicates in which :meth:`worst_region` (headline metric)
+        is the worst region; NaN without intervals."""
+        value = self._bootstrap(partitioning).get("worst_share")
+        return float("nan") if value is None else float(value)
+
+    def _bootstrap(self, partitioning: str | None) -> dict[str, Any]:
+        """``summaries.<headline>.bootstrap`` of a partitioning ({} where absent)."""
+        summaries = self._partitioning(partitioning)["summaries"][self.headline]
+        return summaries.get("bootstrap") or {}
 
     def __repr__(self) -> str:
         m = self.metrics

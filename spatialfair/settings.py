@@ -168,6 +168,8 @@ class EvaluationSettings:
     significance_unit: str
     n_simulations: int
     alpha: float
+    n_boot: int
+    confidence: float
     primary: PrimarySettings | None
 
     def __post_init__(self) -> None:

@@ -96,6 +96,61 @@ def test_planted_regional_error_found_with_sign_and_ci(planted):
     assert doc["partitionings"]["regions"]["ci_excludes_zero_regions"] == ["east", "middle", "west"]
 
 
+def test_auto_blocks_from_clustered_errors_and_summary_intervals(tmp_path):
+    """Errors in 200-m patches (10 % of pixels) on a 6 x 6 km map with a worse east third:
+    ``block_size`` auto measures a range of 100-300 m, joins 100-m cells into blocks 3 ranges
+    across, records both, and gives the summaries' intervals and the worst region's share."""
+    from test_bootstrap import patch_errors
+
+    rng = np.random.default_rng(11)
+    n = 600
+    y = truth(n, rng)
+    err = patch_errors(rng, n, 20)
+    err[:, 400:] |= patch_errors(rng, n, 20, share=0.2)[:, 400:]
+    p = np.where(err, 1 - y, y).astype(np.uint8)
+    t = from_origin(X0, Y0, RES, RES)
+    write_tif(tmp_path / "lab.tif", y, transform=t, nodata=255)
+    write_tif(tmp_path / "pred.tif", p, transform=t)
+    gpd.GeoDataFrame(
+        {"name": ["west", "middle", "east"]},
+        geometry=[shapely.box(X0 + i * 2000, Y0 - 6000, X0 + (i + 1) * 2000, Y0) for i in range(3)],
+        crs="EPSG:32633",
+    ).to_file(tmp_path / "reg.gpkg")
+    r = audit_map(
+        tmp_path / "pred.tif",
+        tmp_path / "lab.tif",
+        regions=tmp_path / "reg.gpkg",
+        region_column="name",
+        metric="accuracy",
+        out_dir=tmp_path / "out",
+        n_boot=199,
+        maps=False,
+    )
+    boot = r.metrics["bootstrap"]
+    assert 100 <= boot["autocorrelation_range_m"] <= 300
+    assert boot["block_size_m"] == 3 * boot["autocorrelation_range_m"]
+    assert r.metrics["significance"]["block_size_m"] == boot["block_size_m"]
+    blocks_side = -(-n // round(boot["block_size_m"] / RES))
+    assert r.metrics["n_blocks"] == blocks_side**2
+    s = r.metrics["partitionings"]["regions"]["summaries"]["accuracy"]
+    b = s["bootstrap"]
+    assert b["worst_region"] == s["worst_region"] == "east" and b["worst_share"] > 0.9
+    assert b["difference"]["value"] == pytest.approx(s["difference"])
+    assert b["ratio"]["value"] == pytest.approx(s["ratio"])
+    assert b["difference"]["ci_low"] > 0 and b["ratio"]["ci_high"] < 1
+    assert b["worst_value"]["ci_low"] < s["group_min"] < b["worst_value"]["ci_high"]
+    from spatialfair.report import Report
+
+    rep = Report(r.metrics)
+    assert rep.interval() == (b["difference"]["ci_low"], b["difference"]["ci_high"])
+    assert rep.interval("ratio")[1] == b["ratio"]["ci_high"]
+    assert rep.worst_share() == b["worst_share"]
+    csv = pd.read_csv(tmp_path / "out" / "by_region.csv")
+    east = csv[(csv.partitioning == "regions") & (csv.region == "east")].iloc[0]
+    assert east["worst_share"] == pytest.approx(b["worst_share"])
+    assert east["effective_blocks"] >= 5 and east["ci_excludes_zero"]
+
+
 def test_counts_equal_naive_per_pixel_computation(planted):
     d, y, p, result = planted
     from spatialfair.partitions import region_ids
@@ -442,8 +497,16 @@ def test_real_flood_chips_vv_threshold_product(real_data, tmp_path):
     t = r.tables["regions"].set_index("region")
     assert len(t) == 9 and 0.3 < r.metrics["overall"]["iou_water"] < 0.95
     tested = ~(t["small"] | t["absent"])
-    assert np.isfinite(t.loc[tested, "deviation_ci_low"]).all()
-    assert (t.loc[tested, "deviation_ci_low"] <= t.loc[tested, "deviation_ci_high"]).all()
+    # 5-km chips with errors correlated over hundreds of metres: a country with a few chips
+    # has too few blocks for an interval, and says so; the others get one.
+    boot = r.metrics["bootstrap"]
+    assert boot["block_rule"].startswith("auto") and boot["autocorrelation_range_m"] >= 100
+    few = t["effective_blocks"] < 5
+    assert (t.loc[few, "ci_note"] == "too few blocks").all()
+    assert t.loc[few, "deviation_ci_low"].isna().all()
+    ok = tested & ~few
+    assert np.isfinite(t.loc[ok, "deviation_ci_low"]).all()
+    assert (t.loc[ok, "deviation_ci_low"] <= t.loc[ok, "deviation_ci_high"]).all()
     assert (tmp_path / "audit" / "fairness.gpkg").exists()
 
 

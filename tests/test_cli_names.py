@@ -89,7 +89,7 @@ def test_help_texts():
     audit = {a.option_strings[0]: a.help for a in subs["audit"]._actions if a.option_strings}
     for flag, default in [
         ("--n-boot", "default 999"),
-        ("--block-size", "default 1000"),
+        ("--block-size", "default auto"),
         ("--confidence", "default 0.95"),
         ("--align", "default none"),
         ("--band", "default 1"),

@@ -7,6 +7,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from spatialfair.errors import InputError
@@ -325,3 +326,43 @@ def test_absent_and_small_regions_are_not_tested(tmp_path):
     res = _evaluate_with(r, tmp_path / "b", significance_unit="tile", min_region_pixels=10**6)
     for table in res.tables.values():
         assert table["p_value"].isna().all() and not table["significant"].any()
+
+
+def test_evaluation_gives_bootstrap_intervals_of_one_map(tmp_path):
+    """evaluate: the errors' autocorrelation range on the test tiles' grid, blocks of tiles
+    3 ranges across, and intervals of the deviations and of the headline summaries centred
+    on the exact per-pixel values; n_boot 0 gives none. This small world has 3 blocks: every
+    region says ``too few blocks`` (the interval values are checked through audit, which
+    shares :func:`~spatialfair.evaluate.add_intervals`)."""
+    from tests.test_maps import RES, make_run
+
+    r = make_run(tmp_path, n_sim=99)
+    res = _evaluate_with(r, tmp_path / "boot", n_boot=199)
+    boot = res.metrics["bootstrap"]
+    cell = 32 * RES  # tile stride 32 px
+    assert boot["correlogram_cell_m"] == pytest.approx(cell)
+    assert boot["autocorrelation_range_m"] >= cell and boot["n_boot"] == 199
+    k = boot["block_tiles"]
+    assert k == -(-3 * boot["autocorrelation_range_m"] // cell)
+    assert boot["block_size_m"] == pytest.approx(k * cell)
+    headline = res.headline
+    for name, table in res.tables.items():
+        summ = res.metrics["partitionings"][name]["summaries"][headline]
+        b = summ["bootstrap"]
+        few = table["effective_blocks"] < 5
+        assert (table.loc[few, "ci_note"] == "too few blocks").all()
+        assert table.loc[few, "deviation_ci_low"].isna().all()
+        ok = ~few & ~table["small"] & ~table["absent"]
+        dev = table.loc[ok, "deviation"]
+        assert (table.loc[ok, "deviation_ci_low"] < dev).all()
+        assert (dev < table.loc[ok, "deviation_ci_high"]).all()
+        if summ["n_regions"] >= 2:
+            assert b["difference"]["value"] == pytest.approx(summ["difference"])
+            assert b["worst_region"] == summ["worst_region"]
+            assert 0 <= b["worst_share"] <= 1
+            assert table["worst_share"].sum() == pytest.approx(1.0)
+            assert ("note" in b) == (table.loc[ok | few, "effective_blocks"].min() < 5)
+    csv = pd.read_csv(tmp_path / "boot" / "by_region.csv")
+    assert {"effective_blocks", "ci_note", "worst_share", "deviation_ci_low"} <= set(csv)
+    none = _evaluate_with(r, tmp_path / "none", n_boot=0)
+    assert none.tables["regions"]["deviation_ci_low"].isna().all()

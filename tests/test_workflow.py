@@ -11,6 +11,7 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,52 @@ def test_scenes_tiled_in_batches_give_the_same_store(tmp_path):
 
     a, b = gpd.read_file(one / "tile_grid.gpkg"), gpd.read_file(batched / "tile_grid.gpkg")
     assert len(a) > 0 and a.crs == b.crs and a.equals(b)
+
+
+#: Rules that take seconds (checks, splits, tables, demo data): `localrule: True`, so on a
+#: cluster they run where snakemake runs instead of waiting in the queue as batch jobs.
+LOCAL_RULES = {"all", "validate", "split", "compare"}
+LOCAL_PREFIXES = ("demo_", "aggregate_")
+
+_LOCAL_RULES_SNIPPET = """
+import sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+try:  # Snakemake 9
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+except ImportError:  # Snakemake 8
+    from snakemake.settings import ConfigSettings, ResourceSettings
+snakefile, workdir, config = (Path(a) for a in sys.argv[1:4])
+with SnakemakeApi() as api:
+    wf = api.workflow(snakefile=snakefile, workdir=workdir, resource_settings=ResourceSettings(),
+                      config_settings=ConfigSettings(configfiles=[config]))
+    rules = wf._workflow.rules
+    print(",".join(sorted(r.name for r in rules if wf._workflow._localrules & {r.name})))
+    print(",".join(sorted(r.name for r in rules)))
+"""
+
+
+def test_light_rules_run_locally_on_a_cluster(tmp_path):
+    """validate, split, compare, aggregate_* and demo_* are local rules, every other rule a
+    batch job (read with Snakemake's API: its dry run does not say which jobs are local)."""
+    shutil.copy(ROOT / "bench" / "demo-replicates.yaml", tmp_path / "config.yaml")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _LOCAL_RULES_SNIPPET,
+            str(ROOT / "Snakefile"),
+            str(tmp_path),
+            str(tmp_path / "config.yaml"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    local, every = (set(line.split(",")) for line in out.stdout.strip().splitlines()[-2:])
+    expected = {r for r in every if r in LOCAL_RULES or r.startswith(LOCAL_PREFIXES)}
+    assert any(r.startswith("aggregate_") for r in expected), every
+    assert local == expected
+    assert {"train", "predict", "tile_batch", "partition"} <= every - local

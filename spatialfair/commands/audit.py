@@ -80,9 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--block-size",
-        type=float,
+        type=_block_size,
         default=None,
-        help=f"bootstrap/significance block side in metres (default {d['block_size']:g})",
+        help="bootstrap/significance block side in metres, or auto: 3 ranges of the errors' "
+        f"spatial autocorrelation (default {d['block_size']})",
     )
     p.add_argument(
         "--n-boot",
@@ -152,3 +153,8 @@ def run(args: argparse.Namespace) -> None:
         ", ".join(f"{r} ({d:+.3f})" for r, d in flagged.itertuples(index=False)) or "none",
         ", ".join(m["significant_regions"].get(result.primary) or []) or "none",
     )
+
+
+def _block_size(text: str) -> float | str:
+    """``--block-size``: ``auto`` or a length in metres."""
+    return "auto" if text == "auto" else float(text)

@@ -17,6 +17,7 @@ for _ds in DATASETS:
             regions=f"{_dir}/regions.gpkg",
         log:
             f"logs/demo/{_ds}.log",
+        localrule: True
         conda:
             ENV
         threads: 1

@@ -80,6 +80,7 @@ else:
                 **fairness_report_outputs(_ds, _dataset(_ds).headline_metric),
             log:
                 f"logs/{_ds}/{{run}}/aggregate.log",
+            localrule: True
             conda:
                 ENV
             threads: 1
@@ -116,6 +117,7 @@ rule compare:
         ),
     log:
         "logs/{dataset}/compare.log",
+    localrule: True
     conda:
         ENV
     threads: 1

@@ -18,6 +18,7 @@ rule validate:
         touch(str(LAYOUT.tiles("{dataset}") / "validated.ok")),
     log:
         "logs/{dataset}/validate.log",
+    localrule: True
     conda:
         ENV
     threads: 1
@@ -117,6 +118,7 @@ rule split:
         index=results_path("tile_index", "{dataset}"),
     log:
         "logs/{dataset}/split.log",
+    localrule: True
     conda:
         ENV
     threads: 1
