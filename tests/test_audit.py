@@ -595,14 +595,18 @@ def test_workflow_audits_a_dataset_with_predictions_and_trains_nothing(tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     out = tmp_path / "results" / "prod" / "audit"
-    assert sorted(p.name for p in out.iterdir()) == [
+    names = sorted(p.name for p in out.iterdir())
+    assert [n for n in names if not n.endswith(".qml")] == [
         "by_region.csv",
         "fairness.gpkg",
+        "fairness_iou_water",  # one COG per scene, under the VRT
         "fairness_iou_water.vrt",
         "map.png",
         "metrics.json",
         "regions.png",
     ]
+    assert "fairness_iou_water.qml" in names  # QGIS loads it with the VRT
+    assert sorted((out / "fairness_iou_water").glob("*.tif"))
     assert sorted(p.name for p in (tmp_path / "results" / "prod").iterdir()) == ["audit"]
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["dataset"] == "prod" and doc["bootstrap"]["n_boot"] == 99

@@ -237,15 +237,22 @@ def test_naip_chips_in_two_utm_zones(real_data, tmp_path):
     )
     tiles, parts = _prepare(cfg, tmp_path)
     store = json.loads((tiles / "store.json").read_text())
-    # chips in several UTM zones: the common frame is EPSG:4326, each scene keeps its CRS
-    assert store["study_crs"] == "EPSG:4326"
+    # chips in several UTM zones: the common frame is an equal-area CRS centred on the chips
+    # (grids of equal ground area), each scene keeps its own CRS
+    from pyproj import CRS
+
+    study = CRS.from_user_input(store["study_crs"])
+    assert study.is_projected and "Lambert_Azimuthal_Equal_Area" in study.to_wkt(
+        version="WKT1_GDAL"
+    )
     assert {n: s["crs"] for n, s in store["scenes"].items()} == dict(chips["crs"])
     assert store["dtype"] == "uint8"
     index = _index(tiles)
     assert len(index) == 2 * (1024 // 256) ** 2  # full coverage: every tile kept
     _check_counts_and_regions(index, chips, [0, 1], parts)
     gdf = pyogrio.read_dataframe(tiles / "tiles.gpkg")
-    assert gdf.crs.to_epsg() == 4326
+    assert CRS.from_user_input(gdf.crs) == study
+    gdf = gdf.to_crs("EPSG:4326")
     for chip_id, row in chips.iterrows():
         b = gdf[gdf["scene"] == chip_id].total_bounds
         # footprints in the study CRS agree with the chip's lon/lat bounds (a few metres)
