@@ -144,6 +144,7 @@ def assign_splits(
     seed: int = 0,
     strata: pd.Series | np.ndarray | None = None,
     stride: int | None = None,
+    val_min_blocks: int = 3,
 ) -> pd.Series:
     """'train' | 'val' | 'test' for every tile, whole blocks at a time, stratified by region.
 
@@ -158,6 +159,8 @@ def assign_splits(
         seed: Split seed (``split.seed``).
         strata: Each tile's region id (-1 = none), aligned with ``index``.
         stride: Pixels between tile origins (default: the tile height).
+        val_min_blocks: Blocks a region needs before one goes to validation (3: one each for
+            test, validation and training; 2 where test comes from fixed test scenes).
 
     Returns:
         The split of every tile, with ``index``'s index.
@@ -189,7 +192,7 @@ def assign_splits(
         nb = len(order)
         region = stratum >= 0
         need_test = int(region and test > 0 and nb >= 2)
-        need_val = int(region and val > 0 and nb >= 3)
+        need_val = int(region and val > 0 and nb >= val_min_blocks)
         n_test = _take(sizes, test * sizes.sum(), need_test, max(0, nb - 1 - need_val))
         n_val = _take(sizes[n_test:], val * sizes.sum(), need_val, max(0, nb - n_test - 1))
         assign[order[:n_test]] = _TEST
@@ -413,6 +416,11 @@ def fixed_test_mask(index: pd.DataFrame, patterns: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def _val_min_blocks(fixed: np.ndarray | None) -> int:
+    """With fixed test scenes a region's blocks serve only training and validation: 2 suffice."""
+    return 2 if fixed is not None and fixed.any() else 3
+
+
 def _with_fixed_test(
     index: pd.DataFrame, fixed: np.ndarray | None, strata, split_rest
 ) -> pd.Series:
@@ -477,6 +485,7 @@ def replicate_splits(
                     seed=seed,
                     strata=st,
                     stride=stride,
+                    val_min_blocks=_val_min_blocks(fixed_test),
                 ),
             )
             continue
@@ -602,6 +611,7 @@ def split_tiles(
             seed=settings.split.seed,
             strata=st,
             stride=store.stride,
+            val_min_blocks=_val_min_blocks(fixed),
         ),
     )
     reps = replicate_splits(

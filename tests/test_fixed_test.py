@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 
@@ -54,7 +55,14 @@ def test_replicates_share_the_fixed_test_set_and_redraw_train_val():
         seed = int(c.split("__s")[1].split("_")[0])
         rest = index[~fixed]
         expect = assign_splits(
-            rest, block_tiles=2, val=0.2, test=0.0, seed=seed, strata=strata[~fixed], stride=32
+            rest,
+            block_tiles=2,
+            val=0.2,
+            test=0.0,
+            seed=seed,
+            strata=strata[~fixed],
+            stride=32,
+            val_min_blocks=2,
         )
         assert split[~fixed].tolist() == expect.tolist()
     assert cols.iloc[:, 0].tolist() != cols.iloc[:, 1].tolist()  # seeds redraw train/val
@@ -130,3 +138,16 @@ def test_evaluate_skips_a_scene_a_replicate_does_not_test(tmp_path):
     assert got["n_pixels"].tolist() == want["n_pixels"].tolist()
     assert got["n_pixels"].sum() > 0
     assert got["accuracy"].tolist() == pytest.approx(want["accuracy"].tolist(), nan_ok=True)
+
+
+def test_with_fixed_test_scenes_a_region_of_two_blocks_gets_validation():
+    """No test block is needed from the training scenes, so 2 blocks give 1 val + 1 train
+    (the real planted flood benchmark had 4 validation tiles out of 75 before this rule)."""
+    index = grid_index((("a", 2, 4), ("b", 2, 4), ("t", 2, 2)))  # 2 blocks of 2x2 per scene
+    strata = pd.Series(np.where(index.scene == "b", 1, 0), index=index.index)
+    fixed = fixed_test_mask(index, ["t"])
+    cols = replicate_splits(index, _settings(seeds=2), strata=strata, stride=32, fixed_test=fixed)
+    for c in cols:
+        split = cols[c].to_numpy()
+        for scene in ("a", "b"):
+            assert sorted(set(split[index.scene == scene])) == ["train", "val"]
