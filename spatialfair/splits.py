@@ -416,9 +416,15 @@ def fixed_test_mask(index: pd.DataFrame, patterns: Sequence[str]) -> np.ndarray:
     return mask
 
 
-def _val_min_blocks(fixed: np.ndarray | None) -> int:
-    """With fixed test scenes a region's blocks serve only training and validation: 2 suffice."""
-    return 2 if fixed is not None and fixed.any() else 3
+def _rest_rules(fixed: np.ndarray | None, test: float) -> dict[str, float | int]:
+    """``test`` and ``val_min_blocks`` for the scenes that are not fixed test scenes.
+
+    With fixed test scenes the others give no test tiles, and a region's blocks there serve
+    only training and validation, so 2 blocks suffice for one to go to validation.
+    """
+    if fixed is not None and fixed.any():
+        return {"test": 0.0, "val_min_blocks": 2}
+    return {"test": test, "val_min_blocks": 3}
 
 
 def _with_fixed_test(
@@ -467,7 +473,7 @@ def replicate_splits(
     block_tiles = settings.split.block_tiles
     val, test = settings.split.val, settings.split.test
     _, n_folds, buffer_blocks = replication(settings)
-    rest_test = 0.0 if fixed_test is not None and fixed_test.any() else test
+    rest = _rest_rules(fixed_test, test)
     columns: dict[str, pd.Series] = {}
     folds_by_seed: dict[int, np.ndarray] = {}
     for rep in replicates(settings):
@@ -481,11 +487,10 @@ def replicate_splits(
                     sub,
                     block_tiles=block_tiles,
                     val=val,
-                    test=rest_test,
                     seed=seed,
                     strata=st,
                     stride=stride,
-                    val_min_blocks=_val_min_blocks(fixed_test),
+                    **rest,
                 ),
             )
             continue
@@ -598,7 +603,7 @@ def split_tiles(
             grid.loc[fixed, "scene"].nunique(),
             list(test_scenes),
         )
-    test = 0.0 if fixed is not None else settings.split.test
+    rest = _rest_rules(fixed, settings.split.test)
     split = _with_fixed_test(
         grid,
         fixed,
@@ -607,11 +612,10 @@ def split_tiles(
             sub,
             block_tiles=settings.split.block_tiles,
             val=settings.split.val,
-            test=test,
             seed=settings.split.seed,
             strata=st,
             stride=store.stride,
-            val_min_blocks=_val_min_blocks(fixed),
+            **rest,
         ),
     )
     reps = replicate_splits(
