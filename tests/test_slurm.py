@@ -8,7 +8,8 @@ sets only after `.ci/slurm/start.sh` succeeded; without it, or where SLURM does 
 they skip and say why. A training job asks for a GPU only where the GPU partition has GRES
 (`sinfo -o %G`); elsewhere the profile's `gpu: 1` is dropped and no job may request one. The shipped profile is copied with only its partitions
 and account filled in (plus the plugin's polling intervals, which only make the test quicker),
-the small flood demo runs through it, and its comparison.csv must equal a local run's. What
+the small flood demo runs through it, and its comparison.csv must equal a local run's. Then
+`map_images` is added: only the `predict_map` jobs are submitted, and the maps are the model's. What
 each job asked sbatch for is read back from `sacct`.
 """
 
@@ -21,7 +22,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import yaml
 
 from tests.conftest import snakemake_command, tiny_flood_workflow_config
@@ -224,6 +227,38 @@ def test_demo_through_the_shipped_slurm_profile(slurm, tmp_path):
         assert j["Partition"] == slurm["cpu"]
         t = tres(j["ReqTRES"])
         assert (t["cpu"], t["mem"], "gres/gpu" in t) == ("2", "4000M", False), j
+    _maps_unlabelled_scenes_on_slurm(cluster, profile)
+
+
+def _maps_unlabelled_scenes_on_slurm(cluster: Path, profile: Path) -> None:
+    """`map_images` added to the finished SLURM run: only the mapping jobs are submitted (one
+    per strategy run, the predict rule's resources) and each scene's map is the model's."""
+    area = cluster / "area"
+    area.mkdir()
+    shutil.copy(cluster / "data/flood/images/flood_00.tif", area / "north.tif")
+    cfg = yaml.safe_load((cluster / "config.yaml").read_text())
+    cfg["datasets"]["flood-small"]["map_images"] = "area/*.tif"
+    (cluster / "config.yaml").write_text(yaml.safe_dump(cfg))
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    finish(start_snakemake(cluster, "--workflow-profile", str(profile)))
+    jobs = sacct_jobs(cluster.resolve(), since)
+    assert sorted(j["Comment"].split("_wildcards")[0] for j in jobs) == ["rule_predict_map"] * 2
+    for j in jobs:
+        t = tres(j["ReqTRES"])
+        assert j["State"] == "COMPLETED" and (t["cpu"], t["mem"]) == ("2", "4000M"), j
+    for run in ("erm", "groupdro"):
+        out = cluster / "results/flood-small" / run
+        with (
+            rasterio.open(out / "map/north.tif") as got,
+            rasterio.open(area / "north.tif") as img,
+        ):
+            assert got.crs == img.crs and got.transform == img.transform and got.nodata == 255
+            classes = got.read(1)
+        assert set(np.unique(classes)) <= {0, 1, 255} and (classes == 1).any()
+        labelled = out / "predictions/flood_00.tif"
+        if labelled.exists():  # the same scene predicted as a labelled one: the same map
+            with rasterio.open(labelled) as want:
+                np.testing.assert_array_equal(classes, want.read(1))
 
 
 def train_job_ids(workdir: Path) -> list[str]:
