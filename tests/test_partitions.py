@@ -22,7 +22,7 @@ from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
 from spatialfair.settings import Settings
 from spatialfair.tiling import tile_dataset
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 UTM = "EPSG:32633"
 WGS84 = "EPSG:4326"

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import snakemake_command, tiny_flood_workflow_config
+from tests.helpers import snakemake_command, tiny_flood_workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
