@@ -241,8 +241,18 @@ def demo_folder(config: dict, name: str) -> Path:
 
 
 @functools.cache
-def _dataset_default(key: str) -> Any:
-    """The schema's default of a dataset block's ``key`` (for configs not yet validated)."""
+def dataset_default(key: str) -> Any:
+    """The schema's default of a dataset block's ``key`` (for configs not yet validated).
+
+    Args:
+        key: A key of a ``datasets.<name>`` block, e.g. ``demo_size``.
+
+    Returns:
+        Its default in spatialfair/schemas/config.schema.yaml (cached).
+
+    Raises:
+        KeyError: If the key is not in the schema or has no default.
+    """
     return load_schema()["properties"]["datasets"]["additionalProperties"]["properties"][key][
         "default"
     ]
@@ -338,15 +348,15 @@ def dataset_config(
         labels=labels,
         regions=regions_path,
         regions_layer=block.get("regions_layer"),
-        region_column=block.get("region_column", _dataset_default("region_column")),
+        region_column=block.get("region_column", dataset_default("region_column")),
         classes=list(classes),
         colors=list(colors),
         headline_metric=block.get("headline_metric") or preset["headline_metric"],
         positive_class=positive,
         bands=block.get("bands"),
         nodata=block.get("nodata"),
-        ignore_index=block.get("ignore_index", _dataset_default("ignore_index")),
-        reproject_labels=block.get("reproject_labels", _dataset_default("reproject_labels")),
+        ignore_index=block.get("ignore_index", dataset_default("ignore_index")),
+        reproject_labels=block.get("reproject_labels", dataset_default("reproject_labels")),
         demo=block.get("demo"),
         test_scenes=_test_scene_patterns(block),
         map_images=_expand(block.get("map_images") or [], base),
@@ -359,7 +369,7 @@ def _test_scene_patterns(block: dict) -> list[str]:
     spec = block.get("test_scenes")
     if spec:
         return [spec] if isinstance(spec, str) else list(spec)
-    n_test = block.get("demo_test_scenes", _dataset_default("demo_test_scenes"))
+    n_test = block.get("demo_test_scenes", dataset_default("demo_test_scenes"))
     if block.get("demo") and n_test:
         return [f"{block['demo']}{DEMO_TEST_INFIX}*"]
     return []

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
-from conftest import write_tif
 from rasterio.transform import from_origin
 
 from spatialfair import audit as audit_mod
 from spatialfair.audit import audit_map
 from spatialfair.errors import InputError
 from spatialfair.metrics import metric_arrays
+from tests.helpers import write_tif
 
 X0, Y0, RES = 500000.0, 5800000.0, 10.0
 FAST = dict(n_boot=199, partitions={"grid_max": 2, "offset_grids": 1, "kmeans": [3]})

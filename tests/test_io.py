@@ -18,7 +18,7 @@ from spatialfair.io import (
     invalid_mask,
     read_padded,
 )
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 
 def test_inspect_rejects_raster_without_crs(tmp_path):

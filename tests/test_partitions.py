@@ -23,7 +23,7 @@ from spatialfair.errors import InputError
 from spatialfair.partitions import assign as partition_assign
 from spatialfair.settings import Settings
 from spatialfair.tiling import tile_dataset
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 UTM = "EPSG:32633"
 WGS84 = "EPSG:4326"
