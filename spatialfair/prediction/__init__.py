@@ -10,3 +10,5 @@ The stage over many scenes (one model loaded once, resumable per scene) is
 :mod:`spatialfair.predict`, which also re-exports the public names above; import them from
 there.
 """
+
+__all__: list[str] = []  # the modules are documented one by one (.ci/api-docs.sh)

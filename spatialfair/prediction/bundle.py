@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..architecture import model_stride
 from ..errors import InputError
 from ..io import RasterInfo
 
@@ -32,8 +33,6 @@ def bundle_stride(bundle: Mapping[str, Any]) -> int:
     Raises:
         InputError: If the bundle's architecture is unknown.
     """
-    from ..models import model_stride  # noqa: PLC0415 (torch model code loads lazily)
-
     return model_stride(bundle["model_config"])
 
 

@@ -14,3 +14,5 @@
 
 Import the public names from :mod:`spatialfair.train`; these modules are its parts.
 """
+
+__all__: list[str] = []  # the modules are documented one by one (.ci/api-docs.sh)
