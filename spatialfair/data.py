@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .constants import IGNORE_INDEX
+from .devices import resolve_device
 from .errors import InputError, StateError
 from .store import TileStore
 
@@ -745,7 +746,7 @@ def make_loader(
         )
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
-    cuda = torch.device(device).type == "cuda"
+    cuda = resolve_device(device).type == "cuda"
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -838,3 +838,29 @@ def test_balanced_and_region_class_runs(store, tmp_path):
         settings=Settings.from_config(config),
     )
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
+
+
+def test_plan_reads_the_training_labels_once(store, monkeypatch):
+    from spatialfair.data import class_pixel_counts, region_pixel_counts
+    from spatialfair.training import plan as plan_mod
+
+    calls = []
+    real = plan_mod.label_pixel_counts
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_mod, "label_pixel_counts", counting)
+    config = _config(
+        {"cvar": {"groups": "region_class"}}, epochs=1, loss={"class_weights": "balanced"}
+    )
+    ds = dataset_config(config, "d", require_files=False)
+    plan = plan_mod.Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
+    assert len(calls) == 1  # region, (region, class) and class counts from one pass
+    assert plan.region_counts.tolist() == region_pixel_counts(store, 3, "train").tolist()
+    by_class = region_pixel_counts(store, 3, "train", by_class=True)
+    assert plan.region_class_counts.tolist() == by_class.tolist()
+    classes = class_pixel_counts(store, "train")
+    assert plan.pixel_counts.classes(2).tolist() == classes.tolist()
+    assert plan.loss.class_weights is not None
