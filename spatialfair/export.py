@@ -132,9 +132,9 @@ def _resolution_cm(bundle: Mapping[str, Any], resolution_cm: float | None, model
 
 
 def _check_window(bundle: Mapping[str, Any], window: int, overlap: int) -> None:
-    from .predict import model_stride
+    from .predict import bundle_stride
 
-    stride = model_stride(bundle)
+    stride = bundle_stride(bundle)
     if window < 1 or window % stride or not 0 <= overlap < window:
         raise InputError(
             "export",

@@ -120,11 +120,12 @@ def region_loss_sums(
     return out[0, :k], out[1, :k]
 
 
-def _world_size(reduce: Reduce | None) -> int:
+def world_size_of(reduce: Reduce | None) -> int:
+    """Ranks that ``reduce`` sums over (1 when single-process)."""
     return int(getattr(reduce, "world_size", 1)) if reduce is not None else 1
 
 
-def _global(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+def global_sum(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
     """Detached tensor summed over ranks (a detached copy when single-process)."""
     t = t.detach()
     return reduce(t.clone()) if reduce is not None else t
@@ -342,7 +343,7 @@ class Strategy:
             each of length ``num_regions``.
         """
         sums, counts = region_loss_sums(pixel_loss, regions, valid, self.num_regions)
-        packed = _global(torch.cat([sums, counts]), reduce)
+        packed = global_sum(torch.cat([sums, counts]), reduce)
         g_sums, g_counts = packed[: self.num_regions], packed[self.num_regions :]
         present = g_counts > 0
         mean = g_sums / g_counts.clamp(min=1.0)
@@ -417,7 +418,7 @@ class Strategy:
         coef = torch.where(present, coef, torch.zeros_like(coef))
         self.step += 1
         self.last_value = value.detach()
-        return _attach(coef, sums, g_counts, value, _world_size(reduce))
+        return _attach(coef, sums, g_counts, value, world_size_of(reduce))
 
     def _tile_weighted(
         self,
@@ -434,9 +435,9 @@ class Strategy:
         loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
         local = (tile_w * loss.flatten(1).sum(1)).sum()
         weight = (tile_w * valid.flatten(1).sum(1).float()).sum()
-        packed = _global(torch.stack([local, weight]), reduce)
+        packed = global_sum(torch.stack([local, weight]), reduce)
         value = packed[0] / packed[1].clamp(min=1e-12)
-        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
+        surrogate = world_size_of(reduce) * local / packed[1].clamp(min=1e-12)
         self.step += 1
         self.last_value = value
         return surrogate + (value - surrogate.detach())
