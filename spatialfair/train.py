@@ -23,14 +23,11 @@ from .training.checkpoint import (
     LOG,
     MODEL,
     read_checkpoint,
-    rng_state,
-    set_rng_state,
 )
 from .training.optim import WARMUP_FRACTION, deterministic, one_cycle_scheduler
 from .training.plan import Plan
 from .training.selection import (
     SELECTION_RULES,
-    device_confusion_by_region,
     selection_score,
     summarize_validation,
     tile_errors,
@@ -110,12 +107,6 @@ def train(
     finally:
         shutdown(ctx)
 
-
-#: Names of these objects before the training loop was split into :mod:`spatialfair.training`
-#: (kept importable for scripts that used them).
-_Plan, _Session = Plan, Session
-_rng_state, _set_rng_state = rng_state, set_rng_state
-_confusion_by_region = device_confusion_by_region
 
 __all__ = [
     "CHECKPOINT",
