@@ -187,7 +187,11 @@ def strategy_runs(config: dict) -> list[StrategyRun]:
 
 @dataclass
 class DatasetConfig:
-    """A resolved dataset: file lists matched by name, task preset applied."""
+    """A resolved dataset: file lists matched by name, task preset applied.
+
+    ``predictions`` holds an audit dataset's prediction files (globs expanded; empty for a
+    dataset that is trained).
+    """
 
     name: str
     task: str
@@ -208,6 +212,7 @@ class DatasetConfig:
     test_scenes: list[str] = field(default_factory=list)
     map_images: list[Path] = field(default_factory=list)
     map_replicate: str | None = None
+    predictions: list[Path] = field(default_factory=list)
 
     @property
     def scenes(self) -> list[str]:
@@ -361,6 +366,7 @@ def dataset_config(
         test_scenes=_test_scene_patterns(block),
         map_images=_expand(block.get("map_images") or [], base),
         map_replicate=block.get("map_replicate"),
+        predictions=_expand(block.get("predictions") or [], base),
     )
 
 
