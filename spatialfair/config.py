@@ -263,7 +263,11 @@ def dataset_default(key: str) -> Any:
     ]
 
 
-def _expand(spec: str | list[str], base: Path) -> list[Path]:
+def expand_paths(spec: str | list[str], base: Path) -> list[Path]:
+    """The files of a path or glob (or a list of them), sorted per glob; relative to ``base``.
+
+    A plain path is kept whether or not it exists (its checks come later, with the fix).
+    """
     items = [spec] if isinstance(spec, str) else list(spec)
     out: list[Path] = []
     for item in items:
@@ -333,8 +337,8 @@ def dataset_config(
             f"{len(colors)} colours for {len(classes)} classes",
             "give one '#rrggbb' colour per class",
         )
-    images = _expand(block.get("images") or [], base)  # none for an audit dataset
-    labels = _expand(block["labels"], base)
+    images = expand_paths(block.get("images") or [], base)  # none for an audit dataset
+    labels = expand_paths(block["labels"], base)
     if require_files:
         labels = _pair_labels(name, block, images, labels)
     regions = block.get("regions")
@@ -364,9 +368,9 @@ def dataset_config(
         reproject_labels=block.get("reproject_labels", dataset_default("reproject_labels")),
         demo=block.get("demo"),
         test_scenes=_test_scene_patterns(block),
-        map_images=_expand(block.get("map_images") or [], base),
+        map_images=expand_paths(block.get("map_images") or [], base),
         map_replicate=block.get("map_replicate"),
-        predictions=_expand(block.get("predictions") or [], base),
+        predictions=expand_paths(block.get("predictions") or [], base),
     )
 
 
