@@ -290,3 +290,18 @@ def test_the_size_and_docstring_checks_catch_what_they_should(fake_package):
         "(rule: every package's __init__.py says what lives where)"
         for name in ("__init__.py", "sub/__init__.py")
     ]
+
+
+def test_the_workflow_uses_only_public_names_of_the_package():
+    """The rules call the package through its public names, like any script."""
+    found = []
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]:
+        # Snakemake syntax is not Python: read the import lines
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            text = line.strip()
+            if text.startswith("from spatialfair") and " import " in text:
+                names = text.split(" import ", 1)[1].strip("() ").split(",")
+                for name in (x.strip().split(" as ")[0] for x in names):
+                    if is_private(name):
+                        found.append(f"{path.relative_to(ROOT)}:{n}: `{text}` (rule: public names)")
+    assert found == []
