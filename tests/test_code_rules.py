@@ -14,6 +14,7 @@ Every failure names the file, the line and the rule.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -305,3 +306,62 @@ def test_the_workflow_uses_only_public_names_of_the_package():
                     if is_private(name):
                         found.append(f"{path.relative_to(ROOT)}:{n}: `{text}` (rule: public names)")
     assert found == []
+
+
+def documented_layers() -> dict[str, int]:
+    """Top-level module or sub-package -> layer, from docs/ARCHITECTURE.md's layer table."""
+    layers = {}
+    for line in (ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines():
+        if re.match(r"\| \d\. ", line):
+            number, names = line.split("|")[1:3]
+            for name in re.findall(r"`(\w+)/?`", names):
+                layers[name] = int(number.strip().split(".")[0])
+    return layers
+
+
+def layer_violations(package_dir: Path, layers: dict[str, int]) -> list[str]:
+    """Every import of a module in a higher layer than the importer's, and unlisted modules."""
+    found = []
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        if len(parts) < 2 or parts == (package_dir.name, "__init__"):
+            continue
+        me = parts[1]
+        if me not in layers:
+            found.append(f"{path.relative_to(ROOT)}: `{me}` is in no layer of docs/ARCHITECTURE.md")
+            continue
+        package = parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = list(package[: len(package) - (node.level - 1)])
+                targets = (
+                    [base + node.module.split(".")]
+                    if node.module
+                    else [base + [a.name] for a in node.names]
+                )
+            else:
+                targets = [(node.module or "").split(".")]
+            for target in targets:
+                if target[0] != package_dir.name or len(target) < 2 or target[1] not in layers:
+                    continue
+                if layers[target[1]] > layers[me]:
+                    found.append(
+                        f"{path.relative_to(ROOT)}:{node.lineno}: layer {layers[me]} `{me}` "
+                        f"imports layer {layers[target[1]]} `{target[1]}` (rule: import only "
+                        "from your layer or below, docs/ARCHITECTURE.md)"
+                    )
+    return found
+
+
+def test_imports_follow_the_documented_layers():
+    layers = documented_layers()
+    assert len(layers) > 40 and layers["errors"] == 0 and layers["cli"] == 4
+    assert layer_violations(PACKAGE, layers) == []
+
+
+def test_the_layer_check_catches_an_upward_import():
+    layers = documented_layers()
+    layers["io"] = 3  # pretend io sat above store: store imports io
+    assert any("`store` imports layer 3 `io`" in v for v in layer_violations(PACKAGE, layers))
