@@ -9,7 +9,7 @@ window by window) and a 3 x 3 regions file, then in a fresh process measures:
 * ``bincount``: ``np.bincount`` of the N*N uint8 label pixels already in memory (best of 5);
 * ``read+bincount``: reading the label raster window by window and counting each window
   (the least any pass over the file can cost);
-* ``pass``: the audit's pass (``spatialfair.audit.scan``: reading labels and predictions and
+* ``pass``: the audit's pass (``spatialfair.audit_pass.scan``: reading labels and predictions and
   counting for the user's regions + 24 grids + 2 offset grids + k-means, per 1 km block);
 * ``no outputs``: ``audit_map`` without writing anything (partitionings, pass, 999 bootstrap
   replicates, significance test);
@@ -100,6 +100,10 @@ def worker(d: Path) -> dict:
     import rasterio
 
     from spatialfair import audit
+    from spatialfair.audit_inputs import ValueMap, check_pair
+    from spatialfair.audit_pass import make_scenes, scan
+    from spatialfair.settings import AuditSettings
+    from spatialfair.windows import WINDOW_SIDE, pass_windows
 
     out: dict = {"rss_start_mib": rss_mib()}
     t0 = time.perf_counter()
@@ -121,25 +125,25 @@ def worker(d: Path) -> dict:
     out["n_partitionings"] = len(result.partitionings)
     out["n_blocks"] = result.metrics["n_blocks"]
     # the pass alone, on the same prepared inputs
-    s = audit._settings({})
-    vmap = audit.ValueMap(2)
+    s = AuditSettings.from_config()
+    vmap = ValueMap(2)
     pairs = [
-        audit.check_pair(
+        check_pair(
             d / "lab.tif", d / "pred.tif", band=1, num_classes=2, value_map=vmap, align="none"
         )
     ]
-    scenes = audit._scenes(pairs, float(s["block_size"]))
+    scenes = make_scenes(pairs, float(s.range_cell if s.block_size == "auto" else s.block_size))
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        audit.scan(scenes, result.partitionings, vmap, 2, 255)
+        scan(scenes, result.partitionings, vmap, 2, 255)
         times.append(time.perf_counter() - t0)
     out["pass_s"] = min(times)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
         with rasterio.open(d / "lab.tif") as src:
-            for win in audit._windows(pairs[0].label, audit.WINDOW_SIDE):
+            for win in pass_windows(pairs[0].label, WINDOW_SIDE):
                 np.bincount(src.read(1, window=win).ravel(), minlength=256)
         times.append(time.perf_counter() - t0)
     out["read_bincount_s"] = min(times)

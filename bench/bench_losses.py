@@ -30,7 +30,7 @@ from spatialfair.partitions import build_partitions
 from spatialfair.settings import LossSettings, Settings
 from spatialfair.splits import split_tiles
 from spatialfair.tiling import tile_dataset
-from spatialfair.train import evaluate, train
+from spatialfair.train import train, validation_pass
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = {
@@ -75,7 +75,7 @@ def _score(path: Path, tiles: Path, ds, partitioning: str, min_px: int) -> tuple
     model, bundle = load_bundle(path)
     test = TileDataset(tiles, "test", partitioning, norm=(bundle["norm_mean"], bundle["norm_std"]))
     k = len(bundle["region_names"])
-    conf = evaluate(model, make_loader(test, 16, train=False), torch.device("cpu"), k, 2)
+    conf = validation_pass(model, make_loader(test, 16, train=False), torch.device("cpu"), k, 2)
     metric = ds.headline_metric
     overall = float(metric_arrays(conf.sum(0), ds.classes)[metric])
     per = metric_arrays(conf[1:], ds.classes)[metric]

@@ -41,9 +41,10 @@ PROBES = {
         "import sys\nfrom spatialfair.cli import main\nsys.argv[1:] = ['validate', '--help']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "import spatialfair.validation, spatialfair.audit\n"
-        "from spatialfair.validation import check_tile_size\n"
+        "from spatialfair import validation\n"
         "from spatialfair.settings import Settings\n"
-        "check_tile_size(Settings.from_config(None))"
+        "check = getattr(validation, 'check_tiling_against_model', None)\n"
+        "(check or validation.check_tile_size)(Settings.from_config(None))"
     ),
     "import spatialfair": "import spatialfair",
 }

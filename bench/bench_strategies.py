@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spatialfair.devices import resolve_device
 from spatialfair.fairness import STRATEGIES, make_strategy
 from spatialfair.models import build_model
 from spatialfair.settings import Settings
@@ -47,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 def bench_step(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = resolve_device(args.device, where="--device")
     g = torch.Generator().manual_seed(0)
     b, t = args.batch, args.size
     x = torch.randn(b, args.bands, t, t, generator=g).to(device)
@@ -146,12 +147,12 @@ def bench_demo(args: argparse.Namespace) -> None:
     from spatialfair.config import dataset_config, strategy_runs, validate_config
     from spatialfair.data import TileDataset, make_loader
     from spatialfair.demo import make_demo
-    from spatialfair.metrics import metric_arrays
+    from spatialfair.metrics import has_class_support, metric_arrays
     from spatialfair.models import load_bundle
     from spatialfair.partitions import build_partitions
     from spatialfair.splits import split_tiles
     from spatialfair.tiling import tile_dataset
-    from spatialfair.train import _has_class, evaluate, train
+    from spatialfair.train import train, validation_pass
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     if args.threads:
@@ -213,13 +214,13 @@ def bench_demo(args: argparse.Namespace) -> None:
             norm=(bundle["norm_mean"], bundle["norm_std"]),
         )
         k = len(bundle["region_names"])
-        conf = evaluate(
+        conf = validation_pass(
             model, make_loader(test, 16, train=False), torch.device("cpu"), k, ds.num_classes
         )
         overall = float(metric_arrays(conf.sum(0), ds.classes)[headline])
         per = metric_arrays(conf[1:], ds.classes)[headline]
         n = conf[1:].sum(axis=(1, 2))
-        ok = np.isfinite(per) & (n >= min_px) & _has_class(conf[1:], ds.classes, headline)
+        ok = np.isfinite(per) & (n >= min_px) & has_class_support(conf[1:], ds.classes, headline)
         vals = per[ok]
         rows.append(
             (

@@ -22,15 +22,15 @@ from rasterio.crs import CRS
 from scipy import stats
 
 from .errors import InputError
-from .evaluate import (
-    _SUMMARY_KEYS,
+from .metrics import spad_score, summarize
+from .results import (
     FORMAT,
+    SUMMARY_KEYS,
     EvaluationResult,
-    _json_value,
-    _scene_grids,
+    json_value,
+    scene_grids,
     write_outputs,
 )
-from .metrics import spad_score, summarize
 from .stats import CONFIDENCE, t_interval
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,25 @@ def _read_seed(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
             "run the evaluation of every replicate seed first",
         )
     return json.loads(path.read_text()), pd.read_csv(csv)
+
+
+def _read_seeds(
+    seed_metrics: dict[int, str | Path], out_dir: str | Path
+) -> tuple[list[dict[str, Any]], list[pd.DataFrame]]:
+    """Every seed's metrics.json and by_region.csv, in seed order; the seeds must have
+    evaluated the same regions."""
+    if not seed_metrics:
+        raise InputError(out_dir, "no seed evaluation to aggregate", "evaluate the seeds first")
+    pairs = [_read_seed(Path(seed_metrics[s])) for s in sorted(seed_metrics)]
+    docs, frames = [p[0] for p in pairs], [p[1] for p in pairs]
+    shapes = {len(f) for f in frames}
+    if len(shapes) != 1:
+        raise InputError(
+            out_dir,
+            f"seed evaluations have different region counts {shapes}",
+            "evaluate every seed with the same partitions.gpkg",
+        )
+    return docs, frames
 
 
 def _region_table(frames: Sequence[pd.DataFrame], metric_names: list[str]) -> pd.DataFrame:
@@ -106,7 +125,7 @@ def _summaries(
     regions = table["region"].tolist()
     for m in names:
         s = summarize(dict(enumerate(table[m].tolist())), overall[m], counts, min_px, absent=absent)
-        out[m] = {k: s[k] for k in _SUMMARY_KEYS}
+        out[m] = {k: s[k] for k in SUMMARY_KEYS}
         out[m]["worst_region"] = regions[s["argmin"]] if s["argmin"] is not None else None
         out[m]["best_region"] = regions[s["argmax"]] if s["argmax"] is not None else None
     return out
@@ -224,7 +243,8 @@ def aggregate_replicates(
         out_dir: the run's ``fairness`` folder.
 
     Returns:
-        An :class:`EvaluationResult` for :func:`spatialfair.maps.write_maps`.
+        An :class:`~spatialfair.results.EvaluationResult` for
+        :func:`spatialfair.maps.write_maps`.
 
     Raises:
         InputError: a seed's files are missing, or the seeds evaluated different regions.
@@ -232,18 +252,8 @@ def aggregate_replicates(
     from .partitions import read_partitions
     from .store import TileStore
 
-    if not seed_metrics:
-        raise InputError(out_dir, "no seed evaluation to aggregate", "evaluate the seeds first")
     seeds = sorted(seed_metrics)
-    pairs = [_read_seed(Path(seed_metrics[s])) for s in seeds]
-    docs, frames = [p[0] for p in pairs], [p[1] for p in pairs]
-    shapes = {len(f) for f in frames}
-    if len(shapes) != 1:
-        raise InputError(
-            out_dir,
-            f"seed evaluations have different region counts {shapes}",
-            "evaluate every seed with the same partitions.gpkg",
-        )
+    docs, frames = _read_seeds(seed_metrics, out_dir)
     names = list(docs[0]["overall"])
     table = _region_table(frames, names)
     tables = {
@@ -262,9 +272,9 @@ def aggregate_replicates(
     for p, t in tables.items():
         tables[p] = t.drop(columns=["kind"])
     meta = TileStore(store_dir).meta
-    grids = _scene_grids(meta)
+    grids = scene_grids(meta)
     result = EvaluationResult(
-        _json_value(doc),
+        json_value(doc),
         tables,
         {p: parts[p] for p in tables},
         docs[0]["primary_partitioning"],

@@ -1,4 +1,4 @@
-"""Inputs of an audit: pairing maps with labels, grid checks, class maps, windowed reading.
+"""Inputs of an audit: pairing maps with labels, grid checks, class maps, reading the map.
 
 A map made elsewhere comes as it comes (another grid or CRS, product codes, a probability
 band, nodata, a mosaic); each case is handled here on purpose and never silently. What is
@@ -413,37 +413,20 @@ class PredictionReader:
         return raw, valid
 
 
-def read_labels(src, info: RasterInfo, window: Window, ignore: int) -> np.ndarray:
-    """Read a label window with the file's nodata and masked pixels set to ``ignore``.
+def unlabelled_values(info: RasterInfo, ignore: int) -> list[Any]:
+    """Label values an audit reads as unlabelled besides ``ignore``: the file's nodata value.
+
+    Read with :func:`spatialfair.windows.read_labels` (``masked=info.has_mask``: pixels
+    outside the file's mask are unlabelled too).
 
     Args:
-        src: The open label dataset.
         info: Header of the label raster.
-        window: Window to read.
         ignore: Label value of unlabelled pixels.
 
     Returns:
-        uint8 labels of the window.
-
-    Raises:
-        InputError: Label values outside 0..255.
+        The nodata value in the file's data type, or nothing (no nodata, NaN, or ``ignore``).
     """
-    y = src.read(1, window=window)
-    if (
-        info.nodata is not None
-        and not (isinstance(info.nodata, float) and math.isnan(info.nodata))
-        and info.nodata != ignore
-    ):
-        y[y == np.asarray(info.nodata).astype(y.dtype)] = ignore
-    if info.has_mask:
-        y[src.read_masks(1, window=window) == 0] = ignore
-    if y.dtype != np.uint8:
-        bad = (y < 0) | (y > 255)
-        if bad.any():
-            raise InputError(
-                info.path,
-                f"label values outside 0..255 in window {window}",
-                "labels must be class ids 0..C-1 or the ignore value",
-            )
-        y = y.astype(np.uint8)
-    return y
+    nd = info.nodata
+    if nd is None or (isinstance(nd, float) and math.isnan(nd)) or nd == ignore:
+        return []
+    return [np.asarray(nd).astype(np.dtype(info.dtype))]

@@ -187,7 +187,11 @@ def strategy_runs(config: dict) -> list[StrategyRun]:
 
 @dataclass
 class DatasetConfig:
-    """A resolved dataset: file lists matched by name, task preset applied."""
+    """A resolved dataset: file lists matched by name, task preset applied.
+
+    ``predictions`` holds an audit dataset's prediction files (globs expanded; empty for a
+    dataset that is trained).
+    """
 
     name: str
     task: str
@@ -208,6 +212,7 @@ class DatasetConfig:
     test_scenes: list[str] = field(default_factory=list)
     map_images: list[Path] = field(default_factory=list)
     map_replicate: str | None = None
+    predictions: list[Path] = field(default_factory=list)
 
     @property
     def scenes(self) -> list[str]:
@@ -241,14 +246,28 @@ def demo_folder(config: dict, name: str) -> Path:
 
 
 @functools.cache
-def _dataset_default(key: str) -> Any:
-    """The schema's default of a dataset block's ``key`` (for configs not yet validated)."""
+def dataset_default(key: str) -> Any:
+    """The schema's default of a dataset block's ``key`` (for configs not yet validated).
+
+    Args:
+        key: A key of a ``datasets.<name>`` block, e.g. ``demo_size``.
+
+    Returns:
+        Its default in spatialfair/schemas/config.schema.yaml (cached).
+
+    Raises:
+        KeyError: If the key is not in the schema or has no default.
+    """
     return load_schema()["properties"]["datasets"]["additionalProperties"]["properties"][key][
         "default"
     ]
 
 
-def _expand(spec: str | list[str], base: Path) -> list[Path]:
+def expand_paths(spec: str | list[str], base: Path) -> list[Path]:
+    """The files of a path or glob (or a list of them), sorted per glob; relative to ``base``.
+
+    A plain path is kept whether or not it exists (its checks come later, with the fix).
+    """
     items = [spec] if isinstance(spec, str) else list(spec)
     out: list[Path] = []
     for item in items:
@@ -318,8 +337,8 @@ def dataset_config(
             f"{len(colors)} colours for {len(classes)} classes",
             "give one '#rrggbb' colour per class",
         )
-    images = _expand(block.get("images") or [], base)  # none for an audit dataset
-    labels = _expand(block["labels"], base)
+    images = expand_paths(block.get("images") or [], base)  # none for an audit dataset
+    labels = expand_paths(block["labels"], base)
     if require_files:
         labels = _pair_labels(name, block, images, labels)
     regions = block.get("regions")
@@ -338,19 +357,20 @@ def dataset_config(
         labels=labels,
         regions=regions_path,
         regions_layer=block.get("regions_layer"),
-        region_column=block.get("region_column", _dataset_default("region_column")),
+        region_column=block.get("region_column", dataset_default("region_column")),
         classes=list(classes),
         colors=list(colors),
         headline_metric=block.get("headline_metric") or preset["headline_metric"],
         positive_class=positive,
         bands=block.get("bands"),
         nodata=block.get("nodata"),
-        ignore_index=block.get("ignore_index", _dataset_default("ignore_index")),
-        reproject_labels=block.get("reproject_labels", _dataset_default("reproject_labels")),
+        ignore_index=block.get("ignore_index", dataset_default("ignore_index")),
+        reproject_labels=block.get("reproject_labels", dataset_default("reproject_labels")),
         demo=block.get("demo"),
         test_scenes=_test_scene_patterns(block),
-        map_images=_expand(block.get("map_images") or [], base),
+        map_images=expand_paths(block.get("map_images") or [], base),
         map_replicate=block.get("map_replicate"),
+        predictions=expand_paths(block.get("predictions") or [], base),
     )
 
 
@@ -359,7 +379,7 @@ def _test_scene_patterns(block: dict) -> list[str]:
     spec = block.get("test_scenes")
     if spec:
         return [spec] if isinstance(spec, str) else list(spec)
-    n_test = block.get("demo_test_scenes", _dataset_default("demo_test_scenes"))
+    n_test = block.get("demo_test_scenes", dataset_default("demo_test_scenes"))
     if block.get("demo") and n_test:
         return [f"{block['demo']}{DEMO_TEST_INFIX}*"]
     return []

@@ -2,7 +2,8 @@
 
 :class:`TileDataset` serves one split, one tile at a time from memory maps, with
 augmentation drawn from (seed, epoch, tile); :func:`make_loader` shuffles by (seed, epoch)
-only; :func:`band_stats` and :func:`region_pixel_counts` stream over the training tiles.
+only; :func:`band_stats` and :func:`label_pixel_counts` (read once per training run) stream over
+the training tiles.
 Details: docs/training.md.
 """
 
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .constants import IGNORE_INDEX
+from .devices import resolve_device
 from .errors import InputError, StateError
 from .store import TileStore
 
@@ -178,6 +180,136 @@ def band_stats(
     return mean.tolist(), std.tolist()
 
 
+#: Region ids at or above this are outside every region (region rasters hold int16).
+REGION_CAP = np.iinfo(np.int16).max + 1
+
+
+class LabelPixelCounts:
+    """The labelled pixels of one split's tiles, counted once by region and class.
+
+    :func:`label_pixel_counts` streams the labels once; the per-region, per-(region, class)
+    and per-class counts a training run needs are all read from this one count.
+
+    Attributes:
+        by_region_class: int64 (R, C): labelled pixels of class c in region r, for the
+            regions 0..R-1 up to the largest one holding a labelled pixel.
+        histogram: int64 (256,): pixels of every label value, ignored and outside pixels too.
+    """
+
+    def __init__(self, by_region_class: np.ndarray, histogram: np.ndarray) -> None:
+        self.by_region_class = by_region_class
+        self.histogram = histogram
+
+    def regions(self, num_regions: int | None) -> np.ndarray:
+        """int64 labelled pixels per region: K values, or up to the last region found (None)."""
+        per_region = self.by_region_class.sum(axis=1)
+        if num_regions is None:
+            found = np.flatnonzero(per_region)
+            return per_region[: (found[-1] + 1 if found.size else 0)].copy()
+        return self._first(per_region, int(num_regions))
+
+    def region_classes(self, num_regions: int) -> np.ndarray:
+        """int64 labelled pixels per (region, class) group ``region * C + class``, K * C values."""
+        return self._first(self.by_region_class, int(num_regions)).reshape(-1)
+
+    def classes(self, num_classes: int) -> np.ndarray:
+        """int64 pixels of every class, inside or outside the regions (balanced class weights)."""
+        return self.histogram[:num_classes].copy()
+
+    @staticmethod
+    def _first(counts: np.ndarray, k: int) -> np.ndarray:
+        """The first ``k`` rows of ``counts``, zeros past the regions found."""
+        out = np.zeros((k, *counts.shape[1:]), dtype=np.int64)
+        n = min(k, len(counts))
+        out[:n] = counts[:n]
+        return out
+
+
+def label_pixel_counts(
+    store: TileStore | str | Path,
+    split: str = "train",
+    partitioning: str = "regions",
+    *,
+    split_column: str = "split",
+) -> LabelPixelCounts:
+    """Labelled pixels of ``split`` tiles by region of ``partitioning`` and class, in one pass.
+
+    Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
+    ``region__<partitioning>`` for all its pixels. Also checks that every label is a class id or
+    the ignore value.
+
+    Args:
+        store: A tile store or its folder.
+        split: The split whose tiles count.
+        partitioning: The partitioning whose regions are counted.
+        split_column: The index column holding the split (``split``, or a replicate's
+            ``split__s<seed>_f<fold>``).
+
+    Returns:
+        The counts.
+
+    Raises:
+        InputError: If a label is neither a class nor the ignore value.
+    """
+    store = _store(store)
+    source = _region_source(store, partitioning)
+    cols = ["tile_id", "scene", "store_index"]
+    if source == "tile":
+        cols.append(f"region__{partitioning}")
+    table = tile_table(store, split, cols, split_column=split_column)
+    c = store.num_classes
+    codes = np.zeros(0, dtype=np.int64)
+    hist = np.zeros(256, dtype=np.int64)
+    t = store.tile_size
+    for scene, idx in _chunks(table, 3 * t * t):
+        lab = np.asarray(store.labels(scene)[idx])
+        hist += np.bincount(lab.reshape(-1), minlength=256)
+        reg = _chunk_regions(store, table, source, partitioning, scene, idx, lab.shape)
+        known = (lab != store.ignore_index) & (lab < c) & (reg >= 0) & (reg < REGION_CAP)
+        chunk = np.bincount(reg[known] * c + lab[known].astype(np.int64))
+        if len(chunk) > len(codes):
+            codes = np.concatenate([codes, np.zeros(len(chunk) - len(codes), dtype=np.int64)])
+        codes[: len(chunk)] += chunk
+    _check_labels(store, hist)
+    rows = -(-len(codes) // c)
+    by_region_class = np.zeros(rows * c, dtype=np.int64)
+    by_region_class[: len(codes)] = codes
+    return LabelPixelCounts(by_region_class.reshape(rows, c), hist)
+
+
+def _chunk_regions(
+    store: TileStore,
+    table: pd.DataFrame,
+    source: str,
+    partitioning: str,
+    scene: str,
+    idx: np.ndarray,
+    shape: tuple[int, ...],
+) -> np.ndarray:
+    """int64 region of every pixel of the tiles ``idx`` of ``scene`` (-1: none)."""
+    if source == "pixel":
+        return np.asarray(store.regions(scene)[idx]).astype(np.int64)
+    if source == "tile":
+        rows = table[table["scene"] == scene].set_index("store_index")
+        per_tile = rows.loc[idx, f"region__{partitioning}"].to_numpy().astype(np.int64)
+        return np.broadcast_to(per_tile[:, None, None], shape)
+    return np.full(shape, -1, dtype=np.int64)
+
+
+def _check_labels(store: TileStore, hist: np.ndarray) -> None:
+    """Refuse label values that are neither a class id nor the ignore value."""
+    bad = [
+        int(v) for v in np.flatnonzero(hist) if v >= store.num_classes and v != store.ignore_index
+    ]
+    if bad:
+        raise InputError(
+            store.path,
+            f"labels hold values {bad} that are neither class ids "
+            f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
+            "fix the label rasters or the dataset's classes, then re-tile",
+        )
+
+
 def region_pixel_counts(
     store: TileStore | str | Path,
     num_regions: int | None,
@@ -189,9 +321,8 @@ def region_pixel_counts(
 ) -> np.ndarray:
     """Labelled pixels per region of ``partitioning`` over ``split`` tiles.
 
-    Uses the per-pixel ``<scene>.regions.bin`` when it holds ``partitioning``, else the tile's
-    ``region__<partitioning>`` for all its pixels. Also checks that every label is a class id or
-    the ignore value.
+    One :func:`label_pixel_counts` pass; a caller that needs several of these counts (as
+    training does) calls that once instead.
 
     Args:
         store: A tile store or its folder.
@@ -209,54 +340,10 @@ def region_pixel_counts(
     Raises:
         InputError: If a label is neither a class nor the ignore value.
     """
-    store = _store(store)
-    source = _region_source(store, partitioning)
-    cols = ["tile_id", "scene", "store_index"]
-    if source == "tile":
-        cols.append(f"region__{partitioning}")
-    table = tile_table(store, split, cols, split_column=split_column)
     if by_class and num_regions is None:
         raise ValueError("region_pixel_counts(by_class=True) needs num_regions")
-    cap = np.iinfo(np.int16).max + 1 if num_regions is None else int(num_regions)
-    c = store.num_classes
-    counts = np.zeros(cap + 1, dtype=np.int64)
-    class_counts = np.zeros((cap + 1) * c, dtype=np.int64) if by_class else None
-    hist = np.zeros(256, dtype=np.int64)
-    t = store.tile_size
-    for scene, idx in _chunks(table, 3 * t * t):
-        lab = np.asarray(store.labels(scene)[idx])
-        hist += np.bincount(lab.reshape(-1), minlength=256)
-        labelled = lab != store.ignore_index
-        if source == "pixel":
-            reg = np.asarray(store.regions(scene)[idx]).astype(np.int64)
-        elif source == "tile":
-            rows = table[table["scene"] == scene].set_index("store_index")
-            per_tile = rows.loc[idx, f"region__{partitioning}"].to_numpy().astype(np.int64)
-            reg = np.broadcast_to(per_tile[:, None, None], lab.shape)
-        else:
-            reg = np.full(lab.shape, -1, dtype=np.int64)
-        reg = np.where((reg >= 0) & (reg < cap), reg, cap)
-        counts += np.bincount(reg[labelled], minlength=cap + 1)
-        if class_counts is not None:
-            known = labelled & (lab < c)
-            code = reg[known] * c + lab[known].astype(np.int64)
-            class_counts += np.bincount(code, minlength=(cap + 1) * c)
-    bad = [
-        int(v) for v in np.flatnonzero(hist) if v >= store.num_classes and v != store.ignore_index
-    ]
-    if bad:
-        raise InputError(
-            store.path,
-            f"labels hold values {bad} that are neither class ids "
-            f"0..{store.num_classes - 1} nor the ignore value {store.ignore_index}",
-            "fix the label rasters or the dataset's classes, then re-tile",
-        )
-    if class_counts is not None:
-        return class_counts[: num_regions * c]
-    if num_regions is None:
-        found = np.flatnonzero(counts[:cap])
-        return counts[: (found[-1] + 1 if found.size else 0)]
-    return counts[:num_regions]
+    counts = label_pixel_counts(store, split, partitioning, split_column=split_column)
+    return counts.region_classes(num_regions) if by_class else counts.regions(num_regions)
 
 
 def class_pixel_counts(
@@ -659,7 +746,7 @@ def make_loader(
         )
     else:
         sampler = ShardSampler(len(dataset), rank, world_size)
-    cuda = torch.device(device).type == "cuda"
+    cuda = resolve_device(device).type == "cuda"
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -677,7 +764,9 @@ __all__ = [
     "ShardSampler",
     "TileDataset",
     "augment_params",
+    "LabelPixelCounts",
     "band_stats",
+    "label_pixel_counts",
     "make_loader",
     "partitionings_in",
     "region_pixel_counts",

@@ -1,16 +1,15 @@
 """Per-region evaluation of a run's predictions on held-out tiles, for every partitioning.
 
 :func:`evaluate_dataset` streams every scene once, window by window, into per-region and
-per-tile confusion matrices, then writes ``metrics.json`` and ``by_region.csv`` with the
-metrics, fairness summaries and significance tests of every partitioning. How the pass works:
-docs/evaluation.md ("Evaluation in one streaming pass").
+per-tile confusion matrices (the counting pass, here), then hands the counts to
+:mod:`spatialfair.results`, which assembles the metrics, fairness summaries and significance
+tests of every partitioning and writes ``metrics.json`` and ``by_region.csv``. How the pass
+works: docs/evaluation.md ("Evaluation in one streaming pass").
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,60 +23,28 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 from tqdm import tqdm
 
-from .atomic import atomic_path, atomic_write_text
 from .config import DatasetConfig
 from .constants import IGNORE_INDEX
 from .errors import InputError
 from .io import RasterInfo, effective_nodata, inspect_raster, invalid_mask
-from .metrics import (
-    _PixelPairs,
-    has_class_support,
-    metric_arrays,
-    metric_names,
-    metrics_from_confusion,
-    spad_score,
-    summarize,
+from .metrics import PixelPairs, metric_arrays, metric_names, metrics_from_confusion
+from .results import (
+    EvaluationResult,
+    RegionCounts,
+    Rules,
+    Scope,
+    Units,
+    add_intervals,
+    assemble_result,
+    json_value,
+    scene_grids,
+    write_outputs,
 )
 from .settings import Settings
-from .significance import (
-    RegionTestOptions,
-    majority_regions,
-    test_regions,
-    unit_confusion,
-    unit_outcomes,
-    unit_values,
-)
+from .significance import majority_regions, unit_confusion, unit_values
+from .windows import WINDOW_SIDE, pass_windows, read_labels
 
 log = logging.getLogger(__name__)
-
-FORMAT = "spatialfair-fairness/1"
-#: Target side (pixels) of an evaluation window; rounded to whole blocks of the prediction.
-WINDOW_SIDE = 1024
-#: The fields of a metric's summary over a partitioning's regions in metrics.json (the
-#: worst and best region's names follow them).
-_SUMMARY_KEYS = (
-    "overall",
-    "group_min",
-    "group_max",
-    "difference",
-    "ratio",
-    "std",
-    "mad",
-    "n_regions",
-)
-
-
-@dataclass
-class EvaluationResult:
-    """What :func:`evaluate_dataset` computed: the JSON document and per-region tables."""
-
-    metrics: dict[str, Any]
-    tables: dict[str, pd.DataFrame]
-    partitionings: dict[str, Any]
-    primary: str
-    headline: str
-    study_crs: CRS
-    scene_grids: list[dict[str, Any]]
 
 
 @dataclass
@@ -90,22 +57,6 @@ class _Scene:
     nodata: float | None
     label_extra_ignore: list[int]
     tiles: pd.DataFrame  # this scene's tiles, store order
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_value(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if not math.isfinite(float(v)) else float(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, np.ndarray):
-        return _json_value(v.tolist())
-    return v
 
 
 def _check_scene(
@@ -132,27 +83,8 @@ def _check_scene(
         )
     image = inspect_raster(entry["image"], role="image", check_last_block=False)
     label = inspect_raster(entry["label"], role="label", check_last_block=False)
-    want = (
-        CRS.from_user_input(entry["crs"]),
-        tuple(entry["transform"])[:6],
-        int(entry["height"]),
-        int(entry["width"]),
-    )
     for info, role in ((pred, "prediction"), (image, "image"), (label, "label")):
-        got = (info.crs, tuple(info.transform)[:6], info.height, info.width)
-        if (
-            got[0] != want[0]
-            or got[2:] != want[2:]
-            or not np.allclose(got[1], want[1], rtol=0, atol=1e-9 * max(info.res))
-        ):
-            raise InputError(
-                info.path,
-                f"{role} grid (CRS {got[0]}, {got[3]}x{got[2]} px, transform "
-                f"{got[1]}) differs from the tiled scene '{scene}' (CRS {want[0]}, "
-                f"{want[3]}x{want[2]} px, transform {want[1]})",
-                "evaluate predictions made on the tiled scene grid; re-run `spatialfair "
-                "predict` (and `tile` if the inputs changed)",
-            )
+        _check_grid(info, role, entry, scene)
     if pred.nodata is not None and int(pred.nodata) != IGNORE_INDEX:
         log.warning(
             "%s: prediction nodata is %s, expected %d; pixels with value %d are "
@@ -174,15 +106,28 @@ def _check_scene(
     )
 
 
-def _windows(info: RasterInfo, side: int) -> list[Window]:
-    bh, bw = info.block_shape
-    wh = max(bh, side // bh * bh)
-    ww = max(bw, side // bw * bw)
-    return [
-        Window(c, r, min(ww, info.width - c), min(wh, info.height - r))
-        for r in range(0, info.height, wh)
-        for c in range(0, info.width, ww)
-    ]
+def _check_grid(info: RasterInfo, role: str, entry: dict, scene: str) -> None:
+    """Refuse a raster whose grid differs from the tiled scene's (store meta ``entry``)."""
+    want = (
+        CRS.from_user_input(entry["crs"]),
+        tuple(entry["transform"])[:6],
+        int(entry["height"]),
+        int(entry["width"]),
+    )
+    got = (info.crs, tuple(info.transform)[:6], info.height, info.width)
+    if (
+        got[0] != want[0]
+        or got[2:] != want[2:]
+        or not np.allclose(got[1], want[1], rtol=0, atol=1e-9 * max(info.res))
+    ):
+        raise InputError(
+            info.path,
+            f"{role} grid (CRS {got[0]}, {got[3]}x{got[2]} px, transform "
+            f"{got[1]}) differs from the tiled scene '{scene}' (CRS {want[0]}, "
+            f"{want[3]}x{want[2]} px, transform {want[1]})",
+            "evaluate predictions made on the tiled scene grid; re-run `spatialfair "
+            "predict` (and `tile` if the inputs changed)",
+        )
 
 
 class _Accumulator:
@@ -241,18 +186,7 @@ def _read_window(sc: _Scene, srcs, window: Window, ignore: int):
     """One window's prediction, labels (uint8, extra ignore values mapped) and invalid mask."""
     psrc, lsrc, isrc = srcs
     pred = psrc.read(1, window=window)
-    label = lsrc.read(1, window=window)
-    for v in sc.label_extra_ignore[1:]:
-        label[label == v] = ignore
-    if label.dtype != np.uint8:
-        bad = (label < 0) | (label > 255)
-        if bad.any():
-            raise InputError(
-                sc.label.path,
-                f"label values outside 0..255 in window {window}",
-                "labels must be class ids 0..C-1 or the ignore value",
-            )
-        label = label.astype(np.uint8)
+    label = read_labels(lsrc, sc.label, window, ignore, unlabelled=sc.label_extra_ignore[1:])
     data = isrc.read(sc.indexes, window=window)
     invalid = invalid_mask(data, sc.nodata)
     del data
@@ -261,21 +195,12 @@ def _read_window(sc: _Scene, srcs, window: Window, ignore: int):
     return pred, label, invalid
 
 
-def _process_window(
-    sc: _Scene,
-    acc: _Accumulator,
-    srcs,
-    window: Window,
-    ignore: int,
-    tiles: dict[str, np.ndarray],
-    crs,
-) -> None:
-    """Accumulate one window's counts into ``acc`` (regions and tiles)."""
-    r0, c0 = int(window.row_off), int(window.col_off)
-    h, w = int(window.height), int(window.width)
-    pred, label, invalid = _read_window(sc, srcs, window, ignore)
-
-    # tiles intersecting the window; later tiles (store order) own shared pixels
+def _window_tiles(
+    tiles: dict[str, np.ndarray], r0: int, c0: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tiles intersecting a window (their positions in ``tiles``), which of them are in
+    the requested split, and each pixel's tile among them (-1: none or not in the split);
+    later tiles (store order) own shared pixels."""
     cand = np.flatnonzero(
         (tiles["row_off"] < r0 + h)
         & (tiles["row_off"] + tiles["height"] > r0)
@@ -292,6 +217,23 @@ def _process_window(
     used = tiles["slot"][cand] >= 0  # tile is in the requested split
     local = np.where(used, np.arange(len(cand)), -1).astype(np.int32)
     local_px = np.concatenate([[-1], local]).astype(np.int32)[owner + 1]
+    return cand, used, local_px
+
+
+def _process_window(
+    sc: _Scene,
+    acc: _Accumulator,
+    srcs,
+    window: Window,
+    ignore: int,
+    tiles: dict[str, np.ndarray],
+    crs,
+) -> None:
+    """Accumulate one window's counts into ``acc`` (regions and tiles)."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    h, w = int(window.height), int(window.width)
+    pred, label, invalid = _read_window(sc, srcs, window, ignore)
+    cand, used, local_px = _window_tiles(tiles, r0, c0, h, w)
     y = label.copy()
     np.putmask(y, (local_px < 0) | invalid, ignore)
     labelled = y != ignore
@@ -301,7 +243,7 @@ def _process_window(
     if not labelled.any():
         return
     try:
-        pairs = _PixelPairs(y, pred, acc.c, ignore)  # shared by the tiles and every partitioning
+        pairs = PixelPairs(y, pred, acc.c, ignore)  # shared by the tiles and every partitioning
         per_tile = pairs.confusion(local_px, len(cand))
     except InputError as exc:
         raise InputError(
@@ -444,7 +386,7 @@ def _scene_pass(
         rasterio.open(sc.image.path) as isrc,
     ):
         for window in tqdm(
-            _windows(sc.pred, window_side),
+            pass_windows(sc.pred, window_side),
             desc=f"evaluate {sc.name}",
             unit="window",
             disable=None,
@@ -471,19 +413,6 @@ def _unit_of_tiles(index: pd.DataFrame, unit: str, block_tiles: int, stride: int
     )
 
 
-@dataclass
-class _Units:
-    """Significance units of an evaluation: kind, per-unit values and each partitioning's
-    majority region per unit, and evaluated tiles per region."""
-
-    kind: str
-    values: np.ndarray
-    n_pixels: np.ndarray
-    region: dict[str, np.ndarray]
-    tiles_per_region: dict[str, np.ndarray]
-    block_tiles: int | None
-
-
 def _units(
     acc: _Accumulator,
     parts: dict[str, Any],
@@ -492,7 +421,7 @@ def _units(
     stride: int,
     classes: list[str],
     headline: str,
-) -> _Units:
+) -> Units:
     """Group the evaluated tiles into units (``evaluation.significance_unit``); a unit's value
     comes from the sum of its tiles' confusions, its region is the one holding most of its
     evaluated pixels."""
@@ -514,7 +443,7 @@ def _units(
         tiles_per_region[name] = np.bincount(
             tile_region[tile_region >= 0], minlength=part.n_regions
         )[: part.n_regions]
-    return _Units(
+    return Units(
         kind, values, n_pixels, region, tiles_per_region, block_tiles if kind == "block" else None
     )
 
@@ -653,45 +582,67 @@ def evaluate_dataset(
     Raises:
         InputError: If the store, partitions, predictions or dataset do not fit together.
     """
-    ds, partitions_gpkg = dataset, partitions
     from .store import TileStore
 
+    ds, store_dir = dataset, Path(store_dir)
     split = split or settings.evaluation.split
     sources = _sources(predictions_dir)
-    store_dir, out_dir = Path(store_dir), Path(out_dir)
     run = run or sources[0][1].resolve().parent.name
     store = TileStore(store_dir)
-    meta = store.meta
-    classes, headline = _check_classes(meta, ds, store_dir)
-    ignore = int(ds.ignore_index)
-    parts = _read_parts(partitions_gpkg)
-    tsize = int(meta["tile_size"])
+    classes, headline = _check_classes(store.meta, ds, store_dir)
+    parts = _read_parts(partitions)
+    tsize = int(store.meta["tile_size"])
     min_unit_pixels = (
         max(1, int(0.05 * tsize * tsize)) if min_unit_pixels is None else int(min_unit_pixels)
     )
-    passes, n_tiles = _passes(meta, store, sources, split, ds, store_dir, parts, headline)
-    index = store.index
-    acc = _accumulate(passes, parts, len(classes), index, ignore, window_side)
+    passes, n_tiles = _passes(store.meta, store, sources, split, ds, store_dir, parts, headline)
+    acc = _accumulate(passes, parts, len(classes), store.index, int(ds.ignore_index), window_side)
     _check_labelled(acc, sources, split)
-    units = _units(acc, parts, index, settings, store.stride, classes, headline)
-    scope = _Scope(ds, run, split, classes, headline, n_tiles, min_unit_pixels, int(settings.seed))
-    result = _assemble(
-        acc=acc,
-        parts=parts,
+    scope = Scope(
+        ds.name,
+        ds.task,
+        run,
+        split,
+        classes,
+        headline,
+        n_tiles,
+        min_unit_pixels,
+        int(settings.seed),
+    )
+    replicate = dict(replicate or {"seed": int(settings.seed), "folds": len(sources)})
+    result = _statistics(acc, parts, store, scope, settings, replicate, _basis(passes, split, acc))
+    write_outputs(result, out_dir)
+    return result
+
+
+def _statistics(
+    acc: _Accumulator,
+    parts: dict[str, Any],
+    store,
+    scope: Scope,
+    settings: Settings,
+    replicate: dict[str, int],
+    basis: dict[str, Any],
+) -> EvaluationResult:
+    """The result of the accumulated counts: metrics, summaries and tests of every
+    partitioning (:func:`~spatialfair.results.assemble_result`), the replicate and basis
+    records, and the block-bootstrap intervals."""
+    units = _units(acc, parts, store.index, settings, store.stride, scope.classes, scope.headline)
+    result = assemble_result(
+        RegionCounts(acc.overall, acc.cm),
+        parts,
         units=units,
         scope=scope,
-        rules=_Rules.from_settings(settings),
+        rules=Rules.from_settings(settings.evaluation),
         primary=_primary_partitioning(settings, parts),
-        meta=meta,
+        study_crs=CRS.from_user_input(store.meta["study_crs"]),
+        grids=scene_grids(store.meta),
     )
-    result.metrics["replicate"] = dict(
-        replicate or {"seed": int(settings.seed), "folds": len(sources)}
-    )
-    result.metrics["basis"] = _basis(passes, split, int(acc.overall.sum()))
-    reps, record = _bootstrap(acc, parts, index, meta, settings, store.stride, classes, headline)
-    result.metrics["bootstrap"] = _json_value(record)
+    result.metrics["replicate"] = replicate
+    result.metrics["basis"] = basis
+    reps, record = _bootstrap(acc, parts, store, settings, scope.classes, scope.headline)
+    result.metrics["bootstrap"] = json_value(record)
     add_intervals(result, reps, float(settings.evaluation.confidence))
-    write_outputs(result, out_dir)
     return result
 
 
@@ -704,367 +655,17 @@ BASIS_NOTES = {
 }
 
 
-def _basis(passes: list[tuple[_Scene, np.ndarray]], split: str, n_pixels: int) -> dict[str, Any]:
+def _basis(
+    passes: list[tuple[_Scene, np.ndarray]], split: str, acc: _Accumulator
+) -> dict[str, Any]:
     """What the per-region outputs rest on (metrics.json ``basis``): never more than these
     pixels; scenes without labels (``map_images``) are not judged."""
     return {
         "split": split,
         "scenes": sorted({sc.name for sc, mask in passes if mask.any()}),
-        "labelled_pixels": n_pixels,
+        "labelled_pixels": int(acc.overall.sum()),
         "note": BASIS_NOTES[split],
     }
-
-
-@dataclass(frozen=True)
-class _Scope:
-    """What one evaluation covered, recorded in metrics.json."""
-
-    dataset: DatasetConfig
-    run: str
-    split: str
-    classes: list[str]
-    headline: str
-    n_tiles: int
-    min_unit_pixels: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """The evaluation settings that shape the tables and the significance tests."""
-
-    min_region_pixels: int
-    min_class_pixels: int
-    method: str
-    n_simulations: int
-    alpha: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> _Rules:
-        ev = settings.evaluation
-        return cls(
-            int(ev.min_region_pixels),
-            int(ev.min_class_pixels),
-            ev.significance,
-            int(ev.n_simulations),
-            float(ev.alpha),
-        )
-
-
-def _region_table(
-    part,
-    cm: np.ndarray,
-    per: dict[str, np.ndarray],
-    absent: np.ndarray,
-    n_units: np.ndarray,
-    n_tiles: np.ndarray,
-    deviation: np.ndarray,
-    test,
-    min_px: int,
-    names: list[str],
-) -> pd.DataFrame:
-    """One partitioning's per-region table: counts, flags, metrics, deviation, test."""
-    n_pix = cm.sum(axis=(1, 2))
-    table = pd.DataFrame(
-        {
-            "region_id": np.arange(part.n_regions),
-            "region": part.names,
-            "n_pixels": n_pix.astype(np.int64),
-            "n_tiles": n_tiles.astype(np.int64),
-            "n_units": n_units.astype(np.int64),
-            "small": n_pix < min_px,
-            "absent": absent,
-        }
-    )
-    for m in names:
-        table[m] = per[m]
-    table["deviation"] = deviation
-    if test is not None:
-        table["statistic"] = test.statistic
-        table["p_value"] = test.p_value
-        table["significant"] = test.significant
-        table["direction"] = test.direction
-    else:
-        table["statistic"] = np.nan
-        table["p_value"] = np.nan
-        table["significant"] = False
-        table["direction"] = 0
-    return table
-
-
-def _summaries(
-    part,
-    per: dict[str, np.ndarray],
-    overall: dict[str, float],
-    n_pix: np.ndarray,
-    absent: dict[str, np.ndarray],
-    min_px: int,
-    names: list[str],
-) -> dict[str, Any]:
-    """Fairness summary of every metric over one partitioning's regions, by region name."""
-    summaries = {}
-    for m in names:
-        s = summarize(
-            dict(enumerate(per[m].tolist())),
-            overall[m],
-            dict(enumerate(n_pix.tolist())),
-            min_px,
-            absent=np.flatnonzero(absent[m]).tolist(),
-        )
-        summaries[m] = {k: s[k] for k in _SUMMARY_KEYS}
-        summaries[m]["worst_region"] = part.names[s["argmin"]] if s["argmin"] is not None else None
-        summaries[m]["best_region"] = part.names[s["argmax"]] if s["argmax"] is not None else None
-        summaries[m]["small_regions"] = [part.names[r] for r in s["small"]]
-        summaries[m]["absent_regions"] = [part.names[r] for r in s["absent"]]
-    return summaries
-
-
-def _region_records(table: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
-    """The rows of a region table as metrics.json region entries."""
-    records = []
-    for row in table.to_dict(orient="records"):
-        records.append(
-            {
-                "id": row["region_id"],
-                "name": row["region"],
-                "n_pixels": row["n_pixels"],
-                "n_tiles": row["n_tiles"],
-                "n_units": row["n_units"],
-                "small": row["small"],
-                "absent": row["absent"],
-                **{m: row[m] for m in names},
-                "deviation": row["deviation"],
-                "statistic": row["statistic"],
-                "p_value": row["p_value"],
-                "significant": row["significant"],
-                "direction": row["direction"],
-            }
-        )
-    return records
-
-
-def _evaluate_partitioning(
-    part,
-    cm: np.ndarray,
-    i: int,
-    *,
-    pname: str,
-    units: _Units,
-    usable: np.ndarray,
-    success: np.ndarray,
-    overall: dict[str, float],
-    scope: _Scope,
-    rules: _Rules,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Region table and metrics.json entry of partitioning number ``i``.
-
-    Regions whose truth lacks a class metric's class (e.g. no water) are left out of that
-    metric's min/max like small regions (see ``metrics.has_class_support``) and, like small
-    regions, not tested: their headline value says nothing.
-    """
-    classes, headline = scope.classes, scope.headline
-    names = metric_names(classes)
-    per = metric_arrays(cm, classes)
-    n_pix = cm.sum(axis=(1, 2))
-    groups = np.where(usable, units.region[pname], -1)
-    n_units = np.bincount(groups[groups >= 0], minlength=part.n_regions)[: part.n_regions]
-    absent = {m: ~has_class_support(cm, classes, m, rules.min_class_pixels) for m in names}
-    tested = ~((n_pix < rules.min_region_pixels) | absent[headline])
-    options = RegionTestOptions(rules.n_simulations, rules.alpha, scope.seed + i)
-    test = test_regions(
-        rules.method, units.values, success, groups, part.n_regions, options, tested=tested
-    )
-    table = _region_table(
-        part,
-        cm,
-        per,
-        absent[headline],
-        n_units,
-        units.tiles_per_region[pname],
-        per[headline] - overall[headline],
-        test,
-        rules.min_region_pixels,
-        names,
-    )
-    sig_names = table.loc[table["significant"], "region"].tolist()
-    entry = {
-        "kind": part.kind,
-        "n_regions": part.n_regions,
-        "regions": _region_records(table, names),
-        "summaries": _summaries(part, per, overall, n_pix, absent, rules.min_region_pixels, names),
-        "significance": test.to_dict() if test is not None else {"method": "none"},
-        "significant_regions": sig_names,
-    }
-    return table, entry
-
-
-def _significance_doc(units: _Units, scope: _Scope, rules: _Rules) -> dict[str, Any]:
-    """The ``significance`` block of metrics.json: how the region tests were run."""
-    kind, headline = units.kind, scope.headline
-    return {
-        "method": rules.method,
-        "n_simulations": rules.n_simulations,
-        "alpha": rules.alpha,
-        "seed": scope.seed,
-        "unit": kind,
-        "block_tiles": units.block_tiles,
-        "n_units": int(len(units.values)),
-        "unit_region": "the region holding most of the unit's evaluated pixels",
-        "min_unit_pixels": int(scope.min_unit_pixels),
-        "success": f"{kind} {headline} >= overall {headline} (undefined per-class "
-        f"value in a {kind}, class absent from truth and prediction, "
-        f"counts as 1.0)",
-        "tested": "regions neither small nor absent (others: p_value null)",
-        "conditional": "Monte Carlo worlds keep the observed number of successes",
-    }
-
-
-def _scene_grids(meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each scene's name and grid from a store's meta, as the maps draw them."""
-    return [
-        {
-            "name": s,
-            "crs": e["crs"],
-            "transform": e["transform"],
-            "width": e["width"],
-            "height": e["height"],
-        }
-        for s, e in meta["scenes"].items()
-    ]
-
-
-def _assemble(
-    *,
-    acc: _Accumulator,
-    parts: dict[str, Any],
-    units: _Units,
-    scope: _Scope,
-    rules: _Rules,
-    primary: str,
-    meta: dict,
-) -> EvaluationResult:
-    """Metrics, summaries and tests of every partitioning from the accumulated counts."""
-    classes, headline = scope.classes, scope.headline
-    names = metric_names(classes)
-    overall = metrics_from_confusion(acc.overall, classes)
-    success, usable = unit_outcomes(
-        units.values, units.n_pixels, overall[headline], scope.min_unit_pixels
-    )
-    tables: dict[str, pd.DataFrame] = {}
-    doc_parts: dict[str, Any] = {}
-    for i, (pname, part) in enumerate(parts.items()):
-        tables[pname], doc_parts[pname] = _evaluate_partitioning(
-            part,
-            acc.cm[pname][1:],
-            i,
-            pname=pname,
-            units=units,
-            usable=usable,
-            success=success,
-            overall=overall,
-            scope=scope,
-            rules=rules,
-        )
-    grids = [n for n, p in parts.items() if p.kind == "grid"]
-    spad = {m: spad_score({g: doc_parts[g]["summaries"][m]["mad"] for g in grids}) for m in names}
-    doc = {
-        "format": FORMAT,
-        "dataset": scope.dataset.name,
-        "task": scope.dataset.task,
-        "run": scope.run,
-        "split": scope.split,
-        "classes": classes,
-        "headline_metric": headline,
-        "primary_partitioning": primary,
-        "min_region_pixels": rules.min_region_pixels,
-        "min_class_pixels": rules.min_class_pixels,
-        "n_pixels": int(acc.overall.sum()),
-        "n_tiles": int(scope.n_tiles),
-        "n_units_used": int(usable.sum()),
-        "significance": _significance_doc(units, scope, rules),
-        "overall": overall,
-        "confusion": acc.overall.tolist(),
-        "spad_partitionings": grids,
-        "spad_score": {m: v[0] for m, v in spad.items()},
-        "spad_score_mean": {m: v[1] for m, v in spad.items()},
-        "partitionings": doc_parts,
-        "significant_regions": {p: d["significant_regions"] for p, d in doc_parts.items()},
-    }
-    scene_grids = _scene_grids(meta)
-    return EvaluationResult(
-        _json_value(doc),
-        tables,
-        parts,
-        primary,
-        headline,
-        CRS.from_user_input(meta["study_crs"]),
-        scene_grids,
-    )
-
-
-def write_outputs(result: EvaluationResult, out_dir: str | Path) -> None:
-    """Write ``metrics.json`` and ``by_region.csv`` (atomically) into a folder.
-
-    Args:
-        result: The evaluation (or audit, or replicate) result.
-        out_dir: The folder; created if missing.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out_dir / "metrics.json", json.dumps(result.metrics, indent=1, allow_nan=False)
-    )
-    frames = []
-    for name, table in result.tables.items():
-        t = table.copy()
-        t.insert(0, "kind", result.partitionings[name].kind)
-        t.insert(0, "partitioning", name)
-        frames.append(t)
-    with atomic_path(out_dir / "by_region.csv") as tmp:
-        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False, float_format="%.6g")
-    log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "by_region.csv")
-
-
-def add_intervals(result: EvaluationResult, reps, confidence: float) -> None:
-    """Write block-bootstrap intervals into the tables and metrics.json of ``result``.
-
-    Per region: ``effective_blocks``, ``deviation_ci_low/high``, ``n_boot`` (replicates with a
-    value), ``ci_excludes_zero``, ``ci_note`` (``too few blocks``) and ``worst_share``; per
-    partitioning, ``summaries.<headline>.bootstrap`` (difference, ratio, worst region). Shared
-    by evaluate and audit (docs/audit.md, "Uncertainty").
-
-    Args:
-        result: The evaluation or audit result (tables and document are updated in place).
-        reps: The :class:`~spatialfair.bootstrap.Replicates` of every partitioning.
-        confidence: Interval level.
-    """
-    from .bootstrap import MIN_BLOCKS, deviation_intervals, summary_intervals
-
-    headline = result.headline
-    cis = deviation_intervals(reps, confidence)
-    for name, ci in cis.items():
-        t = result.tables[name]
-        left_out = t["small"].to_numpy(bool) | t["absent"].to_numpy(bool)
-        t["effective_blocks"] = ci.n_eff
-        t["deviation_ci_low"] = ci.low
-        t["deviation_ci_high"] = ci.high
-        t["n_boot"] = ci.n_valid
-        t["ci_excludes_zero"] = ci.excludes_zero & ~left_out
-        t["ci_note"] = np.where(ci.n_eff < MIN_BLOCKS, "too few blocks", "")
-        used = ~left_out & np.isfinite(t[headline].to_numpy(float))
-        summ = summary_intervals(reps, name, used, confidence)
-        t["worst_share"] = np.where(used, 0.0, np.nan)
-        for rid, share in summ.pop("worst_shares", {}).items():
-            t.loc[t["region_id"] == rid, "worst_share"] = share
-        if "worst_region_id" in summ:
-            summ["worst_region"] = result.partitionings[name].names[summ.pop("worst_region_id")]
-        doc = result.metrics["partitionings"][name]
-        doc["summaries"][headline]["bootstrap"] = _json_value(summ)
-        keys = ("effective_blocks", "deviation_ci_low", "deviation_ci_high", "n_boot")
-        keys += ("ci_excludes_zero", "ci_note", "worst_share")
-        for entry, row in zip(doc["regions"], t.to_dict(orient="records")):
-            entry.update(_json_value({k: row[k] for k in keys}))
-        doc["ci_excludes_zero_regions"] = t.loc[t["ci_excludes_zero"], "region"].tolist()
 
 
 def _tile_grids(
@@ -1120,7 +721,14 @@ def _centre_on_exact(reps, acc, parts, classes, headline, mean_block_px: float) 
     reps.observed_overall = exact_overall
 
 
-def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
+def _bootstrap(
+    acc: _Accumulator,
+    parts: dict[str, Any],
+    store,
+    settings: Settings,
+    classes: list[str],
+    headline: str,
+):
     """Block-bootstrap replicates of an evaluation and their record for metrics.json.
 
     The errors' autocorrelation range is measured on the evaluated tiles' grid, centred on
@@ -1128,18 +736,12 @@ def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
     squares of tiles ``BLOCK_FACTOR`` ranges across; a tile counts in the region holding
     most of its evaluated pixels (the observed values stay the exact per-pixel ones).
     """
-    from .bootstrap import (
-        BLOCK_FACTOR,
-        MIN_BLOCKS,
-        autocorrelation_range,
-        block_factor,
-        replicate_values,
-    )
+    from .bootstrap import autocorrelation_range, block_factor, replicate_values
     from .splits import spatial_blocks
 
-    ev = settings.evaluation
+    index, stride = store.index, store.stride
     rows = np.flatnonzero(acc.selected)
-    cell_m = _cell_metres(meta, index, rows, stride)
+    cell_m = _cell_metres(store.meta, index, rows, stride)
     identity = np.arange(len(index), dtype=np.int64)
     tile_region = {name: acc.majority(name, identity, len(index))[rows] for name in parts}
     primary = tile_region[_primary_partitioning(settings, parts)]
@@ -1150,12 +752,24 @@ def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
     block_cm = np.zeros((int(block.max()) + 1 if len(block) else 0, *tile_cm.shape[1:]))
     np.add.at(block_cm, block, tile_cm)
     entries = {name: (block, tile_region[name], tile_cm, p.n_regions) for name, p in parts.items()}
+    n_boot = int(settings.evaluation.n_boot)
     reps = replicate_values(
-        block_cm, entries, classes, headline, n_boot=int(ev.n_boot), seed=int(settings.seed)
+        block_cm, entries, classes, headline, n_boot=n_boot, seed=int(settings.seed)
     )
     px = block_cm.sum(axis=(1, 2))
     _centre_on_exact(reps, acc, parts, classes, headline, float(px[px > 0].mean()))
-    record = {
+    log.info("errors' autocorrelation range %g m: bootstrap blocks of %d tiles", range_m, k)
+    return reps, _bootstrap_record(settings, range_m, rho, cell_m, k, len(block_cm))
+
+
+def _bootstrap_record(
+    settings: Settings, range_m: float, rho, cell_m: float, k: int, n_blocks: int
+) -> dict[str, Any]:
+    """The ``bootstrap`` block of metrics.json: the blocks and how the intervals are made."""
+    from .bootstrap import BLOCK_FACTOR, MIN_BLOCKS
+
+    ev = settings.evaluation
+    return {
         "method": "spatial block bootstrap; interval: observed +- t(n-1) x bootstrap SD x "
         "sqrt(n/(n-1)), n = the region's effective blocks",
         "n_boot": int(ev.n_boot),
@@ -1166,11 +780,9 @@ def _bootstrap(acc, parts, index, meta, settings, stride, classes, headline):
         "block_rule": f"{BLOCK_FACTOR} x autocorrelation range, whole tiles",
         "block_tiles": k,
         "block_size_m": k * cell_m,
-        "n_blocks": len(block_cm),
+        "n_blocks": n_blocks,
         "min_effective_blocks": MIN_BLOCKS,
         "effective_blocks": "region's evaluated pixels / mean evaluated pixels of a block",
         "tile_region": "a tile counts in the region holding most of its evaluated pixels",
         "seed": int(settings.seed),
     }
-    log.info("errors' autocorrelation range %g m: bootstrap blocks of %d tiles", range_m, k)
-    return reps, record

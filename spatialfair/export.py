@@ -132,9 +132,9 @@ def _resolution_cm(bundle: Mapping[str, Any], resolution_cm: float | None, model
 
 
 def _check_window(bundle: Mapping[str, Any], window: int, overlap: int) -> None:
-    from .predict import model_stride
+    from .predict import bundle_stride
 
-    stride = model_stride(bundle)
+    stride = bundle_stride(bundle)
     if window < 1 or window % stride or not 0 <= overlap < window:
         raise InputError(
             "export",
@@ -143,7 +143,15 @@ def _check_window(bundle: Mapping[str, Any], window: int, overlap: int) -> None:
         )
 
 
-def _require_onnx() -> Any:
+def require_onnx() -> Any:
+    """The ``onnx`` module, or a clear error where the ``export`` extra is not installed.
+
+    Returns:
+        The imported ``onnx`` module.
+
+    Raises:
+        InputError: If onnx is not installed (the message says how to install it).
+    """
     try:
         import onnx
     except ImportError as exc:
@@ -183,7 +191,7 @@ def export_onnx(
     """
     from .models import load_bundle
 
-    onnx = _require_onnx()
+    onnx = require_onnx()
     model, bundle = load_bundle(model_path, "cpu")
     _check_window(bundle, window, overlap)
     res = _resolution_cm(bundle, resolution_cm, model_path)

@@ -4,6 +4,7 @@ Inspecting input rasters (:func:`inspect_raster`, :func:`check_same_grid`), read
 that may extend past the edges (:func:`read_padded`), writing Cloud-Optimized GeoTIFFs window
 by window (:class:`GeoTiffWriter`), GeoPackage layers (:func:`write_layers`) and reprojecting a
 raster onto another grid on purpose (:func:`reproject_to_grid`); every write is atomic.
+:func:`link_or_copy` puts a finished file at a second path without copying where it can.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -600,3 +602,21 @@ def reproject_to_grid(
             for _, window in vrt.block_windows(1):
                 dst.write(vrt.read(window=window), window)
     return dst_path
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no copy on one file system), else copy it.
+
+    An existing ``dst`` is replaced. The copy keeps the source's times (``shutil.copy2``), as
+    a link does.
+
+    Args:
+        src: The file to publish.
+        dst: Its second path.
+    """
+    dst = Path(dst)
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,10 +1,10 @@
 """Fairness maps of one run: a styled GeoPackage, a raster COG and two PNGs.
 
 Users judge spatial fairness by looking at where the model is worse. :func:`write_maps` turns
-an :class:`~spatialfair.evaluate.EvaluationResult` into ``fairness.gpkg``,
-``fairness_<metric>.vrt`` (one COG per scene), ``map.png`` and ``regions.png``; what each
-shows:
-docs/evaluation.md ("The fairness maps").
+an :class:`~spatialfair.results.EvaluationResult` into ``fairness.gpkg`` (written by
+:func:`spatialfair.results.write_fairness_gpkg`), ``fairness_<metric>.vrt`` (one COG per
+scene), ``map.png`` and ``regions.png``; what each shows: docs/evaluation.md ("The fairness
+maps").
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from xml.sax.saxutils import escape
 
 import geopandas as gpd
@@ -27,12 +27,9 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from .atomic import atomic_path, atomic_write_text
-from .io import GeoTiffWriter, write_layers
-from .qgis_style import graduated_qml, graduated_sld, write_layer_styles
+from .io import GeoTiffWriter
 from .raster_style import deviation_qml, sidecar_paths, write_sidecars
-
-if TYPE_CHECKING:
-    from .evaluate import EvaluationResult
+from .results import EvaluationResult, write_fairness_gpkg
 
 log = logging.getLogger(__name__)
 
@@ -44,97 +41,13 @@ _WINDOW = 512
 TOTAL_PIXELS_PER_SIDE = 4
 
 
-def fairness_layers(result) -> dict[str, gpd.GeoDataFrame]:
-    """One GeoDataFrame per partitioning: region polygons joined with the region table.
-
-    Args:
-        result: An evaluation or audit result.
-
-    Returns:
-        Partitioning name -> its regions with every column of the region table.
-    """
-    layers = {}
-    for name, table in result.tables.items():
-        regions = result.partitionings[name].regions
-        gdf = gpd.GeoDataFrame(
-            table.drop(columns=["region"]).assign(region=table["region"].astype(str)),
-            geometry=regions.geometry.values,
-            crs=regions.crs,
-        )
-        gdf["small"] = gdf["small"].astype(bool)
-        gdf["absent"] = gdf["absent"].astype(bool)
-        gdf["significant"] = gdf["significant"].astype(bool)
-        if "ci_excludes_zero" in gdf:
-            gdf["ci_excludes_zero"] = gdf["ci_excludes_zero"].astype(bool)
-        cols = ["region_id", "region"] + [
-            c for c in gdf.columns if c not in ("region_id", "region", "geometry")
-        ]
-        layers[name] = gdf[cols + ["geometry"]]
-    return layers
-
-
 def _left_out(table) -> np.ndarray:
     """Regions left out of the headline metric's min/max: too few labelled pixels, or no
     true pixel of the metric's class (``absent``)."""
     return table["small"].to_numpy(dtype=bool) | table["absent"].to_numpy(dtype=bool)
 
 
-def write_fairness_gpkg(result, path: str | Path) -> Path:
-    """Write ``fairness.gpkg`` (one styled layer per partitioning), atomically.
-
-    Args:
-        result: An evaluation or audit result.
-        path: The GeoPackage to write.
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    layers = fairness_layers(result)
-    overall = result.metrics["overall"][result.headline]
-    with atomic_path(path) as tmp:
-        write_layers(layers, tmp)
-        styles = {}
-        for name, gdf in layers.items():
-            dev = gdf["deviation"].to_numpy(dtype=float)
-            desc = (
-                f"{result.headline} deviation from overall "
-                f"({overall:.4g}) per region of partitioning {name}; red = worse, "
-                f"blue = better; thick outline = significant ({result.metrics['significance']['method']})"
-                f"{basis_line(result.metrics, prefix='. ')}"
-            )
-            styles[name] = (
-                graduated_qml("deviation", dev),
-                graduated_sld(name, "deviation", dev),
-                desc,
-            )
-        write_layer_styles(tmp, styles)
-    log.info("wrote %s (%d layers with default QGIS styles)", path, len(layers))
-    return path
-
-
-def basis_line(metrics: dict, prefix: str = "") -> str:
-    """One line on the pixels an evaluation rests on (metrics.json ``basis``), or ''.
-
-    Args:
-        metrics: A metrics.json document (an audit's or aggregate's may have no ``basis``).
-        prefix: Put before the line when there is one.
-
-    Returns:
-        E.g. 'Rests on 12345 labelled pixels of 2 scene(s): held-out test tiles of labelled
-        scenes only; other pixels (scenes to map) are not judged'.
-    """
-    basis = metrics.get("basis")
-    if not basis:
-        return ""
-    return (
-        f"{prefix}Rests on {basis['labelled_pixels']} labelled pixels of "
-        f"{len(basis['scenes'])} scene(s): {basis['note']}; other pixels (scenes to map) "
-        "are not judged"
-    )
-
-
-def _scene_footprints(result) -> list[shapely.Geometry]:
+def _scene_footprints(result: EvaluationResult) -> list[shapely.Geometry]:
     """Scene rectangles in the study CRS (edges densified before reprojection)."""
     out = []
     for g in result.scene_grids:
@@ -191,7 +104,9 @@ def scene_raster_grid(
     return from_origin(xmin, ymax, res, res), width, height
 
 
-def _deviation_luts(result, metric: str, names: list[str]) -> dict[str, np.ndarray]:
+def _deviation_luts(
+    result: EvaluationResult, metric: str, names: list[str]
+) -> dict[str, np.ndarray]:
     """Per partitioning: region id + 1 -> deviation from overall (nodata where undefined)."""
     overall = result.metrics["overall"][metric]
     luts = {}
@@ -204,7 +119,9 @@ def _deviation_luts(result, metric: str, names: list[str]) -> dict[str, np.ndarr
     return luts
 
 
-def _band_styles(result, names: list[str], luts: dict[str, np.ndarray]) -> dict[str, str]:
+def _band_styles(
+    result: EvaluationResult, names: list[str], luts: dict[str, np.ndarray]
+) -> dict[str, str]:
     """Per partitioning: the deviation style of its band (the GeoPackage layer's classes)."""
     return {
         name: deviation_qml(luts[name][1:][luts[name][1:] != RASTER_NODATA], band=b + 1)
@@ -212,7 +129,7 @@ def _band_styles(result, names: list[str], luts: dict[str, np.ndarray]) -> dict[
     }
 
 
-def _raster_tags(result, metric: str) -> dict[str, str]:
+def _raster_tags(result: EvaluationResult, metric: str) -> dict[str, str]:
     overall = result.metrics["overall"][metric]
     return {
         "metric": metric,
@@ -223,7 +140,9 @@ def _raster_tags(result, metric: str) -> dict[str, str]:
     }
 
 
-def _write_scene_raster(result, path: Path, grid_spec, foot, luts, names, metric, qml) -> dict:
+def _write_scene_raster(
+    result: EvaluationResult, path: Path, grid_spec, foot, luts, names, metric, qml
+) -> dict:
     """Write one scene's fairness COG window by window; returns its grid for the VRT."""
     from .partitions import region_ids
 
@@ -257,7 +176,10 @@ def _write_scene_raster(result, path: Path, grid_spec, foot, luts, names, metric
 
 
 def write_fairness_raster(
-    result, path: str | Path, metric: str | None = None, max_size: int = MAX_RASTER_SIZE
+    result: EvaluationResult,
+    path: str | Path,
+    metric: str | None = None,
+    max_size: int = MAX_RASTER_SIZE,
 ) -> Path:
     """Write ``fairness_<metric>.vrt`` over one fairness COG per scene.
 
@@ -378,7 +300,7 @@ def _vrt_source(s: dict, band: int, xmin: float, ymax: float, res: float, nodata
     )
 
 
-def _plot_frame(result) -> gpd.GeoDataFrame:
+def _plot_frame(result: EvaluationResult) -> gpd.GeoDataFrame:
     name = result.primary
     regions = result.partitionings[name].regions
     return gpd.GeoDataFrame(
@@ -501,7 +423,9 @@ def _label_regions(ax, gdf: gpd.GeoDataFrame, tiny: np.ndarray, ci: np.ndarray) 
         )
 
 
-def _map_title(result, gdf: gpd.GeoDataFrame, ci: np.ndarray, title: str | None) -> str:
+def _map_title(
+    result: EvaluationResult, gdf: gpd.GeoDataFrame, ci: np.ndarray, title: str | None
+) -> str:
     """Title and subtitle of ``map.png``: scope, significance test, SPAD score."""
     meta = result.metrics
     spad = meta["spad_score"].get(result.headline)
@@ -605,7 +529,7 @@ def _bar_legend(ax, overall: float) -> None:
     )
 
 
-def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
+def plot_regions(result: EvaluationResult, path: str | Path, max_bars: int = 60) -> Path:
     """Write ``regions.png``: the headline metric per region, the overall level marked.
 
     Args:
@@ -673,7 +597,9 @@ def plot_regions(result, path: str | Path, max_bars: int = 60) -> Path:
     return save_figure(fig, path)
 
 
-def write_maps(result, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE) -> dict[str, Path]:
+def write_maps(
+    result: EvaluationResult, out_dir: str | Path, *, max_size: int = MAX_RASTER_SIZE
+) -> dict[str, Path]:
     """Write ``fairness.gpkg``, ``fairness_<headline>.vrt`` (over one COG per scene in
     ``fairness_<headline>/``), ``map.png`` and ``regions.png``.
 

@@ -88,14 +88,27 @@ def _as_class_array(
     return np.where(valid, flat, num_classes).astype(np.uint8), True
 
 
-class _PixelPairs:
-    """The (truth, prediction) part of the combined code of N pixels, reusable across
-    partitionings: ``B + min(true, C) * (C + 1) + min(pred, C)`` with ``B = (C + 1) ** 2``.
+class PixelPairs:
+    """N (truth, prediction) pixel pairs, counted per region for any number of region maps.
 
+    Holds the (truth, prediction) part of the combined code of N pixels, reusable across
+    partitionings: ``B + min(true, C) * (C + 1) + min(pred, C)`` with ``B = (C + 1) ** 2``.
     :meth:`confusion` adds ``region * B`` and counts with ``np.bincount`` block by block: row
     0 of the result is "no region" (-1) and class slot C means "skip". Both steps work in
     cache-sized chunks of a handful of vectorised ufunc calls each (no loop over regions or
-    classes).
+    classes). The evaluation and the audit build one per window and count it once per
+    partitioning.
+
+    Args:
+        y_true: True class ids (any shape; ``ignore_index`` = skip).
+        y_pred: Predicted class ids, as many as ``y_true`` (``pred_nodata`` = skip).
+        num_classes: Number of classes C (1..``MAX_CLASSES``).
+        ignore_index: Label value of unlabelled pixels, or None.
+        pred_nodata: Prediction value of "no prediction", or None.
+
+    Raises:
+        InputError: Too many classes, arrays of different sizes, or values that are neither
+            a class id nor the skip value (the latter found when counting).
     """
 
     def __init__(
@@ -292,7 +305,7 @@ def _confusion_all(
     pred_nodata: int | None = IGNORE_INDEX,
 ) -> np.ndarray:
     """(R + 1, C, C) int64 counts; index 0 holds pixels outside every region (-1)."""
-    pairs = _PixelPairs(y_true, y_pred, num_classes, ignore_index, pred_nodata)
+    pairs = PixelPairs(y_true, y_pred, num_classes, ignore_index, pred_nodata)
     return pairs.confusion(regions, num_regions, reuse=False)
 
 

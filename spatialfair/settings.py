@@ -224,6 +224,134 @@ def _section(cls: type[T], name: str, block: Mapping[str, Any] | None) -> T:
     return cls(**values)
 
 
+@cache
+def _dataset_defaults() -> dict[str, Any]:
+    props = load_schema()["properties"]["datasets"]["additionalProperties"]["properties"]
+    audit = props["audit"]["properties"]
+    return {
+        "audit": {key: spec["default"] for key, spec in audit.items()},
+        "ignore_index": props["ignore_index"]["default"],
+        "region_column": props["region_column"]["default"],
+    }
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Everything an audit reads besides its files: ``datasets.<name>.audit`` (how the map is
+    read, the bootstrap blocks), the dataset's ``ignore_index`` and ``region_column``, and the
+    config's ``evaluation``, ``partitions`` and ``seed``.
+
+    Build it with :meth:`from_config` (the schema's defaults, then a config and dataset), and
+    change values with :meth:`override`; a value out of range raises
+    :class:`~spatialfair.errors.InputError`. What each option does: docs/audit.md.
+
+    Attributes:
+        class_map: Product value -> class, e.g. ``"0:land,1:water,3:nodata"``, or a mapping.
+        threshold: For a probability raster (two classes): value >= threshold is class 1.
+        band: Band of the prediction rasters (1-based).
+        align: ``none`` (a grid mismatch is an error) or ``nearest`` (resample).
+        block_size: Side in metres of the bootstrap and significance blocks, or ``"auto"``.
+        range_cell: Side in metres of the cells the autocorrelation range is measured on.
+        n_boot: Block-bootstrap replicates (0 = no intervals).
+        confidence: Level of the confidence intervals.
+        ignore_index: Label value of unlabelled pixels.
+        region_column: Column of the regions file with the region names.
+        evaluation: Region thresholds and the significance test.
+        partitions: The generated partitionings.
+        seed: Seed of the partitionings, the tests and the bootstrap.
+    """
+
+    class_map: str | Mapping[Any, Any] | None
+    threshold: float | None
+    band: int
+    align: str
+    block_size: float | str
+    range_cell: float
+    n_boot: int
+    confidence: float
+    ignore_index: int
+    region_column: str
+    evaluation: EvaluationSettings
+    partitions: PartitionSettings
+    seed: int
+
+    def __post_init__(self) -> None:
+        from .errors import InputError
+
+        if self.align not in ("none", "nearest"):
+            raise InputError(
+                "align", f"unknown alignment {self.align!r}", "use 'none' or 'nearest'"
+            )
+        bs = self.block_size
+        auto_or_positive = bs == "auto" or (isinstance(bs, (int, float)) and bs > 0)
+        if not auto_or_positive or self.range_cell <= 0 or self.n_boot < 0:
+            raise InputError(
+                "audit settings",
+                f"block_size {bs!r}, range_cell {self.range_cell}, n_boot {self.n_boot}",
+                "block_size 'auto' or > 0 metres, range_cell > 0 metres, n_boot >= 0",
+            )
+        if not 0 < self.confidence < 1:
+            raise InputError("confidence", f"{self.confidence}", "0 < confidence < 1")
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any] | None = None, dataset: str | None = None
+    ) -> AuditSettings:
+        """The audit settings of a config's dataset, schema defaults filled in.
+
+        Args:
+            config: A schema-validated config (None: the defaults).
+            dataset: The dataset whose ``audit`` block, ``ignore_index`` and
+                ``region_column`` apply (None: the defaults).
+
+        Returns:
+            The settings.
+        """
+        config = config or {}
+        block = config["datasets"][dataset] if dataset is not None else {}
+        defaults = _dataset_defaults()
+        return cls(
+            **{**defaults["audit"], **dict(block.get("audit") or {})},
+            ignore_index=block.get("ignore_index", defaults["ignore_index"]),
+            region_column=block.get("region_column", defaults["region_column"]),
+            evaluation=_section(EvaluationSettings, "evaluation", config.get("evaluation")),
+            partitions=_section(PartitionSettings, "partitions", config.get("partitions")),
+            seed=config.get("seed", section_defaults("seed")["seed"]),
+        )
+
+    def override(self, **values: Any) -> AuditSettings:
+        """A copy with every value that is not None replaced.
+
+        Args:
+            **values: Fields of these settings; ``evaluation`` and ``partitions`` may be
+                (partial) mappings of their section's keys, which replace only those keys.
+
+        Returns:
+            The new settings.
+
+        Raises:
+            InputError: An unknown setting, or a value out of range.
+        """
+        from .errors import InputError
+
+        values = {k: v for k, v in values.items() if v is not None}
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - names)
+        sections = {}
+        for key in ("evaluation", "partitions"):
+            if isinstance(values.get(key), Mapping):
+                current = dataclasses.asdict(getattr(self, key))
+                unknown += [f"{key}.{k}" for k in values[key] if k not in current]
+                sections[key] = {**current, **values[key]}
+        if unknown:
+            raise InputError(
+                "audit settings", f"unknown setting(s) {unknown}", f"use {sorted(names)}"
+            )
+        for key, block in sections.items():
+            values[key] = _section(type(getattr(self, key)), key, block)
+        return dataclasses.replace(self, **values)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting a pipeline stage reads, as filled in by the schema.
@@ -289,6 +417,7 @@ class Settings:
 
 __all__ = [
     "SECTIONS",
+    "AuditSettings",
     "EvaluationSettings",
     "LossSettings",
     "ModelSettings",

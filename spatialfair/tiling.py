@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import queue
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ from .atomic import atomic_path, atomic_write_text, partial_path
 from .config import DatasetConfig
 from .crs import crs_string, raster_bounds, study_crs
 from .errors import InputError
-from .io import RasterInfo, effective_nodata, invalid_mask
+from .io import RasterInfo, effective_nodata, invalid_mask, link_or_copy
 from .settings import Settings
 from .store import STORE_FORMAT, TileStore, publish_store, stage_index, staging, strict_json
 from .validation import (
@@ -778,15 +777,6 @@ def _read_parts(ds: DatasetConfig, dirs: dict[str, Path], settings: tuple) -> di
     return parts
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link ``src`` to ``dst`` (no copy on one file system), else copy it."""
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def _gather_into(
     ds: DatasetConfig,
     scene: str,
@@ -814,7 +804,7 @@ def _gather_into(
     for kind in ("image", "label"):
         final = out_dir / f"{scene}.{kind}.bin"
         staged.append((partial_path(final), final))
-        _link_or_copy(paths[kind], staged[-1][0])
+        link_or_copy(paths[kind], staged[-1][0])
     return frame
 
 

@@ -487,7 +487,7 @@ def check_scene_names(ds: DatasetConfig) -> None:
         seen[p.stem] = p
 
 
-def check_tile_size(settings: Settings) -> None:
+def check_tiling_against_model(settings: Settings) -> None:
     """Check now, not in a forward pass, that tile sides divide by the network's stride.
 
     Args:
@@ -496,9 +496,9 @@ def check_tile_size(settings: Settings) -> None:
     Raises:
         InputError: If the tile size does not fit the network.
     """
-    from .architecture import check_tile_size as model_check
+    from .architecture import check_tile_size
 
-    model_check(int(settings.tiling.size), settings.section("model"))
+    check_tile_size(int(settings.tiling.size), settings.section("model"))
 
 
 def scene_footprints(infos: Sequence[RasterInfo]) -> tuple[shapely.Geometry, CRS]:
@@ -586,7 +586,7 @@ def validate_dataset(
     """
     check_scene_names(ds)
     if dataset_checks:  # imports torch (1-2 s): once per dataset, not in every scene's job
-        check_tile_size(settings)
+        check_tiling_against_model(settings)
     checked = []
     for image, label in zip(ds.images, ds.labels):
         img, lab, idx = inspect_pair(ds, image, label, check_grid=not ds.reproject_labels)

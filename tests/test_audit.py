@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import rasterio
 import shapely
-from conftest import write_tif
 from rasterio.transform import from_origin
 
-from spatialfair import audit as audit_mod
+from spatialfair import audit_pass
 from spatialfair.audit import audit_map
 from spatialfair.errors import InputError
 from spatialfair.metrics import metric_arrays
+from tests.helpers import write_tif
 
 X0, Y0, RES = 500000.0, 5800000.0, 10.0
 FAST = dict(n_boot=199, partitions={"grid_max": 2, "offset_grids": 1, "kmeans": [3]})
@@ -174,7 +174,7 @@ def test_counts_equal_naive_per_pixel_computation(planted):
 
 def test_small_windows_and_split_atoms_give_the_same_counts(planted, monkeypatch):
     d, _, _, result = planted
-    monkeypatch.setattr(audit_mod, "MAX_BINS", 64)  # forces windows to be split into quarters
+    monkeypatch.setattr(audit_pass, "MAX_BINS", 64)  # forces windows to be split into quarters
     small = audit_map(
         d / "pred.tif",
         d / "lab.tif",
@@ -527,7 +527,7 @@ def test_distant_scenes_cluster_grids_and_batches_count_exactly(tmp_path, monkey
         write_tif(tmp_path / "lab" / f"s{k}.tif", y, transform=t, nodata=255)
         write_tif(tmp_path / "pred" / f"s{k}.tif", p, transform=t)
         data.append((y, p, t))
-    monkeypatch.setattr(audit_mod, "MAX_BINS", 300)
+    monkeypatch.setattr(audit_pass, "MAX_BINS", 300)
     r = audit_map(
         sorted((tmp_path / "pred").glob("*.tif")),
         sorted((tmp_path / "lab").glob("*.tif")),
@@ -645,12 +645,3 @@ def test_nothing_to_audit_by_is_an_input_error(tmp_path):
             out_dir=None,
             partitions={"grid_max": 1, "offset_grids": 0, "kmeans": []},
         )
-
-
-def test_windows_of_a_striped_file_stay_bounded():
-    from types import SimpleNamespace
-
-    info = SimpleNamespace(block_shape=(1, 50_000), width=50_000, height=3000)
-    wins = audit_mod._windows(info, 1024)
-    assert max(int(w.width) * int(w.height) for w in wins) <= 1024 * 1024
-    assert sum(int(w.width) * int(w.height) for w in wins) == 50_000 * 3000

@@ -7,7 +7,7 @@ import pytest
 
 from spatialfair.config import dataset_config, strategy_runs, validate_config
 from spatialfair.errors import InputError
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 BASE = {"datasets": {"d": {"task": "flood", "images": "img/*.tif", "labels": "lab/*.tif"}}}
 

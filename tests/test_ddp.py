@@ -169,7 +169,7 @@ def test_torchrun_training_two_processes(tmp_path):
     from spatialfair.config import validate_config
     from spatialfair.data import TileDataset, make_loader
     from spatialfair.models import load_bundle
-    from spatialfair.train import evaluate, summarize_validation
+    from spatialfair.train import summarize_validation, validation_pass
 
     store = make_store(tmp_path / "tiles", tiles_per_scene=9)  # odd tile counts per rank
     config = validate_config(
@@ -226,7 +226,7 @@ def test_torchrun_training_two_processes(tmp_path):
     assert list(log["epoch"]) == [1, 2]
     model, bundle = load_bundle(out / "model.pt")
     val = TileDataset(store, "val", norm=(bundle["norm_mean"], bundle["norm_std"]))
-    conf = evaluate(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
+    conf = validation_pass(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
     n_val_px = int((np.stack([val[i]["valid"].numpy() for i in range(len(val))])).sum())
     assert conf.sum() == n_val_px
     summary = summarize_validation(conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10)

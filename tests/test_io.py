@@ -18,7 +18,7 @@ from spatialfair.io import (
     invalid_mask,
     read_padded,
 )
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 
 def test_inspect_rejects_raster_without_crs(tmp_path):
@@ -197,3 +197,26 @@ def test_no_geotransform_fix_sets_a_transform_and_works(tmp_path):
     info = inspect_raster(fixed)
     assert info.crs.to_epsg() == 32633
     assert info.transform == from_origin(500000, 5800080, 20, 20)
+
+
+def test_link_or_copy_links_else_copies_and_replaces(tmp_path, monkeypatch):
+    import os
+
+    from spatialfair.io import link_or_copy
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"new")
+    dst = tmp_path / "b.bin"
+    dst.write_bytes(b"old")
+    link_or_copy(src, dst)
+    assert dst.read_bytes() == b"new" and dst.stat().st_ino == src.stat().st_ino
+
+    def no_links(*_):
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copy = tmp_path / "c.bin"
+    copy.write_bytes(b"old")
+    link_or_copy(src, copy)
+    assert copy.read_bytes() == b"new" and copy.stat().st_ino != src.stat().st_ino
+    assert copy.stat().st_mtime_ns == src.stat().st_mtime_ns  # times kept, as by a link

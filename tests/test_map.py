@@ -24,7 +24,7 @@ from spatialfair.errors import InputError
 from spatialfair.layout import map_replicate
 from spatialfair.settings import Settings
 from spatialfair.validation import check_map_images
-from tests.conftest import tiny_flood_workflow_config, write_tif
+from tests.helpers import tiny_flood_workflow_config, write_tif
 from tests.test_workflow import job_counts, snakemake, write_config
 
 BANDS = ["VV", "VH"]

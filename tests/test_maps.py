@@ -33,7 +33,7 @@ from spatialfair.partitions import GridSpec, Partitioning, write_partitions
 from spatialfair.settings import Settings
 from spatialfair.store import TileStore
 from spatialfair.tiling import tile_dataset
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 UTM = "EPSG:32633"
 X0, Y0, RES = 500000.0, 5800000.0, 10.0

@@ -95,7 +95,7 @@ def test_counting_block_by_block_equals_one_count(monkeypatch, reuse):
     y_true = rng.integers(0, 3, n).astype(np.uint8)
     y_pred = rng.integers(0, 3, n).astype(np.uint8)
     y_true[rng.random(n) < 0.1] = 255
-    pairs = metrics._PixelPairs(y_true, y_pred, 3, 255)
+    pairs = metrics.PixelPairs(y_true, y_pred, 3, 255)
     cm = pairs.confusion(regions, 4, reuse=reuse)[1:]
     expected = np.zeros((4, 3, 3), np.int64)
     keep = (regions >= 0) & (y_true != 255)
@@ -103,7 +103,7 @@ def test_counting_block_by_block_equals_one_count(monkeypatch, reuse):
     assert np.array_equal(cm, expected)
     regions[n - 5] = 4
     with pytest.raises(InputError, match="id >= num_regions"):
-        metrics._PixelPairs(y_true, y_pred, 3, 255).confusion(regions, 4, reuse=reuse)
+        metrics.PixelPairs(y_true, y_pred, 3, 255).confusion(regions, 4, reuse=reuse)
 
 
 def test_bad_values_raise():

@@ -20,9 +20,10 @@ from spatialfair import partitions as P
 from spatialfair.commands import partition as partition_cmd
 from spatialfair.config import dataset_config, validate_config
 from spatialfair.errors import InputError
+from spatialfair.partitions import assign as partition_assign
 from spatialfair.settings import Settings
 from spatialfair.tiling import tile_dataset
-from tests.conftest import write_tif
+from tests.helpers import write_tif
 
 UTM = "EPSG:32633"
 WGS84 = "EPSG:4326"
@@ -587,7 +588,7 @@ def test_partition_command(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("strip_cols", [16, 8192])
 def test_scene_region_chunks_any_tile_order_and_strip_width(monkeypatch, strip_cols):
-    monkeypatch.setattr(P, "_STRIP_MAX_COLS", strip_cols)
+    monkeypatch.setattr(partition_assign, "STRIP_MAX_COLS", strip_cols)
     T, H, W = 16, 37, 50
     t = from_origin(1000, 2000, 5, 5)
     spec = P.GridSpec(3, 2, (1000, 2000 - 5 * 40, 1000 + 5 * 56, 2000), UTM)

@@ -15,9 +15,9 @@ from spatialfair.errors import InputError
 from spatialfair.io import inspect_raster
 from spatialfair.predict import (
     blend_weights,
+    bundle_stride,
     gdal_cache_size,
     match_bands,
-    model_stride,
     predict_scene,
     window_offsets,
 )
@@ -465,7 +465,7 @@ def test_window_must_be_divisible_by_stride(tmp_path, scene):
         CROP_COLORS,
         model_config={"arch": "unet", "depth": 3, "width": 8},
     )
-    assert model_stride(bundle) == 8
+    assert bundle_stride(bundle) == 8
     with pytest.raises(InputError, match="window 60 is not divisible .* stride 8"):
         predict_scene(
             ConstantModel([0.0, 1.0, 2.0]), bundle, path, tmp_path / "c.tif", window=60, overlap=4
@@ -580,6 +580,41 @@ def test_cli_predicts_from_a_saved_bundle(tmp_path, scene):
     np.testing.assert_array_equal(read(tmp_path / "p.tif"), read(tmp_path / "p2.tif"))
     with rasterio.open(tmp_path / "p.tif") as src:
         assert src.tags()["SPATIALFAIR_WINDOW"] == "64/16"
+
+
+def test_predict_scene_from_bundle_equals_predict_scene(tmp_path, scene):
+    from spatialfair import models
+    from spatialfair.predict import predict_scene_from_bundle
+    from spatialfair.settings import Settings
+
+    path, _ = scene
+    save_tiny_flood_model(tmp_path / "model.pt")
+    settings = Settings.from_config({"prediction": {"window": 64, "overlap": 16}})
+    got = predict_scene_from_bundle(
+        tmp_path / "model.pt",
+        path,
+        tmp_path / "c.tif",
+        tmp_path / "p.tif",
+        settings=settings,
+        device="cpu",
+        batch_size=3,  # a predict_scene option, passed through
+    )
+    model, bundle = models.load_bundle(tmp_path / "model.pt", torch.device("cpu"))
+    ref = predict_scene(
+        model,
+        bundle,
+        path,
+        tmp_path / "c2.tif",
+        tmp_path / "p2.tif",
+        window=64,
+        overlap=16,
+        batch_size=3,
+    )
+    assert (got.classes_path, got.probs_path) == (tmp_path / "c.tif", tmp_path / "p.tif")
+    assert got.class_counts == ref.class_counts and got.n_windows == ref.n_windows
+    assert sum(got.class_counts.values()) == 150 * 270 and min(got.class_counts.values()) > 0
+    np.testing.assert_array_equal(read(tmp_path / "c.tif"), read(tmp_path / "c2.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "p.tif"), read(tmp_path / "p2.tif"))
 
 
 # ----------------------------------------------------------------------------- exact values

@@ -20,7 +20,7 @@ import pytest
 import rasterio
 import yaml
 
-from tests.conftest import tile_partition_split, train_predict_evaluate
+from tests.helpers import tile_partition_split, train_predict_evaluate
 
 pytestmark = pytest.mark.realdata
 

@@ -22,9 +22,9 @@ from rasterio.transform import from_origin
 from spatialfair import cli
 from spatialfair.config import validate_config
 from spatialfair.demo import make_demo
+from tests.helpers import tile_partition_split, train_predict_evaluate, write_tif
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import tile_partition_split, train_predict_evaluate, write_tif  # noqa: E402
 from test_data import make_store  # noqa: E402
 
 

@@ -19,7 +19,8 @@ from spatialfair.io import inspect_raster
 from spatialfair.models import load_bundle, load_encoder_weights, read_encoder_weights
 from spatialfair.predict import check_configured_bands, match_bands
 from spatialfair.settings import Settings
-from spatialfair.train import _rng_state, _set_rng_state, read_checkpoint, train
+from spatialfair.train import read_checkpoint, train
+from spatialfair.training.checkpoint import rng_state, set_rng_state
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import make_store  # noqa: E402
@@ -73,9 +74,9 @@ def test_random_states_survive_a_weights_only_round_trip(tmp_path):
     np.random.seed(4)
     torch.manual_seed(5)
     np.random.standard_normal()  # a cached Gaussian in numpy's state
-    torch.save(_rng_state(), tmp_path / "rng.pt")
+    torch.save(rng_state(), tmp_path / "rng.pt")
     expected = (random.random(), np.random.standard_normal(3), torch.rand(3))
-    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert random.random() == expected[0]
     np.testing.assert_array_equal(np.random.standard_normal(3), expected[1])
     assert torch.equal(torch.rand(3), expected[2])

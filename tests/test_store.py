@@ -75,7 +75,7 @@ def test_store_json_is_strict_json_with_a_nan_nodata(tmp_path):
     import yaml
 
     from spatialfair import cli
-    from tests.conftest import write_tif
+    from tests.helpers import write_tif
 
     for d in ("images", "labels"):
         (tmp_path / d).mkdir()

@@ -21,12 +21,12 @@ from spatialfair.models import load_bundle
 from spatialfair.settings import Settings
 from spatialfair.store import TileStore
 from spatialfair.train import (
-    _confusion_by_region,
-    evaluate,
     selection_score,
     summarize_validation,
     train,
+    validation_pass,
 )
+from spatialfair.training.selection import device_confusion_by_region
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import add_split_column, make_store  # noqa: E402
@@ -102,7 +102,7 @@ def test_train_writes_bundle_and_log(store, tmp_path):
     assert bundle["selection"] == "worst_region" and set(log["selection"]) == {"worst_region"}
     # the bundle's weights are the kept epoch's: they reproduce its validation score
     val = TileDataset(store, "val", norm=(bundle["norm_mean"], bundle["norm_std"]))
-    conf = evaluate(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
+    conf = validation_pass(model, make_loader(val, 4, train=False), torch.device("cpu"), 3, 2)
     again = summarize_validation(
         conf, ["c0", "c1"], "iou_c1", ["0", "1", "2"], 10, 1, "worst_region"
     )
@@ -345,7 +345,7 @@ def test_confusion_and_validation_summary():
     target = rng.integers(0, 2, (2, 8, 8))
     pred = rng.integers(0, 2, (2, 8, 8))
     valid = rng.random((2, 8, 8)) > 0.2
-    conf = _confusion_by_region(
+    conf = device_confusion_by_region(
         torch.from_numpy(regions),
         torch.from_numpy(target),
         torch.from_numpy(pred),
@@ -669,16 +669,16 @@ def test_cli_train_seed_and_split_column(tmp_path):
 
 
 def test_selection_thresholds_are_not_evaluations(store):
-    from spatialfair.train import _Plan
+    from spatialfair.training.plan import Plan
 
     config = validate_config(
         {**_config(), "evaluation": {"min_region_pixels": 5, "min_class_pixels": 1000}}
     )
     ds = dataset_config(config, "d", require_files=False)
-    plan = _Plan(Settings.from_config(config), ds, _run(config, "erm"), store, None)
+    plan = Plan(Settings.from_config(config), ds, _run(config, "erm"), store, None)
     assert (plan.min_pixels, plan.min_class_pixels) == (10, 1)  # training.selection_*
     tuned = _config(selection_min_class_pixels=7)
-    plan = _Plan(Settings.from_config(tuned), ds, _run(tuned, "erm"), store, None)
+    plan = Plan(Settings.from_config(tuned), ds, _run(tuned, "erm"), store, None)
     assert plan.min_class_pixels == 7
 
 
@@ -811,13 +811,14 @@ def test_lastlayer_refit_after_a_resume_gives_the_same_model(store, tmp_path):
 def test_balanced_and_region_class_runs(store, tmp_path):
     from spatialfair.data import BalancedSampler
     from spatialfair.distributed import DistContext
-    from spatialfair.train import _Plan, _Session
+    from spatialfair.training.plan import Plan
+    from spatialfair.training.session import Session
 
     config = _config({"balanced": None, "cvar": {"groups": "region_class"}}, epochs=1)
     ds = dataset_config(config, "d", require_files=False)
-    plan = _Plan(Settings.from_config(config), ds, _run(config, "balanced"), store, None)
-    session = _Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
-    session._enter_phase(0, fresh=True)
+    plan = Plan(Settings.from_config(config), ds, _run(config, "balanced"), store, None)
+    session = Session(plan, tmp_path / "b", torch.device("cpu"), DistContext())
+    session.enter_phase(0, fresh=True)
     assert isinstance(session.train_loader.sampler, BalancedSampler)
     assert train(
         store,
@@ -826,7 +827,7 @@ def test_balanced_and_region_class_runs(store, tmp_path):
         strategy=_run(config, "balanced"),
         settings=Settings.from_config(config),
     ).exists()
-    plan = _Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
+    plan = Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
     assert plan.region_class_counts.shape == (3 * 2,)
     assert plan.region_class_counts.sum() == plan.region_counts.sum()
     path = train(
@@ -837,3 +838,29 @@ def test_balanced_and_region_class_runs(store, tmp_path):
         settings=Settings.from_config(config),
     )
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
+
+
+def test_plan_reads_the_training_labels_once(store, monkeypatch):
+    from spatialfair.data import class_pixel_counts, region_pixel_counts
+    from spatialfair.training import plan as plan_mod
+
+    calls = []
+    real = plan_mod.label_pixel_counts
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_mod, "label_pixel_counts", counting)
+    config = _config(
+        {"cvar": {"groups": "region_class"}}, epochs=1, loss={"class_weights": "balanced"}
+    )
+    ds = dataset_config(config, "d", require_files=False)
+    plan = plan_mod.Plan(Settings.from_config(config), ds, _run(config, "cvar"), store, None)
+    assert len(calls) == 1  # region, (region, class) and class counts from one pass
+    assert plan.region_counts.tolist() == region_pixel_counts(store, 3, "train").tolist()
+    by_class = region_pixel_counts(store, 3, "train", by_class=True)
+    assert plan.region_class_counts.tolist() == by_class.tolist()
+    classes = class_pixel_counts(store, "train")
+    assert plan.pixel_counts.classes(2).tolist() == classes.tolist()
+    assert plan.loss.class_weights is not None

@@ -19,7 +19,7 @@ import pytest
 import rasterio
 import yaml
 
-from tests.conftest import snakemake_command, tiny_flood_workflow_config
+from tests.helpers import snakemake_command, tiny_flood_workflow_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

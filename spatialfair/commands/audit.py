@@ -14,9 +14,10 @@ HELP = (
 )
 log = logging.getLogger(__name__)
 #: Options passed on to audit_map/audit_dataset as they are (None: their default).
-_PASSED_ON = (
-    "regions region_column regions_layer classes class_map threshold band metric align "
-    "block_size n_boot confidence seed ignore_index max_raster_size"
+_PASSED_ON = "regions regions_layer classes metric max_raster_size".split()
+#: Options that override the audit settings (:class:`~spatialfair.settings.AuditSettings`).
+_SETTINGS = (
+    "region_column class_map threshold band align block_size n_boot confidence seed ignore_index"
 ).split()
 
 
@@ -25,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     Unset options take the dataset's `audit` block, else the schema's defaults, shown in the help.
     """
-    from ..audit import audit_defaults
+    from ..settings import AuditSettings
 
-    d = audit_defaults()
+    d = AuditSettings.from_config()
     p.add_argument(
         "--predictions",
         nargs="+",
@@ -39,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--region-column",
         default=None,
-        help=f"column with region names (default {d['region_column']})",
+        help=f"column with region names (default {d.region_column})",
     )
     p.add_argument("--regions-layer", default=None, help="layer of the regions file")
     p.add_argument("--out", required=True, help="output folder")
@@ -62,13 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--band",
         type=int,
         default=None,
-        help=f"band of the prediction rasters (default {d['band']})",
+        help=f"band of the prediction rasters (default {d.band})",
     )
     p.add_argument(
         "--ignore-index",
         type=int,
         default=None,
-        help=f"label value meaning 'not labelled' (default {d['ignore_index']})",
+        help=f"label value meaning 'not labelled' (default {d.ignore_index})",
     )
     p.add_argument("--metric", default=None, help="headline metric (default: task preset)")
     p.add_argument(
@@ -76,29 +77,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["none", "nearest"],
         default=None,
         help="'nearest': read predictions on another grid/CRS onto the label grid "
-        f"(default {d['align']})",
+        f"(default {d.align})",
     )
     p.add_argument(
         "--block-size",
         type=_block_size,
         default=None,
         help="bootstrap/significance block side in metres, or auto: 3 ranges of the errors' "
-        f"spatial autocorrelation (default {d['block_size']})",
+        f"spatial autocorrelation (default {d.block_size})",
     )
     p.add_argument(
         "--n-boot",
         type=int,
         default=None,
-        help=f"bootstrap replicates (0 = none; default {d['n_boot']})",
+        help=f"bootstrap replicates (0 = none; default {d.n_boot})",
     )
     p.add_argument(
         "--confidence",
         type=float,
         default=None,
-        help=f"level of the confidence intervals (default {d['confidence']:g})",
+        help=f"level of the confidence intervals (default {d.confidence:g})",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help=f"seed of bootstrap and tests (default {d['seed']})"
+        "--seed", type=int, default=None, help=f"seed of bootstrap and tests (default {d.seed})"
     )
     p.add_argument(
         "--config",
@@ -113,8 +114,10 @@ def run(args: argparse.Namespace) -> None:
     """Audit a map from ``--predictions``/``--labels``, or a config's dataset."""
     from ..audit import audit_dataset, audit_map
     from ..errors import InputError
+    from ..settings import AuditSettings
 
     opts = {name: getattr(args, name) for name in _PASSED_ON}
+    options = {name: getattr(args, name) for name in _SETTINGS}
     if args.config or args.dataset:
         from ..config import load_config
 
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> None:
                 "--predictions/--labels/--task come from the config's dataset here",
                 "drop them, or drop --config/--dataset",
             )
-        result = audit_dataset(load_config(args.config), args.dataset, args.out, **opts)
+        result = audit_dataset(load_config(args.config), args.dataset, args.out, **opts, **options)
     else:
         if not (args.predictions and args.labels):
             raise InputError(
@@ -138,8 +141,14 @@ def run(args: argparse.Namespace) -> None:
                 "no --predictions or --labels",
                 "pass both (or --config CFG --dataset NAME)",
             )
+        settings = AuditSettings.from_config().override(**options)
         result = audit_map(
-            args.predictions, args.labels, out_dir=args.out, task=args.task or "flood", **opts
+            args.predictions,
+            args.labels,
+            out_dir=args.out,
+            task=args.task or "flood",
+            settings=settings,
+            **opts,
         )
     m = result.metrics
     t = result.tables[result.primary]

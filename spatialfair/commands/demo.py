@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the demo's task and ``--out``, ``--seed``, ``--size``, ``--scenes``, ``--test-scenes``."""
-    from ..config import _dataset_default
+    from ..config import dataset_default
     from ..settings import section_defaults
 
-    seed, size = section_defaults("seed")["seed"], _dataset_default("demo_size")
+    seed, size = section_defaults("seed")["seed"], dataset_default("demo_size")
     p.add_argument("task", choices=TASKS, help="which demo: flood (SAR water) or crop (optical)")
     p.add_argument(
         "--out",
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_N_SCENES,
         help=f"number of adjacent scenes (default {DEFAULT_N_SCENES})",
     )
-    n_test = _dataset_default("demo_test_scenes")
+    n_test = dataset_default("demo_test_scenes")
     p.add_argument(
         "--test-scenes",
         type=int,

@@ -38,10 +38,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Export ``--model`` to ``--out``."""
     from ..config import load_config
-    from ..export import _require_onnx, export_onnx
+    from ..export import export_onnx, require_onnx
     from .predict import resolve_settings
 
-    _require_onnx()  # before loading anything
+    require_onnx()  # before loading anything
     if args.config:
         config = load_config(args.config)
     else:  # the prediction settings the model was trained with

@@ -2,8 +2,9 @@
 
 Where things live:
 
-- ``base``: :class:`Strategy` (the loss and the trainer hooks: phases, trainable parameters,
-  sampler weights, phase transitions), :func:`region_loss_sums`, :class:`SessionView`.
+- ``hooks``: :class:`TrainingHooks` (what the trainer calls, with defaults: phases, trainable
+  parameters, sampler weights, phase transitions) and :class:`SessionView`.
+- ``base``: :class:`Strategy` (hooks + the loss from per-region statistics), :func:`region_loss_sums`.
 - ``registry``: :data:`STRATEGIES` (filled by each module's ``@register``), :func:`make_strategy`.
 - ``groups``: region or (region, class) groups. ``erm``: the baseline.
 - ``reweighting``: ``reweight`` and ``balanced``. ``dro``: ``groupdro`` and ``cvar``.
@@ -16,11 +17,12 @@ tests. Formulas, defaults and references: docs/strategies.md.
 
 from __future__ import annotations
 
-from .base import SessionView, Strategy, region_loss_sums
+from .base import Strategy, region_loss_sums
 from .dfr import LastLayer, final_layer, freeze_all_but_final_layer
 from .dro import GroupDRO, WorstCVaR, cvar_weights
 from .erm import ERM
 from .groups import GROUPINGS, GroupedStrategy
+from .hooks import SessionView
 from .jtt import JTT
 from .registry import STRATEGIES, make_strategy, register
 from .reweighting import (

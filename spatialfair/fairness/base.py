@@ -1,8 +1,8 @@
-"""The strategy base class, per-region loss sums and the hooks the trainer calls.
+"""The strategy base class and per-region loss sums (the trainer's hooks: :mod:`.hooks`).
 
 A strategy turns the per-pixel loss map of a batch into one scalar (:meth:`Strategy.loss`)
 and may own training phases, trainable parameters, the sampler and one-off transitions
-between phases through the hooks below; the trainer names no strategy. Formulas:
+between phases through the hooks of :mod:`.hooks`; the trainer names no strategy. Formulas:
 docs/strategies.md.
 """
 
@@ -11,19 +11,15 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from ..config import load_schema
 from ..errors import InputError, StateError
-
-if TYPE_CHECKING:
-    from ..data import TileDataset
+from .hooks import TrainingHooks
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +43,6 @@ def option_default(option: str) -> Any:
         KeyError: The schema gives the option no default.
     """
     return copy.deepcopy(_option_specs()[option]["default"])
-
-
-class SessionView(Protocol):
-    """What a strategy may do to the training session when one of its phases starts."""
-
-    model: nn.Module
-
-    def restore_initial(self) -> None:
-        """Load the network's initial weights (same seed, same start)."""
-
-    def restore_best(self) -> None:
-        """Load the weights model selection kept so far."""
-
-    def reset_selection(self) -> None:
-        """Forget the kept epoch: selection restarts among the next phase's epochs."""
-
-    def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(tile ids, misclassified pixels, labelled pixels) of every training tile."""
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model is."""
-
-    def val_tile_regions(self) -> np.ndarray:
-        """Region of every validation tile (-1 for none)."""
-
-    def val_batches(self, indices: np.ndarray) -> Iterable[dict[str, torch.Tensor]]:
-        """Batches of the validation tiles ``indices``, in order, unaugmented (every rank)."""
-
-    def val_summary(self, indices: np.ndarray) -> dict[str, Any]:
-        """Validation summary (``headline``, ``worst``, ...) of the current model on ``indices``."""
-
-    def keep_current(self) -> None:
-        """Make the current weights the kept model (scored on the whole validation set)."""
-
-    def kept(self) -> dict[str, Any]:
-        """The model selection so far: ``state``, ``epoch``, ``score``, ``worst``, ``overall``."""
-
-    def set_kept(self, kept: dict[str, Any]) -> None:
-        """Make ``kept`` (from :meth:`kept`) the run's model selection."""
 
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -120,11 +76,12 @@ def region_loss_sums(
     return out[0, :k], out[1, :k]
 
 
-def _world_size(reduce: Reduce | None) -> int:
+def world_size_of(reduce: Reduce | None) -> int:
+    """Ranks that ``reduce`` sums over (1 when single-process)."""
     return int(getattr(reduce, "world_size", 1)) if reduce is not None else 1
 
 
-def _global(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
+def global_sum(t: torch.Tensor, reduce: Reduce | None) -> torch.Tensor:
     """Detached tensor summed over ranks (a detached copy when single-process)."""
     t = t.detach()
     return reduce(t.clone()) if reduce is not None else t
@@ -148,7 +105,7 @@ def _attach(
     return surrogate + (value.detach() - surrogate.detach())
 
 
-class Strategy:
+class Strategy(TrainingHooks):
     """Base class: per-region loss statistics with an EMA for regions missing from a batch.
 
     Subclasses implement :meth:`_objective` (coefficients and value from the global region
@@ -161,98 +118,6 @@ class Strategy:
     uses_regions = True
     #: Whether :meth:`loss` needs ``tile_ids`` (the batch's tile ids).
     needs_tile_ids = False
-
-    # ------------------------------------------------------------ trainer hooks
-    @classmethod
-    def tile_partitionings(
-        cls, options: dict[str, Any], available: Sequence[str], training: str
-    ) -> list[str]:
-        """Partitionings whose region of every tile :meth:`loss` needs (``tile_regions``).
-
-        Called before the strategy is built; a strategy pops the options it reads here.
-
-        Args:
-            options: The run's strategy options (modified in place).
-            available: Partitionings in the tile index.
-            training: ``training.partitioning``.
-
-        Returns:
-            Partitioning names, in ``tile_regions`` column order (none by default).
-        """
-        return []
-
-    def phases(self, epochs: int) -> list[tuple[str, int]]:
-        """Training phases the trainer runs in order, as (kind, epochs) pairs.
-
-        Args:
-            epochs: The configured number of training epochs.
-
-        Returns:
-            One ``train`` phase by default; a strategy may add its own kinds, which its other
-            hooks interpret.
-        """
-        return [("train", int(epochs))]
-
-    def selects(self, kind: str) -> bool:
-        """Whether epochs of phase ``kind`` take part in model selection (yes by default).
-
-        Args:
-            kind: The phase kind.
-
-        Returns:
-            True when the phase's epochs may be kept.
-        """
-        return True
-
-    def trainable_parameters(self, kind: str, model: nn.Module) -> list[nn.Parameter]:
-        """Parameters the optimiser of phase ``kind`` updates (all by default).
-
-        Args:
-            kind: The phase kind.
-            model: The (unwrapped) network.
-
-        Returns:
-            The parameters.
-        """
-        return list(model.parameters())
-
-    def frozen_body(self, kind: str) -> bool:
-        """Whether phase ``kind`` runs the network in evaluation mode (no by default).
-
-        Args:
-            kind: The phase kind.
-
-        Returns:
-            True for a phase that trains on frozen features.
-        """
-        return False
-
-    def sampler_weights(self, kind: str, tiles: TileDataset) -> np.ndarray | None:
-        """Per-tile sampling weights of phase ``kind``, or None to shuffle every tile once.
-
-        Args:
-            kind: The phase kind.
-            tiles: The training tiles.
-
-        Returns:
-            Non-negative weights, one per tile (drawn with replacement), or None.
-        """
-        return None
-
-    def on_training_end(self, session: SessionView) -> None:
-        """Called once after the last epoch, before the model is written (no-op here).
-
-        Args:
-            session: What the trainer lets a strategy do.
-        """
-
-    def on_phase_start(self, kind: str, session: SessionView) -> None:
-        """One-off transition when phase ``kind`` begins (not the first phase; no-op here).
-
-        Args:
-            kind: The phase kind.
-            session: What the trainer lets a strategy do between phases.
-        """
 
     def __init__(
         self,
@@ -342,7 +207,7 @@ class Strategy:
             each of length ``num_regions``.
         """
         sums, counts = region_loss_sums(pixel_loss, regions, valid, self.num_regions)
-        packed = _global(torch.cat([sums, counts]), reduce)
+        packed = global_sum(torch.cat([sums, counts]), reduce)
         g_sums, g_counts = packed[: self.num_regions], packed[self.num_regions :]
         present = g_counts > 0
         mean = g_sums / g_counts.clamp(min=1.0)
@@ -417,7 +282,7 @@ class Strategy:
         coef = torch.where(present, coef, torch.zeros_like(coef))
         self.step += 1
         self.last_value = value.detach()
-        return _attach(coef, sums, g_counts, value, _world_size(reduce))
+        return _attach(coef, sums, g_counts, value, world_size_of(reduce))
 
     def _tile_weighted(
         self,
@@ -434,9 +299,9 @@ class Strategy:
         loss = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float()))
         local = (tile_w * loss.flatten(1).sum(1)).sum()
         weight = (tile_w * valid.flatten(1).sum(1).float()).sum()
-        packed = _global(torch.stack([local, weight]), reduce)
+        packed = global_sum(torch.stack([local, weight]), reduce)
         value = packed[0] / packed[1].clamp(min=1e-12)
-        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1e-12)
+        surrogate = world_size_of(reduce) * local / packed[1].clamp(min=1e-12)
         self.step += 1
         self.last_value = value
         return surrogate + (value - surrogate.detach())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Strategy, _global, _world_size
+from .base import Strategy, global_sum, world_size_of
 from .registry import register
 
 
@@ -29,9 +29,9 @@ class ERM(Strategy):
         """Mean loss over all valid pixels, averaged over ranks; ignores the regions."""
         valid = valid.bool()
         local = torch.where(valid, pixel_loss.float(), torch.zeros_like(pixel_loss.float())).sum()
-        packed = _global(torch.stack([local, valid.sum().float()]), reduce)
+        packed = global_sum(torch.stack([local, valid.sum().float()]), reduce)
         value = packed[0] / packed[1].clamp(min=1.0)
         self.step += 1
         self.last_value = value
-        surrogate = _world_size(reduce) * local / packed[1].clamp(min=1.0)
+        surrogate = world_size_of(reduce) * local / packed[1].clamp(min=1.0)
         return surrogate + (value - surrogate.detach())

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .base import Reduce, Strategy, _global, option_default
+from .base import Reduce, Strategy, global_sum, option_default
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class SPAD(Strategy):
         if not self.order:
             self.order = [int(i) for i in self.rng.permutation(len(self.partition_sizes))]
         self.current = self.order.pop(0)
-        conf = _global(self.conf[self.current], reduce).cpu()
+        conf = global_sum(self.conf[self.current], reduce).cpu()
         k = self.partition_sizes[self.current]
         f_region = confusion_f_score(conf[:k], self.metric)
         f_global = confusion_f_score(conf[:k].sum(0), self.metric)

@@ -339,12 +339,12 @@ def audit_outputs(ds):
 
 
 def audit_inputs(ds):
-    from spatialfair.config import _expand
+    from spatialfair.config import expand_paths
 
     block = config["datasets"][ds]
     return {
-        "predictions": [str(p) for p in _expand(block["predictions"], Path("."))],
-        "labels": [str(p) for p in _expand(block["labels"], Path("."))],
+        "predictions": [str(p) for p in expand_paths(block["predictions"], Path("."))],
+        "labels": [str(p) for p in expand_paths(block["labels"], Path("."))],
         "regions": regions_input(ds),
     }
 
