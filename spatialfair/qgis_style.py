@@ -247,9 +247,9 @@ def graduated_sld(
         rules.append(
             f"<se:Rule><se:Name>{escape(_label(lo, hi))}</se:Name><ogc:Filter><ogc:And>"
             f"<ogc:{lower_op}><ogc:PropertyName>{escape(field)}</ogc:PropertyName>"
-            f"<ogc:Literal>{lo!r}</ogc:Literal></ogc:{lower_op}>"
+            f"<ogc:Literal>{float(lo)!r}</ogc:Literal></ogc:{lower_op}>"
             f"<ogc:PropertyIsLessThanOrEqualTo><ogc:PropertyName>{escape(field)}"
-            f"</ogc:PropertyName><ogc:Literal>{hi!r}</ogc:Literal>"
+            f"</ogc:PropertyName><ogc:Literal>{float(hi)!r}</ogc:Literal>"
             f"</ogc:PropertyIsLessThanOrEqualTo></ogc:And></ogc:Filter>"
             f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{hexc}'
             f'</se:SvgParameter></se:Fill><se:Stroke><se:SvgParameter name="stroke">#3c3c3c'

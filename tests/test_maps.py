@@ -9,6 +9,7 @@ east, so every number can be checked against a naive computation.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -303,6 +304,7 @@ def test_fairness_gpkg_layers_and_default_styles(evaluated):
         rows = con.execute(
             "SELECT f_table_name, f_geometry_column, useAsDefault, styleQML FROM layer_styles"
         ).fetchall()
+        slds = [row[0] for row in con.execute("SELECT styleSLD FROM layer_styles")]
         geom_cols = dict(
             con.execute("SELECT table_name, column_name FROM gpkg_geometry_columns").fetchall()
         )
@@ -315,6 +317,11 @@ def test_fairness_gpkg_layers_and_default_styles(evaluated):
         assert root.get("labelsEnabled") == "1"
         assert '"region"' in root.find("labeling/settings/text-style").get("fieldName")
         assert len(root.findall("renderer-v2/ranges/range")) == 7
+    for sld in slds:  # plain numbers (not "np.float64(...)"), increasing class breaks
+        literals = re.findall(r"<ogc:Literal>([^<]*)</ogc:Literal>", sld)
+        assert len(literals) == 14
+        breaks = [float(v) for v in literals]
+        assert all(a <= b for a, b in zip(breaks[::2], breaks[1::2]))
 
 
 def test_fairness_raster_georeferenced_with_region_deviation(evaluated):
