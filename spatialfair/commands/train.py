@@ -86,5 +86,6 @@ def run(args: argparse.Namespace) -> None:
         partitions=args.partitions,
         stop_after_epoch=args.stop_after_epoch,
         split_column=args.split_column,
+        count_startup=True,
     )
     log.info("%s/%s: %s", ds.name, args.strategy, path)

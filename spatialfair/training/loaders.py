@@ -46,6 +46,15 @@ class RunData:
         self.val_loader = self._in_order(self.val_ds)
         self.steps_per_epoch = len(self.train_loader(None))
 
+    def facts(self) -> dict[str, int]:
+        """Tiles, batch size and steps per epoch (for the run's profile)."""
+        return {
+            "train_tiles": len(self.train_ds),
+            "val_tiles": len(self.val_ds),
+            "batch_size": self.batch,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
     def _in_order(self, dataset: TileDataset) -> DataLoader:
         """An unshuffled loader over ``dataset``, sharded over the ranks."""
         return make_loader(
