@@ -403,6 +403,9 @@ def test_cli_train(store, tmp_path, monkeypatch):
         ]
     )
     assert code == 0 and (out / "model.pt").exists() and (out / "train_log.csv").exists()
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # called from Python: not a job
     profile = json.loads((out / "train_profile.json").read_text())
     # a job's profile counts the process's start-up (here: pytest's, up to this command)
     assert profile["startup_measured"] is True and profile["phases"]["startup"] > 0
@@ -897,6 +900,41 @@ def test_training_writes_its_profile(store, tmp_path):
     second = json.loads((tmp_path / "erm" / PROFILE).read_text())
     assert (first["epochs_run"], second["epochs_run"]) == (2, 1)
     assert second["phases"]["checkpoint"] > 0  # read to resume
+
+
+def test_train_job_process_is_tuned_and_imports_no_raster_stack(store, tmp_path):
+    """As a process of its own (a workflow job), ``spatialfair train`` sets torch's threads,
+    lets malloc reuse tensor buffers and freezes its imports; its start-up imports neither
+    rasterio nor matplotlib."""
+    import json
+    import os
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="2")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(_config(["erm"], epochs=1)))
+    out = tmp_path / "erm"
+    cmd = [sys.executable, "-m", "spatialfair.cli", "train", "--config", str(cfg)]
+    cmd += ["--dataset", "d", "--strategy", "erm", "--tiles", str(store), "--out", str(out)]
+    subprocess.run([*cmd, "--threads", "1"], env=env, cwd=repo, check=True, capture_output=True)
+    profile = json.loads((out / "train_profile.json").read_text())
+    assert profile["threads"] == 1  # --threads, over OMP_NUM_THREADS
+    assert profile["startup_measured"] is True and profile["phases"]["startup"] > 0
+    assert profile["gc_frozen"] is True
+    if sys.platform.startswith("linux"):
+        assert profile["allocator_tuned"] is True
+    code = (
+        "import sys\nfrom spatialfair.commands.train import import_training\n"
+        "import_training(process=False)\n"
+        "print(sorted(m for m in ('rasterio', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=repo, check=True, capture_output=True, text=True
+    )
+    assert done.stdout.split()[-1] == "[]"
 
 
 def test_profile_phases_add_up_and_process_age():

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .. import process
 from ..atomic import atomic_write_text
 
 log = logging.getLogger("spatialfair.train")
@@ -181,6 +182,7 @@ class Profile:
             "device": str(self.device) if self.device is not None else None,
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
+            **process.STATE,
             **self.counts,
         }
 
