@@ -902,6 +902,36 @@ def test_training_writes_its_profile(store, tmp_path):
     assert second["phases"]["checkpoint"] > 0  # read to resume
 
 
+@pytest.mark.parametrize("name", ["groupdro", "jtt"])
+def test_tiles_in_memory_train_the_same_model(store, tmp_path, monkeypatch, name):
+    import json
+
+    from spatialfair.training import loaders
+
+    config = _config([name], epochs=3)
+    kwargs = dict(
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, name),
+        settings=Settings.from_config(config),
+    )
+    train(store, tmp_path / "memory", **kwargs)
+    monkeypatch.setattr(loaders, "IN_MEMORY_BYTES", 0)  # read from the store every epoch
+    train(store, tmp_path / "store", **kwargs)
+    facts = [
+        json.loads((tmp_path / d / "train_profile.json").read_text()) for d in ("memory", "store")
+    ]
+    assert [f["in_memory"] for f in facts] == [True, False]
+    a, _ = load_bundle(tmp_path / "memory" / "model.pt")
+    b, _ = load_bundle(tmp_path / "store" / "model.pt")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
+    logs = [
+        pd.read_csv(tmp_path / d / "train_log.csv").drop(columns="seconds")
+        for d in ("memory", "store")
+    ]
+    pd.testing.assert_frame_equal(*logs)
+
+
 def test_train_job_process_is_tuned_and_imports_no_raster_stack(store, tmp_path):
     """As a process of its own (a workflow job), ``spatialfair train`` sets torch's threads,
     lets malloc reuse tensor buffers and freezes its imports; its start-up imports neither
