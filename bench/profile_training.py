@@ -22,11 +22,15 @@ and ``split`` through the CLI, as the workflow does); ``real`` is ``bench/real-f
 
     python bench/profile_training.py                         # demo flood + crop, real flood
     python bench/profile_training.py --data demo --rounds 5
-    python bench/profile_training.py --tree /tmp/old-checkout --rounds 3   # another version
+    python bench/profile_training.py --tree /tmp/old-checkout . --rounds 5   # before/after
     python bench/profile_training.py --threads 2
+    python bench/profile_training.py --data demo --variant channels_last   # (b) only, see below
 
-``--tree`` runs another checkout's code (``PYTHONPATH``); data preparation always uses this
-checkout. On a GPU machine (``training.device: auto``) both sides run on the GPU with the
+``--tree`` runs other checkouts' code (``PYTHONPATH``), interleaved within every round so that
+drifting machine load hits them alike; data preparation always uses this checkout.
+``--variant compile|channels_last`` times (b) a second time with ``torch.compile`` (compile time
+included, as a job would pay it) or with the model and batches in channels-last memory format,
+and reports whether they are faster and whether they give the same weights. On a GPU machine (``training.device: auto``) both sides run on the GPU with the
 config's mixed precision (``training.amp``, on by default); CUDA is synchronised around the
 timed loops.
 """
@@ -189,11 +193,24 @@ def run_job(tree: Path, config: Path, dataset: str, tiles: Path, out: Path, thre
 
 # ---------------------------------------------------------------------------- (b) pure compute
 def pure_compute(args: argparse.Namespace) -> None:
-    """Child process: time the job's optimiser steps on in-memory batches; print JSON."""
-    import torch
+    """Child process: time the job's optimiser steps on in-memory batches; print JSON.
 
+    Where the tree's job tunes its process (spatialfair.process: malloc, garbage collector),
+    this process does the same, so that (a) and (b) differ by what lies around the compute.
+    """
+    from contextlib import nullcontext
+
+    try:
+        from spatialfair.process import imports_without_gc, tune_allocator
+    except ImportError:  # a version without them
+        tuned, imports = False, nullcontext()
+    else:
+        tuned, imports = tune_allocator(), imports_without_gc(freeze=True)
+    with imports:
+        import torch
+
+        from spatialfair.config import dataset_config, load_config, strategy_runs
     torch.set_num_threads(args.threads)
-    from spatialfair.config import dataset_config, load_config, strategy_runs
     from spatialfair.devices import resolve_device
     from spatialfair.distributed import DistContext
     from spatialfair.settings import Settings
@@ -208,63 +225,82 @@ def pure_compute(args: argparse.Namespace) -> None:
     parts = tiles.parent / "partitions.gpkg"
     plan = Plan(Settings.from_config(config), ds, run, tiles, parts if parts.exists() else None)
     device = resolve_device(plan.tcfg.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        session = Session(plan, Path(tmp), device, DistContext())
-    if len(session.phases) != 1:
-        sys.exit(f"pure compute: strategy {args.strategy} has several phases; use a one-phase one")
-    session.enter_phase(0, fresh=True)
 
-    def on_device(batch: dict) -> dict:
-        return {k: v.to(device) for k, v in batch.items()}
-
-    batches = []
-    for epoch in range(session.total):
-        session.train_loader.sampler.set_epoch(epoch)
-        session.data.train_ds.set_epoch(epoch)
-        batches += [on_device(b) for b in session.train_loader]
-    val = [on_device(b) for b in session.data.val_loader]
+    def session(variant: str | None = None) -> Session:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = Session(plan, Path(tmp), device, DistContext())
+        if len(s.phases) != 1:
+            sys.exit(f"pure compute: strategy {args.strategy} has several phases")
+        if variant == "channels_last":
+            s.model.to(memory_format=torch.channels_last)
+        s.enter_phase(0, fresh=True)
+        if variant == "compile":
+            s.optim.ddp_model = torch.compile(s.model)
+        return s
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    model = session.optim.ddp_model
-    model.train()
-    sync()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for b in batches:
-        session._train_step(b)
-    sync()
-    compute, compute_cpu = time.perf_counter() - t0, time.process_time() - c0
+    def on_device(batch: dict, variant: str | None = None) -> dict:
+        out = {k: v.to(device) for k, v in batch.items()}
+        if variant == "channels_last":
+            out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        return out
+
+    def timed(s: Session, steps: list[dict]) -> tuple[float, float]:
+        s.optim.ddp_model.train()
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for b in steps:
+            s._train_step(b)
+        sync()
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    base = session()
+    batches = []
+    for epoch in range(base.total):
+        base.train_loader.sampler.set_epoch(epoch)
+        base.data.train_ds.set_epoch(epoch)
+        batches += [on_device(b) for b in base.train_loader]
+    val = [on_device(b) for b in base.data.val_loader]
+    compute, compute_cpu = timed(base, batches)
     t0 = time.perf_counter()
-    for _ in range(session.total):
-        validation_pass(
-            session.model, val, device, plan.num_regions, ds.num_classes, session.autocast
-        )
+    for _ in range(base.total):
+        validation_pass(base.model, val, device, plan.num_regions, ds.num_classes, base.autocast)
     sync()
-    validation = time.perf_counter() - t0
-    print(
-        json.dumps(
-            {
-                "compute": compute,
-                "compute_cpu": compute_cpu,
-                "validation": validation,
-                "steps": len(batches),
-                "val_batches": len(val),
-                "epochs": session.total,
-                "threads": torch.get_num_threads(),
-                "device": str(device),
-                "amp": session.amp_dtype,
-            }
-        )
-    )
+    result = {
+        "compute": compute,
+        "compute_cpu": compute_cpu,
+        "validation": time.perf_counter() - t0,
+        "steps": len(batches),
+        "val_batches": len(val),
+        "epochs": base.total,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "amp": base.amp_dtype,
+        "allocator_tuned": tuned,
+    }
+    if args.variant:
+        other = session(args.variant)
+        steps = [on_device(b, args.variant) for b in batches]
+        result["variant"] = args.variant
+        result["variant_compute"] = timed(other, steps)[0]
+        diffs = [
+            (a.float() - b.float()).abs().max().item()
+            for a, b in zip(base.model.state_dict().values(), other.model.state_dict().values())
+        ]
+        result["variant_max_weight_diff"] = max(diffs)
+    print(json.dumps(result))
 
 
-def run_pure(tree: Path, config: Path, dataset: str, tiles: Path, threads: int) -> dict:
+def run_pure(
+    tree: Path, config: Path, dataset: str, tiles: Path, threads: int, variant: str | None
+) -> dict:
     """(b) in a fresh process with the job's environment."""
     cmd = [sys.executable, __file__, "--pure-compute", "--config", str(config)]
     cmd += ["--dataset", dataset, "--tiles", str(tiles), "--threads", str(threads)]
-    cmd += ["--strategy", STRATEGY]
+    cmd += ["--strategy", STRATEGY] + (["--variant", variant] if variant else [])
     done = subprocess.run(cmd, env=env_for(tree, threads), capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"pure compute failed:\n{done.stderr[-3000:]}")
@@ -287,7 +323,8 @@ def report(label: str, jobs: list[dict], pures: list[dict]) -> str:
     lines = [
         f"#### {label}: {p0['steps']} steps ({p0['epochs']} epochs), {p0['val_batches']} "
         f"validation batches per epoch, {p0['threads']} thread(s), {p0['device']}"
-        + (f", AMP {p0['amp']}" if p0["amp"] != "float32" else ""),
+        + (f", AMP {p0['amp']}" if p0["amp"] != "float32" else "")
+        + (", malloc tuned" if p0.get("allocator_tuned") else ""),
         "",
         "| measure | median (s) | rounds (s) |",
         "|---|---:|---|",
@@ -307,8 +344,18 @@ def report(label: str, jobs: list[dict], pures: list[dict]) -> str:
         + ", ".join(f"{r:.2f}" for r in ratios)
         + " |",
         f"| job wall / (pure compute + pure validation) | {wall / (pure + val):.2f} | |",
-        "",
     ]
+    if "variant" in p0:
+        var = [p["variant_compute"] for p in pures]
+        lines += [
+            f"| pure compute with {p0['variant']} | {median(var):.2f} | "
+            + ", ".join(f"{v:.2f}" for v in var)
+            + " |",
+            f"| {p0['variant']} / plain (weights after the steps: max difference "
+            f"{max(p['variant_max_weight_diff'] for p in pures):.1e}) | "
+            f"{median([v / p['compute'] for v, p in zip(var, pures)]):.2f} | |",
+        ]
+    lines += [""]
     profiles = [j["profile"] for j in jobs if j["profile"]]
     if profiles:
         phases = list(profiles[0]["phases"])
@@ -331,7 +378,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="default: the workflow profile's")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sf-profile")
-    p.add_argument("--tree", type=Path, default=REPO, help="checkout whose code runs")
+    p.add_argument(
+        "--tree", type=Path, nargs="+", default=[REPO], help="checkout(s) whose code runs"
+    )
+    p.add_argument(
+        "--variant",
+        choices=["compile", "channels_last"],
+        default=None,
+        help="also time pure compute with this variant",
+    )
     p.add_argument("--only", default=None, help="only datasets whose label contains this")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     # the child of (b)
@@ -349,31 +404,38 @@ def main(argv: list[str] | None = None) -> None:
     sets = [s for kind in kinds for s in prepare(args.work, kind)]
     if args.only:
         sets = [s for s in sets if args.only in s[0]]
+    trees = [t.resolve() for t in args.tree]
     print(
-        f"[profile] tree {args.tree.resolve()}, {threads} thread(s), {args.rounds} round(s), "
-        f"strategy {STRATEGY}; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC, "
-        f"load average {os.getloadavg()[0]:.1f}",
+        f"[profile] tree(s) {', '.join(map(str, trees))}; {threads} thread(s), {args.rounds} "
+        f"round(s), strategy {STRATEGY}; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC,"
+        f" load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-    raw, text = {}, []
+    raw: dict = {}
+    text = []
     for label, config, dataset, tiles in sets:
-        jobs, pures = [], []
+        results = {t: ([], []) for t in trees}
         for r in range(args.rounds):
-            out = args.work / "runs" / f"{dataset}-r{r}"
-            order = ("job", "pure") if r % 2 == 0 else ("pure", "job")
-            for side in order:
-                if side == "job":
-                    jobs.append(run_job(args.tree, config, dataset, tiles, out, threads))
-                else:
-                    pures.append(run_pure(args.tree, config, dataset, tiles, threads))
-            print(
-                f"[profile] {label} round {r + 1}: job {jobs[-1]['wall']:.2f} s, pure compute "
-                f"{pures[-1]['compute']:.2f} s, ratio {jobs[-1]['wall'] / pures[-1]['compute']:.2f}",
-                flush=True,
-            )
-        print(f"[profile] job command: {jobs[0]['command']}")
-        raw[label] = {"jobs": jobs, "pure": pures}
-        text.append(report(label, jobs, pures))
+            for k, tree in enumerate(trees):
+                jobs, pures = results[tree]
+                out = args.work / "runs" / f"{dataset}-t{k}-r{r}"
+                order = ("job", "pure") if (r + k) % 2 == 0 else ("pure", "job")
+                for side in order:
+                    if side == "job":
+                        jobs.append(run_job(tree, config, dataset, tiles, out, threads))
+                    else:
+                        pures.append(run_pure(tree, config, dataset, tiles, threads, args.variant))
+                print(
+                    f"[profile] {label} round {r + 1}, {tree.name}: job {jobs[-1]['wall']:.2f} s,"
+                    f" pure compute {pures[-1]['compute']:.2f} s, "
+                    f"ratio {jobs[-1]['wall'] / pures[-1]['compute']:.2f}",
+                    flush=True,
+                )
+        for tree, (jobs, pures) in results.items():
+            print(f"[profile] job command: {jobs[0]['command']}")
+            raw[f"{label} | {tree}"] = {"jobs": jobs, "pure": pures}
+            name = f"{label}, {tree}" if len(trees) > 1 else label
+            text.append(report(name, jobs, pures))
     print(f"load average at the end {os.getloadavg()[0]:.1f}\n")
     print("\n".join(text))
     if args.json:
