@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # GPU check, prepared for a short session on a machine with GPUs: AMP training on one GPU,
 # torchrun DDP on all GPUs (per-region loss sums all-reduced), GPU prediction; prints steps/s
-# and images/s for BENCHMARKS.md. Runs from the repository root; nothing is downloaded.
+# and images/s for BENCHMARKS.md; then a training job against its pure compute on the GPU
+# (bench/profile_training.py: demo flood and crop, real flood where ../shared/data/real
+# exists; AMP on, the configs' default), whose tables fill the GPU rows of BENCHMARKS.md,
+# "Training job against pure compute". Runs from the repository root; nothing is downloaded.
 # Without a GPU it runs the same steps on the CPU (DDP with 2 gloo processes), which checks
 # the script itself.
 #
@@ -10,7 +13,7 @@
 #
 # Environment: WORK (scratch folder, default /tmp/spatialfair-gpu), SIZE (scene side in px,
 # default 1024), SCENES (default 4), EPOCHS (default 3), BATCH (default 32), TILE (default 256),
-# WIDTH (model width, default 32).
+# WIDTH (model width, default 32), PROFILE_ROUNDS (rounds of step 4, default 2; 0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/tmp/spatialfair-gpu}
@@ -107,4 +110,10 @@ n, px = $SCENES, $SIZE ** 2
 print(f'[gpu_check]    {n} scenes of {$SIZE}^2 px in {s:.1f} s: {n / s:.2f} images/s, '
       f'{n * px / s / 1e6:.1f} Mpx/s (incl. start-up and COG writing)')"
 grep -m1 -E " on (cuda|cpu)" "$WORK/predict.log" || true
+
+if [ "${PROFILE_ROUNDS:-2}" -gt 0 ]; then
+  say "4. training job against pure compute (bench/profile_training.py; device auto, AMP on)"
+  python bench/profile_training.py --rounds "${PROFILE_ROUNDS:-2}" --work "$WORK/profile" \
+    --json "$WORK/profile.json" | tee "$WORK/profile.md"
+fi
 say "done; logs in $WORK"

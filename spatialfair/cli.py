@@ -128,10 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 without a sub-command, 2 on a spatialfair error.
     """
+    argv_given = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
     command = chosen_command(argv)
     parser = build_parser([command] if command else COMMANDS)
     args = parser.parse_args(argv)
+    # Without argv this process is the command (console script, python -m): a command may
+    # then change process-wide state such as the garbage collector's (see commands/train.py).
+    args._process_entry = not argv_given
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 CHUNK_BYTES = 32 * 2**20
+#: Largest size of the tiles a training run holds in memory (normalised training tiles and the
+#: validation batches, per process); a bigger store is read from its memory maps every epoch.
+IN_MEMORY_BYTES = 2**30
 
 
 def _store(store: TileStore | str | Path) -> TileStore:
@@ -523,11 +526,65 @@ class TileDataset(Dataset):
             )
         self.ignore = self.store.ignore_index
         self._maps: dict[tuple[str, str], np.ndarray] | None = None
+        self._memory: _TileMemory | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_maps"] = None  # memmaps are reopened in each worker, not pickled
         return state
+
+    def memory_bytes(self) -> int:
+        """Bytes :meth:`load_into_memory` holds: normalised images, raw labels and regions."""
+        t, nb = self.store.tile_size, len(self.store.bands)
+        per_tile = t * t * (4 * nb + 1 + (2 if self.region_source == "pixel" else 0))
+        return len(self) * per_tile
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the tiles are held in memory (:meth:`load_into_memory`)."""
+        return self._memory is not None
+
+    def load_into_memory(self, like: TileDataset | None = None) -> None:
+        """Read every tile once and keep it, normalised, in memory; items come from there.
+
+        Items are the same as read from the memory maps, bit for bit (the normalisation is
+        the same float32 arithmetic, done for many tiles at once). ``like``: a dataset of the
+        same tiles already in memory, whose arrays are shared instead of read again.
+        """
+        if like is not None and like._memory is not None:
+            same = (
+                np.array_equal(like.tile_ids, self.tile_ids)
+                and like.norm == self.norm
+                and like.region_source == self.region_source
+                and like.partitioning == self.partitioning
+            )
+            if same:
+                self._memory = like._memory
+                return
+        n, t, nb = len(self), self.store.tile_size, len(self.store.bands)
+        images = np.empty((n, nb, t, t), np.float32)
+        labels = np.empty((n, t, t), self.store.labels(self.store.scenes[0]).dtype)
+        regions = None
+        if self.region_source == "pixel":
+            regions = np.empty((n, t, t), self.store.regions(self.store.scenes[0]).dtype)
+        itemsize = np.dtype(self.store.meta["dtype"]).itemsize
+        step = max(1, CHUNK_BYTES // max(1, nb * t * t * itemsize))
+        for s in np.unique(self.scene_of):
+            scene = self.scene_names[s]
+            rows = np.flatnonzero(self.scene_of == s)
+            rows = rows[np.argsort(self.store_index[rows], kind="stable")]
+            for k in range(0, len(rows), step):
+                chunk = rows[k : k + step]
+                j = self.store_index[chunk]
+                img = np.asarray(self._map(scene, "images")[j], dtype=np.float32)
+                raw = np.asarray(self._map(scene, "labels")[j])
+                invalid = _invalid(img, raw, self.ignore) | ~np.isfinite(img).all(axis=1)
+                img = (img - self.mean) / self.std
+                img[np.broadcast_to(invalid[:, None], img.shape)] = 0.0
+                images[chunk], labels[chunk] = img, raw
+                if regions is not None:
+                    regions[chunk] = np.asarray(self._map(scene, "regions")[j])
+        self._memory = _TileMemory(images, labels, regions)
 
     def __len__(self) -> int:
         return len(self.tile_ids)
@@ -552,7 +609,12 @@ class TileDataset(Dataset):
             self._maps[key] = getattr(self.store, kind)(scene)
         return self._maps[key]
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def _read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised image, raw labels) of tile ``i``, from memory or the memory maps."""
+        memory = self._memory
+        if memory is not None:
+            # a copy: the item's arrays are handed out as tensors and must not alias the store
+            return memory.images[i].copy(), memory.labels[i]
         scene = self.scene_names[self.scene_of[i]]
         j = int(self.store_index[i])
         img = np.asarray(self._map(scene, "images")[j], dtype=np.float32)
@@ -560,10 +622,19 @@ class TileDataset(Dataset):
         invalid = _invalid(img, raw, self.ignore) | ~np.isfinite(img).all(axis=0)
         img = (img - self.mean) / self.std
         img[:, invalid] = 0.0
+        return img, raw
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        img, raw = self._read(i)
         label = raw.astype(np.int64)
         label[raw == self.ignore] = IGNORE_INDEX
         if self.region_source == "pixel":
-            regions = np.asarray(self._map(scene, "regions")[j]).astype(np.int64)
+            if self._memory is not None:
+                regions = self._memory.regions[i].astype(np.int64)
+            else:
+                scene = self.scene_names[self.scene_of[i]]
+                j = int(self.store_index[i])
+                regions = np.asarray(self._map(scene, "regions")[j]).astype(np.int64)
         elif self.region_source == "tile":
             regions = np.full(label.shape, self.pixel_tile_region[i], dtype=np.int64)
         else:
@@ -579,6 +650,15 @@ class TileDataset(Dataset):
             "tile_regions": torch.from_numpy(self.tile_regions[i].copy()),
             "tile_id": torch.tensor(int(self.tile_ids[i])),
         }
+
+
+class _TileMemory:
+    """A dataset's tiles in memory: normalised float32 images, raw labels, raw pixel regions."""
+
+    __slots__ = ("images", "labels", "regions")
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, regions: np.ndarray | None):
+        self.images, self.labels, self.regions = images, labels, regions
 
 
 class ShardSampler(Sampler[int]):
@@ -760,6 +840,7 @@ def make_loader(
 
 
 __all__ = [
+    "IN_MEMORY_BYTES",
     "BalancedSampler",
     "ShardSampler",
     "TileDataset",

@@ -13,15 +13,16 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import geopandas as gpd
 import numpy as np
-from rasterio.crs import CRS
 
 from .atomic import atomic_path, atomic_write_text
 from .errors import InputError, StateError
-from .io import write_layers
+
+if TYPE_CHECKING:  # imported where used: reading chips (training) needs neither
+    import geopandas as gpd
+    from rasterio.crs import CRS
 
 STORE_FORMAT = "spatialfair-tiles/1"
 #: Columns every tile index has (``count_<k>`` per class follow ``n_valid``).
@@ -68,6 +69,8 @@ def stage_index(out_dir: Path, index: gpd.GeoDataFrame) -> tuple[Path, Path]:
     """
     grid_final = out_dir / "tile_grid.gpkg"
     grid_tmp = grid_final.with_name(f".tile_grid.staged-{os.getpid()}.gpkg")
+    from .io import write_layers
+
     write_layers({"tiles": index}, grid_tmp)
     return grid_tmp, grid_final
 
@@ -176,6 +179,8 @@ class TileStore:
     @property
     def study_crs(self) -> CRS:
         """CRS of the tile index (the scenes' CRS, or EPSG:4326 when they differ)."""
+        from rasterio.crs import CRS
+
         return CRS.from_user_input(self.meta["study_crs"])
 
     def n_tiles(self, scene: str) -> int:
@@ -282,6 +287,8 @@ class TileStore:
     def index(self) -> gpd.GeoDataFrame:
         """The tile index (layer ``tiles``), read once."""
         if self._index is None:
+            import geopandas as gpd
+
             self._index = gpd.read_file(self.index_path, layer="tiles", engine="pyogrio")
         return self._index
 
@@ -297,6 +304,10 @@ class TileStore:
         Raises:
             InputError: If columns are missing or the index is in another CRS.
         """
+        from rasterio.crs import CRS
+
+        from .io import write_layers
+
         missing = [c for c in BASE_COLUMNS if c not in index.columns]
         if missing:
             raise InputError(

@@ -26,6 +26,7 @@ from .training.checkpoint import (
 )
 from .training.optim import WARMUP_FRACTION, deterministic, one_cycle_scheduler
 from .training.plan import Plan
+from .training.profile import PROFILE, Profile, process_age
 from .training.selection import (
     SELECTION_RULES,
     selection_score,
@@ -51,6 +52,7 @@ def train(
     partitions: str | Path | None = None,
     stop_after_epoch: int | None = None,
     split_column: str = "split",
+    count_startup: bool = False,
 ) -> Path:
     """Train ``strategy`` on the tile store and write ``out_dir/model.pt``; return its path.
 
@@ -65,6 +67,9 @@ def train(
     the tile index column with the train/val split (a replicate's ``split__s<seed>_f<fold>``;
     its ``buffer`` tiles are never used).
 
+    Every run writes ``out_dir/train_profile.json``: its wall time by phase
+    (:mod:`spatialfair.training.profile`; docs/training.md, "Where the time goes").
+
     Args:
         store_dir: The split tile store.
         out_dir: The run folder (``results/<dataset>/<run>``).
@@ -77,6 +82,8 @@ def train(
         partitions: ``partitions.gpkg`` (default: beside the tile store).
         stop_after_epoch: End after this many epochs in total, keeping a checkpoint.
         split_column: The tile index column holding the train/val split.
+        count_startup: Count the process's start-up (process start to this call) in the
+            profile: set by ``spatialfair train``, whose process is the job.
 
     Returns:
         The path of ``model.pt`` (or of ``checkpoint.pt`` after ``stop_after_epoch``).
@@ -84,26 +91,33 @@ def train(
     Raises:
         InputError: If the store, dataset, strategy or settings do not fit together.
     """
+    profile = Profile()
+    profile.set_startup(process_age() if count_startup else None)
     ds, run = dataset, strategy
     store_dir, out_dir = Path(store_dir), Path(out_dir)
     if partitions is None and (store_dir.parent / "partitions.gpkg").exists():
         partitions = store_dir.parent / "partitions.gpkg"
-    plan = Plan(
-        settings,
-        ds,
-        run,
-        store_dir,
-        Path(partitions) if partitions else None,
-        seed=seed,
-        split_column=split_column,
-    )
+    with profile.phase("build"):
+        plan = Plan(
+            settings,
+            ds,
+            run,
+            store_dir,
+            Path(partitions) if partitions else None,
+            seed=seed,
+            split_column=split_column,
+        )
     tcfg = plan.tcfg
     ctx = DistContext()
     try:
         ctx = init_distributed(resolve_device(tcfg.device, where=DEVICE_SETTING).type == "cuda")
         device = resolve_device(tcfg.device, ctx.local_rank, where=DEVICE_SETTING)
+        profile.device = device
         with deterministic(tcfg.deterministic and device.type == "cuda"):
-            return Session(plan, out_dir, device, ctx).run(resume, stop_after_epoch)
+            path = Session(plan, out_dir, device, ctx, profile).run(resume, stop_after_epoch)
+        if ctx.is_main:
+            profile.write(out_dir / PROFILE)
+        return path
     finally:
         shutdown(ctx)
 
@@ -113,6 +127,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "LOG",
     "MODEL",
+    "PROFILE",
     "SELECTION_RULES",
     "WARMUP_FRACTION",
     "final_layer",

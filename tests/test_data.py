@@ -388,3 +388,36 @@ def test_balanced_loader_draws_by_tile_region(store):
     ).numpy()
     region = tile_table(store, "all").set_index("tile_id").loc[ids, "region__regions"]
     np.testing.assert_allclose(np.bincount(region, minlength=3) / len(ids), 1 / 3, atol=0.04)
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_tiles_in_memory_give_the_same_items(tmp_path, regions):
+    root = make_store(tmp_path / "tiles", regions=regions)
+    images = np.memmap(root / "scene0.image.bin", dtype=np.float32, mode="r+")
+    images[100] = np.nan  # a non-finite pixel is invalid, like nodata
+    images.flush()
+    del images
+    for augment in (False, True):
+        kwargs = dict(tile_partitionings=["grid_2x1"], augment=augment, seed=3)
+        streamed = TileDataset(root, "train", **kwargs)
+        held = TileDataset(root, "train", **kwargs)
+        held.load_into_memory()
+        assert held.in_memory and not streamed.in_memory
+        assert held.memory_bytes() > 0
+        for epoch in (0, 1):
+            streamed.set_epoch(epoch)
+            held.set_epoch(epoch)
+            for i in range(len(streamed)):
+                a, b = streamed[i], held[i]
+                assert a.keys() == b.keys()
+                for key in a:
+                    assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+    item = held[0]
+    item["image"] += 1.0  # an item is a copy: the tiles in memory stay as they were
+    assert torch.equal(held[0]["image"], streamed[0]["image"])
+    again = TileDataset(root, "train", norm=held.norm)
+    again.load_into_memory(like=held)  # the same tiles: shared, not read again
+    assert again._memory is held._memory
+    other = TileDataset(root, "val", norm=held.norm)
+    other.load_into_memory(like=held)  # other tiles: read
+    assert other.in_memory and other._memory is not held._memory

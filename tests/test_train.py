@@ -380,9 +380,11 @@ def test_confusion_and_validation_summary():
 
 
 def test_cli_train(store, tmp_path, monkeypatch):
-    cfg = tmp_path / "config.yaml"
+    import json
+
     import yaml
 
+    cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(_config(["erm", "cvar"], epochs=1)))
     out = tmp_path / "cvar"
     code = cli.main(
@@ -401,6 +403,15 @@ def test_cli_train(store, tmp_path, monkeypatch):
         ]
     )
     assert code == 0 and (out / "model.pt").exists() and (out / "train_log.csv").exists()
+    import gc
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # called from Python: not a job
+    profile = json.loads((out / "train_profile.json").read_text())
+    # a job's profile counts the process's start-up (here: pytest's, up to this command)
+    assert profile["startup_measured"] is True and profile["phases"]["startup"] > 0
+    assert profile["job_seconds"] == pytest.approx(
+        profile["phases"]["startup"] + profile["train_seconds"], abs=1e-3
+    )
     code = cli.main(
         [
             "train",
@@ -838,6 +849,147 @@ def test_balanced_and_region_class_runs(store, tmp_path):
         settings=Settings.from_config(config),
     )
     assert load_bundle(path)[1]["strategy_state"]["groups"] == "region_class"
+
+
+def test_training_writes_its_profile(store, tmp_path):
+    import json
+    import time
+
+    from spatialfair.training.profile import PHASES, PROFILE
+
+    config = _config(["groupdro"], epochs=3)
+    t0 = time.perf_counter()
+    train(
+        store,
+        tmp_path / "run",
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, "groupdro"),
+        settings=Settings.from_config(config),
+    )
+    wall = time.perf_counter() - t0
+    profile = json.loads((tmp_path / "run" / PROFILE).read_text())
+    phases = profile["phases"]
+    assert list(phases) == list(PHASES)
+    assert all(v >= 0 for v in phases.values())
+    # called from Python, not as a job: no start-up; the phases cover train()'s wall time
+    assert phases["startup"] == 0 and profile["startup_measured"] is False
+    assert sum(phases.values()) == pytest.approx(wall, rel=0.05)
+    assert profile["train_seconds"] == pytest.approx(sum(phases.values()), rel=1e-3, abs=1e-3)
+    for name in ("build", "compute", "validation", "selection", "checkpoint", "write"):
+        assert phases[name] > 0, name
+    assert profile["epochs_run"] == 3 and profile["epochs"] == 3
+    steps = profile["steps_per_epoch"]
+    assert steps > 0 and profile["steps"] == 3 * steps
+    assert profile["train_tiles"] > 0 and profile["val_tiles"] > 0
+    assert profile["threads"] == torch.get_num_threads() and profile["device"] == "cpu"
+    assert profile["cuda_synchronized"] is False
+    assert profile["compute_ms_per_step"] == pytest.approx(  # from rounded seconds
+        1000 * phases["compute"] / profile["steps"], rel=1e-2
+    )
+
+    # stopped and resumed: each process's profile counts the epochs it ran
+    config = _config(["erm"], epochs=3)
+    kwargs = dict(
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, "erm"),
+        settings=Settings.from_config(config),
+    )
+    train(store, tmp_path / "erm", stop_after_epoch=2, **kwargs)
+    first = json.loads((tmp_path / "erm" / PROFILE).read_text())
+    train(store, tmp_path / "erm", resume=True, **kwargs)
+    second = json.loads((tmp_path / "erm" / PROFILE).read_text())
+    assert (first["epochs_run"], second["epochs_run"]) == (2, 1)
+    assert second["phases"]["checkpoint"] > 0  # read to resume
+
+
+@pytest.mark.parametrize("name", ["groupdro", "jtt"])
+def test_tiles_in_memory_train_the_same_model(store, tmp_path, monkeypatch, name):
+    import json
+
+    from spatialfair.training import loaders
+
+    config = _config([name], epochs=3)
+    kwargs = dict(
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, name),
+        settings=Settings.from_config(config),
+    )
+    train(store, tmp_path / "memory", **kwargs)
+    monkeypatch.setattr(loaders, "IN_MEMORY_BYTES", 0)  # read from the store every epoch
+    train(store, tmp_path / "store", **kwargs)
+    facts = [
+        json.loads((tmp_path / d / "train_profile.json").read_text()) for d in ("memory", "store")
+    ]
+    assert [f["in_memory"] for f in facts] == [True, False]
+    a, _ = load_bundle(tmp_path / "memory" / "model.pt")
+    b, _ = load_bundle(tmp_path / "store" / "model.pt")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
+    logs = [
+        pd.read_csv(tmp_path / d / "train_log.csv").drop(columns="seconds")
+        for d in ("memory", "store")
+    ]
+    pd.testing.assert_frame_equal(*logs)
+
+
+def test_train_job_process_is_tuned_and_imports_no_raster_stack(store, tmp_path):
+    """As a process of its own (a workflow job), ``spatialfair train`` sets torch's threads,
+    lets malloc reuse tensor buffers and freezes its imports; its start-up imports neither
+    rasterio nor matplotlib."""
+    import json
+    import os
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), OMP_NUM_THREADS="2")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(_config(["erm"], epochs=1)))
+    out = tmp_path / "erm"
+    cmd = [sys.executable, "-m", "spatialfair.cli", "train", "--config", str(cfg)]
+    cmd += ["--dataset", "d", "--strategy", "erm", "--tiles", str(store), "--out", str(out)]
+    subprocess.run([*cmd, "--threads", "1"], env=env, cwd=repo, check=True, capture_output=True)
+    profile = json.loads((out / "train_profile.json").read_text())
+    assert profile["threads"] == 1  # --threads, over OMP_NUM_THREADS
+    assert profile["startup_measured"] is True and profile["phases"]["startup"] > 0
+    assert profile["gc_frozen"] is True
+    if sys.platform.startswith("linux"):
+        assert profile["allocator_tuned"] is True
+    code = (
+        "import sys\nfrom spatialfair.commands.train import import_training\n"
+        "import_training(process=False)\n"
+        "print(sorted(m for m in ('rasterio', 'matplotlib', 'scipy') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=repo, check=True, capture_output=True, text=True
+    )
+    assert done.stdout.split()[-1] == "[]"
+
+
+def test_profile_phases_add_up_and_process_age():
+    from spatialfair.training.profile import PHASES, Profile, process_age, profile_line
+
+    profile = Profile()
+    with profile.phase("build"):
+        with profile.phase("data"):  # nested: the innermost phase gets the time
+            pass
+    with profile.phase("compute"):
+        pass
+    profile.set_startup(1.5)
+    summary = profile.summary()
+    assert set(summary["phases"]) == set(PHASES)
+    assert summary["phases"]["startup"] == 1.5 and summary["startup_measured"] is True
+    assert summary["job_seconds"] == pytest.approx(1.5 + summary["train_seconds"], abs=1e-3)
+    assert sum(v for k, v in summary["phases"].items() if k != "startup") == pytest.approx(
+        summary["train_seconds"], abs=1e-3
+    )
+    assert profile_line(summary).startswith("profile: job ")
+    age = process_age()
+    if sys.platform.startswith("linux"):
+        assert age is not None and age > 0  # this process started before this test
+    with pytest.raises(KeyError):
+        profile.phase("lunch")
 
 
 def test_plan_reads_the_training_labels_once(store, monkeypatch):

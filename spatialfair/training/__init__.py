@@ -9,6 +9,7 @@
   (:class:`~.selection.Selection`).
 - ``checkpoint``: the per-epoch checkpoint, its fingerprint and resume.
 - ``bundle``: writing ``model.pt``.
+- ``profile``: where a run's wall time goes, by phase (``train_profile.json``).
 - ``session``: :class:`~.session.Session`, the phases and epochs that use all of the above, and
   the :class:`~.session.View` a strategy gets between phases.
 

@@ -12,6 +12,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..errors import InputError
 from ..safeload import load_plain, shorten, unsafe_globals
 from ..settings import Settings
 from ..store import TileStore
+from .profile import Profile
 
 log = logging.getLogger("spatialfair.train")
 
@@ -176,14 +178,24 @@ class Checkpoints:
             return None
         return ckpt
 
-    def save(self, epoch: int, state: Mapping[str, Any]) -> None:
+    def save(self, epoch: int, state: Mapping[str, Any], profile: Profile | None = None) -> None:
         """Write the checkpoint after (0-based) ``epoch`` and the log rows so far.
 
         Args:
             epoch: The epoch just finished.
             state: ``model``, ``optimizer``, ``scheduler``, ``scaler``, ``strategy``,
                 ``history`` and ``best``; the random-number states are added here.
+            profile: The run's profile (the checkpoint and the log count as ``checkpoint``
+                and ``write``).
         """
+        phase = profile.phase if profile is not None else (lambda name: nullcontext())
+        with phase("checkpoint"):
+            self._save_checkpoint(epoch, state)
+        with phase("write"):
+            write_log(state["history"], self.log_path)
+
+    def _save_checkpoint(self, epoch: int, state: Mapping[str, Any]) -> None:
+        """Write ``checkpoint.pt`` after (0-based) ``epoch``."""
         ckpt = {
             "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint(),
@@ -199,7 +211,6 @@ class Checkpoints:
         }
         with atomic_path(self.path) as tmp:
             torch.save(ckpt, tmp)
-        write_log(state["history"], self.log_path)
 
 
 __all__ = [

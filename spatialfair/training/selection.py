@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ def device_confusion_by_region(
 
 def validation_pass(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Mapping[str, torch.Tensor]],
     device: torch.device,
     num_regions: int,
     num_classes: int,
@@ -72,7 +72,7 @@ def validation_pass(
 
     Args:
         model: The network (unwrapped).
-        loader: The validation loader.
+        loader: The validation loader (or its batches kept in memory).
         device: Where the model is.
         num_regions: K, regions of the training partitioning.
         num_classes: C.
@@ -84,7 +84,8 @@ def validation_pass(
     """
     model.eval()
     total = torch.zeros(num_regions + 1, num_classes, num_classes, dtype=torch.long, device=device)
-    with torch.no_grad():
+    # inference mode: no autograd bookkeeping at all (the same logits as under no_grad)
+    with torch.inference_mode():
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
             with autocast() if autocast else nullcontext():
@@ -259,7 +260,7 @@ class Validator:
     def __init__(
         self,
         plan: Plan,
-        val_loader: DataLoader,
+        val_loader: Iterable[Mapping[str, torch.Tensor]],
         device: torch.device,
         autocast: Callable[[], ContextManager] | None,
         reduce: Reducer | None,

@@ -29,6 +29,7 @@ from .checkpoint import LOG, MODEL, Checkpoints, fingerprint, set_rng_state, wri
 from .loaders import RunData
 from .optim import PhaseOptimiser, mixed_precision, seed_everything
 from .plan import Plan, build_strategy
+from .profile import Profile
 from .selection import Selection, Validator, tile_errors
 
 log = logging.getLogger("spatialfair.train")
@@ -54,15 +55,25 @@ class Session:
     so resumed and uninterrupted runs stay identical.
     """
 
-    def __init__(self, plan: Plan, out_dir: Path, device: torch.device, ctx: DistContext) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        out_dir: Path,
+        device: torch.device,
+        ctx: DistContext,
+        profile: Profile | None = None,
+    ) -> None:
         self.plan, self.out_dir, self.device, self.ctx = plan, out_dir, device, ctx
+        self.profile = prof = profile if profile is not None else Profile(device)
         self.reduce = Reducer(ctx.world_size) if ctx.distributed else None
         self.epochs = int(plan.tcfg.epochs)
-        self.data = RunData(plan, device, ctx)
-        self._build_model()
+        with prof.phase("build"):
+            self.data = RunData(plan, device, ctx)
+            self._build_model()
         self.selection = Selection(plan.ds.headline_metric)
         self.validator = Validator(plan, self.data.val_loader, device, self.autocast, self.reduce)
         self.checkpoints = Checkpoints(out_dir, self._fingerprint, ctx.is_main)
+        prof.count(epochs=self.total, world_size=ctx.world_size, **self.data.facts())
         if ctx.is_main:
             log.info(
                 "%s/%s: %s on %s, %d parameters, %d train / %d val tiles, %d regions (%s), "
@@ -100,7 +111,8 @@ class Session:
         """Set up phase ``index``; ``fresh``: let the strategy run its transition first."""
         kind, n = self.phases[index]
         if fresh and index > 0:
-            self.strategy.on_phase_start(kind, View(self))
+            with self.profile.phase("strategy"):
+                self.strategy.on_phase_start(kind, View(self))
         params = self.strategy.trainable_parameters(kind, self.model)
         self.kind, self.phase_begin = kind, sum(m for _, m in self.phases[:index])
         tcfg = self.plan.tcfg
@@ -122,21 +134,26 @@ class Session:
     # ------------------------------------------------------------------ loop
     def run(self, resume: bool, stop_after_epoch: int | None) -> Path:
         """Train from scratch or the checkpoint; the bundle's path (the checkpoint's if stopped)."""
-        start, ckpt = self._restore(resume)
+        with self.profile.phase("checkpoint"):
+            start, ckpt = self._restore(resume)
         last = self.total if stop_after_epoch is None else min(self.total, int(stop_after_epoch))
         entered = -1
         for epoch in range(start, last):
             index, begin = phase_at(self.phases, epoch)
             if index != entered:
-                self.enter_phase(index, fresh=epoch == begin)
+                with self.profile.phase("build"):
+                    self.enter_phase(index, fresh=epoch == begin)
                 if ckpt is not None and epoch > begin:
-                    self.optim.load_state_dict(ckpt)
+                    with self.profile.phase("checkpoint"):
+                        self.optim.load_state_dict(ckpt)
                 entered = index
             self._epoch(epoch)
         if last < self.total:
             return self.checkpoints.path
-        self.strategy.on_training_end(View(self))
-        return self._finish(start)
+        with self.profile.phase("strategy"):
+            self.strategy.on_training_end(View(self))
+        with self.profile.phase("write"):
+            return write_kept_model(self, start)
 
     def _restore(self, resume: bool) -> tuple[int, dict | None]:
         """(first epoch to run, checkpoint or None); loads the checkpoint's states."""
@@ -183,7 +200,7 @@ class Session:
 
     def _epoch(self, epoch: int) -> None:
         """Train, validate and (rank 0) checkpoint the 0-based global ``epoch``."""
-        t0, ctx, name = time.perf_counter(), self.ctx, self.plan.run.name
+        t0, ctx, name, prof = time.perf_counter(), self.ctx, self.plan.run.name, self.profile
         # data order and augmentation follow the epoch within the phase: a phase that
         # restarts from the initial weights sees its data as ERM would
         self.train_loader.sampler.set_epoch(epoch - self.phase_begin)
@@ -193,21 +210,27 @@ class Session:
         else:
             self.optim.ddp_model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for b in tqdm(
+        batches = tqdm(
             self.train_loader,
             desc=f"{name} epoch {epoch + 1}/{self.total}",
             unit="batch",
             leave=False,
             disable=None if ctx.is_main else True,
-        ):
-            sums += self._train_step(b)
-        self.strategy.on_epoch_end(epoch, self.reduce)
+        )
+        with prof.phase("compute"):  # getting the next batch counts as data
+            for b in prof.iterate(batches, "data", count="steps"):
+                sums += self._train_step(b)
+            prof.sync()  # the epoch's queued kernels count as compute (CUDA)
+        with prof.phase("strategy"):
+            self.strategy.on_epoch_end(epoch, self.reduce)
         if self.reduce is not None:
             sums = self.reduce(sums)
-        self._validate(epoch, sums, t0)
+        with prof.phase("selection"):
+            self._validate(epoch, sums, t0)
         if ctx.is_main:
-            self.checkpoints.save(epoch, self._state())
+            self.checkpoints.save(epoch, self._state(), prof)
         barrier(ctx)
+        prof.add(epochs_run=1)
 
     def _state(self) -> dict[str, Any]:
         """What a checkpoint carries besides the random-number states."""
@@ -222,7 +245,9 @@ class Session:
     def _validate(self, epoch: int, sums: torch.Tensor, t0: float) -> dict[str, Any]:
         """Score the epoch, offer it to the selection and log its row."""
         plan, ds = self.plan, self.plan.ds
-        val = self.validator.score(unwrap(self.optim.ddp_model))
+        with self.profile.phase("validation"):
+            conf = self.validator.confusion(unwrap(self.optim.ddp_model))
+        val = self.validator.summarize(conf)
         columns = {
             "lr": self.optim.lr,
             "train_loss": float(sums[0] / (self.data.steps_per_epoch * self.ctx.world_size)),
@@ -251,40 +276,33 @@ class Session:
             )
         return row
 
-    def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids, misclassified pixels, labelled pixels) of every training tile, unaugmented."""
-        ids, loader = self.data.training_tiles()
-        errors, counts = tile_errors(
-            self.model, loader, ids, self.device, self.autocast, self.reduce
-        )
-        return ids, errors, counts
 
-    def _finish(self, start: int) -> Path:
-        """Write the kept model (rank 0) once every rank is done; its path."""
-        model_path = self.out_dir / MODEL
-        if self.ctx.is_main:
-            history, best = self.selection.history, self.selection.best
-            if start >= self.total and history:
-                # Resumed a finished run: no epoch ran, so write the log again from the
-                # checkpoint (a workflow manager deletes a job's outputs before re-running it).
-                write_log(history, self.out_dir / LOG)
-            if best["state"] is None:  # resumed a finished run without history: keep weights
-                best = {
-                    **best,
-                    "state": self.model.state_dict(),
-                    "epoch": self.total,
-                    "metrics": {},
-                }
-            write_bundle(
-                model_path,
-                self.plan,
-                best,
-                norm=self.data.norm,
-                strategy_state=self.strategy.state_dict(),
-                amp_dtype=self.amp_dtype,
-            )
-        barrier(self.ctx)
-        return model_path
+def write_kept_model(session: Session, start: int) -> Path:
+    """Write the session's kept model (rank 0) once every rank is done; its path."""
+    model_path = session.out_dir / MODEL
+    if session.ctx.is_main:
+        history, best = session.selection.history, session.selection.best
+        if start >= session.total and history:
+            # Resumed a finished run: no epoch ran, so write the log again from the
+            # checkpoint (a workflow manager deletes a job's outputs before re-running it).
+            write_log(history, session.out_dir / LOG)
+        if best["state"] is None:  # resumed a finished run without history: keep weights
+            best = {
+                **best,
+                "state": session.model.state_dict(),
+                "epoch": session.total,
+                "metrics": {},
+            }
+        write_bundle(
+            model_path,
+            session.plan,
+            best,
+            norm=session.data.norm,
+            strategy_state=session.strategy.state_dict(),
+            amp_dtype=session.amp_dtype,
+        )
+    barrier(session.ctx)
+    return model_path
 
 
 class View:
@@ -308,8 +326,11 @@ class View:
         self._s.selection.reset()
 
     def training_tile_errors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(ids, misclassified pixels, labelled pixels) of every training tile."""
-        return self._s.training_tile_errors()
+        """(ids, misclassified pixels, labelled pixels) of every training tile, unaugmented."""
+        s = self._s
+        ids, loader = s.data.training_tiles()
+        errors, counts = tile_errors(s.model, loader, ids, s.device, s.autocast, s.reduce)
+        return ids, errors, counts
 
     @property
     def device(self) -> torch.device:
@@ -345,4 +366,4 @@ class View:
         s.selection.keep(epoch - 1, val, s.model)
 
 
-__all__ = ["Session", "View", "phase_at"]
+__all__ = ["Session", "View", "phase_at", "write_kept_model"]

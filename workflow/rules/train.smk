@@ -1,5 +1,7 @@
 # Training: one job per dataset, strategy run and replicate (seed, fold). On a GPU node the
 # job trains on the GPU; with resources gpu > 1 it starts torchrun with one process per GPU.
+# torch uses the job's threads (OMP_NUM_THREADS and --threads); each job writes
+# train_profile.json beside its model (where its wall time went, docs/training.md).
 
 
 rule train:
@@ -32,4 +34,4 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} {params.launcher} train --config {input.cfg} "
         "--dataset {wildcards.dataset} --strategy {wildcards.run} --tiles {params.tiles} "
-        "--out {params.out} {params.replicate} --resume > {log} 2>&1"
+        "--out {params.out} {params.replicate} --threads {threads} --resume > {log} 2>&1"
