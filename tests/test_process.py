@@ -36,3 +36,19 @@ def test_tune_allocator_in_a_process_of_its_own():
     if sys.platform.startswith("linux"):
         assert tuned == "True"  # glibc
     assert (frozen, count) == ("True", "True")
+
+
+def test_predict_tunes_the_allocator_only_as_its_own_process(monkeypatch, tmp_path):
+    """`spatialfair predict` as the job's process tunes malloc; a library call of cli.main
+    (argv given, e.g. from a script or a test) leaves the process as it is."""
+    import spatialfair.process as process
+    from spatialfair import cli
+
+    calls = []
+    monkeypatch.setattr(process, "tune_allocator", lambda: calls.append(1) or True)
+    argv = ["predict", "--model", str(tmp_path / "missing.pt"), "--image", "x.tif"]
+    for as_process in (False, True):
+        monkeypatch.setattr(sys, "argv", ["spatialfair", *argv])
+        code = cli.main(None if as_process else argv)
+        assert code != 0  # the model does not exist: refused with a message
+    assert calls == [1]

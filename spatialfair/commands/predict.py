@@ -117,7 +117,15 @@ def resolve_settings(args: argparse.Namespace, config: dict | None) -> Settings:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Predict every ``--image`` (or a tile store's scenes) with ``--model`` into COGs."""
+    """Predict every ``--image`` (or a tile store's scenes) with ``--model`` into COGs.
+
+    When this process is the job (console script), malloc keeps tensor buffers
+    (:func:`spatialfair.process.tune_allocator`); the predictions are the same.
+    """
+    if getattr(args, "_process_entry", False):
+        from ..process import tune_allocator
+
+        tune_allocator()
     from ..config import load_config
     from ..errors import InputError
     from ..predict import predict_scenes_from_bundle
