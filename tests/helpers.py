@@ -152,3 +152,28 @@ def train_predict_evaluate(
         == 0
     )
     return preds, json.loads((run / "fairness" / "metrics.json").read_text())
+
+
+def tiny_training_config(strategies, epochs: int = 2, **training) -> dict:
+    """A validated config for training tests on a generated store (``make_store``): dataset
+    ``d``, two classes, a width-4 depth-2 U-Net, batch 4, lr 0.01; ``strategies`` a list of
+    names or a mapping of name to options; ``training`` adds keys."""
+    from spatialfair.config import validate_config
+
+    return validate_config(
+        {
+            "datasets": {
+                "d": {
+                    "task": "flood",
+                    "images": "none/*.tif",
+                    "labels": "none/*.tif",
+                    "classes": ["c0", "c1"],
+                    "headline_metric": "iou_c1",
+                }
+            },
+            "strategies": strategies,
+            "model": {"width": 4, "depth": 2},
+            "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01, **training},
+            "evaluation": {"min_region_pixels": 10},
+        }
+    )

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spatialfair.config import dataset_config, strategy_runs, validate_config
+from spatialfair.config import dataset_config, strategy_runs
 from spatialfair.data import class_pixel_counts
 from spatialfair.errors import InputError
 from spatialfair.fairness import make_strategy
@@ -19,6 +19,7 @@ from spatialfair.losses import PixelLoss, balanced_class_weights, pixel_loss_map
 from spatialfair.settings import Settings
 from spatialfair.store import TileStore
 from spatialfair.train import train
+from tests.helpers import tiny_training_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import add_split_column, make_store  # noqa: E402
@@ -160,23 +161,7 @@ def test_groupdro_on_focal_and_weights_differs_from_plain_ce():
 
 
 def _config(loss: dict, strategies=None) -> dict:
-    return validate_config(
-        {
-            "datasets": {
-                "d": {
-                    "task": "flood",
-                    "images": "none/*.tif",
-                    "labels": "none/*.tif",
-                    "classes": ["c0", "c1"],
-                    "headline_metric": "iou_c1",
-                }
-            },
-            "strategies": strategies or ["groupdro"],
-            "model": {"width": 4, "depth": 2},
-            "training": {"epochs": 1, "batch_size": 4, "lr": 0.01, "loss": loss},
-            "evaluation": {"min_region_pixels": 10},
-        }
-    )
+    return tiny_training_config(strategies or ["groupdro"], epochs=1, loss=loss)
 
 
 def test_training_records_the_loss_in_the_bundle(tmp_path, caplog):

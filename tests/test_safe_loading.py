@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from spatialfair.config import dataset_config, strategy_runs, validate_config
+from spatialfair.config import dataset_config, strategy_runs
 from spatialfair.errors import InputError
 from spatialfair.io import inspect_raster
 from spatialfair.models import load_bundle, load_encoder_weights, read_encoder_weights
@@ -21,6 +21,7 @@ from spatialfair.predict import check_configured_bands, match_bands
 from spatialfair.settings import Settings
 from spatialfair.train import read_checkpoint, train
 from spatialfair.training.checkpoint import rng_state, set_rng_state
+from tests.helpers import tiny_training_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import make_store  # noqa: E402
@@ -38,23 +39,7 @@ class Payload:
 
 
 def _config(epochs: int = 2) -> dict:
-    return validate_config(
-        {
-            "datasets": {
-                "d": {
-                    "task": "flood",
-                    "images": "none/*.tif",
-                    "labels": "none/*.tif",
-                    "classes": ["c0", "c1"],
-                    "headline_metric": "iou_c1",
-                }
-            },
-            "strategies": ["groupdro"],
-            "model": {"width": 4, "depth": 2},
-            "training": {"epochs": epochs, "batch_size": 4, "lr": 0.01},
-            "evaluation": {"min_region_pixels": 10},
-        }
-    )
+    return tiny_training_config(["groupdro"], epochs)
 
 
 @pytest.fixture(scope="module")

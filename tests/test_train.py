@@ -27,34 +27,15 @@ from spatialfair.train import (
     validation_pass,
 )
 from spatialfair.training.selection import device_confusion_by_region
+from tests.helpers import tiny_training_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_data import add_split_column, make_store  # noqa: E402
 
 
 def _config(strategies=None, epochs=2, **training):
-    return validate_config(
-        {
-            "datasets": {
-                "d": {
-                    "task": "flood",
-                    "images": "none/*.tif",
-                    "labels": "none/*.tif",
-                    "classes": ["c0", "c1"],
-                    "headline_metric": "iou_c1",
-                }
-            },
-            "strategies": strategies or ["erm"],
-            "model": {"width": 4, "depth": 2},
-            "training": {
-                "epochs": epochs,
-                "batch_size": 4,
-                "lr": 0.01,
-                "selection_min_region_pixels": 10,
-                **training,
-            },
-            "evaluation": {"min_region_pixels": 10},
-        }
+    return tiny_training_config(
+        strategies or ["erm"], epochs, **{"selection_min_region_pixels": 10, **training}
     )
 
 
