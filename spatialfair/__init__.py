@@ -31,6 +31,7 @@ _STAGES = {
     "build_partitions": ("spatialfair.partitions", "build_partitions"),
     "split_tiles": ("spatialfair.splits", "split_tiles"),
     "train_model": ("spatialfair.train", "train"),
+    "train_replicates": ("spatialfair.train", "train_replicates"),
     "predict_scenes": ("spatialfair.predict", "predict_scenes_from_bundle"),
     "evaluate_run": ("spatialfair.evaluate", "evaluate_dataset"),
     "aggregate_seeds": ("spatialfair.aggregate", "aggregate_replicates"),

@@ -119,6 +119,54 @@ def map_replicate(settings: Settings, requested: str | None = None) -> str | Non
     return requested
 
 
+def select_replicates(settings: Settings, ids: list[str] | None = None) -> list[Replicate]:
+    """The replicates named ``ids`` (every replicate if None or ``["all"]``), in config order.
+
+    Args:
+        settings: The run's settings.
+        ids: Replicate ids such as ``s1-f0``.
+
+    Returns:
+        The chosen replicates.
+
+    Raises:
+        InputError: If the settings are not replicated or an id is not one of their replicates.
+    """
+    from .errors import InputError
+
+    reps = replicates(settings)
+    known = [r.id for r in reps]
+    if not is_replicated(settings):
+        raise InputError(
+            "--replicates",
+            "the config has a single run per strategy (replicates.seeds and folds are 1)",
+            "leave --replicates out, or set replicates.seeds or replicates.folds above 1",
+        )
+    if not ids or list(ids) == ["all"]:
+        return reps
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise InputError(
+            "--replicates",
+            f"{unknown} not replicates of this config",
+            f"use ids from {known}, or 'all'",
+        )
+    return [r for r in reps if r.id in set(ids)]
+
+
+def replicate_folder(run_path: str | Path, rep: str | None) -> Path:
+    """A replicate's folder inside a run folder: ``<run>/reps/<rep>`` (the run folder if None).
+
+    Args:
+        run_path: The run folder.
+        rep: The replicate id (``s<seed>-f<fold>``), or None without replication.
+
+    Returns:
+        The folder.
+    """
+    return Path(run_path) if rep is None else Path(run_path) / "reps" / rep
+
+
 def replicate_seeds(settings: Settings) -> list[int]:
     """The training seeds of the settings' replicates, in order.
 
@@ -204,8 +252,7 @@ class ResultsLayout:
 
     def replicate(self, dataset: str, run: str, rep: str | None = None) -> Path:
         """Folder of one replicate's model, log and predictions (the run folder if None)."""
-        base = self.run(dataset, run)
-        return base if rep is None else base / "reps" / rep
+        return replicate_folder(self.run(dataset, run), rep)
 
     def model(self, dataset: str, run: str, rep: str | None = None) -> Path:
         """The trained model bundle."""

@@ -56,6 +56,7 @@ class ReplicateSettings:
     seeds: int
     folds: int
     buffer_blocks: int
+    one_job: bool
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,15 @@ in :mod:`spatialfair.training`; this module is their public face.
 
 from __future__ import annotations
 
+import gc
+import logging
 from pathlib import Path
 
 from .config import DatasetConfig, StrategyRun
 from .devices import resolve_device
 from .distributed import DistContext, init_distributed, shutdown
 from .fairness import final_layer
+from .layout import replicate_folder, select_replicates
 from .settings import Settings
 from .training.checkpoint import (
     CHECKPOINT,
@@ -35,6 +38,8 @@ from .training.selection import (
     validation_pass,
 )
 from .training.session import Session
+
+log = logging.getLogger("spatialfair.train")
 
 #: The setting a bad device name is reported against.
 DEVICE_SETTING = "config: training.device"
@@ -122,6 +127,77 @@ def train(
         shutdown(ctx)
 
 
+def train_replicates(
+    store_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    dataset: DatasetConfig,
+    strategy: StrategyRun,
+    settings: Settings,
+    replicates: list[str] | None = None,
+    resume: bool = False,
+    partitions: str | Path | None = None,
+    stop_after_epoch: int | None = None,
+    count_startup: bool = False,
+) -> list[Path]:
+    """Train several replicates of one run, one after another in this process; their paths.
+
+    Each replicate (``replicates``: ids such as ``s1-f0``; default every replicate of the
+    settings) is trained by :func:`train` into ``run_dir/reps/<id>/`` with its seed and split
+    column, so its files are those of a job of its own; only the process's start-up is
+    shared (counted in the first replicate's profile). With ``resume`` a replicate whose
+    checkpoint is complete trains nothing and only rewrites its model and log, so a job that
+    failed part-way (whose outputs a workflow manager deletes) redoes only the unfinished ones.
+
+    Args:
+        store_dir: The split tile store (with the replicates' split columns).
+        run_dir: The run folder (``results/<dataset>/<run>``).
+        dataset: The resolved dataset.
+        strategy: The strategy run.
+        settings: The settings; ``settings.replicates`` defines the replicates.
+        replicates: Replicate ids, or None (or ``["all"]``) for all.
+        resume: Continue each replicate from its checkpoint when it belongs to it.
+        partitions: ``partitions.gpkg`` (default: beside the tile store).
+        stop_after_epoch: End each replicate after this many epochs, keeping a checkpoint.
+        count_startup: Count the process's start-up in the first replicate's profile.
+
+    Returns:
+        The path of each replicate's ``model.pt`` (``checkpoint.pt`` after
+        ``stop_after_epoch``), in replicate order.
+
+    Raises:
+        InputError: If the settings are not replicated or an id is unknown.
+    """
+    chosen = select_replicates(settings, replicates)
+    paths = []
+    for i, rep in enumerate(chosen):
+        log.info(
+            "%s/%s: replicate %s (%d of %d)",
+            dataset.name,
+            strategy.name,
+            rep.id,
+            i + 1,
+            len(chosen),
+        )
+        paths.append(
+            train(
+                store_dir,
+                replicate_folder(run_dir, rep.id),
+                dataset=dataset,
+                strategy=strategy,
+                settings=settings,
+                seed=rep.seed,
+                split_column=rep.column,
+                resume=resume,
+                partitions=partitions,
+                stop_after_epoch=stop_after_epoch,
+                count_startup=count_startup and i == 0,
+            )
+        )
+        gc.collect()  # the finished replicate's model, optimiser and loaders
+    return paths
+
+
 __all__ = [
     "CHECKPOINT",
     "CHECKPOINT_FORMAT",
@@ -138,5 +214,6 @@ __all__ = [
     "summarize_validation",
     "tile_errors",
     "train",
+    "train_replicates",
     "validation_pass",
 ]

@@ -24,6 +24,7 @@ from spatialfair.train import (
     selection_score,
     summarize_validation,
     train,
+    train_replicates,
     validation_pass,
 )
 from spatialfair.training.selection import device_confusion_by_region
@@ -997,3 +998,93 @@ def test_plan_reads_the_training_labels_once(store, monkeypatch):
     classes = class_pixel_counts(store, "train")
     assert plan.pixel_counts.classes(2).tolist() == classes.tolist()
     assert plan.loss.class_weights is not None
+
+
+# ------------------------------------------- issue 22: several replicates in one process
+def _replicated_store(tmp_path):
+    """A store with the split columns of replicates s0-f0 and s1-f0 (seeds 0 and 1)."""
+    tiles = make_store(tmp_path / "tiles", tiles_per_scene=8)
+    add_split_column(tiles, "split__s0_f0")
+    add_split_column(tiles, "split__s1_f0")
+    config = validate_config({**_config(epochs=2), "replicates": {"seeds": 2}})
+    return tiles, config
+
+
+def test_replicates_in_one_process_equal_one_job_each_and_resume_cheaply(tmp_path, caplog):
+    tiles, config = _replicated_store(tmp_path)
+    ds, run, settings = (
+        dataset_config(config, "d", require_files=False),
+        _run(config, "erm"),
+        Settings.from_config(config),
+    )
+    paths = train_replicates(tiles, tmp_path / "one", dataset=ds, strategy=run, settings=settings)
+    assert paths == [tmp_path / "one" / "reps" / r / "model.pt" for r in ("s0-f0", "s1-f0")]
+    for path, (seed, column) in zip(paths, [(0, "split__s0_f0"), (1, "split__s1_f0")]):
+        alone = train(
+            tiles,
+            tmp_path / "alone" / column,
+            dataset=ds,
+            strategy=run,
+            settings=settings,
+            seed=seed,
+            split_column=column,
+        )
+        assert _same(_weights(path), _weights(alone))
+        assert (path.parent / "train_log.csv").read_text().count("\n") == 3  # header + 2
+    assert not _same(_weights(paths[0]), _weights(paths[1]))
+    kept = [_weights(p) for p in paths]
+    for p in paths:  # what Snakemake deletes before it reruns a failed job
+        p.unlink()
+        (p.parent / "train_log.csv").unlink()
+    with caplog.at_level(logging.INFO, logger="spatialfair.train"):
+        again = train_replicates(
+            tiles,
+            tmp_path / "one",
+            dataset=ds,
+            strategy=run,
+            settings=settings,
+            replicates=["s1-f0"],
+            resume=True,
+        )
+    assert "from epoch 2 of 2" in caplog.text  # finished: nothing trained again
+    assert again == [paths[1]] and _same(_weights(paths[1]), kept[1])
+    assert (paths[1].parent / "train_log.csv").read_text().count("\n") == 3
+
+
+def test_train_replicates_refuses_unknown_ids_and_unreplicated_configs(tmp_path):
+    tiles, config = _replicated_store(tmp_path)
+    ds, run = dataset_config(config, "d", require_files=False), _run(config, "erm")
+    with pytest.raises(InputError, match=r"s7-f0.*use ids from \['s0-f0', 's1-f0'\]"):
+        train_replicates(
+            tiles,
+            tmp_path / "r",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(config),
+            replicates=["s0-f0", "s7-f0"],
+        )
+    with pytest.raises(InputError, match="single run per strategy"):
+        train_replicates(
+            tiles,
+            tmp_path / "r",
+            dataset=ds,
+            strategy=run,
+            settings=Settings.from_config(_config()),
+        )
+    assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_cli_train_replicates(tmp_path, caplog):
+    import yaml
+
+    tiles, config = _replicated_store(tmp_path)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({**config, "training": {**config["training"], "epochs": 1}}))
+    base = ["train", "--config", str(cfg), "--dataset", "d", "--strategy", "erm",
+            "--tiles", str(tiles), "--out", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main([*base, "--replicates", "s1-f0", "--seed", "1"]) == 2
+    assert "cannot be combined with --seed" in caplog.text
+    assert cli.main([*base, "--replicates", "all"]) == 0
+    for seed in (0, 1):
+        _, bundle = load_bundle(tmp_path / "run" / "reps" / f"s{seed}-f0" / "model.pt")
+        assert (bundle["seed"], bundle["split_column"]) == (seed, f"split__s{seed}_f0")

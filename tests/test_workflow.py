@@ -197,6 +197,33 @@ def test_tiny_replicated_run_pools_folds_and_aggregates_seeds(tmp_path):
     assert rows["groupdro"]["n_seeds"] == "2"
 
 
+@pytest.mark.slow
+def test_one_training_job_per_run_trains_the_same_replicates(tmp_path):
+    """replicates.one_job: one train job per run (2, not 8), each replicate's model
+    bit-identical to the one its own job trains; prediction stays one job per replicate."""
+    import torch
+
+    cfg = dict(TINY, replicates={"seeds": 2, "folds": 2}, training={"epochs": 1, "batch_size": 8})
+    reps = ["s0-f0", "s0-f1", "s1-f0", "s1-f1"]
+    targets = [
+        f"results/flood-tiny/{r}/reps/{rep}/model.pt" for r in TINY["strategies"] for rep in reps
+    ]
+    weights = {}
+    for one_job in (False, True):
+        work = tmp_path / f"one_job_{one_job}"
+        work.mkdir()
+        write_config(work, {**cfg, "replicates": {**cfg["replicates"], "one_job": one_job}})
+        out = snakemake(work, "-n")
+        counts = job_counts(out.stdout + out.stderr)
+        assert counts["train"] == (2 if one_job else 8) and counts["predict"] == 8
+        snakemake(work, "--cores", "2", *targets)
+        weights[one_job] = [torch.load(work / t, weights_only=True)["state_dict"] for t in targets]
+    for a, b in zip(weights[False], weights[True]):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = (tmp_path / "one_job_True" / "logs" / "flood-tiny" / "erm" / "train.log").read_text()
+    assert "erm: replicate s1-f1 (4 of 4)" in log
+
+
 def test_scenes_tiled_in_batches_give_the_same_store(tmp_path):
     """tiling.scenes_per_job only changes how many jobs tile: one job for both demo scenes
     writes the store (chips, store.json, tile index) that one job per scene writes."""

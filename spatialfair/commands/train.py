@@ -3,7 +3,8 @@
 The run name comes from the config's ``strategies`` (``groupdro``, or ``groupdro-0.1`` for a
 sweep value). Writes ``model.pt``, ``train_log.csv`` and ``checkpoint.pt`` into ``--out``.
 Under ``torchrun --nproc_per_node N -m spatialfair.cli train ...`` it trains with DDP.
-``--seed`` and ``--split-column`` train one replicate (a seed, and a fold's split column).
+``--seed`` and ``--split-column`` train one replicate (a seed, and a fold's split column);
+``--replicates`` trains several, one after another in this process, into ``--out``'s ``reps/``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "split__s1_f0 (default: split)",
     )
     p.add_argument(
+        "--replicates",
+        nargs="+",
+        default=None,
+        metavar="ID",
+        help="train these replicates of the config (ids such as s1-f0, or 'all') one after "
+        "another in this process, each into OUT/reps/ID/ (OUT is then the run folder); "
+        "instead of --seed and --split-column",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -94,6 +104,12 @@ def import_training(process: bool) -> Callable:
 
 def run(args: argparse.Namespace) -> None:
     """Train the ``--strategy`` run of the config on the tile store into ``--out``."""
+    if args.replicates and (args.seed is not None or args.split_column != "split"):
+        raise InputError(
+            "--replicates",
+            "cannot be combined with --seed or --split-column (each replicate has its own)",
+            "give either --replicates or --seed/--split-column",
+        )
     train = import_training(process=bool(getattr(args, "_process_entry", False)))
     if args.threads:
         import torch
@@ -108,17 +124,25 @@ def run(args: argparse.Namespace) -> None:
             "no such run in the config's strategies",
             f"use one of {sorted(runs)}",
         )
-    path = train(
-        Path(args.tiles),
-        Path(args.out),
+    settings = Settings.from_config(config)
+    common = dict(
         dataset=ds,
         strategy=runs[args.strategy],
-        settings=Settings.from_config(config),
-        seed=args.seed,
+        settings=settings,
         resume=args.resume,
         partitions=args.partitions,
         stop_after_epoch=args.stop_after_epoch,
-        split_column=args.split_column,
         count_startup=True,
+    )
+    if args.replicates:
+        from ..train import train_replicates
+
+        paths = train_replicates(
+            Path(args.tiles), Path(args.out), replicates=args.replicates, **common
+        )
+        log.info("%s/%s: %d replicates in %s", ds.name, args.strategy, len(paths), args.out)
+        return
+    path = train(
+        Path(args.tiles), Path(args.out), seed=args.seed, split_column=args.split_column, **common
     )
     log.info("%s/%s: %s", ds.name, args.strategy, path)

@@ -32,6 +32,8 @@ SEEDS = layout.replicate_seeds(SETTINGS)
 # The replicate wildcard of results paths (None: the run folder itself), and its log folder.
 REP = "{rep}" if REPLICATED else None
 LOG_REP = "reps/{rep}/" if REPLICATED else ""
+# replicates.one_job: one train job per run trains all its replicates (one process).
+ONE_TRAINING_JOB = REPLICATED and SETTINGS.replicates.one_job
 
 
 def explain_job_faults(logs):
@@ -260,11 +262,33 @@ def fairness_outputs(ds, run):
 
 
 def replicate_args(w):
-    """--seed/--split-column of a replicate's training job (none for an unreplicated run)."""
+    """What a training job trains: --seed/--split-column of its replicate, --replicates of
+    every replicate (replicates.one_job), nothing for an unreplicated run."""
+    if ONE_TRAINING_JOB:
+        return "--replicates " + " ".join(REPS)
     if not REPLICATED:
         return ""
     rep = REPS[w.rep]
     return f"--seed {rep.seed} --split-column {rep.column}"
+
+
+def replicates_trained():
+    """The replicates section as training depends on it (one_job only groups the jobs)."""
+    return {k: v for k, v in config["replicates"].items() if k != "one_job"}
+
+
+def train_outputs():
+    """The train rule's outputs: one replicate's model and log, or (replicates.one_job)
+    those of every replicate of the run."""
+    if not ONE_TRAINING_JOB:
+        return dict(
+            model=results_path("model", "{dataset}", "{run}", REP),
+            log_csv=results_path("train_log", "{dataset}", "{run}", REP),
+        )
+    return dict(
+        models=[results_path("model", "{dataset}", "{run}", rep) for rep in REPS],
+        log_csvs=[results_path("train_log", "{dataset}", "{run}", rep) for rep in REPS],
+    )
 
 
 def held_out_option(w):

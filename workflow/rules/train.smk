@@ -2,6 +2,8 @@
 # job trains on the GPU; with resources gpu > 1 it starts torchrun with one process per GPU.
 # torch uses the job's threads (OMP_NUM_THREADS and --threads); each job writes
 # train_profile.json beside its model (where its wall time went, docs/training.md).
+# With replicates.one_job a job trains all replicates of its run, one after another in one
+# process (same results; start-up paid once); its time limit grows with their number.
 
 
 rule train:
@@ -9,23 +11,24 @@ rule train:
         index=rules.split.output.index,
         cfg=ancient(CONFIG_FILE),
     output:
-        model=results_path("model", "{dataset}", "{run}", REP),
-        log_csv=results_path("train_log", "{dataset}", "{run}", REP),
+        **train_outputs(),
     log:
-        f"logs/{{dataset}}/{{run}}/{LOG_REP}train.log",
+        f"logs/{{dataset}}/{{run}}/{'' if ONE_TRAINING_JOB else LOG_REP}train.log",
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=240 * (len(REPS) if ONE_TRAINING_JOB else 1),
         gpu=0,
     params:
         cfg=lambda w: section("model", "training", "seed", "tiling", dataset=w.dataset)
-        | {"run": RUNS[w.run].__dict__, "replicates": config["replicates"]},
+        | {"run": RUNS[w.run].__dict__, "replicates": replicates_trained()},
         replicate=replicate_args,
         tiles=lambda w, input: os.path.dirname(input.index),
-        out=lambda w, output: os.path.dirname(output.model),
+        out=lambda w: results_path(
+            "replicate", w.dataset, w.run, None if ONE_TRAINING_JOB else w.get("rep")
+        ),
         launcher=lambda w, resources: (
             f"torchrun --standalone --nproc-per-node {resources.gpu} -m spatialfair.cli"
             if int(resources.get("gpu", 0)) > 1
