@@ -13,10 +13,13 @@ python3 -m venv "$venv"
   numpy pandas rasterio geopandas shapely tqdm
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for cfg in config.yaml bench/demo-replicates.yaml; do
-  out="$tmp/$(basename "$cfg").log"
+# (the last one: two config files, the replicated demo with replicates.one_job and jtt)
+for cfg in config.yaml bench/demo-replicates.yaml \
+    "bench/demo-replicates.yaml bench/demo-replicates-cost.yaml"; do
+  out="$tmp/$(basename "${cfg##* }").log"
+  # shellcheck disable=SC2086  # $cfg: one or two config files
   if ! PYTHONPATH="$PWD" "$venv/bin/snakemake" -n --forceall --workflow-profile workflow/profiles/default \
-      --configfile "$cfg" --directory "$PWD" > "$out" 2>&1; then
+      --configfile $cfg --directory "$PWD" > "$out" 2>&1; then
     echo "Snakemake 8.11.1 cannot plan the workflow with $cfg:"; tail -n 30 "$out"; exit 1
   fi
   echo "Snakemake 8.11.1 plans $cfg: $(grep -E '^total' "$out" | tr -s ' ')"
