@@ -90,12 +90,18 @@ def run_cli(args: list[str], log: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- data
-def prepare(work: Path, kind: str) -> list[tuple[str, Path, str, Path]]:
-    """(label, config, dataset, tile store) of every dataset of ``kind``; prepared if absent."""
+def prepare(work: Path, kind: str, replicates: int = 1) -> list[tuple[str, Path, str, Path]]:
+    """(label, config, dataset, tile store) of every dataset of ``kind``; prepared if absent.
+
+    With ``replicates`` > 1 the config asks for that many seeds (the split writes each
+    replicate's split column) and the data lives in its own folder."""
     out = []
+    suffix, extra = "", {}
+    if replicates > 1:
+        suffix, extra = f"-r{replicates}", {"replicates": {"seeds": replicates, "folds": 1}}
     if kind == "demo":
-        folder = work / "demo"
-        cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        folder = work / f"demo{suffix}"
+        cfg = {**yaml.safe_load((REPO / "config.yaml").read_text()), **extra}
         cfg["results"] = str(folder / "results")
         for name, block in cfg["datasets"].items():
             task = block["demo"]
@@ -136,9 +142,9 @@ def prepare(work: Path, kind: str) -> list[tuple[str, Path, str, Path]]:
     if not REAL.is_dir():
         print(f"[profile] real flood skipped: {REAL} is absent (see its README)")
         return []
-    folder = work / "real-flood"
+    folder = work / f"real-flood{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = yaml.safe_load((REPO / "bench" / "real-flood.yaml").read_text())
+    cfg = {**yaml.safe_load((REPO / "bench" / "real-flood.yaml").read_text()), **extra}
     cfg["results"] = str(folder / "results")
     (name, block), *_ = cfg["datasets"].items()
     for key in ("images", "labels", "regions"):
@@ -165,12 +171,17 @@ def prepare(work: Path, kind: str) -> list[tuple[str, Path, str, Path]]:
 
 
 # ---------------------------------------------------------------------------- (a) the job
-def run_job(tree: Path, config: Path, dataset: str, tiles: Path, out: Path, threads: int) -> dict:
-    """One ``spatialfair train`` job as the workflow runs it; wall, CPU and its profile."""
+def run_job(
+    tree: Path, config: Path, dataset: str, tiles: Path, out: Path, threads: int, replicates: int
+) -> dict:
+    """One ``spatialfair train`` job as the workflow runs it; wall, CPU and its profile (with
+    replicates: one job training all of them, ``--replicates all``, profiles summed)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     cmd = [*cli(tree), "train", "--config", str(config), "--dataset", dataset]
     cmd += ["--strategy", STRATEGY, "--tiles", str(tiles), "--out", str(out), "--resume"]
+    if replicates > 1:
+        cmd += ["--replicates", "all"]
     if "--threads" in (tree / "spatialfair" / "commands" / "train.py").read_text():
         cmd += ["--threads", str(threads)]
     log = out.parent / f"{out.name}.log"
@@ -182,13 +193,24 @@ def run_job(tree: Path, config: Path, dataset: str, tiles: Path, out: Path, thre
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.exit(f"training job failed ({log})")
-    profile = out / "train_profile.json"
+    found = sorted(out.glob("reps/*/train_profile.json")) or [out / "train_profile.json"]
+    profiles = [json.loads(p.read_text()) for p in found if p.exists()]
     return {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
-        "profile": json.loads(profile.read_text()) if profile.exists() else None,
+        "profile": summed_profile(profiles) if profiles else None,
         "command": " ".join(cmd),
     }
+
+
+def summed_profile(profiles: list[dict]) -> dict:
+    """One profile of a job that trained several replicates: phases and job time summed."""
+    total = dict(profiles[0], phases=dict(profiles[0]["phases"]))
+    for p in profiles[1:]:
+        for phase, seconds in p["phases"].items():
+            total["phases"][phase] = total["phases"].get(phase, 0.0) + seconds
+        total["job_seconds"] += p["job_seconds"]
+    return total
 
 
 # ---------------------------------------------------------------------------- (b) pure compute
@@ -211,11 +233,14 @@ def pure_compute(args: argparse.Namespace) -> None:
 
         from spatialfair.config import dataset_config, load_config, strategy_runs
     torch.set_num_threads(args.threads)
-    from spatialfair.devices import resolve_device
-    from spatialfair.distributed import DistContext
     from spatialfair.settings import Settings
-    from spatialfair.train import _Plan as Plan
-    from spatialfair.train import _Session as Session
+
+    try:
+        from spatialfair.training.plan import Plan
+        from spatialfair.training.session import Session
+    except ImportError:  # a tree from before the training package
+        from spatialfair.train import _Plan as Plan
+        from spatialfair.train import _Session as Session
     from spatialfair.training.selection import validation_pass
 
     config = load_config(args.config)
@@ -223,7 +248,32 @@ def pure_compute(args: argparse.Namespace) -> None:
     run = {r.name: r for r in strategy_runs(config)}[args.strategy]
     tiles = Path(args.tiles)
     parts = tiles.parent / "partitions.gpkg"
-    plan = Plan(Settings.from_config(config), ds, run, tiles, parts if parts.exists() else None)
+    settings = Settings.from_config(config)
+    if args.replicates > 1:  # every replicate of the config: its seed and split column
+        from spatialfair.layout import replicates
+
+        draws = [{"seed": r.seed, "split_column": r.column} for r in replicates(settings)]
+    else:
+        draws = [{}]
+    results = []
+    for draw in draws:
+        plan = Plan(settings, ds, run, tiles, parts if parts.exists() else None, **draw)
+        results.append(pure_compute_of(plan, args, tuned, Session, validation_pass, torch))
+    total = dict(results[0])
+    for key in ("compute", "compute_cpu", "validation", "steps", "epochs"):
+        total[key] = sum(r[key] for r in results)
+    if "variant_compute" in total:
+        total["variant_compute"] = sum(r["variant_compute"] for r in results)
+    total["replicates"] = len(results)
+    print(json.dumps(total))
+
+
+def pure_compute_of(plan, args, tuned, Session, validation_pass, torch) -> dict:  # noqa: N803
+    """Time one training's optimiser steps and validation passes on in-memory batches."""
+    from spatialfair.devices import resolve_device
+    from spatialfair.distributed import DistContext
+
+    ds = plan.ds
     device = resolve_device(plan.tcfg.device)
 
     def session(variant: str | None = None) -> Session:
@@ -291,15 +341,22 @@ def pure_compute(args: argparse.Namespace) -> None:
             for a, b in zip(base.model.state_dict().values(), other.model.state_dict().values())
         ]
         result["variant_max_weight_diff"] = max(diffs)
-    print(json.dumps(result))
+    return result
 
 
 def run_pure(
-    tree: Path, config: Path, dataset: str, tiles: Path, threads: int, variant: str | None
+    tree: Path,
+    config: Path,
+    dataset: str,
+    tiles: Path,
+    threads: int,
+    variant: str | None,
+    replicates: int,
 ) -> dict:
-    """(b) in a fresh process with the job's environment."""
+    """(b) in a fresh process with the job's environment (every replicate, times summed)."""
     cmd = [sys.executable, __file__, "--pure-compute", "--config", str(config)]
     cmd += ["--dataset", dataset, "--tiles", str(tiles), "--threads", str(threads)]
+    cmd += ["--replicates", str(replicates)]
     cmd += ["--strategy", STRATEGY] + (["--variant", variant] if variant else [])
     done = subprocess.run(cmd, env=env_for(tree, threads), capture_output=True, text=True)
     if done.returncode:
@@ -321,8 +378,9 @@ def report(label: str, jobs: list[dict], pures: list[dict]) -> str:
     ratios = [j["wall"] / p["compute"] for j, p in zip(jobs, pures)]
     p0 = pures[0]
     lines = [
-        f"#### {label}: {p0['steps']} steps ({p0['epochs']} epochs), {p0['val_batches']} "
-        f"validation batches per epoch, {p0['threads']} thread(s), {p0['device']}"
+        f"#### {label}: {p0.get('replicates', 1)} training(s) in one job, {p0['steps']} steps "
+        f"({p0['epochs']} epochs) in all, {p0['val_batches']} validation batches per epoch, "
+        f"{p0['threads']} thread(s), {p0['device']}"
         + (f", AMP {p0['amp']}" if p0["amp"] != "float32" else "")
         + (", malloc tuned" if p0.get("allocator_tuned") else ""),
         "",
@@ -387,6 +445,14 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="also time pure compute with this variant",
     )
+    p.add_argument(
+        "--replicates",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N > 1: the job trains N replicates (seeds) in one process (replicates.one_job, "
+        "spatialfair train --replicates all); pure compute is summed over the same N trainings",
+    )
     p.add_argument("--only", default=None, help="only datasets whose label contains this")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     # the child of (b)
@@ -401,13 +467,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     threads = args.threads or workflow_threads()
     kinds = ["demo", "real"] if args.data == "all" else [args.data]
-    sets = [s for kind in kinds for s in prepare(args.work, kind)]
+    sets = [s for kind in kinds for s in prepare(args.work, kind, args.replicates)]
     if args.only:
         sets = [s for s in sets if args.only in s[0]]
     trees = [t.resolve() for t in args.tree]
     print(
         f"[profile] tree(s) {', '.join(map(str, trees))}; {threads} thread(s), {args.rounds} "
-        f"round(s), strategy {STRATEGY}; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC,"
+        f"round(s), strategy {STRATEGY}, {args.replicates} replicate(s) per job; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC,"
         f" load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
@@ -422,9 +488,15 @@ def main(argv: list[str] | None = None) -> None:
                 order = ("job", "pure") if (r + k) % 2 == 0 else ("pure", "job")
                 for side in order:
                     if side == "job":
-                        jobs.append(run_job(tree, config, dataset, tiles, out, threads))
+                        jobs.append(
+                            run_job(tree, config, dataset, tiles, out, threads, args.replicates)
+                        )
                     else:
-                        pures.append(run_pure(tree, config, dataset, tiles, threads, args.variant))
+                        pures.append(
+                            run_pure(
+                                tree, config, dataset, tiles, threads, args.variant, args.replicates
+                            )
+                        )
                 print(
                     f"[profile] {label} round {r + 1}, {tree.name}: job {jobs[-1]['wall']:.2f} s,"
                     f" pure compute {pures[-1]['compute']:.2f} s, "
