@@ -52,3 +52,29 @@ def test_profile_training_times_a_replicated_job_and_its_pure_compute(tmp_path):
     assert pure["replicates"] == 2 and pure["epochs"] == 4
     assert pure["steps"] == sum(p["steps"] for p in profiles)  # the same optimiser steps
     assert 0 < pure["compute"] < job["wall"]
+
+
+def test_job_times_reads_rules_durations_and_wall_from_a_snakemake_log():
+    spec = importlib.util.spec_from_file_location("job_times", ROOT / "bench" / "job_times.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    log = """
+[Mon Dec  7 05:30:13 2026]
+rule train:
+    jobid: 4
+[Mon Dec  7 05:30:14 2026]
+localrule validate:
+    jobid: 7
+[Mon Dec  7 05:30:15 2026]
+Finished jobid: 7 (Rule: validate)
+[Mon Dec  7 05:32:13 2026]
+Finished job 4.
+[Mon Dec  7 05:32:14 2026]
+rule train:
+    jobid: 5
+[Mon Dec  7 05:33:14 2026]
+Finished jobid: 5 (Rule: train)
+"""
+    times, wall = module.job_times(log.splitlines())
+    assert times == {"validate": [1.0], "train": [120.0, 60.0]}
+    assert wall == 181.0
