@@ -32,6 +32,7 @@ COMMANDS = [
     "audit",
     "validate",
     "export",
+    "batch",
 ]
 
 log = logging.getLogger("spatialfair")
@@ -133,9 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     command = chosen_command(argv)
     parser = build_parser([command] if command else COMMANDS)
     args = parser.parse_args(argv)
-    # Without argv this process is the command (console script, python -m): a command may
-    # then change process-wide state such as the garbage collector's (see commands/train.py).
-    args._process_entry = not argv_given
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -147,12 +145,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        check_dataset_names(args)
-        args._run(args)
+        # Without argv this process is the command (console script, python -m): a command
+        # may then change process-wide state such as the garbage collector's (commands/train.py).
+        run_parsed(args, process_entry=not argv_given)
     except SpatialfairError as exc:
         log.error("%s", exc)
         return 2
     return 0
+
+
+def run_parsed(args: argparse.Namespace, process_entry: bool) -> None:
+    """Run a parsed sub-command: check its dataset names, then its ``run(args)``.
+
+    Args:
+        args: The parsed command line (with ``_run``).
+        process_entry: Whether this process is the command's own (see :func:`main`).
+
+    Raises:
+        SpatialfairError: From the checks or the sub-command.
+    """
+    args._process_entry = process_entry
+    check_dataset_names(args)
+    args._run(args)
 
 
 if __name__ == "__main__":

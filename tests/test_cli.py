@@ -76,3 +76,30 @@ def test_chosen_command_is_the_first_word_that_is_no_option():
     assert cli.chosen_command(["--help"]) is None
     assert cli.chosen_command(["tiles"]) is None
     assert cli.chosen_command([]) is None
+
+
+def test_batch_runs_each_command_as_alone_and_checks_them_all_first(tmp_path, caplog):
+    """`spatialfair batch`: the commands run in order in one process with the files they write
+    alone; a command line that is not one is refused before the first runs."""
+    caplog.set_level(logging.INFO)
+    one = ["demo", "flood", "--size", "64", "--seed", "3", "--out"]
+    assert cli.main([*one, str(tmp_path / "alone")]) == 0
+    line = " ".join(one)
+    assert cli.main(["batch", f"{line} {tmp_path / 'a'}", f"{line} '{tmp_path / 'b c'}'"]) == 0
+    alone = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("*.tif"))
+    assert len(alone) >= 2
+    for folder in ("a", "b c"):
+        for path in alone:
+            assert (tmp_path / folder / path).read_bytes() == (
+                tmp_path / "alone" / path
+            ).read_bytes()
+    assert "batch: command 2 of 2" in caplog.text
+    for bad, why in [
+        ("tiles --out x", "not a spatialfair command"),
+        ("batch 'demo flood'", "nested batch"),
+        ("demo flood --size", "do not parse"),
+    ]:
+        caplog.clear()
+        assert cli.main(["batch", f"{line} {tmp_path / 'first'}", bad]) == 2
+        assert why in caplog.text and "batch command 2" in caplog.text
+        assert not (tmp_path / "first").exists()  # refused before the first ran

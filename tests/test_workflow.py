@@ -198,30 +198,40 @@ def test_tiny_replicated_run_pools_folds_and_aggregates_seeds(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_training_job_per_run_trains_the_same_replicates(tmp_path):
-    """replicates.one_job: one train job per run (2, not 8), each replicate's model
-    bit-identical to the one its own job trains; prediction stays one job per replicate."""
+def test_one_job_per_run_gives_the_same_replicates_and_evaluations(tmp_path):
+    """replicates.one_job: one train, predict and evaluate_seed job per run (2 each, not
+    8/8/4); every model bit-identical to the one its own job trains, every prediction and
+    each seed's metrics byte-identical."""
     import torch
 
     cfg = dict(TINY, replicates={"seeds": 2, "folds": 2}, training={"epochs": 1, "batch_size": 8})
     reps = ["s0-f0", "s0-f1", "s1-f0", "s1-f1"]
-    targets = [
-        f"results/flood-tiny/{r}/reps/{rep}/model.pt" for r in TINY["strategies"] for rep in reps
-    ]
-    weights = {}
+    runs = [f"results/flood-tiny/{r}" for r in TINY["strategies"]]
+    models = [f"{run}/reps/{rep}/model.pt" for run in runs for rep in reps]
+    same_bytes = [f"{run}/reps/s{seed}/fairness/metrics.json" for run in runs for seed in (0, 1)]
     for one_job in (False, True):
         work = tmp_path / f"one_job_{one_job}"
         work.mkdir()
         write_config(work, {**cfg, "replicates": {**cfg["replicates"], "one_job": one_job}})
         out = snakemake(work, "-n")
         counts = job_counts(out.stdout + out.stderr)
-        assert counts["train"] == (2 if one_job else 8) and counts["predict"] == 8
-        snakemake(work, "--cores", "2", *targets)
-        weights[one_job] = [torch.load(work / t, weights_only=True)["state_dict"] for t in targets]
-    for a, b in zip(weights[False], weights[True]):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    log = (tmp_path / "one_job_True" / "logs" / "flood-tiny" / "erm" / "train.log").read_text()
-    assert "erm: replicate s1-f1 (4 of 4)" in log
+        assert (counts["train"], counts["predict"], counts["evaluate_seed"]) == (
+            (2, 2, 2) if one_job else (8, 8, 4)
+        )
+        snakemake(work, "--cores", "2")
+    a, b = tmp_path / "one_job_False", tmp_path / "one_job_True"
+    for model in models:
+        wa = torch.load(a / model, weights_only=True)["state_dict"]
+        wb = torch.load(b / model, weights_only=True)["state_dict"]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    tifs = sorted(p.relative_to(a) for p in (a / "results").glob("*/*/reps/*/predictions/*.tif"))
+    assert len(tifs) >= 8
+    for path in [*tifs, *same_bytes]:
+        assert (a / path).read_bytes() == (b / path).read_bytes(), path
+    logs = b / "logs" / "flood-tiny" / "erm"
+    assert "erm: replicate s1-f1 (4 of 4)" in (logs / "train.log").read_text()
+    assert "batch: command 4 of 4: predict" in (logs / "predict.log").read_text()
+    assert "batch: command 2 of 2: evaluate" in (logs / "evaluate.log").read_text()
 
 
 def test_scenes_tiled_in_batches_give_the_same_store(tmp_path):

@@ -32,8 +32,9 @@ SEEDS = layout.replicate_seeds(SETTINGS)
 # The replicate wildcard of results paths (None: the run folder itself), and its log folder.
 REP = "{rep}" if REPLICATED else None
 LOG_REP = "reps/{rep}/" if REPLICATED else ""
-# replicates.one_job: one train job per run trains all its replicates (one process).
-ONE_TRAINING_JOB = REPLICATED and SETTINGS.replicates.one_job
+# replicates.one_job: one job per run and stage (train, predict, evaluate) handles all of the
+# run's replicates in one process (workflow/rules/batching.smk).
+ONE_JOB = REPLICATED and SETTINGS.replicates.one_job
 
 
 def explain_job_faults(logs):
@@ -264,51 +265,12 @@ def fairness_outputs(ds, run):
 def replicate_args(w):
     """What a training job trains: --seed/--split-column of its replicate, --replicates of
     every replicate (replicates.one_job), nothing for an unreplicated run."""
-    if ONE_TRAINING_JOB:
+    if ONE_JOB:
         return "--replicates " + " ".join(REPS)
     if not REPLICATED:
         return ""
     rep = REPS[w.rep]
     return f"--seed {rep.seed} --split-column {rep.column}"
-
-
-def replicates_trained():
-    """The replicates section as training depends on it (one_job only groups the jobs)."""
-    return {k: v for k, v in config["replicates"].items() if k != "one_job"}
-
-
-def train_outputs():
-    """The train rule's outputs: one replicate's model and log, or (replicates.one_job)
-    those of every replicate of the run."""
-    if not ONE_TRAINING_JOB:
-        return dict(
-            model=results_path("model", "{dataset}", "{run}", REP),
-            log_csv=results_path("train_log", "{dataset}", "{run}", REP),
-        )
-    return dict(
-        models=[results_path("model", "{dataset}", "{run}", rep) for rep in REPS],
-        log_csvs=[results_path("train_log", "{dataset}", "{run}", rep) for rep in REPS],
-    )
-
-
-def held_out_option(w):
-    return f"--held-out-column {REPS[w.rep].column}" if REPLICATED else ""
-
-
-def fold_args(w):
-    """--fold COLUMN FOLDER for every fold of one seed."""
-    reps = [r for r in REPS.values() if r.seed == int(w.seed)]
-    return " ".join(
-        f"--fold {r.column} {results_path('predictions', w.dataset, w.run, r.id)}" for r in reps
-    )
-
-
-def fold_predictions(w):
-    return [
-        results_path("predictions", w.dataset, w.run, r.id)
-        for r in REPS.values()
-        if r.seed == int(w.seed)
-    ]
 
 
 def fairness_report_outputs(_ds, _metric):

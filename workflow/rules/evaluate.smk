@@ -39,33 +39,28 @@ if not REPLICATED:
 
 else:
 
+    # one job per seed (its folds pooled); with replicates.one_job one per run, every seed
     rule evaluate_seed:
         input:
-            predictions=fold_predictions,
+            predictions=evaluate_seed_predictions,
             index=results_path("tile_index", "{dataset}"),
             partitions=results_path("partitions", "{dataset}"),
             cfg=ancient(CONFIG_FILE),
         output:
-            metrics=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "metrics.json"),
-            by_region=str(LAYOUT.fairness("{dataset}", "{run}", "{seed}") / "by_region.csv"),
+            **evaluate_seed_outputs(),
         log:
-            "logs/{dataset}/{run}/reps/s{seed}/evaluate.log",
+            job_log("evaluate", "reps/s{seed}/"),
         conda:
             ENV
         threads: 1
         resources:
             mem_mb=4000,
-            runtime=60,
+            runtime=60 * SEEDS_PER_JOB,
         params:
             cfg=lambda w: evaluation_section("seed", "replicates", dataset=w.dataset),
-            folds=fold_args,
-            tiles=lambda w, input: os.path.dirname(input.index),
-            out=lambda w, output: os.path.dirname(output.metrics),
+            command=evaluate_seed_command,
         shell:
-            "spatialfair evaluate --config {input.cfg} --dataset {wildcards.dataset} "
-            "--tiles {params.tiles} --partitions {input.partitions} {params.folds} "
-            "--seed {wildcards.seed} --run {wildcards.run} --no-maps --out {params.out} "
-            "> {log} 2>&1"
+            "{params.command} > {log} 2>&1"
 
     for _ds in DATASETS:
 

@@ -1,6 +1,6 @@
-# Prediction: one job per strategy run (and per replicate), so start-up (Python, torch, the
-# model: 2-3 s) is paid once per job, not per scene, and every job asks the scheduler for one
-# job's resources. The job streams each scene window by window (bounded memory); a re-run after
+# Prediction: one job per strategy run (and per replicate; with replicates.one_job one per
+# run, its replicates in one process), so start-up (Python, torch, the model: 2-3 s) is paid
+# once per job, not per scene, and every job asks the scheduler for one job's resources. The job streams each scene window by window (bounded memory); a re-run after
 # an interruption skips the scenes it finished (kept in .resume/ until the job is done).
 # A replicate predicts only the scenes holding its fold's test tiles, the only ones its
 # evaluation reads.
@@ -8,32 +8,26 @@
 
 rule predict:
     input:
-        model=results_path("model", "{dataset}", "{run}", REP),
+        model=predict_models,
         index=results_path("tile_index", "{dataset}"),
         images=lambda w: dataset_inputs(w.dataset)["images"],
         cfg=ancient(CONFIG_FILE),
     output:
-        classes=directory(results_path("predictions", "{dataset}", "{run}", REP)),
-        probs=directory(results_path("probabilities", "{dataset}", "{run}", REP)),
+        **predict_outputs(),
     log:
-        f"logs/{{dataset}}/{{run}}/{LOG_REP}predict.log",
+        job_log("predict", LOG_REP),
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=120 * REPS_PER_JOB,
         gpu=0,
     params:
         cfg=lambda w: section("prediction"),
-        held_out=held_out_option,
-        tiles=lambda w, input: os.path.dirname(input.index),
-        resume=lambda w, output: os.path.join(os.path.dirname(output.classes), ".resume"),
+        command=predict_command,
     shell:
-        "OMP_NUM_THREADS={threads} spatialfair predict --config {input.cfg} "
-        "--model {input.model} --from-store {params.tiles} {params.held_out} "
-        "--out-classes-dir {output.classes} --out-probs-dir {output.probs} "
-        "--resume-dir {params.resume} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.command} > {log} 2>&1"
 
 
 # Mapping: the unlabelled scenes of a dataset (`map_images`), predicted by each run's model

@@ -4,6 +4,8 @@
 # train_profile.json beside its model (where its wall time went, docs/training.md).
 # With replicates.one_job a job trains all replicates of its run, one after another in one
 # process (same results; start-up paid once); its time limit grows with their number.
+# Trainings go first (priority): they are the long jobs, and a long one started last would
+# leave the other cores idle at the end of a run.
 
 
 rule train:
@@ -13,22 +15,21 @@ rule train:
     output:
         **train_outputs(),
     log:
-        f"logs/{{dataset}}/{{run}}/{'' if ONE_TRAINING_JOB else LOG_REP}train.log",
+        job_log("train", LOG_REP),
+    priority: 1
     conda:
         ENV
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240 * (len(REPS) if ONE_TRAINING_JOB else 1),
+        runtime=240 * REPS_PER_JOB,
         gpu=0,
     params:
         cfg=lambda w: section("model", "training", "seed", "tiling", dataset=w.dataset)
         | {"run": RUNS[w.run].__dict__, "replicates": replicates_trained()},
         replicate=replicate_args,
         tiles=lambda w, input: os.path.dirname(input.index),
-        out=lambda w: results_path(
-            "replicate", w.dataset, w.run, None if ONE_TRAINING_JOB else w.get("rep")
-        ),
+        out=lambda w: results_path("replicate", w.dataset, w.run, None if ONE_JOB else w.get("rep")),
         launcher=lambda w, resources: (
             f"torchrun --standalone --nproc-per-node {resources.gpu} -m spatialfair.cli"
             if int(resources.get("gpu", 0)) > 1
