@@ -29,12 +29,23 @@ def train_outputs():
     )
 
 
+def replicate_args(w):
+    """What a training job trains: --seed/--split-column of its replicate, --replicates of
+    every replicate (replicates.one_job), nothing for an unreplicated run."""
+    if ONE_JOB:
+        return "--replicates " + " ".join(REPS)
+    if not REPLICATED:
+        return ""
+    rep = REPS[w.rep]
+    return f"--seed {rep.seed} --split-column {rep.column}"
+
+
 def job_log(stage, per_replicate):
     """A job's log: per replicate (or per seed), or (one_job) one per run and stage."""
     return f"logs/{{dataset}}/{{run}}/{'' if ONE_JOB else per_replicate}{stage}.log"
 
 
-def batch(lines):
+def command_line(lines):
     """`spatialfair <line>` for one command line, `spatialfair batch '<line>' ...` for more."""
     if len(lines) == 1:
         return f"spatialfair {lines[0]}"
@@ -72,7 +83,7 @@ def predict_command(w, input, output):
             f"predict --config {input.cfg} --model {model} --from-store {tiles} {held_out}"
             f"--out-classes-dir {cls} --out-probs-dir {prob} --resume-dir {resume}"
         )
-    return batch(lines)
+    return command_line(lines)
 
 
 # ------------------------------------------------------------------------- evaluate_seed
@@ -116,4 +127,4 @@ def evaluate_seed_command(w, input, output):
             f"--partitions {input.partitions} {folds} --seed {seed} --run {w.run} --no-maps "
             f"--out {os.path.dirname(metrics)}"
         )
-    return batch(lines)
+    return command_line(lines)

@@ -262,17 +262,6 @@ def fairness_outputs(ds, run):
     return fairness_files(LAYOUT.fairness(ds, run), ds)
 
 
-def replicate_args(w):
-    """What a training job trains: --seed/--split-column of its replicate, --replicates of
-    every replicate (replicates.one_job), nothing for an unreplicated run."""
-    if ONE_JOB:
-        return "--replicates " + " ".join(REPS)
-    if not REPLICATED:
-        return ""
-    rep = REPS[w.rep]
-    return f"--seed {rep.seed} --split-column {rep.column}"
-
-
 def fairness_report_outputs(_ds, _metric):
     """The run-level fairness outputs of dataset _ds (maps are report items)."""
     metrics, by_region, gpkg, raster, map_png, bars_png = (
