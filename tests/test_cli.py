@@ -81,7 +81,12 @@ def test_chosen_command_is_the_first_word_that_is_no_option():
 def test_batch_runs_each_command_as_alone_and_checks_them_all_first(tmp_path, caplog):
     """`spatialfair batch`: the commands run in order in one process with the files they write
     alone; a command line that is not one is refused before the first runs."""
+    import yaml
+
     caplog.set_level(logging.INFO)
+    cfg = tmp_path / "config.yaml"
+    block = {"task": "flood", "images": "i/*.tif", "labels": "l/*.tif", "regions": "r.gpkg"}
+    cfg.write_text(yaml.safe_dump({"datasets": {"d": block}}))
     one = ["demo", "flood", "--size", "64", "--seed", "3", "--out"]
     assert cli.main([*one, str(tmp_path / "alone")]) == 0
     line = " ".join(one)
@@ -98,8 +103,10 @@ def test_batch_runs_each_command_as_alone_and_checks_them_all_first(tmp_path, ca
         ("tiles --out x", "not a spatialfair command"),
         ("batch 'demo flood'", "nested batch"),
         ("demo flood --size", "do not parse"),
+        (f"validate --config {cfg} --dataset nope", "dataset 'nope': no such dataset"),
     ]:
         caplog.clear()
         assert cli.main(["batch", f"{line} {tmp_path / 'first'}", bad]) == 2
-        assert why in caplog.text and "batch command 2" in caplog.text
+        assert why in caplog.text
+        assert ("batch command 2" in caplog.text) == ("nope" not in bad)  # the line, quoted
         assert not (tmp_path / "first").exists()  # refused before the first ran

@@ -4,8 +4,9 @@ Each argument is one command line without ``spatialfair`` (e.g. ``"predict --mod
 ..."``), split like a shell would. Start-up (the interpreter and the imports of torch,
 rasterio and pandas: 1-2 s on a small CPU) is paid once instead of once per command; each
 command runs exactly as it would alone. The workflow batches a run's replicates this way with
-``replicates.one_job`` (docs/replicates.md). Every command line is parsed before the first
-runs; the batch stops at the first command that fails, with that command's exit status.
+``replicates.one_job`` (docs/replicates.md). Every command line is parsed, and its dataset
+names checked, before the first runs; the batch stops at the first command that fails, with
+that command's exit status.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_commands(lines: list[str]) -> list[argparse.Namespace]:
-    """Parse every command line; refuse unknown or nested ``batch`` commands before any runs.
+    """Parse every command line and check its dataset names; refuse unknown or nested
+    ``batch`` commands before any runs.
 
     Args:
         lines: The command lines.
@@ -41,9 +43,10 @@ def parse_commands(lines: list[str]) -> list[argparse.Namespace]:
         The parsed command lines, in order.
 
     Raises:
-        InputError: Naming the command line that is not a spatialfair command.
+        InputError: Naming the command line that is not a spatialfair command, does not
+            parse, or names a dataset its config does not have.
     """
-    from ..cli import build_parser, chosen_command
+    from ..cli import build_parser, check_dataset_names, chosen_command
 
     parsed = []
     for i, line in enumerate(lines, 1):
@@ -63,6 +66,7 @@ def parse_commands(lines: list[str]) -> list[argparse.Namespace]:
                 "its options do not parse (see the message above)",
                 f"check it with 'spatialfair {name} --help'",
             ) from exc
+        check_dataset_names(parsed[-1])
     return parsed
 
 
