@@ -138,16 +138,16 @@ def select_replicates(settings: Settings, ids: list[str] | None = None) -> list[
     known = [r.id for r in reps]
     if not is_replicated(settings):
         raise InputError(
-            "--replicates",
+            "replicates to train (--replicates)",
             "the config has a single run per strategy (replicates.seeds and folds are 1)",
-            "leave --replicates out, or set replicates.seeds or replicates.folds above 1",
+            "train without a replicate list, or set replicates.seeds or replicates.folds above 1",
         )
     if not ids or list(ids) == ["all"]:
         return reps
     unknown = [i for i in ids if i not in known]
     if unknown:
         raise InputError(
-            "--replicates",
+            "replicates to train (--replicates)",
             f"{unknown} not replicates of this config",
             f"use ids from {known}, or 'all'",
         )
