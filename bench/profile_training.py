@@ -10,7 +10,8 @@ For each dataset, in alternating rounds with the same threads:
     (every epoch's batches drawn from the same loaders and held in memory as tensors on the
     device beforehand), timed over the same number of optimiser steps: forward, loss,
     backward and optimiser step only (``Session._train_step``); and, separately, the
-    validation forward passes of the same number of epochs on in-memory batches.
+    validation forward passes of the epochs the job validates (``training.validate_every`` and
+    ``validate_after``) on in-memory batches.
 
 Prints the job's phases (median over rounds), job wall / pure compute (the issue's ratio, target
 <= 1.15) and job wall / (pure compute + pure validation) (overhead outside any compute).
@@ -24,6 +25,7 @@ and ``split`` through the CLI, as the workflow does); ``real`` is ``bench/real-f
     python bench/profile_training.py --data demo --rounds 5
     python bench/profile_training.py --tree /tmp/old-checkout . --rounds 5   # before/after
     python bench/profile_training.py --threads 2
+    python bench/profile_training.py --data demo --replicates 10 --validate-after 0.4
     python bench/profile_training.py --data demo --variant channels_last   # (b) only, see below
 
 ``--tree`` runs other checkouts' code (``PYTHONPATH``), interleaved within every round so that
@@ -316,7 +318,7 @@ def pure_compute_of(plan, args, tuned, Session, validation_pass, torch) -> dict:
     val = [on_device(b) for b in base.data.val_loader]
     compute, compute_cpu = timed(base, batches)
     t0 = time.perf_counter()
-    for _ in range(base.total):
+    for _ in range(validation_passes(plan, base.total)):
         validation_pass(base.model, val, device, plan.num_regions, ds.num_classes, base.autocast)
     sync()
     result = {
@@ -342,6 +344,31 @@ def pure_compute_of(plan, args, tuned, Session, validation_pass, torch) -> dict:
         ]
         result["variant_max_weight_diff"] = max(diffs)
     return result
+
+
+def validation_passes(plan, epochs: int) -> int:
+    """Validation passes a one-phase run of ``epochs`` makes (its validation schedule)."""
+    try:
+        from spatialfair.training.selection import validated_epochs
+    except ImportError:  # a tree from before training.validate_every: every epoch
+        return epochs
+    tcfg = plan.tcfg
+    return len(validated_epochs(epochs, int(tcfg.validate_every), float(tcfg.validate_after)))
+
+
+def with_schedule(config: Path, every: int | None, after: float | None) -> Path:
+    """``config`` itself, or a copy beside it with ``training.validate_every/after`` set."""
+    if every is None and after is None:
+        return config
+    cfg = yaml.safe_load(config.read_text())
+    cfg["training"] = {
+        **cfg.get("training", {}),
+        **({"validate_every": every} if every is not None else {}),
+        **({"validate_after": after} if after is not None else {}),
+    }
+    out = config.with_name(f"config-every{every or 1}-after{after or 0}.yaml")
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
 
 
 def run_pure(
@@ -453,6 +480,20 @@ def main(argv: list[str] | None = None) -> None:
         help="N > 1: the job trains N replicates (seeds) in one process (replicates.one_job, "
         "spatialfair train --replicates all); pure compute is summed over the same N trainings",
     )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training.validate_every of the job and of (b) (default: the config's)",
+    )
+    p.add_argument(
+        "--validate-after",
+        type=float,
+        default=None,
+        metavar="F",
+        help="training.validate_after of the job and of (b) (default: the config's)",
+    )
     p.add_argument("--only", default=None, help="only datasets whose label contains this")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers here")
     # the child of (b)
@@ -467,13 +508,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     threads = args.threads or workflow_threads()
     kinds = ["demo", "real"] if args.data == "all" else [args.data]
-    sets = [s for kind in kinds for s in prepare(args.work, kind, args.replicates)]
+    sets = [
+        (label, with_schedule(config, args.validate_every, args.validate_after), name, tiles)
+        for kind in kinds
+        for label, config, name, tiles in prepare(args.work, kind, args.replicates)
+    ]
     if args.only:
         sets = [s for s in sets if args.only in s[0]]
     trees = [t.resolve() for t in args.tree]
     print(
         f"[profile] tree(s) {', '.join(map(str, trees))}; {threads} thread(s), {args.rounds} "
-        f"round(s), strategy {STRATEGY}, {args.replicates} replicate(s) per job; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC,"
+        f"round(s), strategy {STRATEGY}, {args.replicates} replicate(s) per job, validation "
+        f"every {args.validate_every or 'config'} after {args.validate_after or 'config'}; {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC,"
         f" load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )

@@ -112,6 +112,8 @@ class TrainingSettings:
     partitioning: str
     deterministic: bool
     selection: str
+    validate_every: int
+    validate_after: float
     selection_min_region_pixels: int
     selection_min_class_pixels: int
     loss: LossSettings

@@ -1088,3 +1088,63 @@ def test_cli_train_replicates(tmp_path, caplog):
     for seed in (0, 1):
         _, bundle = load_bundle(tmp_path / "run" / "reps" / f"s{seed}-f0" / "model.pt")
         assert (bundle["seed"], bundle["split_column"]) == (seed, f"split__s{seed}_f0")
+
+
+def test_validated_epochs_schedule():
+    from spatialfair.training.selection import validated_epochs
+
+    assert validated_epochs(12) == frozenset(range(1, 13))
+    assert validated_epochs(12, every=2) == {2, 4, 6, 8, 10, 12}
+    assert validated_epochs(12, after=0.4) == frozenset(range(5, 13))  # floor(4.8) skipped
+    assert validated_epochs(12, every=3, after=0.4) == {7, 10, 12}  # the last always
+    assert validated_epochs(5, every=2, after=0.4) == {4, 5}
+    assert validated_epochs(1, every=4, after=0.9) == {1}
+    with pytest.raises(ValueError):
+        validated_epochs(4, every=0)
+    with pytest.raises(ValueError):
+        validated_epochs(4, after=1.0)
+    for bad in ({"validate_every": 0}, {"validate_after": 1}, {"validate_after": -0.1}):
+        with pytest.raises(InputError, match="validate_"):
+            _config(**bad)
+
+
+def test_validation_schedule_scores_fewer_epochs_and_trains_the_same(store, tmp_path):
+    """Skipped epochs are neither scored nor kept; training itself is untouched, also resumed."""
+    from spatialfair.training.checkpoint import CHECKPOINT
+
+    def run(out, stop=None, resume=False, **schedule):
+        config = _config(["groupdro"], epochs=6, selection="worst_region", **schedule)
+        return train(
+            store,
+            tmp_path / out,
+            dataset=dataset_config(config, "d", require_files=False),
+            strategy=_run(config, "groupdro"),
+            settings=Settings.from_config(config),
+            stop_after_epoch=stop,
+            resume=resume,
+        )
+
+    run("full")
+    sparse = run("sparse", validate_every=2, validate_after=0.4)  # epochs 4 and 6
+    full_log = pd.read_csv(tmp_path / "full" / "train_log.csv")
+    log = pd.read_csv(tmp_path / "sparse" / "train_log.csv")
+    assert list(log["epoch"][log["score"].notna()]) == [4, 6]
+    assert log.loc[log["score"].isna(), "val_iou_c1"].isna().all()
+    assert log.loc[log["score"].isna(), "selected"].sum() == 0
+    # the same training: losses of every epoch, scores of the validated ones, last weights
+    np.testing.assert_array_equal(log["train_loss"], full_log["train_loss"])
+    np.testing.assert_array_equal(log["score"][[3, 5]], full_log["score"][[3, 5]])
+    last = [
+        torch.load(tmp_path / d / CHECKPOINT, weights_only=False)["model"]
+        for d in ("full", "sparse")
+    ]
+    assert _same(*last)
+    # the kept epoch is the best of the validated ones
+    bundle = torch.load(sparse, weights_only=True)
+    assert bundle["epoch"] == 4 + 2 * int(full_log["score"][5] > full_log["score"][3])
+    # stopped after a skipped epoch and resumed: the same model
+    run("resumed", stop=3, validate_every=2, validate_after=0.4)
+    resumed = run("resumed", resume=True, validate_every=2, validate_after=0.4)
+    assert _same(_weights(resumed), _weights(sparse))
+    again = pd.read_csv(tmp_path / "resumed" / "train_log.csv")
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), log.drop(columns="seconds"))

@@ -246,6 +246,35 @@ def summarize_validation(
     }
 
 
+def validated_epochs(epochs: int, every: int = 1, after: float = 0.0) -> frozenset[int]:
+    """The 1-based epochs of an ``epochs``-long phase that are validated (and can be kept).
+
+    ``training.validate_after`` skips the first ``floor(after * epochs)`` epochs, then every
+    ``validate_every``-th epoch is validated; the phase's last epoch always is, so every
+    selecting phase keeps an epoch. The defaults (1, 0) validate every epoch.
+    """
+    if epochs < 1 or every < 1 or not 0 <= after < 1:
+        raise ValueError(f"validated_epochs({epochs}, {every}, {after}): out of range")
+    skip = math.floor(after * epochs)
+    chosen = {p for p in range(skip + 1, epochs + 1) if (p - skip) % every == 0}
+    return frozenset(chosen | {epochs})
+
+
+def not_validated(num_regions: int) -> dict[str, Any]:
+    """The validation summary of an epoch that was not validated: every score NaN."""
+    nan = math.nan
+    return {
+        "overall": {},
+        "headline": nan,
+        "by_region": [nan] * num_regions,
+        "region_pixels": [0] * num_regions,
+        "worst": nan,
+        "worst_region": "",
+        "difference": nan,
+        "score": nan,
+    }
+
+
 class Validator:
     """Scores a model on the run's validation tiles under its selection settings.
 
@@ -385,8 +414,10 @@ __all__ = [
     "Validator",
     "device_confusion_by_region",
     "no_selection",
+    "not_validated",
     "selection_score",
     "summarize_validation",
     "tile_errors",
+    "validated_epochs",
     "validation_pass",
 ]

@@ -30,7 +30,7 @@ from .loaders import RunData
 from .optim import PhaseOptimiser, mixed_precision, seed_everything
 from .plan import Plan, build_strategy
 from .profile import Profile
-from .selection import Selection, Validator, tile_errors
+from .selection import Selection, Validator, not_validated, tile_errors, validated_epochs
 
 log = logging.getLogger("spatialfair.train")
 
@@ -116,6 +116,9 @@ class Session:
         params = self.strategy.trainable_parameters(kind, self.model)
         self.kind, self.phase_begin = kind, sum(m for _, m in self.phases[:index])
         tcfg = self.plan.tcfg
+        self.phase_validated = validated_epochs(
+            n, int(tcfg.validate_every), float(tcfg.validate_after)
+        )
         self.optim = PhaseOptimiser(
             self.model,
             params,
@@ -243,11 +246,15 @@ class Session:
         }
 
     def _validate(self, epoch: int, sums: torch.Tensor, t0: float) -> dict[str, Any]:
-        """Score the epoch, offer it to the selection and log its row."""
-        plan, ds = self.plan, self.plan.ds
-        with self.profile.phase("validation"):
-            conf = self.validator.confusion(unwrap(self.optim.ddp_model))
-        val = self.validator.summarize(conf)
+        """Score the epoch if the schedule says so, offer it to the selection, log its row."""
+        plan = self.plan
+        validated = epoch - self.phase_begin + 1 in self.phase_validated
+        if validated:
+            with self.profile.phase("validation"):
+                conf = self.validator.confusion(unwrap(self.optim.ddp_model))
+            val = self.validator.summarize(conf)
+        else:  # training.validate_every / validate_after: a NaN row, nothing offered
+            val = not_validated(plan.num_regions)
         columns = {
             "lr": self.optim.lr,
             "train_loss": float(sums[0] / (self.data.steps_per_epoch * self.ctx.world_size)),
@@ -257,24 +264,32 @@ class Session:
         }
         if len(self.phases) > 1:
             columns["phase"] = self.kind
-        if self.strategy.selects(self.kind):
+        if validated and self.strategy.selects(self.kind):
             self.selection.offer(epoch, val, self.model)
         row = self.selection.epoch_row(epoch, val, plan.region_names, **columns)
         if self.ctx.is_main:
-            log.info(
-                "%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
-                plan.run.name,
-                epoch + 1,
-                self.total,
-                row["train_loss"],
-                ds.headline_metric,
-                val["headline"],
-                val["worst_region"],
-                val["worst"],
-                val["score"],
-                " (best)" if row["selected"] else "",
-            )
+            self._log_epoch(epoch, row, val if validated else None)
         return row
+
+    def _log_epoch(self, epoch: int, row: Mapping[str, Any], val: Mapping | None) -> None:
+        """One log line per epoch: its loss and, if it was validated (``val``), its scores."""
+        name, loss = self.plan.run.name, row["train_loss"]
+        if val is None:
+            log.info("%s epoch %d/%d: loss %.4f, not validated", name, epoch + 1, self.total, loss)
+            return
+        log.info(
+            "%s epoch %d/%d: loss %.4f, val %s %.4f, worst %s %.4f, score %.4f%s",
+            name,
+            epoch + 1,
+            self.total,
+            loss,
+            self.plan.ds.headline_metric,
+            val["headline"],
+            val["worst_region"],
+            val["worst"],
+            val["score"],
+            " (best)" if row["selected"] else "",
+        )
 
 
 def write_kept_model(session: Session, start: int) -> Path:
