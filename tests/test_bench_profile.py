@@ -1,4 +1,4 @@
-"""bench/profile_training.py still runs against the package: a job and its pure compute."""
+"""The bench scripts still run against the package: profile_training, job_times, validation_schedule."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -78,3 +79,47 @@ Finished jobid: 5 (Rule: train)
     times, wall = module.job_times(log.splitlines())
     assert times == {"validate": [1.0], "train": [120.0, 60.0]}
     assert wall == 181.0
+
+
+def test_profile_training_writes_the_schedule_into_a_config_copy(tmp_path):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_training_config(["erm"], 12)))
+    bench = _bench()
+    assert bench.with_schedule(cfg, None, None) == cfg
+    copy = bench.with_schedule(cfg, 3, 0.4)
+    assert copy != cfg and copy.parent == cfg.parent
+    training = yaml.safe_load(copy.read_text())["training"]
+    assert (training["validate_every"], training["validate_after"], training["epochs"]) == (
+        3,
+        0.4,
+        12,
+    )
+    validate_config(yaml.safe_load(copy.read_text()))  # still a valid config
+
+
+def test_validation_schedule_reads_what_a_schedule_would_keep(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "validation_schedule", ROOT / "bench" / "validation_schedule.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    logs = {
+        "a": {"score": [0.1, 0.5, 0.4, 0.6]},  # keeps epoch 4
+        "b": {"score": [0.2, 0.9, 0.3, 0.1]},  # keeps epoch 2
+        "flat": {"score": [0.0, 0.0, 0.0, 0.0]},  # learnt nothing: left out
+        "jtt": {"score": [0.1, 0.2, 0.3, 0.4], "phase": ["identify", "t", "t", "t"]},
+    }
+    for name, columns in logs.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        pd.DataFrame(columns).to_csv(tmp_path / "runs" / name / "train_log.csv", index=False)
+    scores, skipped = module.read_scores(tmp_path / "runs")
+    assert len(scores) == 2 and skipped == 2
+    every2 = module.simulate(scores, 2, 0.0)  # epochs 2 and 4: the same kept epochs
+    assert every2 == {"saved": 0.5, "changed": 0, "mean_loss": 0.0, "max_loss": 0.0}
+    late = module.simulate(scores, 1, 0.5)  # epochs 3 and 4: b keeps 3, losing 0.6
+    assert late["saved"] == 0.5 and late["changed"] == 1
+    assert late["max_loss"] == pytest.approx(0.6) and late["mean_loss"] == pytest.approx(0.3)
+    module.main([str(tmp_path / "runs"), "--schedule", "1:0.5"])
+    out = capsys.readouterr().out
+    assert "2 trainings of 4 epochs (2 left out)" in out
+    assert "| 1 | 0.5 | 50% | 1 of 2 (50%) | 0.3000 | 0.6000 |" in out
