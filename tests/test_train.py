@@ -1148,3 +1148,20 @@ def test_validation_schedule_scores_fewer_epochs_and_trains_the_same(store, tmp_
     assert _same(_weights(resumed), _weights(sparse))
     again = pd.read_csv(tmp_path / "resumed" / "train_log.csv")
     pd.testing.assert_frame_equal(again.drop(columns="seconds"), log.drop(columns="seconds"))
+
+
+def test_validation_schedule_applies_within_each_phase_of_jtt(store, tmp_path):
+    opts = {"first_epochs": 1, "upweights": [2, 10], "threshold_scales": [1.0]}
+    config = _config({"jtt": opts}, epochs=2, validate_every=2)
+    path = train(
+        store,
+        tmp_path / "jtt",
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, "jtt"),
+        settings=Settings.from_config(config),
+    )
+    log = pd.read_csv(tmp_path / "jtt" / "train_log.csv")
+    # identify (1 epoch): its last; each 2-epoch candidate pass: its second epoch
+    assert list(log["epoch"][log["score"].notna()]) == [1, 3, 5]
+    state = load_bundle(path)[1]["strategy_state"]
+    assert [r["epoch"] for r in state["results"]] == [3, 5]  # each candidate's kept epoch
