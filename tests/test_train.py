@@ -1099,6 +1099,7 @@ def test_validated_epochs_schedule():
     assert validated_epochs(12, every=3, after=0.4) == {7, 10, 12}  # the last always
     assert validated_epochs(5, every=2, after=0.4) == {4, 5}
     assert validated_epochs(1, every=4, after=0.9) == {1}
+    assert min(validated_epochs(100, after=0.29)) == 30  # 29 skipped, not 28 (rounding)
     with pytest.raises(ValueError):
         validated_epochs(4, every=0)
     with pytest.raises(ValueError):

@@ -255,7 +255,7 @@ def validated_epochs(epochs: int, every: int = 1, after: float = 0.0) -> frozens
     """
     if epochs < 1 or every < 1 or not 0 <= after < 1:
         raise ValueError(f"validated_epochs({epochs}, {every}, {after}): out of range")
-    skip = math.floor(after * epochs)
+    skip = math.floor(after * epochs + 1e-9)  # 0.29 * 100 is 28.999...: 29 skipped
     chosen = {p for p in range(skip + 1, epochs + 1) if (p - skip) % every == 0}
     return frozenset(chosen | {epochs})
 
