@@ -123,3 +123,26 @@ def test_validation_schedule_reads_what_a_schedule_would_keep(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 trainings of 4 epochs (2 left out)" in out
     assert "| 1 | 0.5 | 50% | 1 of 2 (50%) | 0.3000 | 0.6000 |" in out
+
+
+def test_schedule_effect_pairs_models_and_endpoints(tmp_path):
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "schedule_effect", ROOT / "bench" / "schedule_effect.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    weights = {"w": torch.arange(4.0)}
+    for folder, rep, epoch, shift in [("a", "s0", 5, 0), ("b", "s0", 5, 0), ("a", "s1", 5, 0)]:
+        (tmp_path / folder / "reps" / rep).mkdir(parents=True, exist_ok=True)
+        bundle = {"epoch": epoch, "state_dict": {"w": weights["w"] + shift}}
+        torch.save(bundle, tmp_path / folder / "reps" / rep / "model.pt")
+    (tmp_path / "b" / "reps" / "s1").mkdir(parents=True)
+    torch.save(  # the same weights, kept at another epoch: differs
+        {"epoch": 6, "state_dict": weights}, tmp_path / "b" / "reps" / "s1" / "model.pt"
+    )
+    assert module.kept_models_differ(tmp_path / "a", tmp_path / "b") == (1, 2)
+    row = module.effect(pd.Series([0.5, 0.5, 0.5, 0.5]), pd.Series([0.6, 0.7, 0.6, 0.7]))
+    n, interval, mde = (part.strip() for part in row.split("|"))
+    assert n == "4" and interval.startswith("+0.1500 [") and float(mde) > 0
