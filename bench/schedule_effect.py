@@ -17,7 +17,6 @@ run present in both, this reads each seed's ``metrics.json`` and kept model and 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,18 +24,11 @@ import pandas as pd
 import torch
 
 from spatialfair.comparison.regions import fixed_endpoints, fixed_region_set, region_values
+from spatialfair.comparison.runs import parse_run, seed_docs
 from spatialfair.layout import seed_metrics
 from spatialfair.stats import mde, paired
 
 ALPHA = 0.05
-
-
-def docs_of(dataset_dir: Path, runs: list[str]) -> dict:
-    """run -> {seed: metrics.json} of ``runs`` under ``dataset_dir``."""
-    return {
-        run: {s: json.loads(p.read_text()) for s, p in seed_metrics(dataset_dir / run).items()}
-        for run in runs
-    }
 
 
 def common_runs(a: Path, b: Path) -> list[str]:
@@ -81,7 +73,8 @@ def effect(a: pd.Series, b: pd.Series) -> str:
 def dataset_report(a: Path, b: Path, min_px: int, partitioning: str) -> str:
     """The tables of one dataset folder pair."""
     runs = common_runs(a, b)
-    docs_a, docs_b = docs_of(a, runs), docs_of(b, runs)
+    parsed = [parse_run(r) for r in runs]
+    docs_a, docs_b = seed_docs(a, parsed), seed_docs(b, parsed)
     fixed = fixed_region_set(region_values(docs_a, None), min_px, partitioning)
     both = endpoints(docs_a, fixed).merge(
         endpoints(docs_b, fixed), on=["run", "seed"], suffixes=("_a", "_b")

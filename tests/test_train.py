@@ -44,6 +44,18 @@ def _run(config, name):
     return {r.name: r for r in strategy_runs(config)}[name]
 
 
+def _train(store, out, config, name, **kwargs):
+    """``train`` the run ``name`` of ``config`` (dataset ``d``) into ``out``; its bundle path."""
+    return train(
+        store,
+        out,
+        dataset=dataset_config(config, "d", require_files=False),
+        strategy=_run(config, name),
+        settings=Settings.from_config(config),
+        **kwargs,
+    )
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     return make_store(tmp_path_factory.mktemp("train") / "tiles", tiles_per_scene=8)
@@ -93,13 +105,7 @@ def test_train_writes_bundle_and_log(store, tmp_path):
 
 def test_erm_overall_selection_keeps_the_best_overall_epoch(store, tmp_path):
     config = _config(["erm"], epochs=5)  # training.selection: the schema default, overall
-    path = train(
-        store,
-        tmp_path / "erm",
-        dataset=dataset_config(config, "d", require_files=False),
-        strategy=_run(config, "erm"),
-        settings=Settings.from_config(config),
-    )
+    path = _train(store, tmp_path / "erm", config, "erm")
     bundle = torch.load(path, weights_only=True)
     log = pd.read_csv(tmp_path / "erm" / "train_log.csv")
     assert bundle["selection"] == "overall" and set(log["selection"]) == {"overall"}
@@ -1115,14 +1121,8 @@ def test_validation_schedule_scores_fewer_epochs_and_trains_the_same(store, tmp_
 
     def run(out, stop=None, resume=False, **schedule):
         config = _config(["groupdro"], epochs=6, selection="worst_region", **schedule)
-        return train(
-            store,
-            tmp_path / out,
-            dataset=dataset_config(config, "d", require_files=False),
-            strategy=_run(config, "groupdro"),
-            settings=Settings.from_config(config),
-            stop_after_epoch=stop,
-            resume=resume,
+        return _train(
+            store, tmp_path / out, config, "groupdro", stop_after_epoch=stop, resume=resume
         )
 
     run("full")
@@ -1154,13 +1154,7 @@ def test_validation_schedule_scores_fewer_epochs_and_trains_the_same(store, tmp_
 def test_validation_schedule_applies_within_each_phase_of_jtt(store, tmp_path):
     opts = {"first_epochs": 1, "upweights": [2, 10], "threshold_scales": [1.0]}
     config = _config({"jtt": opts}, epochs=2, validate_every=2)
-    path = train(
-        store,
-        tmp_path / "jtt",
-        dataset=dataset_config(config, "d", require_files=False),
-        strategy=_run(config, "jtt"),
-        settings=Settings.from_config(config),
-    )
+    path = _train(store, tmp_path / "jtt", config, "jtt")
     log = pd.read_csv(tmp_path / "jtt" / "train_log.csv")
     # identify (1 epoch): its last; each 2-epoch candidate pass: its second epoch
     assert list(log["epoch"][log["score"].notna()]) == [1, 3, 5]
